@@ -1,0 +1,187 @@
+"""Async and sync clients for AgentService.
+
+>>> async with AsyncClient("127.0.0.1:50051") as client:
+...     response = await client.invoke("echo", "hello")
+...     async for event in client.stream("assistant", "hi"):
+...         ...
+
+Failed calls raise a :class:`SwitchboardError` subclass carrying the status and its details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from types import TracebackType
+from typing import Self
+
+import grpc
+from switchboard.v1 import agent_pb2 as pb
+from switchboard.v1 import agent_pb2_grpc as pb_grpc
+
+from switchboard_client.errors import from_rpc_error
+
+Conversation = str | Sequence[pb.Message]
+
+
+def user(text: str) -> pb.Message:
+    """A user message with one text part."""
+    return pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=text)])
+
+
+def _messages(conversation: Conversation) -> list[pb.Message]:
+    return [user(conversation)] if isinstance(conversation, str) else list(conversation)
+
+
+def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def build_request(
+    agent: str,
+    conversation: Conversation,
+    *,
+    session_id: str = "",
+    parameters: pb.Parameters | None = None,
+    request_id: str = "",
+    metadata: dict[str, str] | None = None,
+    tools: Sequence[pb.Tool] = (),
+) -> pb.InvokeRequest:
+    return pb.InvokeRequest(
+        agent=agent,
+        messages=_messages(conversation),
+        session_id=session_id,
+        parameters=parameters,
+        request_id=request_id,
+        metadata=metadata,
+        tools=tools,
+    )
+
+
+def _stream_request(request: pb.InvokeRequest) -> pb.StreamRequest:
+    out = pb.StreamRequest()
+    out.ParseFromString(request.SerializeToString())  # same fields, same numbers
+    return out
+
+
+class AsyncClient:
+    """An asyncio client; one channel, reused for every call."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self._channel = channel or grpc.aio.insecure_channel(target)
+        self._stub = pb_grpc.AgentServiceStub(self._channel)
+        self._metadata = _metadata(api_key)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    async def invoke(
+        self, agent: str, conversation: Conversation, *, timeout: float | None = None, **kw: object
+    ) -> pb.InvokeResponse:
+        """Run ``agent`` on ``conversation`` (a string is one user message)."""
+        request = build_request(agent, conversation, **kw)  # type: ignore[arg-type]
+        try:
+            return await self._stub.Invoke(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def stream(
+        self, agent: str, conversation: Conversation, *, timeout: float | None = None, **kw: object
+    ) -> AsyncIterator[pb.StreamResponse]:
+        """The answer's events. Breaking out of the loop cancels the call."""
+        request = _stream_request(build_request(agent, conversation, **kw))  # type: ignore[arg-type]
+        call = self._stub.Stream(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for event in call:
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def list_agents(self) -> list[pb.Agent]:
+        agents: list[pb.Agent] = []
+        token = ""
+        try:
+            while True:
+                page = await self._stub.ListAgents(
+                    pb.ListAgentsRequest(page_token=token), metadata=self._metadata
+                )
+                agents += page.agents
+                token = page.next_page_token
+                if not token:
+                    return agents
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def get_agent(self, name: str) -> pb.Agent:
+        try:
+            response = await self._stub.GetAgent(
+                pb.GetAgentRequest(name=name), metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response.agent
+
+
+class Client:
+    """A blocking client, for scripts and code without an event loop."""
+
+    def __init__(self, target: str, *, api_key: str | None = None) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.AgentServiceStub(self._channel)
+        self._metadata = _metadata(api_key)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def invoke(
+        self, agent: str, conversation: Conversation, *, timeout: float | None = None, **kw: object
+    ) -> pb.InvokeResponse:
+        request = build_request(agent, conversation, **kw)  # type: ignore[arg-type]
+        try:
+            response: pb.InvokeResponse = self._stub.Invoke(
+                request, timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response
+
+    def stream(
+        self, agent: str, conversation: Conversation, *, timeout: float | None = None, **kw: object
+    ) -> Iterator[pb.StreamResponse]:
+        request = _stream_request(build_request(agent, conversation, **kw))  # type: ignore[arg-type]
+        call = self._stub.Stream(request, timeout=timeout, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]

@@ -1,0 +1,99 @@
+"""Typed exceptions for a call's status, with its rich details decoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A bad field (``BadRequest``) or an exhausted limit (``QuotaFailure``)."""
+
+    subject: str
+    description: str
+
+
+class SwitchboardError(Exception):
+    """A call failed; ``code`` and ``message`` are the status, the rest its details."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        violations: tuple[Violation, ...] = (),
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.violations = violations
+        self.retry_after_s = retry_after_s
+
+
+class InvalidArgumentError(SwitchboardError): ...
+
+
+class NotFoundError(SwitchboardError): ...
+
+
+class UnauthenticatedError(SwitchboardError): ...
+
+
+class PermissionDeniedError(SwitchboardError): ...
+
+
+class ResourceExhaustedError(SwitchboardError): ...
+
+
+class FailedPreconditionError(SwitchboardError): ...
+
+
+class DeadlineExceededError(SwitchboardError): ...
+
+
+class UnavailableError(SwitchboardError): ...
+
+
+class InternalError(SwitchboardError): ...
+
+
+_BY_CODE: dict[grpc.StatusCode, type[SwitchboardError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.INTERNAL: InternalError,
+}
+
+
+def from_rpc_error(error: grpc.RpcError) -> SwitchboardError:
+    """The typed exception for a failed call, its BadRequest/QuotaFailure/RetryInfo decoded."""
+    code: grpc.StatusCode = error.code()
+    message: str = error.details() or ""
+    violations: list[Violation] = []
+    retry_after: float | None = None
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [Violation(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            violations += [Violation(v.subject, v.description) for v in quota.violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            retry_after = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    kind = _BY_CODE.get(code, SwitchboardError)
+    return kind(code, message, violations=tuple(violations), retry_after_s=retry_after)

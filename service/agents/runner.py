@@ -1,0 +1,106 @@
+"""Runs an agent: resolve, validate, route, and stream the answer's events.
+
+``Invoke`` and ``Stream`` share this one path: a unary call is the stream folded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from service.agents.spec import AgentSpec
+from service.agents.validate import validate
+from service.config import Snapshot
+from service.deadline import Deadline
+from service.domain import (
+    AgentRequest,
+    AgentResponse,
+    Event,
+    Finish,
+    Fold,
+    Start,
+    TargetRef,
+)
+from service.errors import NotFound, Unavailable
+from service.providers.base import ModelCall, TargetSpec
+from service.routing.router import Router
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A config snapshot with the router built from it: what one call is served from."""
+
+    snapshot: Snapshot
+    router: Router
+
+
+def target_ref(target: TargetSpec) -> TargetRef:
+    return TargetRef(name=target.name, provider=target.provider, model=target.model)
+
+
+class Runner:
+    """Serves agent calls from the current runtime (swapped whole on reload)."""
+
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime
+
+    def agent(self, name: str) -> AgentSpec:
+        """The agent named ``name`` in the current config.
+
+        Raises:
+            NotFound: no such agent.
+        """
+        return resolve(self._runtime().snapshot, name)
+
+    def default_deadline_s(self) -> float:
+        """The deadline given to calls that arrive without one."""
+        return self._runtime().snapshot.server.default_deadline_s
+
+    def agents(self) -> list[AgentSpec]:
+        """Every agent, ordered by name."""
+        return sorted(self._runtime().snapshot.agents.values(), key=lambda a: a.name)
+
+    async def stream(
+        self, request: AgentRequest, deadline: Deadline
+    ) -> AsyncGenerator[Event, None]:
+        """Yield the answer's events: one Start, deltas, usage, one Finish.
+
+        The whole call runs on the runtime current when it started, and within ``deadline``.
+        Raises NotFound, InvalidArgument, DeadlineExceeded, or the routed target's error.
+        Closing the generator closes the upstream call.
+        """
+        runtime = self._runtime()
+        agent = resolve(runtime.snapshot, request.agent)
+        validate(request, agent, runtime.snapshot.server)
+        call = ModelCall(
+            system_prompt=agent.system_prompt,
+            messages=request.messages,
+            parameters=agent.parameters.overridden_by(request.parameters),
+            tools=agent.tools + request.tools,
+        )
+        opened = await runtime.router.open(agent.route, call, deadline)
+        target = target_ref(opened.target)
+        yield Start(request.request_id, agent.name, agent.version, target)
+        async with aclosing(opened.events) as events:
+            async for event in events:
+                if isinstance(event, Finish):
+                    yield Finish(event.reason, opened.attempts, event.cache_hit, target)
+                    return
+                yield event
+        raise Unavailable(f"target {target.name!r} ended its answer without finishing it")
+
+    async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
+        """The stream's events folded into one response. Raises as ``stream`` does."""
+        fold = Fold()
+        async with aclosing(self.stream(request, deadline)) as events:
+            async for event in events:
+                fold.add(event)
+        return fold.result()
+
+
+def resolve(snapshot: Snapshot, name: str) -> AgentSpec:
+    agent = snapshot.agents.get(name)
+    if agent is None:
+        raise NotFound(f"no agent named {name!r}")
+    return agent

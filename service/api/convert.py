@@ -1,0 +1,294 @@
+"""Protobuf ⇄ domain conversion. The only place (with the servicers) that knows the wire types.
+
+Structural problems (a missing role, an empty content part) are collected and raised as one
+InvalidArgument naming every bad field.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format, struct_pb2
+from switchboard.v1 import agent_pb2 as pb
+
+from service.agents.spec import AgentSpec
+from service.domain import (
+    AgentRequest,
+    AgentResponse,
+    ContentPart,
+    Event,
+    Finish,
+    FinishReason,
+    ImagePart,
+    Message,
+    Parameters,
+    ResponseFormat,
+    ResponseFormatType,
+    Role,
+    Start,
+    TargetRef,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+from service.errors import FieldViolation, InvalidArgument
+
+_ROLES = {
+    pb.ROLE_SYSTEM: Role.SYSTEM,
+    pb.ROLE_USER: Role.USER,
+    pb.ROLE_ASSISTANT: Role.ASSISTANT,
+    pb.ROLE_TOOL: Role.TOOL,
+}
+_ROLES_OUT = {v: k for k, v in _ROLES.items()}
+_FORMATS = {
+    pb.ResponseFormat.TYPE_TEXT: ResponseFormatType.TEXT,
+    pb.ResponseFormat.TYPE_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
+    pb.ResponseFormat.TYPE_JSON_SCHEMA: ResponseFormatType.JSON_SCHEMA,
+}
+_FORMATS_OUT = {v: k for k, v in _FORMATS.items()}
+_FINISH = {
+    FinishReason.UNSPECIFIED: pb.FINISH_REASON_UNSPECIFIED,
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
+    FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+}
+
+
+def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str) -> AgentRequest:
+    """The domain request; ``request_id`` is used when the caller sent none.
+
+    Raises:
+        InvalidArgument: naming every structurally bad field.
+    """
+    violations: list[FieldViolation] = []
+    if not msg.agent:
+        violations.append(FieldViolation("agent", "the agent name is required"))
+    messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(msg.messages))
+    tools = tuple(_tool(t) for t in msg.tools)
+    parameters = _parameters(msg.parameters, violations) if msg.HasField("parameters") else None
+    if violations:
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise InvalidArgument(f"{first.field}: {first.description}{more}", violations)
+    return AgentRequest(
+        agent=msg.agent,
+        messages=messages,
+        request_id=msg.request_id or request_id,
+        session_id=msg.session_id,
+        parameters=parameters or Parameters(),
+        metadata=dict(msg.metadata),
+        tools=tools,
+    )
+
+
+def _message(msg: pb.Message, where: str, violations: list[FieldViolation]) -> Message:
+    role = _ROLES.get(msg.role)
+    if role is None:
+        problem = "is required" if msg.role == pb.ROLE_UNSPECIFIED else f"{msg.role} is unknown"
+        violations.append(
+            FieldViolation(
+                f"{where}.role",
+                f"role {problem} (ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL)",
+            )
+        )
+        role = Role.USER
+    parts: list[ContentPart] = []
+    for j, part in enumerate(msg.content):
+        kind = part.WhichOneof("part")
+        if kind == "text":
+            parts.append(TextPart(part.text))
+        elif kind == "image":
+            image = part.image
+            if image.WhichOneof("source") is None:
+                violations.append(FieldViolation(f"{where}.content[{j}].image", "set url or data"))
+            elif image.HasField("data") and not image.media_type:
+                violations.append(
+                    FieldViolation(
+                        f"{where}.content[{j}].image.media_type", "required with inline data"
+                    )
+                )
+            parts.append(ImagePart(url=image.url, data=image.data, media_type=image.media_type))
+        else:
+            violations.append(FieldViolation(f"{where}.content[{j}]", "set text or image"))
+    return Message(
+        role=role,
+        content=tuple(parts),
+        tool_calls=tuple(
+            ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in msg.tool_calls
+        ),
+        tool_call_id=msg.tool_call_id,
+    )
+
+
+def _tool(msg: pb.Tool) -> Tool:
+    return Tool(
+        name=msg.name,
+        description=msg.description,
+        parameters=json_format.MessageToDict(msg.parameters) if msg.HasField("parameters") else {},
+    )
+
+
+def _parameters(msg: pb.Parameters, violations: list[FieldViolation]) -> Parameters:
+    fmt: ResponseFormat | None = None
+    if msg.HasField("response_format"):
+        kind = _FORMATS.get(msg.response_format.type)
+        if kind is None:
+            violations.append(
+                FieldViolation(
+                    "parameters.response_format.type",
+                    "set TYPE_TEXT, TYPE_JSON_OBJECT or TYPE_JSON_SCHEMA",
+                )
+            )
+        else:
+            schema = msg.response_format.json_schema
+            fmt = ResponseFormat(
+                type=kind,
+                schema_name=msg.response_format.schema_name,
+                json_schema=(
+                    json_format.MessageToDict(schema)
+                    if msg.response_format.HasField("json_schema")
+                    else None
+                ),
+                strict=msg.response_format.strict,
+            )
+    return Parameters(
+        temperature=msg.temperature if msg.HasField("temperature") else None,
+        max_tokens=msg.max_tokens if msg.HasField("max_tokens") else None,
+        top_p=msg.top_p if msg.HasField("top_p") else None,
+        stop=tuple(msg.stop),
+        seed=msg.seed if msg.HasField("seed") else None,
+        response_format=fmt,
+    )
+
+
+def parameters_to_proto(parameters: Parameters) -> pb.Parameters:
+    out = pb.Parameters(
+        temperature=parameters.temperature,
+        max_tokens=parameters.max_tokens,
+        top_p=parameters.top_p,
+        stop=parameters.stop,
+        seed=parameters.seed,
+    )
+    fmt = parameters.response_format
+    if fmt is not None:
+        out.response_format.type = _FORMATS_OUT[fmt.type]
+        out.response_format.schema_name = fmt.schema_name
+        out.response_format.strict = fmt.strict
+        if fmt.json_schema is not None:
+            out.response_format.json_schema.update(fmt.json_schema)
+    return out
+
+
+def _struct(value: object) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    if isinstance(value, dict):
+        out.update(value)
+    return out
+
+
+def target_to_proto(target: TargetRef) -> pb.Target:
+    return pb.Target(name=target.name, provider=target.provider, model=target.model)
+
+
+def usage_to_proto(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cost_usd=usage.cost_usd,
+    )
+
+
+def message_to_proto(message: Message) -> pb.Message:
+    return pb.Message(
+        role=_ROLES_OUT[message.role],
+        content=[
+            pb.ContentPart(text=p.text)
+            if isinstance(p, TextPart)
+            else pb.ContentPart(image=_image_to_proto(p))
+            for p in message.content
+        ],
+        tool_calls=[
+            pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
+            for c in message.tool_calls
+        ],
+        tool_call_id=message.tool_call_id,
+    )
+
+
+def _image_to_proto(image: ImagePart) -> pb.Image:
+    out = pb.Image(media_type=image.media_type)
+    if image.data:
+        out.data = image.data
+    else:
+        out.url = image.url
+    return out
+
+
+def response_to_proto(response: AgentResponse) -> pb.InvokeResponse:
+    return pb.InvokeResponse(
+        request_id=response.request_id,
+        message=message_to_proto(response.message),
+        finish_reason=_FINISH[response.finish_reason],
+        usage=usage_to_proto(response.usage),
+        agent=response.agent,
+        agent_version=response.agent_version,
+        target=target_to_proto(response.target),
+        attempts=response.attempts,
+        cache_hit=response.cache_hit,
+    )
+
+
+def event_to_proto(event: Event) -> pb.StreamResponse:
+    match event:
+        case TextDelta(text=text):
+            return pb.StreamResponse(text_delta=pb.TextDelta(text=text))
+        case ToolCallDelta():
+            return pb.StreamResponse(
+                tool_call_delta=pb.ToolCallDelta(
+                    index=event.index,
+                    id=event.id,
+                    name=event.name,
+                    arguments_delta=event.arguments_delta,
+                )
+            )
+        case UsageEvent(usage=usage):
+            return pb.StreamResponse(usage=usage_to_proto(usage))
+        case Start():
+            return pb.StreamResponse(
+                start=pb.StreamStart(
+                    request_id=event.request_id,
+                    agent=event.agent,
+                    agent_version=event.agent_version,
+                    target=target_to_proto(event.target),
+                )
+            )
+        case Finish():
+            return pb.StreamResponse(
+                finish=pb.StreamFinish(
+                    finish_reason=_FINISH[event.reason],
+                    attempts=event.attempts,
+                    cache_hit=event.cache_hit,
+                    target=target_to_proto(event.target) if event.target else None,
+                )
+            )
+
+
+def agent_to_proto(agent: AgentSpec) -> pb.Agent:
+    return pb.Agent(
+        name=agent.name,
+        description=agent.description,
+        version=agent.version,
+        route=[pb.Target(name=t.name, provider=t.provider, model=t.model) for t in agent.route],
+        default_parameters=parameters_to_proto(agent.parameters),
+        overridable_parameters=sorted(agent.overridable_parameters),
+        tools=[
+            pb.Tool(name=t.name, description=t.description, parameters=_struct(t.parameters))
+            for t in agent.tools
+        ],
+        accepts_caller_tools=agent.accepts_caller_tools,
+    )

@@ -1,0 +1,98 @@
+"""The one place where errors become gRPC statuses, with rich details where they help.
+
+``SwitchboardError`` kinds map to status codes in ``_CODES``; InvalidArgument carries
+``google.rpc.BadRequest``, ResourceExhausted ``google.rpc.QuotaFailure``, and any error with a
+retry delay ``google.rpc.RetryInfo``. Anything else is INTERNAL with a generic message and is
+logged with its traceback: a caller never sees UNKNOWN or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from service import errors
+
+log = logging.getLogger(__name__)
+
+_CODES: dict[type[errors.SwitchboardError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+
+
+def code_for(error: errors.SwitchboardError) -> grpc.StatusCode:
+    for kind in type(error).__mro__:
+        code = _CODES.get(kind)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(exc: BaseException) -> grpc.Status:
+    """The status (code, message, details trailer) a caller should see for ``exc``."""
+    if not isinstance(exc, errors.SwitchboardError):
+        log.error("unexpected error while serving a call", exc_info=exc)
+        return _status(grpc.StatusCode.INTERNAL, "internal error", [])
+    details: list[any_pb2.Any] = []
+    if isinstance(exc, errors.InvalidArgument) and exc.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in exc.violations
+            ]
+        )
+        details.append(_pack(bad))
+    if isinstance(exc, errors.ResourceExhausted) and exc.violations:
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=v.subject, description=v.description
+                )
+                for v in exc.violations
+            ]
+        )
+        details.append(_pack(quota))
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        details.append(_pack(retry_info(retry_after)))
+    return _status(code_for(exc), exc.message, details)
+
+
+def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    """RetryInfo with the delay rounded up to the millisecond (never early)."""
+    millis = max(0, math.ceil(seconds * 1000))
+    return error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=millis // 1000, nanos=(millis % 1000) * 10**6)
+    )
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> grpc.Status:
+    proto = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    return rpc_status.to_status(proto)
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], exc: BaseException) -> None:
+    """End the call with the status for ``exc``. Always raises (grpc's AbortError)."""
+    status = to_status(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)

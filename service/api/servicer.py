@@ -1,0 +1,114 @@
+"""AgentService: thin — protobuf in, domain call, protobuf out; errors mapped in one place."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import grpc
+from switchboard.v1 import agent_pb2 as pb
+from switchboard.v1 import agent_pb2_grpc as pb_grpc
+
+from service import context as call_context
+from service.agents.runner import Runner
+from service.api import convert
+from service.api.errors import abort
+from service.deadline import Deadline
+from service.errors import InvalidArgument
+
+Context = grpc.aio.ServicerContext[object, object]
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def deadline_of(context: Context, default_s: float) -> Deadline:
+    """The caller's deadline, or ``default_s`` from now when the caller set none."""
+    remaining: float | None = context.time_remaining()
+    return Deadline.after(default_s if remaining is None else min(remaining, default_s))
+
+
+class AgentServicer(pb_grpc.AgentServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:  # noqa: N802
+        try:
+            agent_request = convert.request_from_proto(request, self._request_id())
+            deadline = deadline_of(context, self._runner.default_deadline_s())
+            response = await self._runner.invoke(agent_request, deadline)
+        except Exception as exc:  # mapped to a status in one place
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+        return convert.response_to_proto(response)
+
+    async def Stream(  # noqa: N802
+        self, request: pb.StreamRequest, context: Context
+    ) -> AsyncIterator[pb.StreamResponse]:
+        try:
+            agent_request = convert.request_from_proto(request, self._request_id())
+            deadline = deadline_of(context, self._runner.default_deadline_s())
+            async with aclosing(self._runner.stream(agent_request, deadline)) as events:
+                async for event in events:
+                    yield convert.event_to_proto(event)
+        except Exception as exc:  # noqa: BLE001 (mapped to a status in one place)
+            await abort(context, exc)
+
+    async def ListAgents(  # noqa: N802
+        self, request: pb.ListAgentsRequest, context: Context
+    ) -> pb.ListAgentsResponse:
+        try:
+            size = _page_size(request.page_size)
+            after = _decode_token(request.page_token)
+            agents = [a for a in self._runner.agents() if a.name > after]
+        except Exception as exc:  # mapped to a status in one place
+            await abort(context, exc)
+            raise
+        page = agents[:size]
+        token = _encode_token(page[-1].name) if len(agents) > size else ""
+        return pb.ListAgentsResponse(
+            agents=[convert.agent_to_proto(a) for a in page], next_page_token=token
+        )
+
+    async def GetAgent(  # noqa: N802
+        self, request: pb.GetAgentRequest, context: Context
+    ) -> pb.GetAgentResponse:
+        try:
+            if not request.name:
+                raise InvalidArgument.field("name", "the agent name is required")
+            agent = self._runner.agent(request.name)
+        except Exception as exc:  # mapped to a status in one place
+            await abort(context, exc)
+            raise
+        return pb.GetAgentResponse(agent=convert.agent_to_proto(agent))
+
+    @staticmethod
+    def _request_id() -> str:
+        return call_context.current().request_id or new_request_id()
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument.field("page_size", "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _encode_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidArgument.field(
+            "page_token", "not a token from a previous ListAgents response"
+        ) from exc

@@ -1,0 +1,99 @@
+"""The composition root: builds every component from a config snapshot and wires them.
+
+Nothing else constructs long-lived components. Shutdown runs in the documented order:
+health NOT_SERVING, stop accepting calls and let in-flight ones finish within the grace
+period, then close providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from switchboard.v1 import agent_pb2, agent_pb2_grpc
+
+from service.agents.runner import Runner, Runtime
+from service.api.servicer import AgentServicer
+from service.config import Snapshot
+from service.providers.base import Provider
+from service.providers.registry import build_provider
+from service.routing.router import Router
+
+log = logging.getLogger(__name__)
+
+AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runtime:
+    return Runtime(snapshot=snapshot, router=Router(providers))
+
+
+class App:
+    """One server process: the gRPC server, its services, and the providers behind them."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.providers: dict[str, Provider] = {
+            name: build_provider(target) for name, target in snapshot.targets.items()
+        }
+        self._runtime = build_runtime(snapshot, self.providers)
+        self.runner = Runner(lambda: self._runtime)
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.server = self._build_server(snapshot)
+        self.port = 0
+        self._stopped = asyncio.Event()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._runtime.snapshot
+
+    def _build_server(self, snapshot: Snapshot) -> grpc.aio.Server:
+        settings = snapshot.server
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+                ("grpc.max_send_message_length", settings.max_send_message_bytes),
+                # One process owns its port unless workers share it on purpose.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.runner), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (AGENT_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+            )
+        return server
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Bind and start serving; returns the bound port (useful with port 0).
+
+        Raises:
+            RuntimeError: the address cannot be bound.
+        """
+        settings = self.snapshot.server
+        address = f"{host or settings.host}:{settings.port if port is None else port}"
+        self.port = self.server.add_insecure_port(address)
+        await self.server.start()
+        for service in ("", AGENT_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"address": address, "port": self.port})
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain and stop: NOT_SERVING at once, new calls refused (UNAVAILABLE), in-flight
+        calls given ``grace_s`` (default from config) to finish, then providers closed."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.snapshot.server.grace_s if grace_s is None else grace_s
+        log.info("draining", extra={"grace_s": grace})
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for provider in self.providers.values():
+            await provider.aclose()
+        log.info("stopped")

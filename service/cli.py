@@ -1,0 +1,46 @@
+"""The command line: ``switchboard serve`` and ``switchboard check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from service.config import ConfigError, load
+from service.main import serve
+
+DEFAULT_CONFIG = "config/switchboard.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve the configured agents over gRPC")
+    run.add_argument("--config", default=os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG))
+    run.add_argument("--host", help="address to listen on (default: server.host)")
+    run.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    check = commands.add_parser("check-config", help="validate a config file as serve would")
+    check.add_argument("path")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "check-config":
+            snapshot = load(args.path, os.environ)
+            print(
+                f"{args.path}: ok ({len(snapshot.agents)} agents, {len(snapshot.targets)} targets)"
+            )
+            return 0
+        asyncio.run(serve(args.config, os.environ, host=args.host, port=args.port))
+    except ConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,202 @@
+"""Loading a config file into an immutable snapshot.
+
+``load(path, environ)`` reads the YAML, applies ``SWITCHBOARD_…`` overrides from ``environ``,
+validates it, resolves secret references and converts everything to domain objects once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from service.agents.spec import AgentSpec
+from service.config.model import (
+    AgentConfig,
+    Config,
+    ParametersConfig,
+    SecretRef,
+    ServerConfig,
+    TargetConfig,
+)
+from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
+from service.providers.base import TargetSpec
+from service.secrets import Secret
+
+ENV_PREFIX = "SWITCHBOARD_"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One validated config: what every call is served from, swapped whole on reload."""
+
+    source: str
+    server: ServerConfig
+    targets: Mapping[str, TargetSpec]
+    agents: Mapping[str, AgentSpec]
+
+
+def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
+    """Load, override, validate and convert the config file at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, invalid, or names a secret that is absent.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = apply_env_overrides(raw, environ)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config:\n{_describe(exc)}") from exc
+    return build_snapshot(config, source=str(path), environ=environ)
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SWITCHBOARD_SERVER__PORT=6000`` sets ``server.port``: ``__`` separates levels.
+
+    Values are parsed as YAML scalars, so numbers and booleans keep their types.
+    """
+    result: dict[str, Any] = json.loads(json.dumps(raw))  # a deep copy of plain data
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        node = result
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(keys)} does not name a config field")
+            node = child
+        try:
+            node[keys[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a valid value: {exc}") from exc
+    return result
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -> Snapshot:
+    """Convert a validated config to domain objects, resolving secrets from ``environ``.
+
+    Raises:
+        ConfigError: a secret reference names an unset variable or an unreadable file.
+    """
+    targets = {
+        name: _target(name, target, source, environ) for name, target in config.targets.items()
+    }
+    agents = {
+        name: _agent(name, agent, config.targets, targets)
+        for name, agent in sorted(config.agents.items())
+    }
+    return Snapshot(source=source, server=config.server, targets=targets, agents=agents)
+
+
+def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:
+    if ref.env is not None:
+        value = environ.get(ref.env)
+        if not value:
+            raise ConfigError(f"{where}: environment variable {ref.env} is not set")
+        return Secret(value)
+    assert ref.file is not None
+    try:
+        return Secret(Path(ref.file).read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read secret file {ref.file}: {exc.strerror}") from exc
+
+
+def _target(name: str, target: TargetConfig, source: str, environ: Mapping[str, str]) -> TargetSpec:
+    where = f"{source}: targets.{name}.api_key"
+    return TargetSpec(
+        name=name,
+        provider=target.provider,
+        model=target.model,
+        base_url=target.base_url,
+        api_key=_secret(target.api_key, where, environ) if target.api_key else None,
+        parameters=parameters_from_config(target.parameters),
+        timeout_s=target.timeout_s,
+        options=target.mock.model_dump() if target.provider == "mock" else {},
+    )
+
+
+def parameters_from_config(config: ParametersConfig) -> Parameters:
+    fmt = config.response_format
+    return Parameters(
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        top_p=config.top_p,
+        stop=tuple(config.stop),
+        seed=config.seed,
+        response_format=(
+            ResponseFormat(
+                type=ResponseFormatType(fmt.type),
+                schema_name=fmt.schema_name,
+                json_schema=fmt.json_schema,
+                strict=fmt.strict,
+            )
+            if fmt
+            else None
+        ),
+    )
+
+
+def _agent(
+    name: str,
+    agent: AgentConfig,
+    target_configs: Mapping[str, TargetConfig],
+    targets: Mapping[str, TargetSpec],
+) -> AgentSpec:
+    return AgentSpec(
+        name=name,
+        description=agent.description,
+        version=agent.version or agent_version_hash(agent, target_configs),
+        system_prompt=agent.system_prompt,
+        route=tuple(targets[t] for t in agent.route),
+        parameters=parameters_from_config(agent.parameters),
+        overridable_parameters=frozenset(agent.overridable_parameters),
+        tools=tuple(
+            Tool(name=t.name, description=t.description, parameters=t.parameters)
+            for t in agent.tools
+        ),
+        accepts_caller_tools=agent.accepts_caller_tools,
+    )
+
+
+def agent_version_hash(agent: AgentConfig, target_configs: Mapping[str, TargetConfig]) -> str:
+    """A short hash of everything that shapes the agent's answers: its definition and the
+    provider, model and parameters of each target on its route (never their secrets)."""
+    definition = {
+        "agent": agent.model_dump(mode="json"),
+        "route": [
+            target_configs[t].model_dump(mode="json", exclude={"api_key", "base_url"})
+            for t in agent.route
+        ],
+    }
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+    return f"h-{digest[:12]}"

@@ -1,0 +1,269 @@
+"""Domain types: the plain values that flow through the middle of the service.
+
+Nothing here imports grpc, protobuf or a provider SDK. The api layer converts protobuf to
+these types at the edge, providers convert them to their wire formats.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class FinishReason(enum.Enum):
+    UNSPECIFIED = "unspecified"
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+
+
+class ResponseFormatType(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image by URL (https: or data:) or inline bytes with their media type."""
+
+    url: str = ""
+    data: bytes = b""
+    media_type: str = ""
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: tuple[ContentPart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+    @property
+    def text(self) -> str:
+        """The message's text parts, concatenated."""
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    type: ResponseFormatType = ResponseFormatType.TEXT
+    schema_name: str = ""
+    json_schema: Mapping[str, Any] | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Parameters:
+    """Model parameters. ``None`` (or empty) means "not set": a layer below decides."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    response_format: ResponseFormat | None = None
+
+    def overridden_by(self, other: Parameters) -> Parameters:
+        """These parameters with every field that ``other`` sets taken from ``other``."""
+        return Parameters(
+            temperature=other.temperature if other.temperature is not None else self.temperature,
+            max_tokens=other.max_tokens if other.max_tokens is not None else self.max_tokens,
+            top_p=other.top_p if other.top_p is not None else self.top_p,
+            stop=other.stop or self.stop,
+            seed=other.seed if other.seed is not None else self.seed,
+            response_format=other.response_format or self.response_format,
+        )
+
+    def set_fields(self) -> tuple[str, ...]:
+        """Names of the fields that are set, in declaration order."""
+        values = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "stop": self.stop or None,
+            "seed": self.seed,
+            "response_format": self.response_format,
+        }
+        return tuple(name for name, value in values.items() if value is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRef:
+    """Which configured target answered: its name, provider kind and model."""
+
+    name: str
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    """What a caller asks of an agent; the same for unary and streamed calls."""
+
+    agent: str
+    messages: tuple[Message, ...]
+    request_id: str
+    session_id: str = ""
+    parameters: Parameters = field(default_factory=Parameters)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    tools: tuple[Tool, ...] = ()
+
+
+# Events of an answer. Providers yield TextDelta, ToolCallDelta, UsageEvent and Finish;
+# the runner adds Start before them and fills in Finish's routing facts.
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    request_id: str
+    agent: str
+    agent_version: str
+    target: TargetRef
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments_delta: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+    attempts: int = 1
+    cache_hit: bool = False
+    target: TargetRef | None = None
+
+
+Event = Start | TextDelta | ToolCallDelta | UsageEvent | Finish
+ProviderEvent = TextDelta | ToolCallDelta | UsageEvent | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResponse:
+    """A whole answer: what folding a stream of events gives."""
+
+    request_id: str
+    agent: str
+    agent_version: str
+    target: TargetRef
+    message: Message
+    finish_reason: FinishReason
+    usage: Usage
+    attempts: int
+    cache_hit: bool = False
+
+
+class Fold:
+    """Accumulates a stream of events into the one response they describe."""
+
+    __slots__ = ("_finish", "_start", "_text", "_tool_calls", "_usage")
+
+    def __init__(self) -> None:
+        self._start: Start | None = None
+        self._text: list[str] = []
+        self._tool_calls: dict[int, list[str]] = {}
+        self._usage = Usage()
+        self._finish: Finish | None = None
+
+    def add(self, event: Event) -> None:
+        match event:
+            case Start():
+                self._start = event
+            case TextDelta(text=text):
+                self._text.append(text)
+            case ToolCallDelta(index=index):
+                parts = self._tool_calls.setdefault(index, ["", "", ""])
+                parts[0] = parts[0] or event.id
+                parts[1] = parts[1] or event.name
+                parts[2] += event.arguments_delta
+            case UsageEvent(usage=usage):
+                self._usage = usage
+            case Finish():
+                self._finish = event
+
+    def result(self) -> AgentResponse:
+        """The folded response.
+
+        Raises:
+            ValueError: the stream had no ``Start`` or no ``Finish`` (it was truncated).
+        """
+        if self._start is None or self._finish is None:
+            raise ValueError("stream ended without its start or finish event")
+        text = "".join(self._text)
+        calls = tuple(
+            ToolCall(id=p[0], name=p[1], arguments_json=p[2])
+            for _, p in sorted(self._tool_calls.items())
+        )
+        return AgentResponse(
+            request_id=self._start.request_id,
+            agent=self._start.agent,
+            agent_version=self._start.agent_version,
+            target=self._finish.target or self._start.target,
+            message=Message(
+                role=Role.ASSISTANT,
+                content=(TextPart(text),) if text else (),
+                tool_calls=calls,
+            ),
+            finish_reason=self._finish.reason,
+            usage=self._usage,
+            attempts=self._finish.attempts,
+            cache_hit=self._finish.cache_hit,
+        )

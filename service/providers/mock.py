@@ -1,0 +1,155 @@
+"""The built-in mock provider: deterministic answers composed from the prompt, no keys.
+
+It sits behind the same interface as the real providers. Models:
+
+- ``echo``: answers with the last user message's text.
+- any other name (``compose`` by convention): a short reply that quotes the conversation.
+
+In both, a last user message ``call <tool> <text>`` naming one of the offered tools makes the
+model call that tool with ``{"input": "<text>"}``; a last TOOL message is acknowledged. Text is
+streamed word by word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from service.deadline import Deadline
+from service.domain import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ResponseFormatType,
+    Role,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+from service.errors import DeadlineExceeded
+from service.providers.base import ModelCall, TargetSpec
+
+_WORD = re.compile(r"\S+\s*")
+
+
+@dataclass(slots=True)
+class MockStats:
+    """What the mock has seen, for operators and tests: real counts, not a call log."""
+
+    started: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    in_flight: int = 0
+
+
+def count_tokens(text: str) -> int:
+    """The mock's tokenizer: one token per whitespace-separated word."""
+    return len(_WORD.findall(text))
+
+
+class MockProvider:
+    """See the module docstring. Safe to share between concurrent calls."""
+
+    def __init__(self, target: TargetSpec) -> None:
+        self._model = target.model
+        self._ttft_s = float(target.options.get("ttft_s", 0.0))
+        tokens_per_s = float(target.options.get("tokens_per_s", 0.0))
+        self._token_interval_s = 1.0 / tokens_per_s if tokens_per_s > 0 else 0.0
+        self.stats = MockStats()
+
+    async def stream(
+        self, call: ModelCall, deadline: Deadline
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        """Yields the answer's events; raises DeadlineExceeded when ``deadline`` passes."""
+        self.stats.started += 1
+        self.stats.in_flight += 1
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                async for event in self._answer(call):
+                    yield event
+            self.stats.completed += 1
+        except TimeoutError as exc:
+            raise DeadlineExceeded("deadline exceeded while the mock model was answering") from exc
+        except (asyncio.CancelledError, GeneratorExit):
+            self.stats.cancelled += 1
+            raise
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _answer(self, call: ModelCall) -> AsyncIterator[ProviderEvent]:
+        input_tokens = count_tokens(call.system_prompt) + sum(
+            count_tokens(m.text) + count_tokens(" ".join(c.arguments_json for c in m.tool_calls))
+            for m in call.messages
+        )
+        if self._ttft_s:
+            await asyncio.sleep(self._ttft_s)
+
+        tool_call = self._tool_call(call)
+        if tool_call is not None:
+            name, arguments = tool_call
+            yield ToolCallDelta(index=0, id=f"call_{zlib.crc32(arguments.encode()):08x}", name=name)
+            # Split the arguments as a real model would stream them.
+            middle = len(arguments) // 2
+            yield ToolCallDelta(index=0, arguments_delta=arguments[:middle])
+            yield ToolCallDelta(index=0, arguments_delta=arguments[middle:])
+            yield UsageEvent(
+                Usage(input_tokens=input_tokens, output_tokens=count_tokens(arguments))
+            )
+            yield Finish(FinishReason.TOOL_CALLS)
+            return
+
+        text, reason = self._reply(call)
+        words = _WORD.findall(text)
+        for i, word in enumerate(words):
+            if i and self._token_interval_s:
+                await asyncio.sleep(self._token_interval_s)
+            yield TextDelta(word)
+        yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
+        yield Finish(reason)
+
+    def _tool_call(self, call: ModelCall) -> tuple[str, str] | None:
+        last = call.messages[-1] if call.messages else None
+        if last is None or last.role is not Role.USER or not call.tools:
+            return None
+        match = re.match(r"\s*call\s+(\S+)\s*(.*)", last.text, re.DOTALL)
+        if match is None or match[1] not in {t.name for t in call.tools}:
+            return None
+        return match[1], json.dumps({"input": match[2].strip()})
+
+    def _reply(self, call: ModelCall) -> tuple[str, FinishReason]:
+        last = call.messages[-1] if call.messages else None
+        if last is not None and last.role is Role.TOOL:
+            text = f"The tool answered: {last.text}"
+        else:
+            user = [m.text for m in call.messages if m.role is Role.USER]
+            said = user[-1] if user else ""
+            if self._model == "echo":
+                text = said
+            else:
+                text = (
+                    f"You said “{said}”. That is {count_tokens(said)} words "
+                    f"in a conversation of {len(call.messages)} messages."
+                )
+        fmt = call.parameters.response_format
+        if fmt is not None and fmt.type is not ResponseFormatType.TEXT:
+            text = json.dumps({"reply": text})
+
+        reason = FinishReason.STOP
+        for stop in call.parameters.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text = text[:cut]
+        limit = call.parameters.max_tokens
+        words = _WORD.findall(text)
+        if limit is not None and len(words) > limit:
+            text = "".join(words[:limit])
+            reason = FinishReason.LENGTH
+        return text, reason
+
+    async def aclose(self) -> None:
+        return None
