@@ -8,12 +8,14 @@ period, then close providers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from switchboard.v1 import agent_pb2, agent_pb2_grpc
 
 from service.agents.runner import Runner, Runtime
@@ -21,7 +23,9 @@ from service.api.servicer import AgentServicer
 from service.config import Snapshot
 from service.providers.base import Provider
 from service.providers.registry import build_provider
+from service.reload import Reloader, Runtimes
 from service.routing.router import Router
+from service.serving.options import server_options
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +40,45 @@ def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runt
 class App:
     """One server process: the gRPC server, its services, and the providers behind them."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.providers: dict[str, Provider] = {
-            name: build_provider(target) for name, target in snapshot.targets.items()
-        }
-        self._runtime = build_runtime(snapshot, self.providers)
-        self.runner = Runner(lambda: self._runtime)
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        environ: Mapping[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        """``environ`` is what reloads read overrides and secrets from (as ``load`` did);
+        ``registry`` receives this process's metrics; ``reuse_port`` is for workers that
+        share the port (``serve --workers N``)."""
+        self.runtimes = Runtimes(
+            snapshot, build_runtime=build_runtime, build_provider=build_provider
+        )
+        self.runner = Runner(self.runtimes.current)
+        self.reloader = Reloader(self.runtimes, environ or {}, registry=registry)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        self.server = self._build_server(snapshot)
+        self.server = self._build_server(snapshot, reuse_port=reuse_port)
         self.port = 0
         self._stopped = asyncio.Event()
+        self._reloading: asyncio.Task[None] | None = None
 
     @property
     def snapshot(self) -> Snapshot:
-        return self._runtime.snapshot
+        return self.runtimes.current().snapshot
 
-    def _build_server(self, snapshot: Snapshot) -> grpc.aio.Server:
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        """The current providers by target name (replaced on reload)."""
+        return self.runtimes.providers
+
+    async def reload(self) -> bool:
+        """Reload the config file now; False when it is invalid (the old one stays)."""
+        return await self.reloader.reload()
+
+    def _build_server(self, snapshot: Snapshot, *, reuse_port: bool) -> grpc.aio.Server:
         settings = snapshot.server
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-                ("grpc.max_send_message_length", settings.max_send_message_bytes),
-                # One process owns its port unless workers share it on purpose.
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(settings, snapshot.transport, reuse_port=reuse_port)
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.runner), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -81,19 +100,24 @@ class App:
         await self.server.start()
         for service in ("", AGENT_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
         log.info("serving", extra={"address": address, "port": self.port})
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and stop: NOT_SERVING at once, new calls refused (UNAVAILABLE), in-flight
-        calls given ``grace_s`` (default from config) to finish, then providers closed."""
+        calls given ``grace_s`` (default from config) to finish, then providers closed.
+        Reloading stops first: the config a drain ends with is the one it began with."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         grace = self.snapshot.server.grace_s if grace_s is None else grace_s
         log.info("draining", extra={"grace_s": grace})
         await self.health.enter_graceful_shutdown()
+        if self._reloading is not None:
+            self._reloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloading
         await self.server.stop(grace)
-        for provider in self.providers.values():
-            await provider.aclose()
+        await self.runtimes.aclose()
         log.info("stopped")

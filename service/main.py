@@ -1,4 +1,7 @@
-"""``switchboard serve``: run the server until SIGTERM or SIGINT, then drain and exit."""
+"""``switchboard serve``: run the server until SIGTERM or SIGINT, then drain and exit.
+
+SIGHUP reloads the config file (so does a change to it, see ``service.reload``).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +9,51 @@ import asyncio
 import logging
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 
 from service.app import App
 from service.config import load
+from service.serving.worker import WorkerLink, write_port_file
 
 log = logging.getLogger(__name__)
 
 
 async def serve(
-    config_path: str, environ: Mapping[str, str], *, host: str | None, port: int | None
+    config_path: str,
+    environ: Mapping[str, str],
+    *,
+    host: str | None,
+    port: int | None,
+    port_file: str | Path | None = None,
+    worker: WorkerLink | None = None,
 ) -> None:
     """Serve until a termination signal, then drain within the configured grace period.
+
+    ``port_file`` receives the bound port once serving (handy with port 0). ``worker`` is
+    set in a worker process of ``serve --workers N``: the port is shared (SO_REUSEPORT),
+    readiness is reported to the supervisor, and the worker stops if the supervisor dies.
 
     Raises:
         ConfigError: the config is invalid.
     """
     snapshot = load(config_path, environ)
-    app = App(snapshot)
-    await app.start(host, port)
+    app = App(snapshot, environ=environ, reuse_port=worker is not None)
+    bound = await app.start(host, port)
+    if port_file is not None:
+        write_port_file(port_file, bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reloader.request)
+    if worker is not None:
+        worker.watch_lifeline(stop)
+        worker.report_ready(bound)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await app.stop()
+        try:
+            await app.stop()  # a second SIGTERM meanwhile changes nothing
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)

@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.agents.spec import AgentSpec
 from service.agents.validate import validate
@@ -22,9 +23,38 @@ from service.domain import (
     Start,
     TargetRef,
 )
-from service.errors import NotFound, Unavailable
+from service.errors import NotFound, QuotaViolation, ResourceExhausted, Unavailable
 from service.providers.base import ModelCall, TargetSpec
 from service.routing.router import Router
+
+
+class InFlight:
+    """How many calls are running on one runtime, so a reload can tell when the providers
+    it retired are no longer in use."""
+
+    __slots__ = ("_count", "_idle")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def enter(self) -> None:
+        self._count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no call is running (at once if none is)."""
+        await self._idle.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +63,11 @@ class Runtime:
 
     snapshot: Snapshot
     router: Router
+    calls: InFlight = field(default_factory=InFlight, compare=False)
+
+
+# Retry hint for a call refused at the concurrency limit: calls are seconds long, so soon.
+BUSY_RETRY_AFTER_S = 1.0
 
 
 def target_ref(target: TargetSpec) -> TargetRef:
@@ -44,6 +79,7 @@ class Runner:
 
     def __init__(self, runtime: Callable[[], Runtime]) -> None:
         self._runtime = runtime
+        self._active = 0  # calls in progress in this process, for transport.max_concurrent_calls
 
     def agent(self, name: str) -> AgentSpec:
         """The agent named ``name`` in the current config.
@@ -67,10 +103,31 @@ class Runner:
         """Yield the answer's events: one Start, deltas, usage, one Finish.
 
         The whole call runs on the runtime current when it started, and within ``deadline``.
-        Raises NotFound, InvalidArgument, DeadlineExceeded, or the routed target's error.
-        Closing the generator closes the upstream call.
+        Raises ResourceExhausted at once when ``transport.max_concurrent_calls`` calls are
+        already in progress (no queueing), NotFound, InvalidArgument, DeadlineExceeded, or
+        the routed target's error. Closing the generator closes the upstream call.
         """
         runtime = self._runtime()
+        limit = runtime.snapshot.transport.max_concurrent_calls
+        if self._active >= limit:
+            raise ResourceExhausted(
+                f"the server is at its limit of {limit} concurrent calls; retry shortly",
+                retry_after_s=BUSY_RETRY_AFTER_S,
+                violations=[QuotaViolation("server", "transport.max_concurrent_calls")],
+            )
+        self._active += 1
+        runtime.calls.enter()
+        try:
+            async with aclosing(self._run(runtime, request, deadline)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._active -= 1
+            runtime.calls.leave()
+
+    async def _run(
+        self, runtime: Runtime, request: AgentRequest, deadline: Deadline
+    ) -> AsyncGenerator[Event, None]:
         agent = resolve(runtime.snapshot, request.agent)
         validate(request, agent, runtime.snapshot.server)
         call = ModelCall(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,12 @@ from service.config.model import (
     AgentConfig,
     Config,
     ParametersConfig,
+    ReloadConfig,
     SecretRef,
     ServerConfig,
     TargetConfig,
+    TransportConfig,
+    WorkersConfig,
 )
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
 from service.providers.base import TargetSpec
@@ -44,6 +47,9 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
@@ -115,7 +121,15 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         name: _agent(name, agent, config.targets, targets)
         for name, agent in sorted(config.agents.items())
     }
-    return Snapshot(source=source, server=config.server, targets=targets, agents=agents)
+    return Snapshot(
+        source=source,
+        server=config.server,
+        targets=targets,
+        agents=agents,
+        transport=config.transport,
+        reload=config.reload,
+        workers=config.workers,
+    )
 
 
 def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:

@@ -94,8 +94,56 @@ class AgentConfig(_Model):
     accepts_caller_tools: bool = False
 
 
+class TransportConfig(_Model):
+    """Connection management and load shedding for the gRPC server (see README, Operations)."""
+
+    max_concurrent_calls: int = Field(
+        256, ge=1, description="Invoke+Stream calls in progress per process; past it, refused"
+    )
+    max_concurrent_streams: int = Field(
+        100, ge=1, description="HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)"
+    )
+    keepalive_time_s: float = Field(60.0, gt=0, description="ping an idle client this often")
+    keepalive_timeout_s: float = Field(20.0, gt=0, description="drop it if no ack by then")
+    max_connection_idle_s: float = Field(600.0, gt=0)
+    max_connection_age_s: float = Field(
+        300.0, gt=0, description="GOAWAY after this, so clients reconnect and rebalance"
+    )
+    max_connection_age_grace_s: float = Field(
+        150.0, ge=0, description="in-flight calls' time to finish after that GOAWAY"
+    )
+    min_client_ping_interval_s: float = Field(
+        30.0, ge=0, description="clients pinging more often get GOAWAY (too_many_pings)"
+    )
+    permit_keepalive_without_calls: bool = False
+    max_ping_strikes: int = Field(2, ge=0, description="bad pings tolerated; 0 means unlimited")
+
+
+class ReloadConfig(_Model):
+    """Hot reload of this file (SIGHUP always reloads, whatever ``watch`` says)."""
+
+    watch: bool = True
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
+
+
+class WorkersConfig(_Model):
+    """``serve --workers N``: a supervisor and N worker processes sharing the port."""
+
+    count: int = Field(1, ge=1, le=64)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus metrics of all workers; None: off"
+    )
+    restart_backoff_s: float = Field(0.5, gt=0, description="first restart delay, doubling")
+    restart_backoff_max_s: float = Field(30.0, gt=0)
+    startup_timeout_s: float = Field(60.0, gt=0)
+
+
 class Config(_Model):
     server: ServerConfig = ServerConfig()
+    transport: TransportConfig = TransportConfig()
+    reload: ReloadConfig = ReloadConfig()
+    workers: WorkersConfig = WorkersConfig()
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(min_length=1)
 

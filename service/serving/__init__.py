@@ -1,0 +1,1 @@
+"""Serving: gRPC server options, and the supervisor that runs several worker processes."""
