@@ -19,6 +19,7 @@ from service.config import load
 @dataclass
 class Served:
     app: App
+    path: Path  # the config file served: edit it to reload
     address: str
     channel: grpc.aio.Channel
     client: AsyncClient
@@ -32,13 +33,13 @@ async def serve_config(
     with TemporaryDirectory() as tmp:
         path = Path(tmp) / "switchboard.yaml"
         path.write_text(textwrap.dedent(yaml_text))
-        app = App(load(path, environ or {}))
+        app = App(load(path, environ or {}), environ=environ or {})
         port = await app.start("127.0.0.1", 0)
         address = f"127.0.0.1:{port}"
         channel = grpc.aio.insecure_channel(address)
         client = AsyncClient(address, channel=channel)
         try:
-            yield Served(app, address, channel, client)
+            yield Served(app, path, address, channel, client)
         finally:
             await channel.close(grace=None)
             await app.stop(grace_s)
