@@ -36,6 +36,8 @@ async def serve(
     Raises:
         ConfigError: the config is invalid.
     """
+    # Until the handler below is installed, a SIGHUP (a reload) must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     snapshot = load(config_path, environ)
     app = App(snapshot, environ=environ, reuse_port=worker is not None)
     bound = await app.start(host, port)

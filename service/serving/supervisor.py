@@ -300,8 +300,13 @@ class Supervisor:
 
     def _forward(self, sig: signal.Signals) -> None:
         for slot in self.slots:
-            if slot.process is not None and slot.process.returncode is None:
-                slot.process.send_signal(sig)
+            process = slot.process
+            if process is None or process.returncode is not None:
+                continue
+            # A worker still starting has no SIGHUP handler yet (and reads the file anyway).
+            if sig == signal.SIGHUP and not slot.ready.is_set():
+                continue
+            process.send_signal(sig)
 
     async def _drain_on_stop(self, starting: asyncio.Task[None]) -> None:
         await self._stopping.wait()

@@ -1,0 +1,180 @@
+"""Serving limits and process behaviour: the concurrency limit, connection age, SIGHUP,
+``--port-file``, and ``check-config`` validating as ``serve`` does."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
+from contextlib import aclosing
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from switchboard_client import Client, ResourceExhaustedError
+
+from tests.harness import serve_config
+from tests.processes import ROOT, serve_process, wait_for
+
+SLOW = """
+transport:
+  max_concurrent_calls: 1
+targets:
+  slow:
+    provider: mock
+    model: echo
+    mock:
+      tokens_per_s: 2
+agents:
+  helper:
+    route: [slow]
+"""
+
+
+async def test_past_the_concurrency_limit_a_call_is_refused_at_once() -> None:
+    async with serve_config(SLOW) as served:
+        stream = served.client.stream("helper", "one two three four five six seven eight")
+        async with aclosing(stream):
+            first = await anext(stream)  # the one allowed call is now in progress
+            assert first.WhichOneof("event") == "start"
+
+            # Queued, it would sit for seconds and end in DEADLINE_EXCEEDED; refused, it
+            # ends at once, long before the running stream (4 s) has finished.
+            with pytest.raises(ResourceExhaustedError) as refused:
+                await served.client.invoke("helper", "me too", timeout=30)
+            assert "limit of 1 concurrent calls" in refused.value.message
+            assert refused.value.retry_after_s == pytest.approx(1.0)
+            assert [v.description for v in refused.value.violations] == [
+                "transport.max_concurrent_calls"
+            ]
+            assert served.app.providers["slow"].stats.in_flight == 1  # type: ignore[attr-defined]
+
+            # Health and the catalogue are not calls that hold a slot: they still answer.
+            health = health_pb2_grpc.HealthStub(served.channel)
+            status = await health.Check(health_pb2.HealthCheckRequest())
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            assert [a.name for a in await served.client.list_agents()] == ["helper"]
+
+        # The slot is free again once the stream is closed.
+        answer = await served.client.invoke("helper", "now")
+        assert answer.message.content[0].text == "now"
+
+
+async def test_a_connection_is_sent_away_after_max_connection_age() -> None:
+    text = """
+    transport:
+      max_connection_age_s: 0.3
+      max_connection_age_grace_s: 5
+    targets:
+      echo: {provider: mock, model: echo}
+    agents:
+      echo: {route: [echo]}
+    """
+    async with serve_config(text) as served:
+        await served.client.invoke("echo", "hello")
+        assert served.channel.get_state() is grpc.ChannelConnectivity.READY
+        # GOAWAY after the age: the client leaves READY (to IDLE) and reconnects on the next
+        # call — through the Service, which may pick another pod.
+        async with asyncio.timeout(30):
+            while served.channel.get_state() is grpc.ChannelConnectivity.READY:
+                await served.channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
+        assert (await served.client.invoke("echo", "again")).message.content[0].text == "again"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+RELOADABLE = """
+reload:
+  watch: false
+targets:
+  echo: {provider: mock, model: echo}
+agents:
+  echo:
+    system_prompt: First.
+    route: [echo]
+"""
+
+
+@pytest.mark.system
+def test_sighup_reloads_a_running_server_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    config = write(tmp_path / "switchboard.yaml", RELOADABLE)
+    with serve_process(config) as server, Client(f"127.0.0.1:{server.port}") as client:
+        before = client.invoke("echo", "hi").agent_version
+        write(config, RELOADABLE.replace("First.", "Second, longer."))
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: client.invoke("echo", "hi").agent_version != before,
+            what="the reload after SIGHUP",
+        )
+        after = client.invoke("echo", "hi").agent_version
+        # An invalid file on SIGHUP: rejected and logged; the last good config keeps serving.
+        write(config, "agents: {}\n")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_output("agents: Dictionary should have at least 1 item")
+        assert "config rejected" in server.output
+        assert client.invoke("echo", "hi").agent_version == after
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+    assert "config reloaded" in server.output
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.system
+def test_check_config_accepts_what_serve_accepts_and_names_the_file_and_field(
+    tmp_path: Path,
+) -> None:
+    good = run_cli("check-config", str(ROOT / "config" / "switchboard.yaml"))
+    assert good.returncode == 0, good.stderr
+    assert "ok (2 agents, 2 targets)" in good.stdout
+
+    bad = write(
+        tmp_path / "bad.yaml",
+        """
+        transport:
+          max_concurrent_calls: 0
+        targets:
+          t: {provider: mock, model: echo}
+        agents:
+          a: {route: [t]}
+        """,
+    )
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "transport.max_concurrent_calls" in result.stderr
+
+    secret = write(
+        tmp_path / "secret.yaml",
+        """
+        targets:
+          t: {provider: mock, model: echo, api_key: {env: NOT_SET_ANYWHERE}}
+        agents:
+          a: {route: [t]}
+        """,
+    )
+    result = run_cli("check-config", str(secret))
+    assert result.returncode == 2
+    assert "targets.t.api_key" in result.stderr
+    assert "NOT_SET_ANYWHERE" in result.stderr
+
+    # serve refuses the same file with the same message and code.
+    served = run_cli("serve", "--config", str(bad), "--port", "0")
+    assert served.returncode == 2
+    assert "transport.max_concurrent_calls" in served.stderr
