@@ -1,4 +1,4 @@
-"""The command line: ``switchboard serve`` and ``switchboard check-config``."""
+"""The command line: ``switchboard serve``, ``check-config`` and ``health``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from service.app import App
 from service.config import ConfigError, Snapshot, load
 from service.errors import SwitchboardError
 from service.main import serve
+from service.serving.probe import probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
 
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--worker-fds", type=WorkerLink.parse, help=argparse.SUPPRESS)
     check = commands.add_parser("check-config", help="validate a config file as serve would")
     check.add_argument("path")
+    health = commands.add_parser("health", help="exit 0 when a server reports SERVING")
+    health.add_argument("--address", default="127.0.0.1:50051")
+    health.add_argument("--service", default="", help="a service name; '' is the server")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
     return parser
 
 
@@ -54,8 +59,17 @@ async def check_config(path: str, environ: Mapping[str, str]) -> Snapshot:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.command == "check-config" else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     try:
+        if args.command == "health":
+            problem = probe(args.address, args.service, args.timeout)
+            if problem is not None:
+                print(f"switchboard: {args.address}: {problem}", file=sys.stderr)
+                return 1
+            return 0
         if args.command == "check-config":
             snapshot = asyncio.run(check_config(args.path, os.environ))
             print(
