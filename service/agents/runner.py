@@ -23,7 +23,7 @@ from service.domain import (
     Start,
     TargetRef,
 )
-from service.errors import NotFound, QuotaViolation, ResourceExhausted, Unavailable
+from service.errors import NotFound, Unavailable
 from service.providers.base import ModelCall, TargetSpec
 from service.routing.router import Router
 
@@ -66,10 +66,6 @@ class Runtime:
     calls: InFlight = field(default_factory=InFlight, compare=False)
 
 
-# Retry hint for a call refused at the concurrency limit: calls are seconds long, so soon.
-BUSY_RETRY_AFTER_S = 1.0
-
-
 def target_ref(target: TargetSpec) -> TargetRef:
     return TargetRef(name=target.name, provider=target.provider, model=target.model)
 
@@ -79,7 +75,6 @@ class Runner:
 
     def __init__(self, runtime: Callable[[], Runtime]) -> None:
         self._runtime = runtime
-        self._active = 0  # calls in progress in this process, for transport.max_concurrent_calls
 
     def agent(self, name: str) -> AgentSpec:
         """The agent named ``name`` in the current config.
@@ -102,27 +97,18 @@ class Runner:
     ) -> AsyncGenerator[Event, None]:
         """Yield the answer's events: one Start, deltas, usage, one Finish.
 
-        The whole call runs on the runtime current when it started, and within ``deadline``.
-        Raises ResourceExhausted at once when ``transport.max_concurrent_calls`` calls are
-        already in progress (no queueing), NotFound, InvalidArgument, DeadlineExceeded, or
-        the routed target's error. Closing the generator closes the upstream call.
+        The whole call runs on the runtime current when it started (which counts it, so a
+        reload closes the providers it replaced only after the call), and within ``deadline``.
+        Raises NotFound, InvalidArgument, DeadlineExceeded, or the routed target's error.
+        Closing the generator closes the upstream call.
         """
         runtime = self._runtime()
-        limit = runtime.snapshot.transport.max_concurrent_calls
-        if self._active >= limit:
-            raise ResourceExhausted(
-                f"the server is at its limit of {limit} concurrent calls; retry shortly",
-                retry_after_s=BUSY_RETRY_AFTER_S,
-                violations=[QuotaViolation("server", "transport.max_concurrent_calls")],
-            )
-        self._active += 1
         runtime.calls.enter()
         try:
             async with aclosing(self._run(runtime, request, deadline)) as events:
                 async for event in events:
                     yield event
         finally:
-            self._active -= 1
             runtime.calls.leave()
 
     async def _run(

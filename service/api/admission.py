@@ -1,0 +1,71 @@
+"""Admission of agent calls: counts calls in flight, refuses new ones past the concurrency
+limit (RESOURCE_EXHAUSTED, at once: never queued) and once drain starts (UNAVAILABLE).
+
+Drain refuses with UNAVAILABLE ("retry on another replica") at the application level, so a
+caller always gets that status rather than whatever the transport does with a call that races
+the server's GOAWAY; the transport is shut down only after the calls in flight have finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+
+from service.errors import QuotaViolation, ResourceExhausted, Unavailable
+
+# Retry hint for a call refused at the concurrency limit: calls take seconds, so soon.
+BUSY_RETRY_AFTER_S = 1.0
+
+
+class Admission:
+    def __init__(self, max_in_flight: Callable[[], int] | None = None) -> None:
+        """``max_in_flight`` gives the current limit (read per call, so a reload changes it)."""
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold a place for one call while the block runs.
+
+        Raises:
+            Unavailable: the server is draining.
+            ResourceExhausted: ``max_in_flight`` calls are in flight already.
+        """
+        if self._draining:
+            raise Unavailable("the server is shutting down: retry on another replica")
+        limit = self._max_in_flight() if self._max_in_flight is not None else None
+        if limit is not None and self._in_flight >= limit:
+            raise ResourceExhausted(
+                f"the server is at its limit of {limit} concurrent calls; retry shortly",
+                retry_after_s=BUSY_RETRY_AFTER_S,
+                violations=[QuotaViolation("server", "transport.max_concurrent_calls")],
+            )
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new calls from now on; wait up to ``timeout_s`` for those in flight.
+
+        Returns whether every call finished in time.
+        """
+        self._draining = True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
