@@ -115,7 +115,9 @@ def server(kind: str, workers: int) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def h2load(address: str, path: str, body: bytes, requests: int, streams: int) -> Result:
+def h2load(
+    address: str, path: str, body: bytes, requests: int, streams: int, connections: int = 1
+) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "body"
         data.write_bytes(body)
@@ -127,7 +129,7 @@ def h2load(address: str, path: str, body: bytes, requests: int, streams: int) ->
                 "-n",
                 str(requests),
                 "-c",
-                "1",
+                str(connections),
                 "-m",
                 str(streams),
                 "-d",
@@ -154,7 +156,9 @@ def h2load(address: str, path: str, body: bytes, requests: int, streams: int) ->
     return Result(rps, pct(0.50), pct(0.99))
 
 
-def measure(kind: str, requests: int, concurrencies: list[int], workers: int) -> dict[str, Result]:
+def measure(
+    kind: str, requests: int, concurrencies: list[int], workers: int, connections: int
+) -> dict[str, Result]:
     out: dict[str, Result] = {}
     unary = request(UNARY_WORDS, pb.InvokeRequest)
     stream = request(STREAM_WORDS, pb.StreamRequest)
@@ -162,10 +166,10 @@ def measure(kind: str, requests: int, concurrencies: list[int], workers: int) ->
         h2load(address, "/switchboard.v1.AgentService/Invoke", unary, 200, 8)  # warm-up
         for c in concurrencies:
             out[f"unary c={c}"] = h2load(
-                address, "/switchboard.v1.AgentService/Invoke", unary, requests, c
+                address, "/switchboard.v1.AgentService/Invoke", unary, requests, c, connections
             )
         out["stream c=16"] = h2load(
-            address, "/switchboard.v1.AgentService/Stream", stream, requests // 4, 16
+            address, "/switchboard.v1.AgentService/Stream", stream, requests // 4, 16, connections
         )
     return out
 
@@ -176,6 +180,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--workers", type=int, default=1, help="Switchboard worker processes")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="h2load connections, each with the given streams; the kernel spreads connections "
+        "(not calls) over workers, so use at least as many as --workers",
+    )
     args = parser.parse_args()
     if not shutil.which("h2load"):
         sys.exit("bench needs h2load: apt-get install nghttp2-client")
@@ -184,7 +195,9 @@ def main() -> None:
     started = time.monotonic()
     for i in range(args.runs):  # alternate, so drift on a shared machine hits both alike
         for kind in ("bare", "switchboard") if i % 2 == 0 else ("switchboard", "bare"):
-            runs[kind].append(measure(kind, args.requests, concurrencies, args.workers))
+            runs[kind].append(
+                measure(kind, args.requests, concurrencies, args.workers, args.connections)
+            )
             print(f"run {i + 1}/{args.runs} {kind} done", file=sys.stderr)
 
     def median(kind: str, scenario: str, field: str) -> float:
@@ -192,7 +205,8 @@ def main() -> None:
 
     print(
         f"\nmedians of {args.runs} alternated runs, {args.requests} requests each, "
-        f"switchboard workers={args.workers}, {time.monotonic() - started:.0f}s in all"
+        f"switchboard workers={args.workers}, connections={args.connections}, "
+        f"{time.monotonic() - started:.0f}s in all"
     )
     print(
         f"{'scenario':<14}{'bare rps':>10}{'sb rps':>10}{'ratio':>7}"

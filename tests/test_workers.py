@@ -106,3 +106,21 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         live = children(supervisor) | {pid for pid in workers | replacement if alive(pid)}
         assert not live
     assert "all workers stopped" in server.output
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(textwrap.dedent(CONFIG))
+    with serve_process(config, "--workers", "2") as server:
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        server.process.kill()  # no chance to tell anyone: the lifeline pipes close
+        server.process.wait(timeout=30)
+        try:
+            wait_for(
+                lambda: not any(alive(pid) for pid in workers), what="orphaned workers to exit"
+            )
+        finally:
+            for pid in workers:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
