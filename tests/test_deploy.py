@@ -17,6 +17,7 @@ from compose_spec import PyCompose
 from service.app import AGENT_SERVICE
 from service.cli import check_config
 from service.config import load
+from service.config.model import ReloadConfig, TransportConfig, WorkersConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -263,3 +264,15 @@ async def test_the_compose_switchboard_config_is_one_serve_accepts(tmp_path: Pat
     snapshot = await check_config(str(host_dir / config.name), env)
     assert snapshot.workers.count == 2
     assert snapshot.workers.metrics_host == "0.0.0.0"
+
+
+def test_every_operations_setting_is_documented_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Operations", 1)[1].split("\n## ", 1)[0]
+    documented = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    for name, model in (
+        ("transport", TransportConfig),
+        ("reload", ReloadConfig),
+        ("workers", WorkersConfig),
+    ):
+        assert documented[name] == model().model_dump(), name
