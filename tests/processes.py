@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,9 +48,13 @@ def _collect(stream: object, lines: list[str]) -> None:
 
 @contextlib.contextmanager
 def serve_process(
-    config: Path, *args: str, environ: Mapping[str, str] | None = None
+    config: Path,
+    *args: str,
+    environ: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[Running]:
-    """``switchboard serve --config config --port 0 *args``, once it has written its port.
+    """``switchboard serve --config config --port 0 *args``, once it has written its port
+    (next to ``config``). ``wrapper`` prefixes the command (it must exec it in the end).
 
     The process (and its children) are killed at the end if the test has not stopped it.
     """
@@ -60,6 +64,7 @@ def serve_process(
     env.update(environ or {})
     process = subprocess.Popen(
         [
+            *wrapper,
             *(sys.executable, "-m", "service", "serve", "--config", str(config)),
             *("--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), *args),
         ],
