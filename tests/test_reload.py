@@ -13,10 +13,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard_client import AsyncClient
 
-from service.app import App
-from service.config import load
+from service.app import App, build_runtime
+from service.config import Snapshot, load
 from service.config.watch import FileWatcher
-from service.reload import Reloader
+from service.providers.base import TargetSpec
+from service.providers.mock import MockProvider
+from service.reload import Reloader, Runtimes
 from tests.harness import serve_config
 
 CONFIG = """
@@ -249,3 +251,49 @@ async def test_health_stays_serving_across_a_reload() -> None:
         stub = health_pb2_grpc.HealthStub(served.channel)
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class Recording(MockProvider):
+    """The mock provider, noting in ``closed`` when it is closed."""
+
+    def __init__(self, target: TargetSpec, closed: list[str]) -> None:
+        super().__init__(target)
+        self.name = f"{target.name}@{target.options['tokens_per_s']:g}"
+        self._closed = closed
+
+    async def aclose(self) -> None:
+        self._closed.append(self.name)
+
+
+async def test_a_provider_kept_by_one_reload_and_replaced_by_the_next_waits_for_older_calls(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    closed: list[str] = []
+
+    def snapshot(prompt: str, speed: int) -> Snapshot:
+        path.write_text(config(prompt=prompt).replace("tokens_per_s: 20", f"tokens_per_s: {speed}"))
+        return load(path, {})
+
+    runtimes = Runtimes(
+        snapshot("a", 20),
+        build_runtime=build_runtime,
+        build_provider=lambda target: Recording(target, closed),
+    )
+    first, slow = runtimes.current(), runtimes.providers["slow"]
+    first.calls.enter()  # a call on the first config, as Runner.stream counts it
+    await runtimes.swap(snapshot("b", 20))  # prompt only: the slow provider is kept
+    assert runtimes.providers["slow"] is slow
+    second = runtimes.current()
+    second.calls.enter()
+    await runtimes.swap(snapshot("b", 40))  # the slow target changes: its provider retires
+    assert runtimes.retired == 1
+    second.calls.leave()
+    for _ in range(3):  # give the closer its turns: the first config's call still holds it
+        await asyncio.sleep(0)
+    assert closed == []
+    first.calls.leave()
+    await eventually(lambda: _true(closed == ["slow@20"]))
+    assert runtimes.retired == 0
+    await runtimes.aclose()
+    assert sorted(closed) == ["fast@0", "slow@20", "slow@40"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from switchboard_client import Client, ResourceExhaustedError
+from switchboard_client import AsyncClient, Client, ResourceExhaustedError
 
 from tests.harness import serve_config
 from tests.processes import ROOT, serve_process, wait_for
@@ -82,6 +82,40 @@ async def test_a_connection_is_sent_away_after_max_connection_age() -> None:
             while served.channel.get_state() is grpc.ChannelConnectivity.READY:
                 await served.channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
         assert (await served.client.invoke("echo", "again")).message.content[0].text == "again"
+
+
+async def test_a_client_flooding_pings_is_sent_away_and_others_are_not() -> None:
+    text = """
+    transport:
+      min_client_ping_interval_s: 10
+      max_ping_strikes: 2
+      permit_keepalive_without_calls: true
+    targets:
+      echo: {provider: mock, model: echo}
+    agents:
+      echo: {route: [echo]}
+    """
+    async with serve_config(text) as served:
+        flooder = grpc.aio.insecure_channel(
+            served.address,
+            options=[
+                ("grpc.keepalive_time_ms", 100),  # a ping every 100 ms, calls or not
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+        )
+        try:
+            await AsyncClient(served.address, channel=flooder).invoke("echo", "hi")
+            await served.client.invoke("echo", "hi")
+            # Two strikes, then GOAWAY (ENHANCE_YOUR_CALM, "too_many_pings"): it leaves READY.
+            async with asyncio.timeout(30):
+                while flooder.get_state() is grpc.ChannelConnectivity.READY:
+                    await flooder.wait_for_state_change(grpc.ChannelConnectivity.READY)
+            # The well-behaved client's connection was never touched.
+            assert served.channel.get_state() is grpc.ChannelConnectivity.READY
+            assert (await served.client.invoke("echo", "fine")).message.content[0].text == "fine"
+        finally:
+            await flooder.close()
 
 
 def write(path: Path, text: str) -> Path:
