@@ -17,6 +17,8 @@ import yaml
 from pydantic import ValidationError
 
 from service.agents.spec import AgentSpec
+from service.auth.policy import AuthPolicy, build_auth
+from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
 from service.config.model import (
     AgentConfig,
     Config,
@@ -44,6 +46,9 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
+    auth: AuthPolicy = AuthPolicy()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
@@ -115,7 +120,19 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         name: _agent(name, agent, config.targets, targets)
         for name, agent in sorted(config.agents.items())
     }
-    return Snapshot(source=source, server=config.server, targets=targets, agents=agents)
+    try:
+        auth = build_auth(config.auth, environ, Path(source).parent)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return Snapshot(
+        source=source,
+        server=config.server,
+        targets=targets,
+        agents=agents,
+        auth=auth,
+        rate_limits=config.rate_limits,
+        observability=config.observability,
+    )
 
 
 def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:

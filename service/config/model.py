@@ -7,6 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.config.chain_model import (
+    AuthConfig,
+    ObservabilityConfig,
+    RateLimitsConfig,
+    is_loopback,
+)
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ProviderKind = Literal["mock", "openai", "anthropic", "openai_compatible"]
 OverridableParameter = Literal[
@@ -98,6 +105,18 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(min_length=1)
+    auth: AuthConfig = AuthConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Config:
+        if not self.auth.enabled and not is_loopback(self.server.host):
+            raise ValueError(
+                f"auth.enabled: auth may be off only when server.host is a loopback "
+                f"address (127.0.0.1, ::1, localhost), not {self.server.host!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Config:
