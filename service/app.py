@@ -45,7 +45,9 @@ def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runt
 class App:
     """One server process: the gRPC server, its services, and the providers behind them."""
 
-    def __init__(self, snapshot: Snapshot, *, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, snapshot: Snapshot, *, tracer_provider: TracerProvider | None = None
+    ) -> None:
         """``tracer_provider``: given by tests (in-memory exporter); built from config if None."""
         self._owns_tracer_provider = tracer_provider is None
         self.tracer_provider = tracer_provider or build_tracer_provider(
@@ -121,7 +123,7 @@ class App:
         await self.server.start()
         for service in ("", AGENT_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"address": address, "port": self.port})
+        log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
 
     def _check_auth(self, host: str) -> None:
@@ -162,4 +164,4 @@ class App:
         self.metrics.close()
         if self._owns_tracer_provider:
             self.tracer_provider.shutdown()
-        log.info("stopped")
+        log.info("stopped", extra={"event": "stop"})

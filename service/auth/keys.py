@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 KEY_PREFIX = "sb_"
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ANY_AGENT = "*"
 _ID_LENGTH = 12
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
@@ -116,7 +118,7 @@ class _KeyModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=r"^[0-9a-f]{12}$")
-    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    tenant: str = Field(pattern=TENANT_PATTERN.pattern)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     agents: list[str] = Field(default_factory=lambda: [ANY_AGENT])
     scopes: list[str] = Field(default_factory=list)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.auth.keys import KeyRing, parse_keys, read_keys_file
-from service.config.chain_model import AuthConfig
+
+if TYPE_CHECKING:  # service.config imports this module
+    from service.config.chain_model import AuthConfig
 
 
 @dataclass(frozen=True, slots=True)

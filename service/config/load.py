@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,9 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
-    auth: AuthPolicy = AuthPolicy()
-    rate_limits: RateLimitsConfig = RateLimitsConfig()
-    observability: ObservabilityConfig = ObservabilityConfig()
+    auth: AuthPolicy = field(default_factory=AuthPolicy)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -32,8 +32,13 @@ from service.interceptors.observe import ObserveLayer, Sink
 from service.interceptors.rate_limit import RateLimitLayer
 from service.ratelimit import RateLimiter
 
-Handler = grpc.RpcMethodHandler
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+if TYPE_CHECKING:  # generic only in the stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    Interceptor = grpc.aio.ServerInterceptor
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
 def build_interceptors(
@@ -43,10 +48,10 @@ def build_interceptors(
     limiter: RateLimiter,
     sinks: Sequence[Sink],
     default_deadline_s: Callable[[], float],
-) -> list[grpc.aio.ServerInterceptor]:
+) -> list[Interceptor]:
     """The chain, outermost first (see the module docstring)."""
     return [
-        aio_server_interceptor(tracer_provider=tracer_provider),
+        aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
         Chain(
             [
                 ContextLayer(),
@@ -58,7 +63,7 @@ def build_interceptors(
     ]
 
 
-class Chain(grpc.aio.ServerInterceptor):
+class Chain(Interceptor):
     """Applies ``layers`` (outermost first) to every method's handler."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
@@ -67,11 +72,11 @@ class Chain(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
+    ) -> Handler:
+        handler: Handler | None = await continuation(handler_call_details)
         if handler is None:
-            return None  # unknown method: grpc answers UNIMPLEMENTED
-        name: str = handler_call_details.method  # type: ignore[attr-defined]
+            return None  # type: ignore[return-value] # unknown method: UNIMPLEMENTED
+        name: str = handler_call_details.method
         cached = self._wrapped.get(name)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -83,7 +88,8 @@ class Chain(grpc.aio.ServerInterceptor):
         streaming_in = bool(handler.request_streaming)
         method = Method.of(name, streaming_in, bool(handler.response_streaming))
         if handler.response_streaming:
-            stream = as_generator(handler.stream_stream if streaming_in else handler.unary_stream)
+            inner: Any = handler.stream_stream if streaming_in else handler.unary_stream
+            stream = as_generator(inner)
             for layer in reversed(self._layers):
                 stream = layer.stream(method, stream)
             make_stream = (
@@ -96,7 +102,8 @@ class Chain(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        unary: UnaryBehavior = handler.stream_unary if streaming_in else handler.unary_unary
+        behavior: Any = handler.stream_unary if streaming_in else handler.unary_unary
+        unary: UnaryBehavior = behavior
         for layer in reversed(self._layers):
             unary = layer.unary(method, unary)
         make_unary = (

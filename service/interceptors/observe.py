@@ -62,7 +62,7 @@ class CallRecord:
 
     def see_event(self, event: Any) -> None:
         kind = event.WhichOneof("event")
-        if kind == "text_delta" or kind == "tool_call_delta":
+        if kind in {"text_delta", "tool_call_delta"}:
             if self.first_token_s is None:
                 self.first_token_s = time.perf_counter() - self.started
         elif kind == "start":
@@ -93,7 +93,7 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
         code: grpc.StatusCode | None = context.code()
         return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
     if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
-        remaining = context.time_remaining()
+        remaining: float | None = context.time_remaining()
         if remaining is not None and remaining <= 0:
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED

@@ -46,7 +46,7 @@ class RateLimitLayer:
     ) -> Ticket | None:
         ctx = call_context.current()
         tokens = estimate_tokens(request_chars(request)) if text_fields(method) else 0
-        remaining = context.time_remaining()
+        remaining: float | None = context.time_remaining()
         default = self._default_deadline_s()
         lease_s = (default if remaining is None else min(remaining, default)) + _LEASE_GRACE_S
         try:

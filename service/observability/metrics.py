@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Container
 from threading import Thread
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from service.interceptors.observe import CallRecord
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,26 @@ class Metrics:
     # Exposition ---------------------------------------------------------------------------
 
     def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP on a background thread; returns the bound port."""
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        """Serve /metrics over HTTP on a background thread; returns the bound port.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        self._server = make_server(
+            host,
+            port,
+            make_wsgi_app(self.registry),
+            ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
+        # A short poll interval so stop() does not wait half a second for the thread.
+        self._thread = Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="metrics-http",
+            daemon=True,
+        )
+        self._thread.start()
         bound = int(self._server.server_port)
         log.info("metrics served", extra={"metrics_host": host, "metrics_port": bound})
         return bound
@@ -138,3 +156,10 @@ class Metrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log lines for scrapes on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        return None

@@ -74,9 +74,7 @@ class TracedProvider:
                 async for event in events:
                     if isinstance(event, UsageEvent):
                         span.set_attribute("gen_ai.usage.input_tokens", event.usage.input_tokens)
-                        span.set_attribute(
-                            "gen_ai.usage.output_tokens", event.usage.output_tokens
-                        )
+                        span.set_attribute("gen_ai.usage.output_tokens", event.usage.output_tokens)
                     elif isinstance(event, Finish):
                         span.set_attribute("gen_ai.response.model", self._target.model)
                         span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])

@@ -146,10 +146,7 @@ class RateLimiter:
         try:
             if delta and ticket.token_rates:
                 await self._backend.adjust(
-                    [
-                        Rate(r.key, r.limit, delta, r.name, r.subject)
-                        for r in ticket.token_rates
-                    ]
+                    [Rate(r.key, r.limit, delta, r.name, r.subject) for r in ticket.token_rates]
                 )
             if ticket.slots:
                 await self._backend.release(ticket.slots, ticket.lease_id)
@@ -179,7 +176,8 @@ class RateLimiter:
     def _paused(self) -> bool:
         return self._down_until is not None and self._clock() < self._down_until
 
-    def _backend_down(self) -> None:
+    def _backend_down(self) -> Ticket | None:
+        """Nothing taken when failing open. Raises Unavailable when failing closed."""
         if self._fail_open:
             return None
         raise Unavailable("rate limiter unavailable", retry_after_s=self._pause_s or None)

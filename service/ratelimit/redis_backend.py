@@ -140,4 +140,3 @@ class RedisBackend:
             return await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise BackendError(f"redis: {type(exc).__name__}") from exc
-
