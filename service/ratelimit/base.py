@@ -91,8 +91,11 @@ def gcra(tat: float, now: float, limit: int, cost: int) -> tuple[float, float]:
     """
     if cost > limit:
         return tat, NEVER
-    new_tat = max(tat, now) + cost * PERIOD_S / limit
-    return new_tat, new_tat - PERIOD_S - now
+    # Relative to now, so large clock values lose no precision; a wait under a
+    # microsecond is rounding, not a refusal.
+    ahead = max(tat - now, 0.0) + cost * PERIOD_S / limit
+    wait = ahead - PERIOD_S
+    return now + ahead, wait if wait > 1e-6 else 0.0
 
 
 def worse(a: Decision, index: int, wait_s: float) -> Decision:

@@ -31,12 +31,12 @@ for i = 1, n do
   if cost > limit then
     wait = math.huge
   else
-    local tat = tonumber(redis.call('GET', KEYS[i])) or now
-    if tat < now then tat = now end
-    new_tats[i] = tat + cost * period / limit
-    wait = new_tats[i] - period - now
+    local ahead = math.max((tonumber(redis.call('GET', KEYS[i])) or now) - now, 0)
+      + cost * period / limit
+    new_tats[i] = now + ahead
+    wait = ahead - period
   end
-  if wait > 0 and wait > worst_wait then worst, worst_wait = i, wait end
+  if wait > 0.001 and wait > worst_wait then worst, worst_wait = i, wait end
 end
 for j = 1, m do
   local key, limit = KEYS[n + j], tonumber(ARGV[5 + 2 * n + j])
