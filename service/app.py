@@ -163,5 +163,6 @@ class App:
         await self.limiter.aclose()
         self.metrics.close()
         if self._owns_tracer_provider:
-            self.tracer_provider.shutdown()
+            # Flushing exports synchronously: off the event loop, so it does not stall it.
+            await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("stopped", extra={"event": "stop"})

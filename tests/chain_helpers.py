@@ -62,9 +62,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
         metric, _, rest = head.partition("{")
         if metric != name:
             continue
-        got = dict(
-            part.split("=", 1) for part in rest.rstrip("}").split(",") if "=" in part
-        )
+        got = dict(part.split("=", 1) for part in rest.rstrip("}").split(",") if "=" in part)
         got = {k: v.strip('"') for k, v in got.items()}
         if all(got.get(k) == v for k, v in labels.items()):
             return float(value)
