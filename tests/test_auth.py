@@ -53,7 +53,7 @@ def test_a_bad_keys_file_names_the_field_not_the_hash() -> None:
 
 
 async def test_no_key_or_a_wrong_key_is_unauthenticated(tmp_path: Path) -> None:
-    path, keys, _ = make_keys(tmp_path, [("acme", ("*",))])
+    path, _, _ = make_keys(tmp_path, [("acme", ("*",))])
     async with serve_config(auth_config(path)) as served:
         with pytest.raises(UnauthenticatedError, match="missing API key"):
             await served.client.invoke("echo", "hi")

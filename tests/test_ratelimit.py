@@ -7,6 +7,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -241,10 +242,8 @@ rate_limits:
 """
 
 
-async def test_one_tenant_cannot_exhaust_another(tmp_path: object) -> None:
-    from pathlib import Path
-
-    path, keys, _ = make_keys(Path(str(tmp_path)), [("acme", ("*",)), ("globex", ("*",))])
+async def test_one_tenant_cannot_exhaust_another(tmp_path: Path) -> None:
+    path, keys, _ = make_keys(tmp_path, [("acme", ("*",)), ("globex", ("*",))])
     async with serve_config(auth_config(path, LIMITS)) as served:
         acme = AsyncClient(served.address, channel=served.channel, api_key=keys[0])
         globex = AsyncClient(served.address, channel=served.channel, api_key=keys[1])

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def start_server(config: Path, port_file: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     with log.open("wb") as out:
-        return subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        return subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--config", str(config),
              "--port", "0", "--port-file", str(port_file)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
