@@ -3,6 +3,8 @@ methods, the loopback rule, and the keys CLI."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import grpc
@@ -208,3 +210,27 @@ async def test_keys_cli_creates_lists_and_revokes(
         with pytest.raises(UnauthenticatedError):
             await served.client.invoke("echo", "hi")
     assert cli.main(["keys", "--config", str(config), "create", "--tenant", "no spaces"]) == 2
+
+
+async def grpcurl(address: str, *args: str) -> tuple[int, str]:
+    binary = Path(sys.executable).parent / "grpcurl"
+    process = await asyncio.create_subprocess_exec(
+        str(binary), "-plaintext", *args, address, "switchboard.v1.AgentService/Invoke",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, out.decode()
+
+
+async def test_grpcurl_with_a_key_is_answered_and_without_one_is_refused(tmp_path: Path) -> None:
+    path, keys, _ = make_keys(tmp_path, [("acme", ("*",))])
+    request = '{"agent": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}'
+    async with serve_config(auth_config(path)) as served:
+        code, out = await grpcurl(
+            served.address, "-H", f"authorization: Bearer {keys[0]}", "-d", request
+        )
+        assert code == 0, out
+        assert '"agent": "echo"' in out
+        code, out = await grpcurl(served.address, "-d", request)
+        assert code != 0
+        assert "Unauthenticated" in out
