@@ -140,7 +140,7 @@ observability:
         for span in scope.spans
     }
     assert "chat echo" in names
-    assert "/switchboard.v1.AgentService/Invoke" in names
+    assert "switchboard.v1.AgentService/Invoke" in names
     resource = collector.requests[0].resource_spans[0].resource
     assert {(a.key, a.value.string_value) for a in resource.attributes} >= {
         ("service.name", "sb-test")

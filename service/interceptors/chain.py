@@ -1,7 +1,7 @@
 """THE order of the interceptor chain, in one list. Every call passes, outermost first:
 
-1. tracing      the server span (OpenTelemetry's gRPC instrumentation), continuing the
-                caller's ``traceparent``
+1. tracing      the server span (OpenTelemetry RPC conventions), continuing the caller's
+                ``traceparent``
 2. context      request id → :class:`~service.context.CallContext` (owns its scope)
 3. observe      sees the final status of every call, refused ones included, and hands a
                 record to the metrics and the call log
@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.trace import TracerProvider
 
 from service.auth.policy import AuthPolicy
@@ -30,6 +29,7 @@ from service.interceptors.base import Context, Layer, Method, StreamBehavior, Un
 from service.interceptors.context import ContextLayer
 from service.interceptors.observe import ObserveLayer, Sink
 from service.interceptors.rate_limit import RateLimitLayer
+from service.interceptors.tracing import TracingLayer
 from service.ratelimit import RateLimiter
 
 if TYPE_CHECKING:  # generic only in the stubs
@@ -51,9 +51,9 @@ def build_interceptors(
 ) -> list[Interceptor]:
     """The chain, outermost first (see the module docstring)."""
     return [
-        aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
         Chain(
             [
+                TracingLayer(tracer_provider),
                 ContextLayer(),
                 ObserveLayer(sinks),
                 AuthLayer(auth),

@@ -9,7 +9,7 @@ context's scope: it resets it when the call ends, whatever later layers bound.
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,7 +25,7 @@ def request_id_of(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID.match(value):
             return value
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)  # 32 hex digits, as uuid4().hex but cheaper
 
 
 class ContextLayer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container
+from dataclasses import dataclass
 from threading import Thread
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -23,6 +24,15 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "(unknown)"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class _Children:
+    calls: Counter
+    seconds: Histogram
+    ttft: Histogram
+    tokens_in: Counter
+    tokens_out: Counter
 
 
 class Metrics:
@@ -95,6 +105,7 @@ class Metrics:
             registry=r,
         )
         self.ratelimit_backend_up.set(1)
+        self._children: dict[tuple[str, str, str, str], _Children] = {}
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
@@ -112,14 +123,25 @@ class Metrics:
         agent = self.agent_label(record.agent) if record.agent else ""
         if record.method.response_streaming:
             self.streams_in_flight.labels(method).dec()
-        self.calls.labels(method, agent, record.tenant, record.code.name).inc()
-        self.call_seconds.labels(method, agent).observe(record.duration_s)
+        key = (method, agent, record.tenant, record.code.name)
+        children = self._children.get(key)
+        if children is None:
+            # Label lookups lock and validate: do them once per label set, not per call.
+            children = self._children[key] = _Children(
+                calls=self.calls.labels(*key),
+                seconds=self.call_seconds.labels(method, agent),
+                ttft=self.ttft_seconds.labels(agent),
+                tokens_in=self.tokens.labels(agent, record.tenant, "input"),
+                tokens_out=self.tokens.labels(agent, record.tenant, "output"),
+            )
+        children.calls.inc()
+        children.seconds.observe(record.duration_s)
         if record.first_token_s is not None:
-            self.ttft_seconds.labels(agent).observe(record.first_token_s)
+            children.ttft.observe(record.first_token_s)
         if record.input_tokens:
-            self.tokens.labels(agent, record.tenant, "input").inc(record.input_tokens)
+            children.tokens_in.inc(record.input_tokens)
         if record.output_tokens:
-            self.tokens.labels(agent, record.tenant, "output").inc(record.output_tokens)
+            children.tokens_out.inc(record.output_tokens)
 
     # Exposition ---------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ for ``retry_after_error_s`` so a dead Redis costs no latency per call.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -33,12 +33,25 @@ _DESCRIPTIONS = {
 
 
 @dataclass(frozen=True, slots=True)
-class _Subject:
-    """One tenant's or key's limits, resolved once and cached."""
+class _Plan:
+    """The limits binding one (tenant, key id), built once and cached: the request rates
+    (cost 1), the token rates (cost filled in per call) and the stream slots."""
 
-    name: str  # "tenant:acme" / "key:<id>"
-    key: str  # storage key stem: "<tenant>:t" / "<tenant>:k:<id>"
-    limits: LimitsConfig
+    requests: tuple[Rate, ...]
+    tokens: tuple[Rate, ...]
+    slots: tuple[Slot, ...]
+
+    @classmethod
+    def of(cls, subjects: list[tuple[str, str, LimitsConfig]]) -> _Plan:
+        requests, tokens, slots = [], [], []
+        for name, key, lim in subjects:
+            if lim.requests_per_min:
+                requests.append(Rate(f"{key}:r", lim.requests_per_min, 1, REQUESTS, name))
+            if lim.tokens_per_min:
+                tokens.append(Rate(f"{key}:tok", lim.tokens_per_min, 0, TOKENS, name))
+            if lim.concurrent_streams:
+                slots.append(Slot(f"{key}:s", lim.concurrent_streams, STREAMS, name))
+        return cls(tuple(requests), tuple(tokens), tuple(slots))
 
 
 @dataclass(slots=True)
@@ -76,15 +89,15 @@ class RateLimiter:
         self._fail_open = config.backend == "memory" or config.redis.on_error == "open"
         self._pause_s = config.redis.retry_after_error_s
         self._down_until: float | None = None
-        self._subjects: dict[tuple[str, str], tuple[_Subject, ...]] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}
         self.active = _any_limit(config)
 
-    def _subjects_of(self, tenant: str, key_id: str) -> tuple[_Subject, ...]:
-        subjects = self._subjects.get((tenant, key_id))
-        if subjects is None:
+    def _plan(self, tenant: str, key_id: str) -> _Plan:
+        plan = self._plans.get((tenant, key_id))
+        if plan is None:
             c = self._config
-            found = [
-                _Subject(
+            subjects = [
+                (
                     f"tenant:{tenant}",
                     f"{tenant}:t",
                     c.tenants.get(tenant, LimitsConfig()).over(c.tenant),
@@ -92,10 +105,9 @@ class RateLimiter:
             ]
             if key_id:
                 limits = c.keys.get(key_id, LimitsConfig()).over(c.key)
-                found.append(_Subject(f"key:{key_id}", f"{tenant}:k:{key_id}", limits))
-            subjects = tuple(found)
-            self._subjects[(tenant, key_id)] = subjects
-        return subjects
+                subjects.append((f"key:{key_id}", f"{tenant}:k:{key_id}", limits))
+            plan = self._plans[(tenant, key_id)] = _Plan.of(subjects)
+        return plan
 
     async def acquire(
         self, tenant: str, key_id: str, tokens: int, *, stream: bool, lease_s: float
@@ -108,24 +120,15 @@ class RateLimiter:
                 the call alone exceeds a limit), the violation names the limit.
             Unavailable: the backend is down and configured to fail closed.
         """
-        rates: list[Rate] = []
-        token_rates: list[Rate] = []
-        slots: list[Slot] = []
-        for s in self._subjects_of(tenant, key_id):
-            lim = s.limits
-            if lim.requests_per_min:
-                rates.append(Rate(f"{s.key}:r", lim.requests_per_min, 1, REQUESTS, s.name))
-            if lim.tokens_per_min:
-                rate = Rate(f"{s.key}:tok", lim.tokens_per_min, tokens, TOKENS, s.name)
-                rates.append(rate)
-                token_rates.append(rate)
-            if stream and lim.concurrent_streams:
-                slots.append(Slot(f"{s.key}:s", lim.concurrent_streams, STREAMS, s.name))
+        plan = self._plan(tenant, key_id)
+        token_rates = tuple(Rate(r.key, r.limit, tokens, r.name, r.subject) for r in plan.tokens)
+        rates = plan.requests + token_rates
+        slots = plan.slots if stream else ()
         if not rates and not slots:
             return None
         if self._paused():
             return self._backend_down()
-        lease_id = uuid.uuid4().hex
+        lease_id = secrets.token_hex(8) if slots else ""
         try:
             decision = await self._backend.acquire(rates, slots, lease_id, lease_s)
         except BackendError as exc:
@@ -136,7 +139,7 @@ class RateLimiter:
             limits: list[Rate | Slot] = [*rates, *slots]
             limit = limits[decision.refused]
             raise self._refusal(limit, decision.wait_s, tokens)
-        return Ticket(tuple(token_rates), tokens, tuple(slots), lease_id)
+        return Ticket(token_rates, tokens, slots, lease_id)
 
     async def finish(self, ticket: Ticket, used_tokens: int | None) -> None:
         """Reconcile the token estimate with ``used_tokens`` (None: the call reported no
