@@ -4,8 +4,9 @@ Name and attributes follow the OpenTelemetry RPC conventions (``rpc.system``,
 ``rpc.service``, ``rpc.method``, ``rpc.grpc.status_code``), as opentelemetry-instrumentation-grpc
 sets them. It is our own layer rather than that package's aio interceptor because the latter
 rebuilds the method handler and wraps the servicer context in a proxy on every call, and
-records every abort (each auth or rate-limit refusal) as an exception event: measured, it
-costs about twice this layer alone and slows every later layer that touches the context.
+records every abort (each auth or rate-limit refusal) as an exception event. Measured with
+bench/chain_micro.py: ~50 us a call against ~30 us for this layer, and the whole chain
+costs ~100 us with it in front against ~80 us with this layer.
 """
 
 from __future__ import annotations
