@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from switchboard.v1 import agent_pb2, agent_pb2_grpc
 
 from service.agents.runner import Runner, Runtime
+from service.api.admission import Admission
 from service.api.servicer import AgentServicer
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
@@ -71,6 +72,7 @@ class App:
             on_backend_error=self.metrics.ratelimit_backend_errors.inc,
             on_state=self._ratelimit_state,
         )
+        self.admission = Admission()
         self.server = self._build_server(snapshot)
         self.port = 0
         self.metrics_port: int | None = None
@@ -98,7 +100,9 @@ class App:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.runner), server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(self.runner, self.admission), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable_server_reflection(
@@ -149,15 +153,21 @@ class App:
         await self.health.set(RATELIMIT_HEALTH, status.SERVING if up else status.NOT_SERVING)
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain and stop: NOT_SERVING at once, new calls refused (UNAVAILABLE), in-flight
-        calls given ``grace_s`` (default from config) to finish, then providers closed."""
+        """Drain and stop: health NOT_SERVING and new agent calls refused (UNAVAILABLE) at
+        once; calls in flight get ``grace_s`` (default: ``server.grace_s``) to finish and are
+        cancelled after it; then the transport stops and providers are closed."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         grace = self.snapshot.server.grace_s if grace_s is None else grace_s
-        log.info("draining", extra={"grace_s": grace})
+        deadline = asyncio.get_running_loop().time() + grace
+        log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        drained = await self.admission.drain(grace)
+        if not drained:
+            log.warning("grace period over: cancelling calls still in flight")
+        # Health watchers and anything else still open get what is left of the grace period.
+        await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         for provider in self.providers.values():
             await provider.aclose()
         await self.limiter.aclose()
