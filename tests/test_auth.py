@@ -21,7 +21,14 @@ from switchboard_client import (
 
 from service import cli
 from service.app import App
-from service.auth.keys import KeyRing, new_key, parse_keys, read_keys_file, revoke
+from service.auth.keys import (
+    KeyRing,
+    new_key,
+    parse_keys,
+    read_keys_file,
+    revoke,
+    write_keys_file,
+)
 from service.config import ConfigError, load
 from tests.chain_helpers import AGENTS, auth_config, make_keys
 from tests.harness import serve_config
@@ -234,3 +241,25 @@ async def test_grpcurl_with_a_key_is_answered_and_without_one_is_refused(tmp_pat
         code, out = await grpcurl(served.address, "-d", request)
         assert code != 0
         assert "Unauthenticated" in out
+
+
+async def test_keys_from_the_environment_and_configured_exemptions(tmp_path: Path) -> None:
+    key, record = new_key("acme", agents=["echo"])
+    env_file = tmp_path / "env-keys.yaml"
+    write_keys_file(env_file, [record])
+    config = f"""
+auth:
+  keys_env: SB_TEST_KEYS
+  exempt_methods: ["/grpc.health.v1.Health/", "/switchboard.v1.AgentService/ListAgents"]
+{AGENTS}
+"""
+    environ = {"SB_TEST_KEYS": env_file.read_text()}
+    async with serve_config(config, environ, api_key=key) as served:
+        assert (await served.client.invoke("echo", "hi")).agent == "echo"
+        anonymous = AsyncClient(served.address, channel=served.channel)
+        assert [a.name for a in await anonymous.list_agents()] == ["assistant", "echo"]
+        with pytest.raises(UnauthenticatedError):
+            await anonymous.get_agent("echo")
+    with pytest.raises(ConfigError, match="SB_TEST_KEYS is not set"):
+        async with serve_config(config, {}):
+            pass
