@@ -115,6 +115,8 @@ class App:
 
         Raises:
             RuntimeError: the address cannot be bound.
+            ConfigError: auth is off on a non-loopback address, or the metrics port cannot
+                be bound.
         """
         settings = self.snapshot.server
         host = host or settings.host
@@ -123,7 +125,13 @@ class App:
         self.port = self.server.add_insecure_port(address)
         metrics = self.snapshot.observability.metrics
         if metrics.port is not None:
-            self.metrics_port = self.metrics.serve(metrics.host, metrics.port)
+            try:
+                self.metrics_port = self.metrics.serve(metrics.host, metrics.port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"observability.metrics: cannot listen on {metrics.host}:{metrics.port}: "
+                    f"{exc.strerror}"
+                ) from exc
         await self.server.start()
         for service in ("", AGENT_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,8 @@ from switchboard_client import (
     UnauthenticatedError,
 )
 
+from service.app import App
+from service.config import ConfigError, load
 from service.observability.logging import CALLS_LOGGER, JsonFormatter
 from tests.chain_helpers import AGENTS, auth_config, make_keys, sample, scrape
 from tests.harness import serve_config
@@ -245,3 +248,18 @@ async def test_one_json_line_per_call_without_secrets_or_prompts(
     assert keys[0][:-2] not in everything
     assert records[0].sha256 not in everything
     assert "my secret prompt" not in everything
+
+
+async def test_a_taken_metrics_port_is_a_clear_config_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"auth: {{enabled: false}}\nobservability: {{metrics: {{port: {port}}}}}\n{AGENTS}"
+        )
+        app = App(load(config, {}))
+        with pytest.raises(ConfigError, match=f"observability.metrics: cannot listen on .*{port}"):
+            await app.start("127.0.0.1", 0)
+        await app.stop(0)

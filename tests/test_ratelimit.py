@@ -67,8 +67,9 @@ async def test_a_rate_allows_its_limit_then_says_the_true_wait(backend: Backend)
         assert (await backend.acquire([rate(3)], [], "l", 1)).refused is None
     refused = await backend.acquire([rate(3)], [], "l", 1)
     assert refused.refused == 0
-    # 3 per minute: one unit frees every 20 s, and the first was taken just now.
-    assert 19.0 <= refused.wait_s <= 20.0
+    # 3 per minute: one unit frees every 20 s, and the first was taken just now (the lower
+    # bound leaves room for a loaded machine).
+    assert 15.0 <= refused.wait_s <= 20.0
 
 
 async def test_a_cost_above_the_limit_can_never_pass(backend: Backend) -> None:
@@ -252,7 +253,7 @@ async def test_one_tenant_cannot_exhaust_another(tmp_path: Path) -> None:
         with pytest.raises(ResourceExhaustedError) as info:
             await acme.invoke("echo", "three")
         assert info.value.retry_after_s is not None
-        assert 29.0 <= info.value.retry_after_s <= 30.0
+        assert 25.0 <= info.value.retry_after_s <= 30.0
         assert [(v.subject, v.description) for v in info.value.violations] == [
             ("tenant:acme", "requests_per_min: 2 requests per minute")
         ]
