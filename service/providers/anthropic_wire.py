@@ -47,7 +47,8 @@ def build_request(
 
     The agent's system prompt and any SYSTEM messages go to the top-level ``system`` field;
     TOOL results become ``tool_result`` blocks of a user turn; consecutive turns of one role
-    are merged. ``seed`` has no Anthropic equivalent and is not sent.
+    are merged. ``temperature`` and ``top_p`` travel in ``extra_body`` (the SDK no longer
+    names them); ``seed`` has no Anthropic equivalent and is not sent.
 
     Raises:
         InvalidArgument: a JSON response format (the target cannot promise one), or an
@@ -90,12 +91,13 @@ def build_request(
             }
             for tool in call.tools
         ]
-    optional = {
-        "temperature": p.temperature,
-        "top_p": p.top_p,
-        "stop_sequences": list(p.stop) or None,
-    }
-    request.update({k: v for k, v in optional.items() if v is not None})
+    if p.stop:
+        request["stop_sequences"] = list(p.stop)
+    # The SDK dropped temperature/top_p from its signature; the API still takes them on
+    # models that sample, so they go in the body as-is, and only when set.
+    sampling = {"temperature": p.temperature, "top_p": p.top_p}
+    if any(v is not None for v in sampling.values()):
+        request["extra_body"] = {k: v for k, v in sampling.items() if v is not None}
     return request
 
 
@@ -176,16 +178,16 @@ class EventReader:
                 if delta.type == "text_delta" and delta.text:
                     yield TextDelta(delta.text)
                 elif delta.type == "input_json_delta" and delta.partial_json:
-                    tool = self._tool_of_block.get(event.index)
-                    if tool is not None:
-                        self._tool_has_arguments[tool] = True
-                        yield ToolCallDelta(index=tool, arguments_delta=delta.partial_json)
+                    owner = self._tool_of_block.get(event.index)
+                    if owner is not None:
+                        self._tool_has_arguments[owner] = True
+                        yield ToolCallDelta(index=owner, arguments_delta=delta.partial_json)
             case "content_block_stop":
-                tool = self._tool_of_block.get(event.index)
-                if tool is not None and not self._tool_has_arguments.get(tool):
+                closed = self._tool_of_block.get(event.index)
+                if closed is not None and not self._tool_has_arguments.get(closed):
                     # A tool without arguments: the same "{}" an OpenAI target would give.
-                    self._tool_has_arguments[tool] = True
-                    yield ToolCallDelta(index=tool, arguments_delta="{}")
+                    self._tool_has_arguments[closed] = True
+                    yield ToolCallDelta(index=closed, arguments_delta="{}")
             case "message_delta":
                 self._stop_reason = event.delta.stop_reason or self._stop_reason
                 usage = event.usage
