@@ -85,7 +85,7 @@ async def collect(
     events: list[pb.StreamResponse] = []
     try:
         async for event in client.stream(agent, conversation, **kw):  # type: ignore[arg-type]
-            events.append(event)
+            events.append(event)  # noqa: PERF401 (keep what arrived before an error)
     except SwitchboardError as exc:
         return events, exc
     return events, None

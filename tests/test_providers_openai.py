@@ -100,7 +100,7 @@ async def collect(
     events: list[pb.StreamResponse] = []
     try:
         async for event in client.stream(agent, conversation, **kw):  # type: ignore[arg-type]
-            events.append(event)
+            events.append(event)  # noqa: PERF401 (keep what arrived before an error)
     except SwitchboardError as exc:
         return events, exc
     return events, None
@@ -132,7 +132,8 @@ async def test_unary_text_answer_with_usage_and_target(rig: Rig) -> None:
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "hello"},
     ]
-    assert "organization" not in request.headers and "openai-organization" not in request.headers
+    assert "openai-organization" not in request.headers
+    assert "openai-project" not in request.headers
 
 
 async def test_stream_sends_text_deltas_then_usage_and_finish(rig: Rig) -> None:
@@ -435,7 +436,7 @@ async def test_one_client_and_connection_reused_across_calls(rig: Rig) -> None:
                 status=429,
                 headers={"retry-after": "20"},
                 error={
-                    "message": "You exceeded your current quota, please check your plan and billing details.",
+                    "message": "You exceeded your current quota, please check your plan.",
                     "type": "insufficient_quota",
                     "code": "insufficient_quota",
                 },
@@ -611,3 +612,19 @@ async def test_tool_arguments_struct_roundtrip_is_not_required(rig: Rig) -> None
         "type": "function",
         "function": {"name": "ping", "parameters": {"type": "object"}},
     }
+
+
+async def test_ambient_openai_environment_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK would read these; a target must be exactly what its config says.
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-ambient")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-ambient")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    async with (
+        OpenAIFake() as fake,
+        serve_config(config(fake.base_url), {"OPENAI_API_KEY": KEY}) as served,
+    ):
+        await served.client.invoke("chat", "hi")
+
+    (request,) = fake.received
+    assert "openai-organization" not in request.headers
+    assert "openai-project" not in request.headers
