@@ -44,6 +44,12 @@ def config(base_url: str) -> str:
         base_url: {base_url}/v1
         api_key: {{env: OPENAI_API_KEY}}
         timeout_s: 0.5
+      gpt-capped:
+        provider: openai
+        model: gpt-fake
+        base_url: {base_url}/v1
+        api_key: {{env: OPENAI_API_KEY}}
+        timeout_s: 2
       local:
         provider: openai_compatible
         model: llama-fake
@@ -65,6 +71,8 @@ def config(base_url: str) -> str:
         accepts_caller_tools: true
       quick:
         route: [gpt-quick]
+      capped:
+        route: [gpt-capped]
       local:
         system_prompt: You run locally.
         route: [local]
@@ -564,11 +572,13 @@ async def test_target_timeout_is_deadline_exceeded_and_closes_the_request(rig: R
 
 
 async def test_slow_chunks_past_the_target_timeout_are_deadline_exceeded(rig: Rig) -> None:
-    rig.fake.push(Scenario(text="a b c d e f g h", pieces=8, chunk_delay_s=0.2))
-    events, error = await collect(rig.client, "quick", "hi", timeout=30)
+    # The first chunks come at once, the rest too slowly: the limit covers the whole answer.
+    rig.fake.push(Scenario(text="word " * 40, pieces=40, chunk_delay_s=0.25))
+    events, error = await collect(rig.client, "capped", "hi", timeout=60)
 
     assert isinstance(error, DeadlineExceededError)
-    assert "start" in kinds(events)
+    assert "timeout_s of 2s" in error.message
+    assert kinds(events)[:2] == ["start", "text_delta"]
     await rig.fake.wait_for(lambda: rig.fake.abandoned == 1)
 
 
