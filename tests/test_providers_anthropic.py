@@ -517,3 +517,13 @@ async def test_cancelling_the_stream_closes_the_upstream_response(rig: Rig) -> N
 
     await rig.fake.wait_for(lambda: rig.fake.abandoned == 1)
     assert rig.fake.completed == 0
+
+
+async def test_headers_then_silence_is_deadline_exceeded(rig: Rig) -> None:
+    # The status line and headers come at once; the first event never comes in time.
+    rig.fake.push(Scenario(first_chunk_delay_s=30))
+    events, err = await collect(rig.client, "short", "hi", timeout=30)
+
+    assert isinstance(err, DeadlineExceededError)
+    assert events == []
+    await rig.fake.wait_for(lambda: rig.fake.abandoned == 1)

@@ -18,8 +18,9 @@ pieces split the arguments, ``message_delta`` (stop_reason, output usage) and
 ``message_stop``. Unary replies are one ``message`` JSON body. Every reply has a
 ``request-id`` header.
 
-Switches (fields of :class:`Scenario`): ``latency_s`` (time to first byte),
-``chunk_delay_s``, ``status`` + ``error`` (an error reply with Anthropic's
+Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: time to first
+byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
+token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with Anthropic's
 ``{"type": "error", "error": {...}}`` body) + ``headers`` (e.g. ``retry-after``), ``hang``,
 ``disconnect_after`` (drop the connection after N frames), ``error_after`` (an ``error``
 event after N frames), ``omit_stop`` (a clean body without ``message_stop``).
@@ -76,6 +77,7 @@ class Scenario:
     error: dict[str, Any] | None = None  # the inner error object; default by status
     headers: dict[str, str] = field(default_factory=dict)
     latency_s: float = 0.0
+    first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     hang: bool = False
     disconnect_after: int | None = None
@@ -103,8 +105,8 @@ class AnthropicFake(FakeServer):
             body = _error_body(404, {"type": "not_found_error", "message": "Not found"})
             return await self.reply_json(conn, 404, body, _headers())
         scenario = self._queue.popleft() if self._queue else self.default
-        if scenario.latency_s:
-            await asyncio.sleep(scenario.latency_s)
+        if not await self.delay(conn, scenario.latency_s):
+            return False
         if scenario.hang:
             return await self.hang(conn)
         headers = _headers(scenario.headers)
@@ -120,6 +122,7 @@ class AnthropicFake(FakeServer):
         if (request.body or {}).get("stream"):
             reply = Frames(
                 frames=_frames(scenario, model),
+                first_chunk_delay_s=scenario.first_chunk_delay_s,
                 chunk_delay_s=scenario.chunk_delay_s,
                 disconnect_after=scenario.disconnect_after,
                 error_after=scenario.error_after,

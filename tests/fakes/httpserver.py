@@ -52,13 +52,15 @@ class Received:
 
 @dataclass
 class Frames:
-    """A streamed reply: ``frames`` are written one per chunk, ``chunk_delay_s`` apart.
+    """A streamed reply: ``frames`` are written one per chunk, the first
+    ``first_chunk_delay_s`` after the response head, the rest ``chunk_delay_s`` apart.
 
     ``disconnect_after``: drop the connection after that many frames (no terminating chunk).
     ``error_after`` with ``error_frame``: write ``error_frame`` after that many frames and end.
     """
 
     frames: Sequence[bytes]
+    first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     disconnect_after: int | None = None
     error_after: int | None = None
@@ -99,6 +101,16 @@ class Conn:
     def drop(self) -> None:
         """Close the connection at once, mid-reply."""
         self.writer.transport.abort()
+
+    async def pause(self, seconds: float) -> bool:
+        """Wait ``seconds``; return early with ``True`` if the client closes the connection.
+        (While a reply is pending an HTTP/1.1 client sends nothing, so reading is safe.)"""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.until_client_closes()
+        except TimeoutError:
+            return False
+        return True
 
     async def until_client_closes(self) -> None:
         """Wait (forever, if need be) for the client to close the connection."""
@@ -200,6 +212,14 @@ class FakeServer:
         """Answer ``request``; return whether the connection stays open. Override."""
         raise NotImplementedError
 
+    async def delay(self, conn: Conn, seconds: float) -> bool:
+        """Wait ``seconds`` before answering; ``False`` (and counted as abandoned) if the
+        client gave up meanwhile."""
+        if seconds and await conn.pause(seconds):
+            self.abandoned += 1
+            return False
+        return True
+
     async def hang(self, conn: Conn) -> bool:
         """Never answer: wait until the client gives up and closes the connection."""
         await conn.until_client_closes()
@@ -227,8 +247,10 @@ class FakeServer:
                 if reply.error_after is not None and i >= reply.error_after:
                     await conn.chunk(reply.error_frame)
                     break
-                if i and reply.chunk_delay_s:
-                    await asyncio.sleep(reply.chunk_delay_s)
+                delay = reply.chunk_delay_s if i else reply.first_chunk_delay_s
+                if delay and await conn.pause(delay):
+                    self.abandoned += 1
+                    return False
                 await conn.chunk(frame)
             await conn.end_chunks()
         except ConnectionError:

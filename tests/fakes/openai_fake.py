@@ -17,8 +17,9 @@ a chunk with the ``finish_reason``, a usage-only chunk (``choices: []``) when th
 ``stream_options.include_usage``, and ``data: [DONE]``. Unary replies are one
 ``chat.completion`` JSON body. Every reply has an ``x-request-id`` header.
 
-Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line, i.e. time to
-first byte), ``chunk_delay_s``, ``status`` + ``error`` (an error reply with OpenAI's
+Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: time to first
+byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
+token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with OpenAI's
 ``{"error": {...}}`` body) + ``headers`` (e.g. ``retry-after``), ``hang``, ``disconnect_after``
 (drop the connection after N frames), ``error_after`` (an in-stream error object after N
 frames), ``omit_done`` / ``omit_usage`` / ``omit_finish`` (a clean but truncated stream).
@@ -64,6 +65,7 @@ class Scenario:
     error: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     latency_s: float = 0.0
+    first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     hang: bool = False
     disconnect_after: int | None = None
@@ -102,8 +104,8 @@ class OpenAIFake(FakeServer):
                 _headers(),
             )
         scenario = self._queue.popleft() if self._queue else self.default
-        if scenario.latency_s:
-            await asyncio.sleep(scenario.latency_s)
+        if not await self.delay(conn, scenario.latency_s):
+            return False
         if scenario.hang:
             return await self.hang(conn)
         headers = _headers(scenario.headers)
@@ -115,6 +117,7 @@ class OpenAIFake(FakeServer):
             include_usage = ((request.body or {}).get("stream_options") or {}).get("include_usage")
             reply = Frames(
                 frames=_frames(scenario, model, include_usage=bool(include_usage)),
+                first_chunk_delay_s=scenario.first_chunk_delay_s,
                 chunk_delay_s=scenario.chunk_delay_s,
                 disconnect_after=scenario.disconnect_after,
                 error_after=scenario.error_after,
