@@ -1,104 +1,38 @@
-"""The anthropic provider: the real SDK against a fake Messages API, seen through a real
-grpc.aio server and the Python client."""
+"""The anthropic provider through the real SDK against a fake Messages API: answers, the
+wire request, one client per target."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import grpc
 import pytest
 from switchboard.v1 import agent_pb2 as pb
-from switchboard_client import (
-    AsyncClient,
-    DeadlineExceededError,
-    Folder,
-    InvalidArgumentError,
-    SwitchboardError,
-    UnavailableError,
-    user,
-)
+from switchboard_client import Folder, InvalidArgumentError, user
 
 from tests.fakes.anthropic_fake import AnthropicFake, FakeToolUse, Scenario
-from tests.harness import Served, serve_config
+from tests.provider_rigs import (
+    ANTHROPIC_KEY,
+    WEATHER,
+    Rig,
+    anthropic_rig,
+    collect,
+    kinds,
+)
 
 pytestmark = pytest.mark.asyncio
 
-KEY = "sk-ant-api03-test0123456789SECRET"
-WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-ALL_PARAMETERS = "[temperature, max_tokens, top_p, stop, seed, response_format]"
-
-
-def config(base_url: str) -> str:
-    return f"""
-    targets:
-      claude:
-        provider: anthropic
-        model: claude-fake
-        base_url: {base_url}
-        api_key: {{env: ANTHROPIC_API_KEY}}
-      claude-short:
-        provider: anthropic
-        model: claude-fake
-        base_url: {base_url}
-        api_key: {{env: ANTHROPIC_API_KEY}}
-        timeout_s: 0.5
-        anthropic: {{max_tokens: 256}}
-    agents:
-      chat:
-        system_prompt: You are terse.
-        route: [claude]
-        overridable_parameters: {ALL_PARAMETERS}
-        tools:
-          - name: get_weather
-            description: Weather for a city.
-            parameters: {json.dumps(WEATHER)}
-      short:
-        route: [claude-short]
-    """
-
-
-@dataclass
-class Rig:
-    fake: AnthropicFake
-    served: Served
-
-    @property
-    def client(self) -> AsyncClient:
-        return self.served.client
-
 
 @pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    async with (
-        AnthropicFake() as fake,
-        serve_config(config(fake.base_url), {"ANTHROPIC_API_KEY": KEY}) as served,
-    ):
-        yield Rig(fake, served)
-
-
-async def collect(
-    client: AsyncClient, agent: str, conversation: object, **kw: object
-) -> tuple[list[pb.StreamResponse], SwitchboardError | None]:
-    """Every event of a stream, and the error that ended it (None if it finished)."""
-    events: list[pb.StreamResponse] = []
-    try:
-        async for event in client.stream(agent, conversation, **kw):  # type: ignore[arg-type]
-            events.append(event)  # noqa: PERF401 (keep what arrived before an error)
-    except SwitchboardError as exc:
-        return events, exc
-    return events, None
-
-
-def kinds(events: list[pb.StreamResponse]) -> list[str]:
-    return [str(e.WhichOneof("event")) for e in events]
+async def rig() -> AsyncIterator[Rig[AnthropicFake]]:
+    async with anthropic_rig() as r:
+        yield r
 
 
 # --- answers ---------------------------------------------------------------------------------
 
 
-async def test_unary_text_answer_with_system_prompt_on_top(rig: Rig) -> None:
+async def test_unary_text_answer_with_system_prompt_on_top(rig: Rig[AnthropicFake]) -> None:
     response = await rig.client.invoke("chat", "hello")
 
     assert response.message.content[0].text == "Hello from the fake Claude."
@@ -107,7 +41,9 @@ async def test_unary_text_answer_with_system_prompt_on_top(rig: Rig) -> None:
     assert response.target == pb.Target(name="claude", provider="anthropic", model="claude-fake")
     (request,) = rig.fake.received
     assert request.path == "/v1/messages"
-    assert KEY in (request.headers.get("x-api-key", "") + request.headers.get("authorization", ""))
+    assert ANTHROPIC_KEY in (
+        request.headers.get("x-api-key", "") + request.headers.get("authorization", "")
+    )
     assert request.headers["anthropic-version"]
     assert request.body["model"] == "claude-fake"
     assert request.body["stream"] is True
@@ -118,7 +54,7 @@ async def test_unary_text_answer_with_system_prompt_on_top(rig: Rig) -> None:
     ]
 
 
-async def test_max_tokens_default_comes_from_the_target_config(rig: Rig) -> None:
+async def test_max_tokens_default_comes_from_the_target_config(rig: Rig[AnthropicFake]) -> None:
     await rig.client.invoke("short", "hello")
 
     body = rig.fake.received[-1].body
@@ -126,7 +62,7 @@ async def test_max_tokens_default_comes_from_the_target_config(rig: Rig) -> None
     assert "system" not in body
 
 
-async def test_stream_sends_text_deltas_then_usage_and_finish(rig: Rig) -> None:
+async def test_stream_sends_text_deltas_then_usage_and_finish(rig: Rig[AnthropicFake]) -> None:
     rig.fake.push(Scenario(text="one two three", pieces=3, usage=(4, 3)))
     events, error = await collect(rig.client, "chat", "count")
 
@@ -138,7 +74,7 @@ async def test_stream_sends_text_deltas_then_usage_and_finish(rig: Rig) -> None:
     assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
 
 
-async def test_tool_use_streamed_as_deltas_numbered_from_zero(rig: Rig) -> None:
+async def test_tool_use_streamed_as_deltas_numbered_from_zero(rig: Rig[AnthropicFake]) -> None:
     rig.fake.push(
         Scenario(
             text="Checking.",
@@ -159,7 +95,7 @@ async def test_tool_use_streamed_as_deltas_numbered_from_zero(rig: Rig) -> None:
     assert events[-1].finish.finish_reason == pb.FINISH_REASON_TOOL_CALLS
 
 
-async def test_tool_use_unary_equals_folded_stream(rig: Rig) -> None:
+async def test_tool_use_unary_equals_folded_stream(rig: Rig[AnthropicFake]) -> None:
     uses = (FakeToolUse("get_weather", '{"city": "Rome"}', id="toolu_r"),)
     rig.fake.push(Scenario(text="", tool_uses=uses), Scenario(text="", tool_uses=uses))
     invoked = await rig.client.invoke("chat", "weather?", request_id="r1")
@@ -177,14 +113,14 @@ async def test_tool_use_unary_equals_folded_stream(rig: Rig) -> None:
     assert invoked.finish_reason == pb.FINISH_REASON_TOOL_CALLS
 
 
-async def test_tool_use_without_arguments_gives_an_empty_object(rig: Rig) -> None:
+async def test_tool_use_without_arguments_gives_an_empty_object(rig: Rig[AnthropicFake]) -> None:
     rig.fake.push(Scenario(text="", tool_uses=(FakeToolUse("get_weather", "", id="toolu_e"),)))
     response = await rig.client.invoke("chat", "weather?")
 
     assert response.message.tool_calls[0].arguments_json == "{}"
 
 
-async def test_conversation_maps_to_messages_api_shape(rig: Rig) -> None:
+async def test_conversation_maps_to_messages_api_shape(rig: Rig[AnthropicFake]) -> None:
     conversation = [
         user("weather in Rome?"),
         pb.Message(
@@ -268,14 +204,16 @@ async def test_conversation_maps_to_messages_api_shape(rig: Rig) -> None:
         ("refusal", pb.FINISH_REASON_CONTENT_FILTER),
     ],
 )
-async def test_stop_reasons_are_normalised(rig: Rig, stop_reason: str, expected: int) -> None:
+async def test_stop_reasons_are_normalised(
+    rig: Rig[AnthropicFake], stop_reason: str, expected: int
+) -> None:
     rig.fake.push(Scenario(stop_reason=stop_reason))
     response = await rig.client.invoke("chat", "hi")
 
     assert response.finish_reason == expected
 
 
-async def test_cache_read_tokens_count_as_input(rig: Rig) -> None:
+async def test_cache_read_tokens_count_as_input(rig: Rig[AnthropicFake]) -> None:
     rig.fake.push(Scenario(usage=(10, 2), cache_read_tokens=90))
     response = await rig.client.invoke("chat", "hi")
 
@@ -291,7 +229,7 @@ async def test_cache_read_tokens_count_as_input(rig: Rig) -> None:
     ],
 )
 async def test_json_response_formats_are_invalid_argument_before_any_call(
-    rig: Rig, fmt: pb.ResponseFormat
+    rig: Rig[AnthropicFake], fmt: pb.ResponseFormat
 ) -> None:
     if fmt.type == pb.ResponseFormat.TYPE_JSON_SCHEMA:
         fmt.json_schema.update({"type": "object"})
@@ -306,7 +244,9 @@ async def test_json_response_formats_are_invalid_argument_before_any_call(
     assert rig.fake.received == []
 
 
-async def test_invalid_tool_call_arguments_in_history_are_invalid_argument(rig: Rig) -> None:
+async def test_invalid_tool_call_arguments_in_history_are_invalid_argument(
+    rig: Rig[AnthropicFake],
+) -> None:
     conversation = [
         user("hi"),
         pb.Message(
@@ -322,7 +262,7 @@ async def test_invalid_tool_call_arguments_in_history_are_invalid_argument(rig: 
     assert rig.fake.received == []
 
 
-async def test_one_client_and_connection_reused_across_calls(rig: Rig) -> None:
+async def test_one_client_and_connection_reused_across_calls(rig: Rig[AnthropicFake]) -> None:
     provider = rig.served.app.providers["claude"]
     client_before = provider.client  # type: ignore[attr-defined]
     for _ in range(3):
@@ -331,199 +271,3 @@ async def test_one_client_and_connection_reused_across_calls(rig: Rig) -> None:
     assert provider.client is client_before  # type: ignore[attr-defined]
     assert [r.connection for r in rig.fake.received] == [1, 1, 1]
     assert rig.fake.connections == 1
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-
-def error(kind: str, message: str, code: str | None = None) -> dict[str, object]:
-    out: dict[str, object] = {"type": kind, "message": message}
-    if code:
-        out["details"] = {"error_code": code}
-    return out
-
-
-@pytest.mark.parametrize(
-    ("scenario", "code", "says", "retry_after"),
-    [
-        pytest.param(
-            Scenario(
-                status=400, error=error("invalid_request_error", "messages: roles must alternate")
-            ),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "roles must alternate",
-            None,
-            id="400",
-        ),
-        pytest.param(
-            Scenario(
-                status=413, error=error("request_too_large", "Request exceeds the maximum size")
-            ),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "maximum size",
-            None,
-            id="413",
-        ),
-        pytest.param(
-            Scenario(status=401, error=error("authentication_error", f"invalid x-api-key {KEY}")),
-            grpc.StatusCode.INTERNAL,
-            "upstream rejected Switchboard's credentials for target 'claude'",
-            None,
-            id="401",
-        ),
-        pytest.param(
-            Scenario(status=403, error=error("permission_error", "no access to this model")),
-            grpc.StatusCode.INTERNAL,
-            "credentials for target 'claude'",
-            None,
-            id="403",
-        ),
-        pytest.param(
-            Scenario(status=404, error=error("not_found_error", "model: claude-fake")),
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "does not know model 'claude-fake'",
-            None,
-            id="404",
-        ),
-        pytest.param(
-            Scenario(
-                status=429,
-                headers={"retry-after": "11"},
-                error=error(
-                    "rate_limit_error",
-                    "Number of request tokens has exceeded your per-minute rate limit",
-                ),
-            ),
-            grpc.StatusCode.UNAVAILABLE,
-            "rate limiting",
-            11.0,
-            id="429",
-        ),
-        pytest.param(
-            Scenario(
-                status=429,
-                headers={"retry-after": "30"},
-                error=error(
-                    "rate_limit_error",
-                    "You have reached your specified API usage limits.",
-                    "enforced_spend_limit_reached",
-                ),
-            ),
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "spend limit is exhausted",
-            None,
-            id="429-spend-limit",
-        ),
-        pytest.param(
-            Scenario(status=402, error=error("billing_error", "Your credit balance is too low")),
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "credit balance is too low",
-            None,
-            id="402-billing",
-        ),
-        pytest.param(
-            Scenario(status=500, error=error("api_error", "Internal server error")),
-            grpc.StatusCode.UNAVAILABLE,
-            "HTTP 500",
-            None,
-            id="500",
-        ),
-        pytest.param(
-            Scenario(
-                status=529,
-                headers={"retry-after": "3"},
-                error=error("overloaded_error", "Overloaded"),
-            ),
-            grpc.StatusCode.UNAVAILABLE,
-            "HTTP 529",
-            3.0,
-            id="529",
-        ),
-    ],
-)
-async def test_upstream_errors_map_to_statuses(
-    rig: Rig, scenario: Scenario, code: grpc.StatusCode, says: str, retry_after: float | None
-) -> None:
-    rig.fake.push(scenario, scenario)
-    with pytest.raises(SwitchboardError) as caught:
-        await rig.client.invoke("chat", "hi")
-    events, stream_error = await collect(rig.client, "chat", "hi")
-
-    for err in (caught.value, stream_error):
-        assert err is not None
-        assert err.code == code
-        assert says in err.message
-        assert err.retry_after_s == retry_after
-        assert KEY not in err.message
-    assert events == []
-
-
-async def test_error_event_mid_stream_ends_the_stream_with_a_status(rig: Rig) -> None:
-    # message_start, content_block_start, ping, then the first text delta: the error comes next.
-    rig.fake.push(Scenario(text="a b c d", pieces=4, error_after=4))
-    events, err = await collect(rig.client, "chat", "hi")
-
-    assert isinstance(err, UnavailableError)
-    assert kinds(events) == ["start", "text_delta"]
-    assert "HTTP 529" in err.message
-    assert "Overloaded" in err.message
-
-
-async def test_invalid_request_error_event_mid_stream_is_invalid_argument(rig: Rig) -> None:
-    rig.fake.push(
-        Scenario(error_after=4, stream_error=error("invalid_request_error", "prompt is too long"))
-    )
-    events, err = await collect(rig.client, "chat", "hi")
-
-    assert isinstance(err, InvalidArgumentError)
-    assert "prompt is too long" in err.message
-    assert kinds(events) == ["start", "text_delta"]
-
-
-async def test_missing_message_stop_is_unavailable(rig: Rig) -> None:
-    rig.fake.push(Scenario(omit_stop=True), Scenario(omit_stop=True))
-    events, err = await collect(rig.client, "chat", "hi")
-
-    assert isinstance(err, UnavailableError)
-    assert "no message_stop" in err.message
-    assert "".join(e.text_delta.text for e in events) == "Hello from the fake Claude."
-    assert "finish" not in kinds(events)
-    with pytest.raises(UnavailableError):
-        await rig.client.invoke("chat", "hi")
-
-
-async def test_disconnect_mid_stream_is_unavailable_after_the_deltas(rig: Rig) -> None:
-    rig.fake.push(Scenario(text="a b c d e f", pieces=6, disconnect_after=5))
-    events, err = await collect(rig.client, "chat", "hi")
-
-    assert isinstance(err, UnavailableError)
-    assert kinds(events) == ["start", "text_delta", "text_delta"]
-
-
-async def test_target_timeout_is_deadline_exceeded_and_closes_the_request(rig: Rig) -> None:
-    rig.fake.push(Scenario(hang=True))
-    with pytest.raises(DeadlineExceededError) as caught:
-        await rig.client.invoke("short", "hi", timeout=30)
-
-    assert "timeout_s of 0.5s" in caught.value.message
-    await rig.fake.wait_for(lambda: rig.fake.abandoned == 1)
-
-
-async def test_cancelling_the_stream_closes_the_upstream_response(rig: Rig) -> None:
-    rig.fake.push(Scenario(text="word " * 200, pieces=200, chunk_delay_s=0.05))
-    async for event in rig.client.stream("chat", "talk a lot"):
-        if event.WhichOneof("event") == "text_delta":
-            break
-
-    await rig.fake.wait_for(lambda: rig.fake.abandoned == 1)
-    assert rig.fake.completed == 0
-
-
-async def test_headers_then_silence_is_deadline_exceeded(rig: Rig) -> None:
-    # The status line and headers come at once; the first event never comes in time.
-    rig.fake.push(Scenario(first_chunk_delay_s=30))
-    events, err = await collect(rig.client, "short", "hi", timeout=30)
-
-    assert isinstance(err, DeadlineExceededError)
-    assert events == []
-    await rig.fake.wait_for(lambda: rig.fake.abandoned == 1)
