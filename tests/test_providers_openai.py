@@ -3,6 +3,7 @@ answers, the wire request, one client per target."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -308,3 +309,14 @@ async def test_ambient_openai_environment_is_ignored(monkeypatch: pytest.MonkeyP
     (request,) = fake.received
     assert "openai-organization" not in request.headers
     assert "openai-project" not in request.headers
+
+
+async def test_concurrent_calls_share_the_pool(rig: Rig[OpenAIFake]) -> None:
+    rig.fake.default = Scenario(first_chunk_delay_s=0.05)
+    for _ in range(2):
+        responses = await asyncio.gather(*(rig.client.invoke("chat", "hi") for _ in range(10)))
+        assert all(r.finish_reason == pb.FINISH_REASON_STOP for r in responses)
+
+    # At most 10 calls were ever in flight: 20 requests on at most 10 pooled connections.
+    assert len(rig.fake.received) == 20
+    assert rig.fake.connections <= 10

@@ -17,7 +17,7 @@ import httpx2
 
 from service.deadline import Deadline
 from service.domain import ProviderEvent
-from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
+from service.errors import DeadlineExceeded, FailedPrecondition, SwitchboardError, Unavailable
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.upstream import AttemptLimit, by_status, retry_after_s, sanitize
@@ -53,8 +53,13 @@ class AnthropicMessagesProvider:
     """A Messages API target. Safe to share between concurrent calls."""
 
     def __init__(self, target: TargetSpec) -> None:
+        """Builds the target's one client.
+
+        Raises:
+            FailedPrecondition: the target has no key (config loading rejects that first).
+        """
         if target.api_key is None:
-            raise ValueError(f"target {target.name!r}: provider anthropic needs an api_key")
+            raise FailedPrecondition(f"target {target.name!r}: provider anthropic needs an api_key")
         self._target = target
         self._default_max_tokens = int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
         self.client = anthropic.AsyncAnthropic(
