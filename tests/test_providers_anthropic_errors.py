@@ -173,7 +173,7 @@ async def test_error_event_mid_stream_ends_the_stream_with_a_status(
 
     assert isinstance(err, UnavailableError)
     assert kinds(events) == ["start", "text_delta"]
-    assert "HTTP 529" in err.message
+    assert "overloaded_error mid-stream" in err.message
     assert "Overloaded" in err.message
 
 

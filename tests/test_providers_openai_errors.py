@@ -230,6 +230,7 @@ async def test_error_event_mid_stream_ends_the_stream_with_a_status(rig: Rig[Ope
     assert isinstance(error, UnavailableError)
     assert kinds(events) == ["start", "text_delta", "text_delta"]
     assert "error while processing your request" in error.message
+    assert "server_error mid-stream" in error.message
 
 
 async def test_target_timeout_is_deadline_exceeded_and_closes_the_request(

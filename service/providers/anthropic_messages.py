@@ -133,14 +133,17 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
             )
         case anthropic.APIStatusError():
             status = exc.status_code
+            stream_error = ""
             if status < 400:  # an ``error`` event in the middle of a 200 stream
-                status = _STREAM_ERROR_STATUS.get(exc.type or "", 500)
+                stream_error = exc.type or "error"
+                status = _STREAM_ERROR_STATUS.get(stream_error, 500)
             return by_status(
                 status,
                 target,
                 message=sanitize(exc.api_message or "", target.api_key),
                 retry_after=retry_after_s(exc.response.headers),
                 quota=exc.error_code in _QUOTA_CODES or exc.type == "billing_error",
+                stream_error=stream_error,
             )
         case anthropic.APIResponseValidationError() | json.JSONDecodeError():
             return Unavailable(f"target {name!r}: the upstream sent a malformed response")

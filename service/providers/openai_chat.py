@@ -138,12 +138,13 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
         case openai.APIResponseValidationError() | json.JSONDecodeError():
             return Unavailable(f"target {name!r}: the upstream sent a malformed response")
         case openai.APIError():  # an error object in the middle of a 200 stream
-            kind = exc.type or exc.code or ""
+            kind = exc.type or exc.code or "error"
             return by_status(
                 _STREAM_ERROR_STATUS.get(kind, 500),
                 target,
                 message=_upstream_message(exc, target),
                 quota=_is_quota(exc),
+                stream_error=kind,
             )
     return Unavailable(f"target {name!r}: the upstream call failed ({type(exc).__name__})")
 

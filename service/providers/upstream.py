@@ -132,10 +132,13 @@ def by_status(
     message: str = "",
     retry_after: float | None = None,
     quota: bool = False,
+    stream_error: str = "",
 ) -> SwitchboardError:
     """The error for an upstream HTTP ``status`` (or the status an in-stream error event
     stands for), shared by the SDK-backed providers. ``message`` is the upstream's own text,
-    already sanitised; ``quota`` says the upstream named an exhausted quota or spend limit.
+    already sanitised; ``quota`` says the upstream named an exhausted quota or spend limit;
+    ``stream_error`` names the error type of an error event inside a 200 stream, whose
+    ``status`` is the one that type stands for.
 
     ===========  ===================================================================
     400 413 422  InvalidArgument with the upstream's message (the caller can fix it)
@@ -151,35 +154,36 @@ def by_status(
     """
     name = target.name
     said = f": {message}" if message else ""
+    seen = f"{stream_error} mid-stream" if stream_error else f"HTTP {status}"
     if quota or status == 402:
         return ResourceExhausted(
             f"target {name!r}: the upstream account's quota or spend limit is exhausted "
-            f"(HTTP {status}); an operator must raise it{said}",
+            f"({seen}); an operator must raise it{said}",
             violations=[QuotaViolation(f"target:{name}", "upstream quota or spend limit")],
         ).overriding(counts_against_breaker=True)
     if status in (400, 413, 422):
         return InvalidArgument(f"target {name!r}: the upstream rejected the request{said}")
     if status in (401, 403):
         return Internal(
-            f"upstream rejected Switchboard's credentials for target {name!r} (HTTP {status}); "
+            f"upstream rejected Switchboard's credentials for target {name!r} ({seen}); "
             "an operator must check the target's api_key. The request itself was not at fault."
         ).overriding(counts_against_breaker=True)
     if status == 404:
         return FailedPrecondition(
             f"target {name!r}: the upstream does not know model {target.model!r} "
-            f"(HTTP 404); an operator must fix the target's model or base_url{said}"
+            f"({seen}); an operator must fix the target's model or base_url{said}"
         ).overriding(counts_against_breaker=True)
     if status == 429:
         return Unavailable(
-            f"target {name!r}: the upstream is rate limiting Switchboard (HTTP 429){said}",
+            f"target {name!r}: the upstream is rate limiting Switchboard ({seen}){said}",
             retry_after_s=retry_after,
         )
     if status in (408, 409) or status >= 500:
         return Unavailable(
-            f"target {name!r}: the upstream failed (HTTP {status}){said}",
+            f"target {name!r}: the upstream failed ({seen}){said}",
             retry_after_s=retry_after,
         )
     return FailedPrecondition(
-        f"target {name!r}: the upstream answered HTTP {status}; an operator must check the "
+        f"target {name!r}: the upstream answered {seen}; an operator must check the "
         f"target's configuration{said}"
     ).overriding(counts_against_breaker=True)
