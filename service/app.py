@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from switchboard.v1 import agent_pb2, agent_pb2_grpc
 
 from service.agents.runner import Runner, Runtime
+from service.api.admission import Admission
 from service.api.servicer import AgentServicer
 from service.config import Snapshot
 from service.providers.base import Provider
@@ -43,6 +44,7 @@ class App:
         self._runtime = build_runtime(snapshot, self.providers)
         self.runner = Runner(lambda: self._runtime)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.admission = Admission()
         self.server = self._build_server(snapshot)
         self.port = 0
         self._stopped = asyncio.Event()
@@ -61,7 +63,9 @@ class App:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.runner), server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(self.runner, self.admission), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable_server_reflection(
@@ -85,15 +89,21 @@ class App:
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain and stop: NOT_SERVING at once, new calls refused (UNAVAILABLE), in-flight
-        calls given ``grace_s`` (default from config) to finish, then providers closed."""
+        """Drain and stop: health NOT_SERVING and new agent calls refused (UNAVAILABLE) at
+        once; calls in flight get ``grace_s`` (default: ``server.grace_s``) to finish and are
+        cancelled after it; then the transport stops and providers are closed."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         grace = self.snapshot.server.grace_s if grace_s is None else grace_s
-        log.info("draining", extra={"grace_s": grace})
+        deadline = asyncio.get_running_loop().time() + grace
+        log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        drained = await self.admission.drain(grace)
+        if not drained:
+            log.warning("grace period over: cancelling calls still in flight")
+        # Health watchers and anything else still open get what is left of the grace period.
+        await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         for provider in self.providers.values():
             await provider.aclose()
         log.info("stopped")
