@@ -158,8 +158,17 @@ def _target(name: str, target: TargetConfig, source: str, environ: Mapping[str, 
         api_key=_secret(target.api_key, where, environ) if target.api_key else None,
         parameters=parameters_from_config(target.parameters),
         timeout_s=target.timeout_s,
-        options=target.mock.model_dump() if target.provider == "mock" else {},
+        options=_options(target),
     )
+
+
+def _options(target: TargetConfig) -> dict[str, Any]:
+    """The provider-specific options of ``target`` as plain values."""
+    if target.provider == "mock":
+        return target.mock.model_dump()
+    if target.provider == "anthropic":
+        return target.anthropic.model_dump()
+    return target.openai.model_dump()
 
 
 def parameters_from_config(config: ParametersConfig) -> Parameters:
