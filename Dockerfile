@@ -29,6 +29,9 @@ RUN groupadd --system --gid 10001 switchboard \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin switchboard
 COPY --from=build /opt/venv /opt/venv
+# Where the keys file and upstream keys are mounted; owned by the user so that a named
+# volume mounted here (compose) is writable for `switchboard keys`.
+RUN install -d -o 10001 -g 10001 -m 0750 /etc/switchboard/secrets
 COPY deploy/k8s/switchboard.yaml /etc/switchboard/switchboard.yaml
 USER 10001:10001
 WORKDIR /tmp

@@ -11,19 +11,27 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
+from opentelemetry.sdk.trace import TracerProvider
 from switchboard.v1 import agent_pb2, agent_pb2_grpc
 
 from service.agents.runner import Runner, Runtime
 from service.api.admission import Admission
 from service.api.servicer import AgentServicer
-from service.config import Snapshot
+from service.config import ConfigError, Snapshot
+from service.config.chain_model import is_loopback
+from service.interceptors.chain import build_interceptors
+from service.observability.logging import CallLog
+from service.observability.metrics import Metrics
+from service.observability.traced_provider import TracedProvider
+from service.observability.tracing import build_tracer_provider
 from service.providers.base import Provider
 from service.providers.registry import build_provider
+from service.ratelimit.limiter import build_limiter
 from service.reload import Reloader, Runtimes
 from service.routing.router import Router
 from service.serving.options import server_options
@@ -32,6 +40,7 @@ log = logging.getLogger(__name__)
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 
 
 def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runtime:
@@ -45,24 +54,43 @@ class App:
         self,
         snapshot: Snapshot,
         *,
+        tracer_provider: TracerProvider | None = None,
         environ: Mapping[str, str] | None = None,
-        registry: CollectorRegistry | None = None,
-        reuse_port: bool = False,
+        worker: bool = False,
     ) -> None:
-        """``environ`` is what reloads read overrides and secrets from (as ``load`` did);
-        ``registry`` receives this process's metrics; ``reuse_port`` is for workers that
-        share the port (``serve --workers N``)."""
+        """``tracer_provider``: given by tests (in-memory exporter); built from config if None.
+        ``environ``: what reloads read overrides and secrets from (as ``load`` did).
+        ``worker``: one of ``serve --workers N``: the port is shared (SO_REUSEPORT) and the
+        supervisor, not this process, serves the metrics (of all workers)."""
+        self._owns_tracer_provider = tracer_provider is None
+        self._worker = worker
+        self.tracer_provider = tracer_provider or build_tracer_provider(
+            snapshot.observability.tracing
+        )
+        self.metrics = Metrics(known_agents=lambda: self.snapshot.agents)
+        tracer = self.tracer_provider.get_tracer("switchboard")
         self.runtimes = Runtimes(
-            snapshot, build_runtime=build_runtime, build_provider=build_provider
+            snapshot,
+            build_runtime=build_runtime,
+            build_provider=lambda target: TracedProvider(
+                build_provider(target), target, tracer, self.metrics
+            ),
         )
         self.runner = Runner(self.runtimes.current)
-        self.reloader = Reloader(self.runtimes, environ or {}, registry=registry)
+        self.reloader = Reloader(self.runtimes, environ or {}, registry=self.metrics.registry)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.limiter = build_limiter(
+            snapshot.rate_limits,
+            on_refusal=lambda limit: self.metrics.ratelimit_refusals.labels(limit).inc(),
+            on_backend_error=self.metrics.ratelimit_backend_errors.inc,
+            on_state=self._ratelimit_state,
+        )
         self.admission = Admission(
             max_in_flight=lambda: self.snapshot.transport.max_concurrent_calls
         )
-        self.server = self._build_server(snapshot, reuse_port=reuse_port)
+        self.server = self._build_server(snapshot)
         self.port = 0
+        self.metrics_port: int | None = None
         self._stopped = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
 
@@ -72,17 +100,28 @@ class App:
 
     @property
     def providers(self) -> Mapping[str, Provider]:
-        """The current providers by target name (replaced on reload)."""
-        return self.runtimes.providers
+        """The current providers by target name (replaced on reload), without their tracing."""
+        return {
+            name: cast(TracedProvider, provider).inner
+            for name, provider in self.runtimes.providers.items()
+        }
 
     async def reload(self) -> bool:
         """Reload the config file now; False when it is invalid (the old one stays)."""
         return await self.reloader.reload()
 
-    def _build_server(self, snapshot: Snapshot, *, reuse_port: bool) -> grpc.aio.Server:
+    def _build_server(self, snapshot: Snapshot) -> grpc.aio.Server:
         settings = snapshot.server
+        interceptors = build_interceptors(
+            tracer_provider=self.tracer_provider,
+            auth=lambda: self.snapshot.auth,
+            limiter=self.limiter,
+            sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
+            default_deadline_s=self.runner.default_deadline_s,
+        )
         server = grpc.aio.server(
-            options=server_options(settings, snapshot.transport, reuse_port=reuse_port)
+            interceptors=interceptors,
+            options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(self.runner, self.admission), server
@@ -99,16 +138,51 @@ class App:
 
         Raises:
             RuntimeError: the address cannot be bound.
+            ConfigError: auth is off on a non-loopback address, or the metrics port cannot
+                be bound.
         """
         settings = self.snapshot.server
-        address = f"{host or settings.host}:{settings.port if port is None else port}"
+        host = host or settings.host
+        self._check_auth(host)
+        address = f"{host}:{settings.port if port is None else port}"
         self.port = self.server.add_insecure_port(address)
+        metrics = self.snapshot.observability.metrics
+        if metrics.port is not None and not self._worker:
+            try:
+                self.metrics_port = self.metrics.serve(metrics.host, metrics.port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"observability.metrics: cannot listen on {metrics.host}:{metrics.port}: "
+                    f"{exc.strerror}"
+                ) from exc
         await self.server.start()
-        for service in ("", AGENT_SERVICE):
+        for service in ("", AGENT_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
-        log.info("serving", extra={"address": address, "port": self.port})
+        log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
+
+    def _check_auth(self, host: str) -> None:
+        """Refuse to serve without auth beyond loopback; say loudly when auth is off.
+
+        Raises:
+            ConfigError: auth is off and ``host`` is not a loopback address.
+        """
+        auth = self.snapshot.auth
+        if auth.enabled:
+            if not len(auth.keys):
+                log.warning("auth is on but no API keys are configured: every call will fail")
+            return
+        if not is_loopback(host):
+            raise ConfigError(
+                f"auth.enabled: auth may be off only on a loopback address, not {host!r}"
+            )
+        log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+
+    async def _ratelimit_state(self, up: bool) -> None:
+        self.metrics.ratelimit_backend_up.set(1 if up else 0)
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(RATELIMIT_HEALTH, status.SERVING if up else status.NOT_SERVING)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and stop: health NOT_SERVING and new agent calls refused (UNAVAILABLE) at
@@ -132,4 +206,9 @@ class App:
         # Health watchers and anything else still open get what is left of the grace period.
         await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         await self.runtimes.aclose()
-        log.info("stopped")
+        await self.limiter.aclose()
+        self.metrics.close()
+        if self._owns_tracer_provider:
+            # Flushing exports synchronously: off the event loop, so it does not stall it.
+            await asyncio.to_thread(self.tracer_provider.shutdown)
+        log.info("stopped", extra={"event": "stop"})

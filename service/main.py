@@ -13,6 +13,7 @@ from pathlib import Path
 
 from service.app import App
 from service.config import load
+from service.observability.logging import configure
 from service.serving.worker import WorkerLink, write_port_file
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,10 @@ async def serve(
 ) -> None:
     """Serve until a termination signal, then drain within the configured grace period.
 
-    ``port_file`` receives the bound port once serving (handy with port 0). ``worker`` is
-    set in a worker process of ``serve --workers N``: the port is shared (SO_REUSEPORT),
-    readiness is reported to the supervisor, and the worker stops if the supervisor dies.
+    ``port_file``: where to write the bound port once serving (useful with ``--port 0``).
+    ``worker`` is set in a worker process of ``serve --workers N``: the port is shared
+    (SO_REUSEPORT), readiness is reported to the supervisor, and the worker stops if the
+    supervisor dies.
 
     Raises:
         ConfigError: the config is invalid.
@@ -39,9 +41,23 @@ async def serve(
     # Until the handler below is installed, a SIGHUP (a reload) must not end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     snapshot = load(config_path, environ)
-    app = App(snapshot, environ=environ, reuse_port=worker is not None)
+    configure(snapshot.observability.logs)
+    log.info(
+        "config loaded",
+        extra={
+            "event": "config",
+            "source": snapshot.source,
+            "agents": sorted(snapshot.agents),
+            "targets": sorted(snapshot.targets),
+            "auth": snapshot.auth.enabled,
+            "api_keys": len(snapshot.auth.keys),
+            "rate_limit_backend": snapshot.rate_limits.backend,
+            "tracing_exporter": snapshot.observability.tracing.exporter,
+        },
+    )
+    app = App(snapshot, environ=environ, worker=worker is not None)
     bound = await app.start(host, port)
-    if port_file is not None:
+    if port_file:
         write_port_file(port_file, bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

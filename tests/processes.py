@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,19 @@ class Running:
     @property
     def output(self) -> str:
         return "".join(self.lines)
+
+    @property
+    def messages(self) -> list[str]:
+        """The log messages so far (``msg`` of each JSON line; other lines as they are)."""
+        out = []
+        for line in list(self.lines):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                out.append(line.rstrip("\n"))
+                continue
+            out.append(str(record.get("msg", line)) if isinstance(record, dict) else line)
+        return out
 
     def wait_for_output(self, text: str, *, count: int = 1, within_s: float = 30.0) -> None:
         wait_for(lambda: self.output.count(text) >= count, within_s=within_s, what=repr(text))

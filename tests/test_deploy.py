@@ -127,7 +127,9 @@ async def test_the_configmap_is_a_config_that_serve_accepts(
     ports = {p["name"]: p["containerPort"] for p in container(rendered)["ports"]}
     assert snapshot.server.host == "0.0.0.0"
     assert snapshot.server.port == ports["grpc"]
-    assert snapshot.workers.metrics_port == ports["metrics"]
+    assert snapshot.observability.metrics.port == ports["metrics"]
+    assert snapshot.observability.metrics.host == "0.0.0.0"
+    assert snapshot.auth.enabled  # not on loopback: keys required
     assert snapshot.reload.watch is True
     assert (DEPLOY / "k8s" / "switchboard.yaml").read_text() == rendered["ConfigMap"]["data"][
         "switchboard.yaml"
@@ -236,14 +238,14 @@ def test_the_compose_file_is_valid_and_wired() -> None:
     # The OTLP endpoint is the collector's gRPC receiver.
     collector = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
     grpc_port = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].rsplit(":")[-1]
-    assert board["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == (
+    assert board["environment"]["SWITCHBOARD_OBSERVABILITY__TRACING__OTLP_ENDPOINT"] == (
         f"http://otel-collector:{grpc_port}"
     )
     for pipeline in collector["service"]["pipelines"].values():
         assert set(pipeline["receivers"]) <= set(collector["receivers"])
         assert set(pipeline["exporters"]) <= set(collector["exporters"])
     # Prometheus scrapes ports that the services really serve metrics on.
-    metrics_port = board["environment"]["SWITCHBOARD_WORKERS__METRICS_PORT"]
+    metrics_port = board["environment"]["SWITCHBOARD_OBSERVABILITY__METRICS__PORT"]
     collector_metrics = collector["exporters"]["prometheus"]["endpoint"].rsplit(":")[-1]
     prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     scraped = {
@@ -263,7 +265,9 @@ async def test_the_compose_switchboard_config_is_one_serve_accepts(tmp_path: Pat
     env = {k: str(v) for k, v in board["environment"].items()}
     snapshot = await check_config(str(host_dir / config.name), env)
     assert snapshot.workers.count == 2
-    assert snapshot.workers.metrics_host == "0.0.0.0"
+    assert snapshot.observability.metrics.port == 9464
+    assert snapshot.observability.tracing.exporter == "otlp"
+    assert snapshot.auth.enabled
 
 
 def test_every_operations_setting_is_documented_with_its_default() -> None:

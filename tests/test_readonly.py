@@ -53,6 +53,8 @@ def test_workers_serve_reload_and_export_metrics_on_a_read_only_root(tmp_path: P
     config = out / "switchboard.yaml"
     text = textwrap.dedent(
         """
+        auth:
+          enabled: false
         targets:
           echo: {provider: mock, model: echo}
         agents:
@@ -67,7 +69,7 @@ def test_workers_serve_reload_and_export_metrics_on_a_read_only_root(tmp_path: P
         "TMPDIR": str(scratch),  # the container's /tmp
         "HOME": str(scratch),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "SWITCHBOARD_WORKERS__METRICS_PORT": str(metrics_port),
+        "SWITCHBOARD_OBSERVABILITY__METRICS__PORT": str(metrics_port),
     }
     wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", SETUP, "sh"]
     with serve_process(config, "--workers", "2", environ=environ, wrapper=wrapper) as server:

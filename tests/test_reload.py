@@ -22,6 +22,8 @@ from service.reload import Reloader, Runtimes
 from tests.harness import serve_config
 
 CONFIG = """
+auth:
+  enabled: false
 reload:
   poll_interval_s: 0.05
 targets:

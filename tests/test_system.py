@@ -23,6 +23,7 @@ pytestmark = pytest.mark.system
 
 SLOW_CONFIG = """
 server: {grace_s: 20}
+auth: {enabled: false}
 targets:
   slow: {provider: mock, model: echo, mock: {tokens_per_s: 20}}
 agents:

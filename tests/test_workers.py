@@ -22,6 +22,8 @@ pytestmark = pytest.mark.system
 CONFIG = """
 server:
   grace_s: 30
+auth:
+  enabled: false
 targets:
   echo: {provider: mock, model: echo}
   slow:
@@ -57,7 +59,7 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
     config = tmp_path / "switchboard.yaml"
     config.write_text(textwrap.dedent(CONFIG))
     metrics_port = free_port()
-    environ = {"SWITCHBOARD_WORKERS__METRICS_PORT": str(metrics_port)}
+    environ = {"SWITCHBOARD_OBSERVABILITY__METRICS__PORT": str(metrics_port)}
     with serve_process(config, "--workers", "2", environ=environ) as server:
         supervisor = server.process.pid
         workers = children(supervisor)
@@ -76,7 +78,7 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         replacement = children(supervisor) - workers
         assert len(replacement) == 1
         wait_for(
-            lambda: len(re.findall(r"supervisor worker \d serving\n", server.output)) == 2 + 1,
+            lambda: sum(bool(re.fullmatch(r"worker \d serving", m)) for m in server.messages) == 3,
             what="the new worker to serve",
         )
         for _ in range(4):  # new connections, spread over both workers by the kernel
@@ -105,7 +107,7 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         assert server.process.wait(timeout=60) == 0
         live = children(supervisor) | {pid for pid in workers | replacement if alive(pid)}
         assert not live
-    assert "all workers stopped" in server.output
+    assert "all workers stopped" in server.messages
 
 
 def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:

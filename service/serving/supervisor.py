@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from service.config import Snapshot
+from service.config import ConfigError, Snapshot
 from service.serving.worker import WorkerLink, write_port_file
 
 log = logging.getLogger(__name__)
@@ -129,38 +129,26 @@ class Supervisor:
         """Start the workers, keep them running, drain them on SIGTERM.
 
         Returns 0 when every worker drained and exited cleanly, 1 otherwise.
+
+        Raises:
+            OSError: the address cannot be bound.
+            ConfigError: the metrics port cannot be bound.
         """
-        holder = reserve_port(self._host, self._port)
-        self._port = holder.getsockname()[1]
-        self._metrics_dir = self._environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(
-            prefix="switchboard-metrics-"
-        )
-        owns_dir = MULTIPROC_ENV not in self._environ
-        self._environ[MULTIPROC_ENV] = self._metrics_dir
-        metrics = self._serve_metrics()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
-        failed: StartupFailed | None = None
-        try:
-            async with asyncio.TaskGroup() as group:
-                for slot in self.slots:
-                    group.create_task(self._keep(slot))
-                starting = group.create_task(self._started())
-                group.create_task(self._drain_on_stop(starting))
-        except* StartupFailed as group_error:
-            failed = group_error.exceptions[0]  # type: ignore[assignment]
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self._kill_all()
-            holder.close()
+        with contextlib.ExitStack() as cleanup:
+            holder = cleanup.enter_context(reserve_port(self._host, self._port))
+            self._port = holder.getsockname()[1]
+            if MULTIPROC_ENV in self._environ:
+                self._metrics_dir = self._environ[MULTIPROC_ENV]
+            else:
+                # Fresh each run: stale files from an earlier run would be counted again.
+                self._metrics_dir = tempfile.mkdtemp(prefix="switchboard-metrics-")
+                cleanup.callback(shutil.rmtree, self._metrics_dir, ignore_errors=True)
+                self._environ[MULTIPROC_ENV] = self._metrics_dir
+            metrics = self._serve_metrics()
             if metrics is not None:
-                metrics.shutdown()
-                metrics.server_close()
-            if owns_dir:
-                shutil.rmtree(self._metrics_dir, ignore_errors=True)
+                cleanup.callback(metrics.server_close)
+                cleanup.callback(metrics.shutdown)
+            failed = await self._supervise()
         if failed is not None:
             log.error("workers failed to start: %s", failed)
             return 1
@@ -168,17 +156,46 @@ class Supervisor:
         log.info("all workers stopped", extra={"clean": clean})
         return 0 if clean else 1
 
+    async def _supervise(self) -> StartupFailed | None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        failed: list[StartupFailed] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                for slot in self.slots:
+                    group.create_task(self._keep(slot))
+                starting = group.create_task(self._started())
+                group.create_task(self._drain_on_stop(starting))
+        except* StartupFailed as group_error:
+            failed += group_error.exceptions  # type: ignore[arg-type]
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self._kill_all()
+        return failed[0] if failed else None
+
     def _serve_metrics(self) -> WSGIServer | None:
-        settings = self._settings
-        if settings.metrics_port is None:
+        """Serve on ``observability.metrics`` what every worker wrote (workers serve none).
+
+        Raises:
+            ConfigError: the metrics port cannot be bound.
+        """
+        settings = self._snapshot.observability.metrics
+        if settings.port is None:
             return None
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._metrics_dir)  # type: ignore[no-untyped-call]
         registry.register(SupervisorCollector(self))
-        server, _thread = start_http_server(
-            settings.metrics_port, settings.metrics_host, registry=registry
-        )
-        log.info("metrics of all workers on %s:%s", settings.metrics_host, server.server_port)
+        try:
+            server, _thread = start_http_server(settings.port, settings.host, registry=registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"observability.metrics: cannot listen on {settings.host}:{settings.port}: "
+                f"{exc.strerror}"
+            ) from exc
+        log.info("metrics of all workers on %s:%s", settings.host, server.server_port)
         return server
 
     async def _started(self) -> None:
