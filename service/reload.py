@@ -145,7 +145,7 @@ class Reloader:
         self._environ = environ
         self._requested = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._watcher = FileWatcher(runtimes.current().snapshot.source)
+        self._watcher = FileWatcher(*_watched(runtimes.current().snapshot))
         self.reloads = Counter(
             "switchboard_config_reloads",
             "Config reloads by result: ok, or rejected (invalid file; the old config stays).",
@@ -167,6 +167,7 @@ class Reloader:
             try:
                 snapshot = load(current.source, self._environ)
                 await self._runtimes.swap(snapshot)
+                self._watcher.mark_seen(_watched(snapshot))
             except (ConfigError, SwitchboardError) as exc:
                 self.reloads.labels("rejected").inc()
                 log.error(  # noqa: TRY400 (the message says it all; no traceback needed)
@@ -211,6 +212,10 @@ class Reloader:
                 await self.reload("SIGHUP")
             elif settings.watch and self._watcher.changed():
                 await self.reload("file changed")
+
+
+def _watched(snapshot: Snapshot) -> tuple[str, ...]:
+    return (snapshot.source, *snapshot.files)
 
 
 def restart_only_changes(old: Snapshot, new: Snapshot) -> set[str]:

@@ -299,3 +299,21 @@ async def test_a_provider_kept_by_one_reload_and_replaced_by_the_next_waits_for_
     assert runtimes.retired == 0
     await runtimes.aclose()
     assert sorted(closed) == ["fast@0", "slow@20", "slow@40"]
+
+
+async def test_a_rotated_secret_file_is_picked_up_and_its_target_gets_a_new_client(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "upstream-key"
+    secret.write_text("first-key\n")
+    text = config(target="fast").replace(
+        "  fast:\n    provider: mock\n",
+        f"  fast:\n    provider: mock\n    api_key: {{file: {secret}}}\n",
+    )
+    async with serve_config(text) as served:
+        before = served.app.providers["fast"]
+        replace(secret, "second-key\n")  # what the kubelet does to a Secret volume, in effect
+        await eventually(lambda: _true(reloads(served.app.reloader, "ok") == 1))
+        assert served.app.providers["fast"] is not before
+        assert served.app.snapshot.targets["fast"].api_key.reveal() == "second-key"  # type: ignore[union-attr]
+        assert (await served.client.invoke("helper", "still fine")).target.name == "fast"

@@ -94,6 +94,9 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         samples = scrape(metrics_port)
         assert samples["switchboard_worker_restarts_total{}"] == 1
         assert samples["switchboard_workers{}"] == 2
+        # Every call counted once, whichever worker served it, the killed one included.
+        invokes = {k: v for k, v in samples.items() if k.startswith("switchboard_calls_total{")}
+        assert sum(invokes.values()) == 1 + 4, invokes
 
         # SIGTERM: every worker drains; a stream in flight finishes; all exit cleanly.
         words = " ".join(f"w{i}" for i in range(15))  # 1.5 s at 10 tokens/s

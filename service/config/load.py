@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from service.agents.spec import AgentSpec
-from service.auth.policy import AuthPolicy, build_auth
+from service.auth.policy import AuthPolicy, build_auth, keys_path
 from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
 from service.config.model import (
     AgentConfig,
@@ -55,6 +55,9 @@ class Snapshot:
     transport: TransportConfig = field(default_factory=TransportConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    # Files besides ``source`` that this snapshot was read from (keys, secrets): a reload
+    # watches them too, so a rotated Secret is picked up.
+    files: tuple[str, ...] = ()
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
@@ -141,7 +144,17 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         transport=config.transport,
         reload=config.reload,
         workers=config.workers,
+        files=referenced_files(config, source),
     )
+
+
+def referenced_files(config: Config, source: str) -> tuple[str, ...]:
+    """The files a config reads besides itself: secret files and the API keys file."""
+    files = [t.api_key.file for t in config.targets.values() if t.api_key and t.api_key.file]
+    keys = keys_path(config.auth, Path(source).parent)
+    if keys is not None:
+        files.append(str(keys))
+    return tuple(files)
 
 
 def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:

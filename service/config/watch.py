@@ -4,13 +4,16 @@ A ConfigMap volume holds ``switchboard.yaml -> ..data/switchboard.yaml`` and
 ``..data -> ..2026_11_26_13_00_00.123``; an update writes a new timestamped directory and
 renames a new ``..data`` link over the old one. An inotify watch on the file would stay on the
 old inode and miss it, so this polls instead: it follows the links and compares the resolved
-path, device, inode, size and modification time. One ``stat`` a second costs nothing, needs no
-dependency and works the same on every filesystem (bind mounts and network volumes included).
+path, device, inode, size and modification time. One ``stat`` a second per file costs nothing,
+needs no dependency and works the same on every filesystem (bind mounts and network volumes
+included). Secret volumes update the same way, so the files a config refers to (keys, secrets)
+are watched alike.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,20 +41,31 @@ def file_state(path: str | Path) -> FileState:
 
 
 class FileWatcher:
-    """Polled by its owner: ``changed()`` says whether the file differs from the last look."""
+    """Polled by its owner: ``changed()`` says whether any watched file differs from the
+    last look."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._seen = file_state(self.path)
+    def __init__(self, *paths: str | Path) -> None:
+        self._paths = tuple(Path(p) for p in paths)
+        self._seen = self._states()
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return self._paths
+
+    def _states(self) -> tuple[FileState, ...]:
+        return tuple(file_state(p) for p in self._paths)
 
     def changed(self) -> bool:
-        """True (once) when the file has changed since the last call or ``mark_seen``."""
-        now = file_state(self.path)
+        """True (once) when a file has changed since the last call or ``mark_seen``."""
+        now = self._states()
         if now == self._seen:
             return False
         self._seen = now
         return True
 
-    def mark_seen(self) -> None:
-        """Take the file as it is now as known (after a reload read it for another reason)."""
-        self._seen = file_state(self.path)
+    def mark_seen(self, paths: Iterable[str | Path] | None = None) -> None:
+        """Take the files as they are now as known, watching ``paths`` from now on if given
+        (a reloaded config may refer to other files)."""
+        if paths is not None:
+            self._paths = tuple(Path(p) for p in paths)
+        self._seen = self._states()
