@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -210,3 +211,14 @@ def test_check_config_refuses_what_serve_refuses_naming_the_file_and_field(
     served = run_cli("serve", "--config", str(bad), "--port", "0")
     assert served.returncode == 2
     assert "transport.max_concurrent_calls" in served.stderr
+
+
+@pytest.mark.system
+def test_workers_on_a_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr

@@ -131,11 +131,15 @@ class Supervisor:
         Returns 0 when every worker drained and exited cleanly, 1 otherwise.
 
         Raises:
-            OSError: the address cannot be bound.
-            ConfigError: the metrics port cannot be bound.
+            ConfigError: the address or the metrics port cannot be bound.
         """
         with contextlib.ExitStack() as cleanup:
-            holder = cleanup.enter_context(reserve_port(self._host, self._port))
+            try:
+                holder = cleanup.enter_context(reserve_port(self._host, self._port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"server: cannot listen on {self._host}:{self._port}: {exc.strerror}"
+                ) from exc
             self._port = holder.getsockname()[1]
             if MULTIPROC_ENV in self._environ:
                 self._metrics_dir = self._environ[MULTIPROC_ENV]
