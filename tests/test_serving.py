@@ -222,3 +222,32 @@ def test_workers_on_a_port_in_use_is_a_clear_error() -> None:
         result = run_cli("serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port))
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+async def test_the_health_command_exits_0_only_when_serving() -> None:
+    async def health(address: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "health",
+            "--address",
+            address,
+            "--timeout",
+            "5",
+            cwd=ROOT,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, err.decode()
+
+    async with serve_config(SLOW) as served:
+        assert await health(served.address) == (0, "")
+        await served.app.health.enter_graceful_shutdown()  # what a drain does first
+        code, err = await health(served.address)
+        assert code == 1
+        assert "NOT_SERVING" in err
+    code, err = await health(served.address)  # nothing listens there any more
+    assert code == 1
+    assert "UNAVAILABLE" in err
