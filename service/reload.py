@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 BuildProvider = Callable[[TargetSpec], Provider]
 BuildRuntime = Callable[[Snapshot, Mapping[str, Provider]], Runtime]
 
-# Settings read on every call; every other server/transport/workers field is bound at start.
+# Sections built into long-lived parts at start (the server, the limiter, the exporters):
+# a reload cannot change them, except these settings, which are read on every call.
+RESTART_SECTIONS = ("server", "transport", "workers", "rate_limits", "observability")
 LIVE_SETTINGS = frozenset(
     {"server.default_deadline_s", "server.max_messages", "transport.max_concurrent_calls"}
 )
@@ -221,7 +223,7 @@ def _watched(snapshot: Snapshot) -> tuple[str, ...]:
 def restart_only_changes(old: Snapshot, new: Snapshot) -> set[str]:
     """Dotted names of the changed settings that a reload cannot apply (bound at start)."""
     changed: set[str] = set()
-    for section in ("server", "transport", "workers"):
+    for section in RESTART_SECTIONS:
         before: BaseModel = getattr(old, section)
         after: BaseModel = getattr(new, section)
         for name in type(before).model_fields:

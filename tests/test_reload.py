@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from switchboard_client import AsyncClient
+from switchboard_client import AsyncClient, UnauthenticatedError
 
 from service.app import App, build_runtime
+from service.auth.keys import new_key, write_keys_file
 from service.config import Snapshot, load
 from service.config.watch import FileWatcher
 from service.providers.base import TargetSpec
@@ -317,3 +318,25 @@ async def test_a_rotated_secret_file_is_picked_up_and_its_target_gets_a_new_clie
         assert served.app.providers["fast"] is not before
         assert served.app.snapshot.targets["fast"].api_key.reveal() == "second-key"  # type: ignore[union-attr]
         assert (await served.client.invoke("helper", "still fine")).target.name == "fast"
+
+
+async def test_a_new_api_key_in_the_keys_file_works_without_a_restart(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.yaml"
+    write_keys_file(keys_file, [])
+    text = config().replace("auth:\n  enabled: false\n", f"auth:\n  keys_file: {keys_file}\n")
+    async with serve_config(text) as served:
+        key, record = new_key("acme")
+        async with AsyncClient(served.address, api_key=key) as client:
+            with pytest.raises(UnauthenticatedError):
+                await client.invoke("helper", "hello")
+            write_keys_file(keys_file, [record])  # what `switchboard keys create` does
+
+            async def accepted() -> bool:
+                try:
+                    await client.invoke("helper", "hello")
+                except UnauthenticatedError:
+                    return False
+                return True
+
+            await eventually(accepted)
+        assert reloads(served.app.reloader, "ok") == 1
