@@ -21,16 +21,24 @@ from service.api.servicer import AgentServicer
 from service.config import Snapshot
 from service.providers.base import Provider
 from service.providers.registry import build_provider
+from service.routing.breaker import OPEN
+from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 
 log = logging.getLogger(__name__)
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+TARGET_HEALTH_PREFIX = "switchboard.target."
 
 
-def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runtime:
-    return Runtime(snapshot=snapshot, router=Router(providers))
+def build_runtime(
+    snapshot: Snapshot, providers: Mapping[str, Provider], targets: TargetRegistry
+) -> Runtime:
+    """The runtime for ``snapshot``. ``targets`` (breakers, budgets) outlives it: on reload
+    pass the same registry, and it keeps its state under the new settings."""
+    targets.configure(snapshot.resilience, snapshot.targets)
+    return Runtime(snapshot=snapshot, router=Router(providers, targets))
 
 
 class App:
@@ -40,7 +48,12 @@ class App:
         self.providers: dict[str, Provider] = {
             name: build_provider(target) for name, target in snapshot.targets.items()
         }
-        self._runtime = build_runtime(snapshot, self.providers)
+        # Per-target breaker states, published as health services by an owned task.
+        self._target_states: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.targets = TargetRegistry(snapshot.resilience)
+        self.targets.subscribe(lambda name, state: self._target_states.put_nowait((name, state)))
+        self._target_health: asyncio.Task[None] | None = None
+        self._runtime = build_runtime(snapshot, self.providers, self.targets)
         self.runner = Runner(lambda: self._runtime)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.server = self._build_server(snapshot)
@@ -81,6 +94,7 @@ class App:
         await self.server.start()
         for service in ("", AGENT_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._target_health = asyncio.create_task(self._publish_target_health())
         log.info("serving", extra={"address": address, "port": self.port})
         return self.port
 
@@ -93,7 +107,20 @@ class App:
         grace = self.snapshot.server.grace_s if grace_s is None else grace_s
         log.info("draining", extra={"grace_s": grace})
         await self.health.enter_graceful_shutdown()
+        if self._target_health is not None:
+            self._target_health.cancel()
+            await asyncio.wait([self._target_health])
         await self.server.stop(grace)
         for provider in self.providers.values():
             await provider.aclose()
         log.info("stopped")
+
+    async def _publish_target_health(self) -> None:
+        """Mirror each target's breaker in health as ``switchboard.target.<name>``: an open
+        circuit is NOT_SERVING, closed or half-open SERVING. Runs until stop() cancels it."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            name, state = await self._target_states.get()
+            status = not_serving if state == OPEN else serving
+            await self.health.set(TARGET_HEALTH_PREFIX + name, status)

@@ -105,3 +105,13 @@ class Unavailable(SwitchboardError):
 
 class Internal(SwitchboardError):
     """A fault on our side (or an upstream misconfiguration) that the caller cannot fix."""
+
+
+class RateLimited(ResourceExhausted):
+    """An upstream's rate limit or quota (HTTP 429): retryable, after ``retry_after_s``.
+
+    It does not count against the target's breaker: the upstream is up and said when to
+    come back.
+    """
+
+    retryable = True

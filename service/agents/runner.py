@@ -79,7 +79,7 @@ class Runner:
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        opened = await runtime.router.open(agent.route, call, deadline)
+        opened = await runtime.router.open(agent.route, call, deadline, agent.routing)
         target = target_ref(opened.target)
         yield Start(request.request_id, agent.name, agent.version, target)
         async with aclosing(opened.events) as events:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.routing.config import ResilienceConfig, Route, route_names
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ProviderKind = Literal["mock", "openai", "anthropic", "openai_compatible"]
 OverridableParameter = Literal[
@@ -60,11 +62,27 @@ class ParametersConfig(_Model):
     response_format: ResponseFormatConfig | None = None
 
 
+MockFault = Literal[
+    "unavailable", "overloaded", "resource_exhausted", "deadline_exceeded", "invalid_argument"
+]
+
+
 class MockConfig(_Model):
-    """Options of the built-in mock provider."""
+    """Options of the built-in mock provider, fault switches included (for chaos drills)."""
 
     ttft_s: float = Field(0.0, ge=0, description="delay before the first token")
     tokens_per_s: float = Field(0.0, ge=0, description="streaming speed; 0 means no delay")
+    seed: int | None = Field(None, description="seeds the fault and latency draws")
+    fail_first: int = Field(0, ge=0, description="the first N calls fail with `error`")
+    fail_rate: float = Field(0.0, ge=0, le=1, description="share of calls that fail")
+    error: MockFault = "unavailable"
+    retry_after_s: float | None = Field(None, ge=0, description="sent with the failures")
+    hang: bool = Field(False, description="never answer (until cancelled or out of time)")
+    drop_after_tokens: int | None = Field(
+        None, ge=0, description="drop the stream after N tokens (UNAVAILABLE)"
+    )
+    tail_rate: float = Field(0.0, ge=0, le=1, description="share of calls with a slow start")
+    tail_ttft_s: float = Field(0.0, ge=0, description="delay before the first token in the tail")
 
 
 class TargetConfig(_Model):
@@ -87,7 +105,9 @@ class AgentConfig(_Model):
     description: str = ""
     version: str | None = Field(None, min_length=1, max_length=64)
     system_prompt: str = ""
-    route: list[str] = Field(min_length=1, description="target names, in order of preference")
+    route: Route = Field(
+        description="target names in order of preference, or a routing policy (README)"
+    )
     parameters: ParametersConfig = ParametersConfig()
     overridable_parameters: list[OverridableParameter] = Field(default_factory=list)
     tools: list[ToolConfig] = Field(default_factory=list)
@@ -98,6 +118,7 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(min_length=1)
+    resilience: ResilienceConfig = ResilienceConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -109,10 +130,16 @@ class Config(_Model):
                         "(at most 64, starting with a letter or digit)"
                     )
         for agent_name, agent in self.agents.items():
-            for i, target in enumerate(agent.route):
+            on_route = route_names(agent.route)
+            if not on_route:
+                raise ValueError(f"agents.{agent_name}.route: at least one target is required")
+            for i, target in enumerate(on_route):
                 if target not in self.targets:
                     raise ValueError(
                         f"agents.{agent_name}.route[{i}]: no target named {target!r} "
                         f"(targets: {', '.join(sorted(self.targets)) or 'none'})"
                     )
+        for target in self.resilience.targets:
+            if target not in self.targets:
+                raise ValueError(f"resilience.targets.{target}: no target named {target!r}")
         return self
