@@ -13,8 +13,9 @@ up must be neither. So the breaker is used in two steps:
   in): :meth:`Ticket.succeeded`, :meth:`Ticket.failed`. :meth:`Ticket.abandoned`
   (cancelled, closed early) records nothing.
 
-The cool-down is measured against ``clock`` (wall seconds, as pybreaker stores
-``opened_at``), so tests can advance time without sleeping. State may live in Redis
+The cool-down is measured on ``clock`` from when this process saw the circuit open (or
+from the stored ``opened_at`` when it was opened elsewhere), so tests can advance time
+without sleeping. State may live in Redis
 (pybreaker's ``CircuitRedisStorage``) so replicas share it.
 """
 
@@ -78,6 +79,7 @@ class Breaker:
         self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
         self._policy = policy
         self._probes = 0
+        self._opened_at: float | None = None
         self._lock = threading.Lock()
         self._cb = pybreaker.CircuitBreaker(
             fail_max=policy.fail_max,
@@ -113,10 +115,12 @@ class Breaker:
         """Seconds until an open circuit lets a probe through (0 when not open)."""
         if self.state != OPEN:
             return 0.0
-        opened_at = self._storage.opened_at
-        if opened_at is None:
-            return 0.0
-        return max(0.0, opened_at.timestamp() + self._policy.reset_timeout_s - self._clock())
+        opened_at = self._opened_at
+        if opened_at is None:  # opened before this process looked (shared storage)
+            stored = self._storage.opened_at
+            opened_at = stored.timestamp() if stored is not None else self._clock()
+            self._opened_at = opened_at
+        return max(0.0, opened_at + self._policy.reset_timeout_s - self._clock())
 
     def admit(self) -> Ticket:
         """A ticket for one attempt.
@@ -166,6 +170,8 @@ class Breaker:
             self._probes = max(0, self._probes - 1)
 
     def _changed(self, state: str) -> None:
+        # The cool-down runs on our clock from when this process saw the circuit open.
+        self._opened_at = self._clock() if state == OPEN else None
         if state == HALF_OPEN:
             with self._lock:
                 self._probes = 0
