@@ -9,6 +9,7 @@ outlives the race. What the losers opened (their HTTP requests) is closed by the
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -41,7 +42,7 @@ class LatencyWindow:
             return None
         if self._p95 is None or self._stale >= 16:
             ordered = sorted(self._samples)
-            self._p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+            self._p95 = ordered[math.ceil(0.95 * len(ordered)) - 1]  # nearest rank
             self._stale = 0
         return self._p95
 
