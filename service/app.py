@@ -21,7 +21,7 @@ from service.api.servicer import AgentServicer
 from service.config import Snapshot
 from service.providers.base import Provider
 from service.providers.registry import build_provider
-from service.routing.breaker import OPEN
+from service.routing.breaker import OPEN, redis_storage
 from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 
@@ -50,7 +50,10 @@ class App:
         }
         # Per-target breaker states, published as health services by an owned task.
         self._target_states: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self.targets = TargetRegistry(snapshot.resilience)
+        storage, self._close_storage = None, None
+        if snapshot.resilience.redis is not None:
+            storage, self._close_storage = redis_storage(snapshot.resilience.redis)
+        self.targets = TargetRegistry(snapshot.resilience, storage=storage)
         self.targets.subscribe(lambda name, state: self._target_states.put_nowait((name, state)))
         self._target_health: asyncio.Task[None] | None = None
         self._runtime = build_runtime(snapshot, self.providers, self.targets)
@@ -113,6 +116,8 @@ class App:
         await self.server.stop(grace)
         for provider in self.providers.values():
             await provider.aclose()
+        if self._close_storage is not None:
+            self._close_storage()
         log.info("stopped")
 
     async def _publish_target_health(self) -> None:

@@ -28,9 +28,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pybreaker
+import redis
 
 from service.errors import SwitchboardError, Unavailable
-from service.routing.policy import BreakerPolicy
+from service.routing.policy import BreakerPolicy, RedisStorageSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,26 @@ HALF_OPEN = pybreaker.STATE_HALF_OPEN
 
 StateListener = Callable[[str, str], None]
 """Called with (target name, new state) on every state change."""
+
+
+StorageFactory = Callable[[str], pybreaker.CircuitBreakerStorage]
+"""Builds the breaker state storage of the named target (default: in memory)."""
+
+
+def redis_storage(spec: RedisStorageSpec) -> tuple[StorageFactory, Callable[[], None]]:
+    """Breaker state shared through Redis (pybreaker's ``CircuitRedisStorage``, keys under
+    ``<namespace>:<target>:pybreaker:*``), and a function that closes the connection pool.
+
+    pybreaker talks to Redis synchronously: each admit and outcome costs a round trip on
+    the event loop, fine on a local network. When Redis fails, pybreaker logs it and
+    treats the circuit as closed.
+    """
+    client = redis.Redis.from_url(spec.url, socket_timeout=0.25, socket_connect_timeout=0.25)
+
+    def storage(target: str) -> pybreaker.CircuitBreakerStorage:
+        return pybreaker.CircuitRedisStorage(CLOSED, client, namespace=f"{spec.namespace}:{target}")
+
+    return storage, client.close
 
 
 class BreakerOpen(Unavailable):

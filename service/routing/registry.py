@@ -11,15 +11,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import pybreaker
-
-from service.routing.breaker import Breaker, StateListener
+from service.routing.breaker import Breaker, StateListener, StorageFactory
 from service.routing.budget import RetryBudget
 from service.routing.hedge import LatencyWindow
 from service.routing.policy import ResilienceSpec
-
-StorageFactory = Callable[[str], pybreaker.CircuitBreakerStorage]
-"""Builds the breaker state storage of the named target (default: in memory)."""
 
 
 @dataclass(slots=True)
