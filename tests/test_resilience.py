@@ -21,6 +21,8 @@ from switchboard_client import (
     UnavailableError,
 )
 
+from service.deadline import Deadline
+from service.domain import AgentRequest, Message, Role, Start, TextPart
 from service.errors import Unavailable
 from service.routing.breaker import CLOSED, OPEN
 from tests.chaos import mock, no_tasks_left, wait_for, wait_for_health
@@ -395,3 +397,56 @@ targets:
             await s.client.invoke("bot", "hello")
         assert failed.value.code == code
         assert "529" in failed.value.message  # the last target's error
+
+
+async def test_a_caller_leaving_mid_stream_closes_the_upstream_and_frees_the_breaker() -> None:
+    yaml = config(
+        "    route: [a]",
+        targets="targets:\n  a: {provider: mock, model: echo, mock: {tokens_per_s: 2}}\n",
+        resilience="resilience: {breaker: {fail_max: 1, reset_timeout_s: 0.05}}",
+    )
+    async with serve_config(yaml) as s:
+        a = mock(s, "a")
+        breaker = s.app.targets.get("a").breaker
+        breaker.admit().failed(_down())  # open; the next call after the cool-down probes
+        await wait_for(lambda: breaker.cooldown_left() == 0, "cool-down")
+        before = asyncio.all_tasks()
+        for leave_after in ("start", "text_delta"):
+            async for event in s.client.stream("bot", "one two three four five"):
+                if event.WhichOneof("event") == leave_after:
+                    break
+            await wait_for(lambda: a.stats.in_flight == 0, "the upstream call to close")
+        assert a.stats.cancelled == 2
+        # Each probe that was abandoned freed its slot: a third call is admitted.
+        answer = await s.client.invoke("bot", "still there?")
+        assert answer.target.name == "a"
+        assert breaker.state == CLOSED
+        await no_tasks_left(before)
+
+
+async def test_closing_the_answer_right_after_its_start_closes_the_upstream() -> None:
+    """The runner owns the committed answer from the moment it has one: a caller that goes
+    away after Start leaves no open upstream call and no breaker probe slot taken."""
+    yaml = config(
+        "    route: [a]",
+        targets="targets:\n  a: {provider: mock, model: echo, mock: {tokens_per_s: 2}}\n",
+        resilience="resilience: {breaker: {fail_max: 1, reset_timeout_s: 0.05}}",
+    )
+    async with serve_config(yaml) as s:
+        a = mock(s, "a")
+        breaker = s.app.targets.get("a").breaker
+        breaker.admit().failed(_down())
+        await wait_for(lambda: breaker.cooldown_left() == 0, "cool-down")
+        request = AgentRequest(
+            agent="bot",
+            messages=(Message(Role.USER, (TextPart("one two three"),)),),
+            request_id="r",
+        )
+        answer = s.app.runner.stream(request, Deadline.after(10))
+        assert isinstance(await anext(answer), Start)
+        assert a.stats.in_flight == 1
+        await answer.aclose()
+        assert a.stats.in_flight == 0
+        assert a.stats.cancelled == 1
+        breaker.admit().succeeded()  # the probe slot was given back
+        assert breaker.state == CLOSED

@@ -309,7 +309,7 @@ class Router:
     def _opened(self, call: _Call, outcome: _Outcome) -> Opened:
         assert outcome.first is not None
         attempt = outcome.attempt
-        return Opened(attempt.target.spec, call.attempts, _committed(attempt, outcome.first))
+        return Opened(attempt.target.spec, call.attempts, _Committed(attempt, outcome.first))
 
     @staticmethod
     def _failure(call: _Call) -> SwitchboardError:
@@ -334,6 +334,28 @@ def _blame(attempt: _Attempt, error: SwitchboardError) -> None:
         attempt.ticket.abandoned()
     else:
         attempt.ticket.failed(error)
+
+
+class _Committed(AsyncGenerator[ProviderEvent, None]):
+    """The committed attempt's events. Unlike a bare async generator, closing it before
+    its first step still closes the upstream request and releases the breaker ticket."""
+
+    def __init__(self, attempt: _Attempt, first: ProviderEvent) -> None:
+        self._attempt = attempt
+        self._events = _committed(attempt, first)
+
+    async def asend(self, value: None) -> ProviderEvent:
+        return await self._events.asend(value)
+
+    async def athrow(self, *args: Any) -> ProviderEvent:
+        return await self._events.athrow(*args)
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._attempt.ticket.abandoned()
+            await self._attempt.events.aclose()
 
 
 async def _committed(
