@@ -138,6 +138,32 @@ async def outage(calls: int, concurrency: int) -> None:
             print(f"| {label} | {started(app) / calls:.2f} | {failures / calls:.0%} |")
 
 
+PARTIAL = """
+targets:
+  a: {provider: mock, model: echo, mock: {fail_rate: 1}}
+  b: {provider: mock, model: echo}
+agents:
+  bot:
+    route: {targets: [a, b]}
+"""
+
+
+async def partial(calls: int, concurrency: int) -> None:
+    print()
+    print(f"## One target down, its fallback healthy; {calls} calls, {concurrency} at once")
+    print("| policy | success rate | upstream attempts per call | calls on the dead target |")
+    print("|---|---:|---:|---:|")
+    async with serve(PARTIAL) as (app, client):
+        _, failures, _ = await run(client, calls, concurrency)
+        dead = app.providers["a"]
+        assert isinstance(dead, MockProvider)
+        print(
+            f"| defaults (2 attempts per target, budget 0.2, breaker 5 failures) "
+            f"| {(calls - failures) / calls:.1%} | {started(app) / calls:.2f} "
+            f"| {dead.stats.started} |"
+        )
+
+
 FLAKY = """
 targets:
   a: {provider: mock, model: echo, mock: {seed: 3, fail_rate: 0.3, error: overloaded}}
@@ -173,6 +199,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     await slow_tail(args.calls, args.concurrency)
     await outage(args.calls * 2, args.concurrency * 4)
+    await partial(args.calls * 2, args.concurrency * 4)
     await flaky(args.calls, args.concurrency)
 
 
