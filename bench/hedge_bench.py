@@ -158,7 +158,7 @@ async def partial(calls: int, concurrency: int) -> None:
         dead = app.providers["a"]
         assert isinstance(dead, MockProvider)
         print(
-            f"| defaults (2 attempts per target, budget 0.2, breaker 5 failures) "
+            f"| defaults (fallback, budget 0.2, breaker opens after 5 failures) "
             f"| {(calls - failures) / calls:.1%} | {started(app) / calls:.2f} "
             f"| {dead.stats.started} |"
         )
@@ -180,7 +180,7 @@ async def flaky(calls: int, concurrency: int) -> None:
     print("## Flaky targets: 30% of calls get 529 overloaded")
     print("| policy | success rate | attempts per call |")
     print("|---|---:|---:|")
-    retrying = "{targets: [a, b], retry: {backoff_base_s: 0.01}}"
+    retrying = "{targets: [a, b], retry: {max_attempts: 2, backoff_base_s: 0.01}}"
     for label, route, budget in (
         ("one target, no retries", "{targets: [a], retry: {max_attempts: 1}}", "{}"),
         ("retries (2 per target) + fallback, budget ratio 0.2", retrying, "{ratio: 0.2}"),

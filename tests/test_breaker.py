@@ -9,7 +9,7 @@ import time
 import pybreaker
 import pytest
 
-from service.errors import DeadlineExceeded, InvalidArgument, RateLimited, Unavailable
+from service.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from service.routing.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerOpen
 from service.routing.policy import BreakerPolicy
 
@@ -117,7 +117,7 @@ async def test_a_cancelled_attempt_through_the_wrapper_counts_nothing() -> None:
 def test_only_upstream_faults_count() -> None:
     b = breaker(Clock(), fail_max=1)
     b.admit().failed(InvalidArgument("bad request"))
-    b.admit().failed(RateLimited("slow down", retry_after_s=1))
+    b.admit().failed(Unavailable("told not to count").overriding(counts_against_breaker=False))
     assert b.state == CLOSED
     b.admit().failed(DeadlineExceeded("timed out"))
     assert b.state == OPEN

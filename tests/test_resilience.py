@@ -106,7 +106,7 @@ targets:
   a:
     provider: mock
     model: echo
-    mock: {fail_first: 2, error: resource_exhausted, retry_after_s: 0.05}
+    mock: {fail_first: 2, error: rate_limited, retry_after_s: 0.05}
 """,
     )
     async with serve_config(yaml) as s:
@@ -115,7 +115,7 @@ targets:
         assert answer.message.content[0].text == "patience"
         assert answer.attempts == 3
         assert time.monotonic() - t0 >= 0.1  # waited the two retry-afters
-        assert s.app.targets.breaker_states()["a"] == CLOSED  # 429s do not trip it
+        assert s.app.targets.breaker_states()["a"] == CLOSED
 
 
 async def test_a_retry_after_beyond_the_deadline_fails_at_once_with_retry_info() -> None:
@@ -126,15 +126,16 @@ targets:
   a:
     provider: mock
     model: echo
-    mock: {fail_rate: 1, error: resource_exhausted, retry_after_s: 5}
+    mock: {fail_rate: 1, error: rate_limited, retry_after_s: 5}
 """,
     )
     async with serve_config(yaml) as s:
         t0 = time.monotonic()
-        with pytest.raises(ResourceExhaustedError) as failed:
+        with pytest.raises(UnavailableError) as failed:
             await s.client.invoke("bot", "hello", timeout=2)
         assert time.monotonic() - t0 < 1.5
         assert failed.value.retry_after_s == pytest.approx(5)
+        assert "rate limiting" in failed.value.message
         assert mock(s, "a").stats.started == 1
 
 
@@ -247,6 +248,27 @@ targets:
         assert "dropped" in failed.value.message
         assert mock(s, "b").stats.started == 0  # committed: no fallback after a token
         await no_tasks_left(before)
+
+
+async def test_an_exhausted_quota_falls_back_at_once_without_retrying() -> None:
+    yaml = config(
+        "    route: {targets: [a, b], retry: {max_attempts: 3}}",
+        targets="""
+targets:
+  a: {provider: mock, model: echo, mock: {fail_rate: 1, error: resource_exhausted}}
+  b: {provider: mock, model: echo}
+""",
+    )
+    async with serve_config(yaml) as s:
+        answer = await s.client.invoke("bot", "hello")
+        assert (answer.target.name, answer.attempts) == ("b", 2)
+        assert mock(s, "a").stats.started == 1
+        # With nowhere to fall back, the caller sees the quota error.
+        mock(s, "b").faults.fail_rate = 1.0
+        mock(s, "b").faults.error = "resource_exhausted"
+        with pytest.raises(ResourceExhaustedError) as failed:
+            await s.client.invoke("bot", "hello")
+        assert "quota" in failed.value.message
 
 
 async def test_caller_errors_are_not_retried_elsewhere() -> None:

@@ -13,7 +13,7 @@ import pytest
 from service.app import build_runtime
 from service.config import Snapshot, load
 from service.config.load import ConfigError
-from service.errors import RateLimited, Unavailable
+from service.errors import Unavailable
 from service.providers.registry import build_provider
 from service.routing.balance import attempt_order
 from service.routing.breaker import OPEN
@@ -87,6 +87,7 @@ resilience:
     ]
     assert [(t.name, t.attempt_timeout_s) for t in policy.fallback] == [("c", 5)]
     assert policy.retry == RetryPolicy(max_attempts=4, backoff_base_s=0.5)
+    assert RetryPolicy().max_attempts == 1  # a plain route only falls back
     assert policy.hedge == HedgePolicy(delay_s=None, to=HedgeTo.SAME)
     resilience = snap.resilience
     assert resilience.breaker("a") == BreakerPolicy(fail_max=7, reset_timeout_s=3)
@@ -165,7 +166,7 @@ def test_retry_after_is_honoured_only_when_it_fits() -> None:
     rng = random.Random(1)
 
     def decision(after: float | None, left: float, tries: int = 1) -> Retry | MoveOn:
-        error = RateLimited("429", retry_after_s=after) if after else Unavailable("503")
+        error = Unavailable("429/503", retry_after_s=after)
         return decide(
             error,
             policy=policy,

@@ -17,6 +17,8 @@ import yaml
 from pydantic import ValidationError
 
 from service.agents.spec import AgentSpec
+from service.auth.policy import AuthPolicy, build_auth
+from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
 from service.config.model import (
     AgentConfig,
     Config,
@@ -47,6 +49,9 @@ class Snapshot:
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
     resilience: ResilienceSpec = field(default_factory=ResilienceSpec)
+    auth: AuthPolicy = field(default_factory=AuthPolicy)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
@@ -118,12 +123,19 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         name: _agent(name, agent, config.targets, targets, config.resilience)
         for name, agent in sorted(config.agents.items())
     }
+    try:
+        auth = build_auth(config.auth, environ, Path(source).parent)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return Snapshot(
         source=source,
         server=config.server,
         targets=targets,
         agents=agents,
         resilience=resilience_spec(config.resilience),
+        auth=auth,
+        rate_limits=config.rate_limits,
+        observability=config.observability,
     )
 
 
@@ -150,8 +162,17 @@ def _target(name: str, target: TargetConfig, source: str, environ: Mapping[str, 
         api_key=_secret(target.api_key, where, environ) if target.api_key else None,
         parameters=parameters_from_config(target.parameters),
         timeout_s=target.timeout_s,
-        options=target.mock.model_dump() if target.provider == "mock" else {},
+        options=_options(target),
     )
+
+
+def _options(target: TargetConfig) -> dict[str, Any]:
+    """The provider-specific options of ``target`` as plain values."""
+    if target.provider == "mock":
+        return target.mock.model_dump()
+    if target.provider == "anthropic":
+        return target.anthropic.model_dump()
+    return target.openai.model_dump()
 
 
 def parameters_from_config(config: ParametersConfig) -> Parameters:

@@ -7,6 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.config.chain_model import (
+    AuthConfig,
+    ObservabilityConfig,
+    RateLimitsConfig,
+    is_loopback,
+)
 from service.routing.config import ResilienceConfig, Route, route_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -63,7 +69,12 @@ class ParametersConfig(_Model):
 
 
 MockFault = Literal[
-    "unavailable", "overloaded", "resource_exhausted", "deadline_exceeded", "invalid_argument"
+    "unavailable",  # HTTP 503
+    "overloaded",  # HTTP 529
+    "rate_limited",  # HTTP 429 (with retry_after_s)
+    "resource_exhausted",  # HTTP 429 naming an exhausted quota
+    "deadline_exceeded",  # the upstream timed out
+    "invalid_argument",  # HTTP 400
 ]
 
 
@@ -85,14 +96,67 @@ class MockConfig(_Model):
     tail_ttft_s: float = Field(0.0, ge=0, description="delay before the first token in the tail")
 
 
+class OpenAIOptions(_Model):
+    """Options of the ``openai`` and ``openai_compatible`` providers."""
+
+    include_usage: bool = Field(
+        True,
+        description="send stream_options.include_usage and require the usage chunk; turn off "
+        "only for a server that rejects stream_options (its answers then report no usage)",
+    )
+    organization: str | None = Field(None, description="OpenAI-Organization header")
+    project: str | None = Field(None, description="OpenAI-Project header")
+
+
+class AnthropicOptions(_Model):
+    """Options of the ``anthropic`` provider."""
+
+    max_tokens: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="max_tokens sent when neither the request, the agent nor the target's "
+        "parameters set one (the Messages API requires it)",
+    )
+
+
+_KEYED_PROVIDERS = ("openai", "anthropic")
+_OPTION_SECTIONS: dict[str, tuple[str, ...]] = {
+    "mock": ("mock",),
+    "openai": ("openai", "openai_compatible"),
+    "anthropic": ("anthropic",),
+}
+
+
 class TargetConfig(_Model):
     provider: ProviderKind
     model: str = Field(min_length=1)
-    base_url: str | None = None
+    base_url: str | None = Field(None, pattern=r"^https?://\S+$")
     api_key: SecretRef | None = None
     parameters: ParametersConfig = ParametersConfig()
     timeout_s: float | None = Field(None, gt=0)
     mock: MockConfig = MockConfig()
+    openai: OpenAIOptions = OpenAIOptions()
+    anthropic: AnthropicOptions = AnthropicOptions()
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> TargetConfig:
+        if self.provider in _KEYED_PROVIDERS and self.api_key is None:
+            raise ValueError(
+                f"provider {self.provider!r} needs an api_key: "
+                "{env: VARIABLE_NAME} or {file: /path/to/key} (never the key itself)"
+            )
+        if self.provider == "openai_compatible" and not self.base_url:
+            raise ValueError(
+                "provider 'openai_compatible' needs a base_url, e.g. http://127.0.0.1:8000/v1"
+            )
+        for section, kinds in _OPTION_SECTIONS.items():
+            if section in self.model_fields_set and self.provider not in kinds:
+                raise ValueError(
+                    f"the '{section}' options apply only to provider {' or '.join(kinds)}, "
+                    f"not {self.provider!r}"
+                )
+        return self
 
 
 class ToolConfig(_Model):
@@ -119,6 +183,18 @@ class Config(_Model):
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(min_length=1)
     resilience: ResilienceConfig = ResilienceConfig()
+    auth: AuthConfig = AuthConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Config:
+        if not self.auth.enabled and not is_loopback(self.server.host):
+            raise ValueError(
+                f"auth.enabled: auth may be off only when server.host is a loopback "
+                f"address (127.0.0.1, ::1, localhost), not {self.server.host!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Config:

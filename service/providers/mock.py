@@ -22,7 +22,7 @@ import json
 import random
 import re
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from service.deadline import Deadline
@@ -37,14 +37,9 @@ from service.domain import (
     Usage,
     UsageEvent,
 )
-from service.errors import (
-    DeadlineExceeded,
-    InvalidArgument,
-    RateLimited,
-    SwitchboardError,
-    Unavailable,
-)
+from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
+from service.providers.upstream import by_status
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -74,24 +69,24 @@ class MockFaults:
     tail_rate: float = 0.0
     tail_ttft_s: float = 0.0
 
-    def error_for(self) -> SwitchboardError:
-        """The error this fault kind maps to, as a real provider would raise it."""
-        make = _ERRORS.get(self.error, _ERRORS["unavailable"])
-        return make(self.retry_after_s)
+    def error_for(self, target: TargetSpec) -> SwitchboardError:
+        """The error this fault kind maps to, exactly as the SDK providers map the HTTP
+        status it stands for (:func:`service.providers.upstream.by_status`)."""
+        if self.error == "deadline_exceeded":
+            return DeadlineExceeded(f"target {target.name!r}: the upstream timed out (mock)")
+        status, quota = _STATUSES.get(self.error, (503, False))
+        return by_status(
+            status, target, message="mock fault", retry_after=self.retry_after_s, quota=quota
+        )
 
 
-_ERRORS: dict[str, Callable[[float | None], SwitchboardError]] = {
-    "unavailable": lambda after: Unavailable(
-        "upstream unavailable (mock: HTTP 503)", retry_after_s=after
-    ),
-    "overloaded": lambda after: Unavailable(
-        "upstream overloaded (mock: HTTP 529)", retry_after_s=after
-    ),
-    "resource_exhausted": lambda after: RateLimited(
-        "upstream rate limit reached (mock: HTTP 429)", retry_after_s=after
-    ),
-    "deadline_exceeded": lambda _: DeadlineExceeded("upstream timed out (mock: HTTP 504)"),
-    "invalid_argument": lambda _: InvalidArgument("upstream rejected the request (mock: 400)"),
+# Fault kind → (HTTP status, names an exhausted quota).
+_STATUSES: dict[str, tuple[int, bool]] = {
+    "unavailable": (503, False),
+    "overloaded": (529, False),
+    "rate_limited": (429, False),
+    "resource_exhausted": (429, True),
+    "invalid_argument": (400, False),
 }
 
 
@@ -104,6 +99,7 @@ class MockProvider:
     """See the module docstring. Safe to share between concurrent calls."""
 
     def __init__(self, target: TargetSpec) -> None:
+        self._target = target
         self._model = target.model
         self._ttft_s = float(target.options.get("ttft_s", 0.0))
         tokens_per_s = float(target.options.get("tokens_per_s", 0.0))
@@ -129,7 +125,10 @@ class MockProvider:
         self.stats.started += 1
         self.stats.in_flight += 1
         try:
-            async with asyncio.timeout(deadline.remaining()):
+            limit = deadline.remaining()
+            if self._target.timeout_s is not None:
+                limit = min(limit, self._target.timeout_s)  # as the SDK providers do
+            async with asyncio.timeout(limit):
                 async for event in self._answer(call):
                     yield event
             self.stats.completed += 1
@@ -159,7 +158,7 @@ class MockProvider:
         if faults.hang:
             await asyncio.Event().wait()  # until cancelled or out of time
         if fails:
-            raise faults.error_for()
+            raise faults.error_for(self._target)
         ttft = faults.tail_ttft_s if slow else self._ttft_s
         if ttft:
             await asyncio.sleep(ttft)

@@ -33,7 +33,9 @@ class _Model(BaseModel):
 
 
 class RetryConfig(_Model):
-    max_attempts: int = Field(2, ge=1, le=10, description="attempts per target, first included")
+    max_attempts: int = Field(
+        1, ge=1, le=10, description="attempts per target, the first included (1: no retry)"
+    )
     backoff_base_s: float = Field(0.1, gt=0, description="first backoff cap; doubles per retry")
     backoff_max_s: float = Field(2.0, gt=0, description="largest backoff cap")
     max_retry_after_s: float = Field(

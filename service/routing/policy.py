@@ -32,12 +32,13 @@ class HedgeTo(enum.Enum):
 class RetryPolicy:
     """Retries of one target: exponential backoff with full jitter, retryable errors only.
 
-    ``max_attempts`` counts the first attempt on a target; fallback to the next target
-    starts afresh. A ``retry_after_s`` longer than ``max_retry_after_s`` (or than the time
+    ``max_attempts`` counts the first attempt on a target (default 1: no retry on the same
+    target, fallback only, as a plain ``route: [a, b]`` always did); fallback to the next
+    target starts afresh. A ``retry_after_s`` longer than ``max_retry_after_s`` (or than the time
     left) is not waited for: the router falls back, or fails at once carrying it.
     """
 
-    max_attempts: int = 2
+    max_attempts: int = 1
     backoff_base_s: float = 0.1
     backoff_max_s: float = 2.0
     max_retry_after_s: float = 10.0

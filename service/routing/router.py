@@ -2,8 +2,10 @@
 
 A call commits to a target when the target yields its first event. Until then, per the
 agent's :class:`RoutePolicy`: a retryable failure is retried on the same target (backoff
-with jitter, or the upstream's retry-after), then falls back to the next target; targets
-whose circuit is open are skipped; a slow first attempt may be hedged. After the commit a
+with jitter, or the upstream's retry-after), then falls back to the next target; an
+upstream fault that is not retryable (an exhausted quota, refused credentials) falls back
+at once; a caller error ends the call; targets whose circuit is open are skipped; a slow
+first attempt may be hedged. After the commit a
 failure ends the call: no event is ever repeated or lost.
 
 Every attempt gets a deadline from what is left of the call's (capped by the target's
@@ -34,6 +36,10 @@ from service.routing.registry import TargetRegistry, TargetState
 from service.routing.retry import Retry, decide
 
 log = logging.getLogger(__name__)
+
+# Providers honour their deadline themselves (with their own, more precise, errors); the
+# router's timeout is a backstop for one that does not, a little later.
+GUARD_S = 0.25
 
 
 @dataclass(slots=True)
@@ -112,9 +118,10 @@ class Router:
         ``policy`` (default: plain ordered fallback over ``route``) says how.
 
         Raises:
-            SwitchboardError: the first non-retryable error (a caller error is never retried
-                elsewhere), or the last attempt's error when the route, the retry budget or
-                the time is exhausted (a retry-after it carried is kept, for RetryInfo).
+            SwitchboardError: the first caller error (neither retryable nor the upstream's
+                fault: never retried elsewhere), or the last attempt's error when the route,
+                the retry budget or the time is exhausted (its retry-after is kept, for
+                RetryInfo).
             Unavailable: every target's circuit is open (``retry_after_s``: the shortest
                 cool-down left); no upstream call was made.
             DeadlineExceeded: less than ``min_attempt_s`` was left before the first attempt;
@@ -171,10 +178,12 @@ class Router:
                     "retryable": error.retryable,
                 },
             )
-            if not error.retryable:
-                raise error
+            if not (error.retryable or error.counts_against_breaker):
+                raise error  # the caller's fault: no other target would do better
             call.last_error = error
             call.cause = outcome.attempt.state
+            if not error.retryable:
+                return None  # this target cannot serve it (quota, credentials): fall back
             decision = decide(
                 error,
                 policy=policy.retry,
@@ -209,7 +218,10 @@ class Router:
         deadline = call.deadline if bounded_by_call else Deadline(now + (timeout or 0.0))
         provider = self._providers[target.name]
         call.attempts += 1
-        events = provider.stream(_for_target(mc, target.spec), deadline)
+        # A provider applies its target's own timeout_s itself (and says so when it fires):
+        # give it the call's deadline then, and the capped one only for other timeouts.
+        own = timeout is not None and timeout == target.spec.timeout_s
+        events = provider.stream(_for_target(mc, target.spec), call.deadline if own else deadline)
         return _Attempt(target, state, ticket, events, deadline, bounded_by_call, now)
 
     async def _attempt(
@@ -290,14 +302,14 @@ class Router:
         in its breaker; cancellation records nothing (the caller closes the attempt)."""
         name = attempt.target.name
         try:
-            async with asyncio.timeout(attempt.deadline.remaining()):
+            async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
                 first = await anext(attempt.events)
         except StopAsyncIteration:
             error: SwitchboardError = Unavailable(
                 f"target {name!r} ended its answer before it began"
             )
         except TimeoutError:
-            error = DeadlineExceeded(f"target {name!r} did not begin answering in time")
+            error = DeadlineExceeded(_late(attempt, "began answering"))
         except SwitchboardError as exc:
             error = exc
         else:
@@ -325,6 +337,16 @@ class Router:
         return DeadlineExceeded(
             f"deadline too close: an attempt needs at least {call.policy.min_attempt_s:g}s"
         )
+
+
+def _late(attempt: _Attempt, what: str) -> str:
+    name = attempt.target.name
+    if attempt.bounded_by_call:
+        return f"deadline exceeded before target {name!r} {what}"
+    return (
+        f"target {name!r} had not {what} within its attempt timeout "
+        f"of {attempt.target.attempt_timeout_s:g}s"
+    )
 
 
 def _blame(attempt: _Attempt, error: SwitchboardError) -> None:
@@ -378,14 +400,14 @@ async def _committed(
                 return
             yield event
             try:
-                async with asyncio.timeout(attempt.deadline.remaining()):
+                async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
                     event = await anext(events)
             except StopAsyncIteration:
                 raise Unavailable(
                     f"target {name!r} ended its answer without finishing it"
                 ) from None
             except TimeoutError as exc:
-                raise DeadlineExceeded(f"target {name!r} did not finish in time") from exc
+                raise DeadlineExceeded(_late(attempt, "finished its answer")) from exc
     except SwitchboardError as exc:
         _blame(attempt, exc)
         raise
