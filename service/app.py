@@ -30,7 +30,7 @@ from service.observability.tracing import build_tracer_provider
 from service.providers.base import Provider
 from service.providers.registry import build_provider
 from service.ratelimit.limiter import build_limiter
-from service.routing.breaker import OPEN, redis_storage
+from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
 from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 
@@ -77,7 +77,7 @@ class App:
         if snapshot.resilience.redis is not None:
             storage, self._close_storage = redis_storage(snapshot.resilience.redis)
         self.targets = TargetRegistry(snapshot.resilience, storage=storage)
-        self.targets.subscribe(lambda name, state: self._target_states.put_nowait((name, state)))
+        self.targets.subscribe(self._breaker_changed)
         self._target_health: asyncio.Task[None] | None = None
         self._runtime = build_runtime(snapshot, routed, self.targets)
         self.runner = Runner(lambda: self._runtime)
@@ -206,6 +206,10 @@ class App:
             # Flushing exports synchronously: off the event loop, so it does not stall it.
             await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("stopped", extra={"event": "stop"})
+
+    def _breaker_changed(self, target: str, state: str) -> None:
+        self.metrics.breaker_state.labels(target).set(STATE_VALUES[state])
+        self._target_states.put_nowait((target, state))  # for _publish_target_health
 
     async def _publish_target_health(self) -> None:
         """Mirror each target's breaker in health as ``switchboard.target.<name>``: an open

@@ -398,6 +398,9 @@ async def test_breaker_state_shows_in_health_per_target() -> None:
             breaker.admit().failed(_down())
         await wait_for_health(s.channel, "switchboard.target.b", NOT_SERVING)
         await wait_for_health(s.channel, "switchboard.target.a", SERVING)
+        gauge = "switchboard_target_breaker_state"
+        sample = s.app.metrics.registry.get_sample_value
+        assert (sample(gauge, {"target": "a"}), sample(gauge, {"target": "b"})) == (0, 2)
 
 
 def _down() -> Unavailable:

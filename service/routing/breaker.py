@@ -39,6 +39,9 @@ CLOSED = pybreaker.STATE_CLOSED
 OPEN = pybreaker.STATE_OPEN
 HALF_OPEN = pybreaker.STATE_HALF_OPEN
 
+STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+"""A breaker state as a number, for metrics."""
+
 StateListener = Callable[[str, str], None]
 """Called with (target name, new state) on every state change."""
 
