@@ -33,7 +33,8 @@ from service.providers.mock import MockProvider
 async def serve(yaml_text: str) -> AsyncIterator[tuple[App, AsyncClient]]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.yaml"
-        path.write_text(textwrap.dedent(yaml_text))
+        # Loopback only, so auth may be off: the bench measures routing, not keys.
+        path.write_text("auth: {enabled: false}\n" + textwrap.dedent(yaml_text))
         app = App(load(path, {}))
         port = await app.start("127.0.0.1", 0)
         client = AsyncClient(f"127.0.0.1:{port}")
