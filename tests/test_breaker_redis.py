@@ -3,6 +3,7 @@ open circuits. Each test uses its own key namespace and deletes it."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -76,3 +77,22 @@ resilience:
         answer = await two.client.invoke("bot", "hi")
         assert (answer.target.name, answer.attempts) == ("b", 1)
         assert mock(two, "a").stats.started == 0
+
+
+def test_an_unreachable_redis_leaves_breakers_local_instead_of_failing() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    storage, close = redis_storage(RedisStorageSpec(f"redis://127.0.0.1:{port}/0", "x"))
+    try:
+        breaker = (
+            TargetRegistry(
+                ResilienceSpec(default_breaker=BreakerPolicy(fail_max=1)), storage=storage
+            )
+            .get("a")
+            .breaker
+        )
+        breaker.admit().failed(Unavailable("down"))
+        assert breaker.state == OPEN
+    finally:
+        close()

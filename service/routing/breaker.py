@@ -56,12 +56,23 @@ def redis_storage(spec: RedisStorageSpec) -> tuple[StorageFactory, Callable[[], 
 
     pybreaker talks to Redis synchronously: each admit and outcome costs a round trip on
     the event loop, fine on a local network. When Redis fails, pybreaker logs it and
-    treats the circuit as closed.
+    treats the circuit as closed; when it is unreachable as a target's breaker is built,
+    that breaker keeps its state in memory.
     """
     client = redis.Redis.from_url(spec.url, socket_timeout=0.25, socket_connect_timeout=0.25)
 
     def storage(target: str) -> pybreaker.CircuitBreakerStorage:
-        return pybreaker.CircuitRedisStorage(CLOSED, client, namespace=f"{spec.namespace}:{target}")
+        try:
+            return pybreaker.CircuitRedisStorage(
+                CLOSED, client, namespace=f"{spec.namespace}:{target}"
+            )
+        except redis.RedisError as exc:
+            # Serving beats sharing: this target's breaker stays local to this process.
+            log.error(  # noqa: TRY400 (a known outage: the cause is enough, no traceback)
+                "breaker state storage unreachable; this target's breaker is local",
+                extra={"target": target, "error": type(exc).__name__},
+            )
+            return pybreaker.CircuitMemoryStorage(CLOSED)
 
     return storage, client.close
 
