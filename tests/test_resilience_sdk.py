@@ -129,3 +129,13 @@ async def test_the_breaker_keeps_calls_off_a_failing_upstream() -> None:
         assert (answer.target.name, answer.attempts) == ("claude", 1)
         assert answer.message.content[0].text == "still here"
         assert len(gpt.received) == 2
+
+
+async def test_answers_read_to_the_end_keep_one_pooled_connection() -> None:
+    async with upstreams() as (gpt, _, s):
+        for _ in range(3):
+            events = [e async for e in s.client.stream("fallback", "hi")]
+            assert events[-1].finish.target.name == "gpt"
+        await gpt.wait_for(lambda: gpt.completed == 3)
+        assert gpt.connections == 1  # no connection cut and reopened per answer
+        assert gpt.abandoned == 0

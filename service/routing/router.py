@@ -396,6 +396,7 @@ async def _committed(
         while True:
             if isinstance(event, Finish):
                 attempt.ticket.succeeded()
+                await _run_out(attempt)
                 yield event
                 return
             yield event
@@ -414,6 +415,24 @@ async def _committed(
     finally:
         attempt.ticket.abandoned()
         await events.aclose()
+
+
+async def _run_out(attempt: _Attempt) -> None:
+    """Let the provider end after its Finish (it owes nothing more) instead of closing it
+    mid-generator: it completes normally (its own accounting, whatever it reads after the
+    last event). Bounded; the answer is complete, so whatever goes wrong is only logged."""
+    try:
+        async with asyncio.timeout(min(attempt.deadline.remaining(), 1.0) + GUARD_S):
+            extra = await anext(attempt.events)
+    except StopAsyncIteration:
+        return
+    except (TimeoutError, SwitchboardError) as exc:
+        log.info("provider did not end after its Finish", extra={"error": repr(exc)})
+        return
+    log.warning(
+        "provider sent an event after its Finish; ignored",
+        extra={"target": attempt.target.name, "event": type(extra).__name__},
+    )
 
 
 def _for_target(call: ModelCall, target: TargetSpec) -> ModelCall:
