@@ -43,7 +43,7 @@ def targets(**options: dict[str, object]) -> dict[str, MockProvider]:
 
 
 def policy(providers: dict[str, MockProvider], **kw: object) -> RoutePolicy:
-    route = tuple(RouteTarget(p._target) for p in providers.values())
+    route = tuple(RouteTarget(TargetSpec(name, "mock", "echo")) for name in providers)
     return RoutePolicy(targets=route, **kw)  # type: ignore[arg-type]
 
 
