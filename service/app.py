@@ -33,6 +33,8 @@ from service.providers.base import Provider
 from service.providers.registry import build_provider
 from service.ratelimit.limiter import build_limiter
 from service.reload import Reloader, Runtimes
+from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
+from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.serving.options import server_options
 
@@ -40,11 +42,17 @@ log = logging.getLogger(__name__)
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+TARGET_HEALTH_PREFIX = "switchboard.target."
 RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 
 
-def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runtime:
-    return Runtime(snapshot=snapshot, router=Router(providers))
+def build_runtime(
+    snapshot: Snapshot, providers: Mapping[str, Provider], targets: TargetRegistry
+) -> Runtime:
+    """The runtime for ``snapshot``. ``targets`` (breakers, budgets) outlives it: on reload
+    pass the same registry, and it keeps its state under the new settings."""
+    targets.configure(snapshot.resilience, snapshot.targets)
+    return Runtime(snapshot=snapshot, router=Router(providers, targets))
 
 
 class App:
@@ -69,9 +77,19 @@ class App:
         )
         self.metrics = Metrics(known_agents=lambda: self.snapshot.agents)
         tracer = self.tracer_provider.get_tracer("switchboard")
+        # Per-target breaker states, published as health services by an owned task.
+        self._target_states: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        storage, self._close_storage = None, None
+        if snapshot.resilience.redis is not None:
+            storage, self._close_storage = redis_storage(snapshot.resilience.redis)
+        self.targets = TargetRegistry(snapshot.resilience, storage=storage)
+        self.targets.subscribe(self._breaker_changed)
+        self._target_health: asyncio.Task[None] | None = None
+        # The runtime (snapshot, router, providers) is swapped whole on reload; the target
+        # registry (breakers, budgets) outlives every runtime.
         self.runtimes = Runtimes(
             snapshot,
-            build_runtime=build_runtime,
+            build_runtime=lambda snap, providers: build_runtime(snap, providers, self.targets),
             build_provider=lambda target: TracedProvider(
                 build_provider(target), target, tracer, self.metrics
             ),
@@ -158,6 +176,7 @@ class App:
         await self.server.start()
         for service in ("", AGENT_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._target_health = asyncio.create_task(self._publish_target_health())
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
         log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
@@ -200,15 +219,34 @@ class App:
             self._reloading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloading
+        if self._target_health is not None:
+            self._target_health.cancel()
+            await asyncio.wait([self._target_health])
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
         # Health watchers and anything else still open get what is left of the grace period.
         await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         await self.runtimes.aclose()
+        if self._close_storage is not None:
+            self._close_storage()
         await self.limiter.aclose()
         self.metrics.close()
         if self._owns_tracer_provider:
             # Flushing exports synchronously: off the event loop, so it does not stall it.
             await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("stopped", extra={"event": "stop"})
+
+    def _breaker_changed(self, target: str, state: str) -> None:
+        self.metrics.breaker_state.labels(target).set(STATE_VALUES[state])
+        self._target_states.put_nowait((target, state))  # for _publish_target_health
+
+    async def _publish_target_health(self) -> None:
+        """Mirror each target's breaker in health as ``switchboard.target.<name>``: an open
+        circuit is NOT_SERVING, closed or half-open SERVING. Runs until stop() cancels it."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            name, state = await self._target_states.get()
+            status = not_serving if state == OPEN else serving
+            await self.health.set(TARGET_HEALTH_PREFIX + name, status)

@@ -20,6 +20,7 @@ from service.config.watch import FileWatcher
 from service.providers.base import TargetSpec
 from service.providers.mock import MockProvider
 from service.reload import Reloader, Runtimes
+from service.routing.registry import TargetRegistry
 from tests.harness import serve_config
 
 CONFIG = """
@@ -278,9 +279,11 @@ async def test_a_provider_kept_by_one_reload_and_replaced_by_the_next_waits_for_
         path.write_text(config(prompt=prompt).replace("tokens_per_s: 20", f"tokens_per_s: {speed}"))
         return load(path, {})
 
+    first_snapshot = snapshot("a", 20)
+    targets = TargetRegistry(first_snapshot.resilience)  # outlives every runtime, as in App
     runtimes = Runtimes(
-        snapshot("a", 20),
-        build_runtime=build_runtime,
+        first_snapshot,
+        build_runtime=lambda snap, providers: build_runtime(snap, providers, targets),
         build_provider=lambda target: Recording(target, closed),
     )
     first, slow = runtimes.current(), runtimes.providers["slow"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from service.domain import Parameters, Tool
 from service.providers.base import TargetSpec
+from service.routing.policy import RoutePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +20,4 @@ class AgentSpec:
     overridable_parameters: frozenset[str]
     tools: tuple[Tool, ...]
     accepts_caller_tools: bool
+    routing: RoutePolicy | None = None  # None: plain ordered fallback over ``route``

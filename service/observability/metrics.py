@@ -107,6 +107,12 @@ class Metrics:
             multiprocess_mode="livemin",  # serve --workers: 0 if any live worker sees it down
         )
         self.ratelimit_backend_up.set(1)
+        self.breaker_state = Gauge(
+            "switchboard_target_breaker_state",
+            "Each target's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["target"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str, str], _Children] = {}
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
