@@ -55,6 +55,10 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
+def calls(samples: dict[str, float]) -> float:
+    return sum(v for k, v in samples.items() if k.startswith("switchboard_calls_total{"))
+
+
 def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> None:
     config = tmp_path / "switchboard.yaml"
     config.write_text(textwrap.dedent(CONFIG))
@@ -67,6 +71,8 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         address = f"127.0.0.1:{server.port}"
         with Client(address) as client:
             assert client.invoke("echo", "hi").message.content[0].text == "hi"
+        # A call is counted just after its answer is sent: wait for that before killing.
+        wait_for(lambda: calls(scrape(metrics_port)) == 1, what="the first call counted")
 
         # A worker crashes: it is replaced by a new process, and the port keeps answering.
         victim = min(workers)
@@ -95,8 +101,7 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         assert samples["switchboard_worker_restarts_total{}"] == 1
         assert samples["switchboard_workers{}"] == 2
         # Every call counted once, whichever worker served it, the killed one included.
-        invokes = {k: v for k, v in samples.items() if k.startswith("switchboard_calls_total{")}
-        assert sum(invokes.values()) == 1 + 4, invokes
+        wait_for(lambda: calls(scrape(metrics_port)) == 1 + 4, what="all five calls counted")
 
         # SIGTERM: every worker drains; a stream in flight finishes; all exit cleanly.
         words = " ".join(f"w{i}" for i in range(15))  # 1.5 s at 10 tokens/s
