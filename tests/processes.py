@@ -50,6 +50,20 @@ class Running:
             out.append(str(record.get("msg", line)) if isinstance(record, dict) else line)
         return out
 
+    def metrics_port(self) -> int:
+        """The port the supervisor's metrics endpoint bound (started with port 0)."""
+        found: list[int] = []
+
+        def logged() -> bool:
+            for message in self.messages:
+                if message.startswith("metrics of all workers on "):
+                    found.append(int(message.rsplit(":", 1)[1]))
+                    return True
+            return False
+
+        wait_for(logged, what="the metrics endpoint")
+        return found[0]
+
     def wait_for_output(self, text: str, *, count: int = 1, within_s: float = 30.0) -> None:
         wait_for(lambda: self.output.count(text) >= count, within_s=within_s, what=repr(text))
 

@@ -14,7 +14,7 @@ import pytest
 from switchboard_client import Client
 
 from tests.processes import serve_process, wait_for
-from tests.test_workers import free_port, scrape
+from tests.test_workers import scrape
 
 pytestmark = pytest.mark.system
 
@@ -62,17 +62,17 @@ def test_workers_serve_reload_and_export_metrics_on_a_read_only_root(tmp_path: P
         """
     )
     config.write_text(text)
-    metrics_port = free_port()
     environ = {
         "OUT": str(out),
         "SCRATCH": str(scratch),
         "TMPDIR": str(scratch),  # the container's /tmp
         "HOME": str(scratch),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "SWITCHBOARD_OBSERVABILITY__METRICS__PORT": str(metrics_port),
+        "SWITCHBOARD_OBSERVABILITY__METRICS__PORT": "0",
     }
     wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", SETUP, "sh"]
     with serve_process(config, "--workers", "2", environ=environ, wrapper=wrapper) as server:
+        metrics_port = server.metrics_port()
         with Client(f"127.0.0.1:{server.port}") as client:
             before = client.invoke("echo", "hi").agent_version
             config.write_text(text.replace("One.", "Two and more."))

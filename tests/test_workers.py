@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import textwrap
 import urllib.request
 from pathlib import Path
@@ -37,12 +36,6 @@ agents:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def scrape(port: int) -> dict[str, float]:
     """The metrics as {"name{label=value}": value}."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
@@ -62,12 +55,12 @@ def calls(samples: dict[str, float]) -> float:
 def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> None:
     config = tmp_path / "switchboard.yaml"
     config.write_text(textwrap.dedent(CONFIG))
-    metrics_port = free_port()
-    environ = {"SWITCHBOARD_OBSERVABILITY__METRICS__PORT": str(metrics_port)}
+    environ = {"SWITCHBOARD_OBSERVABILITY__METRICS__PORT": "0"}
     with serve_process(config, "--workers", "2", environ=environ) as server:
+        metrics_port = server.metrics_port()
         supervisor = server.process.pid
+        wait_for(lambda: len(children(supervisor)) == 2, what="two workers")
         workers = children(supervisor)
-        assert len(workers) == 2
         address = f"127.0.0.1:{server.port}"
         with Client(address) as client:
             assert client.invoke("echo", "hi").message.content[0].text == "hi"
@@ -122,8 +115,8 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path) ->
     config = tmp_path / "switchboard.yaml"
     config.write_text(textwrap.dedent(CONFIG))
     with serve_process(config, "--workers", "2") as server:
+        wait_for(lambda: len(children(server.process.pid)) == 2, what="two workers")
         workers = children(server.process.pid)
-        assert len(workers) == 2
         server.process.kill()  # no chance to tell anyone: the lifeline pipes close
         server.process.wait(timeout=30)
         try:
