@@ -9,25 +9,28 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from service.agents.spec import AgentSpec
+from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.config.model import (
     AgentConfig,
+    BudgetConfig,
     Config,
     ParametersConfig,
     SecretRef,
     ServerConfig,
+    StateConfig,
     TargetConfig,
 )
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
 from service.providers.base import TargetSpec
 from service.secrets import Secret
+from service.usage.pricing import PriceTable, price_table
 
 ENV_PREFIX = "SWITCHBOARD_"
 
@@ -44,6 +47,10 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
+    state: StateConfig = field(default_factory=StateConfig)
+    pricing: PriceTable = field(default_factory=PriceTable)
+    budgets: tuple[BudgetConfig, ...] = ()
+    postgres_dsn: Secret | None = None
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
@@ -115,7 +122,25 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         name: _agent(name, agent, config.targets, targets)
         for name, agent in sorted(config.agents.items())
     }
-    return Snapshot(source=source, server=config.server, targets=targets, agents=agents)
+    return Snapshot(
+        source=source,
+        server=config.server,
+        targets=targets,
+        agents=agents,
+        state=config.state,
+        pricing=price_table(config.pricing),
+        budgets=tuple(config.budgets),
+        postgres_dsn=_postgres_dsn(config.state, source, environ),
+    )
+
+
+def _postgres_dsn(state: StateConfig, source: str, environ: Mapping[str, str]) -> Secret | None:
+    if state.backend != "shared":
+        return None
+    dsn = state.postgres_dsn
+    if isinstance(dsn, str):
+        return Secret(dsn)
+    return _secret(dsn, f"{source}: state.postgres_dsn", environ)
 
 
 def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:
@@ -185,6 +210,8 @@ def _agent(
             for t in agent.tools
         ),
         accepts_caller_tools=agent.accepts_caller_tools,
+        memory=MemoryPolicy(agent.memory.max_turns, agent.memory.max_tokens),
+        cache=CachePolicy(agent.cache.mode, agent.cache.ttl_s),
     )
 
 
