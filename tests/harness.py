@@ -32,7 +32,9 @@ async def serve_config(
     with TemporaryDirectory() as tmp:
         path = Path(tmp) / "switchboard.yaml"
         path.write_text(textwrap.dedent(yaml_text))
-        app = App(load(path, environ or {}))
+        # State goes to this temporary folder unless the test says where.
+        environ = {"SWITCHBOARD_STATE__DATA_DIR": str(Path(tmp) / "data"), **(environ or {})}
+        app = App(load(path, environ))
         port = await app.start("127.0.0.1", 0)
         address = f"127.0.0.1:{port}"
         channel = grpc.aio.insecure_channel(address)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -18,6 +19,7 @@ from service.api import convert
 from service.api.errors import abort
 from service.deadline import Deadline
 from service.errors import InvalidArgument
+from service.idempotency import Idempotency, idempotency_key
 
 Context = grpc.aio.ServicerContext[object, object]
 DEFAULT_PAGE_SIZE = 100
@@ -35,18 +37,34 @@ def deadline_of(context: Context, default_s: float) -> Deadline:
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, idempotency: Idempotency | None = None) -> None:
         self._runner = runner
+        self._idempotency = idempotency
 
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:  # noqa: N802
         try:
             agent_request = convert.request_from_proto(request, self._request_id())
             deadline = deadline_of(context, self._runner.default_deadline_s())
-            response = await self._runner.invoke(agent_request, deadline)
+
+            if self._idempotency is None or not request.request_id:
+                return convert.response_to_proto(await self._runner.invoke(agent_request, deadline))
+
+            async def work() -> bytes:
+                response = await self._runner.invoke(agent_request, deadline)
+                return convert.response_to_proto(response).SerializeToString()
+
+            # A caller's request id is its idempotency key: at most once per tenant and key.
+            ctx = call_context.current()
+            answer = await self._idempotency.run(
+                idempotency_key(ctx.tenant, ctx.key_id, request.request_id),
+                hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest(),
+                deadline,
+                work,
+            )
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise  # unreachable: abort raises
-        return convert.response_to_proto(response)
+        return pb.InvokeResponse.FromString(answer)
 
     async def Stream(  # noqa: N802
         self, request: pb.StreamRequest, context: Context
