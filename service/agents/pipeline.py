@@ -157,22 +157,31 @@ class StatePipeline:
         finally:
             if reservation is not None:
                 await self._release(reservation)
-            await self._record(request, agent, fold, start, finish, status, began)
+            await self._record(
+                request=request,
+                agent=agent,
+                fold=fold,
+                start=start,
+                finish=finish,
+                status=status,
+                began=began,
+            )
 
     async def _settle(self, reservation: Reservation, amount: int) -> None:
         try:
             await self._budgets.settle(reservation, amount)
         except SwitchboardError as exc:
-            log.error("budget settlement failed (the reservation will expire): %s", exc.message)
+            log.exception("budget settlement failed (the reservation will expire): %s", exc.message)
 
     async def _release(self, reservation: Reservation) -> None:
         try:
             await self._budgets.release(reservation)
         except SwitchboardError as exc:
-            log.error("budget release failed (the reservation will expire): %s", exc.message)
+            log.exception("budget release failed (the reservation will expire): %s", exc.message)
 
     async def _record(
         self,
+        *,
         request: AgentRequest,
         agent: AgentSpec,
         fold: Fold,
@@ -207,7 +216,7 @@ class StatePipeline:
             await self._durable.record_usage(record)
             await self._durable.audit(entry)
         except SwitchboardError as exc:
-            log.error("usage ledger write failed: %s", exc.message)
+            log.exception("usage ledger write failed: %s", exc.message)
 
 
 async def _priced(
@@ -221,7 +230,8 @@ async def _priced(
                 model = event.target.model
             elif isinstance(event, UsageEvent):
                 cost = usd(prices.cost_nanos(model, event.usage))
-                event = UsageEvent(replace(event.usage, cost_usd=cost))
+                yield UsageEvent(replace(event.usage, cost_usd=cost))
+                continue
             yield event
 
 

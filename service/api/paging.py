@@ -27,7 +27,7 @@ def decode_token(token: str, rpc: str) -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidArgument.field(
             "page_token", f"not a token from a previous {rpc} response"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import grpc
@@ -91,8 +92,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
                 f"session:{request.id[:128]}",
                 outcome,
             )
-            try:
+            # The store's own error is what the caller needs, not this one.
+            with contextlib.suppress(SwitchboardError):
                 await self._audit.audit(entry)
-            except SwitchboardError:
-                pass  # the store's own error is what the caller needs, not this one
         return pb.DeleteSessionResponse()

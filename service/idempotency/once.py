@@ -75,10 +75,10 @@ class Idempotency:
             try:
                 await self._store.abandon(key)
             except SwitchboardError as exc:  # the claim's lease expires on its own
-                log.error("could not free an idempotency key: %s", exc.message)
+                log.warning("could not free an idempotency key: %s", exc.message)
             raise
         try:
             await self._store.complete(key, fingerprint, result, self._ttl_s)
         except SwitchboardError as exc:
-            log.error("could not record an idempotent answer: %s", exc.message)
+            log.warning("could not record an idempotent answer: %s", exc.message)
         return result

@@ -26,7 +26,7 @@ async def watch(
         except Unavailable as exc:
             now = False
             if healthy is not False:
-                log.error("state stores unhealthy: %s", exc.message)
+                log.warning("state stores unhealthy: %s", exc.message)
         if now != healthy:
             if now and healthy is False:
                 log.info("state stores healthy again")
