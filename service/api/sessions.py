@@ -75,24 +75,31 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         self, request: pb.DeleteSessionRequest, context: Context
     ) -> pb.DeleteSessionResponse:
         ctx = current()
-        outcome = "ok"
         try:
             await self._sessions.delete(ctx.tenant, request.id)
         except Exception as exc:  # mapped to a status in one place
-            outcome = type(exc).__name__ if isinstance(exc, SwitchboardError) else "Internal"
+            await self._audited(request.id, _outcome(exc))
             await abort(context, exc)
             raise
-        finally:
-            entry = AuditEntry(
-                time.time(),
-                ctx.tenant,
-                ctx.key_id,
-                ctx.request_id,
-                "DeleteSession",
-                f"session:{request.id[:128]}",
-                outcome,
-            )
-            # The store's own error is what the caller needs, not this one.
-            with contextlib.suppress(SwitchboardError):
-                await self._audit.audit(entry)
+        await self._audited(request.id, "ok")
         return pb.DeleteSessionResponse()
+
+    async def _audited(self, session_id: str, outcome: str) -> None:
+        ctx = current()
+        entry = AuditEntry(
+            time.time(),
+            ctx.tenant,
+            ctx.key_id,
+            ctx.request_id,
+            "DeleteSession",
+            f"session:{session_id[:128]}",
+            outcome,
+        )
+        # Written before the caller hears back. A store error here is not the caller's
+        # concern when the deletion itself succeeded or failed on its own.
+        with contextlib.suppress(SwitchboardError):
+            await self._audit.audit(entry)
+
+
+def _outcome(exc: Exception) -> str:
+    return type(exc).__name__ if isinstance(exc, SwitchboardError) else "Internal"

@@ -13,7 +13,7 @@ from switchboard.v1 import session_pb2_grpc, usage_pb2_grpc
 from service.agents.runner import Runner
 from service.context import CallContext, bind, reset
 from service.deadline import Deadline
-from service.domain import AgentRequest, AgentResponse, Message, Role, TextPart
+from service.domain import AgentRequest, AgentResponse, Message, Parameters, Role, TextPart
 from tests.backends import postgres_schema, redis_prefix, shared_state_yaml
 from tests.harness import Served, serve_config
 
@@ -74,9 +74,12 @@ async def serve_state(backend: str, extra: str = "") -> AsyncIterator[Served]:
         async with serve_config(config) as served:
             yield served
         return
-    async with postgres_schema() as schema, redis_prefix() as prefix:
-        async with serve_config(config + shared_state_yaml(schema, prefix)) as served:
-            yield served
+    async with (
+        postgres_schema() as schema,
+        redis_prefix() as prefix,
+        serve_config(config + shared_state_yaml(schema, prefix)) as served,
+    ):
+        yield served
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -103,6 +106,7 @@ async def invoke_as(
     *,
     session_id: str = "",
     key_id: str = "",
+    max_tokens: int | None = None,
 ) -> AgentResponse:
     """Invoke through the server's own runner as another tenant (no auth exists yet to pick
     a tenant over the wire)."""
@@ -113,6 +117,7 @@ async def invoke_as(
             messages=(Message(Role.USER, (TextPart(text),)),),
             request_id="r-" + tenant,
             session_id=session_id,
+            parameters=Parameters(max_tokens=max_tokens),
         )
         return await runner.invoke(request, Deadline.after(10))
     finally:
