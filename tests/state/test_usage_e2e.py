@@ -8,11 +8,13 @@ import time
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from switchboard.v1 import agent_pb2 as pb
+from switchboard.v1 import session_pb2 as spb
 from switchboard.v1 import usage_pb2 as upb
 from switchboard_client import ResourceExhaustedError
 
 from service.errors import ResourceExhausted
-from tests.state.stateful import invoke_as, serve_state, usage
+from tests.state.stateful import invoke_as, serve_state, sessions, usage
 
 pytestmark = pytest.mark.asyncio
 
@@ -117,11 +119,7 @@ async def test_usage_is_tenant_scoped(backend: str) -> None:
 async def test_calls_are_audited_without_prompt_text(backend: str) -> None:
     async with serve_state(backend) as served:
         await served.client.invoke("echo", "top secret words", request_id="audit-1")
-        with pytest.raises(Exception, match="no session"):
-            from switchboard.v1 import session_pb2 as spb
-
-            from tests.state.stateful import sessions
-
+        with pytest.raises(grpc.aio.AioRpcError, match="no session"):
             await sessions(served).DeleteSession(spb.DeleteSessionRequest(id="nope"))
 
         entries = await served.app.stores.durable.recent_audit("default", 10)
@@ -133,9 +131,7 @@ async def test_calls_are_audited_without_prompt_text(backend: str) -> None:
         assert not any("secret" in str(e) for e in entries)
 
 
-def _temperature(value: float):  # type: ignore[no-untyped-def]
-    from switchboard.v1 import agent_pb2 as pb
-
+def _temperature(value: float) -> pb.Parameters:
     return pb.Parameters(temperature=value)
 
 
@@ -155,10 +151,14 @@ async def test_over_budget_is_resource_exhausted_naming_the_budget(backend: str)
         params = _max_tokens(5)
         first = await served.client.invoke("echo", "a b", parameters=params)
         assert first.usage.cost_usd > 0
-        with pytest.raises(ResourceExhaustedError) as caught:
-            for _ in range(10):
+        error = None
+        for _ in range(10):
+            try:
                 await served.client.invoke("echo", "a b", parameters=params)
-        error = caught.value
+            except ResourceExhaustedError as exc:
+                error = exc
+                break
+        assert error is not None, "the budget never bound"
         assert "budget 'tenant-daily'" in str(error)
         (violation,) = error.violations
         assert violation.subject == "tenant:default"
@@ -194,11 +194,13 @@ async def test_budgets_are_per_tenant(backend: str) -> None:
     async with serve_state(backend, BUDGETS.format(limit=0.02)) as served:
         runner = served.app.runner
         answered = 0
-        with pytest.raises(ResourceExhausted):
-            for _ in range(20):
+        for _ in range(20):
+            try:
                 await invoke_as(runner, "acme", "echo", "a b c d", max_tokens=5)
-                answered += 1
-        assert answered >= 1
+            except ResourceExhausted:
+                break
+            answered += 1
+        assert 1 <= answered < 20
         # acme's budget is spent; the default tenant's is untouched.
         answer = await served.client.invoke("echo", "a b", parameters=_max_tokens(5))
         assert answer.usage.cost_usd > 0
@@ -222,7 +224,5 @@ async def test_per_key_budget_names_the_key(backend: str) -> None:
         await served.client.invoke("echo", "a", parameters=_max_tokens(5))
 
 
-def _max_tokens(value: int):  # type: ignore[no-untyped-def]
-    from switchboard.v1 import agent_pb2 as pb
-
+def _max_tokens(value: int) -> pb.Parameters:
     return pb.Parameters(max_tokens=value)
