@@ -45,7 +45,9 @@ def build_request(
     request_id: str = "",
     metadata: dict[str, str] | None = None,
     tools: Sequence[pb.Tool] = (),
+    cache: bool | None = None,
 ) -> pb.InvokeRequest:
+    """``cache``: None for the agent's default, True/False to opt in or out where allowed."""
     return pb.InvokeRequest(
         agent=agent,
         messages=_messages(conversation),
@@ -54,6 +56,7 @@ def build_request(
         request_id=request_id,
         metadata=metadata,
         tools=tools,
+        cache=cache,
     )
 
 
