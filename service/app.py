@@ -37,7 +37,7 @@ from service.routing.router import Router
 from service.sessions import Sessions
 from service.state import build_stores
 from service.state.health import HEALTH_NAME as STATE_HEALTH
-from service.state.health import watch
+from service.state.health import healthy, watch
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,15 @@ class App:
         await self.server.start()
         for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        state_ok = await healthy(self.stores)
+        await self._report_state(state_ok)
         self._state_watch = asyncio.create_task(
-            watch(self.stores, self._report_state, self.snapshot.state.health_interval_s)
+            watch(
+                self.stores,
+                self._report_state,
+                self.snapshot.state.health_interval_s,
+                last=state_ok,
+            )
         )
         log.info("serving", extra={"address": address, "port": self.port})
         return self.port

@@ -14,22 +14,30 @@ log = logging.getLogger(__name__)
 HEALTH_NAME = "switchboard.state"
 
 
+async def healthy(stores: Stores) -> bool:
+    """One ping of every store; logs what is down."""
+    try:
+        await stores.ping()
+    except Unavailable as exc:
+        log.warning("state stores unhealthy: %s", exc.message)
+        return False
+    return True
+
+
 async def watch(
-    stores: Stores, report: Callable[[bool], Awaitable[None]], interval_s: float
+    stores: Stores,
+    report: Callable[[bool], Awaitable[None]],
+    interval_s: float,
+    *,
+    last: bool | None = None,
 ) -> None:
-    """Ping the stores every ``interval_s`` and ``report(healthy)``; runs until cancelled."""
-    healthy: bool | None = None
+    """Ping the stores every ``interval_s`` and ``report(healthy)`` on each change from
+    ``last``; runs until cancelled."""
     while True:
-        try:
-            await stores.ping()
-            now = True
-        except Unavailable as exc:
-            now = False
-            if healthy is not False:
-                log.warning("state stores unhealthy: %s", exc.message)
-        if now != healthy:
-            if now and healthy is False:
-                log.info("state stores healthy again")
-            healthy = now
-            await report(now)
         await asyncio.sleep(interval_s)
+        now = await healthy(stores)
+        if now != last:
+            if now:
+                log.info("state stores healthy again")
+            last = now
+            await report(now)
