@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 from switchboard.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -26,13 +27,21 @@ from switchboard.v1 import (
 
 from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
+from service.api.admission import Admission
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
-from service.config import Snapshot
+from service.config import ConfigError, Snapshot
+from service.config.chain_model import is_loopback
 from service.idempotency import Idempotency
+from service.interceptors.chain import build_interceptors
+from service.observability.logging import CallLog
+from service.observability.metrics import Metrics
+from service.observability.traced_provider import TracedProvider
+from service.observability.tracing import build_tracer_provider
 from service.providers.base import Provider
 from service.providers.registry import build_provider
+from service.ratelimit.limiter import build_limiter
 from service.routing.router import Router
 from service.sessions import Sessions
 from service.state import build_stores
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 
@@ -54,11 +64,24 @@ def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runt
 class App:
     """One server process: the gRPC server, its services, and the providers behind them."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(
+        self, snapshot: Snapshot, *, tracer_provider: TracerProvider | None = None
+    ) -> None:
+        """``tracer_provider``: given by tests (in-memory exporter); built from config if None."""
+        self._owns_tracer_provider = tracer_provider is None
+        self.tracer_provider = tracer_provider or build_tracer_provider(
+            snapshot.observability.tracing
+        )
+        self.metrics = Metrics(known_agents=lambda: self._runtime.snapshot.agents)
         self.providers: dict[str, Provider] = {
             name: build_provider(target) for name, target in snapshot.targets.items()
         }
-        self._runtime = build_runtime(snapshot, self.providers)
+        tracer = self.tracer_provider.get_tracer("switchboard")
+        routed: dict[str, Provider] = {
+            name: TracedProvider(provider, snapshot.targets[name], tracer, self.metrics)
+            for name, provider in self.providers.items()
+        }
+        self._runtime = build_runtime(snapshot, routed)
         self.stores = build_stores(snapshot)
         self.pipeline = StatePipeline(
             self.stores,
@@ -69,8 +92,16 @@ class App:
         self.runner = Runner(lambda: self._runtime, self.pipeline)
         self._state_watch: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.limiter = build_limiter(
+            snapshot.rate_limits,
+            on_refusal=lambda limit: self.metrics.ratelimit_refusals.labels(limit).inc(),
+            on_backend_error=self.metrics.ratelimit_backend_errors.inc,
+            on_state=self._ratelimit_state,
+        )
+        self.admission = Admission()
         self.server = self._build_server(snapshot)
         self.port = 0
+        self.metrics_port: int | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -79,7 +110,15 @@ class App:
 
     def _build_server(self, snapshot: Snapshot) -> grpc.aio.Server:
         settings = snapshot.server
+        interceptors = build_interceptors(
+            tracer_provider=self.tracer_provider,
+            auth=lambda: self._runtime.snapshot.auth,
+            limiter=self.limiter,
+            sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
+            default_deadline_s=self.runner.default_deadline_s,
+        )
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                 ("grpc.max_send_message_length", settings.max_send_message_bytes),
@@ -89,7 +128,7 @@ class App:
         )
         idempotency = Idempotency(self.stores.fast, ttl_s=snapshot.state.idempotency_ttl_s)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.runner, idempotency), server
+            AgentServicer(self.runner, self.admission, idempotency), server
         )
         session_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(Sessions(self.stores.durable), self.stores.durable), server
@@ -116,15 +155,28 @@ class App:
 
         Raises:
             RuntimeError: the address cannot be bound.
+            ConfigError: auth is off on a non-loopback address, or the metrics port cannot
+                be bound.
             Unavailable: the state schema cannot be migrated (``state.migrate``).
         """
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         settings = self.snapshot.server
-        address = f"{host or settings.host}:{settings.port if port is None else port}"
+        host = host or settings.host
+        self._check_auth(host)
+        address = f"{host}:{settings.port if port is None else port}"
         self.port = self.server.add_insecure_port(address)
+        metrics = self.snapshot.observability.metrics
+        if metrics.port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(metrics.host, metrics.port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"observability.metrics: cannot listen on {metrics.host}:{metrics.port}: "
+                    f"{exc.strerror}"
+                ) from exc
         await self.server.start()
-        for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE):
+        for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         state_ok = await healthy(self.stores)
         await self._report_state(state_ok)
@@ -136,29 +188,62 @@ class App:
                 last=state_ok,
             )
         )
-        log.info("serving", extra={"address": address, "port": self.port})
+        log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
 
+    def _check_auth(self, host: str) -> None:
+        """Refuse to serve without auth beyond loopback; say loudly when auth is off.
+
+        Raises:
+            ConfigError: auth is off and ``host`` is not a loopback address.
+        """
+        auth = self.snapshot.auth
+        if auth.enabled:
+            if not len(auth.keys):
+                log.warning("auth is on but no API keys are configured: every call will fail")
+            return
+        if not is_loopback(host):
+            raise ConfigError(
+                f"auth.enabled: auth may be off only on a loopback address, not {host!r}"
+            )
+        log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+
+    async def _ratelimit_state(self, up: bool) -> None:
+        self.metrics.ratelimit_backend_up.set(1 if up else 0)
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(RATELIMIT_HEALTH, status.SERVING if up else status.NOT_SERVING)
+
+    async def _report_state(self, ok: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(STATE_HEALTH, status.SERVING if ok else status.NOT_SERVING)
+
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain and stop: NOT_SERVING at once, new calls refused (UNAVAILABLE), in-flight
-        calls given ``grace_s`` (default from config) to finish, then providers and state
-        stores closed."""
+        """Drain and stop: health NOT_SERVING and new agent calls refused (UNAVAILABLE) at
+        once; calls in flight get ``grace_s`` (default: ``server.grace_s``) to finish and are
+        cancelled after it; then the transport stops and providers and state stores are
+        closed."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         grace = self.snapshot.server.grace_s if grace_s is None else grace_s
-        log.info("draining", extra={"grace_s": grace})
+        deadline = asyncio.get_running_loop().time() + grace
+        log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        drained = await self.admission.drain(grace)
+        if not drained:
+            log.warning("grace period over: cancelling calls still in flight")
+        # Health watchers and anything else still open get what is left of the grace period.
+        await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self._state_watch is not None:
             self._state_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._state_watch
         for provider in self.providers.values():
             await provider.aclose()
+        await self.limiter.aclose()
         await self.stores.aclose()
-        log.info("stopped")
-
-    async def _report_state(self, healthy: bool) -> None:
-        status = health_pb2.HealthCheckResponse
-        await self.health.set(STATE_HEALTH, status.SERVING if healthy else status.NOT_SERVING)
+        self.metrics.close()
+        if self._owns_tracer_provider:
+            # Flushing exports synchronously: off the event loop, so it does not stall it.
+            await asyncio.to_thread(self.tracer_provider.shutdown)
+        log.info("stopped", extra={"event": "stop"})

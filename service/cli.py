@@ -1,4 +1,4 @@
-"""The command line: ``switchboard serve``, ``check-config`` and ``migrate``."""
+"""The command line: ``switchboard serve``, ``check-config``, ``keys`` and ``migrate``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import yaml
+
+from service.auth import keys as api_keys
+from service.auth.policy import keys_path
 from service.config import ConfigError, Snapshot, load
+from service.config.chain_model import AuthConfig
 from service.errors import Unavailable
 from service.main import serve
 from service.state import build_stores
@@ -20,17 +26,104 @@ DEFAULT_CONFIG = "config/switchboard.yaml"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    config_default = os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG)
     run = commands.add_parser("serve", help="serve the configured agents over gRPC")
-    run.add_argument("--config", default=os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG))
+    run.add_argument("--config", default=config_default)
     run.add_argument("--host", help="address to listen on (default: server.host)")
     run.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    run.add_argument("--port-file", help="write the bound port here once serving")
     check = commands.add_parser("check-config", help="validate a config file as serve would")
     check.add_argument("path")
     migrate = commands.add_parser(
         "migrate", help="create or migrate the state schema (SQLite or PostgreSQL), then exit"
     )
-    migrate.add_argument("--config", default=os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG))
+    migrate.add_argument("--config", default=config_default)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    where = keys.add_mutually_exclusive_group()
+    where.add_argument("--config", default=config_default, help="use its auth.keys_file")
+    where.add_argument("--keys-file", help="the keys file (default: the config's)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a key and print it (once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--agent",
+        action="append",
+        dest="agents",
+        help="an agent the key may call (repeatable; default: every agent)",
+    )
+    create.add_argument("--scope", action="append", dest="scopes", default=[])
+    create.add_argument("--note", default="", help="what the key is for")
+    actions.add_parser("list", help="list key ids, tenants and agents (never keys)")
+    revoke = actions.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
     return parser
+
+
+def _keys_file(args: argparse.Namespace) -> Path:
+    """The keys file named on the command line or in the config.
+
+    Raises:
+        ConfigError: neither names one.
+    """
+    if args.keys_file:
+        return Path(args.keys_file)
+    config = Path(args.config)
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        auth = AuthConfig.model_validate(raw.get("auth") or {})
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"{config}: cannot read auth.keys_file: {exc}") from exc
+    path = keys_path(auth, config.parent)
+    if path is None:
+        raise ConfigError(f"{config}: auth.keys_file is not set; pass --keys-file")
+    return path
+
+
+def _write(path: Path, records: list[api_keys.ApiKey]) -> None:
+    try:
+        api_keys.write_keys_file(path, records)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write keys file: {exc.strerror}") from exc
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    path = _keys_file(args)
+    try:
+        records = api_keys.read_keys_file(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.action == "create":
+        if not api_keys.TENANT_PATTERN.match(args.tenant):
+            raise ConfigError(
+                f"--tenant {args.tenant!r}: letters, digits, '_', '-', '.' (at most 64)"
+            )
+        key, record = api_keys.new_key(
+            args.tenant,
+            agents=args.agents or [api_keys.ANY_AGENT],
+            scopes=args.scopes,
+            note=args.note,
+        )
+        _write(path, [*records, record])
+        print(f"created key {record.id} for tenant {record.tenant} in {path}", file=sys.stderr)
+        print("store it now: it is not kept and cannot be shown again", file=sys.stderr)
+        print(key)
+        return 0
+    if args.action == "list":
+        print("id            tenant            agents  status")
+        for r in records:
+            agents = ",".join(sorted(r.agents)) if r.agents is not None else "*"
+            status = f"revoked {r.revoked_at}" if r.revoked_at else f"active since {r.created_at}"
+            print(f"{r.id}  {r.tenant:16}  {agents}  {status}")
+        return 0
+    try:
+        updated = api_keys.revoke(records, args.key_id)
+    except KeyError:
+        print(f"switchboard: no active key with id {args.key_id!r} in {path}", file=sys.stderr)
+        return 1
+    _write(path, updated)
+    print(f"revoked {args.key_id} (servers pick it up when they load the config)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,11 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.path}: ok ({len(snapshot.agents)} agents, {len(snapshot.targets)} targets)"
             )
             return 0
+        if args.command == "keys":
+            return keys_command(args)
         if args.command == "migrate":
             backend = asyncio.run(migrate(load(args.config, os.environ)))
             print(f"{args.config}: state schema is up to date ({backend})")
             return 0
-        asyncio.run(serve(args.config, os.environ, host=args.host, port=args.port))
+        asyncio.run(
+            serve(args.config, os.environ, host=args.host, port=args.port, port_file=args.port_file)
+        )
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,10 @@ class CallContext:
     request_id: str = ""
     tenant: str = DEFAULT_TENANT
     key_id: str = ""
+    agents: frozenset[str] | None = None  # the agents the caller's key may call; None: all
+
+    def may_call(self, agent: str) -> bool:
+        return self.agents is None or agent in self.agents
 
 
 _CURRENT: contextvars.ContextVar[CallContext] = contextvars.ContextVar(
@@ -31,7 +35,11 @@ def current() -> CallContext:
 
 
 def bind(context: CallContext) -> contextvars.Token[CallContext]:
-    """Make ``context`` current; give the token back to :func:`reset` when the call ends."""
+    """Make ``context`` current; give the token back to :func:`reset` when the call ends.
+
+    Within a call, a later interceptor (auth) may bind a context with more facts and drop
+    its token: the first interceptor's :func:`reset` restores the value from before the call.
+    """
     return _CURRENT.set(context)
 
 

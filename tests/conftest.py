@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +16,11 @@ DEFAULT_CONFIG = ROOT / "config" / "switchboard.yaml"
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees SWITCHBOARD_* settings from the machine it runs on."""
     for name in list(os.environ):
         if name.startswith("SWITCHBOARD_"):
             monkeypatch.delenv(name)
-    yield
 
 
 @pytest.fixture

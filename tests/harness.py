@@ -10,6 +10,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import grpc
+import yaml
+from opentelemetry.sdk.trace import TracerProvider
 from switchboard_client import AsyncClient
 
 from service.app import App
@@ -24,21 +26,43 @@ class Served:
     client: AsyncClient
 
 
+def for_tests(yaml_text: str) -> str:
+    """The config as tests serve it: auth off unless the config sets ``auth`` (tests run on
+    loopback), and a metrics port, if any, replaced by a free one."""
+    raw = yaml.safe_load(textwrap.dedent(yaml_text))
+    raw.setdefault("auth", {"enabled": False})
+    metrics = raw.get("observability", {}).get("metrics", {})
+    if metrics.get("port") is not None:
+        metrics["port"] = 0
+    return yaml.safe_dump(raw)
+
+
 @contextlib.asynccontextmanager
 async def serve_config(
-    yaml_text: str, environ: Mapping[str, str] | None = None, *, grace_s: float = 1.0
+    yaml_text: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    grace_s: float = 1.0,
+    api_key: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Served]:
-    """Load ``yaml_text`` as a config file and serve it on 127.0.0.1:<free port>."""
+    """Load ``yaml_text`` as a config file and serve it on 127.0.0.1:<free port>.
+
+    ``files`` are written beside the config (e.g. a keys file); the client sends ``api_key``.
+    """
     with TemporaryDirectory() as tmp:
         path = Path(tmp) / "switchboard.yaml"
-        path.write_text(textwrap.dedent(yaml_text))
+        path.write_text(for_tests(yaml_text))
+        for name, text in (files or {}).items():
+            (Path(tmp) / name).write_text(text)
         # State goes to this temporary folder unless the test says where.
         environ = {"SWITCHBOARD_STATE__DATA_DIR": str(Path(tmp) / "data"), **(environ or {})}
-        app = App(load(path, environ))
+        app = App(load(path, environ), tracer_provider=tracer_provider)
         port = await app.start("127.0.0.1", 0)
         address = f"127.0.0.1:{port}"
         channel = grpc.aio.insecure_channel(address)
-        client = AsyncClient(address, channel=channel)
+        client = AsyncClient(address, channel=channel, api_key=api_key)
         try:
             yield Served(app, address, channel, client)
         finally:

@@ -6,8 +6,6 @@ import pytest
 from switchboard.v1 import agent_pb2 as pb
 from switchboard_client import AsyncClient, Folder, user
 
-pytestmark = pytest.mark.asyncio
-
 
 async def test_invoke_echo_answers_with_the_last_user_message(client: AsyncClient) -> None:
     response = await client.invoke("echo", "hello there, switchboard")

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from service.agents.spec import AgentSpec
 from service.cache import ResponseCache, cache_key, wanted
-from service.config.model import BudgetConfig
+from service.config.state_model import BudgetConfig
 from service.context import current
 from service.deadline import Deadline
 from service.domain import (

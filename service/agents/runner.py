@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from service import context as call_context
 from service.agents.pipeline import Pipeline, Stateless
 from service.agents.spec import AgentSpec
 from service.agents.validate import validate
@@ -25,7 +26,7 @@ from service.domain import (
     Start,
     TargetRef,
 )
-from service.errors import NotFound, Unavailable
+from service.errors import NotFound, PermissionDenied, Unavailable
 from service.providers.base import ModelCall, TargetSpec
 from service.routing.router import Router
 
@@ -62,8 +63,10 @@ class Runner:
         return self._runtime().snapshot.server.default_deadline_s
 
     def agents(self) -> list[AgentSpec]:
-        """Every agent, ordered by name."""
-        return sorted(self._runtime().snapshot.agents.values(), key=lambda a: a.name)
+        """Every agent the caller may call, ordered by name."""
+        may_call = call_context.current().may_call
+        agents = self._runtime().snapshot.agents.values()
+        return sorted((a for a in agents if may_call(a.name)), key=lambda a: a.name)
 
     async def stream(
         self, request: AgentRequest, deadline: Deadline
@@ -118,6 +121,15 @@ class Runner:
 
 
 def resolve(snapshot: Snapshot, name: str) -> AgentSpec:
+    """The agent ``name``, if the caller's key may call it (checked first, so a refusal does
+    not reveal whether the agent exists).
+
+    Raises:
+        PermissionDenied: the caller's key may not call ``name``.
+        NotFound: no such agent.
+    """
+    if not call_context.current().may_call(name):
+        raise PermissionDenied(f"this API key may not call agent {name!r}")
     agent = snapshot.agents.get(name)
     if agent is None:
         raise NotFound(f"no agent named {name!r}")

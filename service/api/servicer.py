@@ -16,6 +16,7 @@ from switchboard.v1 import agent_pb2_grpc as pb_grpc
 from service import context as call_context
 from service.agents.runner import Runner
 from service.api import convert
+from service.api.admission import Admission
 from service.api.errors import abort
 from service.deadline import Deadline
 from service.errors import InvalidArgument
@@ -37,30 +38,34 @@ def deadline_of(context: Context, default_s: float) -> Deadline:
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, runner: Runner, idempotency: Idempotency | None = None) -> None:
+    def __init__(
+        self, runner: Runner, admission: Admission, idempotency: Idempotency | None = None
+    ) -> None:
         self._runner = runner
+        self._admission = admission
         self._idempotency = idempotency
 
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:  # noqa: N802
         try:
-            agent_request = convert.request_from_proto(request, self._request_id())
-            deadline = deadline_of(context, self._runner.default_deadline_s())
+            with self._admission.admit():
+                agent_request = convert.request_from_proto(request, self._request_id())
+                deadline = deadline_of(context, self._runner.default_deadline_s())
+                if self._idempotency is None or not request.request_id:
+                    response = await self._runner.invoke(agent_request, deadline)
+                    return convert.response_to_proto(response)
 
-            if self._idempotency is None or not request.request_id:
-                return convert.response_to_proto(await self._runner.invoke(agent_request, deadline))
+                async def work() -> bytes:
+                    response = await self._runner.invoke(agent_request, deadline)
+                    return convert.response_to_proto(response).SerializeToString()
 
-            async def work() -> bytes:
-                response = await self._runner.invoke(agent_request, deadline)
-                return convert.response_to_proto(response).SerializeToString()
-
-            # A caller's request id is its idempotency key: at most once per tenant and key.
-            ctx = call_context.current()
-            answer = await self._idempotency.run(
-                idempotency_key(ctx.tenant, ctx.key_id, request.request_id),
-                hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest(),
-                deadline,
-                work,
-            )
+                # A caller's request id is its idempotency key: at most once per tenant+key.
+                ctx = call_context.current()
+                answer = await self._idempotency.run(
+                    idempotency_key(ctx.tenant, ctx.key_id, request.request_id),
+                    hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest(),
+                    deadline,
+                    work,
+                )
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise  # unreachable: abort raises
@@ -70,11 +75,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request: pb.StreamRequest, context: Context
     ) -> AsyncIterator[pb.StreamResponse]:
         try:
-            agent_request = convert.request_from_proto(request, self._request_id())
-            deadline = deadline_of(context, self._runner.default_deadline_s())
-            async with aclosing(self._runner.stream(agent_request, deadline)) as events:
-                async for event in events:
-                    yield convert.event_to_proto(event)
+            with self._admission.admit():
+                agent_request = convert.request_from_proto(request, self._request_id())
+                deadline = deadline_of(context, self._runner.default_deadline_s())
+                async with aclosing(self._runner.stream(agent_request, deadline)) as events:
+                    async for event in events:
+                        yield convert.event_to_proto(event)
         except Exception as exc:  # noqa: BLE001 (mapped to a status in one place)
             await abort(context, exc)
 
@@ -117,16 +123,20 @@ def _page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+_TOKEN_PREFIX = "after:"  # noqa: S105 (a page token, not a password)
+
+
 def _encode_token(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
+    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{name}".encode()).decode()
 
 
 def _decode_token(token: str) -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidArgument.field(
-            "page_token", "not a token from a previous ListAgents response"
-        ) from exc
+        decoded = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    if not decoded.startswith(_TOKEN_PREFIX):
+        raise InvalidArgument.field("page_token", "not a token from a previous ListAgents response")
+    return decoded.removeprefix(_TOKEN_PREFIX)

@@ -17,16 +17,17 @@ import yaml
 from pydantic import ValidationError
 
 from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
+from service.auth.policy import AuthPolicy, build_auth
+from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
 from service.config.model import (
     AgentConfig,
-    BudgetConfig,
     Config,
     ParametersConfig,
     SecretRef,
     ServerConfig,
-    StateConfig,
     TargetConfig,
 )
+from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
 from service.providers.base import TargetSpec
 from service.secrets import Secret
@@ -47,6 +48,9 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
+    auth: AuthPolicy = field(default_factory=AuthPolicy)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     state: StateConfig = field(default_factory=StateConfig)
     pricing: PriceTable = field(default_factory=PriceTable)
     budgets: tuple[BudgetConfig, ...] = ()
@@ -122,11 +126,18 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         name: _agent(name, agent, config.targets, targets)
         for name, agent in sorted(config.agents.items())
     }
+    try:
+        auth = build_auth(config.auth, environ, Path(source).parent)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return Snapshot(
         source=source,
         server=config.server,
         targets=targets,
         agents=agents,
+        auth=auth,
+        rate_limits=config.rate_limits,
+        observability=config.observability,
         state=config.state,
         pricing=price_table(config.pricing),
         budgets=tuple(config.budgets),
@@ -140,7 +151,8 @@ def _postgres_dsn(state: StateConfig, source: str, environ: Mapping[str, str]) -
     dsn = state.postgres_dsn
     if isinstance(dsn, str):
         return Secret(dsn)
-    return _secret(dsn, f"{source}: state.postgres_dsn", environ)
+    ref = SecretRef(env=dsn.env, file=dsn.file)
+    return _secret(ref, f"{source}: state.postgres_dsn", environ)
 
 
 def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:
@@ -166,8 +178,17 @@ def _target(name: str, target: TargetConfig, source: str, environ: Mapping[str, 
         api_key=_secret(target.api_key, where, environ) if target.api_key else None,
         parameters=parameters_from_config(target.parameters),
         timeout_s=target.timeout_s,
-        options=target.mock.model_dump() if target.provider == "mock" else {},
+        options=_options(target),
     )
+
+
+def _options(target: TargetConfig) -> dict[str, Any]:
+    """The provider-specific options of ``target`` as plain values."""
+    if target.provider == "mock":
+        return target.mock.model_dump()
+    if target.provider == "anthropic":
+        return target.anthropic.model_dump()
+    return target.openai.model_dump()
 
 
 def parameters_from_config(config: ParametersConfig) -> Parameters:

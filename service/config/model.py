@@ -7,6 +7,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.config.chain_model import (
+    AuthConfig,
+    ObservabilityConfig,
+    RateLimitsConfig,
+    is_loopback,
+)
+from service.config.state_model import (
+    BudgetConfig,
+    CacheConfig,
+    MemoryConfig,
+    PriceConfig,
+    StateConfig,
+)
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ProviderKind = Literal["mock", "openai", "anthropic", "openai_compatible"]
 OverridableParameter = Literal[
@@ -67,36 +81,73 @@ class MockConfig(_Model):
     tokens_per_s: float = Field(0.0, ge=0, description="streaming speed; 0 means no delay")
 
 
+class OpenAIOptions(_Model):
+    """Options of the ``openai`` and ``openai_compatible`` providers."""
+
+    include_usage: bool = Field(
+        True,
+        description="send stream_options.include_usage and require the usage chunk; turn off "
+        "only for a server that rejects stream_options (its answers then report no usage)",
+    )
+    organization: str | None = Field(None, description="OpenAI-Organization header")
+    project: str | None = Field(None, description="OpenAI-Project header")
+
+
+class AnthropicOptions(_Model):
+    """Options of the ``anthropic`` provider."""
+
+    max_tokens: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="max_tokens sent when neither the request, the agent nor the target's "
+        "parameters set one (the Messages API requires it)",
+    )
+
+
+_KEYED_PROVIDERS = ("openai", "anthropic")
+_OPTION_SECTIONS: dict[str, tuple[str, ...]] = {
+    "mock": ("mock",),
+    "openai": ("openai", "openai_compatible"),
+    "anthropic": ("anthropic",),
+}
+
+
 class TargetConfig(_Model):
     provider: ProviderKind
     model: str = Field(min_length=1)
-    base_url: str | None = None
+    base_url: str | None = Field(None, pattern=r"^https?://\S+$")
     api_key: SecretRef | None = None
     parameters: ParametersConfig = ParametersConfig()
     timeout_s: float | None = Field(None, gt=0)
     mock: MockConfig = MockConfig()
+    openai: OpenAIOptions = OpenAIOptions()
+    anthropic: AnthropicOptions = AnthropicOptions()
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> TargetConfig:
+        if self.provider in _KEYED_PROVIDERS and self.api_key is None:
+            raise ValueError(
+                f"provider {self.provider!r} needs an api_key: "
+                "{env: VARIABLE_NAME} or {file: /path/to/key} (never the key itself)"
+            )
+        if self.provider == "openai_compatible" and not self.base_url:
+            raise ValueError(
+                "provider 'openai_compatible' needs a base_url, e.g. http://127.0.0.1:8000/v1"
+            )
+        for section, kinds in _OPTION_SECTIONS.items():
+            if section in self.model_fields_set and self.provider not in kinds:
+                raise ValueError(
+                    f"the '{section}' options apply only to provider {' or '.join(kinds)}, "
+                    f"not {self.provider!r}"
+                )
+        return self
 
 
 class ToolConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-
-
-class MemoryConfig(_Model):
-    """How much of a session's history an agent sees (the newest turns that fit)."""
-
-    max_turns: int = Field(20, ge=1, le=10_000, description="most past turns loaded")
-    max_tokens: int | None = Field(
-        None, ge=1, description="most estimated tokens of history loaded (4 chars ~ 1 token)"
-    )
-
-
-class CacheConfig(_Model):
-    """The agent's response cache: off, on for every request, or only when a request asks."""
-
-    mode: Literal["off", "on", "opt_in"] = "off"
-    ttl_s: float = Field(300.0, gt=0, le=30 * 86400)
 
 
 class AgentConfig(_Model):
@@ -112,53 +163,27 @@ class AgentConfig(_Model):
     cache: CacheConfig = CacheConfig()
 
 
-class StateConfig(_Model):
-    """Where state lives: ``embedded`` (SQLite file + process memory; one process) or
-    ``shared`` (PostgreSQL + Redis; any number of replicas)."""
-
-    backend: Literal["embedded", "shared"] = "embedded"
-    data_dir: str = Field("data", min_length=1, description="embedded: the SQLite file's folder")
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = Field("switchboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    postgres_dsn: SecretRef | str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    postgres_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    pool_size: int = Field(10, ge=1, le=200)
-    timeout_s: float = Field(2.0, gt=0, description="limit on every store call")
-    migrate: bool = Field(True, description="create and migrate the schema at start")
-    idempotency_ttl_s: float = Field(86400.0, gt=0, description="how long request ids are kept")
-    reservation_ttl_s: float = Field(
-        600.0, gt=0, description="unsettled budget reservations expire after this"
-    )
-    health_interval_s: float = Field(5.0, gt=0, description="how often stores are pinged")
-
-
-class PriceConfig(_Model):
-    """USD per million tokens."""
-
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-    cached_input_per_mtok: float | None = Field(None, ge=0)
-
-
-class BudgetConfig(_Model):
-    """A spending limit per tenant (or per API key of a tenant) per UTC day or month."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    tenant: str = Field("*", min_length=1, description="a tenant, or '*' for each tenant")
-    per_key: bool = Field(False, description="a separate budget for each API key")
-    period: Literal["day", "month"]
-    limit_usd: float = Field(ge=0)
-
-
 class Config(_Model):
     server: ServerConfig = ServerConfig()
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(min_length=1)
+    auth: AuthConfig = AuthConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     state: StateConfig = StateConfig()
     pricing: dict[str, PriceConfig] = Field(
         default_factory=dict, description="per model name; overrides the shipped table"
     )
     budgets: list[BudgetConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Config:
+        if not self.auth.enabled and not is_loopback(self.server.host):
+            raise ValueError(
+                f"auth.enabled: auth may be off only when server.host is a loopback "
+                f"address (127.0.0.1, ::1, localhost), not {self.server.host!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from service.config.model import BudgetConfig
+from service.config.state_model import BudgetConfig
 from service.errors import QuotaViolation, ResourceExhausted
 from service.state.records import BudgetLine
 from service.state.stores import BudgetStore

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from service.domain import Usage
 
 if TYPE_CHECKING:
-    from service.config.model import PriceConfig
+    from service.config.state_model import PriceConfig
 
 NANOS_PER_USD = 1_000_000_000
 

@@ -25,6 +25,7 @@ from switchboard.v1 import usage_pb2 as upb
 from switchboard_client import AsyncClient, ResourceExhaustedError
 
 from tests.backends import postgres_schema, redis_prefix, shared_state_yaml
+from tests.harness import for_tests
 from tests.state.stateful import BASE
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.system]
@@ -108,9 +109,11 @@ async def test_two_replicas_share_sessions_budgets_and_usage(tmp_path: Path) -> 
     async with postgres_schema() as schema, redis_prefix() as prefix:
         config = tmp_path / "switchboard.yaml"
         config.write_text(
-            textwrap.dedent(BASE)
-            + shared_state_yaml(schema, prefix)
-            + f"budgets:\n  - {{name: shared-daily, period: day, limit_usd: {LIMIT_USD}}}\n"
+            for_tests(
+                textwrap.dedent(BASE)
+                + shared_state_yaml(schema, prefix)
+                + f"budgets:\n  - {{name: shared-daily, period: day, limit_usd: {LIMIT_USD}}}\n"
+            )
         )
         a, b = Replica(config, tmp_path, "a"), Replica(config, tmp_path, "b")
         with _running(a, b):

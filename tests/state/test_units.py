@@ -10,7 +10,7 @@ import pytest
 from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.cache import cache_key, wanted
 from service.cache import codec as cache_codec
-from service.config.model import BudgetConfig, PriceConfig
+from service.config.state_model import BudgetConfig, PriceConfig
 from service.domain import (
     FinishReason,
     ImagePart,

@@ -1,0 +1,104 @@
+"""Authentication and tenancy: the API key names the tenant, the key id and the agents the
+call may reach; nothing the caller picks in a header can.
+
+Keys come as ``authorization: Bearer <key>`` or ``x-api-key: <key>``. A missing or unknown
+key is UNAUTHENTICATED; messages never say which keys or tenants exist. Methods under the
+configured exempt prefixes (health; reflection when open) and every method when auth is off
+pass untouched. Whether the key may call the agent a request names is checked where the
+agent is resolved (:func:`service.agents.runner.resolve`), from the context bound here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from service import context as call_context
+from service.api.errors import abort
+from service.auth.keys import ApiKey
+from service.auth.policy import AuthPolicy
+from service.errors import Unauthenticated
+from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
+
+MISSING = "missing API key: send 'authorization: Bearer <key>' or 'x-api-key: <key>'"
+MALFORMED = "malformed authorization header: expected 'Bearer <key>'"
+INVALID = "invalid API key"
+
+
+def presented_key(context: Context) -> str:
+    """The key the caller sent.
+
+    Raises:
+        Unauthenticated: no key, or an authorization header of another scheme.
+    """
+    for name, value in context.invocation_metadata() or ():
+        if name == "authorization" and isinstance(value, str):
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(MALFORMED)
+            return token.strip()
+        if name == "x-api-key" and isinstance(value, str) and value.strip():
+            return value.strip()
+    raise Unauthenticated(MISSING)
+
+
+def authenticate(policy: AuthPolicy, context: Context) -> ApiKey:
+    """The key record of the call's credentials.
+
+    Raises:
+        Unauthenticated: missing, malformed, unknown or revoked key.
+    """
+    record = policy.keys.verify(presented_key(context))
+    if record is None:
+        raise Unauthenticated(INVALID)
+    return record
+
+
+def bind_key(record: ApiKey) -> None:
+    """Make the key's tenant, id and agents part of the call's context. The context layer,
+    which owns the call's scope, restores the previous context when the call ends."""
+    current = call_context.current()
+    call_context.bind(
+        call_context.CallContext(
+            request_id=current.request_id,
+            tenant=record.tenant,
+            key_id=record.id,
+            agents=record.agents,
+        )
+    )
+
+
+class AuthLayer:
+    def __init__(self, policy: Callable[[], AuthPolicy]) -> None:
+        self._policy = policy  # read per call: reload swaps it
+
+    def _required(self, method: Method) -> AuthPolicy | None:
+        policy = self._policy()
+        if not policy.enabled or policy.exempt(method.name):
+            return None
+        return policy
+
+    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
+        async def authenticated(request: Any, context: Context) -> Any:
+            policy = self._required(method)
+            if policy is not None:
+                try:
+                    bind_key(authenticate(policy, context))
+                except Unauthenticated as exc:
+                    await abort(context, exc)
+            return await behavior(request, context)
+
+        return authenticated
+
+    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
+        async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
+            policy = self._required(method)
+            if policy is not None:
+                try:
+                    bind_key(authenticate(policy, context))
+                except Unauthenticated as exc:
+                    await abort(context, exc)
+            async for response in behavior(request, context):
+                yield response
+
+        return authenticated

@@ -1,0 +1,1 @@
+"""Tracing, metrics and logs: built in app.py, one instance per App (no global state)."""

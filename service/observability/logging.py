@@ -1,0 +1,96 @@
+"""JSON logs: one object per line, and the one-line-per-call access log.
+
+:func:`configure` sets up the process's root logger (``switchboard serve`` calls it once);
+the formatter writes the record's message and every ``extra`` field. What goes in a call
+line is fixed here, and never includes prompts, outputs, keys or other secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from service.config.chain_model import LogsConfig
+
+if TYPE_CHECKING:
+    from service.interceptors.observe import CallRecord
+
+CALLS_LOGGER = "switchboard.calls"
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "msg", **extra, "exc"}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update(
+            (key, value)
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD and not key.startswith("_")
+        )
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def configure(config: LogsConfig) -> None:
+    """Send the process's logs to stderr, as JSON lines or plain text."""
+    handler = logging.StreamHandler(sys.stderr)
+    if config.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(config.level)
+
+
+class CallLog:
+    """The observe layer's sink that writes one line per call."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._log = logging.getLogger(CALLS_LOGGER)
+        self._enabled = enabled
+
+    def started(self, record: CallRecord) -> None:
+        return None
+
+    def finished(self, record: CallRecord) -> None:
+        if not self._enabled or not self._log.isEnabledFor(logging.INFO):
+            return
+        span = trace.get_current_span().get_span_context()
+        fields: dict[str, Any] = {
+            "event": "call",
+            "method": record.method.name,
+            "code": record.code.name,
+            "duration_ms": round(record.duration_s * 1000, 3),
+            "request_id": record.request_id,
+            "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
+            "span_id": format(span.span_id, "016x") if span.is_valid else "",
+            "tenant": record.tenant,
+            "key_id": record.key_id,
+        }
+        if record.agent:
+            fields["agent"] = record.agent
+            fields["target"] = record.target
+            fields["input_tokens"] = record.input_tokens
+            fields["output_tokens"] = record.output_tokens
+            if record.first_token_s is not None:
+                fields["ttft_ms"] = round(record.first_token_s * 1000, 3)
+        self._log.info("call", extra=fields)

@@ -1,0 +1,187 @@
+"""Prometheus metrics: one registry per App (never the global one), served on its own port.
+
+Label values are bounded: methods are the registered ones, agents and targets are names from
+config (an unknown agent name a caller sends is counted as ``(unknown)``), tenants come from
+keys, and limit names are fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from threading import Thread
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+if TYPE_CHECKING:
+    from service.interceptors.observe import CallRecord
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "(unknown)"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class _Children:
+    calls: Counter
+    seconds: Histogram
+    ttft: Histogram
+    tokens_in: Counter
+    tokens_out: Counter
+
+
+class Metrics:
+    """Every metric the service exports, in one registry."""
+
+    def __init__(self, known_agents: Callable[[], Container[str]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._known_agents = known_agents
+        r = self.registry
+        self.calls = Counter(
+            "switchboard_calls",
+            "Calls served, by method, agent, tenant and final status code.",
+            ["method", "agent", "tenant", "code"],
+            registry=r,
+        )
+        self.call_seconds = Histogram(
+            "switchboard_call_duration_seconds",
+            "Call latency as the server saw it, by method and agent.",
+            ["method", "agent"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft_seconds = Histogram(
+            "switchboard_time_to_first_token_seconds",
+            "From the start of a streamed call to its first text or tool-call event.",
+            ["agent"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "switchboard_tokens",
+            "Tokens used, by agent, tenant and direction (input or output).",
+            ["agent", "tenant", "direction"],
+            registry=r,
+        )
+        self.streams_in_flight = Gauge(
+            "switchboard_streams_in_flight",
+            "Streamed calls being served now, by method.",
+            ["method"],
+            registry=r,
+        )
+        self.upstream_calls = Counter(
+            "switchboard_upstream_calls",
+            "Model calls to upstream targets, by target and outcome "
+            "(ok, cancelled, or the error kind).",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "switchboard_upstream_duration_seconds",
+            "Upstream model call duration, by target.",
+            ["target"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ratelimit_refusals = Counter(
+            "switchboard_ratelimit_refusals",
+            "Calls refused by a rate limit, by limit.",
+            ["limit"],
+            registry=r,
+        )
+        self.ratelimit_backend_errors = Counter(
+            "switchboard_ratelimit_backend_errors",
+            "Rate-limit backend failures (the call was let through or refused per on_error).",
+            registry=r,
+        )
+        self.ratelimit_backend_up = Gauge(
+            "switchboard_ratelimit_backend_up",
+            "1 while the rate-limit backend answers, 0 while it fails.",
+            registry=r,
+        )
+        self.ratelimit_backend_up.set(1)
+        self._children: dict[tuple[str, str, str, str], _Children] = {}
+        self._server: WSGIServer | None = None
+        self._thread: Thread | None = None
+
+    def agent_label(self, agent: str) -> str:
+        return agent if agent in self._known_agents() else UNKNOWN
+
+    # The observe layer's sink ------------------------------------------------------------
+
+    def started(self, record: CallRecord) -> None:
+        if record.method.response_streaming:
+            self.streams_in_flight.labels(record.method.short_name).inc()
+
+    def finished(self, record: CallRecord) -> None:
+        method = record.method.short_name
+        agent = self.agent_label(record.agent) if record.agent else ""
+        if record.method.response_streaming:
+            self.streams_in_flight.labels(method).dec()
+        key = (method, agent, record.tenant, record.code.name)
+        children = self._children.get(key)
+        if children is None:
+            # Label lookups lock and validate: do them once per label set, not per call.
+            children = self._children[key] = _Children(
+                calls=self.calls.labels(*key),
+                seconds=self.call_seconds.labels(method, agent),
+                ttft=self.ttft_seconds.labels(agent),
+                tokens_in=self.tokens.labels(agent, record.tenant, "input"),
+                tokens_out=self.tokens.labels(agent, record.tenant, "output"),
+            )
+        children.calls.inc()
+        children.seconds.observe(record.duration_s)
+        if record.first_token_s is not None:
+            children.ttft.observe(record.first_token_s)
+        if record.input_tokens:
+            children.tokens_in.inc(record.input_tokens)
+        if record.output_tokens:
+            children.tokens_out.inc(record.output_tokens)
+
+    # Exposition ---------------------------------------------------------------------------
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP on a background thread; returns the bound port.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        self._server = make_server(
+            host,
+            port,
+            make_wsgi_app(self.registry),
+            ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
+        # A short poll interval so stop() does not wait half a second for the thread.
+        self._thread = Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="metrics-http",
+            daemon=True,
+        )
+        self._thread.start()
+        bound = int(self._server.server_port)
+        log.info("metrics served", extra={"metrics_host": host, "metrics_port": bound})
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log lines for scrapes on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        return None

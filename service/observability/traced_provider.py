@@ -1,0 +1,106 @@
+"""A Provider wrapper that records each model call: a span following the OpenTelemetry GenAI
+semantic conventions, and the upstream metrics (calls by target and outcome, duration).
+
+Applied to every provider in app.py, so the router and the providers stay unaware of it. The
+span is a child of the span current when the call starts (the server span) and is never made
+current itself, so nothing leaks across the generator's suspensions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from service.deadline import Deadline
+from service.domain import Finish, ProviderEvent, UsageEvent
+from service.errors import SwitchboardError
+from service.observability.metrics import Metrics
+from service.providers.base import ModelCall, Provider, TargetSpec
+
+OPERATION = "chat"
+
+
+class TracedProvider:
+    def __init__(
+        self, inner: Provider, target: TargetSpec, tracer: trace.Tracer, metrics: Metrics
+    ) -> None:
+        self.inner = inner
+        self._target = target
+        self._tracer = tracer
+        self._name = f"{OPERATION} {target.model}"
+        self._attributes: dict[str, Any] = {
+            "gen_ai.operation.name": OPERATION,
+            "gen_ai.provider.name": target.provider,
+            "gen_ai.system": target.provider,
+            "gen_ai.request.model": target.model,
+            "switchboard.target": target.name,
+        }
+        self._calls = {
+            outcome: metrics.upstream_calls.labels(target.name, outcome)
+            for outcome in ("ok", "cancelled")
+        }
+        self._metrics = metrics
+        self._seconds = metrics.upstream_seconds.labels(target.name)
+
+    def _request_attributes(self, call: ModelCall) -> dict[str, Any]:
+        attributes = dict(self._attributes)
+        p = call.parameters
+        if p.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = p.max_tokens
+        if p.temperature is not None:
+            attributes["gen_ai.request.temperature"] = p.temperature
+        if p.top_p is not None:
+            attributes["gen_ai.request.top_p"] = p.top_p
+        return attributes
+
+    async def stream(
+        self, call: ModelCall, deadline: Deadline
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        """The inner provider's events, unchanged; raises what it raises."""
+        span = self._tracer.start_span(
+            self._name, kind=SpanKind.CLIENT, attributes=self._request_attributes(call)
+        )
+        started = time.perf_counter()
+        outcome = "ok"
+        finished = False
+        try:
+            async with aclosing(self.inner.stream(call, deadline)) as events:
+                async for event in events:
+                    if isinstance(event, UsageEvent):
+                        span.set_attribute("gen_ai.usage.input_tokens", event.usage.input_tokens)
+                        span.set_attribute("gen_ai.usage.output_tokens", event.usage.output_tokens)
+                    elif isinstance(event, Finish):
+                        span.set_attribute("gen_ai.response.model", self._target.model)
+                        span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
+                        finished = True
+                    yield event
+        except SwitchboardError as exc:
+            outcome = type(exc).__name__
+            span.set_attribute("error.type", outcome)
+            span.set_status(Status(StatusCode.ERROR, exc.message))
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            # Closed after its Finish is a normal end; before it, the caller gave up.
+            outcome = "ok" if finished else "cancelled"
+            raise
+        except Exception as exc:
+            outcome = type(exc).__name__
+            span.set_attribute("error.type", outcome)
+            span.set_status(Status(StatusCode.ERROR))
+            raise
+        finally:
+            span.end()
+            self._seconds.observe(time.perf_counter() - started)
+            counter = self._calls.get(outcome)
+            if counter is None:
+                counter = self._metrics.upstream_calls.labels(self._target.name, outcome)
+            counter.inc()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,265 @@
+"""Traces, metrics and logs of real calls: the span tree (server span → GenAI model-call
+span) in an in-memory exporter and through OTLP, /metrics scraped over HTTP, one JSON log
+line per call with no secrets or prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from switchboard.v1 import agent_pb2 as pb
+from switchboard.v1 import agent_pb2_grpc as pb_grpc
+from switchboard_client import (
+    AsyncClient,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
+
+from service.app import App
+from service.config import ConfigError, load
+from service.observability.logging import CALLS_LOGGER, JsonFormatter
+from tests.chain_helpers import AGENTS, auth_config, make_keys, sample, scrape
+from tests.harness import serve_config
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+METRICS = "observability: {metrics: {port: 0}}\n"
+
+
+def tracing() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def invoke_request(agent: str, text: str) -> pb.InvokeRequest:
+    return pb.InvokeRequest(
+        agent=agent, messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=text)])]
+    )
+
+
+async def test_a_call_continues_the_callers_trace_with_a_genai_child_span() -> None:
+    provider, exporter = tracing()
+    async with serve_config(AGENTS, tracer_provider=provider) as served:
+        stub = pb_grpc.AgentServiceStub(served.channel)
+        traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
+        await stub.Invoke(
+            invoke_request("echo", "hello spans"), metadata=[("traceparent", traceparent)]
+        )
+    spans = exporter.get_finished_spans()
+    server = one(spans, kind=SpanKind.SERVER)
+    model = one(spans, kind=SpanKind.CLIENT)
+
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == PARENT_ID
+    assert server.attributes is not None
+    assert server.attributes["rpc.method"] == "Invoke"
+    assert server.attributes["rpc.grpc.status_code"] == 0
+
+    assert model.parent is not None
+    assert model.parent.span_id == server.context.span_id
+    assert model.context.trace_id == server.context.trace_id
+    assert model.name == "chat echo"
+    attributes = dict(model.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == "mock"
+    assert attributes["gen_ai.request.model"] == "echo"
+    assert attributes["gen_ai.response.model"] == "echo"
+    assert attributes["gen_ai.usage.input_tokens"] == 2
+    assert attributes["gen_ai.usage.output_tokens"] == 2
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["switchboard.target"] == "mock-echo"
+
+
+async def test_a_refused_call_has_its_status_on_the_server_span(tmp_path: Path) -> None:
+    provider, exporter = tracing()
+    path, _, _ = make_keys(tmp_path, [("acme", ("*",))])
+    async with serve_config(auth_config(path), tracer_provider=provider) as served:
+        with pytest.raises(UnauthenticatedError):
+            await served.client.invoke("echo", "hi")
+    server = one(exporter.get_finished_spans(), kind=SpanKind.SERVER)
+    assert server.attributes is not None
+    assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert not [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+
+
+def one(spans: tuple[ReadableSpan, ...], *, kind: SpanKind) -> ReadableSpan:
+    found = [s for s in spans if s.kind == kind]
+    assert len(found) == 1, [s.name for s in spans]
+    return found[0]
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """A fake OTLP collector: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.received = asyncio.Event()
+
+    async def Export(  # type: ignore[override]
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.requests.append(request)
+        self.received.set()
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def test_spans_reach_an_otlp_collector_when_configured() -> None:
+    collector = Collector()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    config = f"""
+observability:
+  tracing: {{exporter: otlp, otlp_endpoint: "http://127.0.0.1:{port}", service_name: sb-test}}
+{AGENTS}
+"""
+    try:
+        async with serve_config(config) as served:
+            await served.client.invoke("echo", "to the collector")
+        # Stopping the app shuts its tracer provider down, which flushes the batch.
+        await asyncio.wait_for(collector.received.wait(), timeout=30)
+    finally:
+        await server.stop(None)
+    names = {
+        span.name
+        for request in collector.requests
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    }
+    assert "chat echo" in names
+    assert "switchboard.v1.AgentService/Invoke" in names
+    resource = collector.requests[0].resource_spans[0].resource
+    assert {(a.key, a.value.string_value) for a in resource.attributes} >= {
+        ("service.name", "sb-test")
+    }
+
+
+async def test_metrics_are_scraped_over_http(tmp_path: Path) -> None:
+    path, keys, _ = make_keys(tmp_path, [("acme", ("echo",))])
+    config = auth_config(path, METRICS + "rate_limits: {key: {requests_per_min: 4}}")
+    async with serve_config(config, api_key=keys[0]) as served:
+        assert served.app.metrics_port
+        await served.client.invoke("echo", "one two three")
+        assert [e async for e in served.client.stream("echo", "four five")]
+        with pytest.raises(PermissionDeniedError):
+            await served.client.invoke("assistant", "no")
+        anonymous = AsyncClient(served.address, channel=served.channel)
+        with pytest.raises(UnauthenticatedError):
+            await anonymous.invoke("echo", "no key")
+        with pytest.raises(UnauthenticatedError):
+            await anonymous.invoke("made-up-agent", "no key")
+        await served.client.invoke("echo", "again")  # the 4th of 4 this minute
+        with pytest.raises(ResourceExhaustedError):
+            await served.client.invoke("echo", "again")
+        text = await scrape(served.app.metrics_port)
+
+    def calls(**labels: str) -> float | None:
+        return sample(text, "switchboard_calls_total", **labels)
+
+    assert calls(method="Invoke", agent="echo", tenant="acme", code="OK") == 2
+    assert calls(method="Stream", agent="echo", tenant="acme", code="OK") == 1
+    assert calls(method="Invoke", agent="assistant", code="PERMISSION_DENIED") == 1
+    assert calls(method="Invoke", agent="echo", tenant="default", code="UNAUTHENTICATED") == 1
+    # A name the caller made up is not a label value.
+    assert calls(method="Invoke", agent="(unknown)", code="UNAUTHENTICATED") == 1
+    assert "made-up-agent" not in text
+    assert calls(method="Invoke", agent="echo", code="RESOURCE_EXHAUSTED") == 1
+    assert sample(text, "switchboard_ratelimit_refusals_total", limit="requests_per_min") == 1
+    assert sample(text, "switchboard_tokens_total", agent="echo", direction="output") == 3 + 2 + 1
+    assert sample(text, "switchboard_upstream_calls_total", target="mock-echo", outcome="ok") == 3
+    assert sample(text, "switchboard_call_duration_seconds_count", method="Invoke") is not None
+    assert sample(text, "switchboard_time_to_first_token_seconds_count", agent="echo") == 1
+    assert sample(text, "switchboard_streams_in_flight", method="Stream") == 0
+
+
+async def test_two_servers_keep_separate_metrics() -> None:
+    async with (
+        serve_config(METRICS + AGENTS) as a,
+        serve_config(METRICS + AGENTS) as b,
+    ):
+        await a.client.invoke("echo", "only on a")
+        assert a.app.metrics_port != b.app.metrics_port
+        text_a, text_b = (
+            await scrape(a.app.metrics_port or 0),
+            await scrape(b.app.metrics_port or 0),
+        )
+    assert sample(text_a, "switchboard_calls_total", agent="echo", code="OK") == 1
+    assert sample(text_b, "switchboard_calls_total", agent="echo", code="OK") is None
+
+
+async def test_one_json_line_per_call_without_secrets_or_prompts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    provider, _ = tracing()
+    path, keys, records = make_keys(tmp_path, [("acme", ("*",))])
+    async with serve_config(auth_config(path), api_key=keys[0], tracer_provider=provider) as s:
+        stub = pb_grpc.AgentServiceStub(s.channel)
+        await stub.Invoke(
+            invoke_request("echo", "my secret prompt"),
+            metadata=[
+                ("authorization", f"Bearer {keys[0]}"),
+                ("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),
+            ],
+        )
+        assert [e async for e in s.client.stream("echo", "streamed words")]
+        wrong = AsyncClient(s.address, channel=s.channel, api_key=keys[0][:-2] + "xx")
+        with pytest.raises(UnauthenticatedError):
+            await wrong.invoke("echo", "hi")
+    formatter = JsonFormatter()
+    lines = [formatter.format(r) for r in caplog.records]
+    calls = [json.loads(line) for line, r in zip(lines, caplog.records, strict=True)
+             if r.name == CALLS_LOGGER]  # fmt: skip
+    assert len(calls) == 3
+    invoke, stream, refused = calls
+    assert invoke["trace_id"] == TRACE_ID
+    assert len(invoke["span_id"]) == 16
+    assert len(invoke["request_id"]) == 32
+    assert invoke["tenant"] == "acme"
+    assert invoke["key_id"] == records[0].id
+    assert invoke["agent"] == "echo"
+    assert invoke["target"] == "mock-echo"
+    assert invoke["code"] == "OK"
+    assert invoke["input_tokens"] == 3
+    assert invoke["output_tokens"] == 3
+    assert invoke["duration_ms"] > 0
+    assert stream["method"] == "/switchboard.v1.AgentService/Stream"
+    assert "ttft_ms" in stream
+    assert refused["code"] == "UNAUTHENTICATED"
+    assert refused["key_id"] == ""
+    everything = "\n".join(lines)
+    assert keys[0] not in everything
+    assert keys[0][:-2] not in everything
+    assert records[0].sha256 not in everything
+    assert "my secret prompt" not in everything
+
+
+async def test_a_taken_metrics_port_is_a_clear_config_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"auth: {{enabled: false}}\nobservability: {{metrics: {{port: {port}}}}}\n{AGENTS}"
+        )
+        app = App(load(config, {}))
+        with pytest.raises(ConfigError, match=f"observability.metrics: cannot listen on .*{port}"):
+            await app.start("127.0.0.1", 0)
+        await app.stop(0)
