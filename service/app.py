@@ -31,6 +31,7 @@ from service.api.admission import Admission
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
+from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
 from service.idempotency import Idempotency
@@ -88,6 +89,7 @@ class App:
             pricing=lambda: self._runtime.snapshot.pricing,
             budgets=lambda: self._runtime.snapshot.budgets,
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
+            on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
         self.runner = Runner(lambda: self._runtime, self.pipeline)
         self._state_watch: asyncio.Task[None] | None = None

@@ -81,11 +81,12 @@ class StatePipeline:
         pricing: Callable[[], PriceTable],
         budgets: Callable[[], Sequence[BudgetConfig]],
         reservation_ttl_s: float,
+        on_cache_lookup: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._durable = stores.durable
         self._sessions = Sessions(stores.durable)
         self._budgets = Budgets(stores.fast, hold_s=reservation_ttl_s)
-        self.cache = ResponseCache(stores.fast)
+        self.cache = ResponseCache(stores.fast, on_cache_lookup)
         self._pricing = pricing
         self._budget_configs = budgets
 

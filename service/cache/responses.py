@@ -27,11 +27,14 @@ Produce = Callable[[], AsyncGenerator[Event, None]]
 
 
 class ResponseCache:
-    def __init__(self, store: CacheStore) -> None:
+    """``observe(agent, hit)`` is told of every lookup (for metrics)."""
+
+    def __init__(
+        self, store: CacheStore, observe: Callable[[str, bool], None] | None = None
+    ) -> None:
         self._store = store
         self._flights: dict[str, asyncio.Future[bytes | None]] = {}
-        self.hits = 0
-        self.misses = 0
+        self._observe = observe or (lambda agent, hit: None)
 
     async def serve(
         self, key: str, ttl_s: float, start: Start, produce: Produce, deadline: Deadline
@@ -51,12 +54,11 @@ class ResponseCache:
                 raise DeadlineExceeded(
                     "deadline exceeded while waiting for an identical call's answer"
                 ) from exc
+        self._observe(start.agent, cached is not None)
         if cached is not None:
-            self.hits += 1
             for event in _replay(cached, start):
                 yield event
             return
-        self.misses += 1
         async for event in self._produce(key, ttl_s, produce):
             yield event
 
