@@ -84,6 +84,12 @@ class MemoryFast:
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
         self._cache[key] = (value, self._tick() + ttl_s)
 
+    async def lead(self, key: str, token: str, lease_s: float) -> bool:
+        return True  # one process: its in-process single-flight is the whole story
+
+    async def unlead(self, key: str, token: str) -> None:
+        return None
+
     # idempotency
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:

@@ -66,6 +66,12 @@ return {tonumber(redis.call('GET', KEYS[1]) or '0'), held}
 """
 
 
+_UNLEAD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -89,6 +95,7 @@ class RedisFast:
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._spent = self._redis.register_script(_SPENT)
+        self._unlead = self._redis.register_script(_UNLEAD)
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:{key}"
@@ -131,6 +138,17 @@ class RedisFast:
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
         async with guarded("redis", self._timeout_s, (RedisError,)):
             await self._redis.set(self._key(f"cache:{key}"), value, px=_ms(ttl_s))
+
+    async def lead(self, key: str, token: str, lease_s: float) -> bool:
+        async with guarded("redis", self._timeout_s, (RedisError,)):
+            taken = await self._redis.set(
+                self._key(f"cache-lease:{key}"), token, nx=True, px=_ms(lease_s)
+            )
+        return bool(taken)
+
+    async def unlead(self, key: str, token: str) -> None:
+        async with guarded("redis", self._timeout_s, (RedisError,)):
+            await self._unlead(keys=[self._key(f"cache-lease:{key}")], args=[token])
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
         name = self._key(f"idem:{key}")

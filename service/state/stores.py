@@ -91,6 +91,15 @@ class CacheStore(Protocol):
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def lead(self, key: str, token: str, lease_s: float) -> bool:
+        """Take the fill lease of ``key`` for ``lease_s`` under ``token``, if nobody holds it
+        (single-flight across processes). Always true for a single-process store."""
+        ...
+
+    async def unlead(self, key: str, token: str) -> None:
+        """Free the lease if ``token`` still holds it."""
+        ...
+
 
 class IdempotencyStore(Protocol):
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:

@@ -29,7 +29,7 @@ targets:
     model: compose
   mock-slow:
     provider: mock
-    model: echo
+    model: slow  # composes a reply; unpriced, so budgets never bind it
     mock:
       ttft_s: 0.3
   mock-trickle:

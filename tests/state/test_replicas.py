@@ -22,7 +22,7 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import session_pb2 as spb
 from switchboard.v1 import session_pb2_grpc, usage_pb2_grpc
 from switchboard.v1 import usage_pb2 as upb
-from switchboard_client import AsyncClient, ResourceExhaustedError
+from switchboard_client import AsyncClient, Folder, ResourceExhaustedError
 
 from tests.backends import postgres_schema, redis_prefix, shared_state_yaml
 from tests.harness import for_tests
@@ -123,9 +123,10 @@ async def test_two_replicas_share_sessions_budgets_and_usage(tmp_path: Path) -> 
             async with _clients(a, b) as (ca, cb):
                 await _session_through_one_read_through_the_other(ca, cb, a, b)
                 spent = await _budget_holds_across_replicas(ca, cb, a)
+                await _identical_calls_on_both_replicas_go_upstream_once(ca, cb)
 
                 before = await _usage(b.address)
-                assert before.cost_usd == pytest.approx(spent)
+                assert before.cost_usd == pytest.approx(spent)  # cache hits cost nothing
 
             # Kill A without a drain, restart it: every answered call is still recorded.
             a.kill()
@@ -171,6 +172,21 @@ async def _budget_holds_across_replicas(ca: AsyncClient, cb: AsyncClient, a: Rep
     assert len(answered) < len(costs), "the budget stopped the burst"
     assert already + sum(answered) <= LIMIT_USD + 1e-9
     return already + sum(answered)
+
+
+async def _identical_calls_on_both_replicas_go_upstream_once(
+    ca: AsyncClient, cb: AsyncClient
+) -> None:
+    """Concurrent identical calls to a slow cached agent, split over both replicas."""
+
+    async def call(client: AsyncClient) -> bool:
+        folder = Folder()
+        async for event in client.stream("slow-cached", "one upstream call, please"):
+            folder.add(event)
+        return folder.result().cache_hit
+
+    hits = await asyncio.gather(*(call(ca if i % 2 else cb) for i in range(6)))
+    assert sorted(hits) == [False] + [True] * 5
 
 
 async def _usage(address: str) -> upb.UsageGroup:

@@ -218,6 +218,18 @@ async def test_cache_get_put_expires(fast: Fast) -> None:
     await eventually(gone)
 
 
+async def test_cache_fill_lease(fast: Fast, request: pytest.FixtureRequest) -> None:
+    assert await fast.lead("k", "t1", 30)
+    shared = "redis" in request.node.callspec.id
+    # Across processes only one holds the lease; one process needs none (single-flight there
+    # is in-process).
+    assert await fast.lead("k", "t2", 30) is not shared
+    await fast.unlead("k", "t2")  # not the holder: no effect
+    assert await fast.lead("k", "t3", 30) is not shared
+    await fast.unlead("k", "t1")
+    assert await fast.lead("k", "t3", 30)
+
+
 async def test_idempotency_claim_complete_abandon(fast: Fast) -> None:
     first = await fast.claim("t:k:r1", "fp", 30)
     assert first.state == "new"
