@@ -85,7 +85,7 @@ class StatePipeline:
     ) -> None:
         self._durable = stores.durable
         self._sessions = Sessions(stores.durable)
-        self._budgets = Budgets(stores.fast, hold_s=reservation_ttl_s)
+        self._budgets = Budgets(stores.fast, hold_s=reservation_ttl_s, ledger=stores.durable)
         self.cache = ResponseCache(stores.fast, on_cache_lookup)
         self._pricing = pricing
         self._budget_configs = budgets

@@ -71,6 +71,12 @@ class MemoryFast:
         state = self._line(line, self._tick())
         return state.spent, sum(a for a, _ in state.held.values())
 
+    async def seed(self, line: BudgetLine, spent: int) -> None:
+        now = self._tick()
+        state = self._lines.get(line.key)
+        if state is None or state.expires_at <= now:
+            self._lines[line.key] = _Line(spent=spent, expires_at=now + line.ttl_s)
+
     # cache
 
     async def get(self, key: str) -> bytes | None:

@@ -130,6 +130,11 @@ class RedisFast:
             spent, held = await self._spent(keys=self._triples([line]), args=[])
         return int(spent), int(held)
 
+    async def seed(self, line: BudgetLine, spent: int) -> None:
+        spent_key = self._triples([line])[0]
+        async with guarded("redis", self._timeout_s, (RedisError,)):
+            await self._redis.set(spent_key, spent, nx=True, px=_ms(line.ttl_s))
+
     async def get(self, key: str) -> bytes | None:
         async with guarded("redis", self._timeout_s, (RedisError,)):
             value = await self._redis.get(self._key(f"cache:{key}"))

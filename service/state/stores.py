@@ -85,6 +85,11 @@ class BudgetStore(Protocol):
         """(spent, reserved) of one line."""
         ...
 
+    async def seed(self, line: BudgetLine, spent: int) -> None:
+        """Set the line's spend to ``spent`` if it has no counter yet (after a restart of the
+        process or the store, the ledger's sum is the truth)."""
+        ...
+
 
 class CacheStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...

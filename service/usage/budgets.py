@@ -20,11 +20,21 @@ from urllib.parse import quote
 from service.config.state_model import BudgetConfig
 from service.errors import QuotaViolation, ResourceExhausted
 from service.state.records import BudgetLine
-from service.state.stores import BudgetStore
+from service.state.stores import BudgetStore, UsageLedger
 from service.usage.pricing import usd
 
 # Counters are kept a day past their period, so late settlements still land.
 KEEP_AFTER_PERIOD_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A budget that binds a caller now: its config, store line and period."""
+
+    budget: BudgetConfig
+    line: BudgetLine
+    started_at: float  # unix seconds
+    left_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,26 +44,26 @@ class Reservation:
     amount: int
 
 
-def _period(period: str, now: float) -> tuple[str, float]:
-    """(the period's id, seconds until it ends) at ``now``."""
+def _period(period: str, now: float) -> tuple[str, float, float]:
+    """(the period's id, its start, seconds until it ends) at ``now``."""
     at = datetime.fromtimestamp(now, UTC)
     if period == "day":
-        start = datetime(at.year, at.month, at.day, tzinfo=UTC)
-        return at.strftime("%Y-%m-%d"), start.timestamp() + 86400 - now
+        start = datetime(at.year, at.month, at.day, tzinfo=UTC).timestamp()
+        return at.strftime("%Y-%m-%d"), start, start + 86400 - now
     days = calendar.monthrange(at.year, at.month)[1]
-    start = datetime(at.year, at.month, 1, tzinfo=UTC)
-    return at.strftime("%Y-%m"), start.timestamp() + days * 86400 - now
+    start = datetime(at.year, at.month, 1, tzinfo=UTC).timestamp()
+    return at.strftime("%Y-%m"), start, start + days * 86400 - now
 
 
 def applicable(
     budgets: Sequence[BudgetConfig], tenant: str, key_id: str, now: float
-) -> list[tuple[BudgetConfig, BudgetLine, float]]:
-    """The budgets binding this caller now: (config, store line, seconds to period end)."""
+) -> list[Bound]:
+    """The budgets binding this caller now."""
     out = []
     for budget in budgets:
         if budget.tenant not in ("*", tenant):
             continue
-        period_id, left_s = _period(budget.period, now)
+        period_id, started_at, left_s = _period(budget.period, now)
         key = f"{quote(tenant, safe='')}:{budget.name}:{period_id}"
         if budget.per_key:
             key += f":key:{quote(key_id, safe='')}"
@@ -62,7 +72,7 @@ def applicable(
             limit_nanos=round(budget.limit_usd * 1_000_000_000),
             ttl_s=left_s + KEEP_AFTER_PERIOD_S,
         )
-        out.append((budget, line, left_s))
+        out.append(Bound(budget, line, started_at, left_s))
     return out
 
 
@@ -70,11 +80,20 @@ class Budgets:
     """Reservations against the configured budgets. Store errors pass through."""
 
     def __init__(
-        self, store: BudgetStore, *, hold_s: float, clock: Callable[[], float] = time.time
+        self,
+        store: BudgetStore,
+        *,
+        hold_s: float,
+        ledger: UsageLedger | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``ledger``: where a line's spend is read from the first time this process uses
+        it, so a restart (of the process or of the store) forgets no spend."""
         self._store = store
         self._hold_s = hold_s
+        self._ledger = ledger
         self._clock = clock
+        self._seeded: set[str] = set()
 
     async def reserve(
         self, budgets: Sequence[BudgetConfig], tenant: str, key_id: str, amount: int
@@ -85,15 +104,19 @@ class Budgets:
             ResourceExhausted: a budget has no room; QuotaFailure names it, RetryInfo says
                 when its period ends.
         """
-        bound = applicable(budgets, tenant, key_id, self._clock())
+        now = self._clock()
+        bound = applicable(budgets, tenant, key_id, now)
         if not bound:
             return None
-        lines = tuple(line for _, line, _ in bound)
+        for b in bound:
+            if b.line.key not in self._seeded:
+                await self._seed(b, tenant, key_id, now)
+        lines = tuple(b.line for b in bound)
         reservation = uuid.uuid4().hex
         full = await self._store.reserve(lines, reservation, amount, self._hold_s)
         if full < 0:
             return Reservation(reservation, lines, amount)
-        budget, line, left_s = bound[full]
+        budget, line, left_s = bound[full].budget, bound[full].line, bound[full].left_s
         subject = f"key:{key_id}" if budget.per_key else f"tenant:{tenant}"
         limit = f"{usd(line.limit_nanos):.2f} USD per {budget.period}"
         raise ResourceExhausted(
@@ -102,6 +125,16 @@ class Budgets:
             retry_after_s=left_s,
             violations=[QuotaViolation(subject, f"budget {budget.name}: {limit}")],
         )
+
+    async def _seed(self, bound: Bound, tenant: str, key_id: str, now: float) -> None:
+        if self._ledger is not None:
+            group = ("key_id",) if bound.budget.per_key else ()
+            totals = await self._ledger.totals(tenant, bound.started_at, now + 1, group)
+            spent = sum(
+                t.cost_nanos for t in totals if not bound.budget.per_key or t.key_id == key_id
+            )
+            await self._store.seed(bound.line, spent)
+        self._seeded.add(bound.line.key)
 
     async def settle(self, reservation: Reservation, amount: int) -> None:
         await self._store.settle(reservation.lines, reservation.id, amount)

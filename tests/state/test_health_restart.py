@@ -11,8 +11,9 @@ import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import session_pb2 as spb
-from switchboard_client import UnavailableError
+from switchboard_client import ResourceExhaustedError, UnavailableError
 
 from tests.backends import POSTGRES_DSN, postgres_schema
 from tests.harness import Served, serve_config
@@ -79,6 +80,26 @@ async def test_embedded_state_survives_a_restart(tmp_path: Path) -> None:
         assert totals[0].calls == 3
         assert totals[0].cost_nanos > 0
         del first
+
+
+async def test_a_budget_remembers_its_spend_across_a_restart(tmp_path: Path) -> None:
+    environ = {"SWITCHBOARD_STATE__DATA_DIR": str(tmp_path)}
+    config = textwrap.dedent(BASE) + "budgets:\n  - {name: d, period: day, limit_usd: 0.05}\n"
+    params = pb.Parameters(max_tokens=5)
+    async with serve_config(config, environ) as served:
+        spent = 0.0
+        while True:
+            try:
+                spent += (
+                    await served.client.invoke("echo", "a b", parameters=params)
+                ).usage.cost_usd
+            except ResourceExhaustedError:
+                break
+    async with serve_config(config, environ) as served:
+        # A fresh process: its counters are read back from the ledger, so no new room.
+        with pytest.raises(ResourceExhaustedError, match="budget 'd'"):
+            await served.client.invoke("echo", "a b", parameters=params)
+    assert 0 < spent <= 0.05
 
 
 async def test_eventually_is_bounded() -> None:

@@ -197,6 +197,14 @@ async def test_expired_reservations_stop_counting(fast: Fast) -> None:
     assert await fast.spent(DAY) == (0, 90)
 
 
+async def test_seed_sets_only_a_new_line(fast: Fast) -> None:
+    await fast.seed(DAY, 70)
+    assert await fast.spent(DAY) == (70, 0)
+    assert await fast.reserve([DAY], "r", 31, 60) == 0
+    await fast.seed(DAY, 5)  # the line exists now: no effect
+    assert await fast.spent(DAY) == (70, 0)
+
+
 async def test_budget_lines_are_separate(fast: Fast) -> None:
     other = BudgetLine("tenant:u:daily:2026-01-01", limit_nanos=100, ttl_s=3600)
     await fast.settle([DAY], "r", 100)

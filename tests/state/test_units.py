@@ -59,12 +59,13 @@ def test_budget_periods_and_scope() -> None:
         BudgetConfig(name="other", tenant="globex", period="day", limit_usd=1),
     ]
     lines = applicable(budgets, "acme", "k:1", now)
-    assert [line.key for _, line, _ in lines] == [
+    assert [b.line.key for b in lines] == [
         "acme:d:2026-02-28",
         "acme:m:2026-02:key:k%3A1",
     ]
-    assert [line.limit_nanos for _, line, _ in lines] == [10**9, 25 * 10**8]
-    assert [round(left) for _, _, left in lines] == [3600, 3600]
+    assert [b.line.limit_nanos for b in lines] == [10**9, 25 * 10**8]
+    assert [round(b.left_s) for b in lines] == [3600, 3600]
+    assert lines[1].started_at == datetime(2026, 2, 1, tzinfo=UTC).timestamp()
 
 
 def _agent(mode: str = "off") -> AgentSpec:
