@@ -214,8 +214,7 @@ class StatePipeline:
             now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status
         )
         try:
-            await self._durable.record_usage(record)
-            await self._durable.audit(entry)
+            await self._durable.record_usage(record, entry)
         except SwitchboardError as exc:
             log.exception("usage ledger write failed: %s", exc.message)
 

@@ -174,14 +174,27 @@ class PostgresDurable:
 
     # usage ledger
 
-    async def record_usage(self, record: UsageRecord) -> None:
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
         r = record
-        await self._execute(
+        usage = (
             "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
             "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        )
+        args: list[object] = [
             r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
             r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+        ]  # fmt: skip
+        if audit is None:
+            await self._execute(usage, *args)
+            return
+        # One statement, so one round trip and one commit for both rows.
+        e = audit
+        await self._execute(
+            f"WITH ledger AS ({usage}) INSERT INTO audit_log (at, tenant, key_id, request_id, "  # noqa: S608 (constant text)
+            "action, resource, outcome) VALUES ($14, $15, $16, $17, $18, $19, $20)",
+            *args,
+            e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
         )  # fmt: skip
 
     async def totals(

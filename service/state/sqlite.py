@@ -148,20 +148,25 @@ class SqliteDurable:
 
     # usage ledger
 
-    async def record_usage(self, record: UsageRecord) -> None:
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
         r = record
-        await self._run(
-            lambda conn: conn.execute(
-                "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
-                "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
-                    r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms,
-                    r.cache_hit,
-                ),
-            )
-        )  # fmt: skip
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, "
+                    "model, input_tokens, output_tokens, cost_nanos, status, latency_ms, "
+                    "cache_hit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
+                        r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms,
+                        r.cache_hit,
+                    ),
+                )  # fmt: skip
+                if audit is not None:
+                    _insert_audit(conn, audit)
+
+        await self._run(run)
 
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]
@@ -182,13 +187,7 @@ class SqliteDurable:
     # audit
 
     async def audit(self, e: AuditEntry) -> None:
-        await self._run(
-            lambda conn: conn.execute(
-                "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, "
-                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome),
-            )
-        )
+        await self._run(lambda conn: _insert_audit(conn, e))
 
     async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
         rows = await self._run(
@@ -199,6 +198,14 @@ class SqliteDurable:
             ).fetchall()
         )
         return [AuditEntry(*row) for row in rows]
+
+
+def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
+    conn.execute(
+        "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome),
+    )
 
 
 def _total(dims: list[str], row: Sequence[Any]) -> UsageTotal:

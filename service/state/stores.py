@@ -46,7 +46,9 @@ class SessionStore(Protocol):
 
 
 class UsageLedger(Protocol):
-    async def record_usage(self, record: UsageRecord) -> None: ...
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
+        """Add the ledger line, and ``audit`` to the audit log in the same transaction."""
+        ...
 
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]

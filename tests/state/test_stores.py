@@ -144,6 +144,14 @@ async def test_usage_totals_grouped_and_ranged(durable: Durable) -> None:
     assert await durable.totals("nobody", 0.0, 2000.0, ()) == []
 
 
+async def test_usage_and_audit_in_one_write(durable: Durable) -> None:
+    entry = AuditEntry(5.0, "t", "k", "r", "call", "agent:echo", "ok")
+    await durable.record_usage(_line("t", "echo", "m1", "k"), entry)
+    assert await durable.recent_audit("t", 10) == [entry]
+    (total,) = await durable.totals("t", 0.0, 2000.0, ())
+    assert total.calls == 1
+
+
 async def test_audit_newest_first_and_tenant_scoped(durable: Durable) -> None:
     for i in range(3):
         await durable.audit(AuditEntry(float(i), "t", "k", f"r{i}", "Invoke", "echo", "ok"))
