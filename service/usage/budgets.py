@@ -25,6 +25,7 @@ from service.usage.pricing import usd
 
 # Counters are kept a day past their period, so late settlements still land.
 KEEP_AFTER_PERIOD_S = 86400.0
+MAX_SEEDED = 100_000  # lines remembered as read back from the ledger in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,8 @@ class Budgets:
                 t.cost_nanos for t in totals if not bound.budget.per_key or t.key_id == key_id
             )
             await self._store.seed(bound.line, spent)
+        if len(self._seeded) >= MAX_SEEDED:
+            self._seeded.clear()  # at worst a few lines are read back again (a no-op seed)
         self._seeded.add(bound.line.key)
 
     async def settle(self, reservation: Reservation, amount: int) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
 from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import session_pb2 as spb
-from switchboard_client import InvalidArgumentError
+from switchboard_client import InvalidArgumentError, NotFoundError
 
 from tests.state.stateful import eventually, invoke_as, serve_state, sessions
 
@@ -66,6 +67,13 @@ async def test_a_cancelled_stream_appends_nothing(backend: str) -> None:
             assert event.WhichOneof("event") == "start"
             break  # cancels the call before the answer is complete
         await eventually(lambda: stats.cancelled == 1)
+        # The cancelled call is in the ledger, as a failed call with no cost.
+        ledger = served.app.stores.durable
+        deadline = time.monotonic() + 10
+        while not (totals := await ledger.totals("default", 0, time.time() + 1, ())):
+            assert time.monotonic() < deadline, "the cancelled call was never recorded"
+            await asyncio.sleep(0.01)
+        assert (totals[0].calls, totals[0].failed_calls, totals[0].cost_nanos) == (1, 1, 0)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await sessions(served).GetSession(spb.GetSessionRequest(id="c"))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -146,3 +154,18 @@ async def test_another_tenants_session_is_not_found(backend: str) -> None:
         assert "conversation of 1 messages" in mine.message.content[0].text
         acme = await invoke_as(served.app.runner, "acme", "chat", "more", session_id="shared")
         assert "conversation of 3 messages" in acme.message.text
+
+
+async def test_the_python_client_reads_sessions_and_usage(backend: str) -> None:
+    async with serve_state(backend) as served:
+        client = served.client
+        await client.invoke("echo", "hi", session_id="py-1")
+        await client.invoke("echo", "hi", session_id="py-2")
+
+        assert [s.id for s in await client.list_sessions()] == ["py-1", "py-2"]
+        assert (await client.get_session("py-1")).messages[0].content[0].text == "hi"
+        await client.delete_session("py-1")
+        with pytest.raises(NotFoundError):
+            await client.get_session("py-1")
+        (group,) = (await client.get_usage()).groups
+        assert group.calls == 2
