@@ -50,7 +50,11 @@ class StateConfig(_Model):
     ``shared`` (PostgreSQL + Redis; any number of replicas)."""
 
     backend: Literal["embedded", "shared"] = "embedded"
-    data_dir: str = Field("data", min_length=1, description="embedded: the SQLite file's folder")
+    data_dir: str = Field(
+        "data",
+        min_length=1,
+        description="embedded: the SQLite file's folder (relative to the config file)",
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("switchboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     postgres_dsn: DsnRef | str = "postgresql://postgres@127.0.0.1:5432/postgres"

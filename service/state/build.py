@@ -3,6 +3,7 @@ Redis)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.state.memory import MemoryFast
@@ -19,9 +20,11 @@ def build_stores(snapshot: Snapshot) -> Stores:
     """The stores of ``snapshot.state``. Nothing connects until first used (or migrated)."""
     state = snapshot.state
     if state.backend == "embedded":
+        # Relative to the config file, like every other path in it.
+        data_dir = Path(snapshot.source).parent / state.data_dir
         return Stores(
             backend="embedded",
-            durable=SqliteDurable(state.data_dir, timeout_s=state.timeout_s),
+            durable=SqliteDurable(data_dir, timeout_s=state.timeout_s),
             fast=MemoryFast(),
         )
     assert snapshot.postgres_dsn is not None  # resolved by load() for the shared backend

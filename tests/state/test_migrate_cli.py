@@ -67,3 +67,11 @@ def test_migrate_reports_a_down_store_without_its_password(
     err = capsys.readouterr().err
     assert "state store postgres is unavailable" in err
     assert "pw@" not in err
+
+
+def test_a_relative_data_dir_is_beside_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "embedded.yaml"
+    config.parent.mkdir()
+    config.write_text(textwrap.dedent(BASE) + "state: {data_dir: ../state-here}\n")
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert (tmp_path / "state-here" / "switchboard.sqlite3").is_file()
