@@ -6,12 +6,18 @@ module, :mod:`service.api.errors`, turns them into gRPC statuses; nothing here i
 
 Messages are shown to callers: they say what is wrong and never carry secrets, prompts or
 stack traces.
+
+The class attributes are each kind's defaults. Where one instance must differ (an upstream
+quota 429 is a ResourceExhausted that should also count against the target's breaker, an
+upstream auth failure an Internal that should), :meth:`SwitchboardError.overriding` sets
+them on that instance; code that reads ``error.retryable`` sees the override.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,17 @@ class SwitchboardError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def overriding(
+        self, *, retryable: bool | None = None, counts_against_breaker: bool | None = None
+    ) -> Self:
+        """This error, with its kind's ``retryable``/``counts_against_breaker`` replaced for
+        this instance only (``None`` keeps the kind's default). Returns ``self``."""
+        if retryable is not None:
+            self.retryable = retryable
+        if counts_against_breaker is not None:
+            self.counts_against_breaker = counts_against_breaker
+        return self
 
 
 class InvalidArgument(SwitchboardError):

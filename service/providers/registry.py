@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from service.errors import FailedPrecondition
+from service.providers.anthropic_messages import AnthropicMessagesProvider
 from service.providers.base import Provider, TargetSpec
 from service.providers.mock import MockProvider
+from service.providers.openai_chat import OpenAIChatProvider
 
 ProviderFactory = Callable[[TargetSpec], Provider]
 
 FACTORIES: Mapping[str, ProviderFactory] = {
     "mock": MockProvider,
+    "openai": OpenAIChatProvider,
+    "openai_compatible": OpenAIChatProvider,
+    "anthropic": AnthropicMessagesProvider,
 }
 
 

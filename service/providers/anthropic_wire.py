@@ -1,0 +1,225 @@
+"""The Anthropic Messages wire format: domain call → request body, stream events → events.
+
+Plain data in and out (the SDK's event objects are read by attribute), so the mapping is
+testable on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from service.domain import (
+    Finish,
+    FinishReason,
+    ImagePart,
+    Message,
+    ProviderEvent,
+    ResponseFormatType,
+    Role,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+from service.errors import InvalidArgument, Unavailable
+from service.providers.base import ModelCall
+
+STOP_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
+
+
+def build_request(
+    call: ModelCall, *, model: str, target: str, default_max_tokens: int
+) -> dict[str, Any]:
+    """The keyword arguments of ``messages.create`` for ``call`` (without ``stream``).
+
+    The agent's system prompt and any SYSTEM messages go to the top-level ``system`` field;
+    TOOL results become ``tool_result`` blocks of a user turn; consecutive turns of one role
+    are merged. ``temperature`` and ``top_p`` travel in ``extra_body`` (the SDK no longer
+    names them); ``seed`` has no Anthropic equivalent and is not sent.
+
+    Raises:
+        InvalidArgument: a JSON response format (the target cannot promise one), or an
+            assistant tool call whose arguments are not a JSON object.
+    """
+    p = call.parameters
+    fmt = p.response_format
+    if fmt is not None and fmt.type is not ResponseFormatType.TEXT:
+        raise InvalidArgument.field(
+            "parameters.response_format",
+            f"target {target!r} (provider anthropic) does not support "
+            f"{fmt.type.value} response formats; ask for text, or use an agent routed to "
+            "an OpenAI target",
+        )
+    system = [call.system_prompt] if call.system_prompt else []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(call.messages):
+        if message.role is Role.SYSTEM:
+            system.append(message.text)
+            continue
+        role = "assistant" if message.role is Role.ASSISTANT else "user"
+        blocks = _blocks(message, f"messages[{i}]")
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += blocks
+        else:
+            turns.append({"role": role, "content": blocks})
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": turns,
+        "max_tokens": p.max_tokens or default_max_tokens,
+    }
+    if system:
+        request["system"] = "\n\n".join(system)
+    if call.tools:
+        request["tools"] = [
+            {
+                "name": tool.name,
+                **({"description": tool.description} if tool.description else {}),
+                "input_schema": dict(tool.parameters) or {"type": "object"},
+            }
+            for tool in call.tools
+        ]
+    if p.stop:
+        request["stop_sequences"] = list(p.stop)
+    # The SDK dropped temperature/top_p from its signature; the API still takes them on
+    # models that sample, so they go in the body as-is, and only when set.
+    sampling = {"temperature": p.temperature, "top_p": p.top_p}
+    if any(v is not None for v in sampling.values()):
+        request["extra_body"] = {k: v for k, v in sampling.items() if v is not None}
+    return request
+
+
+def _blocks(message: Message, where: str) -> list[dict[str, Any]]:
+    if message.role is Role.TOOL:
+        return [
+            {"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text}
+        ]
+    blocks = [_part(p) for p in message.content if not (isinstance(p, TextPart) and not p.text)]
+    for j, call in enumerate(message.tool_calls):
+        try:
+            arguments = json.loads(call.arguments_json or "{}")
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise InvalidArgument.field(
+                f"{where}.tool_calls[{j}].arguments_json", "must be a JSON object"
+            )
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    return blocks
+
+
+def _part(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if part.data:
+        data = base64.b64encode(part.data).decode()
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": part.media_type, "data": data},
+        }
+    inline = _DATA_URL.match(part.url)
+    if inline:
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": inline["type"], "data": inline["data"]},
+        }
+    return {"type": "image", "source": {"type": "url", "url": part.url}}
+
+
+class EventReader:
+    """Turns a Messages stream (message_start, content_block_start/delta/stop, message_delta,
+    message_stop; the SDK drops ``ping`` and raises on ``error``) into provider events.
+
+    Tool calls are numbered in the order their ``tool_use`` blocks start, whatever the block
+    indices of the text around them. After the stream ends :meth:`finish` yields the usage and
+    the one ``Finish`` — or raises ``Unavailable`` when ``message_stop`` never came.
+    """
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._tool_of_block: dict[int, int] = {}
+        self._tool_has_arguments: dict[int, bool] = {}
+        self._input_tokens = 0
+        self._cached_tokens = 0
+        self._output_tokens = 0
+        self._stop_reason: str | None = None
+        self._stopped = False
+
+    def feed(self, event: Any) -> Iterator[ProviderEvent]:
+        match event.type:
+            case "message_start":
+                self._input(event.message.usage)
+                self._output_tokens = event.message.usage.output_tokens or 0
+            case "content_block_start":
+                block = event.content_block
+                if block.type == "tool_use":
+                    tool = len(self._tool_of_block)
+                    self._tool_of_block[event.index] = tool
+                    yield ToolCallDelta(index=tool, id=block.id, name=block.name)
+                    if block.input:
+                        self._tool_has_arguments[tool] = True
+                        yield ToolCallDelta(index=tool, arguments_delta=json.dumps(block.input))
+                elif block.type == "text" and block.text:
+                    yield TextDelta(block.text)
+            case "content_block_delta":
+                delta = event.delta
+                if delta.type == "text_delta" and delta.text:
+                    yield TextDelta(delta.text)
+                elif delta.type == "input_json_delta" and delta.partial_json:
+                    owner = self._tool_of_block.get(event.index)
+                    if owner is not None:
+                        self._tool_has_arguments[owner] = True
+                        yield ToolCallDelta(index=owner, arguments_delta=delta.partial_json)
+            case "content_block_stop":
+                closed = self._tool_of_block.get(event.index)
+                if closed is not None and not self._tool_has_arguments.get(closed):
+                    # A tool without arguments: the same "{}" an OpenAI target would give.
+                    self._tool_has_arguments[closed] = True
+                    yield ToolCallDelta(index=closed, arguments_delta="{}")
+            case "message_delta":
+                self._stop_reason = event.delta.stop_reason or self._stop_reason
+                usage = event.usage
+                if usage is not None:
+                    self._output_tokens = usage.output_tokens or self._output_tokens
+                    if usage.input_tokens is not None:
+                        self._input(usage)
+            case "message_stop":
+                self._stopped = True
+
+    def _input(self, usage: Any) -> None:
+        cached = usage.cache_read_input_tokens or 0
+        created = usage.cache_creation_input_tokens or 0
+        self._input_tokens = (usage.input_tokens or 0) + cached + created
+        self._cached_tokens = cached
+
+    def finish(self) -> Iterator[ProviderEvent]:
+        """The closing events.
+
+        Raises:
+            Unavailable: the stream ended before ``message_stop``.
+        """
+        if not self._stopped:
+            raise Unavailable(
+                f"target {self._target!r}: the upstream stream ended before it finished "
+                "(no message_stop); the answer is incomplete"
+            )
+        yield UsageEvent(
+            Usage(
+                input_tokens=self._input_tokens,
+                output_tokens=self._output_tokens,
+                cached_input_tokens=self._cached_tokens,
+            )
+        )
+        yield Finish(STOP_REASONS.get(self._stop_reason or "", FinishReason.UNSPECIFIED))

@@ -1,0 +1,1 @@
+"""Fake upstream servers speaking the real OpenAI and Anthropic wire formats."""
