@@ -102,6 +102,7 @@ class StatePipeline:
         finish: Finish | None = None
         status = "ok"
         try:
+            use_cache = wanted(agent, request.cache)
             history: tuple[Message, ...] = ()
             if request.session_id:
                 history = await self._sessions.history(ctx.tenant, request.session_id, agent.memory)
@@ -111,7 +112,6 @@ class StatePipeline:
                         f"at least one message is required: session {request.session_id!r} "
                         "has no history",
                     )
-            use_cache = wanted(agent, request.cache)
             parameters = agent.parameters.overridden_by(request.parameters)
             messages = history + request.messages
             reservation = await self._budgets.reserve(
