@@ -101,6 +101,7 @@ class StatePipeline:
         start: Start | None = None
         finish: Finish | None = None
         status = "ok"
+        recorded = False
         try:
             use_cache = wanted(agent, request.cache)
             history: tuple[Message, ...] = ()
@@ -138,19 +139,12 @@ class StatePipeline:
                     if isinstance(event, Start):
                         start = event
                     if isinstance(event, Finish):
+                        # Settled, appended and recorded before the caller sees the Finish.
                         finish = event
-                        answer = fold.result()
-                        if reservation is not None:
-                            settling, reservation = reservation, None
-                            await self._settle(settling, _nanos(answer.usage.cost_usd))
-                        if request.session_id:
-                            await self._sessions.append(
-                                ctx.tenant,
-                                request.session_id,
-                                agent.name,
-                                request.messages,
-                                answer.message,
-                            )
+                        settling, reservation = reservation, None
+                        usage, audit = _records(request, agent, fold, start, finish, "ok", began)
+                        await self._finished(request, fold, settling, usage, audit)
+                        recorded = True
                     yield event
         except BaseException as exc:
             status = _status(exc)
@@ -158,15 +152,35 @@ class StatePipeline:
         finally:
             if reservation is not None:
                 await self._release(reservation)
-            await self._record(
-                request=request,
-                agent=agent,
-                fold=fold,
-                start=start,
-                finish=finish,
-                status=status,
-                began=began,
+            if not recorded:
+                await self._write(*_records(request, agent, fold, start, finish, status, began))
+
+    async def _finished(
+        self,
+        request: AgentRequest,
+        fold: Fold,
+        reservation: Reservation | None,
+        usage: UsageRecord,
+        audit: AuditEntry,
+    ) -> None:
+        """Settle the budget, append the turn and record the call (raises if the append
+        fails: the turn must not be lost silently)."""
+        answer = fold.result()
+        if reservation is not None:
+            await self._settle(reservation, usage.cost_nanos)
+        if request.session_id:
+            # The turn, the ledger line and the audit entry: one commit.
+            await self._sessions.append(
+                usage.tenant,
+                request.session_id,
+                usage.agent,
+                request.messages,
+                answer.message,
+                usage=usage,
+                audit=audit,
             )
+        else:
+            await self._write(usage, audit)
 
     async def _settle(self, reservation: Reservation, amount: int) -> None:
         try:
@@ -180,43 +194,46 @@ class StatePipeline:
         except SwitchboardError as exc:
             log.exception("budget release failed (the reservation will expire): %s", exc.message)
 
-    async def _record(
-        self,
-        *,
-        request: AgentRequest,
-        agent: AgentSpec,
-        fold: Fold,
-        start: Start | None,
-        finish: Finish | None,
-        status: str,
-        began: float,
-    ) -> None:
-        ctx = current()
-        now = time.time()
-        usage = fold.result().usage if start is not None and finish is not None else None
-        target = (finish.target if finish else None) or (start.target if start else None)
-        record = UsageRecord(
-            at=now,
-            tenant=ctx.tenant,
-            key_id=ctx.key_id,
-            request_id=request.request_id,
-            agent=agent.name,
-            target=target.name if target else "",
-            model=target.model if target else "",
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cost_nanos=_nanos(usage.cost_usd) if usage else 0,
-            status=status,
-            latency_ms=round((time.monotonic() - began) * 1000),
-            cache_hit=bool(finish and finish.cache_hit),
-        )
-        entry = AuditEntry(
-            now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status
-        )
+    async def _write(self, usage: UsageRecord, audit: AuditEntry) -> None:
         try:
-            await self._durable.record_usage(record, entry)
+            await self._durable.record_usage(usage, audit)
         except SwitchboardError as exc:
             log.exception("usage ledger write failed: %s", exc.message)
+
+
+def _records(  # noqa: PLR0917 (one call's facts)
+    request: AgentRequest,
+    agent: AgentSpec,
+    fold: Fold,
+    start: Start | None,
+    finish: Finish | None,
+    status: str,
+    began: float,
+) -> tuple[UsageRecord, AuditEntry]:
+    """The call's ledger line and audit entry."""
+    ctx = current()
+    now = time.time()
+    usage = fold.result().usage if start is not None and finish is not None else None
+    target = (finish.target if finish else None) or (start.target if start else None)
+    record = UsageRecord(
+        at=now,
+        tenant=ctx.tenant,
+        key_id=ctx.key_id,
+        request_id=request.request_id,
+        agent=agent.name,
+        target=target.name if target else "",
+        model=target.model if target else "",
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cost_nanos=_nanos(usage.cost_usd) if usage else 0,
+        status=status,
+        latency_ms=round((time.monotonic() - began) * 1000),
+        cache_hit=bool(finish and finish.cache_hit),
+    )
+    audit = AuditEntry(
+        now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status
+    )
+    return record, audit
 
 
 async def _priced(

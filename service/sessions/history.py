@@ -9,7 +9,7 @@ from service.agents.spec import MemoryPolicy
 from service.domain import Message
 from service.errors import InvalidArgument, NotFound
 from service.sessions import codec
-from service.state.records import SessionInfo
+from service.state.records import AuditEntry, SessionInfo, UsageRecord
 from service.state.stores import SessionStore
 
 MAX_SESSION_ID = 128
@@ -54,10 +54,20 @@ class Sessions:
         agent: str,
         messages: Sequence[Message],
         answer: Message,
+        *,
+        usage: UsageRecord | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
-        """Store one turn (the request's messages and the answer) atomically."""
+        """Store one turn (the request's messages and the answer) atomically, with the
+        call's ledger line and audit entry when given."""
         await self._store.append(
-            tenant, session_id, agent, codec.encode([*messages, answer]), self._clock()
+            tenant,
+            session_id,
+            agent,
+            codec.encode([*messages, answer]),
+            self._clock(),
+            usage=usage,
+            audit=audit,
         )
 
     async def get(self, tenant: str, session_id: str) -> tuple[SessionInfo, tuple[Message, ...]]:

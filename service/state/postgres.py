@@ -110,7 +110,15 @@ class PostgresDurable:
         return [Turn(*row) for row in reversed(rows)]
 
     async def append(
-        self, tenant: str, session_id: str, agent: str, messages_json: str, at: float
+        self,
+        tenant: str,
+        session_id: str,
+        agent: str,
+        messages_json: str,
+        at: float,
+        *,
+        usage: UsageRecord | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
         async with self._guard():
             pool = await self._get_pool()
@@ -136,6 +144,9 @@ class PostgresDurable:
                     messages_json,
                     at,
                 )
+                if usage is not None:
+                    sql, args = _usage_statement(usage, audit)
+                    await conn.execute(sql, *args)
 
     async def get(self, tenant: str, session_id: str) -> SessionInfo | None:
         rows = await self._fetch(
@@ -175,27 +186,8 @@ class PostgresDurable:
     # usage ledger
 
     async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
-        r = record
-        usage = (
-            "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
-            "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        )
-        args: list[object] = [
-            r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
-            r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
-        ]  # fmt: skip
-        if audit is None:
-            await self._execute(usage, *args)
-            return
-        # One statement, so one round trip and one commit for both rows.
-        e = audit
-        await self._execute(
-            f"WITH ledger AS ({usage}) INSERT INTO audit_log (at, tenant, key_id, request_id, "  # noqa: S608 (constant text)
-            "action, resource, outcome) VALUES ($14, $15, $16, $17, $18, $19, $20)",
-            *args,
-            e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
-        )  # fmt: skip
+        sql, args = _usage_statement(record, audit)
+        await self._execute(sql, *args)
 
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]
@@ -249,3 +241,26 @@ class PostgresDurable:
             limit,
         )
         return [AuditEntry(*row) for row in rows]
+
+
+_USAGE_INSERT = (
+    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
+    "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
+
+
+def _usage_statement(r: UsageRecord, audit: AuditEntry | None) -> tuple[str, list[object]]:
+    """One statement (one round trip) writing the ledger line and, if given, the audit entry."""
+    args: list[object] = [
+        r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
+        r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+    ]  # fmt: skip
+    if audit is None:
+        return _USAGE_INSERT, args
+    e = audit
+    sql = (
+        f"WITH ledger AS ({_USAGE_INSERT}) INSERT INTO audit_log (at, tenant, key_id, "  # noqa: S608 (constant text)
+        "request_id, action, resource, outcome) VALUES ($14, $15, $16, $17, $18, $19, $20)"
+    )
+    return sql, [*args, e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome]

@@ -93,7 +93,15 @@ class SqliteDurable:
         return [Turn(*row) for row in reversed(rows)]
 
     async def append(
-        self, tenant: str, session_id: str, agent: str, messages_json: str, at: float
+        self,
+        tenant: str,
+        session_id: str,
+        agent: str,
+        messages_json: str,
+        at: float,
+        *,
+        usage: UsageRecord | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -109,6 +117,10 @@ class SqliteDurable:
                     "created_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (tenant, session_id, seq, agent, messages_json, at),
                 )
+                if usage is not None:
+                    _insert_usage(conn, usage)
+                if audit is not None:
+                    _insert_audit(conn, audit)
 
         await self._run(run)
 
@@ -149,20 +161,9 @@ class SqliteDurable:
     # usage ledger
 
     async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
-        r = record
-
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.execute(
-                    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, "
-                    "model, input_tokens, output_tokens, cost_nanos, status, latency_ms, "
-                    "cache_hit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
-                        r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms,
-                        r.cache_hit,
-                    ),
-                )  # fmt: skip
+                _insert_usage(conn, record)
                 if audit is not None:
                     _insert_audit(conn, audit)
 
@@ -198,6 +199,18 @@ class SqliteDurable:
             ).fetchall()
         )
         return [AuditEntry(*row) for row in rows]
+
+
+def _insert_usage(conn: sqlite3.Connection, r: UsageRecord) -> None:
+    conn.execute(
+        "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
+        "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
+            r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+        ),
+    )  # fmt: skip
 
 
 def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:

@@ -28,10 +28,19 @@ class SessionStore(Protocol):
         ...
 
     async def append(
-        self, tenant: str, session_id: str, agent: str, messages_json: str, at: float
+        self,
+        tenant: str,
+        session_id: str,
+        agent: str,
+        messages_json: str,
+        at: float,
+        *,
+        usage: UsageRecord | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
-        """Append one turn atomically, creating the session if needed. Concurrent appends to
-        one session all land, each whole."""
+        """Append one turn atomically, creating the session if needed; with ``usage`` and
+        ``audit``, write them in the same transaction. Concurrent appends to one session all
+        land, each whole."""
         ...
 
     async def get(self, tenant: str, session_id: str) -> SessionInfo | None: ...

@@ -152,6 +152,16 @@ async def test_usage_and_audit_in_one_write(durable: Durable) -> None:
     assert total.calls == 1
 
 
+async def test_a_turn_with_its_ledger_line_and_audit_entry(durable: Durable) -> None:
+    entry = AuditEntry(5.0, "t", "k", "r", "call", "agent:echo", "ok")
+    await durable.append(
+        "t", "s", "echo", "[]", 5.0, usage=_line("t", "echo", "m1", "k"), audit=entry
+    )
+    assert [t.seq for t in await durable.turns("t", "s", 5)] == [1]
+    assert await durable.recent_audit("t", 10) == [entry]
+    assert (await durable.totals("t", 0.0, 2000.0, ()))[0].calls == 1
+
+
 async def test_audit_newest_first_and_tenant_scoped(durable: Durable) -> None:
     for i in range(3):
         await durable.audit(AuditEntry(float(i), "t", "k", f"r{i}", "Invoke", "echo", "ok"))
