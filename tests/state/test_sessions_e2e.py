@@ -9,7 +9,7 @@ import grpc
 import pytest
 from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import session_pb2 as spb
-from switchboard_client import InvalidArgumentError, NotFoundError
+from switchboard_client import Client, InvalidArgumentError, NotFoundError
 
 from tests.state.stateful import eventually, invoke_as, serve_state, sessions
 
@@ -169,3 +169,18 @@ async def test_the_python_client_reads_sessions_and_usage(backend: str) -> None:
             await client.get_session("py-1")
         (group,) = (await client.get_usage()).groups
         assert group.calls == 2
+
+
+async def test_the_blocking_client_too(backend: str) -> None:
+    async with serve_state(backend) as served:
+        await served.client.invoke("echo", "hi", session_id="sync-1")
+
+        def blocking() -> tuple[int, int]:
+            with Client(served.address) as client:
+                turns = client.get_session("sync-1").turn_count
+                client.delete_session("sync-1")
+                with pytest.raises(NotFoundError):
+                    client.get_session("sync-1")
+                return turns, client.get_usage().groups[0].calls
+
+        assert await asyncio.to_thread(blocking) == (1, 1)

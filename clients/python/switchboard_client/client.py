@@ -197,6 +197,8 @@ class Client:
     def __init__(self, target: str, *, api_key: str | None = None) -> None:
         self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.AgentServiceStub(self._channel)
+        self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
+        self._usage = usage_pb2_grpc.UsageServiceStub(self._channel)
         self._metadata = _metadata(api_key)
 
     def __enter__(self) -> Self:
@@ -236,3 +238,33 @@ class Client:
             raise from_rpc_error(exc) from None
         finally:
             call.cancel()  # type: ignore[no-untyped-call]
+
+    def get_session(self, session_id: str) -> session_pb2.Session:
+        """A stored conversation with its messages (NotFoundError if the tenant has none)."""
+        try:
+            response: session_pb2.GetSessionResponse = self._sessions.GetSession(
+                session_pb2.GetSessionRequest(id=session_id), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response.session
+
+    def delete_session(self, session_id: str) -> None:
+        try:
+            self._sessions.DeleteSession(
+                session_pb2.DeleteSessionRequest(id=session_id), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def get_usage(
+        self, request: usage_pb2.GetUsageRequest | None = None
+    ) -> usage_pb2.GetUsageResponse:
+        """The tenant's usage totals (default: today, ungrouped)."""
+        try:
+            response: usage_pb2.GetUsageResponse = self._usage.GetUsage(
+                request or usage_pb2.GetUsageRequest(), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response
