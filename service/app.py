@@ -43,6 +43,8 @@ from service.observability.tracing import build_tracer_provider
 from service.providers.base import Provider
 from service.providers.registry import build_provider
 from service.ratelimit.limiter import build_limiter
+from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
+from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.sessions import Sessions
 from service.state import build_stores
@@ -53,13 +55,19 @@ log = logging.getLogger(__name__)
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+TARGET_HEALTH_PREFIX = "switchboard.target."
 RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 
 
-def build_runtime(snapshot: Snapshot, providers: Mapping[str, Provider]) -> Runtime:
-    return Runtime(snapshot=snapshot, router=Router(providers))
+def build_runtime(
+    snapshot: Snapshot, providers: Mapping[str, Provider], targets: TargetRegistry
+) -> Runtime:
+    """The runtime for ``snapshot``. ``targets`` (breakers, budgets) outlives it: on reload
+    pass the same registry, and it keeps its state under the new settings."""
+    targets.configure(snapshot.resilience, snapshot.targets)
+    return Runtime(snapshot=snapshot, router=Router(providers, targets))
 
 
 class App:
@@ -82,7 +90,15 @@ class App:
             name: TracedProvider(provider, snapshot.targets[name], tracer, self.metrics)
             for name, provider in self.providers.items()
         }
-        self._runtime = build_runtime(snapshot, routed)
+        # Per-target breaker states, published as health services by an owned task.
+        self._target_states: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        storage, self._close_storage = None, None
+        if snapshot.resilience.redis is not None:
+            storage, self._close_storage = redis_storage(snapshot.resilience.redis)
+        self.targets = TargetRegistry(snapshot.resilience, storage=storage)
+        self.targets.subscribe(self._breaker_changed)
+        self._target_health: asyncio.Task[None] | None = None
+        self._runtime = build_runtime(snapshot, routed, self.targets)
         self.stores = build_stores(snapshot)
         self.pipeline = StatePipeline(
             self.stores,
@@ -180,6 +196,7 @@ class App:
         await self.server.start()
         for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._target_health = asyncio.create_task(self._publish_target_health())
         state_ok = await healthy(self.stores)
         await self._report_state(state_ok)
         self._state_watch = asyncio.create_task(
@@ -231,6 +248,9 @@ class App:
         deadline = asyncio.get_running_loop().time() + grace
         log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
+        if self._target_health is not None:
+            self._target_health.cancel()
+            await asyncio.wait([self._target_health])
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -242,6 +262,8 @@ class App:
                 await self._state_watch
         for provider in self.providers.values():
             await provider.aclose()
+        if self._close_storage is not None:
+            self._close_storage()
         await self.limiter.aclose()
         await self.stores.aclose()
         self.metrics.close()
@@ -249,3 +271,17 @@ class App:
             # Flushing exports synchronously: off the event loop, so it does not stall it.
             await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("stopped", extra={"event": "stop"})
+
+    def _breaker_changed(self, target: str, state: str) -> None:
+        self.metrics.breaker_state.labels(target).set(STATE_VALUES[state])
+        self._target_states.put_nowait((target, state))  # for _publish_target_health
+
+    async def _publish_target_health(self) -> None:
+        """Mirror each target's breaker in health as ``switchboard.target.<name>``: an open
+        circuit is NOT_SERVING, closed or half-open SERVING. Runs until stop() cancels it."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            name, state = await self._target_states.get()
+            status = not_serving if state == OPEN else serving
+            await self.health.set(TARGET_HEALTH_PREFIX + name, status)

@@ -100,10 +100,10 @@ class Runner:
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        opened = await router.open(agent.route, call, deadline)
+        opened = await router.open(agent.route, call, deadline, agent.routing)
         target = target_ref(opened.target)
-        yield Start(request.request_id, agent.name, agent.version, target)
-        async with aclosing(opened.events) as events:
+        async with aclosing(opened.events) as events:  # closed even if the caller leaves now
+            yield Start(request.request_id, agent.name, agent.version, target)
             async for event in events:
                 if isinstance(event, Finish):
                     yield Finish(event.reason, opened.attempts, event.cache_hit, target)

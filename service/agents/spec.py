@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from service.domain import Parameters, Tool
 from service.providers.base import TargetSpec
+from service.routing.policy import RoutePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +38,4 @@ class AgentSpec:
     accepts_caller_tools: bool
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
     cache: CachePolicy = field(default_factory=CachePolicy)
+    routing: RoutePolicy | None = None  # None: plain ordered fallback over ``route``

@@ -30,6 +30,8 @@ from service.config.model import (
 from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
 from service.providers.base import TargetSpec
+from service.routing.config import ResilienceConfig, resilience_spec, route_names, route_policy
+from service.routing.policy import ResilienceSpec
 from service.secrets import Secret
 from service.usage.pricing import PriceTable, price_table
 
@@ -48,6 +50,7 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
+    resilience: ResilienceSpec = field(default_factory=ResilienceSpec)
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
@@ -123,7 +126,7 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         name: _target(name, target, source, environ) for name, target in config.targets.items()
     }
     agents = {
-        name: _agent(name, agent, config.targets, targets)
+        name: _agent(name, agent, config.targets, targets, config.resilience)
         for name, agent in sorted(config.agents.items())
     }
     try:
@@ -135,6 +138,7 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         server=config.server,
         targets=targets,
         agents=agents,
+        resilience=resilience_spec(config.resilience),
         auth=auth,
         rate_limits=config.rate_limits,
         observability=config.observability,
@@ -217,13 +221,15 @@ def _agent(
     agent: AgentConfig,
     target_configs: Mapping[str, TargetConfig],
     targets: Mapping[str, TargetSpec],
+    resilience: ResilienceConfig,
 ) -> AgentSpec:
+    routing = route_policy(agent.route, resilience, targets)
     return AgentSpec(
         name=name,
         description=agent.description,
         version=agent.version or agent_version_hash(agent, target_configs),
         system_prompt=agent.system_prompt,
-        route=tuple(targets[t] for t in agent.route),
+        route=routing.specs,
         parameters=parameters_from_config(agent.parameters),
         overridable_parameters=frozenset(agent.overridable_parameters),
         tools=tuple(
@@ -233,6 +239,7 @@ def _agent(
         accepts_caller_tools=agent.accepts_caller_tools,
         memory=MemoryPolicy(agent.memory.max_turns, agent.memory.max_tokens),
         cache=CachePolicy(agent.cache.mode, agent.cache.ttl_s),
+        routing=routing,
     )
 
 
@@ -243,7 +250,7 @@ def agent_version_hash(agent: AgentConfig, target_configs: Mapping[str, TargetCo
         "agent": agent.model_dump(mode="json"),
         "route": [
             target_configs[t].model_dump(mode="json", exclude={"api_key", "base_url"})
-            for t in agent.route
+            for t in route_names(agent.route)
         ],
     }
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()

@@ -20,6 +20,7 @@ from service.config.state_model import (
     PriceConfig,
     StateConfig,
 )
+from service.routing.config import ResilienceConfig, Route, route_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ProviderKind = Literal["mock", "openai", "anthropic", "openai_compatible"]
@@ -74,11 +75,32 @@ class ParametersConfig(_Model):
     response_format: ResponseFormatConfig | None = None
 
 
+MockFault = Literal[
+    "unavailable",  # HTTP 503
+    "overloaded",  # HTTP 529
+    "rate_limited",  # HTTP 429 (with retry_after_s)
+    "resource_exhausted",  # HTTP 429 naming an exhausted quota
+    "deadline_exceeded",  # the upstream timed out
+    "invalid_argument",  # HTTP 400
+]
+
+
 class MockConfig(_Model):
-    """Options of the built-in mock provider."""
+    """Options of the built-in mock provider, fault switches included (for chaos drills)."""
 
     ttft_s: float = Field(0.0, ge=0, description="delay before the first token")
     tokens_per_s: float = Field(0.0, ge=0, description="streaming speed; 0 means no delay")
+    seed: int | None = Field(None, description="seeds the fault and latency draws")
+    fail_first: int = Field(0, ge=0, description="the first N calls fail with `error`")
+    fail_rate: float = Field(0.0, ge=0, le=1, description="share of calls that fail")
+    error: MockFault = "unavailable"
+    retry_after_s: float | None = Field(None, ge=0, description="sent with the failures")
+    hang: bool = Field(False, description="never answer (until cancelled or out of time)")
+    drop_after_tokens: int | None = Field(
+        None, ge=0, description="drop the stream after N tokens (UNAVAILABLE)"
+    )
+    tail_rate: float = Field(0.0, ge=0, le=1, description="share of calls with a slow start")
+    tail_ttft_s: float = Field(0.0, ge=0, description="delay before the first token in the tail")
 
 
 class OpenAIOptions(_Model):
@@ -154,7 +176,9 @@ class AgentConfig(_Model):
     description: str = ""
     version: str | None = Field(None, min_length=1, max_length=64)
     system_prompt: str = ""
-    route: list[str] = Field(min_length=1, description="target names, in order of preference")
+    route: Route = Field(
+        description="target names in order of preference, or a routing policy (README)"
+    )
     parameters: ParametersConfig = ParametersConfig()
     overridable_parameters: list[OverridableParameter] = Field(default_factory=list)
     tools: list[ToolConfig] = Field(default_factory=list)
@@ -167,6 +191,7 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(min_length=1)
+    resilience: ResilienceConfig = ResilienceConfig()
     auth: AuthConfig = AuthConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
@@ -195,7 +220,10 @@ class Config(_Model):
                         "(at most 64, starting with a letter or digit)"
                     )
         for agent_name, agent in self.agents.items():
-            for i, target in enumerate(agent.route):
+            on_route = route_names(agent.route)
+            if not on_route:
+                raise ValueError(f"agents.{agent_name}.route: at least one target is required")
+            for i, target in enumerate(on_route):
                 if target not in self.targets:
                     raise ValueError(
                         f"agents.{agent_name}.route[{i}]: no target named {target!r} "
@@ -204,4 +232,7 @@ class Config(_Model):
         budget_names = [b.name for b in self.budgets]
         if len(set(budget_names)) != len(budget_names):
             raise ValueError("budgets: each budget needs its own name")
+        for target in self.resilience.targets:
+            if target not in self.targets:
+                raise ValueError(f"resilience.targets.{target}: no target named {target!r}")
         return self

@@ -105,6 +105,12 @@ class Metrics:
             registry=r,
         )
         self.ratelimit_backend_up.set(1)
+        self.breaker_state = Gauge(
+            "switchboard_target_breaker_state",
+            "Each target's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["target"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str, str], _Children] = {}
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None

@@ -5,6 +5,11 @@ It sits behind the same interface as the real providers. Models:
 - ``echo``: answers with the last user message's text.
 - any other name (``compose`` by convention): a short reply that quotes the conversation.
 
+Fault switches (``mock:`` options, also changeable at run time through
+``MockProvider.faults``) make it fail like a real upstream: an error kind for the first N
+calls or a share of them (with a retry-after), a hang, a stream dropped after N tokens, and a
+heavy-tailed time to first token. Draws come from a seeded RNG, so runs repeat.
+
 In both, a last user message ``call <tool> <text>`` naming one of the offered tools makes the
 model call that tool with ``{"input": "<text>"}``; a last TOOL message is acknowledged. Text is
 streamed word by word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -31,8 +37,9 @@ from service.domain import (
     Usage,
     UsageEvent,
 )
-from service.errors import DeadlineExceeded
+from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
+from service.providers.upstream import by_status
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -44,7 +51,43 @@ class MockStats:
     started: int = 0
     completed: int = 0
     cancelled: int = 0
+    failed: int = 0
     in_flight: int = 0
+
+
+@dataclass(slots=True)
+class MockFaults:
+    """How the mock misbehaves. Mutable on purpose: a chaos drill (or a test) flips these
+    on a running server and the next calls obey."""
+
+    fail_first: int = 0
+    fail_rate: float = 0.0
+    error: str = "unavailable"
+    retry_after_s: float | None = None
+    hang: bool = False
+    drop_after_tokens: int | None = None
+    tail_rate: float = 0.0
+    tail_ttft_s: float = 0.0
+
+    def error_for(self, target: TargetSpec) -> SwitchboardError:
+        """The error this fault kind maps to, exactly as the SDK providers map the HTTP
+        status it stands for (:func:`service.providers.upstream.by_status`)."""
+        if self.error == "deadline_exceeded":
+            return DeadlineExceeded(f"target {target.name!r}: the upstream timed out (mock)")
+        status, quota = _STATUSES.get(self.error, (503, False))
+        return by_status(
+            status, target, message="mock fault", retry_after=self.retry_after_s, quota=quota
+        )
+
+
+# Fault kind → (HTTP status, names an exhausted quota).
+_STATUSES: dict[str, tuple[int, bool]] = {
+    "unavailable": (503, False),
+    "overloaded": (529, False),
+    "rate_limited": (429, False),
+    "resource_exhausted": (429, True),
+    "invalid_argument": (400, False),
+}
 
 
 def count_tokens(text: str) -> int:
@@ -56,11 +99,24 @@ class MockProvider:
     """See the module docstring. Safe to share between concurrent calls."""
 
     def __init__(self, target: TargetSpec) -> None:
+        self._target = target
         self._model = target.model
         self._ttft_s = float(target.options.get("ttft_s", 0.0))
         tokens_per_s = float(target.options.get("tokens_per_s", 0.0))
         self._token_interval_s = 1.0 / tokens_per_s if tokens_per_s > 0 else 0.0
         self.stats = MockStats()
+        options = target.options
+        self.faults = MockFaults(
+            fail_first=int(options.get("fail_first", 0)),
+            fail_rate=float(options.get("fail_rate", 0.0)),
+            error=str(options.get("error", "unavailable")),
+            retry_after_s=options.get("retry_after_s"),
+            hang=bool(options.get("hang", False)),
+            drop_after_tokens=options.get("drop_after_tokens"),
+            tail_rate=float(options.get("tail_rate", 0.0)),
+            tail_ttft_s=float(options.get("tail_ttft_s", 0.0)),
+        )
+        self._rng = random.Random(options.get("seed"))  # noqa: S311 (simulation, not secrets)
 
     async def stream(
         self, call: ModelCall, deadline: Deadline
@@ -69,12 +125,19 @@ class MockProvider:
         self.stats.started += 1
         self.stats.in_flight += 1
         try:
-            async with asyncio.timeout(deadline.remaining()):
+            limit = deadline.remaining()
+            if self._target.timeout_s is not None:
+                limit = min(limit, self._target.timeout_s)  # as the SDK providers do
+            async with asyncio.timeout(limit):
                 async for event in self._answer(call):
                     yield event
             self.stats.completed += 1
         except TimeoutError as exc:
+            self.stats.failed += 1
             raise DeadlineExceeded("deadline exceeded while the mock model was answering") from exc
+        except SwitchboardError:
+            self.stats.failed += 1
+            raise
         except (asyncio.CancelledError, GeneratorExit):
             self.stats.cancelled += 1
             raise
@@ -86,8 +149,19 @@ class MockProvider:
             count_tokens(m.text) + count_tokens(" ".join(c.arguments_json for c in m.tool_calls))
             for m in call.messages
         )
-        if self._ttft_s:
-            await asyncio.sleep(self._ttft_s)
+        faults = self.faults
+        # Draw everything up front, so the sequence does not depend on timing.
+        fails = faults.fail_first > 0 or self._rng.random() < faults.fail_rate
+        slow = self._rng.random() < faults.tail_rate
+        if faults.fail_first > 0:
+            faults.fail_first -= 1
+        if faults.hang:
+            await asyncio.Event().wait()  # until cancelled or out of time
+        if fails:
+            raise faults.error_for(self._target)
+        ttft = faults.tail_ttft_s if slow else self._ttft_s
+        if ttft:
+            await asyncio.sleep(ttft)
 
         tool_call = self._tool_call(call)
         if tool_call is not None:
@@ -108,6 +182,8 @@ class MockProvider:
         for i, word in enumerate(words):
             if i and self._token_interval_s:
                 await asyncio.sleep(self._token_interval_s)
+            if faults.drop_after_tokens is not None and i >= faults.drop_after_tokens:
+                raise Unavailable("upstream dropped the stream (mock: connection reset)")
             yield TextDelta(word)
         yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
         yield Finish(reason)

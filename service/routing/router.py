@@ -1,22 +1,45 @@
-"""Chooses a target for a call and opens its answer.
+"""Chooses a target for a call and opens its answer, with the resilience policies around it.
 
-A call commits to a target when the target yields its first event: until then, a retryable
-failure moves on to the next target on the route (fallback); after it, a failure ends the call.
+A call commits to a target when the target yields its first event. Until then, per the
+agent's :class:`RoutePolicy`: a retryable failure is retried on the same target (backoff
+with jitter, or the upstream's retry-after), then falls back to the next target; an
+upstream fault that is not retryable (an exhausted quota, refused credentials) falls back
+at once; a caller error ends the call; targets whose circuit is open are skipped; a slow
+first attempt may be hedged. After the commit a
+failure ends the call: no event is ever repeated or lost.
+
+Every attempt gets a deadline from what is left of the call's (capped by the target's
+attempt timeout); no attempt starts with less than ``min_attempt_s`` left, so a call whose
+deadline has passed makes no upstream call. Extra attempts (retries, fallbacks, hedges) are
+paid from the retry budget of the target that caused them.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from service.deadline import Deadline
-from service.domain import ProviderEvent
-from service.errors import SwitchboardError, Unavailable
+from service.domain import Finish, ProviderEvent
+from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, Provider, TargetSpec
+from service.routing.balance import attempt_order
+from service.routing.breaker import BreakerOpen, Ticket
+from service.routing.hedge import hedge_delay_s, race
+from service.routing.policy import HedgeTo, RoutePolicy, RouteTarget
+from service.routing.registry import TargetRegistry, TargetState
+from service.routing.retry import Retry, decide
 
 log = logging.getLogger(__name__)
+
+# Providers honour their deadline themselves (with their own, more precise, errors); the
+# router's timeout is a backstop for one that does not, a little later.
+GUARD_S = 0.25
 
 
 @dataclass(slots=True)
@@ -32,48 +55,384 @@ class Opened:
     events: AsyncGenerator[ProviderEvent, None]
 
 
-class Router:
-    """Routes calls over the providers built for one config snapshot."""
+@dataclass(slots=True)
+class _Attempt:
+    target: RouteTarget
+    state: TargetState
+    ticket: Ticket
+    events: AsyncGenerator[ProviderEvent, None]
+    deadline: Deadline
+    bounded_by_call: bool
+    started: float
 
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
+
+@dataclass(slots=True)
+class _Outcome:
+    attempt: _Attempt
+    first: ProviderEvent | None = None
+    error: SwitchboardError | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one call has done so far."""
+
+    policy: RoutePolicy
+    deadline: Deadline
+    attempts: int = 0
+    last_error: SwitchboardError | None = None
+    cause: TargetState | None = None
+    skipped: list[BreakerOpen] = field(default_factory=list)
+    stop: bool = False
+
+
+class Router:
+    """Routes calls over the providers built for one config snapshot.
+
+    ``registry`` holds the per-target breakers, budgets and latencies; it outlives the
+    Router (a reload builds a new Router over the same registry).
+    """
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        registry: TargetRegistry | None = None,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._providers = providers
+        self._registry = registry or TargetRegistry()
+        self._rng = rng or random.Random()  # noqa: S311 (jitter and balancing, not secrets)
+        self._sleep = sleep
 
     async def open(
-        self, route: tuple[TargetSpec, ...], call: ModelCall, deadline: Deadline
+        self,
+        route: tuple[TargetSpec, ...],
+        call: ModelCall,
+        deadline: Deadline,
+        policy: RoutePolicy | None = None,
     ) -> Opened:
-        """Open the call on the first target of ``route`` that starts answering.
+        """Open the call on the first target of the route that starts answering.
+
+        ``policy`` (default: plain ordered fallback over ``route``) says how.
 
         Raises:
-            SwitchboardError: the last target's error when every target failed, or the first
-                non-retryable error (a caller error is never retried elsewhere).
-            DeadlineExceeded: no time is left before an attempt.
+            SwitchboardError: the first caller error (neither retryable nor the upstream's
+                fault: never retried elsewhere), or the last attempt's error when the route,
+                the retry budget or the time is exhausted (its retry-after is kept, for
+                RetryInfo).
+            Unavailable: every target's circuit is open (``retry_after_s``: the shortest
+                cool-down left); no upstream call was made.
+            DeadlineExceeded: less than ``min_attempt_s`` was left before the first attempt;
+                no upstream call was made.
+        Cancelling the caller cancels (and closes) every attempt in flight.
         """
-        last_error: SwitchboardError | None = None
-        for attempts, target in enumerate(route, start=1):
-            deadline.check(f"calling target {target.name!r}")
-            provider = self._providers[target.name]
-            events = provider.stream(_for_target(call, target), deadline)
+        policy = policy or RoutePolicy.ordered(route)
+        state = _Call(policy, deadline)
+        order = attempt_order(policy, self._rng)
+        for index, target in enumerate(order):
+            opened = await self._on_target(state, target, order[index + 1 :], call)
+            if opened is not None:
+                return opened
+            if state.stop:
+                break
+        raise self._failure(state)
+
+    async def _on_target(
+        self, call: _Call, target: RouteTarget, rest: list[RouteTarget], model_call: ModelCall
+    ) -> Opened | None:
+        """Attempts on one target until it answers (Opened), fails for good (None), or the
+        call must stop (None with ``call.stop``). Raises non-retryable errors."""
+        policy = call.policy
+        tries = 0
+        while True:
+            if call.deadline.remaining() < policy.min_attempt_s:
+                call.stop = True
+                return None
+            target_state = self._registry.get(target.name)
             try:
-                first = await anext(events)
-            except StopAsyncIteration:
-                error: SwitchboardError = Unavailable(
-                    f"target {target.name!r} ended its answer before it began"
-                )
-            except SwitchboardError as exc:
-                error = exc
-            else:
-                return Opened(target, attempts, _prepend(first, events))
-            with contextlib.suppress(Exception):
-                await events.aclose()
-            if not error.retryable:
-                raise error
-            log.warning(
-                "target failed, trying the next one",
-                extra={"target": target.name, "error": error.message},
+                ticket = target_state.breaker.admit()
+            except BreakerOpen as exc:
+                log.info("target skipped", extra={"target": target.name, "error": exc.message})
+                call.skipped.append(exc)
+                return None
+            if not self._pay(call, target_state):
+                ticket.abandoned()
+                call.stop = True
+                return None
+            tries += 1
+            outcome = await self._attempt(
+                call, target=target, state=target_state, ticket=ticket, rest=rest, mc=model_call
             )
-            last_error = error
-        assert last_error is not None, "a route has at least one target"
-        raise last_error
+            if outcome.first is not None:
+                return self._opened(call, outcome)
+            error = outcome.error
+            assert error is not None
+            log.warning(
+                "attempt failed",
+                extra={
+                    "target": outcome.attempt.target.name,
+                    "attempt": call.attempts,
+                    "error": error.message,
+                    "retryable": error.retryable,
+                },
+            )
+            if not (error.retryable or error.counts_against_breaker):
+                raise error  # the caller's fault: no other target would do better
+            call.last_error = error
+            call.cause = outcome.attempt.state
+            if not error.retryable:
+                return None  # this target cannot serve it (quota, credentials): fall back
+            decision = decide(
+                error,
+                policy=policy.retry,
+                attempts_on_target=tries,
+                time_left_s=call.deadline.remaining(),
+                min_attempt_s=policy.min_attempt_s,
+                rng=self._rng,
+            )
+            if not isinstance(decision, Retry):
+                log.info("moving on", extra={"target": target.name, "reason": decision.why})
+                return None
+            await self._sleep(decision.delay_s)
+
+    def _pay(self, call: _Call, target: TargetState) -> bool:
+        """Deposit for a call's first attempt; withdraw from the culprit's budget for an
+        extra one. False: the budget is spent, make no more attempts."""
+        if call.attempts == 0:
+            target.budget.deposit()
+            return True
+        culprit = call.cause or target
+        if culprit.budget.try_withdraw():
+            return True
+        log.warning("retry budget exhausted", extra={"target": culprit.name})
+        return False
+
+    def _start(
+        self, call: _Call, target: RouteTarget, state: TargetState, ticket: Ticket, mc: ModelCall
+    ) -> _Attempt:
+        now = time.monotonic()
+        timeout = target.attempt_timeout_s
+        bounded_by_call = timeout is None or call.deadline.at <= now + timeout
+        deadline = call.deadline if bounded_by_call else Deadline(now + (timeout or 0.0))
+        provider = self._providers[target.name]
+        call.attempts += 1
+        # A provider applies its target's own timeout_s itself (and says so when it fires):
+        # give it the call's deadline then, and the capped one only for other timeouts.
+        own = timeout is not None and timeout == target.spec.timeout_s
+        events = provider.stream(_for_target(mc, target.spec), call.deadline if own else deadline)
+        return _Attempt(target, state, ticket, events, deadline, bounded_by_call, now)
+
+    async def _attempt(
+        self,
+        call: _Call,
+        *,
+        target: RouteTarget,
+        state: TargetState,
+        ticket: Ticket,
+        rest: list[RouteTarget],
+        mc: ModelCall,
+    ) -> _Outcome:
+        """One attempt (and its hedge, if the policy hedges): the winner's outcome, or the
+        last failure. Whatever did not win is closed before this returns or raises."""
+        started: list[_Attempt] = []
+        winner: _Outcome | None = None
+        try:
+            primary = self._start(call, target, state, ticket, mc)
+            started.append(primary)
+            hedge = call.policy.hedge
+            if hedge is None:
+                outcome = await self._first(primary)
+                winner = outcome if outcome.first is not None else None
+                return outcome
+
+            def start_hedge() -> Coroutine[Any, Any, _Outcome] | None:
+                second = self._hedge(call, target, state, rest, mc)
+                if second is None:
+                    return None
+                started.append(second)
+                return self._first(second)
+
+            won, others = await race(
+                self._first(primary),
+                hedge_delay_s(hedge, state.latency),
+                start_hedge,
+                lambda o: o.first is not None,
+            )
+            winner = won
+            if won is not None:
+                return won
+            return others[-1]
+        finally:
+            for attempt in started:
+                if winner is None or attempt is not winner.attempt:
+                    attempt.ticket.abandoned()
+                    await attempt.events.aclose()
+
+    def _hedge(
+        self,
+        call: _Call,
+        target: RouteTarget,
+        state: TargetState,
+        rest: list[RouteTarget],
+        mc: ModelCall,
+    ) -> _Attempt | None:
+        """The hedge attempt, if a target admits it and the slow target's budget pays."""
+        hedge = call.policy.hedge
+        assert hedge is not None
+        candidates = [target] if hedge.to is HedgeTo.SAME else [*rest, target][:1]
+        for candidate in candidates:
+            if call.deadline.remaining() < call.policy.min_attempt_s:
+                return None
+            cstate = self._registry.get(candidate.name)
+            try:
+                ticket = cstate.breaker.admit()
+            except BreakerOpen:
+                continue
+            if not state.budget.try_withdraw():
+                ticket.abandoned()
+                return None
+            log.info("hedging", extra={"target": target.name, "hedge_target": candidate.name})
+            return self._start(call, candidate, cstate, ticket, mc)
+        return None
+
+    async def _first(self, attempt: _Attempt) -> _Outcome:
+        """Wait for the attempt's first event, within its deadline. Failures are recorded
+        in its breaker; cancellation records nothing (the caller closes the attempt)."""
+        name = attempt.target.name
+        try:
+            async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
+                first = await anext(attempt.events)
+        except StopAsyncIteration:
+            error: SwitchboardError = Unavailable(
+                f"target {name!r} ended its answer before it began"
+            )
+        except TimeoutError:
+            error = DeadlineExceeded(_late(attempt, "began answering"))
+        except SwitchboardError as exc:
+            error = exc
+        else:
+            attempt.state.latency.add(time.monotonic() - attempt.started)
+            return _Outcome(attempt, first=first)
+        _blame(attempt, error)
+        return _Outcome(attempt, error=error)
+
+    def _opened(self, call: _Call, outcome: _Outcome) -> Opened:
+        assert outcome.first is not None
+        attempt = outcome.attempt
+        return Opened(attempt.target.spec, call.attempts, _Committed(attempt, outcome.first))
+
+    @staticmethod
+    def _failure(call: _Call) -> SwitchboardError:
+        if call.last_error is not None:
+            return call.last_error
+        if call.skipped:
+            names = ", ".join(repr(s.target) for s in call.skipped)
+            waits = [s.retry_after_s for s in call.skipped if s.retry_after_s is not None]
+            return Unavailable(
+                f"no target can take the call now: circuit open for {names}",
+                retry_after_s=min(waits) if waits else None,
+            )
+        return DeadlineExceeded(
+            f"deadline too close: an attempt needs at least {call.policy.min_attempt_s:g}s"
+        )
+
+
+def _late(attempt: _Attempt, what: str) -> str:
+    name = attempt.target.name
+    if attempt.bounded_by_call:
+        return f"deadline exceeded before target {name!r} {what}"
+    return (
+        f"target {name!r} had not {what} within its attempt timeout "
+        f"of {attempt.target.attempt_timeout_s:g}s"
+    )
+
+
+def _blame(attempt: _Attempt, error: SwitchboardError) -> None:
+    """Record a failed attempt: a timeout the caller's own deadline imposed is not the
+    target's fault."""
+    if isinstance(error, DeadlineExceeded) and attempt.bounded_by_call:
+        attempt.ticket.abandoned()
+    else:
+        attempt.ticket.failed(error)
+
+
+class _Committed(AsyncGenerator[ProviderEvent, None]):
+    """The committed attempt's events. Unlike a bare async generator, closing it before
+    its first step still closes the upstream request and releases the breaker ticket."""
+
+    def __init__(self, attempt: _Attempt, first: ProviderEvent) -> None:
+        self._attempt = attempt
+        self._events = _committed(attempt, first)
+
+    async def asend(self, value: None) -> ProviderEvent:
+        return await self._events.asend(value)
+
+    async def athrow(self, *args: Any) -> ProviderEvent:
+        return await self._events.athrow(*args)
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._attempt.ticket.abandoned()
+            await self._attempt.events.aclose()
+
+
+async def _committed(
+    attempt: _Attempt, first: ProviderEvent
+) -> AsyncGenerator[ProviderEvent, None]:
+    """The committed attempt's events, ``first`` included, within its deadline.
+
+    Ends after the ``Finish`` (a success for the breaker). A failure is raised as is (and
+    counted); a stream that ends without ``Finish`` raises Unavailable. Closing it early
+    counts nothing and closes the upstream request.
+    """
+    events = attempt.events
+    name = attempt.target.name
+    try:
+        event = first
+        while True:
+            if isinstance(event, Finish):
+                attempt.ticket.succeeded()
+                await _run_out(attempt)
+                yield event
+                return
+            yield event
+            try:
+                async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                raise Unavailable(
+                    f"target {name!r} ended its answer without finishing it"
+                ) from None
+            except TimeoutError as exc:
+                raise DeadlineExceeded(_late(attempt, "finished its answer")) from exc
+    except SwitchboardError as exc:
+        _blame(attempt, exc)
+        raise
+    finally:
+        attempt.ticket.abandoned()
+        await events.aclose()
+
+
+async def _run_out(attempt: _Attempt) -> None:
+    """Let the provider end after its Finish (it owes nothing more) instead of closing it
+    mid-generator: it completes normally (its own accounting, whatever it reads after the
+    last event). Bounded; the answer is complete, so whatever goes wrong is only logged."""
+    try:
+        async with asyncio.timeout(min(attempt.deadline.remaining(), 1.0) + GUARD_S):
+            extra = await anext(attempt.events)
+    except StopAsyncIteration:
+        return
+    except (TimeoutError, SwitchboardError) as exc:
+        log.info("provider did not end after its Finish", extra={"error": repr(exc)})
+        return
+    log.warning(
+        "provider sent an event after its Finish; ignored",
+        extra={"target": attempt.target.name, "event": type(extra).__name__},
+    )
 
 
 def _for_target(call: ModelCall, target: TargetSpec) -> ModelCall:
@@ -86,14 +445,3 @@ def _for_target(call: ModelCall, target: TargetSpec) -> ModelCall:
         parameters=target.parameters.overridden_by(call.parameters),
         tools=call.tools,
     )
-
-
-async def _prepend(
-    first: ProviderEvent, rest: AsyncGenerator[ProviderEvent, None]
-) -> AsyncGenerator[ProviderEvent, None]:
-    try:
-        yield first
-        async for event in rest:
-            yield event
-    finally:
-        await rest.aclose()
