@@ -3,12 +3,15 @@
 1. load the session's history (if the request names a session);
 2. reserve the call's estimated cost on the caller's budgets;
 3. serve from the response cache (single-flight) or route upstream, pricing the usage;
-4. on Finish: settle the reservation to the real cost and append the turn to the session;
-5. always: record the call in the usage ledger and the audit log.
+4. on Finish, before the caller sees it: settle the reservation to the real cost, and record
+   the call (ledger line and audit entry) together with the session's new turn, if any, in
+   one transaction;
+5. a call that fails or is cancelled releases its reservation, appends nothing, and is
+   recorded with its error kind.
 
-A failed or cancelled call releases its reservation and appends nothing. Ledger, audit and
-settlement failures are logged, not raised: the answer was produced and a reservation expires
-on its own. A session append that fails fails the call (the turn would silently be lost).
+Ledger, audit and settlement failures are logged, not raised: the answer was produced and a
+reservation expires on its own. A session append that fails fails the call (the turn would
+silently be lost).
 """
 
 from __future__ import annotations
