@@ -26,8 +26,11 @@ pytestmark = pytest.mark.asyncio
 
 
 @contextlib.asynccontextmanager
-async def two_tenants(backend: str, folder: Path) -> AsyncIterator[tuple[Served, AsyncClient]]:
-    """A server with keys for tenants acme (its client is ``served.client``) and globex."""
+async def two_tenants(
+    backend: str, folder: Path
+) -> AsyncIterator[tuple[Served, AsyncClient, dict[AsyncClient, Metadata]]]:
+    """A server with keys for tenants acme (its client is ``served.client``) and globex, and
+    each client's auth metadata for calling the state services' stubs."""
     acme_key, acme = new_key("acme")
     globex_key, globex = new_key("globex")
     keys = folder / "keys.yaml"
@@ -45,16 +48,19 @@ async def two_tenants(backend: str, folder: Path) -> AsyncIterator[tuple[Served,
         served = await stack.enter_async_context(serve_config(config, api_key=acme_key))
         other = AsyncClient(served.address, api_key=globex_key)
         stack.push_async_callback(other.close)
-        yield served, other
+        yield served, other, {served.client: _bearer(acme_key), other: _bearer(globex_key)}
 
 
-def _metadata(client: AsyncClient) -> tuple[tuple[str, str], ...]:
-    return client._metadata  # the client's own auth header, reused for the state stubs
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _bearer(key: str) -> Metadata:
+    return (("authorization", f"Bearer {key}"),)
 
 
 @pytest.mark.parametrize("backend", ["embedded", "shared"])
 async def test_sessions_usage_and_cache_are_per_tenant(backend: str, tmp_path: Path) -> None:
-    async with two_tenants(backend, tmp_path) as (served, globex):
+    async with two_tenants(backend, tmp_path) as (served, globex, auth):
         acme = served.client
         answer = await acme.invoke("cached", "acme's question", session_id="s1")
         assert not answer.cache_hit
@@ -63,13 +69,13 @@ async def test_sessions_usage_and_cache_are_per_tenant(backend: str, tmp_path: P
         theirs = await globex.invoke("cached", "acme's question", session_id="s1")
         assert not theirs.cache_hit
         sessions = session_pb2_grpc.SessionServiceStub(served.channel)
-        got = await sessions.GetSession(spb.GetSessionRequest(id="s1"), metadata=_metadata(globex))
+        got = await sessions.GetSession(spb.GetSessionRequest(id="s1"), metadata=auth[globex])
         assert got.session.turn_count == 1  # its own turn only
-        await sessions.DeleteSession(spb.DeleteSessionRequest(id="s1"), metadata=_metadata(globex))
+        await sessions.DeleteSession(spb.DeleteSessionRequest(id="s1"), metadata=auth[globex])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await sessions.GetSession(spb.GetSessionRequest(id="s1"), metadata=_metadata(globex))
+            await sessions.GetSession(spb.GetSessionRequest(id="s1"), metadata=auth[globex])
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-        mine = await sessions.GetSession(spb.GetSessionRequest(id="s1"), metadata=_metadata(acme))
+        mine = await sessions.GetSession(spb.GetSessionRequest(id="s1"), metadata=auth[acme])
         assert mine.session.turn_count == 1  # globex's delete did not touch acme's
 
         start = timestamp_pb2.Timestamp()
@@ -78,7 +84,7 @@ async def test_sessions_usage_and_cache_are_per_tenant(backend: str, tmp_path: P
         for client in (acme, globex):
             reply = await stub.GetUsage(
                 upb.GetUsageRequest(start_time=start, group_by=[upb.USAGE_DIMENSION_KEY]),
-                metadata=_metadata(client),
+                metadata=auth[client],
             )
             (group,) = reply.groups
             assert group.calls == 1
