@@ -124,6 +124,7 @@ async def test_two_replicas_share_sessions_budgets_and_usage(tmp_path: Path) -> 
                 await _session_through_one_read_through_the_other(ca, cb, a, b)
                 spent = await _budget_holds_across_replicas(ca, cb, a)
                 await _identical_calls_on_both_replicas_go_upstream_once(ca, cb)
+                await _a_request_id_runs_once_across_replicas(ca, cb, a)
 
                 before = await _usage(b.address)
                 assert before.cost_usd == pytest.approx(spent)  # cache hits cost nothing
@@ -187,6 +188,17 @@ async def _identical_calls_on_both_replicas_go_upstream_once(
 
     hits = await asyncio.gather(*(call(ca if i % 2 else cb) for i in range(6)))
     assert sorted(hits) == [False] + [True] * 5
+
+
+async def _a_request_id_runs_once_across_replicas(
+    ca: AsyncClient, cb: AsyncClient, a: Replica
+) -> None:
+    calls_before = (await _usage(a.address)).calls
+    answers = await asyncio.gather(
+        *(c.invoke("slow", "exactly once", request_id="across-1") for c in (ca, cb, ca, cb))
+    )
+    assert all(answer == answers[0] for answer in answers)
+    assert (await _usage(a.address)).calls == calls_before + 1
 
 
 async def _usage(address: str) -> upb.UsageGroup:
