@@ -17,13 +17,25 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
-from switchboard.v1 import agent_pb2, agent_pb2_grpc
+from switchboard.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 
+from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
 from service.api.admission import Admission
 from service.api.servicer import AgentServicer
+from service.api.sessions import SessionServicer
+from service.api.usage import UsageServicer
+from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
+from service.idempotency import Idempotency
 from service.interceptors.chain import build_interceptors
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
@@ -37,6 +49,10 @@ from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
 from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.serving.options import server_options
+from service.sessions import Sessions
+from service.state import build_stores
+from service.state.health import HEALTH_NAME as STATE_HEALTH
+from service.state.health import healthy, watch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +60,8 @@ AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 TARGET_HEALTH_PREFIX = "switchboard.target."
 RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
+SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 
 
 def build_runtime(
@@ -86,7 +104,7 @@ class App:
         self.targets.subscribe(self._breaker_changed)
         self._target_health: asyncio.Task[None] | None = None
         # The runtime (snapshot, router, providers) is swapped whole on reload; the target
-        # registry (breakers, budgets) outlives every runtime.
+        # registry (breakers, budgets) and the state stores outlive every runtime.
         self.runtimes = Runtimes(
             snapshot,
             build_runtime=lambda snap, providers: build_runtime(snap, providers, self.targets),
@@ -94,8 +112,17 @@ class App:
                 build_provider(target), target, tracer, self.metrics
             ),
         )
-        self.runner = Runner(self.runtimes.current)
+        self.stores = build_stores(snapshot)
+        self.pipeline = StatePipeline(
+            self.stores,
+            pricing=lambda: self.snapshot.pricing,
+            budgets=lambda: self.snapshot.budgets,
+            reservation_ttl_s=snapshot.state.reservation_ttl_s,
+            on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
+        )
+        self.runner = Runner(self.runtimes.current, self.pipeline)
         self.reloader = Reloader(self.runtimes, environ or {}, registry=self.metrics.registry)
+        self._state_watch: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.limiter = build_limiter(
             snapshot.rate_limits,
@@ -141,13 +168,27 @@ class App:
             interceptors=interceptors,
             options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
+        idempotency = Idempotency(self.stores.fast, ttl_s=snapshot.state.idempotency_ttl_s)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.runner, self.admission), server
+            AgentServicer(self.runner, self.admission, idempotency), server
+        )
+        session_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(Sessions(self.stores.durable), self.stores.durable), server
+        )
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(
+            UsageServicer(self.stores.durable), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable_server_reflection(
-                (AGENT_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+                (
+                    AGENT_SERVICE,
+                    SESSION_SERVICE,
+                    USAGE_SERVICE,
+                    HEALTH_SERVICE,
+                    reflection.SERVICE_NAME,
+                ),
+                server,
             )
         return server
 
@@ -158,7 +199,10 @@ class App:
             RuntimeError: the address cannot be bound.
             ConfigError: auth is off on a non-loopback address, or the metrics port cannot
                 be bound.
+            Unavailable: the state schema cannot be migrated (``state.migrate``).
         """
+        if self.snapshot.state.migrate:
+            await self.stores.durable.migrate()
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(host)
@@ -174,9 +218,19 @@ class App:
                     f"{exc.strerror}"
                 ) from exc
         await self.server.start()
-        for service in ("", AGENT_SERVICE, RATELIMIT_HEALTH):
+        for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._target_health = asyncio.create_task(self._publish_target_health())
+        state_ok = await healthy(self.stores)
+        await self._report_state(state_ok)
+        self._state_watch = asyncio.create_task(
+            watch(
+                self.stores,
+                self._report_state,
+                self.snapshot.state.health_interval_s,
+                last=state_ok,
+            )
+        )
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
         log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
@@ -203,11 +257,15 @@ class App:
         status = health_pb2.HealthCheckResponse
         await self.health.set(RATELIMIT_HEALTH, status.SERVING if up else status.NOT_SERVING)
 
+    async def _report_state(self, ok: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(STATE_HEALTH, status.SERVING if ok else status.NOT_SERVING)
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and stop: health NOT_SERVING and new agent calls refused (UNAVAILABLE) at
         once; calls in flight get ``grace_s`` (default: ``server.grace_s``) to finish and are
-        cancelled after it; then the transport stops and providers are closed. Reloading
-        stops first: a drain ends on the config it began with."""
+        cancelled after it; then the transport stops and providers and state stores are
+        closed. Reloading stops first: a drain ends on the config it began with."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -227,10 +285,15 @@ class App:
             log.warning("grace period over: cancelling calls still in flight")
         # Health watchers and anything else still open get what is left of the grace period.
         await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+        if self._state_watch is not None:
+            self._state_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._state_watch
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()
         await self.limiter.aclose()
+        await self.stores.aclose()
         self.metrics.close()
         if self._owns_tracer_provider:
             # Flushing exports synchronously: off the event loop, so it does not stall it.

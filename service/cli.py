@@ -1,4 +1,5 @@
-"""The command line: ``switchboard serve``, ``check-config``, ``keys`` and ``health``."""
+"""The command line: ``switchboard serve``, ``check-config``, ``keys``, ``migrate`` and
+``health``."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from service.auth import keys as api_keys
 from service.auth.policy import keys_path
 from service.config import ConfigError, Snapshot, load
 from service.config.chain_model import AuthConfig
-from service.errors import SwitchboardError
+from service.errors import SwitchboardError, Unavailable
 from service.main import serve
 from service.observability.logging import configure
 from service.serving.probe import probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
+from service.state import build_stores
 
 DEFAULT_CONFIG = "config/switchboard.yaml"
 
@@ -44,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--worker-fds", type=WorkerLink.parse, help=argparse.SUPPRESS)
     check = commands.add_parser("check-config", help="validate a config file as serve would")
     check.add_argument("path")
+    migrate = commands.add_parser(
+        "migrate", help="create or migrate the state schema (SQLite or PostgreSQL), then exit"
+    )
+    migrate.add_argument("--config", default=config_default)
     health = commands.add_parser("health", help="exit 0 when a server reports SERVING")
     health.add_argument("--address", default="127.0.0.1:50051")
     health.add_argument("--service", default="", help="a service name; '' is the server")
@@ -171,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "keys":
             return keys_command(args)
+        if args.command == "migrate":
+            backend = asyncio.run(migrate(load(args.config, os.environ)))
+            print(f"{args.config}: state schema is up to date ({backend})")
+            return 0
         if args.worker_fds is None:
             workers = args.workers or load(args.config, os.environ).workers.count
             if workers > 1:
@@ -185,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 worker=args.worker_fds,
             )
         )
+    except Unavailable as exc:
+        print(f"switchboard: {exc.message}", file=sys.stderr)
+        return 1
     except (ConfigError, SwitchboardError) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
@@ -208,3 +221,17 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
         return await supervisor.run()
 
     return asyncio.run(run())
+
+
+async def migrate(snapshot: Snapshot) -> str:
+    """Create or migrate the durable schema of ``snapshot.state``; returns the backend name.
+
+    Raises:
+        Unavailable: the store cannot be reached.
+    """
+    stores = build_stores(snapshot)
+    try:
+        await stores.durable.migrate()
+    finally:
+        await stores.aclose()
+    return stores.backend

@@ -152,6 +152,7 @@ class AgentRequest:
     parameters: Parameters = field(default_factory=Parameters)
     metadata: Mapping[str, str] = field(default_factory=dict)
     tools: tuple[Tool, ...] = ()
+    cache: bool | None = None  # use the response cache: None = the agent's default
 
 
 # Events of an answer. Providers yield TextDelta, ToolCallDelta, UsageEvent and Finish;

@@ -34,9 +34,16 @@ log = logging.getLogger(__name__)
 BuildProvider = Callable[[TargetSpec], Provider]
 BuildRuntime = Callable[[Snapshot, Mapping[str, Provider]], Runtime]
 
-# Sections built into long-lived parts at start (the server, the limiter, the exporters):
+# Sections built into long-lived parts at start (server, limiter, exporters, stores):
 # a reload cannot change them, except these settings, which are read on every call.
-RESTART_SECTIONS = ("server", "transport", "workers", "rate_limits", "observability")
+RESTART_SECTIONS = (
+    "server",
+    "transport",
+    "workers",
+    "rate_limits",
+    "observability",
+    "state",
+)
 LIVE_SETTINGS = frozenset(
     {"server.default_deadline_s", "server.max_messages", "transport.max_concurrent_calls"}
 )

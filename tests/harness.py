@@ -57,7 +57,9 @@ async def serve_config(
         path.write_text(for_tests(yaml_text))
         for name, text in (files or {}).items():
             (Path(tmp) / name).write_text(text)
-        app = App(load(path, environ or {}), tracer_provider=tracer_provider, environ=environ or {})
+        # State goes to this temporary folder unless the test says where.
+        environ = {"SWITCHBOARD_STATE__DATA_DIR": str(Path(tmp) / "data"), **(environ or {})}
+        app = App(load(path, environ), tracer_provider=tracer_provider, environ=environ)
         port = await app.start("127.0.0.1", 0)
         address = f"127.0.0.1:{port}"
         channel = grpc.aio.insecure_channel(address)

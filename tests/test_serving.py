@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard_client import AsyncClient, Client, ResourceExhaustedError
 
+from tests import waiting
 from tests.harness import serve_config
 from tests.processes import ROOT, serve_process, wait_for
 
@@ -59,7 +60,8 @@ async def test_past_the_concurrency_limit_a_call_is_refused_at_once() -> None:
             assert status.status == health_pb2.HealthCheckResponse.SERVING
             assert [a.name for a in await served.client.list_agents()] == ["helper"]
 
-        # The slot is free again once the stream is closed.
+        # The slot is free again once the server has seen the stream end.
+        await waiting.wait_for(lambda: served.app.admission.in_flight == 0, what="slot freed")
         answer = await served.client.invoke("helper", "now")
         assert answer.message.content[0].text == "now"
 

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from service import context as call_context
+from service.agents.pipeline import Pipeline, Stateless
 from service.agents.spec import AgentSpec
 from service.agents.validate import validate
 from service.config import Snapshot
@@ -21,6 +23,7 @@ from service.domain import (
     Event,
     Finish,
     Fold,
+    Message,
     Start,
     TargetRef,
 )
@@ -74,8 +77,9 @@ def target_ref(target: TargetSpec) -> TargetRef:
 class Runner:
     """Serves agent calls from the current runtime (swapped whole on reload)."""
 
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], pipeline: Pipeline | None = None) -> None:
         self._runtime = runtime
+        self._pipeline: Pipeline = pipeline or Stateless()
 
     def agent(self, name: str) -> AgentSpec:
         """The agent named ``name`` in the current config.
@@ -102,8 +106,9 @@ class Runner:
 
         The whole call runs on the runtime current when it started (which counts it, so a
         reload closes the providers it replaced only after the call), and within ``deadline``.
-        Raises NotFound, InvalidArgument, DeadlineExceeded, or the routed target's error.
-        Closing the generator closes the upstream call.
+        Raises NotFound, InvalidArgument, DeadlineExceeded, ResourceExhausted (a budget),
+        Unavailable (a store), or the routed target's error. Closing the generator closes the
+        upstream call. State (session, budget, cache, usage) is handled by the pipeline.
         """
         runtime = self._runtime()
         runtime.calls.enter()
@@ -119,13 +124,26 @@ class Runner:
     ) -> AsyncGenerator[Event, None]:
         agent = resolve(runtime.snapshot, request.agent)
         validate(request, agent, runtime.snapshot.server)
+        route = functools.partial(self._route, runtime.router, agent, request)
+        async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
+            async for event in events:
+                yield event
+
+    async def _route(
+        self,
+        router: Router,
+        agent: AgentSpec,
+        request: AgentRequest,
+        history: tuple[Message, ...],
+        deadline: Deadline,
+    ) -> AsyncGenerator[Event, None]:
         call = ModelCall(
             system_prompt=agent.system_prompt,
-            messages=request.messages,
+            messages=history + request.messages,
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        opened = await runtime.router.open(agent.route, call, deadline, agent.routing)
+        opened = await router.open(agent.route, call, deadline, agent.routing)
         target = target_ref(opened.target)
         async with aclosing(opened.events) as events:  # closed even if the caller leaves now
             yield Start(request.request_id, agent.name, agent.version, target)

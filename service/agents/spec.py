@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.domain import Parameters, Tool
 from service.providers.base import TargetSpec
 from service.routing.policy import RoutePolicy
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPolicy:
+    """How much session history the agent sees: the newest turns within both limits."""
+
+    max_turns: int = 20
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """``off``; ``on`` (a request may opt out); ``opt_in`` (only requests that ask)."""
+
+    mode: str = "off"
+    ttl_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,4 +36,6 @@ class AgentSpec:
     overridable_parameters: frozenset[str]
     tools: tuple[Tool, ...]
     accepts_caller_tools: bool
+    memory: MemoryPolicy = field(default_factory=MemoryPolicy)
+    cache: CachePolicy = field(default_factory=CachePolicy)
     routing: RoutePolicy | None = None  # None: plain ordered fallback over ``route``

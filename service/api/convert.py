@@ -81,6 +81,7 @@ def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str
         parameters=parameters or Parameters(),
         metadata=dict(msg.metadata),
         tools=tools,
+        cache=msg.cache if msg.HasField("cache") else None,
     )
 
 

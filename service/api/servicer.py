@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -19,6 +20,7 @@ from service.api.admission import Admission
 from service.api.errors import abort
 from service.deadline import Deadline
 from service.errors import InvalidArgument
+from service.idempotency import Idempotency, idempotency_key
 
 Context = grpc.aio.ServicerContext[object, object]
 DEFAULT_PAGE_SIZE = 100
@@ -36,20 +38,38 @@ def deadline_of(context: Context, default_s: float) -> Deadline:
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, runner: Runner, admission: Admission) -> None:
+    def __init__(
+        self, runner: Runner, admission: Admission, idempotency: Idempotency | None = None
+    ) -> None:
         self._runner = runner
         self._admission = admission
+        self._idempotency = idempotency
 
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:  # noqa: N802
         try:
             with self._admission.admit():
                 agent_request = convert.request_from_proto(request, self._request_id())
                 deadline = deadline_of(context, self._runner.default_deadline_s())
-                response = await self._runner.invoke(agent_request, deadline)
+                if self._idempotency is None or not request.request_id:
+                    response = await self._runner.invoke(agent_request, deadline)
+                    return convert.response_to_proto(response)
+
+                async def work() -> bytes:
+                    response = await self._runner.invoke(agent_request, deadline)
+                    return convert.response_to_proto(response).SerializeToString()
+
+                # A caller's request id is its idempotency key: at most once per tenant+key.
+                ctx = call_context.current()
+                answer = await self._idempotency.run(
+                    idempotency_key(ctx.tenant, ctx.key_id, request.request_id),
+                    hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest(),
+                    deadline,
+                    work,
+                )
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise  # unreachable: abort raises
-        return convert.response_to_proto(response)
+        return pb.InvokeResponse.FromString(answer)
 
     async def Stream(  # noqa: N802
         self, request: pb.StreamRequest, context: Context

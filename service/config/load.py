@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from service.agents.spec import AgentSpec
+from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.auth.policy import AuthPolicy, build_auth, keys_path
 from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
 from service.config.model import (
@@ -30,11 +30,13 @@ from service.config.model import (
     TransportConfig,
     WorkersConfig,
 )
+from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
 from service.providers.base import TargetSpec
 from service.routing.config import ResilienceConfig, resilience_spec, route_names, route_policy
 from service.routing.policy import ResilienceSpec
 from service.secrets import Secret
+from service.usage.pricing import PriceTable, price_table
 
 ENV_PREFIX = "SWITCHBOARD_"
 
@@ -55,6 +57,10 @@ class Snapshot:
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    pricing: PriceTable = field(default_factory=PriceTable)
+    budgets: tuple[BudgetConfig, ...] = ()
+    postgres_dsn: Secret | None = None
     transport: TransportConfig = field(default_factory=TransportConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
@@ -145,6 +151,10 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         auth=auth,
         rate_limits=config.rate_limits,
         observability=config.observability,
+        state=config.state,
+        pricing=price_table(config.pricing),
+        budgets=tuple(config.budgets),
+        postgres_dsn=_postgres_dsn(config.state, source, environ),
         transport=config.transport,
         reload=config.reload,
         workers=config.workers,
@@ -159,6 +169,16 @@ def referenced_files(config: Config, source: str) -> tuple[str, ...]:
     if keys is not None:
         files.append(str(keys))
     return tuple(files)
+
+
+def _postgres_dsn(state: StateConfig, source: str, environ: Mapping[str, str]) -> Secret | None:
+    if state.backend != "shared":
+        return None
+    dsn = state.postgres_dsn
+    if isinstance(dsn, str):
+        return Secret(dsn)
+    ref = SecretRef(env=dsn.env, file=dsn.file)
+    return _secret(ref, f"{source}: state.postgres_dsn", environ)
 
 
 def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:
@@ -239,6 +259,8 @@ def _agent(
             for t in agent.tools
         ),
         accepts_caller_tools=agent.accepts_caller_tools,
+        memory=MemoryPolicy(agent.memory.max_turns, agent.memory.max_tokens),
+        cache=CachePolicy(agent.cache.mode, agent.cache.ttl_s),
         routing=routing,
     )
 

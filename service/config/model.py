@@ -13,6 +13,13 @@ from service.config.chain_model import (
     RateLimitsConfig,
     is_loopback,
 )
+from service.config.state_model import (
+    BudgetConfig,
+    CacheConfig,
+    MemoryConfig,
+    PriceConfig,
+    StateConfig,
+)
 from service.routing.config import ResilienceConfig, Route, route_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -176,6 +183,8 @@ class AgentConfig(_Model):
     overridable_parameters: list[OverridableParameter] = Field(default_factory=list)
     tools: list[ToolConfig] = Field(default_factory=list)
     accepts_caller_tools: bool = False
+    memory: MemoryConfig = MemoryConfig()
+    cache: CacheConfig = CacheConfig()
 
 
 class TransportConfig(_Model):
@@ -231,6 +240,11 @@ class Config(_Model):
     auth: AuthConfig = AuthConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    state: StateConfig = StateConfig()
+    pricing: dict[str, PriceConfig] = Field(
+        default_factory=dict, description="per model name; overrides the shipped table"
+    )
+    budgets: list[BudgetConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Config:
@@ -260,6 +274,9 @@ class Config(_Model):
                         f"agents.{agent_name}.route[{i}]: no target named {target!r} "
                         f"(targets: {', '.join(sorted(self.targets)) or 'none'})"
                     )
+        budget_names = [b.name for b in self.budgets]
+        if len(set(budget_names)) != len(budget_names):
+            raise ValueError("budgets: each budget needs its own name")
         for target in self.resilience.targets:
             if target not in self.targets:
                 raise ValueError(f"resilience.targets.{target}: no target named {target!r}")

@@ -17,6 +17,7 @@ from typing import Self
 import grpc
 from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import agent_pb2_grpc as pb_grpc
+from switchboard.v1 import session_pb2, session_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 from switchboard_client.errors import from_rpc_error
 
@@ -45,7 +46,9 @@ def build_request(
     request_id: str = "",
     metadata: dict[str, str] | None = None,
     tools: Sequence[pb.Tool] = (),
+    cache: bool | None = None,
 ) -> pb.InvokeRequest:
+    """``cache``: None for the agent's default, True/False to opt in or out where allowed."""
     return pb.InvokeRequest(
         agent=agent,
         messages=_messages(conversation),
@@ -54,6 +57,7 @@ def build_request(
         request_id=request_id,
         metadata=metadata,
         tools=tools,
+        cache=cache,
     )
 
 
@@ -75,6 +79,8 @@ class AsyncClient:
     ) -> None:
         self._channel = channel or grpc.aio.insecure_channel(target)
         self._stub = pb_grpc.AgentServiceStub(self._channel)
+        self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
+        self._usage = usage_pb2_grpc.UsageServiceStub(self._channel)
         self._metadata = _metadata(api_key)
 
     async def __aenter__(self) -> Self:
@@ -139,6 +145,51 @@ class AsyncClient:
             raise from_rpc_error(exc) from None
         return response.agent
 
+    async def get_session(self, session_id: str) -> session_pb2.Session:
+        """A stored conversation with its messages (NotFoundError if the tenant has none)."""
+        try:
+            response = await self._sessions.GetSession(
+                session_pb2.GetSessionRequest(id=session_id), metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response.session
+
+    async def list_sessions(self) -> list[session_pb2.Session]:
+        """Every session of the caller's tenant, ordered by id, without messages."""
+        sessions: list[session_pb2.Session] = []
+        token = ""
+        try:
+            while True:
+                page = await self._sessions.ListSessions(
+                    session_pb2.ListSessionsRequest(page_token=token), metadata=self._metadata
+                )
+                sessions += page.sessions
+                token = page.next_page_token
+                if not token:
+                    return sessions
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def delete_session(self, session_id: str) -> None:
+        try:
+            await self._sessions.DeleteSession(
+                session_pb2.DeleteSessionRequest(id=session_id), metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def get_usage(
+        self, request: usage_pb2.GetUsageRequest | None = None
+    ) -> usage_pb2.GetUsageResponse:
+        """The tenant's usage totals (default: today, ungrouped)."""
+        try:
+            return await self._usage.GetUsage(
+                request or usage_pb2.GetUsageRequest(), metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
 
 class Client:
     """A blocking client, for scripts and code without an event loop."""
@@ -146,6 +197,8 @@ class Client:
     def __init__(self, target: str, *, api_key: str | None = None) -> None:
         self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.AgentServiceStub(self._channel)
+        self._sessions = session_pb2_grpc.SessionServiceStub(self._channel)
+        self._usage = usage_pb2_grpc.UsageServiceStub(self._channel)
         self._metadata = _metadata(api_key)
 
     def __enter__(self) -> Self:
@@ -185,3 +238,33 @@ class Client:
             raise from_rpc_error(exc) from None
         finally:
             call.cancel()  # type: ignore[no-untyped-call]
+
+    def get_session(self, session_id: str) -> session_pb2.Session:
+        """A stored conversation with its messages (NotFoundError if the tenant has none)."""
+        try:
+            response: session_pb2.GetSessionResponse = self._sessions.GetSession(
+                session_pb2.GetSessionRequest(id=session_id), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response.session
+
+    def delete_session(self, session_id: str) -> None:
+        try:
+            self._sessions.DeleteSession(
+                session_pb2.DeleteSessionRequest(id=session_id), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def get_usage(
+        self, request: usage_pb2.GetUsageRequest | None = None
+    ) -> usage_pb2.GetUsageResponse:
+        """The tenant's usage totals (default: today, ungrouped)."""
+        try:
+            response: usage_pb2.GetUsageResponse = self._usage.GetUsage(
+                request or usage_pb2.GetUsageRequest(), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response

@@ -123,6 +123,7 @@ class InvokeRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """Name of the agent to run, as listed by ListAgents. Required."""
     session_id: _builtins.str
@@ -132,6 +133,12 @@ class InvokeRequest(_message.Message):
     request_id: _builtins.str
     """Caller-chosen request id, also used as the idempotency key. Optional: the
     server generates one when empty. At most 128 characters.
+    """
+    cache: _builtins.bool
+    """Use the response cache for this request. Unset: the agent's default (its
+    cache mode "on" caches, "opt_in" does not). false opts out of an agent
+    whose mode is "on"; true opts in where the mode is "opt_in". Setting it
+    for an agent whose cache is "off" is INVALID_ARGUMENT.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -169,12 +176,15 @@ class InvokeRequest(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
+        cache: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "agent", b"agent", "cache", b"cache", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cache: _TypeAlias = _typing.Literal["cache"]  # noqa: Y015
+    _WhichOneofArgType__cache: _TypeAlias = _typing.Literal["_cache", b"_cache"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache) -> _WhichOneofReturnType__cache | None: ...
 
 Global___InvokeRequest: _TypeAlias = InvokeRequest  # noqa: Y015
 
@@ -275,12 +285,15 @@ class StreamRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """Name of the agent to run. Required."""
     session_id: _builtins.str
     """Continue a stored conversation. Optional."""
     request_id: _builtins.str
     """Caller-chosen request id. Optional."""
+    cache: _builtins.bool
+    """Use the response cache for this request. See InvokeRequest.cache."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation so far, oldest first. See InvokeRequest.messages."""
@@ -307,12 +320,15 @@ class StreamRequest(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
+        cache: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "agent", b"agent", "cache", b"cache", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cache: _TypeAlias = _typing.Literal["cache"]  # noqa: Y015
+    _WhichOneofArgType__cache: _TypeAlias = _typing.Literal["_cache", b"_cache"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache) -> _WhichOneofReturnType__cache | None: ...
 
 Global___StreamRequest: _TypeAlias = StreamRequest  # noqa: Y015
 

@@ -1,0 +1,91 @@
+"""UsageService: the caller's tenant's totals from the usage ledger."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf import timestamp_pb2
+from switchboard.v1 import usage_pb2 as pb
+from switchboard.v1 import usage_pb2_grpc as pb_grpc
+
+from service.api.errors import abort
+from service.context import current
+from service.errors import FieldViolation, InvalidArgument
+from service.state.stores import UsageLedger
+from service.usage.pricing import usd
+
+Context = grpc.aio.ServicerContext[object, object]
+
+_DIMENSIONS = {
+    pb.USAGE_DIMENSION_AGENT: "agent",
+    pb.USAGE_DIMENSION_MODEL: "model",
+    pb.USAGE_DIMENSION_KEY: "key_id",
+}
+
+
+def _seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.ToNanoseconds() / 1e9
+
+
+def _time(seconds: float) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+class UsageServicer(pb_grpc.UsageServiceServicer):
+    def __init__(self, ledger: UsageLedger) -> None:
+        self._ledger = ledger
+
+    async def GetUsage(  # noqa: N802
+        self, request: pb.GetUsageRequest, context: Context
+    ) -> pb.GetUsageResponse:
+        try:
+            now = time.time()
+            today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
+            start = (
+                _seconds(request.start_time)
+                if request.HasField("start_time")
+                else today.replace(microsecond=0).timestamp()
+            )
+            end = _seconds(request.end_time) if request.HasField("end_time") else now
+            violations = []
+            if end <= start:
+                violations.append(FieldViolation("end_time", "must be after start_time"))
+            dims = []
+            for i, dim in enumerate(request.group_by):
+                name = _DIMENSIONS.get(dim)
+                if name is None:
+                    violations.append(
+                        FieldViolation(f"group_by[{i}]", "USAGE_DIMENSION_AGENT, _MODEL or _KEY")
+                    )
+                else:
+                    dims.append(name)
+            if violations:
+                raise InvalidArgument(
+                    f"{violations[0].field}: {violations[0].description}", violations
+                )
+            totals = await self._ledger.totals(current().tenant, start, end, dims)
+        except Exception as exc:  # mapped to a status in one place
+            await abort(context, exc)
+            raise
+        return pb.GetUsageResponse(
+            groups=[
+                pb.UsageGroup(
+                    agent=t.agent,
+                    model=t.model,
+                    key_id=t.key_id,
+                    calls=t.calls,
+                    failed_calls=t.failed_calls,
+                    cache_hits=t.cache_hits,
+                    input_tokens=t.input_tokens,
+                    output_tokens=t.output_tokens,
+                    cost_usd=usd(t.cost_nanos),
+                )
+                for t in totals
+            ],
+            start_time=_time(start),
+            end_time=_time(end),
+        )

@@ -1,0 +1,87 @@
+"""Config sections of state: ``state``, ``pricing``, ``budgets``, and the per-agent
+``memory`` and ``cache`` settings.
+
+Kept apart from :mod:`service.config.model` so state's settings live in one module; the
+top-level :class:`~service.config.model.Config` includes them as new top-level keys.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DsnRef(_Model):
+    """Where the PostgreSQL DSN comes from (it may hold a password): a variable or a file."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DsnRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+
+class MemoryConfig(_Model):
+    """How much of a session's history an agent sees (the newest turns that fit)."""
+
+    max_turns: int = Field(20, ge=1, le=10_000, description="most past turns loaded")
+    max_tokens: int | None = Field(
+        None, ge=1, description="most estimated tokens of history loaded (4 chars ~ 1 token)"
+    )
+
+
+class CacheConfig(_Model):
+    """The agent's response cache: off, on for every request, or only when a request asks."""
+
+    mode: Literal["off", "on", "opt_in"] = "off"
+    ttl_s: float = Field(300.0, gt=0, le=30 * 86400)
+
+
+class StateConfig(_Model):
+    """Where state lives: ``embedded`` (SQLite file + process memory; one process) or
+    ``shared`` (PostgreSQL + Redis; any number of replicas)."""
+
+    backend: Literal["embedded", "shared"] = "embedded"
+    data_dir: str = Field(
+        "data",
+        min_length=1,
+        description="embedded: the SQLite file's folder (relative to the config file)",
+    )
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("switchboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    postgres_dsn: DsnRef | str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    postgres_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pool_size: int = Field(10, ge=1, le=200)
+    timeout_s: float = Field(2.0, gt=0, description="limit on every store call")
+    migrate: bool = Field(True, description="create and migrate the schema at start")
+    idempotency_ttl_s: float = Field(86400.0, gt=0, description="how long request ids are kept")
+    reservation_ttl_s: float = Field(
+        600.0, gt=0, description="unsettled budget reservations expire after this"
+    )
+    health_interval_s: float = Field(5.0, gt=0, description="how often stores are pinged")
+
+
+class PriceConfig(_Model):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+class BudgetConfig(_Model):
+    """A spending limit per tenant (or per API key of a tenant) per UTC day or month."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    tenant: str = Field("*", min_length=1, description="a tenant, or '*' for each tenant")
+    per_key: bool = Field(False, description="a separate budget for each API key")
+    period: Literal["day", "month"]
+    limit_usd: float = Field(ge=0)

@@ -1,0 +1,5 @@
+"""Conversation memory: sessions stored per tenant, loaded as history, appended per turn."""
+
+from service.sessions.history import Sessions
+
+__all__ = ["Sessions"]

@@ -1,0 +1,128 @@
+"""Fast state in process memory: budget counters, response cache, idempotency keys.
+
+For the embedded mode (one process). Every operation runs without awaiting in between, so it
+is atomic on the event loop. Expired entries are dropped when touched, and swept now and then.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from service.state.records import BudgetLine, Claim
+
+SWEEP_EVERY = 1024
+
+
+@dataclass(slots=True)
+class _Line:
+    spent: int = 0
+    expires_at: float = 0.0
+    held: dict[str, tuple[int, float]] = field(default_factory=dict)  # id → (amount, until)
+
+
+class MemoryFast:
+    """See the module docstring. ``clock`` is wall time in seconds (tests pass their own)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lines: dict[str, _Line] = {}
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._claims: dict[str, tuple[Claim, float]] = {}
+        self._ops = 0
+
+    # budgets
+
+    def _line(self, line: BudgetLine, now: float) -> _Line:
+        state = self._lines.get(line.key)
+        if state is None or state.expires_at <= now:
+            state = _Line(expires_at=now + line.ttl_s)
+            self._lines[line.key] = state
+        state.held = {k: v for k, v in state.held.items() if v[1] > now}
+        return state
+
+    async def reserve(
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+    ) -> int:
+        now = self._tick()
+        states = [self._line(line, now) for line in lines]
+        for i, (line, state) in enumerate(zip(lines, states, strict=True)):
+            held = sum(a for a, _ in state.held.values())
+            if state.spent + held + amount > line.limit_nanos:
+                return i
+        for state in states:
+            state.held[reservation] = (amount, now + hold_s)
+        return -1
+
+    async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> None:
+        now = self._tick()
+        for line in lines:
+            state = self._line(line, now)
+            state.held.pop(reservation, None)
+            state.spent += amount
+
+    async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
+        now = self._tick()
+        for line in lines:
+            self._line(line, now).held.pop(reservation, None)
+
+    async def spent(self, line: BudgetLine) -> tuple[int, int]:
+        state = self._line(line, self._tick())
+        return state.spent, sum(a for a, _ in state.held.values())
+
+    async def seed(self, line: BudgetLine, spent: int) -> None:
+        now = self._tick()
+        state = self._lines.get(line.key)
+        if state is None or state.expires_at <= now:
+            self._lines[line.key] = _Line(spent=spent, expires_at=now + line.ttl_s)
+
+    # cache
+
+    async def get(self, key: str) -> bytes | None:
+        now = self._tick()
+        entry = self._cache.get(key)
+        if entry is None or entry[1] <= now:
+            self._cache.pop(key, None)
+            return None
+        return entry[0]
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._cache[key] = (value, self._tick() + ttl_s)
+
+    async def lead(self, key: str, token: str, lease_s: float) -> bool:
+        return True  # one process: its in-process single-flight is the whole story
+
+    async def unlead(self, key: str, token: str) -> None:
+        return None
+
+    # idempotency
+
+    async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
+        now = self._tick()
+        held = self._claims.get(key)
+        if held is not None and held[1] > now:
+            return held[0]
+        self._claims[key] = (Claim("pending", fingerprint), now + lease_s)
+        return Claim("new", fingerprint)
+
+    async def complete(self, key: str, fingerprint: str, result: bytes, ttl_s: float) -> None:
+        self._claims[key] = (Claim("done", fingerprint, result), self._tick() + ttl_s)
+
+    async def abandon(self, key: str) -> None:
+        self._claims.pop(key, None)
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        self._cache.clear()
+
+    def _tick(self) -> float:
+        now = self._clock()
+        self._ops += 1
+        if self._ops % SWEEP_EVERY == 0:
+            self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+            self._claims = {k: v for k, v in self._claims.items() if v[1] > now}
+            self._lines = {k: v for k, v in self._lines.items() if v.expires_at > now}
+        return now

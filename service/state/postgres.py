@@ -1,0 +1,266 @@
+"""Durable records on PostgreSQL (asyncpg, pooled): sessions, usage ledger, audit log.
+
+For the shared mode: every replica reads and writes the same rows. An append upserts the
+session row (its row lock orders concurrent appends) and inserts the turn in one transaction.
+Tables live in ``schema`` (created if missing); migrations run under an advisory lock so that
+replicas starting together migrate once. Every call is bounded by ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from service.secrets import Secret
+from service.state import schema as ddl
+from service.state.guard import guarded
+from service.state.records import (
+    GROUP_DIMENSIONS,
+    AuditEntry,
+    SessionInfo,
+    Turn,
+    UsageRecord,
+    UsageTotal,
+)
+
+_FAILURES: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
+_MIGRATION_LOCK = 0x5B_0001
+_SESSION_COLUMNS = "session_id, agent, created_at, updated_at, turn_count"
+
+
+class PostgresDurable:
+    """See the module docstring. The pool is opened on first use."""
+
+    def __init__(
+        self, dsn: Secret, *, schema: str = "public", timeout_s: float, pool_size: int = 10
+    ) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._timeout_s = timeout_s
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    def _guard(self) -> Any:
+        return guarded("postgres", self._timeout_s, _FAILURES)
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn.reveal(),
+                    min_size=1,
+                    max_size=self._pool_size,
+                    timeout=self._timeout_s,
+                    command_timeout=self._timeout_s,
+                    server_settings={"search_path": self._schema},
+                )
+            return self._pool
+
+    async def migrate(self) -> None:
+        async with self._guard():
+            pool = await self._get_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                await conn.execute(ddl.VERSION_TABLE)
+                current = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+                for version in range(current + 1, len(ddl.MIGRATIONS) + 1):
+                    for statement in ddl.statements("postgres", version):
+                        await conn.execute(statement)
+                    await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+
+    async def ping(self) -> None:
+        async with self._guard():
+            pool = await self._get_pool()
+            await pool.fetchval("SELECT 1")
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()
+
+    async def _fetch(self, query: str, *args: object) -> list[Any]:
+        async with self._guard():
+            pool = await self._get_pool()
+            return list(await pool.fetch(query, *args))
+
+    async def _execute(self, query: str, *args: object) -> str:
+        async with self._guard():
+            pool = await self._get_pool()
+            return str(await pool.execute(query, *args))
+
+    # sessions
+
+    async def turns(self, tenant: str, session_id: str, limit: int) -> list[Turn]:
+        rows = await self._fetch(
+            "SELECT seq, agent, messages, created_at FROM session_turns "
+            "WHERE tenant = $1 AND session_id = $2 ORDER BY seq DESC LIMIT $3",
+            tenant,
+            session_id,
+            limit,
+        )
+        return [Turn(*row) for row in reversed(rows)]
+
+    async def append(
+        self,
+        tenant: str,
+        session_id: str,
+        agent: str,
+        messages_json: str,
+        at: float,
+        *,
+        usage: UsageRecord | None = None,
+        audit: AuditEntry | None = None,
+    ) -> None:
+        async with self._guard():
+            pool = await self._get_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                seq = await conn.fetchval(
+                    "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
+                    "turn_count) VALUES ($1, $2, $3, $4, $4, 1) "
+                    "ON CONFLICT (tenant, session_id) DO UPDATE SET "
+                    "turn_count = sessions.turn_count + 1, updated_at = EXCLUDED.updated_at, "
+                    "agent = EXCLUDED.agent RETURNING turn_count",
+                    tenant,
+                    session_id,
+                    agent,
+                    at,
+                )
+                await conn.execute(
+                    "INSERT INTO session_turns (tenant, session_id, seq, agent, messages, "
+                    "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    tenant,
+                    session_id,
+                    seq,
+                    agent,
+                    messages_json,
+                    at,
+                )
+                if usage is not None:
+                    sql, args = _usage_statement(usage, audit)
+                    await conn.execute(sql, *args)
+
+    async def get(self, tenant: str, session_id: str) -> SessionInfo | None:
+        rows = await self._fetch(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE tenant = $1 AND session_id = $2",  # noqa: S608
+            tenant,
+            session_id,
+        )
+        return SessionInfo(*rows[0]) if rows else None
+
+    async def list_sessions(self, tenant: str, after: str, limit: int) -> list[SessionInfo]:
+        rows = await self._fetch(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE tenant = $1 "  # noqa: S608
+            'AND session_id COLLATE "C" > $2 '
+            'ORDER BY session_id COLLATE "C" LIMIT $3',
+            tenant,
+            after,
+            limit,
+        )
+        return [SessionInfo(*row) for row in rows]
+
+    async def delete(self, tenant: str, session_id: str) -> bool:
+        async with self._guard():
+            pool = await self._get_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "DELETE FROM session_turns WHERE tenant = $1 AND session_id = $2",
+                    tenant,
+                    session_id,
+                )
+                status = await conn.execute(
+                    "DELETE FROM sessions WHERE tenant = $1 AND session_id = $2",
+                    tenant,
+                    session_id,
+                )
+        return str(status) != "DELETE 0"
+
+    # usage ledger
+
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
+        sql, args = _usage_statement(record, audit)
+        await self._execute(sql, *args)
+
+    async def totals(
+        self, tenant: str, start: float, end: float, group_by: Sequence[str]
+    ) -> list[UsageTotal]:
+        dims = [d for d in GROUP_DIMENSIONS if d in group_by]
+        labels = "".join(f"{d}, " for d in dims)
+        group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
+        rows = await self._fetch(
+            f"SELECT {labels}count(*), count(*) FILTER (WHERE status <> 'ok'), "  # noqa: S608 (dims from a whitelist)
+            "count(*) FILTER (WHERE cache_hit), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(output_tokens), 0), coalesce(sum(cost_nanos), 0) FROM usage_ledger "
+            f"WHERE tenant = $1 AND at >= $2 AND at < $3 {group}",
+            tenant,
+            start,
+            end,
+        )
+        out = []
+        for row in rows:
+            named = dict(zip(dims, row[: len(dims)], strict=True))
+            calls, failed, hits, inp, out_tokens, cost = (int(v) for v in row[len(dims) :])
+            if calls:
+                out.append(
+                    UsageTotal(
+                        agent=named.get("agent", ""),
+                        model=named.get("model", ""),
+                        key_id=named.get("key_id", ""),
+                        calls=calls,
+                        failed_calls=failed,
+                        cache_hits=hits,
+                        input_tokens=inp,
+                        output_tokens=out_tokens,
+                        cost_nanos=cost,
+                    )
+                )
+        return out
+
+    # audit
+
+    async def audit(self, e: AuditEntry) -> None:
+        await self._execute(
+            "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
+        )  # fmt: skip
+
+    async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
+        rows = await self._fetch(
+            "SELECT at, tenant, key_id, request_id, action, resource, outcome FROM audit_log "
+            "WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+            tenant,
+            limit,
+        )
+        return [AuditEntry(*row) for row in rows]
+
+
+_USAGE_INSERT = (
+    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
+    "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
+
+
+def _usage_statement(r: UsageRecord, audit: AuditEntry | None) -> tuple[str, list[object]]:
+    """One statement (one round trip) writing the ledger line and, if given, the audit entry."""
+    args: list[object] = [
+        r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
+        r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+    ]  # fmt: skip
+    if audit is None:
+        return _USAGE_INSERT, args
+    e = audit
+    sql = (
+        f"WITH ledger AS ({_USAGE_INSERT}) INSERT INTO audit_log (at, tenant, key_id, "  # noqa: S608 (constant text)
+        "request_id, action, resource, outcome) VALUES ($14, $15, $16, $17, $18, $19, $20)"
+    )
+    return sql, [*args, e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome]

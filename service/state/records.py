@@ -1,0 +1,96 @@
+"""The values stores keep: plain frozen records, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A stored conversation, without its turns."""
+
+    session_id: str
+    agent: str
+    created_at: float  # unix seconds
+    updated_at: float
+    turn_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One exchange appended after a successful answer: the request's messages and the
+    answer, as the session codec's JSON text."""
+
+    seq: int
+    agent: str
+    messages_json: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One line of the usage ledger: every call, answered or not."""
+
+    at: float  # unix seconds
+    tenant: str
+    key_id: str
+    request_id: str
+    agent: str
+    target: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_nanos: int
+    status: str  # "ok" or the error kind, e.g. "Unavailable"
+    latency_ms: int
+    cache_hit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """Totals of the ledger lines of one group (empty strings for dimensions not grouped)."""
+
+    agent: str
+    model: str
+    key_id: str
+    calls: int
+    failed_calls: int
+    cache_hits: int
+    input_tokens: int
+    output_tokens: int
+    cost_nanos: int
+
+
+GROUP_DIMENSIONS = ("agent", "model", "key_id")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who called what, and the outcome. No prompt text."""
+
+    at: float
+    tenant: str
+    key_id: str
+    request_id: str
+    action: str  # e.g. "Invoke", "Stream", "DeleteSession"
+    resource: str  # e.g. the agent or session id
+    outcome: str  # "ok" or the error kind
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLine:
+    """One budget a call is charged against: its store key and limit."""
+
+    key: str
+    limit_nanos: int
+    ttl_s: float  # how long the period's counters are kept
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An idempotency key's state: ``new`` (the caller now owns it), ``pending`` (another
+    call owns it) or ``done`` (``result`` is the recorded answer)."""
+
+    state: str
+    fingerprint: str = ""
+    result: bytes | None = None

@@ -1,0 +1,72 @@
+"""The durable schema, as ordered migrations per SQL dialect.
+
+A migration is applied once, in order, and recorded in ``schema_version``. Add a migration
+at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS sessions (
+  tenant TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  updated_at DOUBLE PRECISION NOT NULL,
+  turn_count INTEGER NOT NULL,
+  PRIMARY KEY (tenant, session_id)
+);
+CREATE TABLE IF NOT EXISTS session_turns (
+  tenant TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  agent TEXT NOT NULL,
+  messages TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY (tenant, session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS usage_ledger (
+  id {serial},
+  at DOUBLE PRECISION NOT NULL,
+  tenant TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  target TEXT NOT NULL,
+  model TEXT NOT NULL,
+  input_tokens BIGINT NOT NULL,
+  output_tokens BIGINT NOT NULL,
+  cost_nanos BIGINT NOT NULL,
+  status TEXT NOT NULL,
+  latency_ms BIGINT NOT NULL,
+  cache_hit BOOLEAN NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_ledger_tenant_at ON usage_ledger (tenant, at);
+CREATE TABLE IF NOT EXISTS audit_log (
+  id {serial},
+  at DOUBLE PRECISION NOT NULL,
+  tenant TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_tenant_at ON audit_log (tenant, at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)
+
+_SERIAL = {
+    "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "postgres": "BIGSERIAL PRIMARY KEY",
+}
+
+
+def statements(dialect: str, version: int) -> list[str]:
+    """The statements of migration ``version`` (1-based) in ``dialect``."""
+    sql = MIGRATIONS[version - 1].format(serial=_SERIAL[dialect])
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"

@@ -1,0 +1,249 @@
+"""Durable records in one SQLite file (WAL mode): sessions, usage ledger, audit log.
+
+For the embedded mode. All statements run on one dedicated thread with one connection, so
+they are serialised: an append (session upsert + turn insert) is one transaction, and no
+turn is lost to a concurrent one. Every call is bounded by ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.state import schema
+from service.state.guard import guarded
+from service.state.records import (
+    GROUP_DIMENSIONS,
+    AuditEntry,
+    SessionInfo,
+    Turn,
+    UsageRecord,
+    UsageTotal,
+)
+
+T = TypeVar("T")
+FILE_NAME = "switchboard.sqlite3"
+_SESSION_COLUMNS = "session_id, agent, created_at, updated_at, turn_count"
+
+
+class SqliteDurable:
+    """See the module docstring. ``data_dir`` is created if missing."""
+
+    def __init__(self, data_dir: str | Path, *, timeout_s: float) -> None:
+        self.path = Path(data_dir) / FILE_NAME
+        self._timeout_s = timeout_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=2000")
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        async with guarded("sqlite", self._timeout_s, (sqlite3.Error,)):
+            return await loop.run_in_executor(self._thread, lambda: fn(self._connect()))
+
+    async def migrate(self) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(schema.VERSION_TABLE)
+                row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                current = row[0] or 0
+                for version in range(current + 1, len(schema.MIGRATIONS) + 1):
+                    for statement in schema.statements("sqlite", version):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+        await self._run(run)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def aclose(self) -> None:
+        def close(_: sqlite3.Connection) -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, close, self._conn)
+        self._thread.shutdown(wait=False)
+
+    # sessions
+
+    async def turns(self, tenant: str, session_id: str, limit: int) -> list[Turn]:
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT seq, agent, messages, created_at FROM session_turns "
+                "WHERE tenant = ? AND session_id = ? ORDER BY seq DESC LIMIT ?",
+                (tenant, session_id, limit),
+            ).fetchall()
+        )
+        return [Turn(*row) for row in reversed(rows)]
+
+    async def append(
+        self,
+        tenant: str,
+        session_id: str,
+        agent: str,
+        messages_json: str,
+        at: float,
+        *,
+        usage: UsageRecord | None = None,
+        audit: AuditEntry | None = None,
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                (seq,) = conn.execute(
+                    "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
+                    "turn_count) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (tenant, session_id) "
+                    "DO UPDATE SET turn_count = turn_count + 1, updated_at = excluded.updated_at, "
+                    "agent = excluded.agent RETURNING turn_count",
+                    (tenant, session_id, agent, at, at),
+                ).fetchone()
+                conn.execute(
+                    "INSERT INTO session_turns (tenant, session_id, seq, agent, messages, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (tenant, session_id, seq, agent, messages_json, at),
+                )
+                if usage is not None:
+                    _insert_usage(conn, usage)
+                if audit is not None:
+                    _insert_audit(conn, audit)
+
+        await self._run(run)
+
+    async def get(self, tenant: str, session_id: str) -> SessionInfo | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE tenant = ? AND session_id = ?",  # noqa: S608
+                (tenant, session_id),
+            ).fetchone()
+        )
+        return None if row is None else SessionInfo(*row)
+
+    async def list_sessions(self, tenant: str, after: str, limit: int) -> list[SessionInfo]:
+        rows = await self._run(
+            lambda conn: conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE tenant = ? AND session_id > ? "  # noqa: S608
+                "ORDER BY session_id LIMIT ?",
+                (tenant, after, limit),
+            ).fetchall()
+        )
+        return [SessionInfo(*row) for row in rows]
+
+    async def delete(self, tenant: str, session_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                conn.execute(
+                    "DELETE FROM session_turns WHERE tenant = ? AND session_id = ?",
+                    (tenant, session_id),
+                )
+                cursor = conn.execute(
+                    "DELETE FROM sessions WHERE tenant = ? AND session_id = ?",
+                    (tenant, session_id),
+                )
+                return cursor.rowcount > 0
+
+        return await self._run(run)
+
+    # usage ledger
+
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                _insert_usage(conn, record)
+                if audit is not None:
+                    _insert_audit(conn, audit)
+
+        await self._run(run)
+
+    async def totals(
+        self, tenant: str, start: float, end: float, group_by: Sequence[str]
+    ) -> list[UsageTotal]:
+        dims = [d for d in GROUP_DIMENSIONS if d in group_by]
+        select = ", ".join(dims + ["''"] * (not dims))
+        group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
+        rows = await self._run(
+            lambda conn: conn.execute(
+                f"SELECT {select}, count(*), sum(status != 'ok'), sum(cache_hit), "  # noqa: S608 (dims from a whitelist)
+                "sum(input_tokens), sum(output_tokens), sum(cost_nanos) FROM usage_ledger "
+                f"WHERE tenant = ? AND at >= ? AND at < ? {group}",
+                (tenant, start, end),
+            ).fetchall()
+        )
+        return [_total(dims, row) for row in rows if row[len(dims) or 1]]
+
+    # audit
+
+    async def audit(self, e: AuditEntry) -> None:
+        await self._run(lambda conn: _insert_audit(conn, e))
+
+    async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT at, tenant, key_id, request_id, action, resource, outcome FROM audit_log "
+                "WHERE tenant = ? ORDER BY id DESC LIMIT ?",
+                (tenant, limit),
+            ).fetchall()
+        )
+        return [AuditEntry(*row) for row in rows]
+
+
+def _insert_usage(conn: sqlite3.Connection, r: UsageRecord) -> None:
+    conn.execute(
+        "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
+        "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
+            r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+        ),
+    )  # fmt: skip
+
+
+def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
+    conn.execute(
+        "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome),
+    )
+
+
+def _total(dims: list[str], row: Sequence[Any]) -> UsageTotal:
+    n = len(dims) or 1
+    labels = dict(zip(dims, row[: len(dims)], strict=True))
+    calls, failed, hits, inp, out, cost = (int(v or 0) for v in row[n:])
+    return UsageTotal(
+        agent=labels.get("agent", ""),
+        model=labels.get("model", ""),
+        key_id=labels.get("key_id", ""),
+        calls=calls,
+        failed_calls=failed,
+        cache_hits=hits,
+        input_tokens=inp,
+        output_tokens=out,
+        cost_nanos=cost,
+    )
+
+
+class _transaction:  # noqa: N801 (used as a context manager)
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self._conn.execute("ROLLBACK" if kind else "COMMIT")

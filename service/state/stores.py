@@ -1,0 +1,169 @@
+"""Store interfaces. Each has an embedded and a shared implementation that run the same
+behavioural tests (tests/state/).
+
+Every method is bounded by the store's ``timeout_s`` and raises ``Unavailable`` with a clear
+message when the store is down or slow; none hangs. Keys and rows are always scoped by tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.state.records import (
+    AuditEntry,
+    BudgetLine,
+    Claim,
+    SessionInfo,
+    Turn,
+    UsageRecord,
+    UsageTotal,
+)
+
+
+class SessionStore(Protocol):
+    async def turns(self, tenant: str, session_id: str, limit: int) -> list[Turn]:
+        """The newest ``limit`` turns of the session, oldest first ([] if none)."""
+        ...
+
+    async def append(
+        self,
+        tenant: str,
+        session_id: str,
+        agent: str,
+        messages_json: str,
+        at: float,
+        *,
+        usage: UsageRecord | None = None,
+        audit: AuditEntry | None = None,
+    ) -> None:
+        """Append one turn atomically, creating the session if needed; with ``usage`` and
+        ``audit``, write them in the same transaction. Concurrent appends to one session all
+        land, each whole."""
+        ...
+
+    async def get(self, tenant: str, session_id: str) -> SessionInfo | None: ...
+
+    async def list_sessions(self, tenant: str, after: str, limit: int) -> list[SessionInfo]:
+        """Sessions with ids greater than ``after``, ordered by id."""
+        ...
+
+    async def delete(self, tenant: str, session_id: str) -> bool:
+        """Delete the session and its turns; False when there was none."""
+        ...
+
+
+class UsageLedger(Protocol):
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
+        """Add the ledger line, and ``audit`` to the audit log in the same transaction."""
+        ...
+
+    async def totals(
+        self, tenant: str, start: float, end: float, group_by: Sequence[str]
+    ) -> list[UsageTotal]:
+        """Totals of the tenant's lines with ``start <= at < end``, grouped by the named
+        dimensions (of GROUP_DIMENSIONS), ordered by them."""
+        ...
+
+
+class AuditLog(Protocol):
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
+        """The tenant's newest entries, newest first."""
+        ...
+
+
+class BudgetStore(Protocol):
+    async def reserve(
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+    ) -> int:
+        """Atomically: if every line has room for ``amount`` (spent + live reservations +
+        amount <= limit), hold ``amount`` on each under ``reservation`` for ``hold_s`` and
+        return -1; else hold nothing and return the index of the first line without room."""
+        ...
+
+    async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> None:
+        """Drop the reservation and add ``amount`` (the real cost) to each line's spend."""
+        ...
+
+    async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
+        """Drop the reservation without spending."""
+        ...
+
+    async def spent(self, line: BudgetLine) -> tuple[int, int]:
+        """(spent, reserved) of one line."""
+        ...
+
+    async def seed(self, line: BudgetLine, spent: int) -> None:
+        """Set the line's spend to ``spent`` if it has no counter yet (after a restart of the
+        process or the store, the ledger's sum is the truth)."""
+        ...
+
+
+class CacheStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def lead(self, key: str, token: str, lease_s: float) -> bool:
+        """Take the fill lease of ``key`` for ``lease_s`` under ``token``, if nobody holds it
+        (single-flight across processes). Always true for a single-process store."""
+        ...
+
+    async def unlead(self, key: str, token: str) -> None:
+        """Free the lease if ``token`` still holds it."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
+        """Take ``key`` for ``lease_s`` if nobody holds it; else say who does."""
+        ...
+
+    async def complete(self, key: str, fingerprint: str, result: bytes, ttl_s: float) -> None:
+        """Record the answer under ``key`` for ``ttl_s``."""
+        ...
+
+    async def abandon(self, key: str) -> None:
+        """Free ``key`` (the call failed): a retry runs again."""
+        ...
+
+
+class Durable(SessionStore, UsageLedger, AuditLog, Protocol):
+    """The durable records: sessions, usage ledger, audit (SQLite or PostgreSQL)."""
+
+    async def migrate(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Fast(BudgetStore, CacheStore, IdempotencyStore, Protocol):
+    """Fast shared state: budget counters, cache, idempotency (memory or Redis)."""
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Every store of one process, built once by the composition root."""
+
+    backend: str
+    durable: Durable
+    fast: Fast
+
+    async def ping(self) -> None:
+        """Raises Unavailable when a store does not answer."""
+        await self.durable.ping()
+        await self.fast.ping()
+
+    async def aclose(self) -> None:
+        try:
+            await self.fast.aclose()
+        finally:
+            await self.durable.aclose()

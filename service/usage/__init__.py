@@ -1,0 +1,1 @@
+"""Cost, the usage ledger and budgets."""

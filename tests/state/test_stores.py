@@ -1,0 +1,302 @@
+"""The same behaviour from every backend: SQLite and PostgreSQL for durable records, memory
+and Redis for fast state."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from service.errors import Unavailable
+from service.secrets import Secret
+from service.state.postgres import PostgresDurable
+from service.state.records import AuditEntry, BudgetLine, UsageRecord
+from service.state.redis import RedisFast
+from service.state.stores import Durable, Fast
+
+pytestmark = pytest.mark.asyncio
+
+
+async def eventually(check, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait (bounded) until ``await check()`` is true."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+# durable: sessions
+
+
+async def test_migrate_twice_is_harmless(durable: Durable) -> None:
+    await durable.migrate()
+    await durable.append("t", "s", "echo", "[]", 1.0)
+    await durable.migrate()
+    assert (await durable.get("t", "s")) is not None
+
+
+async def test_session_append_get_turns(durable: Durable) -> None:
+    assert await durable.get("t1", "s1") is None
+    assert await durable.turns("t1", "s1", 10) == []
+
+    await durable.append("t1", "s1", "echo", '["a"]', 100.0)
+    await durable.append("t1", "s1", "echo", '["b"]', 101.0)
+    await durable.append("t1", "s1", "assistant", '["c"]', 102.0)
+
+    info = await durable.get("t1", "s1")
+    assert info is not None
+    assert (info.session_id, info.agent, info.turn_count) == ("s1", "assistant", 3)
+    assert (info.created_at, info.updated_at) == (100.0, 102.0)
+    assert [t.messages_json for t in await durable.turns("t1", "s1", 10)] == [
+        '["a"]',
+        '["b"]',
+        '["c"]',
+    ]
+    newest = await durable.turns("t1", "s1", 2)
+    assert [t.seq for t in newest] == [2, 3]
+
+
+async def test_sessions_are_tenant_scoped(durable: Durable) -> None:
+    await durable.append("acme", "shared-id", "echo", '["acme"]', 1.0)
+
+    assert await durable.get("globex", "shared-id") is None
+    assert await durable.turns("globex", "shared-id", 10) == []
+    assert await durable.list_sessions("globex", "", 10) == []
+    assert await durable.delete("globex", "shared-id") is False
+    assert (await durable.get("acme", "shared-id")) is not None
+
+
+async def test_concurrent_appends_lose_no_turn(durable: Durable) -> None:
+    await asyncio.gather(
+        *(durable.append("t", "busy", "echo", f'["{i}"]', float(i)) for i in range(40))
+    )
+
+    turns = await durable.turns("t", "busy", 100)
+    assert [t.seq for t in turns] == list(range(1, 41))
+    assert sorted(t.messages_json for t in turns) == sorted(f'["{i}"]' for i in range(40))
+    info = await durable.get("t", "busy")
+    assert info is not None
+    assert info.turn_count == 40
+
+
+async def test_list_pages_by_id_and_delete(durable: Durable) -> None:
+    for sid in ["c", "a", "b", "d"]:
+        await durable.append("t", sid, "echo", "[]", 1.0)
+
+    first = await durable.list_sessions("t", "", 2)
+    second = await durable.list_sessions("t", first[-1].session_id, 2)
+    assert [s.session_id for s in first + second] == ["a", "b", "c", "d"]
+
+    assert await durable.delete("t", "b") is True
+    assert await durable.delete("t", "b") is False
+    assert await durable.turns("t", "b", 10) == []
+    assert [s.session_id for s in await durable.list_sessions("t", "", 10)] == ["a", "c", "d"]
+
+
+# durable: usage ledger and audit
+
+
+def _line(tenant: str, agent: str, model: str, key: str, **kw: object) -> UsageRecord:
+    base: dict[str, object] = {
+        "at": 1000.0,
+        "tenant": tenant,
+        "key_id": key,
+        "request_id": "r",
+        "agent": agent,
+        "target": f"t-{model}",
+        "model": model,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost_nanos": 700,
+        "status": "ok",
+        "latency_ms": 3,
+        "cache_hit": False,
+    }
+    base.update(kw)
+    return UsageRecord(**base)  # type: ignore[arg-type]
+
+
+async def test_usage_totals_grouped_and_ranged(durable: Durable) -> None:
+    await durable.record_usage(_line("t", "echo", "m1", "k1"))
+    await durable.record_usage(_line("t", "echo", "m1", "k2", cache_hit=True, cost_nanos=0))
+    await durable.record_usage(_line("t", "assistant", "m2", "k1", status="Unavailable"))
+    await durable.record_usage(_line("t", "echo", "m1", "k1", at=5000.0))  # out of range
+    await durable.record_usage(_line("other", "echo", "m1", "k1"))  # other tenant
+
+    (total,) = await durable.totals("t", 0.0, 2000.0, ())
+    assert (total.calls, total.failed_calls, total.cache_hits) == (3, 1, 1)
+    assert (total.input_tokens, total.output_tokens, total.cost_nanos) == (30, 15, 1400)
+    assert (total.agent, total.model, total.key_id) == ("", "", "")
+
+    by_agent = await durable.totals("t", 0.0, 2000.0, ("agent",))
+    assert [(g.agent, g.calls, g.cost_nanos) for g in by_agent] == [
+        ("assistant", 1, 700),
+        ("echo", 2, 700),
+    ]
+    by_key_model = await durable.totals("t", 0.0, 2000.0, ("key_id", "model"))
+    assert [(g.model, g.key_id, g.calls) for g in by_key_model] == [
+        ("m1", "k1", 1),
+        ("m1", "k2", 1),
+        ("m2", "k1", 1),
+    ]
+    assert await durable.totals("nobody", 0.0, 2000.0, ()) == []
+
+
+async def test_usage_and_audit_in_one_write(durable: Durable) -> None:
+    entry = AuditEntry(5.0, "t", "k", "r", "call", "agent:echo", "ok")
+    await durable.record_usage(_line("t", "echo", "m1", "k"), entry)
+    assert await durable.recent_audit("t", 10) == [entry]
+    (total,) = await durable.totals("t", 0.0, 2000.0, ())
+    assert total.calls == 1
+
+
+async def test_a_turn_with_its_ledger_line_and_audit_entry(durable: Durable) -> None:
+    entry = AuditEntry(5.0, "t", "k", "r", "call", "agent:echo", "ok")
+    await durable.append(
+        "t", "s", "echo", "[]", 5.0, usage=_line("t", "echo", "m1", "k"), audit=entry
+    )
+    assert [t.seq for t in await durable.turns("t", "s", 5)] == [1]
+    assert await durable.recent_audit("t", 10) == [entry]
+    assert (await durable.totals("t", 0.0, 2000.0, ()))[0].calls == 1
+
+
+async def test_audit_newest_first_and_tenant_scoped(durable: Durable) -> None:
+    for i in range(3):
+        await durable.audit(AuditEntry(float(i), "t", "k", f"r{i}", "Invoke", "echo", "ok"))
+    await durable.audit(AuditEntry(9.0, "u", "k", "x", "Invoke", "echo", "ok"))
+
+    entries = await durable.recent_audit("t", 2)
+    assert [e.request_id for e in entries] == ["r2", "r1"]
+    assert entries[0] == AuditEntry(2.0, "t", "k", "r2", "Invoke", "echo", "ok")
+
+
+# fast: budgets
+
+
+DAY = BudgetLine("tenant:t:daily:2026-01-01", limit_nanos=100, ttl_s=3600)
+KEY = BudgetLine("tenant:t:key:k:2026-01", limit_nanos=30, ttl_s=3600)
+
+
+async def test_budget_reserve_settle_release(fast: Fast) -> None:
+    assert await fast.reserve([DAY], "r1", 60, 60) == -1
+    assert await fast.spent(DAY) == (0, 60)
+    assert await fast.reserve([DAY], "r2", 50, 60) == 0  # 60 held + 50 > 100
+    assert await fast.spent(DAY) == (0, 60)
+
+    await fast.settle([DAY], "r1", 20)
+    assert await fast.spent(DAY) == (20, 0)
+    assert await fast.reserve([DAY], "r2", 50, 60) == -1
+    await fast.release([DAY], "r2")
+    assert await fast.spent(DAY) == (20, 0)
+
+
+async def test_budget_reserves_all_lines_or_none(fast: Fast) -> None:
+    assert await fast.reserve([DAY, KEY], "r1", 40, 60) == 1  # the key line has 30
+    assert await fast.spent(DAY) == (0, 0)
+    assert await fast.reserve([DAY, KEY], "r2", 30, 60) == -1
+    assert await fast.spent(KEY) == (0, 30)
+
+
+async def test_concurrent_reservations_never_overbook(fast: Fast) -> None:
+    results = await asyncio.gather(*(fast.reserve([DAY], f"r{i}", 7, 60) for i in range(40)))
+    assert results.count(-1) == 100 // 7
+    assert await fast.spent(DAY) == (0, 7 * (100 // 7))
+
+
+async def test_expired_reservations_stop_counting(fast: Fast) -> None:
+    assert await fast.reserve([DAY], "crashed", 90, 0.05) == -1
+
+    async def freed() -> bool:
+        return await fast.reserve([DAY], "next", 90, 60) == -1
+
+    await eventually(freed)
+    assert await fast.spent(DAY) == (0, 90)
+
+
+async def test_seed_sets_only_a_new_line(fast: Fast) -> None:
+    await fast.seed(DAY, 70)
+    assert await fast.spent(DAY) == (70, 0)
+    assert await fast.reserve([DAY], "r", 31, 60) == 0
+    await fast.seed(DAY, 5)  # the line exists now: no effect
+    assert await fast.spent(DAY) == (70, 0)
+
+
+async def test_budget_lines_are_separate(fast: Fast) -> None:
+    other = BudgetLine("tenant:u:daily:2026-01-01", limit_nanos=100, ttl_s=3600)
+    await fast.settle([DAY], "r", 100)
+    assert await fast.reserve([other], "r", 100, 60) == -1
+
+
+# fast: cache and idempotency
+
+
+async def test_cache_get_put_expires(fast: Fast) -> None:
+    assert await fast.get("k") is None
+    await fast.put("k", b"\x00answer", 60)
+    assert await fast.get("k") == b"\x00answer"
+    await fast.put("short", b"x", 0.05)
+
+    async def gone() -> bool:
+        return await fast.get("short") is None
+
+    await eventually(gone)
+
+
+async def test_cache_fill_lease(fast: Fast, request: pytest.FixtureRequest) -> None:
+    assert await fast.lead("k", "t1", 30)
+    shared = "redis" in request.node.callspec.id
+    # Across processes only one holds the lease; one process needs none (single-flight there
+    # is in-process).
+    assert await fast.lead("k", "t2", 30) is not shared
+    await fast.unlead("k", "t2")  # not the holder: no effect
+    assert await fast.lead("k", "t3", 30) is not shared
+    await fast.unlead("k", "t1")
+    assert await fast.lead("k", "t3", 30)
+
+
+async def test_idempotency_claim_complete_abandon(fast: Fast) -> None:
+    first = await fast.claim("t:k:r1", "fp", 30)
+    assert first.state == "new"
+    again = await fast.claim("t:k:r1", "fp2", 30)
+    assert (again.state, again.fingerprint) == ("pending", "fp")
+
+    await fast.complete("t:k:r1", "fp", b"\x01resp", 30)
+    done = await fast.claim("t:k:r1", "fp", 30)
+    assert (done.state, done.fingerprint, done.result) == ("done", "fp", b"\x01resp")
+
+    assert (await fast.claim("t:k:r2", "x", 30)).state == "new"
+    await fast.abandon("t:k:r2")
+    assert (await fast.claim("t:k:r2", "y", 30)).state == "new"
+
+
+# stores that are down
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_redis_down_is_unavailable_not_a_hang() -> None:
+    store = RedisFast(f"redis://127.0.0.1:{_closed_port()}/0", prefix="x", timeout_s=1)
+    try:
+        with pytest.raises(Unavailable, match="state store redis is unavailable"):
+            await store.reserve([DAY], "r", 1, 1)
+        with pytest.raises(Unavailable, match="redis"):
+            await store.ping()
+    finally:
+        await store.aclose()
+
+
+async def test_postgres_down_is_unavailable_without_the_dsn() -> None:
+    dsn = f"postgresql://postgres:hunter2@127.0.0.1:{_closed_port()}/test"
+    store = PostgresDurable(Secret(dsn), timeout_s=1)
+    try:
+        with pytest.raises(Unavailable, match="state store postgres") as caught:
+            await store.get("t", "s")
+        assert "hunter2" not in str(caught.value)
+    finally:
+        await store.aclose()

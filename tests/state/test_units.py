@@ -1,0 +1,159 @@
+"""The plain middle of state: pricing, budget periods, cache keys, session codec, windows."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+
+from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
+from service.cache import cache_key, wanted
+from service.cache import codec as cache_codec
+from service.config.state_model import BudgetConfig, PriceConfig
+from service.domain import (
+    FinishReason,
+    ImagePart,
+    Message,
+    Parameters,
+    Role,
+    TargetRef,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+from service.errors import InvalidArgument
+from service.sessions import Sessions, codec
+from service.state.memory import MemoryFast
+from service.state.sqlite import SqliteDurable
+from service.usage.budgets import applicable
+from service.usage.pricing import DEFAULT_PRICES, price_table
+
+
+def test_prices_default_override_and_prefix() -> None:
+    table = price_table({"gpt-4o": PriceConfig(input_per_mtok=1, output_per_mtok=2)})
+    assert table.price("gpt-4o-2024-08-06") == table.price("gpt-4o")
+    assert table.price("gpt-4o-mini") == DEFAULT_PRICES["gpt-4o-mini"]  # longest prefix
+    assert table.price("unknown-model") is None
+    # 1M input at 1 USD + 1M output at 2 USD = 3 USD.
+    cost = table.cost_nanos("gpt-4o", Usage(input_tokens=1_000_000, output_tokens=1_000_000))
+    assert cost == 3_000_000_000
+    assert table.cost_nanos("unknown-model", Usage(input_tokens=10)) == 0
+
+
+def test_cached_input_tokens_use_the_cached_rate() -> None:
+    table = price_table({})
+    full = table.cost_nanos("gpt-4o", Usage(input_tokens=1000))
+    cached = table.cost_nanos("gpt-4o", Usage(input_tokens=1000, cached_input_tokens=1000))
+    assert (full, cached) == (2_500_000, 1_250_000)
+
+
+def test_budget_periods_and_scope() -> None:
+    now = datetime(2026, 2, 28, 23, 0, tzinfo=UTC).timestamp()
+    budgets = [
+        BudgetConfig(name="d", period="day", limit_usd=1),
+        BudgetConfig(name="m", tenant="acme", per_key=True, period="month", limit_usd=2.5),
+        BudgetConfig(name="other", tenant="globex", period="day", limit_usd=1),
+    ]
+    lines = applicable(budgets, "acme", "k:1", now)
+    assert [b.line.key for b in lines] == [
+        "acme:d:2026-02-28",
+        "acme:m:2026-02:key:k%3A1",
+    ]
+    assert [b.line.limit_nanos for b in lines] == [10**9, 25 * 10**8]
+    assert [round(b.left_s) for b in lines] == [3600, 3600]
+    assert lines[1].started_at == datetime(2026, 2, 1, tzinfo=UTC).timestamp()
+
+
+def _agent(mode: str = "off") -> AgentSpec:
+    return AgentSpec(
+        name="a",
+        description="",
+        version="v1",
+        system_prompt="",
+        route=(),
+        parameters=Parameters(),
+        overridable_parameters=frozenset(),
+        tools=(),
+        accepts_caller_tools=False,
+        memory=MemoryPolicy(),
+        cache=CachePolicy(mode=mode),
+    )
+
+
+def test_cache_modes() -> None:
+    assert wanted(_agent("on"), None)
+    assert not wanted(_agent("on"), False)
+    assert not wanted(_agent("opt_in"), None)
+    assert wanted(_agent("opt_in"), True)
+    assert not wanted(_agent("off"), None)
+    with pytest.raises(InvalidArgument, match="no response cache"):
+        wanted(_agent("off"), False)
+
+
+def test_cache_key_covers_tenant_version_messages_and_parameters() -> None:
+    hi = (Message(Role.USER, (TextPart("hi"),)),)
+    base = cache_key("t", _agent(), hi, Parameters(), ())
+    assert base == cache_key("t", _agent(), hi, Parameters(), ())
+    assert base != cache_key("u", _agent(), hi, Parameters(), ())
+    assert base != cache_key("t", _agent(), hi, Parameters(temperature=0.1), ())
+    other = (Message(Role.USER, (TextPart("hi!"),)),)
+    assert base != cache_key("t", _agent(), other, Parameters(), ())
+    newer = dataclasses.replace(_agent(), version="v2")
+    assert base != cache_key("t", newer, hi, Parameters(), ())
+
+
+def test_cache_codec_round_trip() -> None:
+    target = TargetRef("t", "mock", "echo")
+    events = (
+        TextDelta("hi "),
+        ToolCallDelta(0, "c1", "f", '{"a"'),
+        UsageEvent(Usage(3, 4, 1, cost_usd=0.5)),
+    )
+    entry = cache_codec.decode(cache_codec.encode(target, events, FinishReason.TOOL_CALLS))
+    assert entry.target == target
+    assert entry.reason is FinishReason.TOOL_CALLS
+    assert entry.events[:2] == events[:2]
+    assert entry.events[2] == UsageEvent(Usage(3, 4, 1, cost_usd=0.0))
+
+
+def test_session_codec_round_trip() -> None:
+    messages = (
+        Message(Role.USER, (TextPart("look"), ImagePart(data=b"\x89PNG", media_type="image/png"))),
+        Message(Role.ASSISTANT, (), (ToolCall("c1", "f", "{}"),)),
+        Message(Role.TOOL, (TextPart("42"),), tool_call_id="c1"),
+        Message(Role.USER, (ImagePart(url="https://x/y.png"),)),
+    )
+    assert codec.decode(codec.encode(messages)) == messages
+
+
+async def test_history_window_by_tokens(tmp_path: object) -> None:
+    store = SqliteDurable(str(tmp_path), timeout_s=5)
+    await store.migrate()
+    try:
+        sessions = Sessions(store)
+        for i in range(4):
+            text = f"turn{i} " + "x" * 400  # about 100 tokens a message
+            await sessions.append(
+                "t", "s", "a", [Message(Role.USER, (TextPart(text),))],
+                Message(Role.ASSISTANT, (TextPart("ok"),)),
+            )  # fmt: skip
+        window = await sessions.history("t", "s", MemoryPolicy(max_turns=10, max_tokens=250))
+        assert [m.text.split()[0] for m in window if m.role is Role.USER] == ["turn2", "turn3"]
+        turns = await sessions.history("t", "s", MemoryPolicy(max_turns=1))
+        assert len(turns) == 2
+    finally:
+        await store.aclose()
+
+
+async def test_memory_clock_expires_everything() -> None:
+    now = [1000.0]
+    fast = MemoryFast(clock=lambda: now[0])
+    await fast.put("k", b"v", 10)
+    assert (await fast.claim("i", "f", 5)).state == "new"
+    now[0] += 11
+    assert await fast.get("k") is None
+    assert (await fast.claim("i", "g", 5)).state == "new"
