@@ -106,7 +106,8 @@ def test_probes_are_native_grpc_health_checks(rendered: dict[str, dict[str, Any]
 
 
 def served_config(rendered: dict[str, dict[str, Any]], tmp_path: Path) -> Path:
-    """The config file the container reads: the ConfigMap's key, at the path in ``args``."""
+    """The config file the container reads: the ConfigMap's key, at the path in ``args``, with
+    the Secret's files written where the pod mounts them (moved under ``tmp_path``)."""
     c = container(rendered)
     config_arg = Path(c["args"][c["args"].index("--config") + 1])
     [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == str(config_arg.parent)]
@@ -114,8 +115,15 @@ def served_config(rendered: dict[str, dict[str, Any]], tmp_path: Path) -> Path:
     [volume] = [v for v in pod(rendered)["volumes"] if v["name"] == mount["name"]]
     configmap = rendered["ConfigMap"]
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    [secret_mount] = [m for m in c["volumeMounts"] if m["name"] == "secrets"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for name, value in rendered["Secret"]["stringData"].items():
+        (secrets / name).write_text(value)
+    text = configmap["data"][config_arg.name]
+    assert secret_mount["mountPath"] in text
     path = tmp_path / config_arg.name
-    path.write_text(configmap["data"][config_arg.name])
+    path.write_text(text.replace(secret_mount["mountPath"], str(secrets)))
     return path
 
 
@@ -130,6 +138,8 @@ async def test_the_configmap_is_a_config_that_serve_accepts(
     assert snapshot.observability.metrics.port == ports["metrics"]
     assert snapshot.observability.metrics.host == "0.0.0.0"
     assert snapshot.auth.enabled  # not on loopback: keys required
+    assert snapshot.state.backend == "shared"  # replicas share state
+    assert snapshot.postgres_dsn is not None  # read from the Secret's file
     assert snapshot.reload.watch is True
     assert (DEPLOY / "k8s" / "switchboard.yaml").read_text() == rendered["ConfigMap"]["data"][
         "switchboard.yaml"
@@ -268,6 +278,8 @@ async def test_the_compose_switchboard_config_is_one_serve_accepts(tmp_path: Pat
     assert snapshot.observability.metrics.port == 9464
     assert snapshot.observability.tracing.exporter == "otlp"
     assert snapshot.auth.enabled
+    assert snapshot.state.backend == "shared"
+    assert snapshot.state.redis_url == "redis://redis:6379/0"
 
 
 def test_every_operations_setting_is_documented_with_its_default() -> None:

@@ -133,6 +133,12 @@ class Supervisor:
         Raises:
             ConfigError: the address or the metrics port cannot be bound.
         """
+        if self._snapshot.state.backend == "embedded":
+            log.warning(
+                "state.backend is embedded: each of the %d workers keeps its own cache and "
+                "request ids in memory; use state.backend: shared for one view",
+                len(self.slots),
+            )
         with contextlib.ExitStack() as cleanup:
             try:
                 holder = cleanup.enter_context(reserve_port(self._host, self._port))
