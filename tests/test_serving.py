@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard_client import AsyncClient, Client, ResourceExhaustedError
 
 from tests import waiting
+from tests.conftest import DEFAULT_CONFIG
 from tests.harness import serve_config
 from tests.processes import ROOT, serve_process, wait_for
 
@@ -253,3 +254,25 @@ async def test_the_health_command_exits_0_only_when_serving() -> None:
     code, err = await health(served.address)  # nothing listens there any more
     assert code == 1
     assert "UNAVAILABLE" in err
+
+
+async def test_a_client_running_many_calls_on_one_connection_is_never_refused(
+    tmp_path: Path,
+) -> None:
+    """64 calls at once on one channel, the way a gRPC client multiplexes, against a server
+    in its own process: with the default transport settings every call is answered (grpc
+    core refused some with REFUSED_STREAM, which surfaces as UNAVAILABLE, when the
+    per-connection stream limit was 100)."""
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text().replace("../data", str(tmp_path / "data")))
+    with serve_process(config) as server:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+
+            async def caller(i: int) -> list[str]:
+                return [
+                    (await client.invoke("echo", f"call {i} {n}")).message.content[0].text
+                    for n in range(20)
+                ]
+
+            answers = await asyncio.gather(*(caller(i) for i in range(64)))
+    assert answers == [[f"call {i} {n}" for n in range(20)] for i in range(64)]

@@ -193,8 +193,12 @@ class TransportConfig(_Model):
     max_concurrent_calls: int = Field(
         256, ge=1, description="Invoke+Stream calls in progress per process; past it, refused"
     )
+    # grpc core counts a stream until it is wholly closed, so a client running 64 calls at
+    # once on one connection already met REFUSED_STREAM (UNAVAILABLE) under a limit of 100.
+    # Load is shed by max_concurrent_calls (RESOURCE_EXHAUSTED with RetryInfo); this only
+    # bounds one connection's share, so it sits well above.
     max_concurrent_streams: int = Field(
-        100, ge=1, description="HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)"
+        1000, ge=1, description="HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)"
     )
     keepalive_time_s: float = Field(60.0, gt=0, description="ping an idle client this often")
     keepalive_timeout_s: float = Field(20.0, gt=0, description="drop it if no ack by then")
