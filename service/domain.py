@@ -240,6 +240,11 @@ class Fold:
             case Finish():
                 self._finish = event
 
+    @property
+    def usage(self) -> Usage:
+        """The usage reported so far (the last UsageEvent's)."""
+        return self._usage
+
     def result(self) -> AgentResponse:
         """The folded response.
 

@@ -263,3 +263,25 @@ async def test_a_taken_metrics_port_is_a_clear_config_error(tmp_path: Path) -> N
         with pytest.raises(ConfigError, match=f"observability.metrics: cannot listen on .*{port}"):
             await app.start("127.0.0.1", 0)
         await app.stop(0)
+
+
+async def test_without_an_exporter_nothing_is_recorded_but_logs_keep_trace_ids(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No exporter configured: spans are non-recording (the cheap path), yet the call line
+    still carries the caller's trace id and a span id of its own."""
+    caplog.set_level(logging.INFO)
+    async with serve_config(AGENTS) as s:
+        provider = s.app.tracer_provider
+        assert not provider.get_tracer("probe").start_span("probe").is_recording()
+        stub = pb_grpc.AgentServiceStub(s.channel)
+        await stub.Invoke(
+            invoke_request("echo", "hello"),
+            metadata=[("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01")],
+        )
+        await stub.Invoke(invoke_request("echo", "no parent"))
+    formatter = JsonFormatter()
+    calls = [json.loads(formatter.format(r)) for r in caplog.records if r.name == CALLS_LOGGER]
+    assert [c["trace_id"] == TRACE_ID for c in calls] == [True, False]
+    assert all(len(c["trace_id"]) == 32 and len(c["span_id"]) == 16 for c in calls)
+    assert calls[0]["span_id"] != PARENT_ID

@@ -168,10 +168,10 @@ class StatePipeline:
     ) -> None:
         """Settle the budget, append the turn and record the call (raises if the append
         fails: the turn must not be lost silently)."""
-        answer = fold.result()
         if reservation is not None:
             await self._settle(reservation, usage.cost_nanos)
         if request.session_id:
+            answer = fold.result()
             # The turn, the ledger line and the audit entry: one commit.
             await self._sessions.append(
                 usage.tenant,
@@ -216,7 +216,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
     """The call's ledger line and audit entry."""
     ctx = current()
     now = time.time()
-    usage = fold.result().usage if start is not None and finish is not None else None
+    usage = fold.usage if start is not None and finish is not None else None
     target = (finish.target if finish else None) or (start.target if start else None)
     record = UsageRecord(
         at=now,

@@ -321,7 +321,13 @@ class Router:
     def _opened(self, call: _Call, outcome: _Outcome) -> Opened:
         assert outcome.first is not None
         attempt = outcome.attempt
-        return Opened(attempt.target.spec, call.attempts, _Committed(attempt, outcome.first))
+        # A hedged attempt read its first event in the race's task, where the provider's
+        # own timeout was entered; the rest of its stream is read in the caller's task, so
+        # the router bounds each read itself. Unhedged, the provider's bound still holds.
+        guard = call.policy.hedge is not None
+        return Opened(
+            attempt.target.spec, call.attempts, _Committed(attempt, outcome.first, guard=guard)
+        )
 
     @staticmethod
     def _failure(call: _Call) -> SwitchboardError:
@@ -362,9 +368,9 @@ class _Committed(AsyncGenerator[ProviderEvent, None]):
     """The committed attempt's events. Unlike a bare async generator, closing it before
     its first step still closes the upstream request and releases the breaker ticket."""
 
-    def __init__(self, attempt: _Attempt, first: ProviderEvent) -> None:
+    def __init__(self, attempt: _Attempt, first: ProviderEvent, *, guard: bool) -> None:
         self._attempt = attempt
-        self._events = _committed(attempt, first)
+        self._events = _committed(attempt, first, guard=guard)
 
     async def asend(self, value: None) -> ProviderEvent:
         return await self._events.asend(value)
@@ -381,9 +387,10 @@ class _Committed(AsyncGenerator[ProviderEvent, None]):
 
 
 async def _committed(
-    attempt: _Attempt, first: ProviderEvent
+    attempt: _Attempt, first: ProviderEvent, *, guard: bool
 ) -> AsyncGenerator[ProviderEvent, None]:
-    """The committed attempt's events, ``first`` included, within its deadline.
+    """The committed attempt's events, ``first`` included, within its deadline: the
+    provider's own (the Provider contract), and with ``guard`` a bound on each read too.
 
     Ends after the ``Finish`` (a success for the breaker). A failure is raised as is (and
     counted); a stream that ends without ``Finish`` raises Unavailable. Closing it early
@@ -401,7 +408,10 @@ async def _committed(
                 return
             yield event
             try:
-                async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
+                if guard:
+                    async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
+                        event = await anext(events)
+                else:
                     event = await anext(events)
             except StopAsyncIteration:
                 raise Unavailable(
