@@ -113,21 +113,14 @@ class Runner:
         runtime = self._runtime()
         runtime.calls.enter()
         try:
-            async with aclosing(self._run(runtime, request, deadline)) as events:
+            agent = resolve(runtime.snapshot, request.agent)
+            validate(request, agent, runtime.snapshot.server)
+            route = functools.partial(self._route, runtime.router, agent, request)
+            async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
                 async for event in events:
                     yield event
         finally:
             runtime.calls.leave()
-
-    async def _run(
-        self, runtime: Runtime, request: AgentRequest, deadline: Deadline
-    ) -> AsyncGenerator[Event, None]:
-        agent = resolve(runtime.snapshot, request.agent)
-        validate(request, agent, runtime.snapshot.server)
-        route = functools.partial(self._route, runtime.router, agent, request)
-        async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
-            async for event in events:
-                yield event
 
     async def _route(
         self,
