@@ -67,6 +67,12 @@ class StateConfig(_Model):
         600.0, gt=0, description="unsettled budget reservations expire after this"
     )
     health_interval_s: float = Field(5.0, gt=0, description="how often stores are pinged")
+    memory_max_entries: int = Field(
+        100_000,
+        ge=1,
+        description="embedded: most response-cache entries, and most idempotency records, "
+        "kept in memory (the least recently used is evicted)",
+    )
 
 
 class PriceConfig(_Model):

@@ -25,7 +25,7 @@ def build_stores(snapshot: Snapshot) -> Stores:
         return Stores(
             backend="embedded",
             durable=SqliteDurable(data_dir, timeout_s=state.timeout_s),
-            fast=MemoryFast(),
+            fast=MemoryFast(max_entries=state.memory_max_entries),
         )
     assert snapshot.postgres_dsn is not None  # resolved by load() for the shared backend
     return Stores(

@@ -2,17 +2,24 @@
 
 For the embedded mode (one process). Every operation runs without awaiting in between, so it
 is atomic on the event loop. Expired entries are dropped when touched, and swept now and then.
+The response cache and the idempotency records each hold at most ``max_entries`` entries: past
+that, the least recently used is evicted (an evicted idempotency record only means a duplicate
+of that request may run again).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from service.state.records import BudgetLine, Claim
 
 SWEEP_EVERY = 1024
+DEFAULT_MAX_ENTRIES = 100_000
+V = TypeVar("V")
 
 
 @dataclass(slots=True)
@@ -25,11 +32,17 @@ class _Line:
 class MemoryFast:
     """See the module docstring. ``clock`` is wall time in seconds (tests pass their own)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, max_entries: int = DEFAULT_MAX_ENTRIES
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self._clock = clock
+        self._max = max_entries
         self._lines: dict[str, _Line] = {}
-        self._cache: dict[str, tuple[bytes, float]] = {}
-        self._claims: dict[str, tuple[Claim, float]] = {}
+        # Oldest use first: a hit moves an entry to the end, eviction pops the front.
+        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._claims: OrderedDict[str, tuple[Claim, float]] = OrderedDict()
         self._ops = 0
 
     # budgets
@@ -85,10 +98,11 @@ class MemoryFast:
         if entry is None or entry[1] <= now:
             self._cache.pop(key, None)
             return None
+        self._cache.move_to_end(key)
         return entry[0]
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._cache[key] = (value, self._tick() + ttl_s)
+        self._bounded(self._cache, key, (value, self._tick() + ttl_s))
 
     async def lead(self, key: str, token: str, lease_s: float) -> bool:
         return True  # one process: its in-process single-flight is the whole story
@@ -102,12 +116,13 @@ class MemoryFast:
         now = self._tick()
         held = self._claims.get(key)
         if held is not None and held[1] > now:
+            self._claims.move_to_end(key)
             return held[0]
-        self._claims[key] = (Claim("pending", fingerprint), now + lease_s)
+        self._bounded(self._claims, key, (Claim("pending", fingerprint), now + lease_s))
         return Claim("new", fingerprint)
 
     async def complete(self, key: str, fingerprint: str, result: bytes, ttl_s: float) -> None:
-        self._claims[key] = (Claim("done", fingerprint, result), self._tick() + ttl_s)
+        self._bounded(self._claims, key, (Claim("done", fingerprint, result), self._tick() + ttl_s))
 
     async def abandon(self, key: str) -> None:
         self._claims.pop(key, None)
@@ -118,11 +133,19 @@ class MemoryFast:
     async def aclose(self) -> None:
         self._cache.clear()
 
+    def _bounded(self, entries: OrderedDict[str, V], key: str, value: V) -> None:
+        """Set ``key`` as the most recently used entry, evicting the least recently used
+        while there are more than ``max_entries``."""
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > self._max:
+            entries.popitem(last=False)
+
     def _tick(self) -> float:
         now = self._clock()
         self._ops += 1
         if self._ops % SWEEP_EVERY == 0:
-            self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
-            self._claims = {k: v for k, v in self._claims.items() if v[1] > now}
+            self._cache = OrderedDict((k, v) for k, v in self._cache.items() if v[1] > now)
+            self._claims = OrderedDict((k, v) for k, v in self._claims.items() if v[1] > now)
             self._lines = {k: v for k, v in self._lines.items() if v.expires_at > now}
         return now

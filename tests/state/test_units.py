@@ -10,7 +10,7 @@ import pytest
 from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.cache import cache_key, wanted
 from service.cache import codec as cache_codec
-from service.config.state_model import BudgetConfig, PriceConfig
+from service.config.state_model import BudgetConfig, PriceConfig, StateConfig
 from service.domain import (
     FinishReason,
     ImagePart,
@@ -157,3 +157,27 @@ async def test_memory_clock_expires_everything() -> None:
     now[0] += 11
     assert await fast.get("k") is None
     assert (await fast.claim("i", "g", 5)).state == "new"
+
+
+async def test_memory_store_is_bounded_and_evicts_the_least_recently_used() -> None:
+    fast = MemoryFast(max_entries=3)
+    for key in ["a", "b", "c"]:
+        await fast.put(key, key.encode(), 60)
+    assert await fast.get("a") == b"a"  # "a" is now the most recently used; "b" the least
+    for key in ["d", "e"]:
+        await fast.put(key, key.encode(), 60)
+        assert len(fast._cache) <= 3
+    assert [await fast.get(k) for k in "abcde"] == [b"a", None, None, b"d", b"e"]
+
+    for i in range(10):
+        assert (await fast.claim(f"i{i}", "f", 60)).state == "new"
+        await fast.complete(f"i{i}", "f", b"r", 60)
+        assert len(fast._claims) <= 3
+    # The oldest records went first; a duplicate of an evicted one would run again.
+    assert (await fast.claim("i0", "f", 60)).state == "new"
+    assert (await fast.claim("i9", "f", 60)).state == "done"
+
+
+def test_memory_max_entries_is_configurable() -> None:
+    assert StateConfig().memory_max_entries == 100_000
+    assert StateConfig(memory_max_entries=10).memory_max_entries == 10
