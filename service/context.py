@@ -7,9 +7,23 @@ through :func:`current`. Every piece of per-tenant state is keyed by ``tenant``.
 from __future__ import annotations
 
 import contextvars
+import re
 from dataclasses import dataclass
 
 DEFAULT_TENANT = "default"
+MAX_REQUEST_ID = 128
+# THE definition of a well-formed request id (caller's field or x-request-id header): it goes
+# into idempotency keys, log lines and audit entries, so nothing else is let in.
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID}}}")
+
+
+def request_id_problem(request_id: str) -> str | None:
+    """What is wrong with ``request_id`` as a request id, or None when it is well formed."""
+    if _REQUEST_ID.fullmatch(request_id):
+        return None
+    if len(request_id) > MAX_REQUEST_ID:
+        return f"at most {MAX_REQUEST_ID} characters"
+    return "only letters, digits and . _ : - (no spaces or other characters)"
 
 
 @dataclass(frozen=True, slots=True)

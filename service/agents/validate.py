@@ -6,11 +6,11 @@ import re
 
 from service.agents.spec import AgentSpec
 from service.config.model import ServerConfig
+from service.context import request_id_problem
 from service.domain import AgentRequest, Parameters, ResponseFormatType, Role
 from service.errors import FieldViolation, InvalidArgument
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MAX_REQUEST_ID = 128
 MAX_METADATA = 32
 MAX_STOP = 4
 MAX_STOP_CHARS = 256
@@ -27,8 +27,8 @@ def validate(request: AgentRequest, agent: AgentSpec, server: ServerConfig) -> N
     violations += _messages(request, server)
     violations += _parameters(request.parameters, agent)
     violations += _tools(request, agent)
-    if len(request.request_id) > MAX_REQUEST_ID:
-        violations.append(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
+    if request.request_id and (problem := request_id_problem(request.request_id)) is not None:
+        violations.append(FieldViolation("request_id", problem))
     if len(request.metadata) > MAX_METADATA:
         violations.append(FieldViolation("metadata", f"at most {MAX_METADATA} entries"))
     if violations:

@@ -10,6 +10,7 @@ from google.protobuf import json_format, struct_pb2
 from switchboard.v1 import agent_pb2 as pb
 
 from service.agents.spec import AgentSpec
+from service.context import request_id_problem
 from service.domain import (
     AgentRequest,
     AgentResponse,
@@ -69,6 +70,9 @@ def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str
     messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(msg.messages))
     tools = tuple(_tool(t) for t in msg.tools)
     parameters = _parameters(msg.parameters, violations) if msg.HasField("parameters") else None
+    # Checked here, where it enters: it is the idempotency key, and goes into logs and audit.
+    if msg.request_id and (problem := request_id_problem(msg.request_id)) is not None:
+        violations.append(FieldViolation("request_id", problem))
     if violations:
         first = violations[0]
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""

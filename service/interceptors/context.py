@@ -1,14 +1,15 @@
 """The first layer: gives the call its :class:`~service.context.CallContext`.
 
 The request id is the caller's (the request's ``request_id`` field, else the ``x-request-id``
-header, if well formed) or a new one. The trace is the server span the tracing interceptor
-opened, which is current here; the call log reads its ids from it. This layer owns the
+header, whichever is well formed: see :func:`service.context.request_id_problem`) or a new
+one. A malformed ``request_id`` field is never bound here; the servicer rejects the call.
+The trace is the server span the tracing interceptor opened, which is current here; the call
+log reads its ids from it. This layer owns the
 context's scope: it resets it when the call ends, whatever later layers bound.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,22 +18,31 @@ from service import context as call_context
 from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
 
 REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def request_id_of(context: Context) -> str:
     """The caller's ``x-request-id`` header when it is well formed, else a new id."""
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID.match(value):
+        if (
+            key == REQUEST_ID_HEADER
+            and isinstance(value, str)
+            and call_context.request_id_problem(value) is None
+        ):
             return value
     return secrets.token_hex(16)  # 32 hex digits, as uuid4().hex but cheaper
+
+
+def _own_request_id(request: Any) -> str:
+    """The request's ``request_id`` field when it is well formed, else ""."""
+    value: str = request.request_id
+    return value if value and call_context.request_id_problem(value) is None else ""
 
 
 class ContextLayer:
     def _request_id(self, method: Method) -> Callable[[Any, Context], str]:
         if "request_id" in method.request_fields:
             # The servicer uses the request's own id first; the log must agree with it.
-            return lambda request, context: request.request_id or request_id_of(context)
+            return lambda request, context: _own_request_id(request) or request_id_of(context)
         return lambda _request, context: request_id_of(context)
 
     def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
