@@ -1,6 +1,7 @@
 """The stateful steps around routing one agent call, in order:
 
-1. load the session's history (if the request names a session);
+1. load the session's history (if the request names a session; a session belongs to the
+   agent that created it: another agent's is FAILED_PRECONDITION);
 2. reserve the call's estimated cost on the caller's budgets;
 3. serve from the response cache (single-flight) or route upstream, pricing the usage;
 4. on Finish, before the caller sees it: settle the reservation to the real cost, and record
@@ -109,7 +110,9 @@ class StatePipeline:
             use_cache = wanted(agent, request.cache)
             history: tuple[Message, ...] = ()
             if request.session_id:
-                history = await self._sessions.history(ctx.tenant, request.session_id, agent.memory)
+                history = await self._sessions.history(
+                    ctx.tenant, request.session_id, agent.memory, agent.name
+                )
                 if not history and not request.messages:
                     raise InvalidArgument.field(
                         "messages",

@@ -1,4 +1,7 @@
-"""SessionService: thin — protobuf in, tenant-scoped session call, protobuf out."""
+"""SessionService: thin — protobuf in, tenant-scoped session call, protobuf out.
+
+A session whose agent the caller's key may not call is treated as missing (NOT_FOUND, left
+out of lists)."""
 
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         self, request: pb.GetSessionRequest, context: Context
     ) -> pb.GetSessionResponse:
         try:
-            info, messages = await self._sessions.get(current().tenant, request.id)
+            ctx = current()
+            info, messages = await self._sessions.get(ctx.tenant, request.id, ctx.agents)
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise
@@ -61,7 +65,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         try:
             size = page_size(request.page_size)
             after = decode_token(request.page_token, "ListSessions")
-            found = await self._sessions.list(current().tenant, after, size + 1)
+            ctx = current()
+            found = await self._sessions.list(ctx.tenant, after, size + 1, ctx.agents)
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise
@@ -76,7 +81,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     ) -> pb.DeleteSessionResponse:
         ctx = current()
         try:
-            await self._sessions.delete(ctx.tenant, request.id)
+            await self._sessions.delete(ctx.tenant, request.id, ctx.agents)
         except Exception as exc:  # mapped to a status in one place
             await self._audited(request.id, _outcome(exc))
             await abort(context, exc)

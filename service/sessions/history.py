@@ -1,13 +1,19 @@
-"""Sessions: the history a call continues, and the turn it appends after a success."""
+"""Sessions: the history a call continues, and the turn it appends after a success.
+
+A session belongs to the agent that created it: only that agent continues it, and a caller
+whose key may not call that agent cannot see it (reading, listing or deleting it is as if it
+did not exist).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from service.agents.spec import MemoryPolicy
+from service.context import current
 from service.domain import Message
-from service.errors import InvalidArgument, NotFound
+from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.sessions import codec
 from service.state.records import AuditEntry, SessionInfo, UsageRecord
 from service.state.stores import SessionStore
@@ -32,14 +38,20 @@ class Sessions:
         self._clock = clock
 
     async def history(
-        self, tenant: str, session_id: str, policy: MemoryPolicy
+        self, tenant: str, session_id: str, policy: MemoryPolicy, agent: str | None = None
     ) -> tuple[Message, ...]:
         """The newest turns' messages within the agent's window, oldest first; () if the
-        session does not exist yet."""
+        session does not exist yet. With ``agent``, raises FailedPrecondition when the
+        session belongs to another agent (named only if the caller may call it)."""
         check_id(session_id)
-        turns = [codec.decode(t.messages_json) for t in await self._store.turns(
-            tenant, session_id, policy.max_turns
-        )]  # fmt: skip
+        stored = await self._store.turns(tenant, session_id, policy.max_turns)
+        if agent is not None and stored and (owner := stored[-1].agent) != agent:
+            whose = f"agent {owner!r}" if current().may_call(owner) else "another agent"
+            raise FailedPrecondition(
+                f"session {session_id!r} belongs to {whose}: only that agent continues it; "
+                "use a new session_id"
+            )
+        turns = [codec.decode(t.messages_json) for t in stored]
         if policy.max_tokens is not None:
             while turns and codec.estimate_tokens([m for t in turns for m in t]) > (
                 policy.max_tokens
@@ -70,20 +82,33 @@ class Sessions:
             audit=audit,
         )
 
-    async def get(self, tenant: str, session_id: str) -> tuple[SessionInfo, tuple[Message, ...]]:
-        """The session and all its messages. Raises NotFound."""
+    async def get(
+        self, tenant: str, session_id: str, agents: Collection[str] | None = None
+    ) -> tuple[SessionInfo, tuple[Message, ...]]:
+        """The session and all its messages. Raises NotFound, also when ``agents`` (those
+        the caller may call; None: all) leaves out the session's agent."""
         check_id(session_id, "id")
         info = await self._store.get(tenant, session_id)
-        if info is None:
+        if info is None or (agents is not None and info.agent not in agents):
             raise NotFound(f"no session {session_id!r}")
         turns = await self._store.turns(tenant, session_id, MAX_TURNS_READ)
         return info, tuple(m for t in turns for m in codec.decode(t.messages_json))
 
-    async def list(self, tenant: str, after: str, limit: int) -> list[SessionInfo]:
-        return await self._store.list_sessions(tenant, after, limit)
+    async def list(
+        self, tenant: str, after: str, limit: int, agents: Collection[str] | None = None
+    ) -> list[SessionInfo]:
+        """Filtered in the store, so pages (by session id) stay full and tokens stay valid."""
+        return await self._store.list_sessions(tenant, after, limit, agents)
 
-    async def delete(self, tenant: str, session_id: str) -> None:
-        """Raises NotFound when the tenant has no such session."""
+    async def delete(
+        self, tenant: str, session_id: str, agents: Collection[str] | None = None
+    ) -> None:
+        """Raises NotFound when the tenant has no such session, or ``agents`` (those the
+        caller may call; None: all) leaves out its agent."""
         check_id(session_id, "id")
+        if agents is not None:
+            info = await self._store.get(tenant, session_id)
+            if info is None or info.agent not in agents:
+                raise NotFound(f"no session {session_id!r}")
         if not await self._store.delete(tenant, session_id):
             raise NotFound(f"no session {session_id!r}")

@@ -9,7 +9,7 @@ replicas starting together migrate once. Every call is bounded by ``timeout_s``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
@@ -156,14 +156,17 @@ class PostgresDurable:
         )
         return SessionInfo(*rows[0]) if rows else None
 
-    async def list_sessions(self, tenant: str, after: str, limit: int) -> list[SessionInfo]:
+    async def list_sessions(
+        self, tenant: str, after: str, limit: int, agents: Collection[str] | None = None
+    ) -> list[SessionInfo]:
         rows = await self._fetch(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE tenant = $1 "  # noqa: S608
-            'AND session_id COLLATE "C" > $2 '
+            'AND session_id COLLATE "C" > $2 AND ($4::text[] IS NULL OR agent = ANY($4)) '
             'ORDER BY session_id COLLATE "C" LIMIT $3',
             tenant,
             after,
             limit,
+            None if agents is None else sorted(agents),
         )
         return [SessionInfo(*row) for row in rows]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -133,12 +133,16 @@ class SqliteDurable:
         )
         return None if row is None else SessionInfo(*row)
 
-    async def list_sessions(self, tenant: str, after: str, limit: int) -> list[SessionInfo]:
+    async def list_sessions(
+        self, tenant: str, after: str, limit: int, agents: Collection[str] | None = None
+    ) -> list[SessionInfo]:
+        only = sorted(agents) if agents is not None else None
+        of_agents = "" if only is None else f"AND agent IN ({', '.join('?' * len(only))}) "
         rows = await self._run(
             lambda conn: conn.execute(
                 f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE tenant = ? AND session_id > ? "  # noqa: S608
-                "ORDER BY session_id LIMIT ?",
-                (tenant, after, limit),
+                f"{of_agents}ORDER BY session_id LIMIT ?",
+                (tenant, after, *(only or ()), limit),
             ).fetchall()
         )
         return [SessionInfo(*row) for row in rows]

@@ -7,7 +7,7 @@ message when the store is down or slow; none hangs. Keys and rows are always sco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,8 +45,11 @@ class SessionStore(Protocol):
 
     async def get(self, tenant: str, session_id: str) -> SessionInfo | None: ...
 
-    async def list_sessions(self, tenant: str, after: str, limit: int) -> list[SessionInfo]:
-        """Sessions with ids greater than ``after``, ordered by id."""
+    async def list_sessions(
+        self, tenant: str, after: str, limit: int, agents: Collection[str] | None = None
+    ) -> list[SessionInfo]:
+        """Sessions with ids greater than ``after``, ordered by id; with ``agents``, only
+        the sessions of those agents."""
         ...
 
     async def delete(self, tenant: str, session_id: str) -> bool:

@@ -139,7 +139,7 @@ async def test_bad_session_requests_say_what_is_wrong(backend: str) -> None:
 
 async def test_another_tenants_session_is_not_found(backend: str) -> None:
     async with serve_state(backend) as served:
-        await invoke_as(served.app.runner, "acme", "echo", "secret plan", session_id="shared")
+        await invoke_as(served.app.runner, "acme", "chat", "secret plan", session_id="shared")
         stub = sessions(served)
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
