@@ -343,3 +343,33 @@ async def test_a_new_api_key_in_the_keys_file_works_without_a_restart(tmp_path: 
 
             await eventually(accepted)
         assert reloads(served.app.reloader, "ok") == 1
+
+
+async def test_a_reload_cannot_turn_auth_off_on_a_non_loopback_address(tmp_path: Path) -> None:
+    """Bound on 0.0.0.0 with auth on (as `serve --host 0.0.0.0` does), an edit that turns
+    auth off is rejected: the old config stays and a call without a key is refused."""
+    key, record = new_key("acme")
+    write_keys_file(tmp_path / "keys.yaml", [record])
+    body = """
+        targets: {m: {provider: mock, model: echo}}
+        agents: {echo: {route: [m]}}
+        observability: {metrics: {port: null}}
+        state: {backend: embedded, data_dir: data}
+    """
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(textwrap.dedent(body) + "auth: {enabled: true, keys_file: keys.yaml}\n")
+    app = App(load(path, {}), environ={})
+    port = await app.start("0.0.0.0", 0)
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", api_key=key) as client:
+            assert (await client.invoke("echo", "hi")).message.content[0].text == "hi"
+        path.write_text(textwrap.dedent(body) + "auth: {enabled: false}\n")
+
+        assert await app.reload() is False
+
+        assert reloads(app.reloader, "rejected") == 1
+        async with AsyncClient(f"127.0.0.1:{port}") as anonymous:
+            with pytest.raises(UnauthenticatedError):
+                await anonymous.invoke("echo", "hi")
+    finally:
+        await app.stop(0)
