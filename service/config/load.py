@@ -246,10 +246,12 @@ def _agent(
     resilience: ResilienceConfig,
 ) -> AgentSpec:
     routing = route_policy(agent.route, resilience, targets)
+    fingerprint = agent_version_hash(agent, target_configs)
     return AgentSpec(
         name=name,
         description=agent.description,
-        version=agent.version or agent_version_hash(agent, target_configs),
+        version=agent.version or fingerprint,
+        fingerprint=fingerprint,
         system_prompt=agent.system_prompt,
         route=routing.specs,
         parameters=parameters_from_config(agent.parameters),
