@@ -34,7 +34,7 @@ def new_request_id() -> str:
 def deadline_of(context: Context, default_s: float) -> Deadline:
     """The caller's deadline, or ``default_s`` from now when the caller set none."""
     remaining: float | None = context.time_remaining()
-    return Deadline.after(default_s if remaining is None else min(remaining, default_s))
+    return Deadline.after(default_s if remaining is None else remaining)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):

@@ -113,7 +113,9 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict
         try:
             node[keys[-1]] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: not a valid value: {exc}") from exc
+            # Say what is wrong, never the value: an override may carry a password.
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(f"{name}: not a valid value ({problem})") from None
     return result
 
 
