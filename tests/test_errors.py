@@ -144,6 +144,9 @@ async def test_bad_page_token_and_negative_page_size(served: Served) -> None:
         await stub.ListAgents(pb.ListAgentsRequest(page_token="%%%"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in (raised.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # base64, but not one of ours
+        await stub.ListAgents(pb.ListAgentsRequest(page_token="YWJj"))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.ListAgents(pb.ListAgentsRequest(page_size=-1))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
