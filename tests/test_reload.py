@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from switchboard_client import AsyncClient, UnauthenticatedError
+from switchboard_client import AsyncClient, ResourceExhaustedError, UnauthenticatedError
 
 from service.app import App, build_runtime
 from service.auth.keys import new_key, write_keys_file
@@ -373,3 +373,27 @@ async def test_a_reload_cannot_turn_auth_off_on_a_non_loopback_address(tmp_path:
                 await anonymous.invoke("echo", "hi")
     finally:
         await app.stop(0)
+
+
+async def test_a_method_no_longer_exempt_after_a_reload_is_rate_limited(tmp_path: Path) -> None:
+    """Exempt methods come from the auth config, which reloads: the rate limit follows."""
+    body = """
+        targets: {m: {provider: mock, model: echo}}
+        agents: {echo: {route: [m]}}
+        rate_limits:
+          tenant: {requests_per_min: 1}
+        auth:
+          enabled: false
+          exempt_methods: [%s]
+    """
+    health = '"/grpc.health.v1.Health/"'
+    listing = '"/switchboard.v1.AgentService/ListAgents"'
+    async with serve_config(body % f"{health}, {listing}") as s:
+        for _ in range(3):  # exempt: never counted
+            assert [a.name for a in await s.client.list_agents()] == ["echo"]
+        s.path.write_text(textwrap.dedent(body % health))
+        assert await s.app.reload() is True
+
+        await s.client.list_agents()
+        with pytest.raises(ResourceExhaustedError):
+            await s.client.list_agents()
