@@ -8,7 +8,6 @@ period, then close providers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import cast
@@ -289,8 +288,8 @@ class App:
         await self.health.enter_graceful_shutdown()
         if self._reloading is not None:
             self._reloading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloading
+            # wait(), not await: a cancellation of stop() itself must not be swallowed.
+            await asyncio.wait([self._reloading])
         if self._target_health is not None:
             self._target_health.cancel()
             await asyncio.wait([self._target_health])
@@ -301,8 +300,7 @@ class App:
         await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self._state_watch is not None:
             self._state_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._state_watch
+            await asyncio.wait([self._state_watch])
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()
