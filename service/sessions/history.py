@@ -41,10 +41,16 @@ class Sessions:
             tenant, session_id, policy.max_turns
         )]  # fmt: skip
         if policy.max_tokens is not None:
-            while turns and codec.estimate_tokens([m for t in turns for m in t]) > (
-                policy.max_tokens
-            ):
-                turns.pop(0)
+            # Drop the oldest turns until the rest fit, counting each turn once.
+            sizes = [(codec.count_chars(t), len(t)) for t in turns]
+            chars = sum(c for c, _ in sizes)
+            count = sum(n for _, n in sizes)
+            drop = 0
+            while drop < len(turns) and codec.tokens_for(chars, count) > policy.max_tokens:
+                chars -= sizes[drop][0]
+                count -= sizes[drop][1]
+                drop += 1
+            turns = turns[drop:]
         return tuple(m for turn in turns for m in turn)
 
     async def append(
