@@ -8,7 +8,6 @@ period, then close providers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import cast
@@ -121,7 +120,13 @@ class App:
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
         self.runner = Runner(self.runtimes.current, self.pipeline)
-        self.reloader = Reloader(self.runtimes, environ or {}, registry=self.metrics.registry)
+        self._host: str | None = None  # the address bound by start()
+        self.reloader = Reloader(
+            self.runtimes,
+            environ or {},
+            registry=self.metrics.registry,
+            accept=self._accept_reload,
+        )
         self._state_watch: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.limiter = build_limiter(
@@ -205,7 +210,8 @@ class App:
             await self.stores.durable.migrate()
         settings = self.snapshot.server
         host = host or settings.host
-        self._check_auth(host)
+        self._check_auth(self.snapshot, host)
+        self._host = host
         address = f"{host}:{settings.port if port is None else port}"
         self.port = self.server.add_insecure_port(address)
         metrics = self.snapshot.observability.metrics
@@ -235,13 +241,20 @@ class App:
         log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
 
-    def _check_auth(self, host: str) -> None:
+    def _accept_reload(self, snapshot: Snapshot) -> None:
+        """A reload may not turn auth off on the address this server is bound to (the new
+        file's ``server.host`` only applies on restart, and ``--host`` may override it)."""
+        if self._host is not None:
+            self._check_auth(snapshot, self._host)
+
+    @staticmethod
+    def _check_auth(snapshot: Snapshot, host: str) -> None:
         """Refuse to serve without auth beyond loopback; say loudly when auth is off.
 
         Raises:
             ConfigError: auth is off and ``host`` is not a loopback address.
         """
-        auth = self.snapshot.auth
+        auth = snapshot.auth
         if auth.enabled:
             if not len(auth.keys):
                 log.warning("auth is on but no API keys are configured: every call will fail")
@@ -275,8 +288,8 @@ class App:
         await self.health.enter_graceful_shutdown()
         if self._reloading is not None:
             self._reloading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloading
+            # wait(), not await: a cancellation of stop() itself must not be swallowed.
+            await asyncio.wait([self._reloading])
         if self._target_health is not None:
             self._target_health.cancel()
             await asyncio.wait([self._target_health])
@@ -287,8 +300,7 @@ class App:
         await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self._state_watch is not None:
             self._state_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._state_watch
+            await asyncio.wait([self._state_watch])
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()

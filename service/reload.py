@@ -96,6 +96,7 @@ class Runtimes:
                     provider = self._build_provider(spec)
                     built.append(provider)
                     providers[name] = provider
+            runtime = self._build_runtime(snapshot, providers)
         except BaseException:
             for provider in built:
                 await provider.aclose()
@@ -103,7 +104,7 @@ class Runtimes:
         retired = [p for name, p in self._providers.items() if providers.get(name) is not p]
         old = self._runtime
         # The swap itself: one reference, no await in between, so no call sees a mixture.
-        self._runtime = self._build_runtime(snapshot, providers)
+        self._runtime = runtime
         self._providers = providers
         self._draining = [r for r in self._draining if r.calls.count] + [old]
         if retired:
@@ -149,9 +150,13 @@ class Reloader:
         environ: Mapping[str, str],
         *,
         registry: CollectorRegistry | None = None,
+        accept: Callable[[Snapshot], None] = lambda _: None,
     ) -> None:
+        """``accept`` vets a valid new snapshot against the running server (it raises
+        ConfigError to reject it), e.g. auth turned off on a non-loopback address."""
         self._runtimes = runtimes
         self._environ = environ
+        self._accept = accept
         self._requested = asyncio.Event()
         self._lock = asyncio.Lock()
         self._watcher = FileWatcher(*_watched(runtimes.current().snapshot))
@@ -175,6 +180,7 @@ class Reloader:
             self._watcher.mark_seen()
             try:
                 snapshot = load(current.source, self._environ)
+                self._accept(snapshot)
                 await self._runtimes.swap(snapshot)
                 self._watcher.mark_seen(_watched(snapshot))
             except (ConfigError, SwitchboardError) as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from switchboard.v1 import agent_pb2 as pb
@@ -18,6 +20,7 @@ from switchboard_client.errors import from_rpc_error
 
 from service import errors
 from service.api.errors import to_status
+from service.config import ConfigError, load
 from tests.harness import Served, serve_config
 
 
@@ -141,6 +144,9 @@ async def test_bad_page_token_and_negative_page_size(served: Served) -> None:
         await stub.ListAgents(pb.ListAgentsRequest(page_token="%%%"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in (raised.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # base64, but not one of ours
+        await stub.ListAgents(pb.ListAgentsRequest(page_token="YWJj"))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.ListAgents(pb.ListAgentsRequest(page_size=-1))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -206,3 +212,14 @@ async def test_retry_info_and_quota_failure_reach_the_client() -> None:
         ]
     finally:
         await server.stop(None)
+
+
+def test_a_malformed_env_override_names_the_variable_not_its_value(tmp_path: Path) -> None:
+    path = tmp_path / "switchboard.yaml"
+    path.write_text("targets: {m: {provider: mock, model: echo}}\nagents: {a: {route: [m]}}\n")
+    secret = "redis://:hunter2-secret@cache:6379/0"
+    with pytest.raises(ConfigError) as raised:
+        load(path, {"SWITCHBOARD_STATE__REDIS_URL": f'"{secret}'})  # an unclosed quote
+    assert "SWITCHBOARD_STATE__REDIS_URL" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+    assert raised.value.__cause__ is None

@@ -151,3 +151,15 @@ async def test_list_agents_pages_through_every_agent_in_order() -> None:
                 break
         assert names == [f"agent-{i:02d}" for i in range(7)]
         assert pages == 3
+
+
+async def test_a_caller_deadline_longer_than_the_default_is_honoured() -> None:
+    """server.default_deadline_s is for calls without a deadline; it does not cut one short."""
+    config = """
+        server: {default_deadline_s: 0.2}
+        targets: {slowish: {provider: mock, model: echo, mock: {ttft_s: 0.5}}}
+        agents: {a: {route: [slowish]}}
+    """
+    async with serve_config(config) as s:
+        response = await s.client.invoke("a", "worth the wait", timeout=10)
+        assert response.message.content[0].text == "worth the wait"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from switchboard_client import AsyncClient, UnauthenticatedError
+from switchboard_client import AsyncClient, ResourceExhaustedError, UnauthenticatedError
 
 from service.app import App, build_runtime
 from service.auth.keys import new_key, write_keys_file
@@ -343,3 +343,57 @@ async def test_a_new_api_key_in_the_keys_file_works_without_a_restart(tmp_path: 
 
             await eventually(accepted)
         assert reloads(served.app.reloader, "ok") == 1
+
+
+async def test_a_reload_cannot_turn_auth_off_on_a_non_loopback_address(tmp_path: Path) -> None:
+    """Bound on 0.0.0.0 with auth on (as `serve --host 0.0.0.0` does), an edit that turns
+    auth off is rejected: the old config stays and a call without a key is refused."""
+    key, record = new_key("acme")
+    write_keys_file(tmp_path / "keys.yaml", [record])
+    body = """
+        targets: {m: {provider: mock, model: echo}}
+        agents: {echo: {route: [m]}}
+        observability: {metrics: {port: null}}
+        state: {backend: embedded, data_dir: data}
+    """
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(textwrap.dedent(body) + "auth: {enabled: true, keys_file: keys.yaml}\n")
+    app = App(load(path, {}), environ={})
+    port = await app.start("0.0.0.0", 0)
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", api_key=key) as client:
+            assert (await client.invoke("echo", "hi")).message.content[0].text == "hi"
+        path.write_text(textwrap.dedent(body) + "auth: {enabled: false}\n")
+
+        assert await app.reload() is False
+
+        assert reloads(app.reloader, "rejected") == 1
+        async with AsyncClient(f"127.0.0.1:{port}") as anonymous:
+            with pytest.raises(UnauthenticatedError):
+                await anonymous.invoke("echo", "hi")
+    finally:
+        await app.stop(0)
+
+
+async def test_a_method_no_longer_exempt_after_a_reload_is_rate_limited(tmp_path: Path) -> None:
+    """Exempt methods come from the auth config, which reloads: the rate limit follows."""
+    body = """
+        targets: {m: {provider: mock, model: echo}}
+        agents: {echo: {route: [m]}}
+        rate_limits:
+          tenant: {requests_per_min: 1}
+        auth:
+          enabled: false
+          exempt_methods: [%s]
+    """
+    health = '"/grpc.health.v1.Health/"'
+    listing = '"/switchboard.v1.AgentService/ListAgents"'
+    async with serve_config(body % f"{health}, {listing}") as s:
+        for _ in range(3):  # exempt: never counted
+            assert [a.name for a in await s.client.list_agents()] == ["echo"]
+        s.path.write_text(textwrap.dedent(body % health))
+        assert await s.app.reload() is True
+
+        await s.client.list_agents()
+        with pytest.raises(ResourceExhaustedError):
+            await s.client.list_agents()

@@ -39,3 +39,6 @@ class AgentSpec:
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
     cache: CachePolicy = field(default_factory=CachePolicy)
     routing: RoutePolicy | None = None  # None: plain ordered fallback over ``route``
+    # A hash of everything that shapes the answers (prompt, tools, parameters, route),
+    # whatever ``version`` the operator gave: what the response cache keys on.
+    fingerprint: str = ""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +13,7 @@ from switchboard.v1 import agent_pb2_grpc as pb_grpc
 
 from service import context as call_context
 from service.agents.runner import Runner
-from service.api import convert
+from service.api import convert, paging
 from service.api.admission import Admission
 from service.api.errors import abort
 from service.deadline import Deadline
@@ -23,8 +21,6 @@ from service.errors import InvalidArgument
 from service.idempotency import Idempotency, idempotency_key
 
 Context = grpc.aio.ServicerContext[object, object]
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 def new_request_id() -> str:
@@ -34,7 +30,7 @@ def new_request_id() -> str:
 def deadline_of(context: Context, default_s: float) -> Deadline:
     """The caller's deadline, or ``default_s`` from now when the caller set none."""
     remaining: float | None = context.time_remaining()
-    return Deadline.after(default_s if remaining is None else min(remaining, default_s))
+    return Deadline.after(default_s if remaining is None else remaining)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -88,14 +84,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request: pb.ListAgentsRequest, context: Context
     ) -> pb.ListAgentsResponse:
         try:
-            size = _page_size(request.page_size)
-            after = _decode_token(request.page_token)
+            size = paging.page_size(request.page_size)
+            after = paging.decode_token(request.page_token, "ListAgents")
             agents = [a for a in self._runner.agents() if a.name > after]
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise
         page = agents[:size]
-        token = _encode_token(page[-1].name) if len(agents) > size else ""
+        token = paging.encode_token(page[-1].name) if len(agents) > size else ""
         return pb.ListAgentsResponse(
             agents=[convert.agent_to_proto(a) for a in page], next_page_token=token
         )
@@ -115,28 +111,3 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     @staticmethod
     def _request_id() -> str:
         return call_context.current().request_id or new_request_id()
-
-
-def _page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument.field("page_size", "must not be negative")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-_TOKEN_PREFIX = "after:"  # noqa: S105 (a page token, not a password)
-
-
-def _encode_token(name: str) -> str:
-    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{name}".encode()).decode()
-
-
-def _decode_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        decoded = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        decoded = ""
-    if not decoded.startswith(_TOKEN_PREFIX):
-        raise InvalidArgument.field("page_token", "not a token from a previous ListAgents response")
-    return decoded.removeprefix(_TOKEN_PREFIX)

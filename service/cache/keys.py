@@ -1,6 +1,7 @@
 """Whether a call uses the cache, and its key: a hash over tenant, agent, agent version, the
 normalised messages the model sees (history included), the merged parameters and the caller's
-tools. The agent's own prompt, tools and route are covered by its version."""
+tools. The agent's own prompt, tools and route are covered by its fingerprint (a hash of its
+definition, kept even when the operator writes the version by hand)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def cache_key(
         "tenant": tenant,
         "agent": agent.name,
         "version": agent.version,
+        # An operator may keep a hand-written version across a prompt edit: the fingerprint
+        # (a hash of the definition) changes anyway.
+        "fingerprint": agent.fingerprint,
         "messages": [message_dict(m) for m in messages],
         "parameters": dataclasses.asdict(parameters),
         "tools": [[t.name, t.description, t.parameters] for t in tools],

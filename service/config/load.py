@@ -113,7 +113,9 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict
         try:
             node[keys[-1]] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: not a valid value: {exc}") from exc
+            # Say what is wrong, never the value: an override may carry a password.
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(f"{name}: not a valid value ({problem})") from None
     return result
 
 
@@ -246,10 +248,12 @@ def _agent(
     resilience: ResilienceConfig,
 ) -> AgentSpec:
     routing = route_policy(agent.route, resilience, targets)
+    fingerprint = agent_version_hash(agent, target_configs)
     return AgentSpec(
         name=name,
         description=agent.description,
-        version=agent.version or agent_version_hash(agent, target_configs),
+        version=agent.version or fingerprint,
+        fingerprint=fingerprint,
         system_prompt=agent.system_prompt,
         route=routing.specs,
         parameters=parameters_from_config(agent.parameters),

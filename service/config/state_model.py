@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -43,6 +43,14 @@ class CacheConfig(_Model):
 
     mode: Literal["off", "on", "opt_in"] = "off"
     ttl_s: float = Field(300.0, gt=0, le=30 * 86400)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `on`/`off` as a boolean: take it as the word it was.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
 
 class StateConfig(_Model):

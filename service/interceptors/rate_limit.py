@@ -38,8 +38,9 @@ class RateLimitLayer:
         self._policy = policy
         self._default_deadline_s = default_deadline_s
 
-    def _applies(self, method: Method) -> bool:
-        return self._limiter.active and not self._policy().exempt(method.name)
+    def _exempt(self, method: Method) -> bool:
+        # Asked per call: the exempt methods come from the auth config, which reloads.
+        return self._policy().exempt(method.name)
 
     async def _acquire(
         self, method: Method, request: Any, context: Context, stream: bool
@@ -48,7 +49,7 @@ class RateLimitLayer:
         tokens = estimate_tokens(request_chars(request)) if text_fields(method) else 0
         remaining: float | None = context.time_remaining()
         default = self._default_deadline_s()
-        lease_s = (default if remaining is None else min(remaining, default)) + _LEASE_GRACE_S
+        lease_s = (default if remaining is None else remaining) + _LEASE_GRACE_S
         try:
             return await self._limiter.acquire(
                 ctx.tenant, ctx.key_id, tokens, stream=stream, lease_s=lease_s
@@ -58,11 +59,13 @@ class RateLimitLayer:
             raise  # unreachable: abort raises
 
     def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        if not self._applies(method):
+        if not self._limiter.active:
             return behavior
         invoke = method.response_type == INVOKE_RESPONSE
 
         async def limited(request: Any, context: Context) -> Any:
+            if self._exempt(method):
+                return await behavior(request, context)
             ticket = await self._acquire(method, request, context, stream=False)
             if ticket is None:
                 return await behavior(request, context)
@@ -78,13 +81,17 @@ class RateLimitLayer:
         return limited
 
     def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        if not self._applies(method):
+        if not self._limiter.active:
             return behavior
         events = method.response_type == STREAM_RESPONSE
         holds_slot = text_fields(method)
 
         async def limited(request: Any, context: Context) -> AsyncIterator[Any]:
-            ticket = await self._acquire(method, request, context, stream=holds_slot)
+            ticket = (
+                None
+                if self._exempt(method)
+                else await self._acquire(method, request, context, stream=holds_slot)
+            )
             if ticket is None:
                 async for response in behavior(request, context):
                     yield response

@@ -64,8 +64,17 @@ def decode(text: str) -> tuple[Message, ...]:
 def estimate_tokens(messages: Sequence[Message]) -> int:
     """A rough count (4 characters a token, plus a little per message), for windows and
     budget estimates; never sent anywhere."""
-    chars = sum(
+    return tokens_for(count_chars(messages), len(messages))
+
+
+def count_chars(messages: Sequence[Message]) -> int:
+    """The characters ``estimate_tokens`` counts."""
+    return sum(
         len(m.text) + sum(len(c.arguments_json) + len(c.name) for c in m.tool_calls)
         for m in messages
     )
-    return chars // 4 + 4 * len(messages) + 1
+
+
+def tokens_for(chars: int, messages: int) -> int:
+    """``estimate_tokens`` from its parts (so a window can be trimmed by subtraction)."""
+    return chars // 4 + 4 * messages + 1

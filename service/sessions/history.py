@@ -53,10 +53,16 @@ class Sessions:
             )
         turns = [codec.decode(t.messages_json) for t in stored]
         if policy.max_tokens is not None:
-            while turns and codec.estimate_tokens([m for t in turns for m in t]) > (
-                policy.max_tokens
-            ):
-                turns.pop(0)
+            # Drop the oldest turns until the rest fit, counting each turn once.
+            sizes = [(codec.count_chars(t), len(t)) for t in turns]
+            chars = sum(c for c, _ in sizes)
+            count = sum(n for _, n in sizes)
+            drop = 0
+            while drop < len(turns) and codec.tokens_for(chars, count) > policy.max_tokens:
+                chars -= sizes[drop][0]
+                count -= sizes[drop][1]
+                drop += 1
+            turns = turns[drop:]
         return tuple(m for turn in turns for m in turn)
 
     async def append(

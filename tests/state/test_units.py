@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.cache import cache_key, wanted
 from service.cache import codec as cache_codec
+from service.config import load
 from service.config.state_model import BudgetConfig, PriceConfig, StateConfig
 from service.domain import (
     FinishReason,
@@ -181,3 +183,23 @@ async def test_memory_store_is_bounded_and_evicts_the_least_recently_used() -> N
 def test_memory_max_entries_is_configurable() -> None:
     assert StateConfig().memory_max_entries == 100_000
     assert StateConfig(memory_max_entries=10).memory_max_entries == 10
+
+
+def test_cache_key_changes_with_the_prompt_even_under_a_hand_written_version(
+    tmp_path: Path,
+) -> None:
+    """An operator edits the system prompt and keeps `version: "2026-11-26"`: answers cached
+    for the old prompt must not be served for the new one."""
+    hi = (Message(Role.USER, (TextPart("hi"),)),)
+    keys = []
+    for prompt in ("Be brief.", "Answer in French."):
+        path = tmp_path / "switchboard.yaml"
+        path.write_text(
+            "targets: {m: {provider: mock, model: echo}}\n"
+            "agents: {a: {route: [m], version: '2026-11-26', system_prompt: '" + prompt + "',"
+            " cache: {mode: on}}}\n"
+        )
+        agent = load(path, {}).agents["a"]
+        assert agent.version == "2026-11-26"
+        keys.append(cache_key("t", agent, hi, Parameters(), ()))
+    assert keys[0] != keys[1]
