@@ -25,6 +25,7 @@ from service.state.records import (
     UsageRecord,
     UsageTotal,
 )
+from service.state.stores import session_of_another_agent
 
 _FAILURES: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
 _MIGRATION_LOCK = 0x5B_0001
@@ -127,13 +128,15 @@ class PostgresDurable:
                     "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
                     "turn_count) VALUES ($1, $2, $3, $4, $4, 1) "
                     "ON CONFLICT (tenant, session_id) DO UPDATE SET "
-                    "turn_count = sessions.turn_count + 1, updated_at = EXCLUDED.updated_at, "
-                    "agent = EXCLUDED.agent RETURNING turn_count",
+                    "turn_count = sessions.turn_count + 1, updated_at = EXCLUDED.updated_at "
+                    "WHERE sessions.agent = EXCLUDED.agent RETURNING turn_count",
                     tenant,
                     session_id,
                     agent,
                     at,
                 )
+                if seq is None:
+                    raise session_of_another_agent(session_id)
                 await conn.execute(
                     "INSERT INTO session_turns (tenant, session_id, seq, agent, messages, "
                     "created_at) VALUES ($1, $2, $3, $4, $5, $6)",

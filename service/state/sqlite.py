@@ -24,6 +24,7 @@ from service.state.records import (
     UsageRecord,
     UsageTotal,
 )
+from service.state.stores import session_of_another_agent
 
 T = TypeVar("T")
 FILE_NAME = "switchboard.sqlite3"
@@ -105,13 +106,16 @@ class SqliteDurable:
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                (seq,) = conn.execute(
+                row = conn.execute(
                     "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
                     "turn_count) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (tenant, session_id) "
-                    "DO UPDATE SET turn_count = turn_count + 1, updated_at = excluded.updated_at, "
-                    "agent = excluded.agent RETURNING turn_count",
+                    "DO UPDATE SET turn_count = turn_count + 1, updated_at = excluded.updated_at "
+                    "WHERE sessions.agent = excluded.agent RETURNING turn_count",
                     (tenant, session_id, agent, at, at),
                 ).fetchone()
+                if row is None:
+                    raise session_of_another_agent(session_id)
+                (seq,) = row
                 conn.execute(
                     "INSERT INTO session_turns (tenant, session_id, seq, agent, messages, "
                     "created_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.errors import FailedPrecondition
 from service.state.records import (
     AuditEntry,
     BudgetLine,
@@ -20,6 +21,13 @@ from service.state.records import (
     UsageRecord,
     UsageTotal,
 )
+
+
+def session_of_another_agent(session_id: str) -> FailedPrecondition:
+    """What ``SessionStore.append`` raises for a turn of an agent the session is not of."""
+    return FailedPrecondition(
+        f"session {session_id!r} belongs to another agent; use a new session_id"
+    )
 
 
 class SessionStore(Protocol):
@@ -39,7 +47,9 @@ class SessionStore(Protocol):
         audit: AuditEntry | None = None,
     ) -> None:
         """Append one turn atomically, creating the session if needed; with ``usage`` and
-        ``audit``, write them in the same transaction. Concurrent appends to one session all
+        ``audit``, write them in the same transaction. A session keeps the agent that
+        created it: a turn of another agent raises :func:`session_of_another_agent`'s error
+        and writes nothing. Concurrent appends to one session all
         land, each whole."""
         ...
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from service.errors import Unavailable
+from service.errors import FailedPrecondition, Unavailable
 from service.secrets import Secret
 from service.state.postgres import PostgresDurable
 from service.state.records import AuditEntry, BudgetLine, UsageRecord
@@ -43,11 +43,11 @@ async def test_session_append_get_turns(durable: Durable) -> None:
 
     await durable.append("t1", "s1", "echo", '["a"]', 100.0)
     await durable.append("t1", "s1", "echo", '["b"]', 101.0)
-    await durable.append("t1", "s1", "assistant", '["c"]', 102.0)
+    await durable.append("t1", "s1", "echo", '["c"]', 102.0)
 
     info = await durable.get("t1", "s1")
     assert info is not None
-    assert (info.session_id, info.agent, info.turn_count) == ("s1", "assistant", 3)
+    assert (info.session_id, info.agent, info.turn_count) == ("s1", "echo", 3)
     assert (info.created_at, info.updated_at) == (100.0, 102.0)
     assert [t.messages_json for t in await durable.turns("t1", "s1", 10)] == [
         '["a"]',
@@ -66,6 +66,22 @@ async def test_sessions_are_tenant_scoped(durable: Durable) -> None:
     assert await durable.list_sessions("globex", "", 10) == []
     assert await durable.delete("globex", "shared-id") is False
     assert (await durable.get("acme", "shared-id")) is not None
+
+
+async def test_a_session_keeps_its_agent_and_the_store_lists_by_agent(durable: Durable) -> None:
+    await durable.append("t", "a1", "chat", '["1"]', 1.0)
+    await durable.append("t", "b1", "echo", '["2"]', 2.0)
+    # Even when a check before it raced, another agent's append is refused atomically.
+    with pytest.raises(FailedPrecondition, match="belongs to another agent"):
+        await durable.append("t", "a1", "echo", '["3"]', 3.0)
+    info = await durable.get("t", "a1")
+    assert info is not None
+    assert (info.agent, info.turn_count) == ("chat", 1)
+    assert [t.messages_json for t in await durable.turns("t", "a1", 10)] == ['["1"]']
+
+    assert [s.session_id for s in await durable.list_sessions("t", "", 10, {"echo"})] == ["b1"]
+    assert [s.session_id for s in await durable.list_sessions("t", "", 10, set())] == []
+    assert [s.session_id for s in await durable.list_sessions("t", "", 10)] == ["a1", "b1"]
 
 
 async def test_concurrent_appends_lose_no_turn(durable: Durable) -> None:
