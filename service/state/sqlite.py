@@ -39,6 +39,9 @@ class SqliteDurable:
         self._timeout_s = timeout_s
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        # Ledger lines waiting for the next commit, and whether one is under way.
+        self._ledger: list[tuple[UsageRecord, AuditEntry | None, asyncio.Future[None]]] = []
+        self._writing = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -169,13 +172,46 @@ class SqliteDurable:
     # usage ledger
 
     async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                _insert_usage(conn, record)
-                if audit is not None:
-                    _insert_audit(conn, audit)
+        """Returns once the line (and audit entry) is committed. Group commit: lines that
+        arrive while a commit is under way go together in the next one, so concurrent calls
+        share one transaction and one trip to the store's thread instead of one each."""
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        self._ledger.append((record, audit, committed))
+        if not self._writing:
+            self._commit_ledger(loop)
+        async with guarded("sqlite", self._timeout_s, (sqlite3.Error,)):
+            # Shielded: a caller that gives up must not cancel the batch's other lines.
+            await asyncio.shield(committed)
 
-        await self._run(run)
+    def _commit_ledger(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._ledger = self._ledger, []
+        self._writing = True
+
+        def write() -> None:
+            conn = self._connect()
+            with _transaction(conn):
+                for record, audit, _ in batch:
+                    _insert_usage(conn, record)
+                    if audit is not None:
+                        _insert_audit(conn, audit)
+
+        def written(result: asyncio.Future[None]) -> None:  # on the loop
+            self._writing = False
+            error = (
+                sqlite3.OperationalError("the ledger write was cancelled")
+                if result.cancelled()
+                else result.exception()
+            )
+            for _, _, committed in batch:
+                if error is None:
+                    committed.set_result(None)
+                else:
+                    committed.set_exception(error)
+            if self._ledger:
+                self._commit_ledger(loop)
+
+        loop.run_in_executor(self._thread, write).add_done_callback(written)
 
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]

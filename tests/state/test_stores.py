@@ -134,6 +134,17 @@ def _line(tenant: str, agent: str, model: str, key: str, **kw: object) -> UsageR
     return UsageRecord(**base)  # type: ignore[arg-type]
 
 
+async def test_concurrent_ledger_lines_are_all_committed(durable: Durable) -> None:
+    """Calls finishing together (the SQLite store commits them as one group): each returns
+    only once its own line is in, and every line is counted once."""
+    lines = [_line("t", "echo", "m1", f"k{i % 3}", request_id=f"r{i}") for i in range(60)]
+    await asyncio.gather(*(durable.record_usage(line) for line in lines))
+    (total,) = await durable.totals("t", 0.0, 2000.0, ())
+    assert (total.calls, total.input_tokens) == (60, 600)
+    by_key = await durable.totals("t", 0.0, 2000.0, ("key_id",))
+    assert [(g.key_id, g.calls) for g in by_key] == [("k0", 20), ("k1", 20), ("k2", 20)]
+
+
 async def test_usage_totals_grouped_and_ranged(durable: Durable) -> None:
     await durable.record_usage(_line("t", "echo", "m1", "k1"))
     await durable.record_usage(_line("t", "echo", "m1", "k2", cache_hit=True, cost_nanos=0))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,9 +29,10 @@ from service.domain import (
     Usage,
     UsageEvent,
 )
-from service.errors import InvalidArgument
+from service.errors import InvalidArgument, Unavailable
 from service.sessions import Sessions, codec
 from service.state.memory import MemoryFast
+from service.state.records import UsageRecord
 from service.state.sqlite import SqliteDurable
 from service.usage.budgets import applicable
 from service.usage.pricing import DEFAULT_PRICES, price_table
@@ -203,3 +206,20 @@ def test_cache_key_changes_with_the_prompt_even_under_a_hand_written_version(
         assert agent.version == "2026-11-26"
         keys.append(cache_key("t", agent, hi, Parameters(), ()))
     assert keys[0] != keys[1]
+
+
+async def test_a_failed_group_commit_fails_every_line_in_it(tmp_path: Path) -> None:
+    """The SQLite ledger commits concurrent lines together; when that commit fails, every
+    caller in the group hears UNAVAILABLE (none is told its line was recorded)."""
+    store = SqliteDurable(str(tmp_path), timeout_s=5)
+    await store.migrate()
+    try:
+        with sqlite3.connect(store.path) as other:
+            other.execute("DROP TABLE usage_ledger")
+        line = UsageRecord(1000.0, "t", "k", "r", "a", "t-m", "m", 1, 1, 0, "ok", 1, False)
+        outcomes = await asyncio.gather(
+            *(store.record_usage(line) for _ in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    finally:
+        await store.aclose()
