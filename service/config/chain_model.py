@@ -9,17 +9,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from service.config.base import FrozenModel
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def is_loopback(host: str) -> bool:
@@ -32,7 +30,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class AuthConfig(_Model):
+class AuthConfig(FrozenModel):
     """API keys. Keys are stored only as hashes (see ``switchboard keys``)."""
 
     enabled: bool = Field(True, description="off is allowed only on a loopback address")
@@ -54,7 +52,7 @@ class AuthConfig(_Model):
         return tuple(self.exempt_methods) + extra
 
 
-class LimitsConfig(_Model):
+class LimitsConfig(FrozenModel):
     """Limits for one subject (a tenant or a key); unset means unlimited."""
 
     requests_per_min: int | None = Field(None, ge=1)
@@ -70,7 +68,7 @@ class LimitsConfig(_Model):
         )
 
 
-class RedisLimiterConfig(_Model):
+class RedisLimiterConfig(FrozenModel):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("switchboard:rl:", min_length=1)
     timeout_s: float = Field(0.25, gt=0, description="per Redis command")
@@ -82,7 +80,7 @@ class RedisLimiterConfig(_Model):
     )
 
 
-class RateLimitsConfig(_Model):
+class RateLimitsConfig(FrozenModel):
     backend: Literal["memory", "redis"] = "memory"
     redis: RedisLimiterConfig = RedisLimiterConfig()
     tenant: LimitsConfig = Field(default_factory=LimitsConfig, description="every tenant's")
@@ -95,7 +93,7 @@ class RateLimitsConfig(_Model):
     )
 
 
-class TracingConfig(_Model):
+class TracingConfig(FrozenModel):
     exporter: Literal["none", "otlp"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     otlp_insecure: bool = True
@@ -103,20 +101,20 @@ class TracingConfig(_Model):
     sample_ratio: float = Field(1.0, ge=0, le=1, description="of traces started here")
 
 
-class MetricsConfig(_Model):
+class MetricsConfig(FrozenModel):
     host: str = "127.0.0.1"
     port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus /metrics port; unset: not exposed"
     )
 
 
-class LogsConfig(_Model):
+class LogsConfig(FrozenModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
     calls: bool = Field(True, description="one line per call")
 
 
-class ObservabilityConfig(_Model):
+class ObservabilityConfig(FrozenModel):
     tracing: TracingConfig = TracingConfig()
     metrics: MetricsConfig = MetricsConfig()
     logs: LogsConfig = LogsConfig()

@@ -18,13 +18,13 @@ from pydantic import ValidationError
 
 from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.auth.policy import AuthPolicy, build_auth, keys_path
+from service.config.base import SecretRef
 from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
 from service.config.model import (
     AgentConfig,
     Config,
     ParametersConfig,
     ReloadConfig,
-    SecretRef,
     ServerConfig,
     TargetConfig,
     TransportConfig,
@@ -179,8 +179,7 @@ def _postgres_dsn(state: StateConfig, source: str, environ: Mapping[str, str]) -
     dsn = state.postgres_dsn
     if isinstance(dsn, str):
         return Secret(dsn)
-    ref = SecretRef(env=dsn.env, file=dsn.file)
-    return _secret(ref, f"{source}: state.postgres_dsn", environ)
+    return _secret(dsn, f"{source}: state.postgres_dsn", environ)
 
 
 def _secret(ref: SecretRef, where: str, environ: Mapping[str, str]) -> Secret:

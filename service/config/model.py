@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from service.config.base import FrozenModel, SecretRef
 from service.config.chain_model import (
     AuthConfig,
     ObservabilityConfig,
@@ -29,11 +30,7 @@ OverridableParameter = Literal[
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ServerConfig(_Model):
+class ServerConfig(FrozenModel):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
     grace_s: float = Field(10.0, ge=0, description="drain period for in-flight calls")
@@ -46,27 +43,14 @@ class ServerConfig(_Model):
     max_messages: int = Field(1000, ge=1, description="most messages in one request")
 
 
-class SecretRef(_Model):
-    """Where a secret comes from: an environment variable or a file. Never the value."""
-
-    env: str | None = None
-    file: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("give exactly one of 'env' or 'file'")
-        return self
-
-
-class ResponseFormatConfig(_Model):
+class ResponseFormatConfig(FrozenModel):
     type: Literal["text", "json_object", "json_schema"] = "text"
     schema_name: str = ""
     json_schema: dict[str, Any] | None = None
     strict: bool = False
 
 
-class ParametersConfig(_Model):
+class ParametersConfig(FrozenModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -85,7 +69,7 @@ MockFault = Literal[
 ]
 
 
-class MockConfig(_Model):
+class MockConfig(FrozenModel):
     """Options of the built-in mock provider, fault switches included (for chaos drills)."""
 
     ttft_s: float = Field(0.0, ge=0, description="delay before the first token")
@@ -103,7 +87,7 @@ class MockConfig(_Model):
     tail_ttft_s: float = Field(0.0, ge=0, description="delay before the first token in the tail")
 
 
-class OpenAIOptions(_Model):
+class OpenAIOptions(FrozenModel):
     """Options of the ``openai`` and ``openai_compatible`` providers."""
 
     include_usage: bool = Field(
@@ -115,7 +99,7 @@ class OpenAIOptions(_Model):
     project: str | None = Field(None, description="OpenAI-Project header")
 
 
-class AnthropicOptions(_Model):
+class AnthropicOptions(FrozenModel):
     """Options of the ``anthropic`` provider."""
 
     max_tokens: int = Field(
@@ -135,7 +119,7 @@ _OPTION_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class TargetConfig(_Model):
+class TargetConfig(FrozenModel):
     provider: ProviderKind
     model: str = Field(min_length=1)
     base_url: str | None = Field(None, pattern=r"^https?://\S+$")
@@ -166,13 +150,13 @@ class TargetConfig(_Model):
         return self
 
 
-class ToolConfig(_Model):
+class ToolConfig(FrozenModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
 
 
-class AgentConfig(_Model):
+class AgentConfig(FrozenModel):
     description: str = ""
     version: str | None = Field(None, min_length=1, max_length=64)
     system_prompt: str = ""
@@ -187,7 +171,7 @@ class AgentConfig(_Model):
     cache: CacheConfig = CacheConfig()
 
 
-class TransportConfig(_Model):
+class TransportConfig(FrozenModel):
     """Connection management and load shedding for the gRPC server (see README, Operations)."""
 
     max_concurrent_calls: int = Field(
@@ -216,14 +200,14 @@ class TransportConfig(_Model):
     max_ping_strikes: int = Field(2, ge=0, description="bad pings tolerated; 0 means unlimited")
 
 
-class ReloadConfig(_Model):
+class ReloadConfig(FrozenModel):
     """Hot reload of this file (SIGHUP always reloads, whatever ``watch`` says)."""
 
     watch: bool = True
     poll_interval_s: float = Field(1.0, gt=0, le=60)
 
 
-class WorkersConfig(_Model):
+class WorkersConfig(FrozenModel):
     """``serve --workers N``: a supervisor and N worker processes sharing the port. The
     supervisor serves every worker's metrics on ``observability.metrics``."""
 
@@ -233,7 +217,7 @@ class WorkersConfig(_Model):
     startup_timeout_s: float = Field(60.0, gt=0)
 
 
-class Config(_Model):
+class Config(FrozenModel):
     server: ServerConfig = ServerConfig()
     transport: TransportConfig = TransportConfig()
     reload: ReloadConfig = ReloadConfig()

@@ -9,27 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
+
+from service.config.base import FrozenModel, SecretRef
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DsnRef(_Model):
-    """Where the PostgreSQL DSN comes from (it may hold a password): a variable or a file."""
-
-    env: str | None = None
-    file: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DsnRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("give exactly one of 'env' or 'file'")
-        return self
-
-
-class MemoryConfig(_Model):
+class MemoryConfig(FrozenModel):
     """How much of a session's history an agent sees (the newest turns that fit)."""
 
     max_turns: int = Field(20, ge=1, le=10_000, description="most past turns loaded")
@@ -38,7 +23,7 @@ class MemoryConfig(_Model):
     )
 
 
-class CacheConfig(_Model):
+class CacheConfig(FrozenModel):
     """The agent's response cache: off, on for every request, or only when a request asks."""
 
     mode: Literal["off", "on", "opt_in"] = "off"
@@ -53,7 +38,7 @@ class CacheConfig(_Model):
         return value
 
 
-class StateConfig(_Model):
+class StateConfig(FrozenModel):
     """Where state lives: ``embedded`` (SQLite file + process memory; one process) or
     ``shared`` (PostgreSQL + Redis; any number of replicas)."""
 
@@ -65,7 +50,7 @@ class StateConfig(_Model):
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("switchboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    postgres_dsn: DsnRef | str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    postgres_dsn: SecretRef | str = "postgresql://postgres@127.0.0.1:5432/postgres"
     postgres_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pool_size: int = Field(10, ge=1, le=200)
     timeout_s: float = Field(2.0, gt=0, description="limit on every store call")
@@ -83,7 +68,7 @@ class StateConfig(_Model):
     )
 
 
-class PriceConfig(_Model):
+class PriceConfig(FrozenModel):
     """USD per million tokens."""
 
     input_per_mtok: float = Field(ge=0)
@@ -91,7 +76,7 @@ class PriceConfig(_Model):
     cached_input_per_mtok: float | None = Field(None, ge=0)
 
 
-class BudgetConfig(_Model):
+class BudgetConfig(FrozenModel):
     """A spending limit per tenant (or per API key of a tenant) per UTC day or month."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
