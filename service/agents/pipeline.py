@@ -38,7 +38,6 @@ from service.domain import (
     Message,
     Role,
     Start,
-    TargetRef,
     TextPart,
     UsageEvent,
 )
@@ -133,9 +132,7 @@ class StatePipeline:
 
             if use_cache:
                 key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
-                first = agent.route[0]
-                placeholder = TargetRef(first.name, first.provider, first.model)
-                opening = Start(request.request_id, agent.name, agent.version, placeholder)
+                opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
                 source = self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
             else:
                 source = produce()

@@ -25,10 +25,9 @@ from service.domain import (
     Fold,
     Message,
     Start,
-    TargetRef,
 )
 from service.errors import NotFound, PermissionDenied, Unavailable
-from service.providers.base import ModelCall, TargetSpec
+from service.providers.base import ModelCall
 from service.routing.router import Router
 
 
@@ -68,10 +67,6 @@ class Runtime:
     snapshot: Snapshot
     router: Router
     calls: InFlight = field(default_factory=InFlight, compare=False)
-
-
-def target_ref(target: TargetSpec) -> TargetRef:
-    return TargetRef(name=target.name, provider=target.provider, model=target.model)
 
 
 class Runner:
@@ -137,7 +132,7 @@ class Runner:
             tools=agent.tools + request.tools,
         )
         opened = await router.open(agent.route, call, deadline, agent.routing)
-        target = target_ref(opened.target)
+        target = opened.target.ref
         async with aclosing(opened.events) as events:  # closed even if the caller leaves now
             yield Start(request.request_id, agent.name, agent.version, target)
             async for event in events:

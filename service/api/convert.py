@@ -288,7 +288,7 @@ def agent_to_proto(agent: AgentSpec) -> pb.Agent:
         name=agent.name,
         description=agent.description,
         version=agent.version,
-        route=[pb.Target(name=t.name, provider=t.provider, model=t.model) for t in agent.route],
+        route=[target_to_proto(t.ref) for t in agent.route],
         default_parameters=parameters_to_proto(agent.parameters),
         overridable_parameters=sorted(agent.overridable_parameters),
         tools=[

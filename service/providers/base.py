@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.deadline import Deadline
-from service.domain import Message, Parameters, ProviderEvent, Tool
+from service.domain import Message, Parameters, ProviderEvent, TargetRef, Tool
 from service.secrets import Secret
 
 
@@ -23,6 +23,11 @@ class TargetSpec:
     parameters: Parameters = field(default_factory=Parameters)
     timeout_s: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> TargetRef:
+        """Which target this is, as responses report it (never its secrets)."""
+        return TargetRef(name=self.name, provider=self.provider, model=self.model)
 
 
 @dataclass(frozen=True, slots=True)
