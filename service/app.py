@@ -27,6 +27,7 @@ from switchboard.v1 import (
 
 from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
+from service.agents.spec import AgentSpec
 from service.api.admission import Admission
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
@@ -49,9 +50,11 @@ from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.serving.options import server_options
 from service.sessions import Sessions
-from service.state import build_stores
+from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
+from service.state.outbox import Outbox
+from service.usage.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +115,16 @@ class App:
             ),
         )
         self.stores = build_stores(snapshot)
+        # Ledger lines and audit entries: the durable store, or the local outbox when it fails.
+        self.ledger = Ledger(
+            self.stores.durable, Outbox(data_dir(snapshot), timeout_s=snapshot.state.timeout_s)
+        )
         self.pipeline = StatePipeline(
             self.stores,
             pricing=lambda: self.snapshot.pricing,
             budgets=lambda: self.snapshot.budgets,
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
+            ledger=self.ledger,
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
         self.runner = Runner(self.runtimes.current, self.pipeline)
@@ -168,17 +176,18 @@ class App:
             limiter=self.limiter,
             sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
             default_deadline_s=self.runner.default_deadline_s,
+            agent=self._agent_named,
         )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
-        idempotency = Idempotency(self.stores.fast, ttl_s=snapshot.state.idempotency_ttl_s)
+        idempotency = Idempotency(self.stores.idempotency, ttl_s=snapshot.state.idempotency_ttl_s)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(self.runner, self.admission, idempotency), server
         )
         session_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(Sessions(self.stores.durable), self.stores.durable), server
+            SessionServicer(Sessions(self.stores.durable), self.ledger), server
         )
         usage_pb2_grpc.add_UsageServiceServicer_to_server(
             UsageServicer(self.stores.durable), server
@@ -208,6 +217,7 @@ class App:
         """
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
+        self.ledger.start()  # replays what an earlier run left in the outbox
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -240,6 +250,10 @@ class App:
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
         log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
+
+    def _agent_named(self, name: str) -> AgentSpec | None:
+        """The agent ``name`` of the current config (read per call: reloads swap it)."""
+        return self.snapshot.agents.get(name)
 
     def _accept_reload(self, snapshot: Snapshot) -> None:
         """A reload may not turn auth off on the address this server is bound to (the new
@@ -301,10 +315,19 @@ class App:
         if self._state_watch is not None:
             self._state_watch.cancel()
             await asyncio.wait([self._state_watch])
+        # Calls cancelled past the grace still record what they cost: the stores close only
+        # after the last of those writes (bounded: each store call is).
+        settle_s = 3 * self.snapshot.state.timeout_s
+        await self.admission.drain(settle_s)
+        if not await self.pipeline.recorder.drain(settle_s):
+            log.error(
+                "ledger writes still under way at shutdown: %d", self.pipeline.recorder.in_flight
+            )
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()
         await self.limiter.aclose()
+        await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()
         if self._owns_tracer_provider:

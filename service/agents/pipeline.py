@@ -2,17 +2,23 @@
 
 1. load the session's history (if the request names a session; a session belongs to the
    agent that created it: another agent's is FAILED_PRECONDITION);
-2. reserve the call's estimated cost on the caller's budgets;
+2. reserve an upper bound of the call's cost on the caller's budgets
+   (:mod:`service.usage.bound`);
 3. serve from the response cache (single-flight) or route upstream, pricing the usage;
-4. on Finish, before the caller sees it: settle the reservation to the real cost, and record
-   the call (ledger line and audit entry) together with the session's new turn, if any, in
-   one transaction;
-5. a call that fails or is cancelled releases its reservation, appends nothing, and is
-   recorded with its error kind.
+4. on Finish, before the caller sees it: record the call (ledger line and audit entry,
+   together with the session's new turn, if any, in one transaction), then settle the
+   reservation to the real cost;
+5. a call that ends without its Finish (failed, cancelled by its caller, past its deadline,
+   cut off by a drain or by the upstream) appends nothing and is recorded with its error
+   kind, charged for what reached the upstream: the usage the upstream reported, or, when
+   it reported none, an estimate of the prompt sent and the answer delivered
+   (:mod:`service.usage.estimate`); its reservation is settled to that.
 
-Ledger, audit and settlement failures are logged, not raised: the answer was produced and a
-reservation expires on its own. A session append that fails fails the call (the turn would
-silently be lost).
+Recording and settling run to their end even when the call is cancelled
+(:class:`~service.usage.recorder.Recorder`). A line the durable store cannot take goes to the
+local outbox (:class:`~service.usage.ledger.Ledger`). A session append that fails fails the
+call (the turn would silently be lost); the call is then recorded with that error.
+The charged tokens are told to the rate limiter through the call's meter.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Protocol
@@ -36,23 +43,26 @@ from service.domain import (
     Finish,
     Fold,
     Message,
-    Role,
     Start,
-    TextPart,
+    Tool,
+    Usage,
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
 from service.sessions import Sessions
-from service.sessions.codec import estimate_tokens
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
+from service.usage.bound import input_bound, output_bound
 from service.usage.budgets import Budgets, Reservation
-from service.usage.pricing import NANOS_PER_USD, PriceTable, usd
+from service.usage.estimate import AnswerCounter, estimated_usage, prompt_tokens
+from service.usage.ledger import Ledger
+from service.usage.meter import charge
+from service.usage.pricing import PriceTable, usd
+from service.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
 Route = Callable[[tuple[Message, ...], Deadline], AsyncGenerator[Event, None]]
-DEFAULT_OUTPUT_ESTIMATE = 4096
 
 
 class Pipeline(Protocol):
@@ -84,11 +94,12 @@ class StatePipeline:
         pricing: Callable[[], PriceTable],
         budgets: Callable[[], Sequence[BudgetConfig]],
         reservation_ttl_s: float,
+        ledger: Ledger,
         on_cache_lookup: Callable[[str, bool], None] | None = None,
     ) -> None:
-        self._durable = stores.durable
         self._sessions = Sessions(stores.durable)
-        self._budgets = Budgets(stores.fast, hold_s=reservation_ttl_s, ledger=stores.durable)
+        self._budgets = Budgets(stores.fast, hold_s=reservation_ttl_s, ledger=ledger)
+        self.recorder = Recorder(ledger, self._budgets)
         self.cache = ResponseCache(stores.fast, on_cache_lookup)
         self._pricing = pricing
         self._budget_configs = budgets
@@ -100,11 +111,8 @@ class StatePipeline:
         began = time.monotonic()
         prices = self._pricing()
         reservation: Reservation | None = None
-        fold = Fold()
-        start: Start | None = None
-        finish: Finish | None = None
+        call = _Call()
         status = "ok"
-        recorded = False
         try:
             use_cache = wanted(agent, request.cache)
             history: tuple[Message, ...] = ()
@@ -120,15 +128,16 @@ class StatePipeline:
                     )
             parameters = agent.parameters.overridden_by(request.parameters)
             messages = history + request.messages
+            call.prompt = (agent.system_prompt, messages, agent.tools + request.tools)
             reservation = await self._budgets.reserve(
                 self._budget_configs(),
                 ctx.tenant,
                 ctx.key_id,
-                _estimate(prices, agent, messages, parameters.max_tokens),
+                reservation_bound(prices, agent, call.prompt, parameters.max_tokens),
             )
 
             def produce() -> AsyncGenerator[Event, None]:
-                return _priced(route(history, deadline), prices)
+                return _priced(route(history, deadline), prices, call)
 
             if use_cache:
                 key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
@@ -138,86 +147,110 @@ class StatePipeline:
                 source = produce()
             async with aclosing(source) as events:
                 async for event in events:
-                    fold.add(event)
-                    if isinstance(event, Start):
-                        start = event
+                    call.add(event)
                     if isinstance(event, Finish):
-                        # Settled, appended and recorded before the caller sees the Finish.
-                        finish = event
-                        settling, reservation = reservation, None
-                        usage, audit = _records(request, agent, fold, start, finish, "ok", began)
-                        await self._finished(request, fold, settling, usage, audit)
-                        recorded = True
+                        # Recorded, then settled, before the caller sees the Finish.
+                        usage, audit = _records(request, agent, call, "ok", began, prices)
+                        charge(usage.input_tokens + usage.output_tokens)
+                        await self.recorder.record(
+                            usage,
+                            audit,
+                            reservation,
+                            write=self._appender(request, call, usage, audit),
+                        )
+                        reservation = None
+                        call.recorded = True
                     yield event
         except BaseException as exc:
             status = _status(exc)
             raise
         finally:
-            if reservation is not None:
-                await self._release(reservation)
-            if not recorded:
-                await self._write(*_records(request, agent, fold, start, finish, status, began))
+            if not call.recorded:
+                # Ended without its Finish (failed, cancelled, cut off, drained): charged for
+                # what reached the upstream, so budgets and limits count it too.
+                usage, audit = _records(request, agent, call, status, began, prices)
+                charge(usage.input_tokens + usage.output_tokens)
+                await self._record_quietly(usage, audit, reservation)
 
-    async def _finished(
-        self,
-        request: AgentRequest,
-        fold: Fold,
-        reservation: Reservation | None,
-        usage: UsageRecord,
-        audit: AuditEntry,
-    ) -> None:
-        """Settle the budget, append the turn and record the call (raises if the append
-        fails: the turn must not be lost silently)."""
-        if reservation is not None:
-            await self._settle(reservation, usage.cost_nanos)
-        if request.session_id:
-            answer = fold.result()
-            # The turn, the ledger line and the audit entry: one commit.
+    def _appender(
+        self, request: AgentRequest, call: _Call, usage: UsageRecord, audit: AuditEntry
+    ) -> Callable[[], Awaitable[None]] | None:
+        """With a session: append the turn with the line and entry in one commit (raises
+        if the append fails: the turn must not be lost silently)."""
+        if not request.session_id:
+            return None
+
+        async def append() -> None:
             await self._sessions.append(
                 usage.tenant,
                 request.session_id,
                 usage.agent,
                 request.messages,
-                answer.message,
+                call.fold.result().message,
                 usage=usage,
                 audit=audit,
             )
-        else:
-            await self._write(usage, audit)
 
-    async def _settle(self, reservation: Reservation, amount: int) -> None:
-        try:
-            await self._budgets.settle(reservation, amount)
-        except SwitchboardError as exc:
-            log.exception("budget settlement failed (the reservation will expire): %s", exc.message)
+        return append
 
-    async def _release(self, reservation: Reservation) -> None:
+    async def _record_quietly(
+        self, usage: UsageRecord, audit: AuditEntry, reservation: Reservation | None
+    ) -> None:
         try:
-            await self._budgets.release(reservation)
+            await self.recorder.record(usage, audit, reservation)
         except SwitchboardError as exc:
-            log.exception("budget release failed (the reservation will expire): %s", exc.message)
+            log.exception("usage ledger write failed (store and outbox): %s", exc.message)
 
-    async def _write(self, usage: UsageRecord, audit: AuditEntry) -> None:
-        try:
-            await self._durable.record_usage(usage, audit)
-        except SwitchboardError as exc:
-            log.exception("usage ledger write failed: %s", exc.message)
+
+class _Call:
+    """What one call saw: its events folded, whether the upstream answered, what it sent."""
+
+    __slots__ = ("answered", "counter", "finish", "fold", "prompt", "recorded", "start")
+
+    def __init__(self) -> None:
+        self.fold = Fold()
+        self.counter = AnswerCounter()
+        self.start: Start | None = None
+        self.finish: Finish | None = None
+        self.answered = False  # an upstream began answering (not a cache replay)
+        self.recorded = False
+        self.prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]] = ("", (), ())
+
+    def add(self, event: Event) -> None:
+        self.fold.add(event)
+        self.counter.add(event)
+        if isinstance(event, Start):
+            self.start = event
+        elif isinstance(event, Finish):
+            self.finish = event
+
+    def usage(self) -> Usage:
+        """The usage to charge: the upstream's report; else, when an upstream answered but
+        never reported (the call ended early), an estimate of the prompt sent and the
+        answer delivered; else none."""
+        reported = self.fold.usage
+        if reported.input_tokens or reported.output_tokens or not self.answered:
+            return reported
+        system, messages, tools = self.prompt
+        return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
 
 
 def _records(  # noqa: PLR0917 (one call's facts)
     request: AgentRequest,
     agent: AgentSpec,
-    fold: Fold,
-    start: Start | None,
-    finish: Finish | None,
+    call: _Call,
     status: str,
     began: float,
+    prices: PriceTable,
 ) -> tuple[UsageRecord, AuditEntry]:
     """The call's ledger line and audit entry."""
     ctx = current()
     now = time.time()
-    usage = fold.usage if start is not None and finish is not None else None
+    start, finish = call.start, call.finish
+    usage = call.usage()
     target = (finish.target if finish else None) or (start.target if start else None)
+    model = target.model if target else ""
+    cache_hit = bool(finish and finish.cache_hit)
     record = UsageRecord(
         at=now,
         tenant=ctx.tenant,
@@ -225,29 +258,33 @@ def _records(  # noqa: PLR0917 (one call's facts)
         request_id=request.request_id,
         agent=agent.name,
         target=target.name if target else "",
-        model=target.model if target else "",
-        input_tokens=usage.input_tokens if usage else 0,
-        output_tokens=usage.output_tokens if usage else 0,
-        cost_nanos=_nanos(usage.cost_usd) if usage else 0,
+        model=model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_nanos=0 if cache_hit else prices.cost_nanos(model, usage),
         status=status,
         latency_ms=round((time.monotonic() - began) * 1000),
-        cache_hit=bool(finish and finish.cache_hit),
+        cache_hit=cache_hit,
+        line_id=uuid.uuid4().hex,
     )
     audit = AuditEntry(
-        now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status
-    )
+        now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status,
+        entry_id=uuid.uuid4().hex,
+    )  # fmt: skip
     return record, audit
 
 
 async def _priced(
-    events: AsyncGenerator[Event, None], prices: PriceTable
+    events: AsyncGenerator[Event, None], prices: PriceTable, call: _Call
 ) -> AsyncGenerator[Event, None]:
-    """The events with the usage's cost filled in from the answering target's model."""
+    """The events with the usage's cost filled in from the answering target's model; marks
+    ``call.answered`` when an upstream begins its answer."""
     model = ""
     async with aclosing(events) as source:
         async for event in source:
             if isinstance(event, Start):
                 model = event.target.model
+                call.answered = True
             elif isinstance(event, UsageEvent):
                 cost = usd(prices.cost_nanos(model, event.usage))
                 yield UsageEvent(replace(event.usage, cost_usd=cost))
@@ -255,24 +292,22 @@ async def _priced(
             yield event
 
 
-def _estimate(
-    prices: PriceTable, agent: AgentSpec, messages: tuple[Message, ...], max_tokens: int | None
+def reservation_bound(
+    prices: PriceTable,
+    agent: AgentSpec,
+    prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
+    max_tokens: int | None,
 ) -> int:
-    """An upper estimate of the call's cost: the dearest target of its route, the prompt's
-    estimated tokens and every output token it may generate."""
-    prompt = (Message(Role.SYSTEM, (TextPart(agent.system_prompt),)), *messages)
-    input_tokens = estimate_tokens(prompt) + sum(
-        len(str(t.parameters)) // 4 + len(t.description) // 4 for t in agent.tools
-    )
-    output_tokens = max_tokens or DEFAULT_OUTPUT_ESTIMATE
+    """An upper bound of the call's cost in nano-dollars: the bound of its input and output
+    tokens (:mod:`service.usage.bound`) at the dearest target of its route."""
+    input_tokens = input_bound(*prompt)
     return max(
-        (prices.estimate_nanos(t.model, input_tokens, output_tokens) for t in agent.route),
+        (
+            prices.estimate_nanos(t.model, input_tokens, output_bound(t.model, max_tokens))
+            for t in agent.route
+        ),
         default=0,
     )
-
-
-def _nanos(cost_usd: float) -> int:
-    return round(cost_usd * NANOS_PER_USD)
 
 
 def _status(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -99,6 +100,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
             "DeleteSession",
             f"session:{session_id[:128]}",
             outcome,
+            entry_id=uuid.uuid4().hex,  # an outbox replay writes it once
         )
         # Written before the caller hears back. A store error here is not the caller's
         # concern when the deletion itself succeeded or failed on its own.

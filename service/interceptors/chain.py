@@ -33,6 +33,8 @@ from service.interceptors.tracing import TracingLayer
 from service.ratelimit import RateLimiter
 
 if TYPE_CHECKING:  # generic only in the stubs
+    from service.agents.spec import AgentSpec
+
     Handler = grpc.RpcMethodHandler[Any, Any]
     Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
@@ -48,6 +50,7 @@ def build_interceptors(
     limiter: RateLimiter,
     sinks: Sequence[Sink],
     default_deadline_s: Callable[[], float],
+    agent: Callable[[str], AgentSpec | None] = lambda _name: None,
 ) -> list[Interceptor]:
     """The chain, outermost first (see the module docstring)."""
     return [
@@ -57,7 +60,7 @@ def build_interceptors(
                 ContextLayer(),
                 ObserveLayer(sinks),
                 AuthLayer(auth),
-                RateLimitLayer(limiter, auth, default_deadline_s),
+                RateLimitLayer(limiter, auth, default_deadline_s, agent),
             ]
         ),
     ]

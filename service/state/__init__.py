@@ -1,7 +1,7 @@
 """State stores: interfaces, and embedded (SQLite + memory) and shared (PostgreSQL + Redis)
 backends."""
 
-from service.state.build import build_stores
+from service.state.build import build_stores, data_dir
 from service.state.records import (
     AuditEntry,
     BudgetLine,
@@ -25,4 +25,5 @@ __all__ = [
     "UsageRecord",
     "UsageTotal",
     "build_stores",
+    "data_dir",
 ]

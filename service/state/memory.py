@@ -10,12 +10,13 @@ of that request may run again).
 from __future__ import annotations
 
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from service.state.records import BudgetLine, Claim
+from service.state.records import NEEDS_SEED, BudgetLine, Claim
 
 SWEEP_EVERY = 1024
 DEFAULT_MAX_ENTRIES = 100_000
@@ -44,22 +45,31 @@ class MemoryFast:
         self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._claims: OrderedDict[str, tuple[Claim, float]] = OrderedDict()
         self._ops = 0
+        # One process's memory: its counters live and die with it (a new one re-seeds).
+        self._epoch = uuid.uuid4().hex
 
     # budgets
 
-    def _line(self, line: BudgetLine, now: float) -> _Line:
+    def _line(self, line: BudgetLine, now: float) -> _Line | None:
+        """The line's live state, or None when it has no counter (never seeded, expired)."""
         state = self._lines.get(line.key)
         if state is None or state.expires_at <= now:
-            state = _Line(expires_at=now + line.ttl_s)
-            self._lines[line.key] = state
+            self._lines.pop(line.key, None)
+            return None
         state.held = {k: v for k, v in state.held.items() if v[1] > now}
         return state
 
+    async def epoch(self) -> str:
+        return self._epoch
+
     async def reserve(
-        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
     ) -> int:
         now = self._tick()
-        states = [self._line(line, now) for line in lines]
+        found = [self._line(line, now) for line in lines]
+        states = [state for state in found if state is not None]
+        if epoch != self._epoch or len(states) < len(lines):
+            return NEEDS_SEED
         for i, (line, state) in enumerate(zip(lines, states, strict=True)):
             held = sum(a for a, _ in state.held.values())
             if state.spent + held + amount > line.limit_nanos:
@@ -68,27 +78,47 @@ class MemoryFast:
             state.held[reservation] = (amount, now + hold_s)
         return -1
 
-    async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> None:
+    async def hold(
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+    ) -> None:
         now = self._tick()
         for line in lines:
             state = self._line(line, now)
+            if state is not None:
+                state.held[reservation] = (amount, now + hold_s)
+
+    async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> bool:
+        now = self._tick()
+        missing = False
+        for line in lines:
+            state = self._line(line, now)
+            if state is None:
+                missing = True
+                continue
             state.held.pop(reservation, None)
             state.spent += amount
+        return missing
 
     async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
         now = self._tick()
         for line in lines:
-            self._line(line, now).held.pop(reservation, None)
+            state = self._line(line, now)
+            if state is not None:
+                state.held.pop(reservation, None)
 
     async def spent(self, line: BudgetLine) -> tuple[int, int]:
         state = self._line(line, self._tick())
+        if state is None:
+            return 0, 0
         return state.spent, sum(a for a, _ in state.held.values())
 
     async def seed(self, line: BudgetLine, spent: int) -> None:
         now = self._tick()
-        state = self._lines.get(line.key)
-        if state is None or state.expires_at <= now:
+        state = self._line(line, now)
+        if state is None:
             self._lines[line.key] = _Line(spent=spent, expires_at=now + line.ttl_s)
+        elif spent > state.spent:
+            state.spent = spent
 
     # cache
 

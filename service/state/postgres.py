@@ -20,6 +20,7 @@ from service.state.guard import guarded
 from service.state.records import (
     GROUP_DIMENSIONS,
     AuditEntry,
+    Claim,
     SessionInfo,
     Turn,
     UsageRecord,
@@ -233,11 +234,7 @@ class PostgresDurable:
     # audit
 
     async def audit(self, e: AuditEntry) -> None:
-        await self._execute(
-            "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
-        )  # fmt: skip
+        await self._execute(_audit_sql(1), *_audit_args(e))
 
     async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
         rows = await self._fetch(
@@ -248,25 +245,92 @@ class PostgresDurable:
         )
         return [AuditEntry(*row) for row in rows]
 
+    # idempotency records (durable: a Redis loss forgets none)
 
-_USAGE_INSERT = (
-    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
-    "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
+        """The database's clock decides expiry, so every replica agrees."""
+        async with self._guard():
+            pool = await self._get_pool()
+            for _ in range(3):
+                taken = await pool.fetchval(
+                    "INSERT INTO idempotency (key, fingerprint, state, result, expires_at) "
+                    "VALUES ($1, $2, 'pending', NULL, extract(epoch FROM clock_timestamp()) + $3) "
+                    "ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
+                    "state = 'pending', result = NULL, expires_at = EXCLUDED.expires_at "
+                    "WHERE idempotency.expires_at <= extract(epoch FROM clock_timestamp()) "
+                    "RETURNING true",
+                    key,
+                    fingerprint,
+                    lease_s,
+                )
+                if taken:
+                    return Claim("new", fingerprint)
+                row = await pool.fetchrow(
+                    "SELECT state, fingerprint, result FROM idempotency WHERE key = $1", key
+                )
+                if row is not None:
+                    result = row["result"]
+                    return Claim(row["state"], row["fingerprint"], result and bytes(result))
+        return Claim("pending", "")  # taken and freed three times over: the caller waits
+
+    async def complete(self, key: str, fingerprint: str, result: bytes, ttl_s: float) -> None:
+        await self._execute(
+            "INSERT INTO idempotency (key, fingerprint, state, result, expires_at) "
+            "VALUES ($1, $2, 'done', $3, extract(epoch FROM clock_timestamp()) + $4) "
+            "ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
+            "state = 'done', result = EXCLUDED.result, expires_at = EXCLUDED.expires_at",
+            key,
+            fingerprint,
+            result,
+            ttl_s,
+        )
+
+    async def abandon(self, key: str) -> None:
+        await self._execute("DELETE FROM idempotency WHERE key = $1 AND state = 'pending'", key)
+
+    async def sweep_idempotency(self) -> None:
+        """Delete expired idempotency records."""
+        await self._execute(
+            "DELETE FROM idempotency WHERE expires_at <= extract(epoch FROM clock_timestamp())"
+        )
+
+
+_AUDIT_INSERT = (
+    "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome, entry_id) "
+    "VALUES (${n}, ${n1}, ${n2}, ${n3}, ${n4}, ${n5}, ${n6}, ${n7}) "
+    "ON CONFLICT (entry_id) DO NOTHING"
 )
 
 
+def _audit_args(e: AuditEntry) -> list[object]:
+    return [e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
+            e.entry_id or None]  # fmt: skip
+
+
+_USAGE_INSERT = (
+    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
+    "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit, line_id) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+    "ON CONFLICT (line_id) DO NOTHING"
+)
+_USAGE_ARGS = 14
+
+
 def _usage_statement(r: UsageRecord, audit: AuditEntry | None) -> tuple[str, list[object]]:
-    """One statement (one round trip) writing the ledger line and, if given, the audit entry."""
+    """One statement (one round trip) writing the ledger line and, if given, the audit entry.
+    A line (or entry) whose id is already there is left alone: a replay lands once."""
     args: list[object] = [
         r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
         r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+        r.line_id or None,
     ]  # fmt: skip
     if audit is None:
         return _USAGE_INSERT, args
-    e = audit
-    sql = (
-        f"WITH ledger AS ({_USAGE_INSERT}) INSERT INTO audit_log (at, tenant, key_id, "  # noqa: S608 (constant text)
-        "request_id, action, resource, outcome) VALUES ($14, $15, $16, $17, $18, $19, $20)"
-    )
-    return sql, [*args, e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome]
+    sql = f"WITH ledger AS ({_USAGE_INSERT}) {_audit_sql(_USAGE_ARGS + 1)}"
+    return sql, [*args, *_audit_args(audit)]
+
+
+def _audit_sql(first: int) -> str:
+    """The audit insert with its parameters numbered from ``first``."""
+    names = {"n": first, **{f"n{i}": first + i for i in range(1, 8)}}
+    return _AUDIT_INSERT.format(**names)

@@ -44,6 +44,9 @@ class UsageRecord:
     status: str  # "ok" or the error kind, e.g. "Unavailable"
     latency_ms: int
     cache_hit: bool
+    # Unique per line (given by the writer): a line written twice (an outbox replay) lands
+    # once. Empty for lines that need no such guard.
+    line_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,11 @@ class AuditEntry:
     action: str  # e.g. "Invoke", "Stream", "DeleteSession"
     resource: str  # e.g. the agent or session id
     outcome: str  # "ok" or the error kind
+    entry_id: str = ""  # unique per entry, like UsageRecord.line_id
+
+
+# What BudgetStore.reserve returns when its counters must be rebuilt from the ledger first.
+NEEDS_SEED = -2
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,28 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_tenant_at ON audit_log (tenant, at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Ledger lines and audit entries carry the id their writer gave them, unique, so a line that
+# is written again (an outbox replayed after a crash mid-replay) lands once. Idempotency
+# records are durable: a retried request id after a cache loss or a restart is answered
+# from here, not run (and charged) again.
+_V2 = """
+ALTER TABLE usage_ledger ADD COLUMN line_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS usage_ledger_line_id ON usage_ledger (line_id);
+ALTER TABLE audit_log ADD COLUMN entry_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS audit_log_entry_id ON audit_log (entry_id);
+CREATE TABLE IF NOT EXISTS idempotency (
+  key TEXT PRIMARY KEY,
+  fingerprint TEXT NOT NULL,
+  state TEXT NOT NULL,
+  result {blob},
+  expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at);
+"""
 
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+
+_BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
 _SERIAL = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
     "postgres": "BIGSERIAL PRIMARY KEY",
@@ -65,7 +85,7 @@ _SERIAL = {
 
 def statements(dialect: str, version: int) -> list[str]:
     """The statements of migration ``version`` (1-based) in ``dialect``."""
-    sql = MIGRATIONS[version - 1].format(serial=_SERIAL[dialect])
+    sql = MIGRATIONS[version - 1].format(serial=_SERIAL[dialect], blob=_BLOB[dialect])
     return [s.strip() for s in sql.split(";") if s.strip()]
 
 

@@ -1,4 +1,5 @@
-"""Durable records in one SQLite file (WAL mode): sessions, usage ledger, audit log.
+"""Durable records in one SQLite file (WAL mode): sessions, usage ledger, audit log, and
+idempotency records.
 
 For the embedded mode. All statements run on one dedicated thread with one connection, so
 they are serialised: an append (session upsert + turn insert) is one transaction, and no
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,7 @@ from service.state.guard import guarded
 from service.state.records import (
     GROUP_DIMENSIONS,
     AuditEntry,
+    Claim,
     SessionInfo,
     Turn,
     UsageRecord,
@@ -28,15 +31,25 @@ from service.state.stores import session_of_another_agent
 
 T = TypeVar("T")
 FILE_NAME = "switchboard.sqlite3"
+SWEEP_EVERY = 1024  # claims between deletions of expired idempotency records
 _SESSION_COLUMNS = "session_id, agent, created_at, updated_at, turn_count"
 
 
 class SqliteDurable:
     """See the module docstring. ``data_dir`` is created if missing."""
 
-    def __init__(self, data_dir: str | Path, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: wall time in seconds, for idempotency records' expiry."""
         self.path = Path(data_dir) / FILE_NAME
         self._timeout_s = timeout_s
+        self._clock = clock
+        self._claims = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         # Ledger lines waiting for the next commit, and whether one is under way.
@@ -234,6 +247,51 @@ class SqliteDurable:
     async def audit(self, e: AuditEntry) -> None:
         await self._run(lambda conn: _insert_audit(conn, e))
 
+    # idempotency records (durable: they survive a restart of the process)
+
+    async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
+        def run(conn: sqlite3.Connection) -> Claim:
+            now = self._clock()
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT state, fingerprint, result FROM idempotency "
+                    "WHERE key = ? AND expires_at > ?",
+                    (key, now),
+                ).fetchone()
+                if row is not None:
+                    return Claim(row[0], row[1], None if row[2] is None else bytes(row[2]))
+                conn.execute(
+                    "INSERT INTO idempotency (key, fingerprint, state, result, expires_at) "
+                    "VALUES (?, ?, 'pending', NULL, ?) ON CONFLICT (key) DO UPDATE SET "
+                    "fingerprint = excluded.fingerprint, state = 'pending', result = NULL, "
+                    "expires_at = excluded.expires_at",
+                    (key, fingerprint, now + lease_s),
+                )
+                self._claims += 1
+                if self._claims % SWEEP_EVERY == 0:
+                    conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            return Claim("new", fingerprint)
+
+        return await self._run(run)
+
+    async def complete(self, key: str, fingerprint: str, result: bytes, ttl_s: float) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO idempotency (key, fingerprint, state, result, expires_at) "
+                "VALUES (?, ?, 'done', ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, state = 'done', result = excluded.result, "
+                "expires_at = excluded.expires_at",
+                (key, fingerprint, result, self._clock() + ttl_s),
+            )
+        )
+
+    async def abandon(self, key: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM idempotency WHERE key = ? AND state = 'pending'", (key,)
+            )
+        )
+
     async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
         rows = await self._run(
             lambda conn: conn.execute(
@@ -246,23 +304,26 @@ class SqliteDurable:
 
 
 def _insert_usage(conn: sqlite3.Connection, r: UsageRecord) -> None:
+    """Insert the line; one whose ``line_id`` is already there is left alone (a replay)."""
     conn.execute(
         "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
-        "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit, line_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (line_id) DO NOTHING",
         (
             r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
             r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+            r.line_id or None,
         ),
     )  # fmt: skip
 
 
 def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
     conn.execute(
-        "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome),
-    )
+        "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome, "
+        "entry_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
+        (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
+         e.entry_id or None),
+    )  # fmt: skip
 
 
 def _total(dims: list[str], row: Sequence[Any]) -> UsageTotal:

@@ -89,16 +89,38 @@ class AuditLog(Protocol):
 
 
 class BudgetStore(Protocol):
+    """Budget counters: a cache of the usage ledger's sums, rebuilt when lost.
+
+    A line's counter holds its spend; reservations are held beside it. The store has an
+    ``epoch`` that changes when its counters are lost (a restart, flush or failover of Redis;
+    a new process for the memory store), and a line without a counter is lost too (evicted,
+    or never seeded). Nothing is admitted on a lost counter: ``reserve`` says ``NEEDS_SEED``.
+    """
+
+    async def epoch(self) -> str:
+        """The counters' current generation (started now if there is none)."""
+        ...
+
     async def reserve(
-        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
     ) -> int:
-        """Atomically: if every line has room for ``amount`` (spent + live reservations +
+        """Atomically: ``NEEDS_SEED`` (-2) when ``epoch`` is not the store's or a line has no
+        counter; else if every line has room for ``amount`` (spent + live reservations +
         amount <= limit), hold ``amount`` on each under ``reservation`` for ``hold_s`` and
         return -1; else hold nothing and return the index of the first line without room."""
         ...
 
-    async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> None:
-        """Drop the reservation and add ``amount`` (the real cost) to each line's spend."""
+    async def hold(
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+    ) -> None:
+        """Hold ``amount`` under ``reservation`` without checking the limits (a reservation
+        made before the counters were lost, held again)."""
+        ...
+
+    async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> bool:
+        """Drop the reservation and add ``amount`` (the real cost) to each line's spend.
+        True when a line had no counter (it is not created from ``amount`` alone: the caller
+        re-seeds it from the ledger)."""
         ...
 
     async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
@@ -110,8 +132,8 @@ class BudgetStore(Protocol):
         ...
 
     async def seed(self, line: BudgetLine, spent: int) -> None:
-        """Set the line's spend to ``spent`` if it has no counter yet (after a restart of the
-        process or the store, the ledger's sum is the truth)."""
+        """Set the line's spend to ``spent`` unless it already counts more (the ledger's sum
+        is the truth; a counter ahead of it includes settlements not yet read back)."""
         ...
 
 
@@ -144,8 +166,9 @@ class IdempotencyStore(Protocol):
         ...
 
 
-class Durable(SessionStore, UsageLedger, AuditLog, Protocol):
-    """The durable records: sessions, usage ledger, audit (SQLite or PostgreSQL)."""
+class Durable(SessionStore, UsageLedger, AuditLog, IdempotencyStore, Protocol):
+    """The durable records: sessions, usage ledger, audit, idempotency records (SQLite or
+    PostgreSQL)."""
 
     async def migrate(self) -> None: ...
 
@@ -169,6 +192,7 @@ class Stores:
     backend: str
     durable: Durable
     fast: Fast
+    idempotency: IdempotencyStore  # durable (embedded), or durable behind a cache (shared)
 
     async def ping(self) -> None:
         """Raises Unavailable when a store does not answer."""

@@ -67,13 +67,16 @@ async def test_a_cancelled_stream_appends_nothing(backend: str) -> None:
             assert event.WhichOneof("event") == "start"
             break  # cancels the call before the answer is complete
         await eventually(lambda: stats.cancelled == 1)
-        # The cancelled call is in the ledger, as a failed call with no cost.
+        # The cancelled call is in the ledger, as a failed call charged for its prompt
+        # (the upstream had it; tests/state/test_money_e2e.py checks the figures).
         ledger = served.app.stores.durable
         deadline = time.monotonic() + 10
         while not (totals := await ledger.totals("default", 0, time.time() + 1, ())):
             assert time.monotonic() < deadline, "the cancelled call was never recorded"
             await asyncio.sleep(0.01)
-        assert (totals[0].calls, totals[0].failed_calls, totals[0].cost_nanos) == (1, 1, 0)
+        assert (totals[0].calls, totals[0].failed_calls) == (1, 1)
+        assert totals[0].input_tokens > 0
+        assert totals[0].cost_nanos > 0
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await sessions(served).GetSession(spb.GetSessionRequest(id="c"))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND

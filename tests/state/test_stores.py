@@ -12,7 +12,7 @@ import pytest
 from service.errors import FailedPrecondition, Unavailable
 from service.secrets import Secret
 from service.state.postgres import PostgresDurable
-from service.state.records import AuditEntry, BudgetLine, UsageRecord
+from service.state.records import NEEDS_SEED, AuditEntry, BudgetLine, UsageRecord
 from service.state.redis import RedisFast
 from service.state.stores import Durable, Fast
 
@@ -199,6 +199,47 @@ async def test_audit_newest_first_and_tenant_scoped(durable: Durable) -> None:
     assert entries[0] == AuditEntry(2.0, "t", "k", "r2", "Invoke", "echo", "ok")
 
 
+async def test_a_line_written_twice_lands_once(durable: Durable) -> None:
+    # An outbox replay cut short and run again writes the same lines again.
+    line = _line("t", "echo", "m", "k", request_id="once", line_id="L1")
+    entry = AuditEntry(5.0, "t", "k", "once", "call", "agent:echo", "ok", entry_id="A1")
+    await durable.record_usage(line, entry)
+    await durable.record_usage(line, entry)
+    await durable.audit(entry)
+    (total,) = await durable.totals("t", 0, 10_000, ())
+    assert total.calls == 1
+    assert [e.request_id for e in await durable.recent_audit("t", 10)] == ["once"]
+    # Lines without an id are never taken for one another.
+    await durable.record_usage(_line("t", "echo", "m", "k", request_id="a"))
+    await durable.record_usage(_line("t", "echo", "m", "k", request_id="a"))
+    (total,) = await durable.totals("t", 0, 10_000, ())
+    assert total.calls == 3
+
+
+async def test_durable_idempotency_records(durable: Durable) -> None:
+    first = await durable.claim("t:k:r1", "fp", 30)
+    assert first.state == "new"
+    again = await durable.claim("t:k:r1", "fp2", 30)
+    assert (again.state, again.fingerprint) == ("pending", "fp")
+
+    await durable.complete("t:k:r1", "fp", b"\x01resp", 30)
+    done = await durable.claim("t:k:r1", "fp", 30)
+    assert (done.state, done.fingerprint, done.result) == ("done", "fp", b"\x01resp")
+
+    assert (await durable.claim("t:k:r2", "x", 30)).state == "new"
+    await durable.abandon("t:k:r2")
+    assert (await durable.claim("t:k:r2", "y", 30)).state == "new"
+    await durable.abandon("t:k:r1")  # only a pending claim is freed: an answer stays
+    assert (await durable.claim("t:k:r1", "fp", 30)).state == "done"
+
+    assert (await durable.claim("t:k:short", "x", 0.05)).state == "new"
+
+    async def lapsed() -> bool:
+        return (await durable.claim("t:k:short", "y", 30)).state == "new"
+
+    await eventually(lapsed)
+
+
 # fast: budgets
 
 
@@ -206,54 +247,97 @@ DAY = BudgetLine("tenant:t:daily:2026-01-01", limit_nanos=100, ttl_s=3600)
 KEY = BudgetLine("tenant:t:key:k:2026-01", limit_nanos=30, ttl_s=3600)
 
 
+async def _seeded(fast: Fast, *lines: BudgetLine) -> str:
+    """The store's epoch, with ``lines`` seeded at 0 spent."""
+    for line in lines:
+        await fast.seed(line, 0)
+    return await fast.epoch()
+
+
 async def test_budget_reserve_settle_release(fast: Fast) -> None:
-    assert await fast.reserve([DAY], "r1", 60, 60) == -1
+    e = await _seeded(fast, DAY)
+    assert await fast.reserve([DAY], "r1", 60, 60, e) == -1
     assert await fast.spent(DAY) == (0, 60)
-    assert await fast.reserve([DAY], "r2", 50, 60) == 0  # 60 held + 50 > 100
+    assert await fast.reserve([DAY], "r2", 50, 60, e) == 0  # 60 held + 50 > 100
     assert await fast.spent(DAY) == (0, 60)
 
-    await fast.settle([DAY], "r1", 20)
+    assert await fast.settle([DAY], "r1", 20) is False
     assert await fast.spent(DAY) == (20, 0)
-    assert await fast.reserve([DAY], "r2", 50, 60) == -1
+    assert await fast.reserve([DAY], "r2", 50, 60, e) == -1
     await fast.release([DAY], "r2")
     assert await fast.spent(DAY) == (20, 0)
 
 
 async def test_budget_reserves_all_lines_or_none(fast: Fast) -> None:
-    assert await fast.reserve([DAY, KEY], "r1", 40, 60) == 1  # the key line has 30
+    e = await _seeded(fast, DAY, KEY)
+    assert await fast.reserve([DAY, KEY], "r1", 40, 60, e) == 1  # the key line has 30
     assert await fast.spent(DAY) == (0, 0)
-    assert await fast.reserve([DAY, KEY], "r2", 30, 60) == -1
+    assert await fast.reserve([DAY, KEY], "r2", 30, 60, e) == -1
     assert await fast.spent(KEY) == (0, 30)
 
 
 async def test_concurrent_reservations_never_overbook(fast: Fast) -> None:
-    results = await asyncio.gather(*(fast.reserve([DAY], f"r{i}", 7, 60) for i in range(40)))
+    e = await _seeded(fast, DAY)
+    results = await asyncio.gather(*(fast.reserve([DAY], f"r{i}", 7, 60, e) for i in range(40)))
     assert results.count(-1) == 100 // 7
     assert await fast.spent(DAY) == (0, 7 * (100 // 7))
 
 
 async def test_expired_reservations_stop_counting(fast: Fast) -> None:
-    assert await fast.reserve([DAY], "crashed", 90, 0.05) == -1
+    e = await _seeded(fast, DAY)
+    assert await fast.reserve([DAY], "crashed", 90, 0.05, e) == -1
 
     async def freed() -> bool:
-        return await fast.reserve([DAY], "next", 90, 60) == -1
+        return await fast.reserve([DAY], "next", 90, 60, e) == -1
 
     await eventually(freed)
     assert await fast.spent(DAY) == (0, 90)
 
 
-async def test_seed_sets_only_a_new_line(fast: Fast) -> None:
+async def test_a_line_without_a_counter_admits_nothing_until_seeded(fast: Fast) -> None:
+    e = await fast.epoch()
+    assert await fast.reserve([DAY], "r", 1, 60, e) == NEEDS_SEED
+    await fast.seed(DAY, 0)
+    assert await fast.reserve([DAY, KEY], "r", 1, 60, e) == NEEDS_SEED  # KEY has none
+    assert await fast.spent(DAY) == (0, 0)  # all or nothing
+    await fast.seed(KEY, 0)
+    assert await fast.reserve([DAY, KEY], "r", 1, 60, e) == -1
+
+
+async def test_another_epoch_admits_nothing(fast: Fast) -> None:
+    e = await _seeded(fast, DAY)
+    assert await fast.epoch() == e  # stable while the counters live
+    assert await fast.reserve([DAY], "r", 1, 60, "an-epoch-that-ended") == NEEDS_SEED
+    assert await fast.reserve([DAY], "r", 1, 60, "") == NEEDS_SEED
+
+
+async def test_seed_never_lowers_a_counter(fast: Fast) -> None:
     await fast.seed(DAY, 70)
     assert await fast.spent(DAY) == (70, 0)
-    assert await fast.reserve([DAY], "r", 31, 60) == 0
-    await fast.seed(DAY, 5)  # the line exists now: no effect
+    e = await fast.epoch()
+    assert await fast.reserve([DAY], "r", 31, 60, e) == 0
+    await fast.seed(DAY, 5)  # the counter counts more: no effect
     assert await fast.spent(DAY) == (70, 0)
+    await fast.seed(DAY, 80)  # the ledger counts more: it wins
+    assert await fast.spent(DAY) == (80, 0)
 
 
-async def test_budget_lines_are_separate(fast: Fast) -> None:
+async def test_a_settlement_never_recreates_a_lost_counter(fast: Fast) -> None:
+    e = await _seeded(fast, DAY)
     other = BudgetLine("tenant:u:daily:2026-01-01", limit_nanos=100, ttl_s=3600)
-    await fast.settle([DAY], "r", 100)
-    assert await fast.reserve([other], "r", 100, 60) == -1
+    # A counter that is gone would come back holding this call's cost alone: refused.
+    assert await fast.settle([other], "r", 100) is True
+    assert await fast.reserve([other], "r", 1, 60, e) == NEEDS_SEED
+    assert await fast.settle([DAY], "r", 100) is False
+    assert await fast.spent(DAY) == (100, 0)
+
+
+async def test_hold_holds_without_checking(fast: Fast) -> None:
+    e = await _seeded(fast, DAY)
+    await fast.settle([DAY], "x", 90)
+    await fast.hold([DAY], "again", 50, 60)  # a reservation held again after a loss
+    assert await fast.spent(DAY) == (90, 50)
+    assert await fast.reserve([DAY], "r", 1, 60, e) == 0
 
 
 # fast: cache and idempotency
@@ -311,7 +395,7 @@ async def test_redis_down_is_unavailable_not_a_hang() -> None:
     store = RedisFast(f"redis://127.0.0.1:{_closed_port()}/0", prefix="x", timeout_s=1)
     try:
         with pytest.raises(Unavailable, match="state store redis is unavailable"):
-            await store.reserve([DAY], "r", 1, 1)
+            await store.reserve([DAY], "r", 1, 1, "")
         with pytest.raises(Unavailable, match="redis"):
             await store.ping()
     finally:

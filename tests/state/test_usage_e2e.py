@@ -146,8 +146,9 @@ budgets:
 
 
 async def test_over_budget_is_resource_exhausted_naming_the_budget(backend: str) -> None:
-    # One echo call of "a b" with max_tokens 5 is estimated at most a few cents.
-    async with serve_state(backend, BUDGETS.format(limit=0.02)) as served:
+    # One echo call of "a b" with max_tokens 5 reserves its bound: (8 + 8 + 3 bytes) input
+    # tokens and 5 output tokens, 0.029 USD; it costs 0.006 USD.
+    async with serve_state(backend, BUDGETS.format(limit=0.05)) as served:
         params = _max_tokens(5)
         first = await served.client.invoke("echo", "a b", parameters=params)
         assert first.usage.cost_usd > 0
@@ -162,7 +163,7 @@ async def test_over_budget_is_resource_exhausted_naming_the_budget(backend: str)
         assert "budget 'tenant-daily'" in str(error)
         (violation,) = error.violations
         assert violation.subject == "tenant:default"
-        assert "budget tenant-daily: 0.02 USD per day" in violation.description
+        assert "budget tenant-daily: 0.05 USD per day" in violation.description
         assert error.retry_after_s is not None
         assert 0 < error.retry_after_s <= 86400
 
@@ -191,7 +192,7 @@ async def test_a_concurrent_burst_cannot_overspend(backend: str) -> None:
 
 
 async def test_budgets_are_per_tenant(backend: str) -> None:
-    async with serve_state(backend, BUDGETS.format(limit=0.02)) as served:
+    async with serve_state(backend, BUDGETS.format(limit=0.05)) as served:
         runner = served.app.runner
         answered = 0
         for _ in range(20):

@@ -1,0 +1,125 @@
+"""A durable local outbox: ledger lines and audit entries the durable store could not take.
+
+One SQLite file in the data directory (``outbox.sqlite3``), synchronous=FULL, so a line put
+here survives a crash of the process or the machine. Lines come out oldest first; each is
+removed only after the durable store has committed it, and the store ignores a line (or
+entry) whose id it already has, so a replay interrupted half-way and run again lands every
+line exactly once. Several processes may share the file (WAL, busy timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import TypeVar
+
+from service.state.guard import guarded
+from service.state.records import AuditEntry, UsageRecord
+
+T = TypeVar("T")
+FILE_NAME = "outbox.sqlite3"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "tenant TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, usage TEXT, audit TEXT)"
+)
+
+
+class Outbox:
+    """See the module docstring. ``data_dir`` is created on the first write."""
+
+    def __init__(self, data_dir: str | Path, *, timeout_s: float) -> None:
+        self.path = Path(data_dir) / FILE_NAME
+        self._timeout_s = timeout_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        async with guarded("outbox", self._timeout_s, (sqlite3.Error,)):
+            return await loop.run_in_executor(self._thread, lambda: fn(self._connect()))
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    async def put(self, usage: UsageRecord | None, audit: AuditEntry | None) -> None:
+        """Append a ledger line and/or an audit entry; returns once it is on disk.
+
+        Raises:
+            Unavailable: the file cannot be written.
+        """
+        first = usage or audit
+        assert first is not None
+        row = (
+            first.tenant,
+            first.at,
+            None if usage is None else json.dumps(asdict(usage)),
+            None if audit is None else json.dumps(asdict(audit)),
+        )
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO outbox (tenant, at, usage, audit) VALUES (?, ?, ?, ?)", row
+            )
+        )
+
+    async def oldest(self, limit: int) -> list[tuple[int, UsageRecord | None, AuditEntry | None]]:
+        """Up to ``limit`` of the oldest waiting items, oldest first."""
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT id, usage, audit FROM outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [
+            (
+                row[0],
+                None if row[1] is None else UsageRecord(**json.loads(row[1])),
+                None if row[2] is None else AuditEntry(**json.loads(row[2])),
+            )
+            for row in rows
+        ]
+
+    async def remove(self, ids: Sequence[int]) -> None:
+        marks = ", ".join("?" * len(ids))
+        await self._run(
+            lambda conn: conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", tuple(ids))  # noqa: S608 (placeholders only)
+        )
+
+    async def count(self) -> int:
+        row = await self._run(lambda conn: conn.execute("SELECT count(*) FROM outbox").fetchone())
+        return int(row[0])
+
+    async def usage(self, tenant: str, start: float, end: float) -> list[UsageRecord]:
+        """The tenant's waiting ledger lines with ``start <= at < end``."""
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT usage FROM outbox WHERE tenant = ? AND at >= ? AND at < ? "
+                "AND usage IS NOT NULL ORDER BY id",
+                (tenant, start, end),
+            ).fetchall()
+        )
+        return [UsageRecord(**json.loads(row[0])) for row in rows]
+
+    async def aclose(self) -> None:
+        def close(_: object) -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, close, None)
+        self._thread.shutdown(wait=False)

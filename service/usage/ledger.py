@@ -1,0 +1,181 @@
+"""The one writer of ledger lines and audit entries: the durable store, or the local outbox.
+
+A line goes to the durable store (PostgreSQL or SQLite). When that store fails
+(``Unavailable``: down, refusing connections, slow past ``timeout_s``), the line goes to the
+local outbox (:mod:`service.state.outbox`) instead, and a replay task owned by this object
+writes the outbox back to the store, oldest first, once it answers again (and at start, for
+lines a previous run left). The store ignores a line whose id it has, so each line lands
+exactly once. Only when the outbox cannot be written either does a write raise.
+
+``totals`` adds the lines still waiting in this process's outbox to the store's, so a budget
+seeded while the store was down (or just back) counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from service.errors import SwitchboardError
+from service.state.outbox import Outbox
+from service.state.records import GROUP_DIMENSIONS, AuditEntry, UsageRecord, UsageTotal
+from service.state.stores import AuditLog, UsageLedger
+
+log = logging.getLogger(__name__)
+
+REPLAY_BATCH = 200
+REPLAY_WAIT_S = (0.2, 5.0)  # first and longest wait between replay attempts
+
+
+class Ledger:
+    """See the module docstring. ``start()`` begins replaying what an earlier run left."""
+
+    def __init__(self, store: DurableRecords, outbox: Outbox) -> None:
+        self._store = store
+        self._outbox = outbox
+        self._replay: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._outbox
+
+    def start(self) -> None:
+        """Replay the outbox in the background if an earlier run left lines in it."""
+        if self._outbox.exists():
+            self._kick()
+
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
+        """Write the line (and ``audit``, in the same transaction) durably.
+
+        Raises:
+            Unavailable: neither the store nor the outbox took it.
+        """
+        try:
+            await self._store.record_usage(record, audit)
+        except SwitchboardError as exc:
+            await self._to_outbox(record, audit, exc)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Write the entry durably. Raises Unavailable as ``record_usage`` does."""
+        try:
+            await self._store.audit(entry)
+        except SwitchboardError as exc:
+            await self._to_outbox(None, entry, exc)
+
+    async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
+        return await self._store.recent_audit(tenant, limit)
+
+    async def totals(
+        self, tenant: str, start: float, end: float, group_by: Sequence[str]
+    ) -> list[UsageTotal]:
+        """The store's totals plus the lines waiting in this process's outbox."""
+        stored = await self._store.totals(tenant, start, end, group_by)
+        if not self._outbox.exists():
+            return stored
+        waiting = await self._outbox.usage(tenant, start, end)
+        return _merged(stored, waiting, group_by) if waiting else stored
+
+    async def replay(self) -> int:
+        """Write one batch of the outbox to the store, oldest first; the number written.
+
+        Raises:
+            Unavailable: the store (or the outbox) does not answer.
+        """
+        batch = await self._outbox.oldest(REPLAY_BATCH)
+        done: list[int] = []
+        try:
+            for item_id, usage, audit in batch:
+                if usage is not None:
+                    await self._store.record_usage(usage, audit)
+                elif audit is not None:
+                    await self._store.audit(audit)
+                done.append(item_id)
+        finally:
+            if done:
+                await self._outbox.remove(done)
+        return len(done)
+
+    async def aclose(self) -> None:
+        """Stop replaying (what is left stays in the outbox for the next run)."""
+        self._closed = True
+        if self._replay is not None:
+            self._replay.cancel()
+            await asyncio.wait([self._replay])
+        await self._outbox.aclose()
+
+    async def _to_outbox(
+        self, usage: UsageRecord | None, audit: AuditEntry | None, cause: SwitchboardError
+    ) -> None:
+        await self._outbox.put(usage, audit)
+        log.warning(
+            "durable store unavailable: ledger/audit line kept in the local outbox "
+            "until it answers (%s)",
+            cause.message,
+        )
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._closed or (self._replay is not None and not self._replay.done()):
+            return
+        self._replay = asyncio.get_running_loop().create_task(
+            self._replay_all(), name="outbox-replay"
+        )
+
+    async def _replay_all(self) -> None:
+        wait_s = REPLAY_WAIT_S[0]
+        while True:
+            try:
+                if await self.replay() < REPLAY_BATCH and not await self._outbox.count():
+                    log.info("local outbox replayed to the durable store")
+                    return
+                wait_s = REPLAY_WAIT_S[0]
+            except SwitchboardError as exc:
+                log.info("outbox replay waits for the durable store: %s", exc.message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.sleep(wait_s)
+                wait_s = min(wait_s * 2, REPLAY_WAIT_S[1])
+
+
+class DurableRecords(UsageLedger, AuditLog, Protocol):
+    """What :class:`Ledger` writes to (a ``Durable`` store)."""
+
+
+def _merged(
+    stored: list[UsageTotal], waiting: list[UsageRecord], group_by: Sequence[str]
+) -> list[UsageTotal]:
+    dims = [d for d in GROUP_DIMENSIONS if d in group_by]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for t in stored:
+        key = tuple(getattr(t, d) for d in dims)
+        groups[key] = [
+            t.calls, t.failed_calls, t.cache_hits, t.input_tokens, t.output_tokens, t.cost_nanos,
+        ]  # fmt: skip
+    for r in waiting:
+        key = tuple(getattr(r, d) for d in dims)
+        sums = groups.setdefault(key, [0] * 6)
+        for i, value in enumerate(
+            (1, r.status != "ok", r.cache_hit, r.input_tokens, r.output_tokens, r.cost_nanos)
+        ):
+            sums[i] += int(value)
+    out = []
+    for key in sorted(groups):
+        named = dict(zip(dims, key, strict=True))
+        calls, failed, hits, inp, outp, cost = groups[key]
+        out.append(
+            UsageTotal(
+                agent=named.get("agent", ""),
+                model=named.get("model", ""),
+                key_id=named.get("key_id", ""),
+                calls=calls,
+                failed_calls=failed,
+                cache_hits=hits,
+                input_tokens=inp,
+                output_tokens=outp,
+                cost_nanos=cost,
+            )
+        )
+    return out
