@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from service.config import ConfigError, Snapshot
+from service.serving.sharing import refuse_unshared
 from service.serving.worker import WorkerLink, write_port_file
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,11 @@ class Supervisor:
         Raises:
             ConfigError: the address or the metrics port cannot be bound.
         """
+        refuse_unshared(self._snapshot, len(self.slots))
         if self._snapshot.state.backend == "embedded":
             log.warning(
-                "state.backend is embedded: each of the %d workers keeps its own cache and "
-                "request ids in memory; use state.backend: shared for one view",
+                "state.backend is embedded: the %d workers share the SQLite file, and each "
+                "keeps its own response cache in memory",
                 len(self.slots),
             )
         with contextlib.ExitStack() as cleanup:
