@@ -14,6 +14,7 @@ from switchboard.v1 import usage_pb2
 from switchboard_client import AsyncClient, InvalidArgumentError, user
 
 from tests.harness import serve_config
+from tests.provider_rigs import openai_rig
 
 CONFIG = """
 targets:
@@ -187,3 +188,27 @@ async def test_out_of_range_timestamps_are_invalid_argument(
     with pytest.raises(InvalidArgumentError) as info:
         await client.get_usage(request_)
     assert [v.subject for v in info.value.violations] == [field]
+
+
+async def test_integral_numbers_in_a_callers_schema_go_upstream_as_integers() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 500}, "minItems": 2},
+            "score": {"type": "number", "minimum": 0.5, "maximum": 1e300},
+        },
+    }
+    caller_tool = tool("lookup", schema)
+    async with openai_rig() as rig:
+        await rig.client.invoke("chat", "hi", tools=[caller_tool], parameters=schema_format(schema))
+        body = rig.fake.received[-1].body
+    sent = body["tools"][1]["function"]["parameters"]
+    assert sent == schema
+    tags = sent["properties"]["tags"]
+    assert type(tags["minItems"]) is int
+    assert type(tags["items"]["maxLength"]) is int
+    assert type(sent["properties"]["score"]["minimum"]) is float
+    # Past 2**53 a double is not an exact integer: it stays a number as sent.
+    assert type(sent["properties"]["score"]["maximum"]) is float
+    fmt = body["response_format"]["json_schema"]["schema"]
+    assert type(fmt["properties"]["tags"]["minItems"]) is int
