@@ -215,6 +215,10 @@ def usage_to_proto(usage: Usage) -> pb.Usage:
         total_tokens=usage.total_tokens,
         cached_input_tokens=usage.cached_input_tokens,
         cost_usd=usage.cost_usd,
+        cache_creation_5m_input_tokens=usage.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        estimated=usage.estimated,
     )
 
 
