@@ -270,14 +270,16 @@ async def test_one_tenant_cannot_exhaust_another(tmp_path: Path) -> None:
 
 
 async def test_tokens_per_minute_counts_real_usage_through_the_server() -> None:
-    # "a b c d e f g h" is 15 characters, estimated 3 tokens; echo really uses 8 in, 8 out.
+    # "a b c d e f g h" is 15 bytes: a call reserves its bound, 8 + (15 + 8) in and 8 out
+    # (39); echo really uses 8 in, 8 out. Two calls fit in 60 only if each counts its 16 real
+    # tokens, not its 39; the third (32 + 39) does not.
     config = """
 rate_limits:
-  tenant: {tokens_per_min: 20}
+  tenant: {tokens_per_min: 60}
 targets:
   mock-echo: {provider: mock, model: echo}
 agents:
-  echo: {route: [mock-echo]}
+  echo: {route: [mock-echo], parameters: {max_tokens: 8}}
 """
     async with serve_config(config) as served:
         await served.client.invoke("echo", "a b c d e f g h")

@@ -115,9 +115,9 @@ async def test_reported_usage_is_not_marked_estimated() -> None:
 
 
 async def test_estimated_usage_is_recorded_and_charged_to_budgets() -> None:
-    # Each call costs 5 * IN + 9 * OUT = 0.023 USD and reserves 0.029 up front (the budget's
-    # own prompt estimate, 10 tokens out): the third finds no room in 0.06.
-    async with _served(NO_USAGE, budget_usd=0.06) as (_, _, served):
+    # Each call costs 5 * IN + 9 * OUT = 0.023 USD and reserves its upper bound, 0.038 up
+    # front ((8 + 8 + 2 bytes) in, 10 out): the third finds no room in 0.07.
+    async with _served(NO_USAGE, budget_usd=0.07) as (_, _, served):
         before = time.time() - 1
         first = await served.client.invoke("local", "hi")
         second = await served.client.invoke("local", "hi")

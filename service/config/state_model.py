@@ -63,8 +63,8 @@ class StateConfig(FrozenModel):
     memory_max_entries: int = Field(
         100_000,
         ge=1,
-        description="embedded: most response-cache entries, and most idempotency records, "
-        "kept in memory (the least recently used is evicted)",
+        description="embedded: most response-cache entries kept in memory (the least "
+        "recently used is evicted)",
     )
 
 
