@@ -26,7 +26,7 @@ from service.domain import (
     Message,
     Start,
 )
-from service.errors import NotFound, PermissionDenied, Unavailable
+from service.errors import NotFound, PermissionDenied, Reason, Unavailable
 from service.providers.base import ModelCall
 from service.routing.router import Router
 
@@ -160,8 +160,10 @@ def resolve(snapshot: Snapshot, name: str) -> AgentSpec:
         NotFound: no such agent.
     """
     if not call_context.current().may_call(name):
-        raise PermissionDenied(f"this API key may not call agent {name!r}")
+        raise PermissionDenied(
+            f"this API key may not call agent {name!r}", reason=Reason.AGENT_NOT_ALLOWED
+        )
     agent = snapshot.agents.get(name)
     if agent is None:
-        raise NotFound(f"no agent named {name!r}")
+        raise NotFound(f"no agent named {name!r}", reason=Reason.AGENT_NOT_FOUND)
     return agent
