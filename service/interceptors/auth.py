@@ -5,7 +5,8 @@ Keys come as ``authorization: Bearer <key>`` or ``x-api-key: <key>``, exactly on
 missing or unknown key, or more than one credential, is UNAUTHENTICATED; messages never say
 which keys or tenants exist. Methods under the configured exempt prefixes (health;
 reflection when open) and every method when auth is off pass untouched. Whether the key may
-call the agent a request names is checked where the agent is resolved (:func:`service.agents.runner.resolve`), from the context bound here.
+call the agent a request names is checked where the agent is resolved
+(:func:`service.agents.runner.resolve`), from the context bound here.
 """
 
 from __future__ import annotations
