@@ -21,8 +21,9 @@ Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: t
 byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with OpenAI's
 ``{"error": {...}}`` body, or ``error_body`` as it is) + ``headers`` (e.g. ``retry-after``),
-``hang``, ``disconnect_after`` (drop the connection after N frames), ``error_after`` (an in-stream error object after N
-frames), ``omit_done`` / ``omit_usage`` / ``omit_finish`` (a clean but truncated stream).
+``hang``, ``disconnect_after`` (drop the connection after N frames), ``error_after`` (an
+in-stream error object after N frames), ``omit_done`` / ``omit_usage`` / ``omit_finish`` (a
+clean but truncated stream).
 
 Inspect ``fake.received`` (every request: path, headers, JSON body, connection number),
 ``fake.connections``, ``fake.abandoned`` and ``fake.completed``; ``await fake.wait_for(...)``.
