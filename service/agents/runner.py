@@ -162,8 +162,8 @@ def resolve(snapshot: Snapshot, name: str) -> AgentSpec:
     if not call_context.current().may_call(name):
         raise PermissionDenied(
             f"this API key may not call agent {name!r}", reason=Reason.AGENT_NOT_ALLOWED
-        )
+        ).about(agent=name)
     agent = snapshot.agents.get(name)
     if agent is None:
-        raise NotFound(f"no agent named {name!r}", reason=Reason.AGENT_NOT_FOUND)
+        raise NotFound(f"no agent named {name!r}", reason=Reason.AGENT_NOT_FOUND).about(agent=name)
     return agent
