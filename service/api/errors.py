@@ -7,12 +7,14 @@
 ``google.rpc.BadRequest``, ResourceExhausted ``google.rpc.QuotaFailure``, and any error with a
 retry delay ``google.rpc.RetryInfo``. The request id is also sent as the ``x-request-id``
 trailer, so a caller can quote it without decoding details. Anything else is INTERNAL with a
-generic message and is logged with its traceback: a caller never sees UNKNOWN or a stack trace.
+generic message: a caller never sees UNKNOWN or a stack trace (the chain's fault layer logs
+it, once per kind and window: :mod:`service.interceptors.faults`). Messages and violation
+lists are bounded (:mod:`service.api.trailers`) so the status always fits the client's
+metadata limit.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -23,8 +25,7 @@ from grpc_status import rpc_status
 
 from service import context as call_context
 from service import errors
-
-log = logging.getLogger(__name__)
+from service.api.trailers import bad_request, bounded_message
 
 _CODES: dict[type[errors.SwitchboardError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -77,20 +78,11 @@ def to_status(exc: BaseException) -> grpc.Status:
     request_id = call_context.current().request_id
     facts = {"request_id": request_id}
     if not isinstance(exc, errors.SwitchboardError):
-        log.error("unexpected error while serving a call", exc_info=exc)
         info = error_info(errors.Reason.INTERNAL, facts)
         return _status(grpc.StatusCode.INTERNAL, "internal error", [_pack(info)], request_id)
     details: list[any_pb2.Any] = [_pack(error_info(exc.reason, {**exc.metadata, **facts}))]
     if isinstance(exc, errors.InvalidArgument) and exc.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in exc.violations
-            ]
-        )
-        details.append(_pack(bad))
+        details.append(_pack(bad_request(exc.violations)))
     if isinstance(exc, errors.ResourceExhausted) and exc.violations:
         quota = error_details_pb2.QuotaFailure(
             violations=[
@@ -104,7 +96,7 @@ def to_status(exc: BaseException) -> grpc.Status:
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         details.append(_pack(retry_info(retry_after)))
-    return _status(code_for(exc), exc.message, details, request_id)
+    return _status(code_for(exc), bounded_message(exc.message), details, request_id)
 
 
 def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
@@ -144,6 +136,10 @@ class _Status(grpc.Status):
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], exc: BaseException) -> None:
-    """End the call with the status for ``exc``. Always raises (grpc's AbortError)."""
+    """End the call with the status for ``exc``. Always raises (grpc's AbortError, whose
+    ``__cause__`` is ``exc``: the fault layer logs what an INTERNAL status hides)."""
     status = to_status(exc)
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    try:
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    except grpc.aio.AbortError as aborted:
+        raise aborted from exc

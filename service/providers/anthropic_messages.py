@@ -76,7 +76,7 @@ class AnthropicMessagesProvider:
             target=target,
             default_max_tokens=self._default_max_tokens,
         )
-        reader = EventReader(target)
+        reader = EventReader(target, call)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
         try:
             events = await limit.run(

@@ -3,15 +3,15 @@
 
 One ``AsyncOpenAI`` client — one connection pool — per target, built here once and reused by
 every call. The SDK's retries are off (``max_retries=0``): Switchboard owns retries. Every
-call streams (``stream_options.include_usage`` so the stream ends with usage); a unary call is
-the stream folded by the runner. SDK exceptions are mapped in :func:`map_error` and never
-leave this module.
+call streams (``stream_options.include_usage`` so the stream ends with usage, estimated when a
+server ignores it); a unary call is the stream folded by the runner. SDK exceptions are
+mapped in :func:`map_error` and never leave this module.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx2
@@ -80,7 +80,7 @@ class OpenAIChatProvider:
             max_tokens_field="max_tokens" if self._compatible else "max_completion_tokens",
             include_usage=self._include_usage,
         )
-        reader = ChunkReader(target, expect_usage=self._include_usage)
+        reader = ChunkReader(target, call)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
         try:
             chunks = await limit.run(
@@ -89,6 +89,7 @@ class OpenAIChatProvider:
                 ),
                 target,
             )
+            _watch_done(chunks, reader)
             async with chunks:  # closes the response on every exit: end, error, aclose, cancel
                 while True:
                     try:
@@ -104,6 +105,31 @@ class OpenAIChatProvider:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+class _DoneWatch:
+    """The SDK stream's SSE decoder, noting ``data: [DONE]`` on its way through.
+
+    ``AsyncStream`` stops iterating at ``[DONE]`` exactly as it does at a body that simply
+    ends, so only its decoder sees the difference between a whole stream and a truncated one.
+    """
+
+    def __init__(self, decoder: Any, reader: ChunkReader) -> None:
+        self._decoder = decoder
+        self._reader = reader
+
+    async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for sse in self._decoder.aiter_bytes(iterator):
+            if sse.data.startswith("[DONE]"):
+                self._reader.done()
+            yield sse
+
+
+def _watch_done(chunks: Any, reader: ChunkReader) -> None:
+    """Routes the stream's server-sent events through :class:`_DoneWatch` (before the first
+    read: ``AsyncStream`` takes its decoder when iteration starts). Pinned by the truncation
+    tests against the real SDK: a stream that lost its ``[DONE]`` must stay UNAVAILABLE."""
+    chunks._decoder = _DoneWatch(chunks._decoder, reader)
 
 
 def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:

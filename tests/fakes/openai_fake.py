@@ -22,8 +22,10 @@ byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time 
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with OpenAI's
 ``{"error": {...}}`` body, or ``error_body`` as it is) + ``headers`` (e.g. ``retry-after``),
 ``hang``, ``disconnect_after`` (drop the connection after N frames), ``error_after`` (an
-in-stream error object after N frames), ``omit_done`` / ``omit_usage`` / ``omit_finish`` (a
-clean but truncated stream).
+in-stream error object after N frames), ``omit_finish`` / ``omit_done`` (a clean but truncated
+stream: no chunk with a ``finish_reason``, no ``data: [DONE]``), ``omit_usage`` (no usage chunk
+although the request asked for one, as Ollama, llama.cpp and other compatible servers do: the
+stream is still whole); ``cached_tokens`` and ``reasoning_tokens`` fill the usage's details.
 
 Inspect ``fake.received`` (every request: path, headers, JSON body, connection number),
 ``fake.connections``, ``fake.abandoned`` and ``fake.completed``; ``await fake.wait_for(...)``.
@@ -62,6 +64,7 @@ class Scenario:
     finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
     usage: tuple[int, int] = (12, 6)
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
     status: int = 200
     error: dict[str, Any] | None = None
     error_body: dict[str, Any] | None = None  # the whole error body (servers that skip "error")
@@ -162,6 +165,7 @@ def _usage(scenario: Scenario) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": scenario.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": scenario.reasoning_tokens},
     }
 
 
