@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from service.config.state_model import BudgetConfig
-from service.errors import QuotaViolation, ResourceExhausted, SwitchboardError, Unavailable
+from service.errors import (
+    QuotaViolation,
+    Reason,
+    ResourceExhausted,
+    SwitchboardError,
+    Unavailable,
+)
 from service.state.records import NEEDS_SEED, BudgetLine
 from service.state.stores import BudgetStore, UsageLedger
 from service.usage.pricing import usd
@@ -156,6 +162,7 @@ class Budgets:
             f"(estimated {usd(amount):.6f} USD); it resets at the end of the UTC {budget.period}",
             retry_after_s=left_s,
             violations=[QuotaViolation(subject, f"budget {budget.name}: {limit}")],
+            reason=Reason.BUDGET_EXHAUSTED,
         )
 
     async def _rebuild(self, bound: Sequence[Bound], tenant: str, key_id: str, now: float) -> None:
