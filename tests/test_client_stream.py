@@ -102,3 +102,20 @@ async def test_the_blocking_clients_stream_cancels_too() -> None:
         await asyncio.to_thread(read_one_and_leave)
         assert mock.stats.cancelled == 1
         assert mock.stats.completed == 0
+
+
+async def test_a_stream_with_a_reused_request_id_runs_again_as_the_contract_says() -> None:
+    """StreamRequest.request_id is not an idempotency key (unlike Invoke's): see the proto."""
+    async with serve_config(CONFIG.replace("tokens_per_s: 10", "tokens_per_s: 1000")) as served:
+        mock = served.app.providers["slow"]
+        assert isinstance(mock, MockProvider)
+        for _ in range(2):
+            events = [e async for e in served.client.stream("slow", "hi", request_id="r-1")]
+            assert events[0].start.request_id == "r-1"
+            assert events[-1].finish.attempts == 1
+        assert mock.stats.completed == 2
+        # Invoke with the same id runs once more, then answers from its record.
+        first = await served.client.invoke("slow", "hi", request_id="r-1")
+        again = await served.client.invoke("slow", "hi", request_id="r-1")
+        assert again == first
+        assert mock.stats.completed == 3
