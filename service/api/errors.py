@@ -2,13 +2,14 @@
 
 ``SwitchboardError`` kinds map to status codes in ``_CODES``; InvalidArgument carries
 ``google.rpc.BadRequest``, ResourceExhausted ``google.rpc.QuotaFailure``, and any error with a
-retry delay ``google.rpc.RetryInfo``. Anything else is INTERNAL with a generic message and is
-logged with its traceback: a caller never sees UNKNOWN or a stack trace.
+retry delay ``google.rpc.RetryInfo``. Anything else is INTERNAL with a generic message: a
+caller never sees UNKNOWN or a stack trace (the chain's fault layer logs it, once per kind
+and window: :mod:`service.interceptors.faults`). Messages and violation lists are bounded
+(:mod:`service.api.trailers`) so the status always fits the client's metadata limit.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import grpc
@@ -17,8 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service import errors
-
-log = logging.getLogger(__name__)
+from service.api.trailers import bad_request, bounded_message
 
 _CODES: dict[type[errors.SwitchboardError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -44,19 +44,10 @@ def code_for(error: errors.SwitchboardError) -> grpc.StatusCode:
 def to_status(exc: BaseException) -> grpc.Status:
     """The status (code, message, details trailer) a caller should see for ``exc``."""
     if not isinstance(exc, errors.SwitchboardError):
-        log.error("unexpected error while serving a call", exc_info=exc)
         return _status(grpc.StatusCode.INTERNAL, "internal error", [])
     details: list[any_pb2.Any] = []
     if isinstance(exc, errors.InvalidArgument) and exc.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in exc.violations
-            ]
-        )
-        details.append(_pack(bad))
+        details.append(_pack(bad_request(exc.violations)))
     if isinstance(exc, errors.ResourceExhausted) and exc.violations:
         quota = error_details_pb2.QuotaFailure(
             violations=[
@@ -70,7 +61,7 @@ def to_status(exc: BaseException) -> grpc.Status:
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         details.append(_pack(retry_info(retry_after)))
-    return _status(code_for(exc), exc.message, details)
+    return _status(code_for(exc), bounded_message(exc.message), details)
 
 
 def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
@@ -93,6 +84,10 @@ def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> 
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], exc: BaseException) -> None:
-    """End the call with the status for ``exc``. Always raises (grpc's AbortError)."""
+    """End the call with the status for ``exc``. Always raises (grpc's AbortError, whose
+    ``__cause__`` is ``exc``: the fault layer logs what an INTERNAL status hides)."""
     status = to_status(exc)
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    try:
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    except grpc.aio.AbortError as aborted:
+        raise aborted from exc

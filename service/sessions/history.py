@@ -22,12 +22,23 @@ MAX_SESSION_ID = 128
 MAX_TURNS_READ = 10_000
 
 
-def check_id(session_id: str, field: str = "session_id") -> None:
-    """Raises InvalidArgument unless ``session_id`` is 1 to 128 characters."""
+def session_id_problem(session_id: str) -> str | None:
+    """What is wrong with ``session_id``, or None: 1 to 128 printable characters (no control
+    or format characters: ids go into logs, audit entries and store keys)."""
     if not session_id:
-        raise InvalidArgument.field(field, "the session id is required")
+        return "the session id is required"
     if len(session_id) > MAX_SESSION_ID:
-        raise InvalidArgument.field(field, f"at most {MAX_SESSION_ID} characters")
+        return f"at most {MAX_SESSION_ID} characters"
+    if not session_id.isprintable():
+        return "printable characters only (no control characters)"
+    return None
+
+
+def check_id(session_id: str, field: str = "session_id") -> None:
+    """Raises InvalidArgument unless ``session_id`` is well formed (see
+    :func:`session_id_problem`)."""
+    if (problem := session_id_problem(session_id)) is not None:
+        raise InvalidArgument.field(field, problem)
 
 
 class Sessions:
