@@ -28,10 +28,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pybreaker
-import redis
 
 from service.errors import SwitchboardError, Unavailable
+from service.routing.breaker_storage import SharedStorage
 from service.routing.policy import BreakerPolicy, RedisStorageSpec
+from service.state.redis_client import sync_client
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +52,24 @@ StorageFactory = Callable[[str], pybreaker.CircuitBreakerStorage]
 
 
 def redis_storage(spec: RedisStorageSpec) -> tuple[StorageFactory, Callable[[], None]]:
-    """Breaker state shared through Redis (pybreaker's ``CircuitRedisStorage``, keys under
-    ``<namespace>:<target>:pybreaker:*``), and a function that closes the connection pool.
+    """Breaker state shared through Redis (keys under ``<namespace>:<target>:pybreaker:*``,
+    pybreaker's layout), and a function that closes the connection pool.
 
     pybreaker talks to Redis synchronously: each admit and outcome costs a round trip on
-    the event loop, fine on a local network. When Redis fails, pybreaker logs it and
-    treats the circuit as closed; when it is unreachable as a target's breaker is built,
-    that breaker keeps its state in memory.
+    the event loop (at most ``BREAKER_REDIS_TIMEOUT_S``), fine on a local network. While
+    Redis fails, each breaker counts in this process; see
+    :class:`service.routing.breaker_storage.SharedStorage`. The client heals after a Redis
+    restart (:mod:`service.state.redis_client`).
     """
-    client = redis.Redis.from_url(spec.url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    client = sync_client(spec.url, timeout_s=BREAKER_REDIS_TIMEOUT_S)
 
     def storage(target: str) -> pybreaker.CircuitBreakerStorage:
-        try:
-            return pybreaker.CircuitRedisStorage(
-                CLOSED, client, namespace=f"{spec.namespace}:{target}"
-            )
-        except redis.RedisError as exc:
-            # Serving beats sharing: this target's breaker stays local to this process.
-            log.error(  # noqa: TRY400 (a known outage: the cause is enough, no traceback)
-                "breaker state storage unreachable; this target's breaker is local",
-                extra={"target": target, "error": type(exc).__name__},
-            )
-            return pybreaker.CircuitMemoryStorage(CLOSED)
+        return SharedStorage(CLOSED, client, namespace=f"{spec.namespace}:{target}")
 
     return storage, client.close
+
+
+BREAKER_REDIS_TIMEOUT_S = 0.25
 
 
 class BreakerOpen(Unavailable):
