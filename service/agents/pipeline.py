@@ -44,6 +44,7 @@ from service.domain import (
     Fold,
     Message,
     Start,
+    TargetRef,
     Tool,
     Usage,
     UsageEvent,
@@ -261,7 +262,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
         model=model,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
-        cost_nanos=0 if cache_hit else prices.cost_nanos(model, usage),
+        cost_nanos=0 if cache_hit or target is None else prices.cost_nanos(target, usage),
         status=status,
         latency_ms=round((time.monotonic() - began) * 1000),
         cache_hit=cache_hit,
@@ -277,16 +278,16 @@ def _records(  # noqa: PLR0917 (one call's facts)
 async def _priced(
     events: AsyncGenerator[Event, None], prices: PriceTable, call: _Call
 ) -> AsyncGenerator[Event, None]:
-    """The events with the usage's cost filled in from the answering target's model; marks
+    """The events with the usage's cost filled in from the answering target's price; marks
     ``call.answered`` when an upstream begins its answer."""
-    model = ""
+    target: TargetRef | None = None
     async with aclosing(events) as source:
         async for event in source:
             if isinstance(event, Start):
-                model = event.target.model
+                target = event.target
                 call.answered = True
-            elif isinstance(event, UsageEvent):
-                cost = usd(prices.cost_nanos(model, event.usage))
+            elif isinstance(event, UsageEvent) and target is not None:
+                cost = usd(prices.cost_nanos(target, event.usage))
                 yield UsageEvent(replace(event.usage, cost_usd=cost))
                 continue
             yield event
@@ -303,7 +304,7 @@ def reservation_bound(
     input_tokens = input_bound(*prompt)
     return max(
         (
-            prices.estimate_nanos(t.model, input_tokens, output_bound(t.model, max_tokens))
+            prices.estimate_nanos(t.ref, input_tokens, output_bound(t.model, max_tokens))
             for t in agent.route
         ),
         default=0,
