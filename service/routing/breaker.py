@@ -17,6 +17,10 @@ The cool-down is measured on ``clock`` from when this process saw the circuit op
 from the stored ``opened_at`` when it was opened elsewhere), so tests can advance time
 without sleeping. State may live in Redis
 (pybreaker's ``CircuitRedisStorage``) so replicas share it.
+
+The breaker remembers the failure that opened the circuit (:attr:`Breaker.cause`, shared
+through Redis too), and refuses with it (:attr:`BreakerOpen.cause`): the router reports a
+circuit opened by an exhausted quota as that quota, not as a generic "circuit open".
 """
 
 from __future__ import annotations
