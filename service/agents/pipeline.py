@@ -153,14 +153,19 @@ class StatePipeline:
                         # Recorded, then settled, before the caller sees the Finish.
                         usage, audit = _records(request, agent, call, "ok", began, prices)
                         charge(usage.input_tokens + usage.output_tokens)
-                        await self.recorder.record(
-                            usage,
-                            audit,
-                            reservation,
-                            write=self._appender(request, call, usage, audit),
-                        )
-                        reservation = None
-                        call.recorded = True
+                        # Marked before the await: a caller that leaves while the (shielded)
+                        # write runs must not have the call recorded and settled twice.
+                        settling, reservation, call.recorded = reservation, None, True
+                        try:
+                            await self.recorder.record(
+                                usage,
+                                audit,
+                                settling,
+                                write=self._appender(request, call, usage, audit),
+                            )
+                        except Exception:  # the turn's append failed: nothing was written
+                            reservation, call.recorded = settling, False
+                            raise
                     yield event
         except BaseException as exc:
             status = _status(exc)
