@@ -271,6 +271,11 @@ def _records(  # noqa: PLR0917 (one call's facts)
         status=status,
         latency_ms=round((time.monotonic() - began) * 1000),
         cache_hit=cache_hit,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_creation_5m_input_tokens=usage.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        estimated=usage.estimated,
         line_id=uuid.uuid4().hex,
     )
     audit = AuditEntry(

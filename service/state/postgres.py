@@ -30,6 +30,7 @@ from service.state.stores import session_of_another_agent
 
 _FAILURES: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
 _MIGRATION_LOCK = 0x5B_0001
+SWEEP_EVERY = 1024  # idempotency claims between deletions of expired records
 _SESSION_COLUMNS = "session_id, agent, created_at, updated_at, turn_count"
 
 
@@ -45,6 +46,7 @@ class PostgresDurable:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._claims = 0
 
     def _guard(self) -> Any:
         return guarded("postgres", self._timeout_s, _FAILURES)
@@ -202,11 +204,11 @@ class PostgresDurable:
         dims = [d for d in GROUP_DIMENSIONS if d in group_by]
         labels = "".join(f"{d}, " for d in dims)
         group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
+        sums = ", ".join(f"coalesce(sum({column}), 0)" for column in ddl.LEDGER_SUMS)
         rows = await self._fetch(
             f"SELECT {labels}count(*), count(*) FILTER (WHERE status <> 'ok'), "  # noqa: S608 (dims from a whitelist)
-            "count(*) FILTER (WHERE cache_hit), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0), coalesce(sum(cost_nanos), 0) FROM usage_ledger "
-            f"WHERE tenant = $1 AND at >= $2 AND at < $3 {group}",
+            "count(*) FILTER (WHERE cache_hit), count(*) FILTER (WHERE estimated), "
+            f"{sums} FROM usage_ledger WHERE tenant = $1 AND at >= $2 AND at < $3 {group}",
             tenant,
             start,
             end,
@@ -214,21 +216,9 @@ class PostgresDurable:
         out = []
         for row in rows:
             named = dict(zip(dims, row[: len(dims)], strict=True))
-            calls, failed, hits, inp, out_tokens, cost = (int(v) for v in row[len(dims) :])
-            if calls:
-                out.append(
-                    UsageTotal(
-                        agent=named.get("agent", ""),
-                        model=named.get("model", ""),
-                        key_id=named.get("key_id", ""),
-                        calls=calls,
-                        failed_calls=failed,
-                        cache_hits=hits,
-                        input_tokens=inp,
-                        output_tokens=out_tokens,
-                        cost_nanos=cost,
-                    )
-                )
+            values = [int(v) for v in row[len(dims) :]]
+            if values[0]:
+                out.append(ddl.total_of(named, values[:4], values[4:]))
         return out
 
     # audit
@@ -248,7 +238,11 @@ class PostgresDurable:
     # idempotency records (durable: a Redis loss forgets none)
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
-        """The database's clock decides expiry, so every replica agrees."""
+        """The database's clock decides expiry, so every replica agrees. Every
+        ``SWEEP_EVERY`` claims, expired records are deleted."""
+        self._claims += 1
+        if self._claims % SWEEP_EVERY == 0:
+            await self.sweep_idempotency()
         async with self._guard():
             pool = await self._get_pool()
             for _ in range(3):
@@ -307,30 +301,24 @@ def _audit_args(e: AuditEntry) -> list[object]:
             e.entry_id or None]  # fmt: skip
 
 
+def _audit_sql(first: int) -> str:
+    """The audit insert with its parameters numbered from ``first``."""
+    names = {"n": first, **{f"n{i}": first + i for i in range(1, 8)}}
+    return _AUDIT_INSERT.format(**names)
+
+
 _USAGE_INSERT = (
-    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
-    "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit, line_id) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+    f"INSERT INTO usage_ledger ({', '.join(ddl.LEDGER_COLUMNS)}) "  # noqa: S608 (constants)
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(ddl.LEDGER_COLUMNS) + 1))}) "
     "ON CONFLICT (line_id) DO NOTHING"
 )
-_USAGE_ARGS = 14
 
 
 def _usage_statement(r: UsageRecord, audit: AuditEntry | None) -> tuple[str, list[object]]:
     """One statement (one round trip) writing the ledger line and, if given, the audit entry.
     A line (or entry) whose id is already there is left alone: a replay lands once."""
-    args: list[object] = [
-        r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
-        r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
-        r.line_id or None,
-    ]  # fmt: skip
+    args: list[object] = list(ddl.ledger_values(r))
     if audit is None:
         return _USAGE_INSERT, args
-    sql = f"WITH ledger AS ({_USAGE_INSERT}) {_audit_sql(_USAGE_ARGS + 1)}"
+    sql = f"WITH ledger AS ({_USAGE_INSERT}) {_audit_sql(len(args) + 1)}"
     return sql, [*args, *_audit_args(audit)]
-
-
-def _audit_sql(first: int) -> str:
-    """The audit insert with its parameters numbered from ``first``."""
-    names = {"n": first, **{f"n{i}": first + i for i in range(1, 8)}}
-    return _AUDIT_INSERT.format(**names)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -147,35 +148,35 @@ class DurableRecords(UsageLedger, AuditLog, Protocol):
 def _merged(
     stored: list[UsageTotal], waiting: list[UsageRecord], group_by: Sequence[str]
 ) -> list[UsageTotal]:
+    """``stored`` with the ``waiting`` lines added to their groups, ordered by group."""
     dims = [d for d in GROUP_DIMENSIONS if d in group_by]
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for t in stored:
-        key = tuple(getattr(t, d) for d in dims)
-        groups[key] = [
-            t.calls, t.failed_calls, t.cache_hits, t.input_tokens, t.output_tokens, t.cost_nanos,
-        ]  # fmt: skip
+    groups = {tuple(getattr(t, d) for d in dims): t for t in stored}
     for r in waiting:
         key = tuple(getattr(r, d) for d in dims)
-        sums = groups.setdefault(key, [0] * 6)
-        for i, value in enumerate(
-            (1, r.status != "ok", r.cache_hit, r.input_tokens, r.output_tokens, r.cost_nanos)
-        ):
-            sums[i] += int(value)
-    out = []
-    for key in sorted(groups):
-        named = dict(zip(dims, key, strict=True))
-        calls, failed, hits, inp, outp, cost = groups[key]
-        out.append(
-            UsageTotal(
-                agent=named.get("agent", ""),
-                model=named.get("model", ""),
-                key_id=named.get("key_id", ""),
-                calls=calls,
-                failed_calls=failed,
-                cache_hits=hits,
-                input_tokens=inp,
-                output_tokens=outp,
-                cost_nanos=cost,
-            )
+        labels = dict(zip(dims, key, strict=True))
+        t = groups.get(key) or UsageTotal(
+            agent=labels.get("agent", ""),
+            model=labels.get("model", ""),
+            key_id=labels.get("key_id", ""),
+            calls=0, failed_calls=0, cache_hits=0, input_tokens=0, output_tokens=0,
+            cost_nanos=0,
+        )  # fmt: skip
+        groups[key] = dataclasses.replace(
+            t,
+            calls=t.calls + 1,
+            failed_calls=t.failed_calls + (r.status != "ok"),
+            cache_hits=t.cache_hits + r.cache_hit,
+            input_tokens=t.input_tokens + r.input_tokens,
+            output_tokens=t.output_tokens + r.output_tokens,
+            cost_nanos=t.cost_nanos + r.cost_nanos,
+            cached_input_tokens=t.cached_input_tokens + r.cached_input_tokens,
+            cache_creation_5m_input_tokens=(
+                t.cache_creation_5m_input_tokens + r.cache_creation_5m_input_tokens
+            ),
+            cache_creation_1h_input_tokens=(
+                t.cache_creation_1h_input_tokens + r.cache_creation_1h_input_tokens
+            ),
+            reasoning_tokens=t.reasoning_tokens + r.reasoning_tokens,
+            estimated_calls=t.estimated_calls + r.estimated,
         )
-    return out
+    return [groups[key] for key in sorted(groups)]
