@@ -52,6 +52,32 @@ else:
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
+def build_chain(
+    *,
+    tracer_provider: TracerProvider,
+    auth: Callable[[], AuthPolicy],
+    limiter: RateLimiter,
+    sinks: Sequence[Sink],
+    default_deadline_s: Callable[[], float],
+    faults: FaultLog,
+    agent: Callable[[str], AgentSpec | None] = lambda _name: None,
+) -> Chain:
+    """The chain, outermost first (see the module docstring). The gRPC server takes it as
+    its interceptor; the HTTP doors wrap the same servicer methods with it
+    (:meth:`Chain.unary_behavior`, :meth:`Chain.stream_behavior`)."""
+    return Chain(
+        [
+            TracingLayer(tracer_provider),
+            ContextLayer(),
+            ObserveLayer(sinks),
+            FaultLayer(faults),
+            DecodeLayer(),
+            AuthLayer(auth),
+            RateLimitLayer(limiter, auth, default_deadline_s, agent),
+        ]
+    )
+
+
 def build_interceptors(
     *,
     tracer_provider: TracerProvider,
@@ -62,19 +88,17 @@ def build_interceptors(
     faults: FaultLog,
     agent: Callable[[str], AgentSpec | None] = lambda _name: None,
 ) -> list[Interceptor]:
-    """The chain, outermost first (see the module docstring)."""
+    """The chain as the gRPC server's interceptor list."""
     return [
-        Chain(
-            [
-                TracingLayer(tracer_provider),
-                ContextLayer(),
-                ObserveLayer(sinks),
-                FaultLayer(faults),
-                DecodeLayer(),
-                AuthLayer(auth),
-                RateLimitLayer(limiter, auth, default_deadline_s, agent),
-            ]
-        ),
+        build_chain(
+            tracer_provider=tracer_provider,
+            auth=auth,
+            limiter=limiter,
+            sinks=sinks,
+            default_deadline_s=default_deadline_s,
+            faults=faults,
+            agent=agent,
+        )
     ]
 
 
@@ -98,6 +122,22 @@ class Chain(Interceptor):
         wrapped = self._wrap(name, handler)
         self._wrapped[name] = (handler, wrapped)
         return wrapped
+
+    def unary_behavior(self, name: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        """``behavior`` (a servicer method answering one message) wrapped in every layer, as
+        the gRPC server runs method ``name`` ("/package.Service/Method"): for a door that
+        calls the servicer without grpc's transport. Build it once, call it per request."""
+        method = Method.of(name, request_streaming=False, response_streaming=False)
+        for layer in reversed(self._layers):
+            behavior = layer.unary(method, behavior)
+        return behavior
+
+    def stream_behavior(self, name: str, behavior: StreamBehavior) -> StreamBehavior:
+        """As :meth:`unary_behavior`, for a method whose response streams."""
+        method = Method.of(name, request_streaming=False, response_streaming=True)
+        for layer in reversed(self._layers):
+            behavior = layer.stream(method, behavior)
+        return behavior
 
     def _wrap(self, name: str, handler: Handler) -> Handler:
         streaming_in = bool(handler.request_streaming)
