@@ -28,7 +28,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.echo import echo
-from service.errors import NotFound, PermissionDenied, Unavailable
+from service.errors import NotFound, PermissionDenied, Reason, Unavailable
 from service.providers.base import ModelCall
 from service.routing.router import Router, Spent
 from service.routing.whole import total
@@ -184,8 +184,12 @@ def resolve(snapshot: Snapshot, name: str) -> AgentSpec:
         NotFound: no such agent.
     """
     if not call_context.current().may_call(name):
-        raise PermissionDenied(f"this API key may not call agent {echo(name)}")
+        raise PermissionDenied(
+            f"this API key may not call agent {echo(name)}", reason=Reason.AGENT_NOT_ALLOWED
+        ).about(agent=name)
     agent = snapshot.agents.get(name)
     if agent is None:
-        raise NotFound(f"no agent named {echo(name)}")
+        raise NotFound(f"no agent named {echo(name)}", reason=Reason.AGENT_NOT_FOUND).about(
+            agent=name
+        )
     return agent

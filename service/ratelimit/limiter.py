@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from service.config.chain_model import LimitsConfig, RateLimitsConfig
-from service.errors import QuotaViolation, ResourceExhausted, Unavailable
+from service.errors import QuotaViolation, Reason, ResourceExhausted, Unavailable
 from service.ratelimit.base import NEVER, Backend, BackendError, Rate, Slot
 
 log = logging.getLogger(__name__)
@@ -181,19 +181,25 @@ class RateLimiter:
                 f"this request (~{tokens} tokens) alone exceeds the limit of {limit.limit} "
                 f"{what} for {limit.subject}",
                 violations=[violation],
+                reason=Reason.RATE_LIMITED,
             )
         return ResourceExhausted(
             f"rate limit exceeded: {limit.limit} {what} for {limit.subject}; "
             f"retry in {wait_s:.1f}s",
             retry_after_s=wait_s,
             violations=[violation],
+            reason=Reason.RATE_LIMITED,
         )
 
     def _backend_down(self) -> Ticket | None:
         """Nothing taken when failing open. Raises Unavailable when failing closed."""
         if self._fail_open:
             return None
-        raise Unavailable("rate limiter unavailable", retry_after_s=self._probe_s or None)
+        raise Unavailable(
+            "rate limiter unavailable",
+            retry_after_s=self._probe_s or None,
+            reason=Reason.RATE_LIMITER_UNAVAILABLE,
+        )
 
     async def _failed(self, exc: BackendError) -> None:
         self._on_backend_error()

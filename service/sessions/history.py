@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from service.agents.spec import MemoryPolicy
 from service.context import current
 from service.domain import Message
-from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
 from service.sessions import codec
 from service.state.records import AuditEntry, SessionInfo, UsageRecord
 from service.state.stores import SessionStore
@@ -107,7 +107,7 @@ class Sessions:
         check_id(session_id, "id")
         info = await self._store.get(tenant, session_id)
         if info is None or (agents is not None and info.agent not in agents):
-            raise NotFound(f"no session {session_id!r}")
+            raise NotFound(f"no session {session_id!r}", reason=Reason.SESSION_NOT_FOUND)
         turns = await self._store.turns(tenant, session_id, MAX_TURNS_READ)
         return info, tuple(m for t in turns for m in codec.decode(t.messages_json))
 
@@ -126,6 +126,6 @@ class Sessions:
         if agents is not None:
             info = await self._store.get(tenant, session_id)
             if info is None or info.agent not in agents:
-                raise NotFound(f"no session {session_id!r}")
+                raise NotFound(f"no session {session_id!r}", reason=Reason.SESSION_NOT_FOUND)
         if not await self._store.delete(tenant, session_id):
-            raise NotFound(f"no session {session_id!r}")
+            raise NotFound(f"no session {session_id!r}", reason=Reason.SESSION_NOT_FOUND)

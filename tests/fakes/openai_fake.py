@@ -20,13 +20,13 @@ a chunk with the ``finish_reason``, a usage-only chunk (``choices: []``) when th
 Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: time to first
 byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with OpenAI's
-``{"error": {...}}`` body) + ``headers`` (e.g. ``retry-after``), ``hang``, ``stall_after`` +
-``stall_s`` (silent for that long after N frames), ``disconnect_after``
-(drop the connection after N frames), ``error_after`` (an in-stream error object after N
-frames), ``omit_finish`` / ``omit_done`` (a clean but truncated stream: no chunk with a
-``finish_reason``, no ``data: [DONE]``), ``omit_usage`` (no usage chunk although the request
-asked for one, as Ollama, llama.cpp and other compatible servers do: the stream is still
-whole); ``cached_tokens`` and ``reasoning_tokens`` fill the usage's details.
+``{"error": {...}}`` body, or ``error_body`` as it is) + ``headers`` (e.g. ``retry-after``),
+``hang``, ``stall_after`` + ``stall_s`` (silent for that long after N frames),
+``disconnect_after`` (drop the connection after N frames), ``error_after`` (an in-stream error
+object after N frames), ``omit_finish`` / ``omit_done`` (a clean but truncated stream: no chunk
+with a ``finish_reason``, no ``data: [DONE]``), ``omit_usage`` (no usage chunk although the
+request asked for one, as Ollama, llama.cpp and other compatible servers do: the stream is
+still whole); ``cached_tokens`` and ``reasoning_tokens`` fill the usage's details.
 
 Inspect ``fake.received`` (every request: path, headers, JSON body, connection number),
 ``fake.connections``, ``fake.abandoned`` and ``fake.completed``; ``await fake.wait_for(...)``.
@@ -68,6 +68,7 @@ class Scenario:
     reasoning_tokens: int = 0
     status: int = 200
     error: dict[str, Any] | None = None
+    error_body: dict[str, Any] | None = None  # the whole error body (servers that skip "error")
     headers: dict[str, str] = field(default_factory=dict)
     latency_s: float = 0.0
     first_chunk_delay_s: float = 0.0
@@ -117,7 +118,7 @@ class OpenAIFake(FakeServer):
             return await self.hang(conn)
         headers = _headers(scenario.headers)
         if scenario.status >= 400:
-            body = {"error": scenario.error or _error_body(scenario.status)}
+            body = scenario.error_body or {"error": scenario.error or _error_body(scenario.status)}
             return await self.reply_json(conn, scenario.status, body, headers)
         model = (request.body or {}).get("model", "fake-model")
         if (request.body or {}).get("stream"):
