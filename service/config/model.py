@@ -237,7 +237,8 @@ class Config(FrozenModel):
     observability: ObservabilityConfig = ObservabilityConfig()
     state: StateConfig = StateConfig()
     pricing: dict[str, PriceConfig] = Field(
-        default_factory=dict, description="per model name; overrides the shipped table"
+        default_factory=dict,
+        description="per model name (or name prefix); overrides genai-prices' rates",
     )
     budgets: list[BudgetConfig] = Field(default_factory=list)
 
