@@ -8,6 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from service.deadline import Deadline
+from service.domain import Message, Parameters, Role, TextPart
+from service.errors import DeadlineExceeded
+from service.providers.base import ModelCall, TargetSpec
+from service.providers.mock import MockProvider
 from service.watchdog import FIRST_TOKEN, IDLE, Expired, Watchdog
 
 
@@ -54,3 +59,19 @@ async def test_time_between_reads_is_not_counted() -> None:
     gate.put_nowait(2)
     assert await dog.read(stream) == 2
     dog.close()
+
+
+async def test_the_mock_provider_times_out_its_reads_not_its_consumer() -> None:
+    # A timeout held across the provider's yields would fire while the consumer works and
+    # cancel the consumer (CancelledError); the limit must surface as DeadlineExceeded.
+    spec = TargetSpec(name="m", provider="mock", model="echo", timeout_s=0.2)
+    call = ModelCall("", (Message(Role.USER, (TextPart("one two three"),)),), Parameters())
+    events = MockProvider(spec).stream(call, Deadline.after(30))
+
+    async def consume_slowly() -> None:
+        async for _ in events:
+            await asyncio.sleep(0.3)
+
+    with pytest.raises(DeadlineExceeded, match="'m'"):
+        await consume_slowly()
+    await events.aclose()
