@@ -18,12 +18,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from switchboard.v1 import agent_pb2 as pb
+from switchboard.v1 import usage_pb2 as upb
 from switchboard_client import UnavailableError
 
 from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.anthropic_fake import Scenario as ClaudeScenario
 from tests.fakes.openai_fake import OpenAIFake, Scenario
 from tests.harness import Served, serve_config
+from tests.state.stateful import usage
 
 ENVIRON = {"OPENAI_API_KEY": "sk-test-openai-key-123", "ANTHROPIC_API_KEY": "sk-ant-test-456"}
 STALL_S = 60.0  # far longer than any timeout here: a stall is only ever cut short
@@ -100,6 +102,11 @@ async def test_invoke_falls_back_after_a_drop_mid_answer_and_charges_the_lost_at
         assert answer.usage.estimated
         assert len(gpt.received) == 1
         assert len(claude.received) == 1
+        # The ledger line charges the same sum.
+        ledger = await usage(s).GetUsage(upb.GetUsageRequest())
+        (line,) = ledger.groups
+        assert (line.calls, line.output_tokens) == (1, answer.usage.output_tokens)
+        assert line.input_tokens == answer.usage.input_tokens
 
 
 async def test_invoke_retries_an_error_mid_answer_on_the_same_target() -> None:

@@ -40,6 +40,7 @@ from service.domain import (
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.upstream import AttemptLimit, Fault, upstream_error
+from service.watchdog import Expired, Watchdog
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -135,14 +136,18 @@ class MockProvider:
         # As the SDK providers do: the earlier of the deadline and the target's timeout_s,
         # one timer for the whole answer, applied to each read (a timeout held across a
         # yield would cancel whatever the consumer is doing when it fires).
-        limit = AttemptLimit.of(deadline, self._target.timeout_s)
+        limit = Watchdog(deadline_at=AttemptLimit.of(deadline, self._target.timeout_s).deadline.at)
         answer = self._answer(call)
         try:
             while True:
                 try:
-                    event = await limit.next(answer, self._target.name)
+                    event = await limit.read(answer)
                 except StopAsyncIteration:
                     break
+                except Expired:
+                    raise DeadlineExceeded(
+                        "deadline exceeded while the mock model was answering"
+                    ) from None
                 yield event
             self.stats.completed += 1
         except SwitchboardError:
