@@ -6,6 +6,7 @@ InvalidArgument naming every bad field.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -21,6 +22,7 @@ from service.domain import (
     Event,
     Finish,
     FinishReason,
+    GuardVerdict,
     ImagePart,
     Message,
     Parameters,
@@ -276,7 +278,17 @@ def response_to_proto(response: AgentResponse) -> pb.InvokeResponse:
         target=target_to_proto(response.target),
         attempts=response.attempts,
         cache_hit=response.cache_hit,
+        guard_verdicts=verdicts_to_proto(response.verdicts),
     )
+
+
+def verdicts_to_proto(verdicts: Iterable[GuardVerdict]) -> list[pb.GuardVerdict]:
+    return [
+        pb.GuardVerdict(
+            guard=v.guard, stage=v.stage, category=v.category, action=v.action, count=v.count
+        )
+        for v in verdicts
+    ]
 
 
 def event_to_proto(event: Event) -> pb.StreamResponse:
@@ -309,6 +321,7 @@ def event_to_proto(event: Event) -> pb.StreamResponse:
                     finish_reason=_FINISH[event.reason],
                     attempts=event.attempts,
                     cache_hit=event.cache_hit,
+                    guard_verdicts=verdicts_to_proto(event.verdicts),
                     target=target_to_proto(event.target) if event.target else None,
                 )
             )
