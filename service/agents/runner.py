@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from service import context as call_context
 from service.agents.pipeline import Pipeline, Stateless
+from service.agents.schema import SchemaCheck
 from service.agents.spec import AgentSpec
-from service.agents.validate import validate
+from service.agents.validate import heavy, validate
 from service.config import Snapshot
 from service.deadline import Deadline
 from service.domain import (
@@ -28,6 +29,7 @@ from service.domain import (
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
+from service.offload import Offload
 from service.providers.base import ModelCall
 from service.routing.router import Router
 
@@ -73,9 +75,22 @@ class Runtime:
 class Runner:
     """Serves agent calls from the current runtime (swapped whole on reload)."""
 
-    def __init__(self, runtime: Callable[[], Runtime], pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        pipeline: Pipeline | None = None,
+        offload: Offload | None = None,
+    ) -> None:
+        """``offload``: where CPU-heavy validation runs (shared with the servicer's heavy
+        conversions, so they take turns)."""
         self._runtime = runtime
         self._pipeline: Pipeline = pipeline or Stateless()
+        self._schemas = SchemaCheck()  # verdicts on callers' JSON schemas, remembered
+        self.offload = offload or Offload()
+
+    def max_messages(self) -> int:
+        """The most messages one request may carry (``server.max_messages``)."""
+        return self._runtime().snapshot.server.max_messages
 
     def agent(self, name: str) -> AgentSpec:
         """The agent named ``name`` in the current config.
@@ -110,7 +125,12 @@ class Runner:
         runtime.calls.enter()
         try:
             agent = resolve(runtime.snapshot, request.agent)
-            validate(request, agent, runtime.snapshot.server)
+            server = runtime.snapshot.server
+            if heavy(request, self._schemas):
+                # Pure-Python work that grows with the input: off the loop (service.offload).
+                await self.offload.run(validate, request, agent, server, self._schemas)
+            else:
+                validate(request, agent, server, self._schemas)
             route = functools.partial(self._route, runtime.router, agent, request)
             async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
                 async for event in events:
