@@ -90,6 +90,8 @@ CASES: list[tuple[str, list[pb.Message], dict[str, Any], str]] = [
      "messages[0].content[0].image.url"),
     ("data URL not an image", [image(url="data:text/html,<b>")], {},
      "messages[0].content[0].image.url"),
+    ("inline data that is not an image", [image(data=b"<b>", media_type="text/html")], {},
+     "messages[0].content[0].image.media_type"),
     ("empty image data", [image(data=b"", media_type="image/png")], {},
      "messages[0].content[0].image.data"),
     ("tool schema not a schema", [user("hi")], {"tools": [tool(parameters={"type": "banana"})]},

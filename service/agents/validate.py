@@ -107,11 +107,23 @@ def _messages(request: AgentRequest, server: ServerConfig) -> list[FieldViolatio
     return out
 
 
+# The inline image types both Anthropic's Messages API and OpenAI's Chat Completions take.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
 def _images(message: Message, where: str) -> list[FieldViolation]:
     out = []
     for j, part in enumerate(message.content):
-        if isinstance(part, ImagePart) and part.url and (problem := url_problem(part.url)):
+        if not isinstance(part, ImagePart):
+            continue
+        if part.url and (problem := url_problem(part.url)):
             out.append(FieldViolation(f"{where}.content[{j}].image.url", problem))
+        if part.data and part.media_type and part.media_type not in IMAGE_TYPES:
+            out.append(
+                FieldViolation(
+                    f"{where}.content[{j}].image.media_type", f"one of {', '.join(IMAGE_TYPES)}"
+                )
+            )
     return out
 
 
