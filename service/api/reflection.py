@@ -101,7 +101,9 @@ class SourcePool:
 def enable(services: Sequence[str], server: grpc.aio.Server) -> None:
     """Serve reflection v1 and v1alpha for ``services`` (both reflection names are added)."""
     names = (*services, V1, V1ALPHA)
-    servicer = reflection.aio.ReflectionServicer(names, pool=SourcePool(contract_files()))
+    servicer = reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
+        names, pool=SourcePool(contract_files())
+    )
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
