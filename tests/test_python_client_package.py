@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,14 @@ def readme_snippet() -> str:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("client")
+    # Built from a copy: setuptools builds in the source tree (build/, *.egg-info).
+    source = tmp_path_factory.mktemp("source")
+    ignore = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT / "clients" / "python", source / "clients" / "python", ignore=ignore)
+    shutil.copytree(ROOT / "generated", source / "generated", ignore=ignore)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--target", str(target),
-         str(ROOT / "clients" / "python")],
+         str(source / "clients" / "python")],
         check=True, timeout=600, capture_output=True,
     )  # fmt: skip
     return target
