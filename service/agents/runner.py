@@ -219,7 +219,9 @@ class Runner:
 
     def _guard_context(self, agent: AgentSpec, request: AgentRequest) -> GuardContext:
         parameters = agent.parameters.overridden_by(request.parameters)
-        return GuardContext(agent.name, self._guard_observer, parameters.response_format)
+        return GuardContext(
+            agent.name, self._guard_observer, parameters.response_format, offload=self.offload
+        )
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
         """The stream's events folded into one response. Raises as ``stream`` does."""
