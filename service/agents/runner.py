@@ -81,10 +81,14 @@ class Runner:
         runtime: Callable[[], Runtime],
         pipeline: Pipeline | None = None,
         guard_observer: GuardObserver | None = None,
+        http: object = None,
     ) -> None:
+        """``guard_observer`` records the guards' verdicts and times; ``http`` (an
+        ``httpx2.AsyncClient``, owned by the caller) serves external guards."""
         self._runtime = runtime
         self._pipeline: Pipeline = pipeline or Stateless()
         self._guard_observer: GuardObserver = guard_observer or NoObserver()
+        self._http = http
 
     def agent(self, name: str) -> AgentSpec:
         """The agent named ``name`` in the current config.
@@ -122,7 +126,7 @@ class Runner:
             validate(request, agent, runtime.snapshot.server)
             # Input guards first: what they let through (redacted) is what the session
             # stores, the cache keys on and the upstream sees.
-            guards = self._guard_context(agent, request)
+            guards = self._guard_context(agent, request, deadline)
             request, verdicts = await guard_input(agent.guards, request, guards)
             route = functools.partial(self._route, runtime.router, agent, request, guards=guards)
             async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
@@ -174,9 +178,13 @@ class Runner:
             target=target.name
         )
 
-    def _guard_context(self, agent: AgentSpec, request: AgentRequest) -> GuardContext:
+    def _guard_context(
+        self, agent: AgentSpec, request: AgentRequest, deadline: Deadline
+    ) -> GuardContext:
         parameters = agent.parameters.overridden_by(request.parameters)
-        return GuardContext(agent.name, self._guard_observer, parameters.response_format)
+        return GuardContext(
+            agent.name, self._guard_observer, parameters.response_format, self._http, deadline
+        )
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
         """The stream's events folded into one response. Raises as ``stream`` does."""
