@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import yaml
 from switchboard.v1 import agent_pb2 as pb
-from switchboard_client import SwitchboardError
+from switchboard_client import AsyncClient, SwitchboardError
 
 from service.observability.logging import CALLS_LOGGER, JsonFormatter
 from tests.fakes.anthropic_fake import AnthropicFake
@@ -222,3 +222,11 @@ async def test_the_call_log_names_the_verdicts_never_the_text(
     assert "bob@" not in everything
     assert "ann@" not in everything
     assert "abcdefghij" not in everything
+
+
+async def test_the_default_config_shows_one_guarded_agent(client: AsyncClient) -> None:
+    response = await client.invoke("echo", "mail me at bob@example.com")
+    assert response.message.content[0].text == "mail me at [EMAIL]"
+    with pytest.raises(SwitchboardError) as caught:
+        await client.invoke("echo", "my key is sk-ant-api03-abcdefghijklmnopqrstuvwxyz")
+    assert caught.value.reason == "GUARD_BLOCKED"
