@@ -20,6 +20,7 @@ from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.auth.policy import AuthPolicy, build_auth, keys_path
 from service.config.base import SecretRef
 from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
+from service.config.guards_model import ExternalGuardConfig, GuardConfig
 from service.config.model import (
     AgentConfig,
     Config,
@@ -33,7 +34,6 @@ from service.config.model import (
 from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
 from service.guards import Action, Guard, agent_guards, compile_guards
-from service.guards.config import ExternalGuardConfig, GuardConfig
 from service.guards.external import ExternalJudge
 from service.providers.base import TargetSpec
 from service.routing.config import resilience_spec, route_names, route_policy
