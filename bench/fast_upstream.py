@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import time
+from typing import cast
 
 WORD = "tok "
 
@@ -96,8 +97,7 @@ class Upstream(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast("asyncio.Transport", transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -114,12 +115,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start(
-    argv: list[str], *, env: dict[str, str] | None = None, log: Path
+    argv: list[str], *, env: dict[str, str] | None = None, log: Path, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
     command = ["taskset", "-c", GATEWAY_CPU, *argv] if shutil.which("taskset") else argv
     out = log.open("wb")
     return subprocess.Popen(
-        command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
     )
 
 
@@ -272,9 +273,27 @@ def messages_proto() -> list[pb.Message]:
     ]
 
 
-def switchboard(upstream: Upstream, logs: Path) -> Gateway:
+def source_tree(ref: str) -> Path:
+    """Switchboard's source as of git ``ref``, unpacked under bench/data (for A/B runs)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short=12", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = DATA / f"tree-{sha}"
+    if not (tree / "service").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "service"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def switchboard(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:
+    """Switchboard from the working tree, or (``ref``) from a git commit, same venv."""
+    name = f"switchboard@{ref}" if ref else "switchboard"
+    tree = source_tree(ref) if ref else ROOT
     port = free_port()
-    config = logs / "switchboard.yaml"
+    config = logs / f"{name}.yaml"
     config.write_text(
         f"""
 auth: {{enabled: false}}
@@ -290,7 +309,8 @@ agents:
 """
     )
     argv = [sys.executable, "-m", "service", "serve", "--config", str(config), "--port", str(port)]
-    process = start(argv, env={"BENCH_KEY": KEY}, log=logs / "switchboard.log")
+    # ``-m service`` from ``tree``: its service package comes first on sys.path.
+    process = start(argv, env={"BENCH_KEY": KEY}, log=logs / f"{name}.log", cwd=tree)
     address = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(address)
     invoke = channel.unary_unary("/switchboard.v1.AgentService/Invoke")
@@ -302,7 +322,7 @@ agents:
         reply = pb.InvokeResponse.FromString(invoke(unary_body, timeout=10))
         return reply.finish_reason == pb.FINISH_REASON_STOP
 
-    wait_until(ready, "Switchboard")
+    wait_until(ready, name)
     headers = ["content-type: application/grpc", "te: trailers"]
 
     def load(path: str, body: bytes) -> Callable[[int, int], tuple[float, list[float]]]:
@@ -319,7 +339,7 @@ agents:
         return took
 
     return Gateway(
-        "switchboard", process, load("Invoke", unary_body), load("Stream", stream_body), first_event
+        name, process, load("Invoke", unary_body), load("Stream", stream_body), first_event
     )
 
 
@@ -461,13 +481,24 @@ def running(
 BUILDERS = {"switchboard": switchboard, "portkey": portkey, "litellm": litellm}
 
 
+def builder(name: str) -> Callable[[Upstream, Path], Gateway]:
+    """``switchboard@REF`` runs Switchboard as of a git ref beside the working tree's."""
+    if name.startswith("switchboard@"):
+        return functools.partial(switchboard, ref=name.partition("@")[2])
+    return BUILDERS[name]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 runs of small batches (< 3 min)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--requests", type=int, default=1500, help="non-streaming, per run")
     parser.add_argument("--chunks", type=int, default=50, help="content chunks per stream")
-    parser.add_argument("--gateways", default="switchboard,portkey,litellm")
+    parser.add_argument(
+        "--gateways",
+        default="switchboard,portkey,litellm",
+        help="any of switchboard, portkey, litellm, and switchboard@REF (a git ref: A/B runs)",
+    )
     parser.add_argument("--logs", default=str(DATA / "logs"), help="gateway logs and configs")
     args = parser.parse_args()
     if not shutil.which("h2load"):
@@ -485,7 +516,7 @@ def main() -> None:
     started = time.monotonic()
     upstream = Upstream(args.chunks, logs / "upstream.log")
     try:
-        with running([(name, BUILDERS[name]) for name in names], upstream, logs) as gateways:
+        with running([(name, builder(name)) for name in names], upstream, logs) as gateways:
             direct = f"{upstream.base_url}/chat/completions"
             for i in range(runs):
                 _, baseline = h2load(

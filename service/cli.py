@@ -21,6 +21,7 @@ from service.config.chain_model import AuthConfig
 from service.errors import SwitchboardError, Unavailable
 from service.main import serve
 from service.observability.logging import configure
+from service.serving import loop as event_loop
 from service.serving.probe import probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers = args.workers or load(args.config, os.environ).workers.count
             if workers > 1:
                 return _supervise(args, workers)
-        asyncio.run(
+        event_loop.run(
             serve(
                 args.config,
                 os.environ,
@@ -220,7 +221,7 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
         )
         return await supervisor.run()
 
-    return asyncio.run(run())
+    return event_loop.run(run())
 
 
 async def migrate(snapshot: Snapshot) -> str:
