@@ -20,7 +20,13 @@ from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, FailedPrecondition, SwitchboardError, Unavailable
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.upstream import AttemptLimit, by_status, retry_after_s, sanitize
+from service.providers.upstream import (
+    AttemptLimit,
+    by_status,
+    retry_after_s,
+    sanitize,
+    transport_fault,
+)
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
@@ -67,6 +73,9 @@ class AnthropicMessagesProvider:
             base_url=target.base_url or ANTHROPIC_BASE_URL,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
+            http_client=anthropic.DefaultAioHttpClient(
+                timeout=target.timeout_s or DEFAULT_TIMEOUT_S
+            ),
         )
 
     async def stream(
@@ -123,6 +132,14 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
     error type; malformed data → Unavailable. Messages quote the upstream's text sanitised.
     """
     name = target.name
+    fault = transport_fault(exc)
+    if fault is DeadlineExceeded:
+        return DeadlineExceeded(f"target {name!r}: the upstream timed out")
+    if fault is Unavailable:
+        return Unavailable(
+            f"target {name!r}: the connection to the upstream failed or was lost "
+            "before the answer finished"
+        )
     match exc:
         case anthropic.APITimeoutError() | httpx2.TimeoutException():
             return DeadlineExceeded(f"target {name!r}: the upstream timed out")

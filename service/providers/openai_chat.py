@@ -22,7 +22,13 @@ from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.openai_wire import ChunkReader, build_request
-from service.providers.upstream import AttemptLimit, by_status, retry_after_s, sanitize
+from service.providers.upstream import (
+    AttemptLimit,
+    by_status,
+    retry_after_s,
+    sanitize,
+    transport_fault,
+)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "no-key"
@@ -61,6 +67,7 @@ class OpenAIChatProvider:
             project=project,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
+            http_client=openai.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S),
         )
         # The SDK fills unset ones from OPENAI_ORG_ID / OPENAI_PROJECT_ID; a target is exactly
         # what its config says, so undo that (None means "header not sent").
@@ -119,6 +126,14 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
     upstream's text sanitised (no keys, cut short).
     """
     name = target.name
+    fault = transport_fault(exc)
+    if fault is DeadlineExceeded:
+        return DeadlineExceeded(f"target {name!r}: the upstream timed out")
+    if fault is Unavailable:
+        return Unavailable(
+            f"target {name!r}: the connection to the upstream failed or was lost "
+            "before the answer finished"
+        )
     match exc:
         case openai.APITimeoutError() | httpx2.TimeoutException():
             return DeadlineExceeded(f"target {name!r}: the upstream timed out")

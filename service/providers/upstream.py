@@ -1,6 +1,7 @@
 """What the SDK-backed providers share: an attempt's time limit, Retry-After, sanitised text.
 
-No SDK is imported here; each provider module maps its own SDK's exceptions.
+No SDK is imported here; each provider module maps its own SDK's exceptions (the HTTP
+transport's, aiohttp's, are read here: both SDKs share it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
+
+import aiohttp
 
 from service.deadline import Deadline
 from service.errors import (
@@ -85,6 +88,25 @@ class AttemptLimit:
 
     def exceeded(self, target: str) -> DeadlineExceeded:
         return DeadlineExceeded(f"target {target!r} did not answer within {self.why}")
+
+
+def transport_fault(exc: BaseException) -> type[DeadlineExceeded] | type[Unavailable] | None:
+    """What an HTTP transport failure under ``exc`` really was, read from its causes:
+    ``DeadlineExceeded`` for a timeout, ``Unavailable`` for a connection refused, reset or
+    dropped mid-body; ``None`` when no aiohttp error caused it.
+
+    The SDKs' aiohttp transport (``DefaultAioHttpClient``) re-raises every aiohttp connection
+    error as ``httpx2.ConnectTimeout`` (its table maps ``ClientConnectionError`` to it), so a
+    refused connection or a stream cut short would otherwise read as a timeout.
+    """
+    cause = exc.__cause__
+    for _ in range(4):  # SDK error ← httpx2 error ← aiohttp error
+        if cause is None:
+            return None
+        if isinstance(cause, aiohttp.ClientError):
+            return DeadlineExceeded if isinstance(cause, TimeoutError) else Unavailable
+        cause = cause.__cause__
+    return None
 
 
 def retry_after_s(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
