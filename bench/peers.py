@@ -83,6 +83,8 @@ class Gateway:
     unary: Callable[[int, int], tuple[float, list[float]]]  # (n, c) -> (req/s, latencies s)
     streams: Callable[[int, int], tuple[float, list[float]]]
     first_event: Callable[[], float]
+    answered_ok: Callable[[], int] | None = None
+    """Calls answered OK so far (gRPC errors travel in trailers: h2load counts them as 200s)."""
     runs: list[Figures] = field(default_factory=list)
 
 
@@ -276,7 +278,11 @@ def messages_proto() -> list[pb.Message]:
 def source_tree(ref: str) -> Path:
     """Switchboard's source as of git ``ref``, unpacked under bench/data (for A/B runs)."""
     sha = subprocess.run(
-        ["git", "rev-parse", "--short=12", ref], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "rev-parse", "--short=12", ref],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     tree = DATA / f"tree-{sha}"
     if not (tree / "service").exists():
@@ -338,8 +344,17 @@ agents:
                 took = time.perf_counter() - began
         return took
 
+    def answered_ok() -> int:  # from Switchboard's call log, one JSON line per call
+        text = (logs / f"{name}.log").read_text(errors="replace")
+        return text.count('"code": "OK"')
+
     return Gateway(
-        name, process, load("Invoke", unary_body), load("Stream", stream_body), first_event
+        name,
+        process,
+        load("Invoke", unary_body),
+        load("Stream", stream_body),
+        first_event,
+        answered_ok,
     )
 
 
@@ -426,12 +441,15 @@ def per_cpu(
 ) -> tuple[float, float]:
     """(completed per gateway CPU-second, completed per wall second) for one batch of ``n``."""
     served = upstream.served()
+    ok = gateway.answered_ok() if gateway.answered_ok is not None else 0
     cpu = cpu_seconds(gateway.process.pid)
     rps, _ = run()
     used = cpu_seconds(gateway.process.pid) - cpu
     reached = upstream.served() - served - 1  # less the count request itself
     if reached != n:
         raise RuntimeError(f"{gateway.name}: {n} requests, the upstream served {reached}")
+    if gateway.answered_ok is not None and gateway.answered_ok() - ok != n:
+        raise RuntimeError(f"{gateway.name}: {n} requests, {gateway.answered_ok() - ok} OK")
     return n / max(used, 1e-9), rps
 
 

@@ -15,13 +15,16 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx2
+import msgspec
 import openai
 
 from service.deadline import Deadline
 from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
+from service.providers import openai_chunks
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.openai_wire import ChunkReader, build_request
+from service.providers.sse import SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
     by_status,
@@ -93,24 +96,66 @@ class OpenAIChatProvider:
         reader = ChunkReader(target, expect_usage=self._include_usage)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
         try:
-            chunks = await limit.run(
-                self.client.chat.completions.create(
-                    **request, stream=True, timeout=max(limit.remaining(), 0.001)
-                ),
-                target,
-            )
-            async with chunks:  # closes the response on every exit: end, error, aclose, cancel
+            response = await limit.run(self._post({**request, "stream": True}, limit), target)
+            try:
+                decoder = SSEDecoder()
+                body = response.aiter_bytes()
+                done = False
                 while True:
                     try:
-                        chunk = await limit.next(chunks, target)
+                        data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    for event in reader.feed(chunk):
-                        yield event
-        except (openai.OpenAIError, httpx2.HTTPError, json.JSONDecodeError) as exc:
+                    if done:
+                        continue  # read to the end, so the connection is reused
+                    for sse in decoder.feed(data):
+                        if sse.data.startswith(b"[DONE]"):
+                            done = True
+                            break
+                        for event in reader.feed(self._chunk(sse.data, response)):
+                            yield event
+            finally:
+                await response.aclose()  # on every exit: end, error, aclose, cancel
+        except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
             raise map_error(exc, self._target) from exc
         for event in reader.finish():
             yield event
+
+    async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
+        """POST ``body`` to the chat completions endpoint through the SDK's client (its base
+        URL, auth, headers and status errors), returning the raw response with its body
+        unread. The SDK's typed ``create`` would turn the body's every field through its
+        TypedDict reflection and each streamed chunk into a pydantic model: most of the
+        provider path's CPU (README, Benchmarks).
+
+        Raises: ``openai.APIStatusError`` for an error status, the SDK's connection errors.
+        """
+        streamed: bool = bool(body.get("stream"))
+        return await self.client.post(
+            "/chat/completions",
+            cast_to=httpx2.Response,
+            body=body,
+            options={"timeout": max(limit.remaining(), 0.001)},
+            stream=streamed,
+        )
+
+    @staticmethod
+    def _chunk(data: bytes, response: httpx2.Response) -> openai_chunks.Chunk:
+        """The chunk in one event's data.
+
+        Raises:
+            openai.APIError: the event is an error object (as the SDK's own stream raises).
+            msgspec.DecodeError: the data is not a chunk.
+        """
+        chunk = openai_chunks.decode(data)
+        if chunk.error is not None:
+            message = chunk.error.get("message")
+            raise openai.APIError(
+                message if isinstance(message, str) and message else "An error in the stream",
+                response.request,
+                body=chunk.error,
+            )
+        return chunk
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -150,7 +195,7 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
                 retry_after=retry_after_s(exc.response.headers),
                 quota=_is_quota(exc),
             )
-        case openai.APIResponseValidationError() | json.JSONDecodeError():
+        case openai.APIResponseValidationError() | json.JSONDecodeError() | msgspec.DecodeError():
             return Unavailable(f"target {name!r}: the upstream sent a malformed response")
         case openai.APIError():  # an error object in the middle of a 200 stream
             kind = exc.type or exc.code or "error"
