@@ -30,6 +30,7 @@ from service.interceptors.context import ContextLayer
 from service.interceptors.observe import ObserveLayer
 from service.interceptors.rate_limit import RateLimitLayer
 from service.interceptors.tracing import TracingLayer
+from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 
 CALLS = 20_000
@@ -132,6 +133,7 @@ async def main() -> None:
             limiter=app.limiter,
             sinks=[app.metrics, CallLog()],
             default_deadline_s=lambda: 120.0,
+            faults=FaultLog(),
         ),
         "otel interceptor + the rest": lambda: [
             aio_server_interceptor(tracer_provider=app.tracer_provider),

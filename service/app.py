@@ -36,6 +36,7 @@ from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
 from service.idempotency import Idempotency
 from service.interceptors.chain import build_interceptors
+from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
 from service.observability.traced_provider import TracedProvider
@@ -168,6 +169,7 @@ class App:
             limiter=self.limiter,
             sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
             default_deadline_s=self.runner.default_deadline_s,
+            faults=FaultLog(),
         )
         server = grpc.aio.server(
             interceptors=interceptors,

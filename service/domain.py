@@ -122,14 +122,33 @@ class Parameters:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """The tokens one answer used, by every dimension the providers bill, and its cost.
+
+    ``input_tokens`` counts the whole prompt: uncached tokens, cache reads
+    (``cached_input_tokens``) and cache writes by TTL (``cache_creation_5m_input_tokens``,
+    ``cache_creation_1h_input_tokens``: Anthropic's ``cache_creation.ephemeral_5m/1h_...``).
+    ``reasoning_tokens`` are part of ``output_tokens`` (OpenAI's
+    ``completion_tokens_details.reasoning_tokens``). ``estimated`` is true when the upstream
+    reported no usage and the counts were estimated (:mod:`service.usage.estimate`).
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cost_usd: float = 0.0
+    cache_creation_5m_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def cache_creation_input_tokens(self) -> int:
+        """Prompt tokens written to the provider's cache, whatever their TTL."""
+        return self.cache_creation_5m_input_tokens + self.cache_creation_1h_input_tokens
 
 
 @dataclass(frozen=True, slots=True)

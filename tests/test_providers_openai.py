@@ -263,7 +263,9 @@ async def test_compatible_target_without_usage_chunk(rig: Rig[OpenAIFake]) -> No
 
     assert "stream_options" not in rig.fake.received[-1].body
     assert response.message.content[0].text == "Hello from the fake OpenAI."
-    assert response.usage.total_tokens == 0
+    # Nothing reported: estimated from the prompt ("hi") and the 27-byte answer, and marked.
+    assert response.usage.estimated
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (5, 9)
 
 
 # --- the one client per target ----------------------------------------------------------------

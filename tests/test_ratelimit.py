@@ -152,7 +152,7 @@ async def test_every_redis_key_has_a_ttl(redis_prefix: str) -> None:
 
 
 def limiter(config: RateLimitsConfig, clock: Callable[[], float] | None = None) -> RateLimiter:
-    return RateLimiter(config, MemoryBackend(clock or FakeClock()), clock=clock or FakeClock())
+    return RateLimiter(config, MemoryBackend(clock or FakeClock()))
 
 
 async def test_key_overrides_bind_before_tenant_defaults() -> None:

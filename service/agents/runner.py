@@ -26,7 +26,8 @@ from service.domain import (
     Message,
     Start,
 )
-from service.errors import NotFound, PermissionDenied, Unavailable
+from service.echo import echo
+from service.errors import NotFound, PermissionDenied, Reason, Unavailable
 from service.providers.base import ModelCall
 from service.routing.router import Router
 
@@ -160,8 +161,12 @@ def resolve(snapshot: Snapshot, name: str) -> AgentSpec:
         NotFound: no such agent.
     """
     if not call_context.current().may_call(name):
-        raise PermissionDenied(f"this API key may not call agent {name!r}")
+        raise PermissionDenied(
+            f"this API key may not call agent {echo(name)}", reason=Reason.AGENT_NOT_ALLOWED
+        ).about(agent=name)
     agent = snapshot.agents.get(name)
     if agent is None:
-        raise NotFound(f"no agent named {name!r}")
+        raise NotFound(f"no agent named {echo(name)}", reason=Reason.AGENT_NOT_FOUND).about(
+            agent=name
+        )
     return agent

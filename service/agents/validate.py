@@ -1,17 +1,32 @@
-"""Checks a request against the agent it names. Raises InvalidArgument naming each bad field."""
+"""Checks a request against the contract and the agent it names. Raises InvalidArgument
+naming each bad field.
+
+Bounds that come from elsewhere: tool and schema names follow OpenAI's function-name rule
+(``^[a-zA-Z0-9_-]{1,64}$``); metadata keys and values follow OpenAI's metadata limits (keys
+at most 64 characters, values at most 512).
+"""
 
 from __future__ import annotations
 
+import json
 import re
 
+from service.agents.image_url import url_problem
+from service.agents.schema import schema_problem
 from service.agents.spec import AgentSpec
 from service.config.model import ServerConfig
 from service.context import request_id_problem
-from service.domain import AgentRequest, Parameters, ResponseFormatType, Role
+from service.domain import AgentRequest, ImagePart, Message, Parameters, ResponseFormatType, Role
+from service.echo import echo
 from service.errors import FieldViolation, InvalidArgument
+from service.sessions.history import session_id_problem
 
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# fullmatch, not "^...$": "$" matches before a final newline, so "t1\n" passed.
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_METADATA = 32
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+MAX_TOOLS = 128
 MAX_STOP = 4
 MAX_STOP_CHARS = 256
 _RANGES: dict[str, tuple[float, float]] = {
@@ -29,8 +44,9 @@ def validate(request: AgentRequest, agent: AgentSpec, server: ServerConfig) -> N
     violations += _tools(request, agent)
     if request.request_id and (problem := request_id_problem(request.request_id)) is not None:
         violations.append(FieldViolation("request_id", problem))
-    if len(request.metadata) > MAX_METADATA:
-        violations.append(FieldViolation("metadata", f"at most {MAX_METADATA} entries"))
+    if request.session_id and (problem := session_id_problem(request.session_id)) is not None:
+        violations.append(FieldViolation("session_id", problem))
+    violations += _metadata(request)
     if violations:
         first = violations[0]
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
@@ -48,8 +64,25 @@ def _messages(request: AgentRequest, server: ServerConfig) -> list[FieldViolatio
             )
         ]
     out = []
+    # Tool calls made earlier in this request; a session's history may hold more.
+    calls: set[str] | None = None if request.session_id else set()
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
+        out += _images(message, where)
+        out += _tool_calls(message, where)
+        if calls is not None:
+            calls.update(c.id for c in message.tool_calls)
+            if (
+                message.role is Role.TOOL
+                and message.tool_call_id
+                and (message.tool_call_id not in calls)
+            ):
+                out.append(
+                    FieldViolation(
+                        f"{where}.tool_call_id",
+                        f"{echo(message.tool_call_id)} answers no earlier tool call",
+                    )
+                )
         if message.role in (Role.USER, Role.SYSTEM) and not message.content:
             out.append(FieldViolation(f"{where}.content", "a user or system message needs content"))
         if message.role is Role.ASSISTANT and not (message.content or message.tool_calls):
@@ -65,6 +98,53 @@ def _messages(request: AgentRequest, server: ServerConfig) -> list[FieldViolatio
         if message.tool_calls and message.role is not Role.ASSISTANT:
             out.append(
                 FieldViolation(f"{where}.tool_calls", "only assistant messages make tool calls")
+            )
+    return out
+
+
+def _images(message: Message, where: str) -> list[FieldViolation]:
+    out = []
+    for j, part in enumerate(message.content):
+        if isinstance(part, ImagePart) and part.url and (problem := url_problem(part.url)):
+            out.append(FieldViolation(f"{where}.content[{j}].image.url", problem))
+    return out
+
+
+def _tool_calls(message: Message, where: str) -> list[FieldViolation]:
+    out = []
+    for j, call in enumerate(message.tool_calls):
+        at = f"{where}.tool_calls[{j}]"
+        if not call.id:
+            out.append(FieldViolation(f"{at}.id", "the tool call's id is required"))
+        if not _TOOL_NAME.fullmatch(call.name):
+            out.append(FieldViolation(f"{at}.name", "1 to 64 letters, digits, '_' or '-'"))
+        if call.arguments_json and not _is_object(call.arguments_json):
+            out.append(FieldViolation(f"{at}.arguments_json", "must be the JSON text of an object"))
+    return out
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _metadata(request: AgentRequest) -> list[FieldViolation]:
+    if len(request.metadata) > MAX_METADATA:
+        return [FieldViolation("metadata", f"at most {MAX_METADATA} entries")]
+    out = []
+    for key, value in request.metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY or not key.isprintable():
+            out.append(
+                FieldViolation(
+                    "metadata",
+                    f"key {echo(key)}: 1 to {MAX_METADATA_KEY} printable characters",
+                )
+            )
+        elif len(value) > MAX_METADATA_VALUE:
+            out.append(
+                FieldViolation(f"metadata[{key}]", f"at most {MAX_METADATA_VALUE} characters")
             )
     return out
 
@@ -99,10 +179,19 @@ def _parameters(parameters: Parameters, agent: AgentSpec) -> list[FieldViolation
                     "parameters.response_format.json_schema", "required for TYPE_JSON_SCHEMA"
                 )
             )
+        elif (problem := schema_problem(fmt.json_schema)) is not None:
+            out.append(FieldViolation("parameters.response_format.json_schema", problem))
         if not fmt.schema_name:
             out.append(
                 FieldViolation(
                     "parameters.response_format.schema_name", "required for TYPE_JSON_SCHEMA"
+                )
+            )
+        elif not _TOOL_NAME.fullmatch(fmt.schema_name):
+            out.append(
+                FieldViolation(
+                    "parameters.response_format.schema_name",
+                    "1 to 64 letters, digits, '_' or '-'",
                 )
             )
     return out
@@ -113,12 +202,23 @@ def _tools(request: AgentRequest, agent: AgentSpec) -> list[FieldViolation]:
         return []
     if not agent.accepts_caller_tools:
         return [FieldViolation("tools", f"agent {agent.name!r} does not accept caller tools")]
+    if len(request.tools) + len(agent.tools) > MAX_TOOLS:
+        return [FieldViolation("tools", f"at most {MAX_TOOLS} tools, the agent's included")]
     out = []
     taken = {t.name for t in agent.tools}
     for i, tool in enumerate(request.tools):
-        if not _TOOL_NAME.match(tool.name):
+        if not _TOOL_NAME.fullmatch(tool.name):
             out.append(FieldViolation(f"tools[{i}].name", "1 to 64 letters, digits, '_' or '-'"))
         elif tool.name in taken:
             out.append(FieldViolation(f"tools[{i}].name", f"tool {tool.name!r} is declared twice"))
         taken.add(tool.name)
+        if tool.parameters:
+            if tool.parameters.get("type", "object") != "object":
+                out.append(
+                    FieldViolation(
+                        f"tools[{i}].parameters", "the arguments' schema must be of type object"
+                    )
+                )
+            elif (problem := schema_problem(tool.parameters)) is not None:
+                out.append(FieldViolation(f"tools[{i}].parameters", problem))
     return out

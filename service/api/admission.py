@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 
-from service.errors import QuotaViolation, ResourceExhausted, Unavailable
+from service.errors import QuotaViolation, Reason, ResourceExhausted, Unavailable
 
 # Retry hint for a call refused at the concurrency limit: calls take seconds, so soon.
 BUSY_RETRY_AFTER_S = 1.0
@@ -40,13 +40,16 @@ class Admission:
             ResourceExhausted: ``max_in_flight`` calls are in flight already.
         """
         if self._draining:
-            raise Unavailable("the server is shutting down: retry on another replica")
+            raise Unavailable(
+                "the server is shutting down: retry on another replica", reason=Reason.DRAINING
+            )
         limit = self._max_in_flight() if self._max_in_flight is not None else None
         if limit is not None and self._in_flight >= limit:
             raise ResourceExhausted(
                 f"the server is at its limit of {limit} concurrent calls; retry shortly",
                 retry_after_s=BUSY_RETRY_AFTER_S,
                 violations=[QuotaViolation("server", "transport.max_concurrent_calls")],
+                reason=Reason.SERVER_BUSY,
             )
         self._in_flight += 1
         self._idle.clear()

@@ -6,10 +6,11 @@ InvalidArgument naming every bad field.
 
 from __future__ import annotations
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from switchboard.v1 import agent_pb2 as pb
 
 from service.agents.spec import AgentSpec
+from service.api.structs import struct_to_dict
 from service.context import request_id_problem
 from service.domain import (
     AgentRequest,
@@ -68,7 +69,7 @@ def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str
     if not msg.agent:
         violations.append(FieldViolation("agent", "the agent name is required"))
     messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(msg.messages))
-    tools = tuple(_tool(t) for t in msg.tools)
+    tools = tuple(_tool(t, f"tools[{i}]", violations) for i, t in enumerate(msg.tools))
     parameters = _parameters(msg.parameters, violations) if msg.HasField("parameters") else None
     # Checked here, where it enters: it is the idempotency key, and goes into logs and audit.
     if msg.request_id and (problem := request_id_problem(msg.request_id)) is not None:
@@ -107,9 +108,14 @@ def _message(msg: pb.Message, where: str, violations: list[FieldViolation]) -> M
             parts.append(TextPart(part.text))
         elif kind == "image":
             image = part.image
-            if image.WhichOneof("source") is None:
+            source = image.WhichOneof("source")
+            if source is None:
                 violations.append(FieldViolation(f"{where}.content[{j}].image", "set url or data"))
-            elif image.HasField("data") and not image.media_type:
+            elif source == "url" and not image.url:
+                violations.append(FieldViolation(f"{where}.content[{j}].image.url", "is empty"))
+            elif source == "data" and not image.data:
+                violations.append(FieldViolation(f"{where}.content[{j}].image.data", "is empty"))
+            elif source == "data" and not image.media_type:
                 violations.append(
                     FieldViolation(
                         f"{where}.content[{j}].image.media_type", "required with inline data"
@@ -128,11 +134,15 @@ def _message(msg: pb.Message, where: str, violations: list[FieldViolation]) -> M
     )
 
 
-def _tool(msg: pb.Tool) -> Tool:
+def _tool(msg: pb.Tool, where: str, violations: list[FieldViolation]) -> Tool:
     return Tool(
         name=msg.name,
         description=msg.description,
-        parameters=json_format.MessageToDict(msg.parameters) if msg.HasField("parameters") else {},
+        parameters=(
+            struct_to_dict(msg.parameters, f"{where}.parameters", violations)
+            if msg.HasField("parameters")
+            else {}
+        ),
     )
 
 
@@ -153,7 +163,7 @@ def _parameters(msg: pb.Parameters, violations: list[FieldViolation]) -> Paramet
                 type=kind,
                 schema_name=msg.response_format.schema_name,
                 json_schema=(
-                    json_format.MessageToDict(schema)
+                    struct_to_dict(schema, "parameters.response_format.json_schema", violations)
                     if msg.response_format.HasField("json_schema")
                     else None
                 ),
@@ -205,6 +215,10 @@ def usage_to_proto(usage: Usage) -> pb.Usage:
         total_tokens=usage.total_tokens,
         cached_input_tokens=usage.cached_input_tokens,
         cost_usd=usage.cost_usd,
+        cache_creation_5m_input_tokens=usage.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        estimated=usage.estimated,
     )
 
 

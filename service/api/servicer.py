@@ -17,7 +17,7 @@ from service.api import convert, paging
 from service.api.admission import Admission
 from service.api.errors import abort
 from service.deadline import Deadline
-from service.errors import InvalidArgument
+from service.errors import InvalidArgument, SwitchboardError
 from service.idempotency import Idempotency, idempotency_key
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -25,6 +25,13 @@ Context = grpc.aio.ServicerContext[object, object]
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+def _about(exc: Exception, agent: str) -> Exception:
+    """``exc`` with the agent the call named in its ErrorInfo metadata (when it has none)."""
+    if isinstance(exc, SwitchboardError):
+        exc.about(agent=agent)
+    return exc
 
 
 def deadline_of(context: Context, default_s: float) -> Deadline:
@@ -63,7 +70,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     work,
                 )
         except Exception as exc:  # mapped to a status in one place
-            await abort(context, exc)
+            await abort(context, _about(exc, request.agent))
             raise  # unreachable: abort raises
         return pb.InvokeResponse.FromString(answer)
 
@@ -78,7 +85,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     async for event in events:
                         yield convert.event_to_proto(event)
         except Exception as exc:  # noqa: BLE001 (mapped to a status in one place)
-            await abort(context, exc)
+            await abort(context, _about(exc, request.agent))
 
     async def ListAgents(  # noqa: N802
         self, request: pb.ListAgentsRequest, context: Context

@@ -11,6 +11,7 @@ from switchboard.v1 import usage_pb2 as pb
 from switchboard.v1 import usage_pb2_grpc as pb_grpc
 
 from service.api.errors import abort
+from service.api.structs import timestamp_seconds
 from service.context import current
 from service.errors import FieldViolation, InvalidArgument
 from service.state.stores import UsageLedger
@@ -23,10 +24,6 @@ _DIMENSIONS = {
     pb.USAGE_DIMENSION_MODEL: "model",
     pb.USAGE_DIMENSION_KEY: "key_id",
 }
-
-
-def _seconds(ts: timestamp_pb2.Timestamp) -> float:
-    return ts.ToNanoseconds() / 1e9
 
 
 def _time(seconds: float) -> timestamp_pb2.Timestamp:
@@ -45,14 +42,18 @@ class UsageServicer(pb_grpc.UsageServiceServicer):
         try:
             now = time.time()
             today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
+            violations: list[FieldViolation] = []
             start = (
-                _seconds(request.start_time)
+                timestamp_seconds(request.start_time, "start_time", violations)
                 if request.HasField("start_time")
                 else today.replace(microsecond=0).timestamp()
             )
-            end = _seconds(request.end_time) if request.HasField("end_time") else now
-            violations = []
-            if end <= start:
+            end = (
+                timestamp_seconds(request.end_time, "end_time", violations)
+                if request.HasField("end_time")
+                else now
+            )
+            if start is not None and end is not None and end <= start:
                 violations.append(FieldViolation("end_time", "must be after start_time"))
             dims = []
             for i, dim in enumerate(request.group_by):
@@ -61,9 +62,11 @@ class UsageServicer(pb_grpc.UsageServiceServicer):
                     violations.append(
                         FieldViolation(f"group_by[{i}]", "USAGE_DIMENSION_AGENT, _MODEL or _KEY")
                     )
+                elif name in dims:
+                    violations.append(FieldViolation(f"group_by[{i}]", "named twice"))
                 else:
                     dims.append(name)
-            if violations:
+            if violations or start is None or end is None:
                 raise InvalidArgument(
                     f"{violations[0].field}: {violations[0].description}", violations
                 )

@@ -32,7 +32,16 @@ def _event(event: Body) -> list[object]:
         case ToolCallDelta():
             return ["c", event.index, event.id, event.name, event.arguments_delta]
         case UsageEvent(usage=u):
-            return ["u", u.input_tokens, u.output_tokens, u.cached_input_tokens]
+            return [
+                "u",
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_input_tokens,
+                u.cache_creation_5m_input_tokens,
+                u.cache_creation_1h_input_tokens,
+                u.reasoning_tokens,
+                u.estimated,
+            ]
 
 
 def encode(target: TargetRef, events: Sequence[Body], reason: FinishReason) -> bytes:
@@ -47,7 +56,7 @@ def encode(target: TargetRef, events: Sequence[Body], reason: FinishReason) -> b
 
 
 def decode(data: bytes) -> Entry:
-    """Raises ValueError/KeyError on bytes that ``encode`` did not make."""
+    """Raises ValueError/KeyError/TypeError on bytes that ``encode`` did not make."""
     raw = json.loads(data)
     events: list[Body] = []
     for item in raw["events"]:
@@ -57,7 +66,30 @@ def decode(data: bytes) -> Entry:
         elif kind == "c":
             events.append(ToolCallDelta(*item[1:]))
         elif kind == "u":
-            events.append(UsageEvent(Usage(*item[1:])))  # cost 0: a cache hit costs nothing
+            events.append(UsageEvent(_usage(item[1:])))
         else:
             raise ValueError(f"unknown cached event {kind!r}")
     return Entry(TargetRef(*raw["target"]), tuple(events), FinishReason(raw["reason"]))
+
+
+def _usage(fields: list[object]) -> Usage:
+    """The usage of a cached answer, at cost 0 (a cache hit costs nothing). Entries written
+    before the cache-write, reasoning and estimated dimensions existed hold only the first
+    three counts."""
+    counts = [_count(v) for v in fields[:6]]
+    counts += [0] * (6 - len(counts))
+    return Usage(
+        input_tokens=counts[0],
+        output_tokens=counts[1],
+        cached_input_tokens=counts[2],
+        cache_creation_5m_input_tokens=counts[3],
+        cache_creation_1h_input_tokens=counts[4],
+        reasoning_tokens=counts[5],
+        estimated=len(fields) > 6 and fields[6] is True,
+    )
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"a cached usage count is not an integer: {value!r}")
+    return value

@@ -71,12 +71,18 @@ class LimitsConfig(FrozenModel):
 class RedisLimiterConfig(FrozenModel):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("switchboard:rl:", min_length=1)
-    timeout_s: float = Field(0.25, gt=0, description="per Redis command")
+    timeout_s: float = Field(
+        1.0, gt=0, description="per Redis command, and per wait for a pooled connection"
+    )
+    pool_size: int = Field(32, ge=1, le=1000, description="Redis connections per process")
     on_error: Literal["open", "closed"] = Field(
         "open", description="when Redis fails: let calls through (open) or refuse them (closed)"
     )
     retry_after_error_s: float = Field(
-        1.0, ge=0, description="after a Redis failure, skip Redis for this long"
+        0.1,
+        gt=0,
+        le=5.0,
+        description="while Redis is down, ping it this often (calls do not wait on it)",
     )
 
 

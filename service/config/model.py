@@ -92,8 +92,9 @@ class OpenAIOptions(FrozenModel):
 
     include_usage: bool = Field(
         True,
-        description="send stream_options.include_usage and require the usage chunk; turn off "
-        "only for a server that rejects stream_options (its answers then report no usage)",
+        description="send stream_options.include_usage (a server that ignores it, or a target "
+        "with this off, answers with an estimated usage); turn off only for a server that "
+        "rejects stream_options",
     )
     organization: str | None = Field(None, description="OpenAI-Organization header")
     project: str | None = Field(None, description="OpenAI-Project header")

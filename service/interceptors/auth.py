@@ -1,11 +1,12 @@
 """Authentication and tenancy: the API key names the tenant, the key id and the agents the
 call may reach; nothing the caller picks in a header can.
 
-Keys come as ``authorization: Bearer <key>`` or ``x-api-key: <key>``. A missing or unknown
-key is UNAUTHENTICATED; messages never say which keys or tenants exist. Methods under the
-configured exempt prefixes (health; reflection when open) and every method when auth is off
-pass untouched. Whether the key may call the agent a request names is checked where the
-agent is resolved (:func:`service.agents.runner.resolve`), from the context bound here.
+Keys come as ``authorization: Bearer <key>`` or ``x-api-key: <key>``, exactly one of them. A
+missing or unknown key, or more than one credential, is UNAUTHENTICATED; messages never say
+which keys or tenants exist. Methods under the configured exempt prefixes (health;
+reflection when open) and every method when auth is off pass untouched. Whether the key may
+call the agent a request names is checked where the agent is resolved
+(:func:`service.agents.runner.resolve`), from the context bound here.
 """
 
 from __future__ import annotations
@@ -17,29 +18,45 @@ from service import context as call_context
 from service.api.errors import abort
 from service.auth.keys import ApiKey
 from service.auth.policy import AuthPolicy
-from service.errors import Unauthenticated
+from service.errors import Reason, Unauthenticated
 from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
 
 MISSING = "missing API key: send 'authorization: Bearer <key>' or 'x-api-key: <key>'"
 MALFORMED = "malformed authorization header: expected 'Bearer <key>'"
 INVALID = "invalid API key"
+AMBIGUOUS = (
+    "send one credential: the call carries more than one ('authorization' and 'x-api-key', "
+    "or either header twice); send the key in exactly one of them"
+)
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 
 
 def presented_key(context: Context) -> str:
     """The key the caller sent.
 
     Raises:
-        Unauthenticated: no key, or an authorization header of another scheme.
+        Unauthenticated: no key; more than one credential header (which one is meant is
+            not for the server to guess, whatever their values); an authorization header
+            of another scheme.
     """
-    for name, value in context.invocation_metadata() or ():
-        if name == "authorization" and isinstance(value, str):
+    sent = [
+        (name, value)
+        for name, value in context.invocation_metadata() or ()
+        if name in _CREDENTIAL_HEADERS
+    ]
+    if len(sent) > 1:
+        raise Unauthenticated(AMBIGUOUS, reason=Reason.CREDENTIALS_AMBIGUOUS)
+    for name, value in sent:
+        if not isinstance(value, str):
+            break
+        if name == "authorization":
             scheme, _, token = value.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated(MALFORMED)
+                raise Unauthenticated(MALFORMED, reason=Reason.CREDENTIALS_MALFORMED)
             return token.strip()
-        if name == "x-api-key" and isinstance(value, str) and value.strip():
+        if value.strip():
             return value.strip()
-    raise Unauthenticated(MISSING)
+    raise Unauthenticated(MISSING, reason=Reason.CREDENTIALS_MISSING)
 
 
 def authenticate(policy: AuthPolicy, context: Context) -> ApiKey:
@@ -50,7 +67,7 @@ def authenticate(policy: AuthPolicy, context: Context) -> ApiKey:
     """
     record = policy.keys.verify(presented_key(context))
     if record is None:
-        raise Unauthenticated(INVALID)
+        raise Unauthenticated(INVALID, reason=Reason.CREDENTIALS_INVALID)
     return record
 
 

@@ -30,18 +30,20 @@ class Method:
     response_streaming: bool
     request_fields: frozenset[str]  # empty when the request streams or is unknown
     response_type: str  # full protobuf name, "" when unknown
+    request_type: str = ""  # full protobuf name, "" when unknown
 
     @classmethod
     def of(cls, name: str, request_streaming: bool, response_streaming: bool) -> Method:
         service, _, short = name.lstrip("/").partition("/")
         fields: frozenset[str] = frozenset()
-        response_type = ""
+        response_type = request_type = ""
         try:
             descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{short}")
         except KeyError:
             descriptor = None
         if descriptor is not None:
             response_type = descriptor.output_type.full_name
+            request_type = descriptor.input_type.full_name
             if not request_streaming:
                 fields = frozenset(descriptor.input_type.fields_by_name)
         return cls(
@@ -52,6 +54,7 @@ class Method:
             response_streaming=response_streaming,
             request_fields=fields,
             response_type=response_type,
+            request_type=request_type,
         )
 
 

@@ -5,13 +5,19 @@
 2. context      request id → :class:`~service.context.CallContext` (owns its scope)
 3. observe      sees the final status of every call, refused ones included, and hands a
                 record to the metrics and the call log
-4. auth         API key → tenant, key id, allowed agents (health, open reflection exempt)
-5. rate limit   per tenant and per key: requests, tokens, concurrent streams
+4. faults       an exception nothing mapped becomes INTERNAL "internal error", its traceback
+                logged once per kind and window (:mod:`service.observability.faults`)
+5. decode       a body that did not decode is INVALID_ARGUMENT (before auth: it costs a
+                caller nothing to send, so it must cost the server little)
+6. auth         API key → tenant, key id, allowed agents (health, open reflection exempt)
+7. rate limit   per tenant and per key: requests, tokens, concurrent streams
 then the servicer; whether the key may call the named agent is checked where the runner
 resolves the agent, so every path that names an agent is covered and ListAgents lists
 only the agents the key may call.
 
-Layers are composed once per method (cached), not per call.
+Layers are composed once per method (cached), not per call. Every method whose request is
+one message gets a tolerant deserializer (:func:`service.interceptors.decode.tolerant`): grpc
+runs it before any layer, so a failure there would otherwise escape the chain.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ from service.auth.policy import AuthPolicy
 from service.interceptors.auth import AuthLayer
 from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
 from service.interceptors.context import ContextLayer
+from service.interceptors.decode import DecodeLayer, tolerant
+from service.interceptors.faults import FaultLayer
 from service.interceptors.observe import ObserveLayer, Sink
 from service.interceptors.rate_limit import RateLimitLayer
 from service.interceptors.tracing import TracingLayer
+from service.observability.faults import FaultLog
 from service.ratelimit import RateLimiter
 
 if TYPE_CHECKING:  # generic only in the stubs
@@ -48,6 +57,7 @@ def build_interceptors(
     limiter: RateLimiter,
     sinks: Sequence[Sink],
     default_deadline_s: Callable[[], float],
+    faults: FaultLog,
 ) -> list[Interceptor]:
     """The chain, outermost first (see the module docstring)."""
     return [
@@ -56,6 +66,8 @@ def build_interceptors(
                 TracingLayer(tracer_provider),
                 ContextLayer(),
                 ObserveLayer(sinks),
+                FaultLayer(faults),
+                DecodeLayer(),
                 AuthLayer(auth),
                 RateLimitLayer(limiter, auth, default_deadline_s),
             ]
@@ -87,6 +99,11 @@ class Chain(Interceptor):
     def _wrap(self, name: str, handler: Handler) -> Handler:
         streaming_in = bool(handler.request_streaming)
         method = Method.of(name, streaming_in, bool(handler.response_streaming))
+        deserializer = handler.request_deserializer
+        if deserializer is not None and not streaming_in:
+            # A streamed request's messages reach the servicer itself (reflection, grpc's
+            # own): they keep grpc's handling.
+            deserializer = tolerant(deserializer, method.request_type)
         if handler.response_streaming:
             inner: Any = handler.stream_stream if streaming_in else handler.unary_stream
             stream = as_generator(inner)
@@ -99,7 +116,7 @@ class Chain(Interceptor):
             )
             return make_stream(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         behavior: Any = handler.stream_unary if streaming_in else handler.unary_unary
@@ -113,7 +130,7 @@ class Chain(Interceptor):
         )
         return make_unary(
             unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
 

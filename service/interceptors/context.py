@@ -33,8 +33,9 @@ def request_id_of(context: Context) -> str:
 
 
 def _own_request_id(request: Any) -> str:
-    """The request's ``request_id`` field when it is well formed, else ""."""
-    value: str = request.request_id
+    """The request's ``request_id`` field when it is well formed, else "" (also for a body
+    that did not decode)."""
+    value: str = getattr(request, "request_id", "")
     return value if value and call_context.request_id_problem(value) is None else ""
 
 

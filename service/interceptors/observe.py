@@ -106,7 +106,8 @@ class ObserveLayer:
 
     def _agent_of(self, method: Method) -> Callable[[Any], str]:
         if "agent" in method.request_fields:
-            return lambda request: str(request.agent)
+            # A body that did not decode (decode.Undecodable) names no agent.
+            return lambda request: str(getattr(request, "agent", ""))
         return lambda _request: ""
 
     def _start(self, method: Method, agent: str) -> CallRecord:

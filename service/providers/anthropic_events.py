@@ -17,15 +17,26 @@ from typing import Any
 import msgspec
 
 
+class CacheCreation(msgspec.Struct, frozen=True):
+    ephemeral_5m_input_tokens: int | None = None
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class OutputTokensDetails(msgspec.Struct, frozen=True):
+    thinking_tokens: int | None = None
+
+
 class Usage(msgspec.Struct, frozen=True):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
+    cache_creation: CacheCreation | None = None
+    output_tokens_details: OutputTokensDetails | None = None
 
 
 class Message(msgspec.Struct, frozen=True):
-    usage: Usage = msgspec.field(default_factory=Usage)
+    usage: Usage | None = None
 
 
 class ContentBlock(msgspec.Struct, frozen=True):

@@ -20,43 +20,26 @@ import msgspec
 from service.deadline import Deadline
 from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, FailedPrecondition, SwitchboardError, Unavailable
-from service.providers import anthropic_events
+from service.providers import anthropic_errors, anthropic_events
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.sse import SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
-    by_status,
+    classify,
+    connection_failed,
+    malformed,
     retry_after_s,
     sanitize,
+    timed_out,
     transport_fault,
+    upstream_error,
 )
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_TIMEOUT_S = 600.0
 """The client's own timeout; every call passes a tighter one from its deadline."""
-
-_QUOTA_CODES = frozenset(
-    {
-        "contract_spend_limit_reached",
-        "enforced_spend_limit_reached",
-        "linked_organization_spend_limit_reached",
-    }
-)
-# An ``error`` event inside a 200 stream carries a type, not a status: the status it stands for.
-_STREAM_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 
 
 class AnthropicMessagesProvider:
@@ -100,7 +83,7 @@ class AnthropicMessagesProvider:
             target=target,
             default_max_tokens=self._default_max_tokens,
         )
-        reader = EventReader(target)
+        reader = EventReader(target, call)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
         extra = request.pop("extra_body", None) or {}
         try:
@@ -169,45 +152,48 @@ def _stream_error(data: bytes, response: httpx2.Response) -> anthropic.APIStatus
 def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
     """The Switchboard error for an ``anthropic`` SDK (or httpx2 transport) exception.
 
-    Timeouts → DeadlineExceeded; connection failures and drops → Unavailable; HTTP statuses by
-    :func:`service.providers.upstream.by_status` (529 "overloaded" → Unavailable), where a 429
-    naming a spend limit (``…_spend_limit_reached``) or a ``billing_error`` is a quota error
-    (not retryable) rather than a rate limit; an ``error`` event inside a 200 stream by its
-    error type; malformed data → Unavailable. Messages quote the upstream's text sanitised.
+    Timeouts → DeadlineExceeded; connection failures and drops → Unavailable; an HTTP error,
+    or an ``error`` event inside a 200 stream, by what it means:
+    :data:`anthropic_errors.TABLE` over its status, type, ``error_code`` and message, then
+    :func:`service.providers.upstream.upstream_error` (so "Your credit balance is too low", a
+    400, is a quota error, and "prompt is too long" a context-window error); malformed data
+    → Unavailable. Messages quote the upstream's text sanitised.
     """
-    name = target.name
-    fault = transport_fault(exc)
-    if fault is DeadlineExceeded:
-        return DeadlineExceeded(f"target {name!r}: the upstream timed out")
-    if fault is Unavailable:
-        return Unavailable(
-            f"target {name!r}: the connection to the upstream failed or was lost "
-            "before the answer finished"
-        )
+    transport = transport_fault(exc)
+    if transport is DeadlineExceeded:
+        return timed_out(target)
+    if transport is Unavailable:
+        return connection_failed(target)
     match exc:
         case anthropic.APITimeoutError() | httpx2.TimeoutException():
-            return DeadlineExceeded(f"target {name!r}: the upstream timed out")
+            return timed_out(target)
         case anthropic.APIConnectionError() | httpx2.TransportError():
-            return Unavailable(
-                f"target {name!r}: the connection to the upstream failed or was lost "
-                "before the answer finished"
-            )
+            return connection_failed(target)
         case anthropic.APIStatusError():
-            status = exc.status_code
-            stream_error = ""
+            status, seen = exc.status_code, f"HTTP {exc.status_code}"
             if status < 400:  # an ``error`` event in the middle of a 200 stream
-                stream_error = exc.type or "error"
-                status = _STREAM_ERROR_STATUS.get(stream_error, 500)
-            return by_status(
+                kind = exc.type or "error"
+                status = anthropic_errors.STREAM_ERROR_STATUS.get(kind, 500)
+                seen = f"{kind} mid-stream"
+            text = exc.api_message or ""
+            fault = classify(
+                anthropic_errors.TABLE,
                 status,
+                kind=exc.type or "",
+                code=exc.error_code or "",
+                text=text,
+            )
+            return upstream_error(
+                fault,
                 target,
-                message=sanitize(exc.api_message or "", target.api_key),
+                seen=seen,
+                message=sanitize(text, target.api_key),
                 retry_after=retry_after_s(exc.response.headers),
-                quota=exc.error_code in _QUOTA_CODES or exc.type == "billing_error",
-                stream_error=stream_error,
             )
         case (
             anthropic.APIResponseValidationError() | json.JSONDecodeError() | msgspec.DecodeError()
         ):
-            return Unavailable(f"target {name!r}: the upstream sent a malformed response")
-    return Unavailable(f"target {name!r}: the upstream call failed ({type(exc).__name__})")
+            return malformed(target)
+    return Unavailable(
+        f"target {target.name!r}: the upstream call failed ({type(exc).__name__})"
+    ).about(target=target.name)

@@ -28,6 +28,7 @@ from service.domain import (
 )
 from service.errors import InvalidArgument, Unavailable
 from service.providers.base import ModelCall
+from service.usage.estimate import AnswerCounter, estimated
 
 STOP_REASONS = {
     "end_turn": FinishReason.STOP,
@@ -144,24 +145,32 @@ class EventReader:
 
     Tool calls are numbered in the order their ``tool_use`` blocks start, whatever the block
     indices of the text around them. After the stream ends :meth:`finish` yields the usage and
-    the one ``Finish`` — or raises ``Unavailable`` when ``message_stop`` never came.
+    the one ``Finish`` — or raises ``Unavailable`` when ``message_stop`` never came. The usage
+    is the last one reported (``message_start``, updated by ``message_delta``); a compatible
+    server that reports none gets an estimate from ``call`` and the delivered answer.
     """
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, call: ModelCall) -> None:
         self._target = target
+        self._call = call
+        self._answer = AnswerCounter()
         self._tool_of_block: dict[int, int] = {}
         self._tool_has_arguments: dict[int, bool] = {}
-        self._input_tokens = 0
-        self._cached_tokens = 0
-        self._output_tokens = 0
+        self._usage: Usage | None = None
         self._stop_reason: str | None = None
         self._stopped = False
 
     def feed(self, event: Any) -> Iterator[ProviderEvent]:
+        for out in self._events(event):
+            self._answer.add(out)
+            yield out
+
+    def _events(self, event: Any) -> Iterator[TextDelta | ToolCallDelta]:
         match event.type:
             case "message_start":
-                self._input(event.message.usage)
-                self._output_tokens = event.message.usage.output_tokens or 0
+                usage = getattr(event.message, "usage", None)
+                if usage is not None:
+                    self._usage = usage_of(usage)
             case "content_block_start":
                 block = event.content_block
                 if block.type == "tool_use":
@@ -190,19 +199,11 @@ class EventReader:
                     yield ToolCallDelta(index=closed, arguments_delta="{}")
             case "message_delta":
                 self._stop_reason = event.delta.stop_reason or self._stop_reason
-                usage = event.usage
+                usage = getattr(event, "usage", None)
                 if usage is not None:
-                    self._output_tokens = usage.output_tokens or self._output_tokens
-                    if usage.input_tokens is not None:
-                        self._input(usage)
+                    self._usage = usage_of(usage, self._usage)
             case "message_stop":
                 self._stopped = True
-
-    def _input(self, usage: Any) -> None:
-        cached = usage.cache_read_input_tokens or 0
-        created = usage.cache_creation_input_tokens or 0
-        self._input_tokens = (usage.input_tokens or 0) + cached + created
-        self._cached_tokens = cached
 
     def finish(self) -> Iterator[ProviderEvent]:
         """The closing events.
@@ -215,11 +216,43 @@ class EventReader:
                 f"target {self._target!r}: the upstream stream ended before it finished "
                 "(no message_stop); the answer is incomplete"
             )
-        yield UsageEvent(
-            Usage(
-                input_tokens=self._input_tokens,
-                output_tokens=self._output_tokens,
-                cached_input_tokens=self._cached_tokens,
-            )
-        )
+        yield UsageEvent(self._usage or estimated(self._call, self._answer))
         yield Finish(STOP_REASONS.get(self._stop_reason or "", FinishReason.UNSPECIFIED))
+
+
+def usage_of(usage: Any, before: Usage | None = None) -> Usage:
+    """The domain usage of a Messages ``usage`` object, each count taken from ``before`` (the
+    usage reported earlier in the stream) where this one leaves it out.
+
+    Anthropic's ``input_tokens`` excludes the cache: Switchboard's input is
+    ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``. Cache writes are
+    split by TTL from ``cache_creation.ephemeral_5m/1h_input_tokens``; writes the breakdown does
+    not account for (or a total without one) count as 5-minute writes, the API's default TTL.
+    Reasoning is ``output_tokens_details.thinking_tokens``, part of ``output_tokens``.
+    """
+    was = before or Usage()
+    uncached = _count(
+        usage,
+        "input_tokens",
+        was.input_tokens - was.cached_input_tokens - was.cache_creation_input_tokens,
+    )
+    read = _count(usage, "cache_read_input_tokens", was.cached_input_tokens)
+    written = _count(usage, "cache_creation_input_tokens", was.cache_creation_input_tokens)
+    split = getattr(usage, "cache_creation", None)
+    one_hour = _count(split, "ephemeral_1h_input_tokens", was.cache_creation_1h_input_tokens)
+    written = max(written, one_hour + _count(split, "ephemeral_5m_input_tokens", 0))
+    output = _count(usage, "output_tokens", was.output_tokens)
+    details = getattr(usage, "output_tokens_details", None)
+    return Usage(
+        input_tokens=uncached + read + written,
+        output_tokens=output,
+        cached_input_tokens=read,
+        cache_creation_5m_input_tokens=written - one_hour,
+        cache_creation_1h_input_tokens=one_hour,
+        reasoning_tokens=min(_count(details, "thinking_tokens", was.reasoning_tokens), output),
+    )
+
+
+def _count(holder: Any, name: str, default: int) -> int:
+    value = getattr(holder, name, None) if holder is not None else None
+    return value if isinstance(value, int) and value >= 0 else default

@@ -3,9 +3,9 @@
 
 One ``AsyncOpenAI`` client — one connection pool — per target, built here once and reused by
 every call. The SDK's retries are off (``max_retries=0``): Switchboard owns retries. Every
-call streams (``stream_options.include_usage`` so the stream ends with usage); a unary call is
-the stream folded by the runner. SDK exceptions are mapped in :func:`map_error` and never
-leave this module.
+call streams (``stream_options.include_usage`` so the stream ends with usage, estimated when a
+server ignores it); a unary call is the stream folded by the runner. SDK exceptions are
+mapped in :func:`map_error` and never leave this module.
 """
 
 from __future__ import annotations
@@ -21,16 +21,20 @@ import openai
 from service.deadline import Deadline
 from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
-from service.providers import openai_chunks
+from service.providers import openai_chunks, openai_errors
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.openai_wire import ChunkReader, build_request
 from service.providers.sse import SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
-    by_status,
+    classify,
+    connection_failed,
+    malformed,
     retry_after_s,
     sanitize,
+    timed_out,
     transport_fault,
+    upstream_error,
 )
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -38,19 +42,6 @@ NO_KEY = "no-key"
 """Sent as the bearer token to an ``openai_compatible`` server configured without a key."""
 DEFAULT_TIMEOUT_S = 600.0
 """The client's own timeout; every call passes a tighter one from its deadline."""
-
-_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
-# In-stream error objects carry a type, not a status: the status each type stands for.
-_STREAM_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "rate_limit_error": 429,
-    "rate_limit_exceeded": 429,
-    "tokens": 429,
-    "requests": 429,
-}
 
 
 class OpenAIChatProvider:
@@ -93,7 +84,7 @@ class OpenAIChatProvider:
             max_tokens_field="max_tokens" if self._compatible else "max_completion_tokens",
             include_usage=self._include_usage,
         )
-        reader = ChunkReader(target, expect_usage=self._include_usage)
+        reader = ChunkReader(target, call)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
         try:
             response = await limit.run(self._post({**request, "stream": True}, limit), target)
@@ -110,6 +101,7 @@ class OpenAIChatProvider:
                         continue  # read to the end, so the connection is reused
                     for sse in decoder.feed(data):
                         if sse.data.startswith(b"[DONE]"):
+                            reader.done()
                             done = True
                             break
                         for event in reader.feed(self._chunk(sse.data, response)):
@@ -164,56 +156,54 @@ class OpenAIChatProvider:
 def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
     """The Switchboard error for an ``openai`` SDK (or httpx2 transport) exception.
 
-    Timeouts → DeadlineExceeded; connection failures and drops → Unavailable; HTTP statuses by
-    :func:`service.providers.upstream.by_status`, where a 429 whose code is
-    ``insufficient_quota`` is a quota error (not retryable) rather than a rate limit; an error
-    object inside a 200 stream by its type; malformed data → Unavailable. Messages quote the
-    upstream's text sanitised (no keys, cut short).
+    Timeouts → DeadlineExceeded; connection failures and drops → Unavailable; an HTTP error,
+    or an error object inside a 200 stream, by what it means: :data:`openai_errors.TABLE`
+    over its status, type, code and message, then
+    :func:`service.providers.upstream.upstream_error` (so ``insufficient_quota`` is a quota
+    error, not a rate limit, and ``context_length_exceeded`` a context-window error);
+    malformed data → Unavailable. Messages quote the upstream's text sanitised (no keys,
+    cut short).
     """
-    name = target.name
-    fault = transport_fault(exc)
-    if fault is DeadlineExceeded:
-        return DeadlineExceeded(f"target {name!r}: the upstream timed out")
-    if fault is Unavailable:
-        return Unavailable(
-            f"target {name!r}: the connection to the upstream failed or was lost "
-            "before the answer finished"
-        )
+    transport = transport_fault(exc)
+    if transport is DeadlineExceeded:
+        return timed_out(target)
+    if transport is Unavailable:
+        return connection_failed(target)
     match exc:
         case openai.APITimeoutError() | httpx2.TimeoutException():
-            return DeadlineExceeded(f"target {name!r}: the upstream timed out")
+            return timed_out(target)
         case openai.APIConnectionError() | httpx2.TransportError():
-            return Unavailable(
-                f"target {name!r}: the connection to the upstream failed or was lost "
-                "before the answer finished"
-            )
+            return connection_failed(target)
         case openai.APIStatusError():
-            return by_status(
-                exc.status_code,
-                target,
-                message=_upstream_message(exc, target),
-                retry_after=retry_after_s(exc.response.headers),
-                quota=_is_quota(exc),
-            )
+            status, seen = exc.status_code, f"HTTP {exc.status_code}"
+            retry_after = retry_after_s(exc.response.headers)
         case openai.APIResponseValidationError() | json.JSONDecodeError() | msgspec.DecodeError():
-            return Unavailable(f"target {name!r}: the upstream sent a malformed response")
+            return malformed(target)
         case openai.APIError():  # an error object in the middle of a 200 stream
             kind = exc.type or exc.code or "error"
-            return by_status(
-                _STREAM_ERROR_STATUS.get(kind, 500),
-                target,
-                message=_upstream_message(exc, target),
-                quota=_is_quota(exc),
-                stream_error=kind,
-            )
-    return Unavailable(f"target {name!r}: the upstream call failed ({type(exc).__name__})")
+            status = openai_errors.STREAM_ERROR_STATUS.get(kind, 500)
+            seen, retry_after = f"{kind} mid-stream", None
+        case _:
+            return Unavailable(
+                f"target {target.name!r}: the upstream call failed ({type(exc).__name__})"
+            ).about(target=target.name)
+    text = _upstream_text(exc)
+    fault = classify(
+        openai_errors.TABLE, status, kind=exc.type or "", code=exc.code or "", text=text
+    )
+    return upstream_error(
+        fault,
+        target,
+        seen=seen,
+        message=sanitize(text, target.api_key),
+        retry_after=retry_after,
+    )
 
 
-def _is_quota(exc: openai.APIError) -> bool:
-    return exc.code in _QUOTA_CODES or exc.type in _QUOTA_CODES
-
-
-def _upstream_message(exc: openai.APIError, target: TargetSpec) -> str:
+def _upstream_text(exc: openai.APIError) -> str:
+    """The upstream's own message: ``error.message`` of a JSON body, else the raw body."""
     body: Any = exc.body
-    text = body.get("message") if isinstance(body, dict) else None
-    return sanitize(text if isinstance(text, str) else "", target.api_key)
+    if isinstance(body, dict):
+        text = body.get("message")
+        return text if isinstance(text, str) else ""
+    return body if isinstance(body, str) else ""

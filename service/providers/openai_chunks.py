@@ -44,10 +44,15 @@ class PromptTokensDetails(msgspec.Struct, frozen=True):
     cached_tokens: int | None = None
 
 
+class CompletionTokensDetails(msgspec.Struct, frozen=True):
+    reasoning_tokens: int | None = None
+
+
 class CompletionUsage(msgspec.Struct, frozen=True):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class Chunk(msgspec.Struct, frozen=True):

@@ -26,6 +26,7 @@ from service.domain import (
 )
 from service.errors import Unavailable
 from service.providers.base import ModelCall
+from service.usage.estimate import AnswerCounter, estimated
 
 FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -123,37 +124,37 @@ def _part(part: TextPart | ImagePart) -> dict[str, Any]:
 class ChunkReader:
     """Turns a Chat Completions chunk stream into provider events.
 
-    Feed every chunk to :meth:`feed`; after the stream ends call :meth:`finish`, which yields
-    the usage and the one ``Finish`` — or raises ``Unavailable`` when the stream stopped
-    before it finished (no ``finish_reason``, or no usage chunk when usage was asked for).
+    Feed every chunk to :meth:`feed`, call :meth:`done` when ``data: [DONE]`` arrives, and
+    after the stream ends call :meth:`finish`, which yields the usage and the one ``Finish``.
+    A stream is whole when the protocol says so: a chunk with a ``finish_reason``, then
+    ``[DONE]``. The usage chunk is optional (servers that ignore
+    ``stream_options.include_usage`` send none): without it the usage is estimated from
+    ``call``'s prompt and the delivered answer, and marked ``estimated``.
     """
 
-    def __init__(self, target: str, *, expect_usage: bool) -> None:
+    def __init__(self, target: str, call: ModelCall) -> None:
         self._target = target
-        self._expect_usage = expect_usage
+        self._call = call
+        self._answer = AnswerCounter()
         self._finish: str | None = None
+        self._done = False
         self._usage: Usage | None = None
         self._refused = False
 
     def feed(self, chunk: Any) -> Iterator[ProviderEvent]:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
-            details = getattr(usage, "prompt_tokens_details", None)
-            self._usage = Usage(
-                input_tokens=usage.prompt_tokens or 0,
-                output_tokens=usage.completion_tokens or 0,
-                cached_input_tokens=(getattr(details, "cached_tokens", None) or 0),
-            )
+            self._usage = usage_of(usage)
         for choice in getattr(chunk, "choices", None) or ():
             if choice.index != 0:
                 continue  # Switchboard asks for one choice (n is never set)
             delta = choice.delta
             if delta is not None:
                 if delta.content:
-                    yield TextDelta(delta.content)
+                    yield self._counted(TextDelta(delta.content))
                 if getattr(delta, "refusal", None):
                     self._refused = True
-                    yield TextDelta(delta.refusal)
+                    yield self._counted(TextDelta(delta.refusal))
                 for call in delta.tool_calls or ():
                     function = call.function
                     event = ToolCallDelta(
@@ -164,24 +165,47 @@ class ChunkReader:
                         or "",
                     )
                     if event.id or event.name or event.arguments_delta:
-                        yield event
+                        yield self._counted(event)
             if choice.finish_reason:
                 self._finish = choice.finish_reason
+
+    def _counted(self, event: TextDelta | ToolCallDelta) -> TextDelta | ToolCallDelta:
+        self._answer.add(event)
+        return event
+
+    def done(self) -> None:
+        """``data: [DONE]`` arrived: the upstream says the stream is complete."""
+        self._done = True
 
     def finish(self) -> Iterator[ProviderEvent]:
         """The closing events.
 
         Raises:
-            Unavailable: the stream ended before its finish reason (or its usage) arrived.
+            Unavailable: the stream ended before its finish reason, or before ``[DONE]`` (a
+                body cut short after the last chunk is as truncated as one cut earlier).
         """
-        if self._finish is None or (self._expect_usage and self._usage is None):
-            missing = "finish reason" if self._finish is None else "usage chunk"
+        if self._finish is None or not self._done:
+            missing = "finish reason" if self._finish is None else "[DONE]"
             raise Unavailable(
                 f"target {self._target!r}: the upstream stream ended before it finished "
                 f"(no {missing}); the answer is incomplete"
             )
-        yield UsageEvent(self._usage or Usage())
+        yield UsageEvent(self._usage or estimated(self._call, self._answer))
         reason = FINISH_REASONS.get(self._finish, FinishReason.UNSPECIFIED)
         if self._refused and reason is FinishReason.STOP:
             reason = FinishReason.CONTENT_FILTER
         yield Finish(reason)
+
+
+def usage_of(usage: Any) -> Usage:
+    """The domain usage of a Chat Completions ``usage`` object: prompt tokens (cached reads
+    among them, ``prompt_tokens_details.cached_tokens``), completion tokens (reasoning among
+    them, ``completion_tokens_details.reasoning_tokens``)."""
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    completion = getattr(usage, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_input_tokens=getattr(prompt, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(completion, "reasoning_tokens", None) or 0,
+    )

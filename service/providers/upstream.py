@@ -1,4 +1,6 @@
-"""What the SDK-backed providers share: an attempt's time limit, Retry-After, sanitised text.
+"""What the SDK-backed providers share: an attempt's time limit, Retry-After, sanitised text,
+and what an upstream error means (:class:`Fault`, :func:`classify` over a provider's table of
+:class:`Rule` rows, :func:`upstream_error`).
 
 No SDK is imported here; each provider module maps its own SDK's exceptions (the HTTP
 transport's, aiohttp's, are read here: both SDKs share it).
@@ -8,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import enum
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -24,6 +27,7 @@ from service.errors import (
     Internal,
     InvalidArgument,
     QuotaViolation,
+    Reason,
     ResourceExhausted,
     SwitchboardError,
     Unavailable,
@@ -87,7 +91,9 @@ class AttemptLimit:
         return await self.run(anext(iterator), target)
 
     def exceeded(self, target: str) -> DeadlineExceeded:
-        return DeadlineExceeded(f"target {target!r} did not answer within {self.why}")
+        return DeadlineExceeded(
+            f"target {target!r} did not answer within {self.why}", reason=Reason.UPSTREAM_TIMEOUT
+        ).about(target=target)
 
 
 def transport_fault(exc: BaseException) -> type[DeadlineExceeded] | type[Unavailable] | None:
@@ -147,6 +153,206 @@ def sanitize(text: str, secret: Secret | None = None) -> str:
     return text
 
 
+QUOTA_DESCRIPTION = "upstream quota, credit or spend limit"
+"""The QuotaFailure description of an exhausted upstream account."""
+
+
+class Fault(enum.Enum):
+    """What an upstream error means, whatever status, type or code carried it."""
+
+    INVALID_REQUEST = "invalid_request"
+    CONTEXT_WINDOW = "context_window"
+    CONTENT_POLICY = "content_policy"
+    AUTH = "auth"
+    PERMISSION = "permission"
+    MODEL_NOT_FOUND = "model_not_found"
+    QUOTA = "quota"
+    RATE_LIMIT = "rate_limit"
+    OVERLOADED = "overloaded"
+    SERVER = "server"
+    MISCONFIGURED = "misconfigured"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of a provider's error table: the fault an error means when every given field
+    matches (``status`` exactly, ``type``/``code`` exactly, ``message`` a case-insensitive
+    regular expression searched in the upstream's text). A row with no fields never matches."""
+
+    fault: Fault
+    status: int | None = None
+    type: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+    def matches(self, status: int, kind: str, code: str, text: str) -> bool:
+        if self.status is None and self.type is None and self.code is None and not self.message:
+            return False
+        return (
+            (self.status is None or self.status == status)
+            and (self.type is None or self.type == kind)
+            and (self.code is None or self.code == code)
+            and (self.message is None or re.search(self.message, text, re.IGNORECASE) is not None)
+        )
+
+
+def classify(
+    table: Sequence[Rule], status: int, *, kind: str = "", code: str = "", text: str = ""
+) -> Fault:
+    """The fault of the first row of ``table`` that matches, else the one ``status`` stands
+    for (:func:`fault_of_status`). ``kind`` is the upstream's error type, ``code`` its error
+    code, ``text`` its message (unsanitised is fine: it is only matched, never shown)."""
+    for rule in table:
+        if rule.matches(status, kind, code, text):
+            return rule.fault
+    return fault_of_status(status)
+
+
+def fault_of_status(status: int) -> Fault:
+    """The fault an HTTP status means when the body says nothing more precise.
+
+    ===========  ====================================================================
+    400 413 422  INVALID_REQUEST (the caller can fix it)
+    401          AUTH: Switchboard's credentials were refused
+    402          QUOTA (Payment Required: the account is out of credit)
+    403          PERMISSION: the key may not use this model or endpoint
+    404          MODEL_NOT_FOUND: the target's model or URL is wrong
+    429          RATE_LIMIT
+    503 529      OVERLOADED (529 is Anthropic's "overloaded")
+    408 409 5xx  SERVER
+    other 4xx    MISCONFIGURED
+    ===========  ====================================================================
+    """
+    if status in (400, 413, 422):
+        return Fault.INVALID_REQUEST
+    fixed = {
+        401: Fault.AUTH,
+        402: Fault.QUOTA,
+        403: Fault.PERMISSION,
+        404: Fault.MODEL_NOT_FOUND,
+        429: Fault.RATE_LIMIT,
+        503: Fault.OVERLOADED,
+        529: Fault.OVERLOADED,
+    }
+    if status in fixed:
+        return fixed[status]
+    if status in (408, 409) or status >= 500:
+        return Fault.SERVER
+    return Fault.MISCONFIGURED
+
+
+def upstream_error(
+    fault: Fault,
+    target: TargetSpec,
+    *,
+    seen: str,
+    message: str = "",
+    retry_after: float | None = None,
+) -> SwitchboardError:
+    """The error a caller gets for an upstream ``fault`` of ``target``. ``seen`` says how it
+    arrived (``HTTP 400``, ``overloaded_error mid-stream``); ``message`` is the upstream's
+    own text, already sanitised.
+
+    ===============  ==================  =============================  ======  =======
+    fault            status              reason                         retry   breaker
+    ===============  ==================  =============================  ======  =======
+    INVALID_REQUEST  INVALID_ARGUMENT    UPSTREAM_INVALID_REQUEST       no      no
+    CONTEXT_WINDOW   INVALID_ARGUMENT    CONTEXT_WINDOW_EXCEEDED        no      no
+    CONTENT_POLICY   INVALID_ARGUMENT    UPSTREAM_CONTENT_POLICY        no      no
+    AUTH             INTERNAL            UPSTREAM_AUTH_FAILED           no      yes
+    PERMISSION       INTERNAL            UPSTREAM_PERMISSION_DENIED     no      yes
+    MODEL_NOT_FOUND  FAILED_PRECONDITION UPSTREAM_MODEL_NOT_FOUND       no      yes
+    QUOTA            RESOURCE_EXHAUSTED  UPSTREAM_QUOTA_EXHAUSTED       no      yes
+    RATE_LIMIT       UNAVAILABLE         UPSTREAM_RATE_LIMITED          yes     yes
+    OVERLOADED       UNAVAILABLE         UPSTREAM_OVERLOADED            yes     yes
+    SERVER           UNAVAILABLE         UPSTREAM_UNAVAILABLE           yes     yes
+    MISCONFIGURED    FAILED_PRECONDITION UPSTREAM_MISCONFIGURED         no      yes
+    ===============  ==================  =============================  ======  =======
+
+    An upstream fault that is not retryable but counts against the breaker (credentials,
+    model, quota) makes the router fall back at once; QUOTA carries ``google.rpc.QuotaFailure``
+    with subject ``target:<name>`` and no RetryInfo (an operator must act). Every error
+    carries ``target`` in its metadata.
+    """
+    error = _fault_error(fault, target, seen=seen, message=message, retry_after=retry_after)
+    return error.about(target=target.name)
+
+
+def _fault_error(
+    fault: Fault, target: TargetSpec, *, seen: str, message: str, retry_after: float | None
+) -> SwitchboardError:
+    name = target.name
+    said = f": {message}" if message else ""
+    match fault:
+        case Fault.QUOTA:
+            return ResourceExhausted(
+                f"target {name!r}: the upstream account is out of credit, or its quota or spend "
+                f"limit is exhausted ({seen}); an operator must act{said}",
+                violations=[QuotaViolation(f"target:{name}", QUOTA_DESCRIPTION)],
+                reason=Reason.UPSTREAM_QUOTA_EXHAUSTED,
+            ).overriding(counts_against_breaker=True)
+        case Fault.CONTEXT_WINDOW:
+            return InvalidArgument(
+                f"target {name!r}: the request does not fit model {target.model!r}'s context "
+                f"window ({seen}); shorten it or route to a model with a larger window{said}",
+                reason=Reason.CONTEXT_WINDOW_EXCEEDED,
+            )
+        case Fault.CONTENT_POLICY:
+            return InvalidArgument(
+                f"target {name!r}: the upstream's content policy refused the request or its "
+                f"answer ({seen}){said}",
+                reason=Reason.UPSTREAM_CONTENT_POLICY,
+            )
+        case Fault.INVALID_REQUEST:
+            return InvalidArgument(
+                f"target {name!r}: the upstream rejected the request{said}",
+                reason=Reason.UPSTREAM_INVALID_REQUEST,
+            )
+        case Fault.AUTH:
+            return Internal(
+                f"upstream rejected Switchboard's credentials for target {name!r} ({seen}); "
+                "an operator must check the target's api_key. The request itself was not at "
+                "fault.",
+                reason=Reason.UPSTREAM_AUTH_FAILED,
+            ).overriding(counts_against_breaker=True)
+        case Fault.PERMISSION:
+            return Internal(
+                f"upstream denied Switchboard's credentials for target {name!r} access to model "
+                f"{target.model!r} ({seen}); an operator must check the target's api_key and "
+                f"model. The request itself was not at fault{said}",
+                reason=Reason.UPSTREAM_PERMISSION_DENIED,
+            ).overriding(counts_against_breaker=True)
+        case Fault.MODEL_NOT_FOUND:
+            return FailedPrecondition(
+                f"target {name!r}: the upstream does not know model {target.model!r} "
+                f"({seen}); an operator must fix the target's model or base_url{said}",
+                reason=Reason.UPSTREAM_MODEL_NOT_FOUND,
+            ).overriding(counts_against_breaker=True)
+        case Fault.RATE_LIMIT:
+            return Unavailable(
+                f"target {name!r}: the upstream is rate limiting Switchboard ({seen}){said}",
+                retry_after_s=retry_after,
+                reason=Reason.UPSTREAM_RATE_LIMITED,
+            )
+        case Fault.OVERLOADED:
+            return Unavailable(
+                f"target {name!r}: the upstream is overloaded ({seen}){said}",
+                retry_after_s=retry_after,
+                reason=Reason.UPSTREAM_OVERLOADED,
+            )
+        case Fault.SERVER:
+            return Unavailable(
+                f"target {name!r}: the upstream failed ({seen}){said}",
+                retry_after_s=retry_after,
+                reason=Reason.UPSTREAM_UNAVAILABLE,
+            )
+    return FailedPrecondition(
+        f"target {name!r}: the upstream answered {seen}; an operator must check the "
+        f"target's configuration{said}",
+        reason=Reason.UPSTREAM_MISCONFIGURED,
+    ).overriding(counts_against_breaker=True)
+
+
 def by_status(
     status: int,
     target: TargetSpec,
@@ -156,56 +362,34 @@ def by_status(
     quota: bool = False,
     stream_error: str = "",
 ) -> SwitchboardError:
-    """The error for an upstream HTTP ``status`` (or the status an in-stream error event
-    stands for), shared by the SDK-backed providers. ``message`` is the upstream's own text,
-    already sanitised; ``quota`` says the upstream named an exhausted quota or spend limit;
-    ``stream_error`` names the error type of an error event inside a 200 stream, whose
-    ``status`` is the one that type stands for.
-
-    ===========  ===================================================================
-    400 413 422  InvalidArgument with the upstream's message (the caller can fix it)
-    401 403      Internal, operator-facing: Switchboard's credentials were refused
-    402, quota   ResourceExhausted, not retryable, no RetryInfo (an operator must act)
-    404          FailedPrecondition, operator-facing: the target's model or URL is wrong
-    429          Unavailable with ``retry_after`` (RetryInfo), retryable
-    408 409 5xx  Unavailable (529 is Anthropic's "overloaded"), retryable
-    other 4xx    FailedPrecondition, operator-facing
-    ===========  ===================================================================
-
-    Upstream faults (everything but the caller's own 400s) count against the target's breaker.
-    """
-    name = target.name
-    said = f": {message}" if message else ""
+    """The error for an upstream HTTP ``status`` whose body says nothing more precise
+    (:func:`fault_of_status`, then :func:`upstream_error`); ``quota`` says the upstream named
+    an exhausted quota or spend limit; ``stream_error`` names the error type of an error
+    event inside a 200 stream, whose ``status`` is the one that type stands for."""
     seen = f"{stream_error} mid-stream" if stream_error else f"HTTP {status}"
-    if quota or status == 402:
-        return ResourceExhausted(
-            f"target {name!r}: the upstream account's quota or spend limit is exhausted "
-            f"({seen}); an operator must raise it{said}",
-            violations=[QuotaViolation(f"target:{name}", "upstream quota or spend limit")],
-        ).overriding(counts_against_breaker=True)
-    if status in (400, 413, 422):
-        return InvalidArgument(f"target {name!r}: the upstream rejected the request{said}")
-    if status in (401, 403):
-        return Internal(
-            f"upstream rejected Switchboard's credentials for target {name!r} ({seen}); "
-            "an operator must check the target's api_key. The request itself was not at fault."
-        ).overriding(counts_against_breaker=True)
-    if status == 404:
-        return FailedPrecondition(
-            f"target {name!r}: the upstream does not know model {target.model!r} "
-            f"({seen}); an operator must fix the target's model or base_url{said}"
-        ).overriding(counts_against_breaker=True)
-    if status == 429:
-        return Unavailable(
-            f"target {name!r}: the upstream is rate limiting Switchboard ({seen}){said}",
-            retry_after_s=retry_after,
-        )
-    if status in (408, 409) or status >= 500:
-        return Unavailable(
-            f"target {name!r}: the upstream failed ({seen}){said}",
-            retry_after_s=retry_after,
-        )
-    return FailedPrecondition(
-        f"target {name!r}: the upstream answered {seen}; an operator must check the "
-        f"target's configuration{said}"
-    ).overriding(counts_against_breaker=True)
+    fault = Fault.QUOTA if quota else fault_of_status(status)
+    return upstream_error(fault, target, seen=seen, message=message, retry_after=retry_after)
+
+
+def timed_out(target: TargetSpec) -> DeadlineExceeded:
+    """The upstream (its SDK or transport) timed out."""
+    return DeadlineExceeded(
+        f"target {target.name!r}: the upstream timed out", reason=Reason.UPSTREAM_TIMEOUT
+    ).about(target=target.name)
+
+
+def connection_failed(target: TargetSpec) -> Unavailable:
+    """The connection failed, or was lost before the answer finished."""
+    return Unavailable(
+        f"target {target.name!r}: the connection to the upstream failed or was lost "
+        "before the answer finished",
+        reason=Reason.UPSTREAM_CONNECTION_FAILED,
+    ).about(target=target.name)
+
+
+def malformed(target: TargetSpec, what: str = "a malformed response") -> Unavailable:
+    """The upstream sent something that is not its wire format."""
+    return Unavailable(
+        f"target {target.name!r}: the upstream sent {what}",
+        reason=Reason.UPSTREAM_MALFORMED_RESPONSE,
+    ).about(target=target.name)

@@ -80,6 +80,10 @@ class Backend(Protocol):
         """Give the leases back. Raises BackendError."""
         ...
 
+    async def ping(self) -> None:
+        """Answer when the backend can take calls. Raises BackendError."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

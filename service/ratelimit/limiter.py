@@ -4,20 +4,24 @@ Tokens are estimated before the call (request text, ~4 characters a token) and r
 with the real usage after it. Limits come from config: ``tenant`` and ``key`` defaults,
 overridden per tenant name and per key id. When the backend fails, ``on_error`` decides:
 ``open`` lets calls through, ``closed`` refuses them (UNAVAILABLE); either way the failure is
-logged, counted, and reported through ``on_state`` (health), and the backend is left alone
-for ``retry_after_error_s`` so a dead Redis costs no latency per call.
+logged, counted, and reported through ``on_state`` (health). While the backend is down, calls
+do not wait on it: a probe owned by the limiter pings it every ``retry_after_error_s`` and
+the limiter is back (exact decisions, health SERVING) as soon as one ping answers. A single
+failed command is not an outage: the Redis client retries a dropped connection on a fresh one
+(``service.state.redis_client``), so a Redis restart costs no call a wrong decision.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from service.config.chain_model import LimitsConfig, RateLimitsConfig
-from service.errors import QuotaViolation, ResourceExhausted, Unavailable
+from service.errors import QuotaViolation, Reason, ResourceExhausted, Unavailable
 from service.ratelimit.base import NEVER, Backend, BackendError, Rate, Slot
 
 log = logging.getLogger(__name__)
@@ -78,17 +82,18 @@ class RateLimiter:
         on_refusal: Callable[[str], None] = lambda _limit: None,
         on_backend_error: Callable[[], None] = lambda: None,
         on_state: Callable[[bool], Awaitable[None]] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._config = config
         self._backend = backend
         self._on_refusal = on_refusal
         self._on_backend_error = on_backend_error
         self._on_state = on_state
-        self._clock = clock
+        self._sleep = sleep
         self._fail_open = config.backend == "memory" or config.redis.on_error == "open"
-        self._pause_s = config.redis.retry_after_error_s
-        self._down_until: float | None = None
+        self._probe_s = config.redis.retry_after_error_s
+        self._down = False
+        self._probe: asyncio.Task[None] | None = None
         self._plans: dict[tuple[str, str], _Plan] = {}
         self.active = _any_limit(config)
 
@@ -126,7 +131,7 @@ class RateLimiter:
         slots = plan.slots if stream else ()
         if not rates and not slots:
             return None
-        if self._paused():
+        if self._down:
             return self._backend_down()
         lease_id = secrets.token_hex(8) if slots else ""
         try:
@@ -134,7 +139,6 @@ class RateLimiter:
         except BackendError as exc:
             await self._failed(exc)
             return self._backend_down()
-        await self._recovered()
         if decision.refused is not None:
             limits: list[Rate | Slot] = [*rates, *slots]
             limit = limits[decision.refused]
@@ -144,7 +148,10 @@ class RateLimiter:
     async def finish(self, ticket: Ticket, used_tokens: int | None) -> None:
         """Reconcile the token estimate with ``used_tokens`` (None: the call reported no
         usage, so the estimate is refunded) and release the stream slots. Best effort: a
-        backend failure is logged; leases expire on their own."""
+        backend failure is logged; leases expire on their own. Skipped while the backend
+        is down (what it held is not waited on)."""
+        if self._down:
+            return
         delta = (used_tokens or 0) - ticket.estimate
         try:
             if delta and ticket.token_rates:
@@ -157,6 +164,12 @@ class RateLimiter:
             await self._failed(exc)
 
     async def aclose(self) -> None:
+        """Stop the probe (if the backend is down) and close the backend."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
         await self._backend.aclose()
 
     def _refusal(self, limit: Rate | Slot, wait_s: float, tokens: int) -> ResourceExhausted:
@@ -168,42 +181,55 @@ class RateLimiter:
                 f"this request (~{tokens} tokens) alone exceeds the limit of {limit.limit} "
                 f"{what} for {limit.subject}",
                 violations=[violation],
+                reason=Reason.RATE_LIMITED,
             )
         return ResourceExhausted(
             f"rate limit exceeded: {limit.limit} {what} for {limit.subject}; "
             f"retry in {wait_s:.1f}s",
             retry_after_s=wait_s,
             violations=[violation],
+            reason=Reason.RATE_LIMITED,
         )
-
-    def _paused(self) -> bool:
-        return self._down_until is not None and self._clock() < self._down_until
 
     def _backend_down(self) -> Ticket | None:
         """Nothing taken when failing open. Raises Unavailable when failing closed."""
         if self._fail_open:
             return None
-        raise Unavailable("rate limiter unavailable", retry_after_s=self._pause_s or None)
+        raise Unavailable(
+            "rate limiter unavailable",
+            retry_after_s=self._probe_s or None,
+            reason=Reason.RATE_LIMITER_UNAVAILABLE,
+        )
 
     async def _failed(self, exc: BackendError) -> None:
         self._on_backend_error()
-        was_up = self._down_until is None
-        self._down_until = self._clock() + self._pause_s
-        if was_up:
-            log.warning(
-                "rate-limit backend failed; calls are %s until it answers",
-                "let through" if self._fail_open else "refused",
-                extra={"error": str(exc)},
-            )
-            if self._on_state is not None:
-                await self._on_state(False)
+        if self._down:
+            return
+        self._down = True
+        log.warning(
+            "rate-limit backend failed; calls are %s until it answers",
+            "let through" if self._fail_open else "refused",
+            extra={"error": str(exc)},
+        )
+        if self._on_state is not None:
+            await self._on_state(False)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
 
-    async def _recovered(self) -> None:
-        if self._down_until is not None:
-            self._down_until = None
+    async def _probe_until_up(self) -> None:
+        """Ping the backend every ``retry_after_error_s`` until it answers, then take calls
+        to it again. Owned by the limiter: ``aclose`` cancels it."""
+        while True:
+            await self._sleep(self._probe_s)
+            try:
+                await self._backend.ping()
+            except BackendError:
+                continue
+            self._down = False
             log.warning("rate-limit backend answers again")
             if self._on_state is not None:
                 await self._on_state(True)
+            return
 
 
 def _any_limit(config: RateLimitsConfig) -> bool:
@@ -226,7 +252,7 @@ def build_limiter(
         from service.ratelimit.redis_backend import RedisBackend  # noqa: PLC0415
 
         r = config.redis
-        backend = RedisBackend.from_url(r.url, r.key_prefix, r.timeout_s)
+        backend = RedisBackend.from_url(r.url, r.key_prefix, r.timeout_s, r.pool_size)
     else:
         from service.ratelimit.memory import MemoryBackend  # noqa: PLC0415
 

@@ -68,6 +68,9 @@ class MemoryBackend:
                 if not leases:
                     del self._leases[slot.key]
 
+    async def ping(self) -> None:
+        """Always answers: the state is in this process."""
+
     async def aclose(self) -> None:
         self._tats.clear()
         self._leases.clear()

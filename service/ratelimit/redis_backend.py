@@ -14,6 +14,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.ratelimit.base import NEVER, SLOT_RETRY_S, BackendError, Decision, Rate, Slot
+from service.state.redis_client import async_client
+
+POOL_SIZE = 32
+"""Connections per process; a burst queues for them (see bench/limiter_bench.py)."""
 
 # Milliseconds throughout. Returns {0} when allowed, else {index (1-based), wait_ms} for the
 # limit with the longest wait (wait -1: the cost alone exceeds the limit).
@@ -97,11 +101,11 @@ class RedisBackend:
         self._release = client.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, key_prefix: str, timeout_s: float) -> RedisBackend:
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
-        return cls(client, key_prefix)
+    def from_url(
+        cls, url: str, key_prefix: str, timeout_s: float, pool_size: int = POOL_SIZE
+    ) -> RedisBackend:
+        """A backend on its own bounded pool (see :mod:`service.state.redis_client`)."""
+        return cls(async_client(url, timeout_s=timeout_s, max_connections=pool_size), key_prefix)
 
     def _key(self, key: str) -> str:
         tenant, _, rest = key.partition(":")
@@ -132,8 +136,14 @@ class RedisBackend:
         if slots:
             await self._run(self._release, [self._key(s.key) for s in slots], [lease_id])
 
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"redis: {type(exc).__name__}") from exc
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:

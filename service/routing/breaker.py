@@ -28,10 +28,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pybreaker
-import redis
 
-from service.errors import SwitchboardError, Unavailable
+from service.errors import Reason, SwitchboardError, Unavailable
+from service.routing.breaker_storage import SharedStorage
 from service.routing.policy import BreakerPolicy, RedisStorageSpec
+from service.state.redis_client import sync_client
 
 log = logging.getLogger(__name__)
 
@@ -51,41 +52,47 @@ StorageFactory = Callable[[str], pybreaker.CircuitBreakerStorage]
 
 
 def redis_storage(spec: RedisStorageSpec) -> tuple[StorageFactory, Callable[[], None]]:
-    """Breaker state shared through Redis (pybreaker's ``CircuitRedisStorage``, keys under
-    ``<namespace>:<target>:pybreaker:*``), and a function that closes the connection pool.
+    """Breaker state shared through Redis (keys under ``<namespace>:<target>:pybreaker:*``,
+    pybreaker's layout), and a function that closes the connection pool.
 
     pybreaker talks to Redis synchronously: each admit and outcome costs a round trip on
-    the event loop, fine on a local network. When Redis fails, pybreaker logs it and
-    treats the circuit as closed; when it is unreachable as a target's breaker is built,
-    that breaker keeps its state in memory.
+    the event loop (at most ``BREAKER_REDIS_TIMEOUT_S``), fine on a local network. While
+    Redis fails, each breaker counts in this process; see
+    :class:`service.routing.breaker_storage.SharedStorage`. The client heals after a Redis
+    restart (:mod:`service.state.redis_client`).
     """
-    client = redis.Redis.from_url(spec.url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    client = sync_client(spec.url, timeout_s=BREAKER_REDIS_TIMEOUT_S)
 
     def storage(target: str) -> pybreaker.CircuitBreakerStorage:
-        try:
-            return pybreaker.CircuitRedisStorage(
-                CLOSED, client, namespace=f"{spec.namespace}:{target}"
-            )
-        except redis.RedisError as exc:
-            # Serving beats sharing: this target's breaker stays local to this process.
-            log.error(  # noqa: TRY400 (a known outage: the cause is enough, no traceback)
-                "breaker state storage unreachable; this target's breaker is local",
-                extra={"target": target, "error": type(exc).__name__},
-            )
-            return pybreaker.CircuitMemoryStorage(CLOSED)
+        return SharedStorage(CLOSED, client, namespace=f"{spec.namespace}:{target}")
 
     return storage, client.close
 
 
+BREAKER_REDIS_TIMEOUT_S = 0.25
+
+
 class BreakerOpen(Unavailable):
     """The target's circuit is open: no attempt was made. Falls back like UNAVAILABLE; does
-    not itself count against any breaker. ``retry_after_s`` is the cool-down left."""
+    not itself count against any breaker. ``retry_after_s`` is the cool-down left; ``cause``
+    the failure that opened the circuit, when this process saw it (an exhausted quota stays
+    a quota error for the callers that come after it)."""
 
     counts_against_breaker = False
+    reason = Reason.CIRCUIT_OPEN
 
-    def __init__(self, message: str, *, target: str, retry_after_s: float | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        retry_after_s: float | None,
+        cause: SwitchboardError | None = None,
+    ) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
         self.target = target
+        self.cause = cause
+        self.about(target=target)
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
@@ -115,6 +122,8 @@ class Breaker:
         self._policy = policy
         self._probes = 0
         self._opened_at: float | None = None
+        self._failing: SwitchboardError | None = None  # the failure being recorded
+        self._cause: SwitchboardError | None = None  # the failure that opened the circuit
         self._lock = threading.Lock()
         self._cb = pybreaker.CircuitBreaker(
             fail_max=policy.fail_max,
@@ -146,6 +155,11 @@ class Breaker:
     def fail_counter(self) -> int:
         return int(self._cb.fail_counter)
 
+    @property
+    def cause(self) -> SwitchboardError | None:
+        """The failure that opened the circuit (None when closed, or opened elsewhere)."""
+        return self._cause if self.state != CLOSED else None
+
     def cooldown_left(self) -> float:
         """Seconds until an open circuit lets a probe through (0 when not open)."""
         if self.state != OPEN:
@@ -168,10 +182,13 @@ class Breaker:
         if state == OPEN:
             left = self.cooldown_left()
             if left > 0:
+                cause = self._cause
+                why = f": {cause.message}" if cause is not None else ""
                 raise BreakerOpen(
-                    f"target {self.target!r} is failing (circuit open)",
+                    f"target {self.target!r} is failing (circuit open){why}",
                     target=self.target,
                     retry_after_s=left,
+                    cause=cause,
                 )
             self._cb.half_open()
             state = HALF_OPEN
@@ -182,6 +199,7 @@ class Breaker:
                         f"target {self.target!r} is being probed (circuit half-open)",
                         target=self.target,
                         retry_after_s=None,
+                        cause=self._cause,
                     )
                 self._probes += 1
             return Ticket(self, probe=True)
@@ -189,7 +207,9 @@ class Breaker:
 
     def _record(self, error: SwitchboardError | None) -> None:
         # The outcome is replayed synchronously: nothing awaits inside calling(), so a
-        # CancelledError can never be counted here.
+        # CancelledError can never be counted here. The failure is kept while pybreaker
+        # counts it, so the listener can remember the one that opened the circuit.
+        self._failing = error
         try:
             with self._cb.calling():
                 if error is not None:
@@ -199,6 +219,8 @@ class Breaker:
         except SwitchboardError as exc:
             if exc is not error:
                 raise
+        finally:
+            self._failing = None
 
     def _release_probe(self) -> None:
         with self._lock:
@@ -207,6 +229,12 @@ class Breaker:
     def _changed(self, state: str) -> None:
         # The cool-down runs on our clock from when this process saw the circuit open.
         self._opened_at = self._clock() if state == OPEN else None
+        if state == OPEN:
+            # A failed half-open probe reopens it: keep the first cause if the probe's is
+            # unknown.
+            self._cause = self._failing or self._cause
+        elif state == CLOSED:
+            self._cause = None
         if state == HALF_OPEN:
             with self._lock:
                 self._probes = 0

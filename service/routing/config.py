@@ -84,6 +84,11 @@ class RouteConfig(_Model):
     strategy: Literal["fallback", "weighted"] = "fallback"
     targets: list[RouteEntry] = Field(min_length=1)
     fallback: list[RouteEntry] = Field(default_factory=list)
+    on_context_window_exceeded: list[RouteEntry] = Field(
+        default_factory=list,
+        description="targets (larger context windows) to try, in order, when a target "
+        "answers CONTEXT_WINDOW_EXCEEDED",
+    )
     retry: RetryConfig | None = None
     hedge: HedgeConfig | None = None
     attempt_timeout_s: float | None = Field(None, gt=0)
@@ -91,7 +96,7 @@ class RouteConfig(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> RouteConfig:
-        names = [_name(e) for e in (*self.targets, *self.fallback)]
+        names = route_names(self)
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"a target appears more than once on the route: {', '.join(dupes)}")
@@ -131,7 +136,8 @@ def _name(entry: RouteEntry) -> str:
 def route_names(route: Route) -> list[str]:
     """Every target name on ``route``, in configured order."""
     if isinstance(route, RouteConfig):
-        return [_name(e) for e in (*route.targets, *route.fallback)]
+        every = (*route.targets, *route.fallback, *route.on_context_window_exceeded)
+        return [_name(e) for e in every]
     return list(route)
 
 
@@ -214,6 +220,7 @@ def route_policy(
         targets=tuple(entry(e) for e in config.targets),
         strategy=Strategy(config.strategy),
         fallback=tuple(entry(e) for e in config.fallback),
+        on_context_window_exceeded=tuple(entry(e) for e in config.on_context_window_exceeded),
         retry=RetryPolicy(
             max_attempts=retry.max_attempts,
             backoff_base_s=retry.backoff_base_s,

@@ -101,11 +101,14 @@ class RouteTarget:
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:
     """How one agent's calls are routed. ``targets`` are ordered (fallback) or weighted;
-    ``fallback`` targets come after them, in order."""
+    ``fallback`` targets come after them, in order. ``on_context_window_exceeded`` are tried,
+    in order, instead of the rest when a target says the request does not fit its context
+    window (LiteLLM's ``context_window_fallbacks``); empty: that error ends the call."""
 
     targets: tuple[RouteTarget, ...]
     strategy: Strategy = Strategy.FALLBACK
     fallback: tuple[RouteTarget, ...] = ()
+    on_context_window_exceeded: tuple[RouteTarget, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     hedge: HedgePolicy | None = None
     min_attempt_s: float = 0.05
@@ -118,7 +121,8 @@ class RoutePolicy:
     @property
     def specs(self) -> tuple[TargetSpec, ...]:
         """Every target on the route, in configured order."""
-        return tuple(t.spec for t in (*self.targets, *self.fallback))
+        every = (*self.targets, *self.fallback, *self.on_context_window_exceeded)
+        return tuple(t.spec for t in every)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,13 @@ from typing import Any
 
 from service.deadline import Deadline
 from service.domain import Finish, ProviderEvent
-from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
+from service.errors import (
+    DeadlineExceeded,
+    Reason,
+    ResourceExhausted,
+    SwitchboardError,
+    Unavailable,
+)
 from service.providers.base import ModelCall, Provider, TargetSpec
 from service.routing.balance import attempt_order
 from service.routing.breaker import BreakerOpen, Ticket
@@ -84,6 +90,8 @@ class _Call:
     cause: TargetState | None = None
     skipped: list[BreakerOpen] = field(default_factory=list)
     stop: bool = False
+    wider: tuple[RouteTarget, ...] | None = None  # switch to these (context window exceeded)
+    widened: bool = False
 
 
 class Router:
@@ -131,12 +139,16 @@ class Router:
         policy = policy or RoutePolicy.ordered(route)
         state = _Call(policy, deadline)
         order = attempt_order(policy, self._rng)
-        for index, target in enumerate(order):
-            opened = await self._on_target(state, target, order[index + 1 :], call)
+        index = 0
+        while index < len(order):
+            opened = await self._on_target(state, order[index], order[index + 1 :], call)
             if opened is not None:
                 return opened
             if state.stop:
                 break
+            index += 1
+            if state.wider is not None:  # the rest of the route has windows as small
+                order, index, state.wider = list(state.wider), 0, None
         raise self._failure(state)
 
     async def _on_target(
@@ -178,6 +190,9 @@ class Router:
                     "retryable": error.retryable,
                 },
             )
+            if error.reason == Reason.CONTEXT_WINDOW_EXCEEDED and self._widen(call):
+                call.last_error = error
+                return None
             if not (error.retryable or error.counts_against_breaker):
                 raise error  # the caller's fault: no other target would do better
             call.last_error = error
@@ -196,6 +211,17 @@ class Router:
                 log.info("moving on", extra={"target": target.name, "reason": decision.why})
                 return None
             await self._sleep(decision.delay_s)
+
+    @staticmethod
+    def _widen(call: _Call) -> bool:
+        """Switch the call to its route's ``on_context_window_exceeded`` targets, once.
+        False: there are none (or the call already switched): the error ends the call."""
+        if call.widened or not call.policy.on_context_window_exceeded:
+            return False
+        log.info("context window exceeded: trying the route's larger-window targets")
+        call.widened = True
+        call.wider = call.policy.on_context_window_exceeded
+        return True
 
     def _pay(self, call: _Call, target: TargetState) -> bool:
         """Deposit for a call's first attempt; withdraw from the culprit's budget for an
@@ -315,6 +341,7 @@ class Router:
         else:
             attempt.state.latency.add(time.monotonic() - attempt.started)
             return _Outcome(attempt, first=first)
+        error.about(target=name)
         _blame(attempt, error)
         return _Outcome(attempt, error=error)
 
@@ -335,13 +362,25 @@ class Router:
             return call.last_error
         if call.skipped:
             names = ", ".join(repr(s.target) for s in call.skipped)
+            quotas = [s.cause for s in call.skipped if isinstance(s.cause, ResourceExhausted)]
+            if len(quotas) == len(call.skipped):
+                # Every circuit opened on an exhausted quota: waiting will not help, and the
+                # caller learns that as it would have from the first failure.
+                return ResourceExhausted(
+                    f"no target can take the call now: circuit open for {names} after the "
+                    f"upstream quota was exhausted: {quotas[0].message}",
+                    violations=[v for q in quotas for v in q.violations],
+                    reason=Reason.UPSTREAM_QUOTA_EXHAUSTED,
+                ).about(target=call.skipped[0].target)
             waits = [s.retry_after_s for s in call.skipped if s.retry_after_s is not None]
             return Unavailable(
                 f"no target can take the call now: circuit open for {names}",
                 retry_after_s=min(waits) if waits else None,
-            )
+                reason=Reason.CIRCUIT_OPEN,
+            ).about(target=call.skipped[0].target)
         return DeadlineExceeded(
-            f"deadline too close: an attempt needs at least {call.policy.min_attempt_s:g}s"
+            f"deadline too close: an attempt needs at least {call.policy.min_attempt_s:g}s",
+            reason=Reason.NO_TIME_LEFT,
         )
 
 
@@ -420,6 +459,7 @@ async def _committed(
             except TimeoutError as exc:
                 raise DeadlineExceeded(_late(attempt, "finished its answer")) from exc
     except SwitchboardError as exc:
+        exc.about(target=name)
         _blame(attempt, exc)
         raise
     finally:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from service.agents.spec import MemoryPolicy
 from service.context import current
 from service.domain import Message
-from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
 from service.sessions import codec
 from service.state.records import AuditEntry, SessionInfo, UsageRecord
 from service.state.stores import SessionStore
@@ -22,12 +22,23 @@ MAX_SESSION_ID = 128
 MAX_TURNS_READ = 10_000
 
 
-def check_id(session_id: str, field: str = "session_id") -> None:
-    """Raises InvalidArgument unless ``session_id`` is 1 to 128 characters."""
+def session_id_problem(session_id: str) -> str | None:
+    """What is wrong with ``session_id``, or None: 1 to 128 printable characters (no control
+    or format characters: ids go into logs, audit entries and store keys)."""
     if not session_id:
-        raise InvalidArgument.field(field, "the session id is required")
+        return "the session id is required"
     if len(session_id) > MAX_SESSION_ID:
-        raise InvalidArgument.field(field, f"at most {MAX_SESSION_ID} characters")
+        return f"at most {MAX_SESSION_ID} characters"
+    if not session_id.isprintable():
+        return "printable characters only (no control characters)"
+    return None
+
+
+def check_id(session_id: str, field: str = "session_id") -> None:
+    """Raises InvalidArgument unless ``session_id`` is well formed (see
+    :func:`session_id_problem`)."""
+    if (problem := session_id_problem(session_id)) is not None:
+        raise InvalidArgument.field(field, problem)
 
 
 class Sessions:
@@ -96,7 +107,7 @@ class Sessions:
         check_id(session_id, "id")
         info = await self._store.get(tenant, session_id)
         if info is None or (agents is not None and info.agent not in agents):
-            raise NotFound(f"no session {session_id!r}")
+            raise NotFound(f"no session {session_id!r}", reason=Reason.SESSION_NOT_FOUND)
         turns = await self._store.turns(tenant, session_id, MAX_TURNS_READ)
         return info, tuple(m for t in turns for m in codec.decode(t.messages_json))
 
@@ -115,6 +126,6 @@ class Sessions:
         if agents is not None:
             info = await self._store.get(tenant, session_id)
             if info is None or info.agent not in agents:
-                raise NotFound(f"no session {session_id!r}")
+                raise NotFound(f"no session {session_id!r}", reason=Reason.SESSION_NOT_FOUND)
         if not await self._store.delete(tenant, session_id):
-            raise NotFound(f"no session {session_id!r}")
+            raise NotFound(f"no session {session_id!r}", reason=Reason.SESSION_NOT_FOUND)

@@ -12,11 +12,11 @@ import json
 import math
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.state.guard import guarded
 from service.state.records import BudgetLine, Claim
+from service.state.redis_client import async_client
 
 _RESERVE = """
 local t = redis.call('TIME')
@@ -82,16 +82,8 @@ class RedisFast:
     def __init__(self, url: str, *, prefix: str, timeout_s: float, pool_size: int = 10) -> None:
         self._prefix = prefix
         self._timeout_s = timeout_s
-        # A blocking pool: a burst waits for a free connection (within the timeout) instead
-        # of failing at once.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        # A bounded pool that heals after a Redis restart (service.state.redis_client).
+        self._redis = async_client(url, timeout_s=timeout_s, max_connections=pool_size)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._spent = self._redis.register_script(_SPENT)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from service.config.state_model import BudgetConfig
-from service.errors import QuotaViolation, ResourceExhausted
+from service.errors import QuotaViolation, Reason, ResourceExhausted
 from service.state.records import BudgetLine
 from service.state.stores import BudgetStore, UsageLedger
 from service.usage.pricing import usd
@@ -125,6 +125,7 @@ class Budgets:
             f"(estimated {usd(amount):.6f} USD); it resets at the end of the UTC {budget.period}",
             retry_after_s=left_s,
             violations=[QuotaViolation(subject, f"budget {budget.name}: {limit}")],
+            reason=Reason.BUDGET_EXHAUSTED,
         )
 
     async def _seed(self, bound: Bound, tenant: str, key_id: str, now: float) -> None:

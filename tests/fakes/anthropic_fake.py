@@ -23,7 +23,10 @@ byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time 
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with Anthropic's
 ``{"type": "error", "error": {...}}`` body) + ``headers`` (e.g. ``retry-after``), ``hang``,
 ``disconnect_after`` (drop the connection after N frames), ``error_after`` (an ``error``
-event after N frames), ``omit_stop`` (a clean body without ``message_stop``).
+event after N frames), ``omit_stop`` (a clean body without ``message_stop``), ``omit_usage``
+(no ``usage`` in ``message_start`` or ``message_delta``, as some compatible servers do);
+``cache_read_tokens`` and ``cache_write_5m_tokens`` / ``cache_write_1h_tokens`` fill the
+usage's cache fields (``cache_creation_input_tokens`` and its ``cache_creation`` breakdown).
 
 Inspect ``fake.received``, ``fake.connections``, ``fake.abandoned``, ``fake.completed``;
 ``await fake.wait_for(...)``.
@@ -73,6 +76,8 @@ class Scenario:
     stop_reason: str | None = None  # default: "tool_use" with tool uses, else "end_turn"
     usage: tuple[int, int] = (15, 8)
     cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     status: int = 200
     error: dict[str, Any] | None = None  # the inner error object; default by status
     headers: dict[str, str] = field(default_factory=dict)
@@ -86,6 +91,7 @@ class Scenario:
         default_factory=lambda: {"type": "overloaded_error", "message": "Overloaded"}
     )
     omit_stop: bool = False
+    omit_usage: bool = False
 
 
 class AnthropicFake(FakeServer):
@@ -154,13 +160,10 @@ def _frames(scenario: Scenario, model: str) -> list[bytes]:
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": scenario.cache_read_tokens,
-            "output_tokens": 1,
-        },
+        "usage": _usage(scenario, input_tokens, 1),
     }
+    if scenario.omit_usage:
+        del start["usage"]
     frames = [sse({"type": "message_start", "message": start}, "message_start")]
     index = 0
     if scenario.text:
@@ -212,7 +215,7 @@ def _frames(scenario: Scenario, model: str) -> list[bytes]:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": _stop(scenario), "stop_sequence": None},
-                "usage": {"output_tokens": output_tokens},
+                **({} if scenario.omit_usage else {"usage": {"output_tokens": output_tokens}}),
             },
             "message_delta",
         )
@@ -244,7 +247,21 @@ def _message(scenario: Scenario, model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": _stop(scenario),
         "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        "usage": _usage(scenario, input_tokens, output_tokens),
+    }
+
+
+def _usage(scenario: Scenario, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    written = scenario.cache_write_5m_tokens + scenario.cache_write_1h_tokens
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": scenario.cache_read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": scenario.cache_write_5m_tokens,
+            "ephemeral_1h_input_tokens": scenario.cache_write_1h_tokens,
+        },
+        "output_tokens": output_tokens,
     }
 
 

@@ -20,9 +20,12 @@ a chunk with the ``finish_reason``, a usage-only chunk (``choices: []``) when th
 Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: time to first
 byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with OpenAI's
-``{"error": {...}}`` body) + ``headers`` (e.g. ``retry-after``), ``hang``, ``disconnect_after``
-(drop the connection after N frames), ``error_after`` (an in-stream error object after N
-frames), ``omit_done`` / ``omit_usage`` / ``omit_finish`` (a clean but truncated stream).
+``{"error": {...}}`` body, or ``error_body`` as it is) + ``headers`` (e.g. ``retry-after``),
+``hang``, ``disconnect_after`` (drop the connection after N frames), ``error_after`` (an
+in-stream error object after N frames), ``omit_finish`` / ``omit_done`` (a clean but truncated
+stream: no chunk with a ``finish_reason``, no ``data: [DONE]``), ``omit_usage`` (no usage chunk
+although the request asked for one, as Ollama, llama.cpp and other compatible servers do: the
+stream is still whole); ``cached_tokens`` and ``reasoning_tokens`` fill the usage's details.
 
 Inspect ``fake.received`` (every request: path, headers, JSON body, connection number),
 ``fake.connections``, ``fake.abandoned`` and ``fake.completed``; ``await fake.wait_for(...)``.
@@ -61,8 +64,10 @@ class Scenario:
     finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
     usage: tuple[int, int] = (12, 6)
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
     status: int = 200
     error: dict[str, Any] | None = None
+    error_body: dict[str, Any] | None = None  # the whole error body (servers that skip "error")
     headers: dict[str, str] = field(default_factory=dict)
     latency_s: float = 0.0
     first_chunk_delay_s: float = 0.0
@@ -110,7 +115,7 @@ class OpenAIFake(FakeServer):
             return await self.hang(conn)
         headers = _headers(scenario.headers)
         if scenario.status >= 400:
-            body = {"error": scenario.error or _error_body(scenario.status)}
+            body = scenario.error_body or {"error": scenario.error or _error_body(scenario.status)}
             return await self.reply_json(conn, scenario.status, body, headers)
         model = (request.body or {}).get("model", "fake-model")
         if (request.body or {}).get("stream"):
@@ -160,6 +165,7 @@ def _usage(scenario: Scenario) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": scenario.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": scenario.reasoning_tokens},
     }
 
 

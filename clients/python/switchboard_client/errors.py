@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -18,7 +19,13 @@ class Violation:
 
 
 class SwitchboardError(Exception):
-    """A call failed; ``code`` and ``message`` are the status, the rest its details."""
+    """A call failed; ``code`` and ``message`` are the status, the rest its details.
+
+    ``reason`` is ``google.rpc.ErrorInfo.reason`` (UPPER_SNAKE, e.g. ``AGENT_NOT_FOUND``,
+    ``UPSTREAM_QUOTA_EXHAUSTED``, ``CONTEXT_WINDOW_EXCEEDED``: branch on it, not on the
+    message), ``metadata`` its facts (``target``, ``agent``…), ``request_id`` the call's id
+    (from ErrorInfo or the ``x-request-id`` trailer): quote it when reporting a problem.
+    """
 
     def __init__(
         self,
@@ -27,12 +34,20 @@ class SwitchboardError(Exception):
         *,
         violations: tuple[Violation, ...] = (),
         retry_after_s: float | None = None,
+        reason: str = "",
+        domain: str = "",
+        metadata: dict[str, str] | None = None,
+        request_id: str = "",
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.violations = violations
         self.retry_after_s = retry_after_s
+        self.reason = reason
+        self.domain = domain
+        self.metadata = dict(metadata or {})
+        self.request_id = request_id
 
 
 class InvalidArgumentError(SwitchboardError): ...
@@ -76,14 +91,18 @@ _BY_CODE: dict[grpc.StatusCode, type[SwitchboardError]] = {
 
 
 def from_rpc_error(error: grpc.RpcError) -> SwitchboardError:
-    """The typed exception for a failed call, its BadRequest/QuotaFailure/RetryInfo decoded."""
+    """The typed exception for a failed call, its ErrorInfo/BadRequest/QuotaFailure/RetryInfo
+    decoded."""
     code: grpc.StatusCode = error.code()
     message: str = error.details() or ""
     violations: list[Violation] = []
     retry_after: float | None = None
+    info = error_details_pb2.ErrorInfo()
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations += [Violation(v.field, v.description) for v in bad.field_violations]
@@ -92,8 +111,27 @@ def from_rpc_error(error: grpc.RpcError) -> SwitchboardError:
             detail.Unpack(quota)
             violations += [Violation(v.subject, v.description) for v in quota.violations]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            retry_after = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            delay = error_details_pb2.RetryInfo()
+            detail.Unpack(delay)
+            retry_after = delay.retry_delay.seconds + delay.retry_delay.nanos / 1e9
+    request_id = info.metadata.get("request_id", "") or _trailer(error, "x-request-id")
     kind = _BY_CODE.get(code, SwitchboardError)
-    return kind(code, message, violations=tuple(violations), retry_after_s=retry_after)
+    return kind(
+        code,
+        message,
+        violations=tuple(violations),
+        retry_after_s=retry_after,
+        reason=info.reason,
+        domain=info.domain,
+        metadata=dict(info.metadata),
+        request_id=request_id,
+    )
+
+
+def _trailer(error: grpc.RpcError, name: str) -> str:
+    trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for item in trailers or ():
+        key, value = item[0], item[1]
+        if key == name and isinstance(value, str):
+            return value
+    return ""

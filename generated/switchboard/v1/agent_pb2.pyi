@@ -805,7 +805,9 @@ Global___ResponseFormat: _TypeAlias = ResponseFormat  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
-    """Usage counts the tokens (and cost) of one answer."""
+    """Usage counts the tokens (and cost) of one answer, by every dimension the
+    provider bills.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -814,16 +816,43 @@ class Usage(_message.Message):
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_5M_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_1H_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
-    """Tokens in the prompt, as the provider counted them."""
+    """Tokens in the prompt, as the provider counted them: uncached tokens, cache
+    reads (cached_input_tokens) and cache writes (the cache_creation fields).
+    """
     output_tokens: _builtins.int
-    """Tokens generated."""
+    """Tokens generated, reasoning tokens included."""
     total_tokens: _builtins.int
     """input_tokens + output_tokens."""
     cached_input_tokens: _builtins.int
-    """Of input_tokens, those the provider served from its prompt cache."""
+    """Of input_tokens, those the provider served from its prompt cache (OpenAI
+    prompt_tokens_details.cached_tokens, Anthropic cache_read_input_tokens).
+    """
     cost_usd: _builtins.float
     """Cost in US dollars, where the model has a price; 0 for cache hits."""
+    cache_creation_5m_input_tokens: _builtins.int
+    """Of input_tokens, those written to the provider's 5-minute prompt cache
+    (Anthropic cache_creation.ephemeral_5m_input_tokens, or
+    cache_creation_input_tokens when no breakdown is given).
+    """
+    cache_creation_1h_input_tokens: _builtins.int
+    """Of input_tokens, those written to the provider's 1-hour prompt cache
+    (Anthropic cache_creation.ephemeral_1h_input_tokens).
+    """
+    reasoning_tokens: _builtins.int
+    """Of output_tokens, those the model spent reasoning (OpenAI
+    completion_tokens_details.reasoning_tokens); billed as output.
+    """
+    estimated: _builtins.bool
+    """True when the upstream reported no usage (an OpenAI-compatible server
+    that ignores stream_options.include_usage) and Switchboard estimated the
+    counts from the prompt and the delivered answer. An estimated usage is
+    priced and charged to budgets like a reported one.
+    """
     def __init__(
         self,
         *,
@@ -832,10 +861,14 @@ class Usage(_message.Message):
         total_tokens: _builtins.int = ...,
         cached_input_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
+        cache_creation_5m_input_tokens: _builtins.int = ...,
+        cache_creation_1h_input_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
+        estimated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_1h_input_tokens", b"cache_creation_1h_input_tokens", "cache_creation_5m_input_tokens", b"cache_creation_5m_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "estimated", b"estimated", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,85 @@
+"""Request bodies that do not decode: INVALID_ARGUMENT before auth, counted and logged.
+
+grpc runs a handler's ``request_deserializer`` before any interceptor sees the call, and an
+exception there becomes UNKNOWN "Unexpected <class 'DecodeError'>" with a traceback in the
+log. :func:`tolerant` wraps the deserializer so that a body that does not parse (a truncated
+varint, wire type 6 or 7, bad UTF-8 in a string, a length past the end, nesting past
+protobuf's recursion limit…) becomes an :class:`Undecodable` marker instead; the chain's
+outer layers (tracing, context, observe) treat it as a request without fields, and
+:class:`DecodeLayer`, placed before auth, ends the call with INVALID_ARGUMENT. So the call
+is traced, counted in the metrics and written to the call log like any other refusal, and
+one unauthenticated byte costs one log line, not a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from service.api.errors import abort
+from service.errors import InvalidArgument
+from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
+
+Deserializer = Callable[[bytes], Any]
+
+
+class Undecodable:
+    """What a tolerant deserializer returns for a body that does not decode."""
+
+    __slots__ = ("problem", "size")
+
+    def __init__(self, problem: str, size: int) -> None:
+        self.problem = problem  # protobuf's own words, without the body
+        self.size = size  # bytes received
+
+
+def tolerant(deserializer: Deserializer, type_name: str) -> Deserializer:
+    """``deserializer``, returning :class:`Undecodable` where it would raise ``DecodeError``
+    (or ``RecursionError``/``ValueError``, which some protobuf runtimes raise instead)."""
+
+    def deserialize(body: bytes) -> Any:
+        try:
+            return deserializer(body)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            return Undecodable(_problem(exc, type_name), len(body))
+
+    return deserialize
+
+
+def _problem(exc: BaseException, type_name: str) -> str:
+    detail = str(exc).rpartition(": ")[2] if isinstance(exc, DecodeError) else ""
+    if "MaxDepth" in detail or isinstance(exc, RecursionError):
+        detail = "messages nested too deeply (a Struct such as a tool schema counts 3 a level)"
+    what = f"the request body is not a valid {type_name or 'message'}"
+    # upb's words ("Wire format was corrupt", "String field had bad UTF-8") are short and
+    # name no input; anything longer is not echoed.
+    return f"{what}: {detail}" if detail and len(detail) <= 100 else what
+
+
+def problem_of(request: Any) -> str | None:
+    """Why ``request`` did not decode, or None when it did."""
+    return request.problem if isinstance(request, Undecodable) else None
+
+
+class DecodeLayer:
+    """Ends a call whose body did not decode with INVALID_ARGUMENT (no BadRequest: there is
+    no field to name)."""
+
+    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
+        async def decoded(request: Any, context: Context) -> Any:
+            if isinstance(request, Undecodable):
+                await abort(context, InvalidArgument(request.problem))
+            return await behavior(request, context)
+
+        return decoded
+
+    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
+        async def decoded(request: Any, context: Context) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await abort(context, InvalidArgument(request.problem))
+            async for response in behavior(request, context):
+                yield response
+
+        return decoded

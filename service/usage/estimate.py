@@ -1,0 +1,113 @@
+"""Token counts estimated when an upstream reports none.
+
+An OpenAI-compatible server may ignore ``stream_options.include_usage`` and end a whole
+answer (finish reason, then ``data: [DONE]``) without a usage chunk; a stream cut short never
+reports usage at all. The call still reached the upstream and must be charged, so its usage is
+estimated from what Switchboard saw: the prompt it sent and the answer it delivered, marked
+``Usage.estimated``.
+
+The rule is one token per ``BYTES_PER_TOKEN`` UTF-8 bytes, plus a small overhead per message
+and per tool call. English text averages about four characters a token (OpenAI's tokenizer
+guidance), so the rule counts it a third high; scripts of three-byte characters (CJK) come out
+at about one token a character, where real tokenizers also land. It is cheap (one encode, no
+tokenizer) and errs high rather than low, so an estimated call is rarely undercharged.
+Nothing here does I/O; it is plain arithmetic on domain values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from service.domain import Event, Message, TextDelta, TextPart, Tool, ToolCallDelta, Usage
+
+if TYPE_CHECKING:
+    from service.providers.base import ModelCall
+
+BYTES_PER_TOKEN = 3
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Role markers and separators that chat templates add around each message."""
+TOOL_CALL_OVERHEAD_TOKENS = 4
+"""The call's id, type and framing around its name and arguments."""
+IMAGE_TOKENS = 1_000
+"""An image part: roughly a 1024x1024 image at high detail on current models."""
+
+
+def text_tokens(text: str) -> int:
+    """The estimated tokens of ``text`` (0 for empty text)."""
+    if not text:
+        return 0
+    return -(-len(text.encode("utf-8", "surrogatepass")) // BYTES_PER_TOKEN)
+
+
+def prompt_tokens(
+    system_prompt: str, messages: Sequence[Message], tools: Sequence[Tool] = ()
+) -> int:
+    """The estimated input tokens of a prompt: the system prompt, every message (text, image
+    parts, tool calls, tool results) and the tool definitions offered to the model."""
+    total = 0
+    if system_prompt:
+        total += MESSAGE_OVERHEAD_TOKENS + text_tokens(system_prompt)
+    for message in messages:
+        total += MESSAGE_OVERHEAD_TOKENS
+        for part in message.content:
+            total += text_tokens(part.text) if isinstance(part, TextPart) else IMAGE_TOKENS
+        for call in message.tool_calls:
+            total += TOOL_CALL_OVERHEAD_TOKENS + text_tokens(call.name)
+            total += text_tokens(call.arguments_json)
+        total += text_tokens(message.tool_call_id)
+    for tool in tools:
+        schema = json.dumps(dict(tool.parameters), separators=(",", ":"), default=str)
+        total += TOOL_CALL_OVERHEAD_TOKENS + text_tokens(tool.name)
+        total += text_tokens(tool.description) + text_tokens(schema)
+    return total
+
+
+class AnswerCounter:
+    """Counts the estimated output tokens of an answer as its events go by.
+
+    Feed it every event (others than text and tool-call deltas are ignored); ``tokens`` is the
+    estimate so far: the text, and each tool call's name and arguments.
+    """
+
+    __slots__ = ("_bytes", "_calls")
+
+    def __init__(self) -> None:
+        self._bytes = 0
+        self._calls: set[int] = set()
+
+    def add(self, event: Event) -> None:
+        match event:
+            case TextDelta(text=text):
+                self._bytes += len(text.encode("utf-8", "surrogatepass"))
+            case ToolCallDelta():
+                self._calls.add(event.index)
+                self._bytes += len(event.name.encode("utf-8", "surrogatepass"))
+                self._bytes += len(event.arguments_delta.encode("utf-8", "surrogatepass"))
+            case _:
+                pass
+
+    @property
+    def tokens(self) -> int:
+        return -(-self._bytes // BYTES_PER_TOKEN) + TOOL_CALL_OVERHEAD_TOKENS * len(self._calls)
+
+
+def answer_tokens(events: Iterable[Event]) -> int:
+    """The estimated output tokens of an answer's events (see :class:`AnswerCounter`)."""
+    counter = AnswerCounter()
+    for event in events:
+        counter.add(event)
+    return counter.tokens
+
+
+def estimated_usage(input_tokens: int, output_tokens: int) -> Usage:
+    """A ``Usage`` of estimated counts, marked ``estimated`` (priced like a reported one)."""
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+
+
+def estimated(call: ModelCall, answer: AnswerCounter) -> Usage:
+    """The estimated usage of one upstream call: ``call``'s prompt in, ``answer`` out."""
+    return estimated_usage(
+        prompt_tokens(call.system_prompt, call.messages, call.tools), answer.tokens
+    )
