@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Mapping
 from typing import cast
 
@@ -203,9 +204,8 @@ class App:
         """Bind and start serving; returns the bound port (useful with port 0).
 
         Raises:
-            RuntimeError: the address cannot be bound.
-            ConfigError: auth is off on a non-loopback address, or the metrics port cannot
-                be bound.
+            ConfigError: the address or the metrics port cannot be bound, or auth is off on
+                a non-loopback address.
             Unavailable: the state schema cannot be migrated (``state.migrate``).
         """
         if self.snapshot.state.migrate:
@@ -214,8 +214,18 @@ class App:
         host = host or settings.host
         self._check_auth(self.snapshot, host)
         self._host = host
-        address = f"{host}:{settings.port if port is None else port}"
-        self.port = self.server.add_insecure_port(address)
+        bound = settings.port if port is None else port
+        address = f"{host}:{bound}"
+        # Tried on a plain socket first: grpc would log its own error line, and then say
+        # only "Failed to bind" (a worker shares the port, so it does not try).
+        problem = None if self._worker or not bound else _bind_error(host, bound)
+        try:
+            if problem is None:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            problem = _bind_error(host, bound) or "grpc could not bind it"
+        if problem is not None:
+            raise ConfigError(f"server: cannot listen on {address}: {problem}")
         metrics = self.snapshot.observability.metrics
         if metrics.port is not None and not self._worker:
             try:
@@ -327,3 +337,25 @@ class App:
             name, state = await self._target_states.get()
             status = not_serving if state == OPEN else serving
             await self.health.set(TARGET_HEALTH_PREFIX + name, status)
+
+
+def _bind_error(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound, in the OS's words, or None when a plain socket can
+    bind at least one of its addresses (grpc serves when one of them binds)."""
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    problem = "no address to bind"
+    for family, kind, proto, _, address in found:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+        else:
+            return None
+    return problem

@@ -56,7 +56,11 @@ async def serve(
         },
     )
     app = App(snapshot, environ=environ, worker=worker is not None)
-    bound = await app.start(host, port)
+    try:
+        bound = await app.start(host, port)
+    except BaseException:
+        await app.stop(0)  # close what was opened (stores, providers) before failing
+        raise
     if port_file:
         write_port_file(port_file, bound)
     stop = asyncio.Event()

@@ -4,6 +4,8 @@ the interceptors (auth, rate limits); two credentials in one call are refused.""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import grpc
@@ -20,6 +22,7 @@ from switchboard_client import (
 )
 
 from service.api.errors import MAX_INFO_VALUE_CHARS, to_status
+from service.observability.logging import JsonFormatter
 from tests.chain_helpers import auth_config, make_keys
 from tests.harness import Served, serve_config
 
@@ -195,3 +198,29 @@ def test_an_unexpected_exception_is_internal_with_error_info() -> None:
     info = error_details_pb2.ErrorInfo()
     decoded.details[0].Unpack(info)
     assert (info.reason, info.domain) == ("INTERNAL", "switchboard.dev")
+
+
+async def test_the_call_log_line_has_the_reason_and_the_failing_target(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = """
+    targets:
+      down: {provider: mock, model: echo, mock: {fail_rate: 1, error: resource_exhausted}}
+    agents:
+      a: {route: [down]}
+    """
+    caplog.set_level(logging.INFO)
+    async with serve_config(config) as served:
+        with pytest.raises(ResourceExhaustedError):
+            await served.client.invoke("a", "hi", request_id="logged-1")
+        with pytest.raises(NotFoundError):
+            await served.client.invoke("nope", "hi", request_id="logged-2")
+    formatter = JsonFormatter()
+    calls = {
+        line["request_id"]: line
+        for line in (json.loads(formatter.format(r)) for r in caplog.records)
+        if line.get("event") == "call"
+    }
+    assert calls["logged-1"]["reason"] == "UPSTREAM_QUOTA_EXHAUSTED"
+    assert calls["logged-1"]["target"] == "down"
+    assert calls["logged-2"]["reason"] == "AGENT_NOT_FOUND"

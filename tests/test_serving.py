@@ -227,6 +227,33 @@ def test_workers_on_a_port_in_use_is_a_clear_error() -> None:
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
 
 
+@pytest.mark.system
+def test_serve_on_a_grpc_port_in_use_is_one_clean_line(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "switchboard.yaml",
+        """
+        auth: {enabled: false}
+        state: {backend: embedded, data_dir: data}
+        targets:
+          t: {provider: mock, model: echo}
+        agents:
+          a: {route: [t]}
+        """,
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)
+        )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "cannot listen" in line]
+    assert line == f"switchboard: server: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert result.stderr.rstrip().endswith(line)
+
+
 async def test_the_health_command_exits_0_only_when_serving() -> None:
     async def health(address: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from switchboard_client import InvalidArgumentError, ResourceExhaustedError, UnavailableError
+from switchboard_client import (
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    SwitchboardError,
+    UnavailableError,
+)
 
 from service.config import ConfigError, load
 from tests.fakes import anthropic_fake, openai_fake
@@ -217,3 +222,36 @@ agents:
     )
     with pytest.raises(ConfigError, match="no target named 'nope'"):
         load(path, {})
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "reason"),
+    [
+        ("context_window_exceeded", grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_WINDOW_EXCEEDED"),
+        ("content_policy", grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_CONTENT_POLICY"),
+        ("resource_exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_QUOTA_EXHAUSTED"),
+        ("unauthenticated", grpc.StatusCode.INTERNAL, "UPSTREAM_AUTH_FAILED"),
+        ("model_not_found", grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_MODEL_NOT_FOUND"),
+        ("unavailable", grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+        ("overloaded", grpc.StatusCode.UNAVAILABLE, "UPSTREAM_OVERLOADED"),
+        ("rate_limited", grpc.StatusCode.UNAVAILABLE, "UPSTREAM_RATE_LIMITED"),
+    ],
+)
+async def test_the_mock_provider_fails_as_the_sdk_providers_do(
+    fault: str, code: grpc.StatusCode, reason: str
+) -> None:
+    mock_config = f"""
+    targets:
+      small: {{provider: mock, model: echo, mock: {{fail_rate: 1, error: {fault}}}}}
+      big: {{provider: mock, model: echo}}
+    agents:
+      alone: {{route: [small]}}
+      wide: {{route: {{targets: [small], on_context_window_exceeded: [big]}}}}
+    """
+    async with serve_config(mock_config) as s:
+        with pytest.raises(SwitchboardError) as caught:
+            await s.client.invoke("alone", "hi")
+        assert (caught.value.code, caught.value.reason) == (code, reason)
+        assert caught.value.metadata["target"] == "small"
+        if fault == "context_window_exceeded":
+            assert (await s.client.invoke("wide", "hi")).target.name == "big"

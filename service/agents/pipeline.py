@@ -38,6 +38,7 @@ from service.domain import (
     Message,
     Role,
     Start,
+    TargetRef,
     TextPart,
     UsageEvent,
 )
@@ -242,14 +243,14 @@ def _records(  # noqa: PLR0917 (one call's facts)
 async def _priced(
     events: AsyncGenerator[Event, None], prices: PriceTable
 ) -> AsyncGenerator[Event, None]:
-    """The events with the usage's cost filled in from the answering target's model."""
-    model = ""
+    """The events with the usage's cost filled in from the answering target's price."""
+    target: TargetRef | None = None
     async with aclosing(events) as source:
         async for event in source:
             if isinstance(event, Start):
-                model = event.target.model
-            elif isinstance(event, UsageEvent):
-                cost = usd(prices.cost_nanos(model, event.usage))
+                target = event.target
+            elif isinstance(event, UsageEvent) and target is not None:
+                cost = usd(prices.cost_nanos(target, event.usage))
                 yield UsageEvent(replace(event.usage, cost_usd=cost))
                 continue
             yield event
@@ -266,7 +267,7 @@ def _estimate(
     )
     output_tokens = max_tokens or DEFAULT_OUTPUT_ESTIMATE
     return max(
-        (prices.estimate_nanos(t.model, input_tokens, output_tokens) for t in agent.route),
+        (prices.estimate_nanos(t.ref, input_tokens, output_tokens) for t in agent.route),
         default=0,
     )
 

@@ -141,7 +141,9 @@ class Runner:
                     yield Finish(event.reason, opened.attempts, event.cache_hit, target)
                     return
                 yield event
-        raise Unavailable(f"target {target.name!r} ended its answer without finishing it")
+        raise Unavailable(f"target {target.name!r} ended its answer without finishing it").about(
+            target=target.name
+        )
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
         """The stream's events folded into one response. Raises as ``stream`` does."""

@@ -36,6 +36,7 @@ from service.providers.base import TargetSpec
 from service.routing.config import ResilienceConfig, resilience_spec, route_names, route_policy
 from service.routing.policy import ResilienceSpec
 from service.secrets import Secret
+from service.usage.price_data import PriceData
 from service.usage.pricing import PriceTable, price_table
 
 ENV_PREFIX = "SWITCHBOARD_"
@@ -154,7 +155,7 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         rate_limits=config.rate_limits,
         observability=config.observability,
         state=config.state,
-        pricing=price_table(config.pricing),
+        pricing=_prices(config, targets, source),
         budgets=tuple(config.budgets),
         postgres_dsn=_postgres_dsn(config.state, source, environ),
         transport=config.transport,
@@ -162,6 +163,18 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         workers=config.workers,
         files=referenced_files(config, source),
     )
+
+
+def _prices(config: Config, targets: Mapping[str, TargetSpec], source: str) -> PriceTable:
+    """Every target's price from genai-prices' bundled data and ``pricing:``.
+
+    Raises:
+        ConfigError: an override leaves a rate unset for a model the data lacks.
+    """
+    try:
+        return price_table(config.pricing, targets, PriceData())
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def referenced_files(config: Config, source: str) -> tuple[str, ...]:

@@ -66,6 +66,10 @@ MockFault = Literal[
     "resource_exhausted",  # HTTP 429 naming an exhausted quota
     "deadline_exceeded",  # the upstream timed out
     "invalid_argument",  # HTTP 400
+    "context_window_exceeded",  # HTTP 400: the prompt does not fit the model's window
+    "content_policy",  # HTTP 400: refused by the upstream's content filter
+    "unauthenticated",  # HTTP 401: Switchboard's key refused
+    "model_not_found",  # HTTP 404
 ]
 
 
@@ -231,7 +235,8 @@ class Config(FrozenModel):
     observability: ObservabilityConfig = ObservabilityConfig()
     state: StateConfig = StateConfig()
     pricing: dict[str, PriceConfig] = Field(
-        default_factory=dict, description="per model name; overrides the shipped table"
+        default_factory=dict,
+        description="per model name (or name prefix); overrides genai-prices' rates",
     )
     budgets: list[BudgetConfig] = Field(default_factory=list)
 

@@ -69,11 +69,23 @@ class StateConfig(FrozenModel):
 
 
 class PriceConfig(FrozenModel):
-    """USD per million tokens."""
+    """USD per million tokens, per usage dimension. Each one set replaces genai-prices' rate
+    for the model; unset ones keep it (a model genai-prices lacks needs input and output)."""
 
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-    cached_input_per_mtok: float | None = Field(None, ge=0)
+    input_per_mtok: float | None = Field(None, ge=0, description="uncached prompt tokens")
+    output_per_mtok: float | None = Field(None, ge=0, description="generated tokens")
+    cached_input_per_mtok: float | None = Field(
+        None, ge=0, description="cache reads (default: the input rate)"
+    )
+    cache_creation_5m_input_per_mtok: float | None = Field(
+        None, ge=0, description="writes to the 5-minute prompt cache (default: the input rate)"
+    )
+    cache_creation_1h_input_per_mtok: float | None = Field(
+        None, ge=0, description="writes to the 1-hour prompt cache (default: the 5-minute rate)"
+    )
+    reasoning_per_mtok: float | None = Field(
+        None, ge=0, description="reasoning tokens, part of the output (default: the output rate)"
+    )
 
 
 class BudgetConfig(FrozenModel):

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import grpc
 
 from service import context as call_context
+from service.errors import SwitchboardError
 from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
 
 INVOKE_RESPONSE = "switchboard.v1.InvokeResponse"
@@ -35,6 +36,7 @@ class CallRecord:
         "key_id",
         "method",
         "output_tokens",
+        "reason",
         "request_id",
         "started",
         "target",
@@ -54,6 +56,7 @@ class CallRecord:
         self.request_id = ""
         self.tenant = ""
         self.key_id = ""
+        self.reason = ""  # the ErrorInfo reason of a failed call
 
     def see_invoke(self, response: Any) -> None:
         self.target = response.target.name
@@ -70,6 +73,16 @@ class CallRecord:
         elif kind == "usage":
             self.input_tokens = event.usage.input_tokens
             self.output_tokens = event.usage.output_tokens
+
+    def see_error(self, error: BaseException | None) -> None:
+        """Take the reason (and the target, when no answer named one) of the error that
+        ended the call: :func:`service.api.errors.abort` raises grpc's AbortError from it."""
+        cause = error.__cause__ if isinstance(error, grpc.aio.AbortError) else None
+        if isinstance(cause, SwitchboardError):
+            self.reason = str(cause.reason)
+            self.target = self.target or cause.metadata.get("target", "")
+        elif cause is not None:
+            self.reason = "INTERNAL"
 
     def end(self, code: grpc.StatusCode) -> None:
         self.duration_s = time.perf_counter() - self.started
@@ -135,6 +148,7 @@ class ObserveLayer:
                 return response
             except BaseException as exc:
                 error = exc
+                record.see_error(exc)
                 raise
             finally:
                 self._finish(record, final_code(context, error))
@@ -155,6 +169,7 @@ class ObserveLayer:
                     yield response
             except BaseException as exc:
                 error = exc
+                record.see_error(exc)
                 raise
             finally:
                 self._finish(record, final_code(context, error))

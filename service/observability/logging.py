@@ -93,6 +93,8 @@ class CallLog:
             "tenant": record.tenant,
             "key_id": record.key_id,
         }
+        if record.reason:
+            fields["reason"] = record.reason
         if record.agent:
             fields["agent"] = record.agent
             fields["target"] = record.target

@@ -39,7 +39,7 @@ from service.domain import (
 )
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.upstream import by_status
+from service.providers.upstream import Fault, upstream_error
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -70,23 +70,31 @@ class MockFaults:
     tail_ttft_s: float = 0.0
 
     def error_for(self, target: TargetSpec) -> SwitchboardError:
-        """The error this fault kind maps to, exactly as the SDK providers map the HTTP
-        status it stands for (:func:`service.providers.upstream.by_status`)."""
+        """The error this fault kind maps to, exactly as the SDK providers map the upstream
+        error it stands for (:func:`service.providers.upstream.upstream_error`)."""
         if self.error == "deadline_exceeded":
             return DeadlineExceeded(f"target {target.name!r}: the upstream timed out (mock)")
-        status, quota = _STATUSES.get(self.error, (503, False))
-        return by_status(
-            status, target, message="mock fault", retry_after=self.retry_after_s, quota=quota
+        status, fault = _FAULTS.get(self.error, (503, Fault.SERVER))
+        return upstream_error(
+            fault,
+            target,
+            seen=f"HTTP {status}",
+            message="mock fault",
+            retry_after=self.retry_after_s,
         )
 
 
-# Fault kind → (HTTP status, names an exhausted quota).
-_STATUSES: dict[str, tuple[int, bool]] = {
-    "unavailable": (503, False),
-    "overloaded": (529, False),
-    "rate_limited": (429, False),
-    "resource_exhausted": (429, True),
-    "invalid_argument": (400, False),
+# Fault kind → (the HTTP status it stands for, what an SDK provider's table makes of it).
+_FAULTS: dict[str, tuple[int, Fault]] = {
+    "unavailable": (503, Fault.SERVER),
+    "overloaded": (529, Fault.OVERLOADED),
+    "rate_limited": (429, Fault.RATE_LIMIT),
+    "resource_exhausted": (429, Fault.QUOTA),
+    "invalid_argument": (400, Fault.INVALID_REQUEST),
+    "context_window_exceeded": (400, Fault.CONTEXT_WINDOW),
+    "content_policy": (400, Fault.CONTENT_POLICY),
+    "unauthenticated": (401, Fault.AUTH),
+    "model_not_found": (404, Fault.MODEL_NOT_FOUND),
 }
 
 

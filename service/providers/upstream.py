@@ -218,7 +218,7 @@ def fault_of_status(status: int) -> Fault:
     403          PERMISSION: the key may not use this model or endpoint
     404          MODEL_NOT_FOUND: the target's model or URL is wrong
     429          RATE_LIMIT
-    503 529      OVERLOADED (529 is Anthropic's "overloaded")
+    529          OVERLOADED (Anthropic's "overloaded")
     408 409 5xx  SERVER
     other 4xx    MISCONFIGURED
     ===========  ====================================================================
@@ -231,7 +231,6 @@ def fault_of_status(status: int) -> Fault:
         403: Fault.PERMISSION,
         404: Fault.MODEL_NOT_FOUND,
         429: Fault.RATE_LIMIT,
-        503: Fault.OVERLOADED,
         529: Fault.OVERLOADED,
     }
     if status in fixed:

@@ -14,7 +14,7 @@ from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.cache import cache_key, wanted
 from service.cache import codec as cache_codec
 from service.config import load
-from service.config.state_model import BudgetConfig, PriceConfig, StateConfig
+from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import (
     FinishReason,
     ImagePart,
@@ -35,25 +35,6 @@ from service.state.memory import MemoryFast
 from service.state.records import UsageRecord
 from service.state.sqlite import SqliteDurable
 from service.usage.budgets import applicable
-from service.usage.pricing import DEFAULT_PRICES, price_table
-
-
-def test_prices_default_override_and_prefix() -> None:
-    table = price_table({"gpt-4o": PriceConfig(input_per_mtok=1, output_per_mtok=2)})
-    assert table.price("gpt-4o-2024-08-06") == table.price("gpt-4o")
-    assert table.price("gpt-4o-mini") == DEFAULT_PRICES["gpt-4o-mini"]  # longest prefix
-    assert table.price("unknown-model") is None
-    # 1M input at 1 USD + 1M output at 2 USD = 3 USD.
-    cost = table.cost_nanos("gpt-4o", Usage(input_tokens=1_000_000, output_tokens=1_000_000))
-    assert cost == 3_000_000_000
-    assert table.cost_nanos("unknown-model", Usage(input_tokens=10)) == 0
-
-
-def test_cached_input_tokens_use_the_cached_rate() -> None:
-    table = price_table({})
-    full = table.cost_nanos("gpt-4o", Usage(input_tokens=1000))
-    cached = table.cost_nanos("gpt-4o", Usage(input_tokens=1000, cached_input_tokens=1000))
-    assert (full, cached) == (2_500_000, 1_250_000)
 
 
 def test_budget_periods_and_scope() -> None:

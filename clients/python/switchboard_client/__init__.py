@@ -1,6 +1,6 @@
 """A typed Python client for Switchboard's AgentService."""
 
-from switchboard_client.client import AsyncClient, Client, build_request, user
+from switchboard_client.client import AsyncClient, Client, EventStream, build_request, user
 from switchboard_client.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -20,6 +20,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "DeadlineExceededError",
+    "EventStream",
     "FailedPreconditionError",
     "Folder",
     "InternalError",

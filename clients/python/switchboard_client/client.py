@@ -6,13 +6,16 @@
 ...         ...
 
 Failed calls raise a :class:`SwitchboardError` subclass carrying the status and its details.
+Leaving a loop over a stream cancels the call, also when the stream is kept (see
+:class:`EventStream`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import grpc
 from switchboard.v1 import agent_pb2 as pb
@@ -67,6 +70,121 @@ def _stream_request(request: pb.InvokeRequest) -> pb.StreamRequest:
     return out
 
 
+class EventStream:
+    """The events of one ``Stream`` call.
+
+    ``async for`` over it gets a fresh iterator that cancels the call when the loop lets go
+    of it: a ``break``, a ``return`` or an exception out of the loop cancels the call at
+    once, even while the caller keeps the stream (Python tells an iterator nothing when a
+    loop is left, but it drops it). ``anext(stream)`` reads without a loop. Dropping the
+    stream, :meth:`aclose`, or leaving ``async with`` cancels the call too. A call that
+    already ended is not affected. Failed calls raise :class:`SwitchboardError`.
+    """
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall[pb.StreamRequest, pb.StreamResponse]) -> None:
+        self._call = call
+        self._events = call.__aiter__()
+
+    def __aiter__(self) -> AsyncIterator[pb.StreamResponse]:
+        return _Loop(self)
+
+    async def __anext__(self) -> pb.StreamResponse:
+        try:
+            return await self._events.__anext__()
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def cancel(self) -> None:
+        """Cancel the call (nothing happens when it already ended)."""
+        self._call.cancel()
+
+    async def aclose(self) -> None:
+        self.cancel()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        _cancel_quietly(getattr(self, "_call", None))
+
+
+class _Loop:
+    """One ``async for`` over an :class:`EventStream`; the loop drops it when it is left."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: EventStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> pb.StreamResponse:
+        return await self._stream.__anext__()
+
+    def __del__(self) -> None:
+        _cancel_quietly(self._stream._call)
+
+
+class _SyncEvents:
+    """The blocking client's events: a ``for`` loop's iterator cancels the call when the
+    loop drops it, as :class:`EventStream` does."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[pb.StreamResponse]:
+        return _SyncLoop(self)
+
+    def __next__(self) -> pb.StreamResponse:
+        try:
+            event: pb.StreamResponse = next(self._call)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return event
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def close(self) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        _cancel_quietly(getattr(self, "_call", None))
+
+
+class _SyncLoop:
+    """One ``for`` loop over :class:`_SyncEvents`; the loop drops it when it is left."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: _SyncEvents) -> None:
+        self._events = events
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> pb.StreamResponse:
+        return self._events.__next__()
+
+    def __del__(self) -> None:
+        _cancel_quietly(self._events._call)
+
+
+def _cancel_quietly(call: Any) -> None:
+    """Cancel ``call`` from a finalizer: never raise there (the loop may be closed)."""
+    with contextlib.suppress(Exception):
+        call.cancel()
+
+
 class AsyncClient:
     """An asyncio client; one channel, reused for every call."""
 
@@ -107,19 +225,15 @@ class AsyncClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
-    async def stream(
+    def stream(
         self, agent: str, conversation: Conversation, *, timeout: float | None = None, **kw: object
-    ) -> AsyncIterator[pb.StreamResponse]:
-        """The answer's events. Breaking out of the loop cancels the call."""
+    ) -> EventStream:
+        """The answer's events, as an :class:`EventStream`: iterate it once with
+        ``async for`` (leaving the loop, by ``break`` or an exception, cancels the call),
+        read it with ``anext()``, or use it as ``async with client.stream(...) as events``.
+        Dropping it, or ``aclose()``, cancels the call too."""
         request = _stream_request(build_request(agent, conversation, **kw))  # type: ignore[arg-type]
-        call = self._stub.Stream(request, timeout=timeout, metadata=self._metadata)
-        try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()
+        return EventStream(self._stub.Stream(request, timeout=timeout, metadata=self._metadata))
 
     async def list_agents(self) -> list[pb.Agent]:
         agents: list[pb.Agent] = []
@@ -230,14 +344,11 @@ class Client:
     def stream(
         self, agent: str, conversation: Conversation, *, timeout: float | None = None, **kw: object
     ) -> Iterator[pb.StreamResponse]:
+        """The answer's events. Leaving a ``for`` loop over them, or dropping them, cancels
+        the call."""
         request = _stream_request(build_request(agent, conversation, **kw))  # type: ignore[arg-type]
         call = self._stub.Stream(request, timeout=timeout, metadata=self._metadata)
-        try:
-            yield from call
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()  # type: ignore[no-untyped-call]
+        return _SyncEvents(call)
 
     def get_session(self, session_id: str) -> session_pb2.Session:
         """A stored conversation with its messages (NotFoundError if the tenant has none)."""

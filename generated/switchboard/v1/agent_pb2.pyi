@@ -253,7 +253,8 @@ Global___InvokeResponse: _TypeAlias = InvokeResponse  # noqa: Y015
 @_typing.final
 class StreamRequest(_message.Message):
     """StreamRequest asks an agent for an answer streamed as events. Its fields
-    mean exactly what InvokeRequest's do.
+    mean exactly what InvokeRequest's do, except `request_id`: Stream does not
+    deduplicate.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -291,7 +292,12 @@ class StreamRequest(_message.Message):
     session_id: _builtins.str
     """Continue a stored conversation. Optional."""
     request_id: _builtins.str
-    """Caller-chosen request id. Optional."""
+    """Caller-chosen request id, at most 128 characters. Optional. It names the
+    call in the `start` event, the logs and the audit log, but unlike on
+    Invoke it is NOT an idempotency key: a Stream with a request id already
+    used runs (and is charged) again. A caller that needs at-most-once uses
+    Invoke.
+    """
     cache: _builtins.bool
     """Use the response cache for this request. See InvokeRequest.cache."""
     @_builtins.property
