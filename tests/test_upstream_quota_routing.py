@@ -5,11 +5,13 @@ the call to the route's larger-window targets."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from switchboard_client import (
     InvalidArgumentError,
     ResourceExhaustedError,
@@ -18,6 +20,11 @@ from switchboard_client import (
 )
 
 from service.config import ConfigError, load
+from service.errors import QuotaViolation, Reason, ResourceExhausted
+from service.providers.upstream import QUOTA_DESCRIPTION
+from service.routing.breaker import BreakerOpen, redis_storage
+from service.routing.policy import BreakerPolicy, RedisStorageSpec, ResilienceSpec
+from service.routing.registry import TargetRegistry
 from tests.fakes import anthropic_fake, openai_fake
 from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.openai_fake import OpenAIFake
@@ -255,3 +262,36 @@ async def test_the_mock_provider_fails_as_the_sdk_providers_do(
         assert caught.value.metadata["target"] == "small"
         if fault == "context_window_exceeded":
             assert (await s.client.invoke("wide", "hi")).target.name == "big"
+
+
+def test_replicas_sharing_breakers_report_a_quota_another_replica_saw() -> None:
+    url = "redis://127.0.0.1:6379/0"
+    namespace = f"sb-test-{uuid.uuid4().hex}"
+    spec = ResilienceSpec(default_breaker=BreakerPolicy(fail_max=2, reset_timeout_s=60))
+    storage_1, close_1 = redis_storage(RedisStorageSpec(url, namespace))
+    storage_2, close_2 = redis_storage(RedisStorageSpec(url, namespace))
+    try:
+        one, two = TargetRegistry(spec, storage=storage_1), TargetRegistry(spec, storage=storage_2)
+        quota = ResourceExhausted(
+            "target 'a': the upstream account is out of credit",
+            violations=[QuotaViolation("target:a", QUOTA_DESCRIPTION)],
+            reason=Reason.UPSTREAM_QUOTA_EXHAUSTED,
+        ).overriding(counts_against_breaker=True)
+        for _ in range(2):
+            one.get("a").breaker.admit().failed(quota)
+
+        with pytest.raises(BreakerOpen) as refused:
+            two.get("a").breaker.admit()
+        cause = refused.value.cause
+        assert isinstance(cause, ResourceExhausted)
+        assert cause.reason == Reason.UPSTREAM_QUOTA_EXHAUSTED
+        assert [v.subject for v in cause.violations] == ["target:a"]
+        assert "out of credit" in refused.value.message
+    finally:
+        close_1()
+        close_2()
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"{namespace}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -17,10 +17,15 @@ The cool-down is measured on ``clock`` from when this process saw the circuit op
 from the stored ``opened_at`` when it was opened elsewhere), so tests can advance time
 without sleeping. State may live in Redis
 (pybreaker's ``CircuitRedisStorage``) so replicas share it.
+
+The breaker remembers the failure that opened the circuit (:attr:`Breaker.cause`, shared
+through Redis too), and refuses with it (:attr:`BreakerOpen.cause`): the router reports a
+circuit opened by an exhausted quota as that quota, not as a generic "circuit open".
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,7 +34,13 @@ from typing import Any
 
 import pybreaker
 
-from service.errors import Reason, SwitchboardError, Unavailable
+from service.errors import (
+    QuotaViolation,
+    Reason,
+    ResourceExhausted,
+    SwitchboardError,
+    Unavailable,
+)
 from service.routing.breaker_storage import SharedStorage
 from service.routing.policy import BreakerPolicy, RedisStorageSpec
 from service.state.redis_client import sync_client
@@ -157,8 +168,13 @@ class Breaker:
 
     @property
     def cause(self) -> SwitchboardError | None:
-        """The failure that opened the circuit (None when closed, or opened elsewhere)."""
-        return self._cause if self.state != CLOSED else None
+        """The failure that opened the circuit: seen here, or, with shared storage, stored
+        by the replica that saw it. None when closed or unknown."""
+        if self.state == CLOSED:
+            return None
+        if isinstance(self._storage, SharedStorage):
+            return decode_cause(self._storage.cause) or self._cause
+        return self._cause
 
     def cooldown_left(self) -> float:
         """Seconds until an open circuit lets a probe through (0 when not open)."""
@@ -182,7 +198,7 @@ class Breaker:
         if state == OPEN:
             left = self.cooldown_left()
             if left > 0:
-                cause = self._cause
+                cause = self.cause
                 why = f": {cause.message}" if cause is not None else ""
                 raise BreakerOpen(
                     f"target {self.target!r} is failing (circuit open){why}",
@@ -199,7 +215,7 @@ class Breaker:
                         f"target {self.target!r} is being probed (circuit half-open)",
                         target=self.target,
                         retry_after_s=None,
-                        cause=self._cause,
+                        cause=self.cause,
                     )
                 self._probes += 1
             return Ticket(self, probe=True)
@@ -233,8 +249,10 @@ class Breaker:
             # A failed half-open probe reopens it: keep the first cause if the probe's is
             # unknown.
             self._cause = self._failing or self._cause
+            self._share_cause(self._cause)
         elif state == CLOSED:
             self._cause = None
+            self._share_cause(None)
         if state == HALF_OPEN:
             with self._lock:
                 self._probes = 0
@@ -246,6 +264,41 @@ class Breaker:
         )
         if self._on_change is not None:
             self._on_change(self.target, state)
+
+    def _share_cause(self, cause: SwitchboardError | None) -> None:
+        if isinstance(self._storage, SharedStorage) and (cause is None or self._failing):
+            self._storage.cause = encode_cause(cause)
+
+
+def encode_cause(cause: SwitchboardError | None) -> str | None:
+    """The failure that opened a circuit, as text for the shared storage: its kind, reason,
+    message and quota violations (nothing else: no secrets, no request)."""
+    if cause is None:
+        return None
+    violations = getattr(cause, "violations", ())
+    return json.dumps(
+        {
+            "kind": "quota" if isinstance(cause, ResourceExhausted) else "other",
+            "reason": str(cause.reason),
+            "message": cause.message,
+            "quota": [[v.subject, v.description] for v in violations if hasattr(v, "subject")],
+        }
+    )
+
+
+def decode_cause(text: str | None) -> SwitchboardError | None:
+    """The error :func:`encode_cause` stored (None for nothing or something unreadable)."""
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+        message, reason = str(raw["message"]), Reason(raw["reason"])
+        if raw["kind"] == "quota":
+            quota = [QuotaViolation(str(s), str(d)) for s, d in raw["quota"]]
+            return ResourceExhausted(message, violations=quota, reason=reason)
+        return Unavailable(message, reason=reason)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class Ticket:

@@ -54,6 +54,8 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         self._fails = 0
         self._successes = 0
         self._opened_at: datetime | None = None
+        self._cause: str | None = None
+        self._cause_key = f"{namespace}:switchboard:cause"
         self._shared(self._seed, lambda: None)
 
     def _key(self, field: str) -> str:
@@ -162,3 +164,27 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         self._opened_at = now
         seconds = calendar.timegm(now.timetuple())
         self._shared(lambda: self._redis.set(self._key("opened_at"), seconds), lambda: None)
+
+    # Not pybreaker's: why the circuit opened, so replicas report a quota as a quota.
+    @property
+    def cause(self) -> str | None:
+        """The opening failure as :mod:`service.routing.breaker` encoded it (None: unknown)."""
+
+        def remote() -> str | None:
+            raw = self._redis.get(self._cause_key)
+            self._cause = raw.decode() if isinstance(raw, bytes) else raw
+            return self._cause
+
+        return self._shared(remote, lambda: self._cause)
+
+    @cause.setter
+    def cause(self, text: str | None) -> None:
+        self._cause = text
+
+        def remote() -> None:
+            if text is None:
+                self._redis.delete(self._cause_key)
+            else:
+                self._redis.set(self._cause_key, text)
+
+        self._shared(remote, lambda: None)
