@@ -113,6 +113,9 @@ def anthropic_config(base_url: str) -> str:
             parameters: {json.dumps(WEATHER)}
       short:
         route: [claude-short]
+      json:
+        route: [claude]
+        overridable_parameters: [response_format]
     """
 
 

@@ -7,7 +7,9 @@ returns; the unit tests check the arithmetic against genai-prices' own calculato
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pytest
 from genai_prices import Usage as GenaiUsage
 from genai_prices import data as bundled
 from genai_prices.data_snapshot import DataSnapshot
+from google.protobuf import timestamp_pb2
+from switchboard.v1 import usage_pb2 as upb
 
 from service.config.load import ConfigError, load
 from service.config.state_model import PriceConfig
@@ -22,11 +26,13 @@ from service.domain import TargetRef, Usage
 from service.providers.base import TargetSpec
 from service.usage.price_data import GENAI_PRICES_VERSION, PriceData
 from service.usage.pricing import Price, Rate, price_table
+from tests.backends import postgres_schema, redis_prefix, shared_state_yaml
 from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.anthropic_fake import Scenario as AnthropicScenario
 from tests.fakes.openai_fake import OpenAIFake, Scenario
 from tests.harness import serve_config
 from tests.provider_rigs import ANTHROPIC_KEY, OPENAI_KEY
+from tests.state.stateful import usage
 
 SONNET_37 = TargetSpec("claude", "anthropic", "claude-3-7-sonnet-20250219")
 DATA = PriceData()
@@ -286,3 +292,50 @@ async def test_openai_reasoning_tokens_are_carried_and_priced_by_override() -> N
     )
     assert not u.estimated
     assert u.cost_usd == pytest.approx((40 * 1000 + 60 * 100 + 10 * 2000 + 40 * 5000) / 1e6)
+
+
+@pytest.mark.parametrize("backend", ["embedded", "shared"])
+async def test_get_usage_reports_every_dimension(backend: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(AnthropicFake())
+        state = ""
+        if backend == "shared":
+            schema = await stack.enter_async_context(postgres_schema())
+            prefix = await stack.enter_async_context(redis_prefix())
+            state = shared_state_yaml(schema, prefix)
+        config = textwrap.dedent(
+            f"""
+            targets:
+              claude:
+                provider: anthropic
+                model: claude-3-7-sonnet-20250219
+                base_url: {fake.base_url}
+                api_key: {{env: ANTHROPIC_API_KEY}}
+            agents:
+              chat: {{route: [claude]}}
+            """
+        )
+        served = await stack.enter_async_context(
+            serve_config(config + state, {"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
+        )
+        fake.push(
+            AnthropicScenario(usage=(3, 550), cache_write_5m_tokens=12304),
+            AnthropicScenario(usage=(3, 550), cache_write_1h_tokens=100, cache_read_tokens=7),
+            AnthropicScenario(omit_usage=True),
+        )
+        before = time.time() - 1
+        answers = [await served.client.invoke("chat", "hi") for _ in range(3)]
+        start = timestamp_pb2.Timestamp()
+        start.FromNanoseconds(int(before * 1e9))
+        totals = await usage(served).GetUsage(upb.GetUsageRequest(start_time=start))
+
+    (group,) = totals.groups
+    assert group.calls == 3
+    assert group.estimated_calls == 1
+    assert group.cached_input_tokens == 7
+    assert (group.cache_creation_5m_input_tokens, group.cache_creation_1h_input_tokens) == (
+        12304,
+        100,
+    )
+    assert group.input_tokens == sum(a.usage.input_tokens for a in answers)
+    assert group.cost_usd == pytest.approx(sum(a.usage.cost_usd for a in answers))

@@ -221,26 +221,90 @@ async def test_cache_read_tokens_count_as_input(rig: Rig[AnthropicFake]) -> None
     assert response.usage.cached_input_tokens == 90
 
 
-@pytest.mark.parametrize(
-    "fmt",
-    [
-        pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_SCHEMA, schema_name="reply"),
-        pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_OBJECT),
-    ],
-)
-async def test_json_response_formats_are_invalid_argument_before_any_call(
-    rig: Rig[AnthropicFake], fmt: pb.ResponseFormat
+# --- structured output ----------------------------------------------------------------------
+
+
+def _json_schema(schema: dict[str, object]) -> pb.Parameters:
+    fmt = pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_SCHEMA, schema_name="reply")
+    fmt.json_schema.update(schema)
+    return pb.Parameters(response_format=fmt)
+
+
+async def test_json_schema_becomes_output_config_format(rig: Rig[AnthropicFake]) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 500}},
+        "required": ["answer"],
+    }
+    rig.fake.push(Scenario(text='{"answer": "42"}'))
+    response = await rig.client.invoke("chat", "JSON please", parameters=_json_schema(schema))
+
+    assert json.loads(response.message.content[0].text) == {"answer": "42"}
+    assert response.finish_reason == pb.FINISH_REASON_STOP
+    body = rig.fake.received[-1].body
+    # The SDK's transform_schema: objects closed, unenforced constraints moved to descriptions.
+    assert body["output_config"] == {
+        "format": {
+            "type": "json_schema",
+            "schema": {
+                "type": "object",
+                "properties": {"answer": {"type": "string", "description": "{maxLength: 500}"}},
+                "additionalProperties": False,
+                "required": ["answer"],
+            },
+        }
+    }
+    assert "tool_choice" not in body
+
+
+async def test_json_object_is_answered_through_a_forced_tool(rig: Rig[AnthropicFake]) -> None:
+    rig.fake.push(
+        Scenario(text="", tool_uses=(FakeToolUse("switchboard_json_object", '{"a": [1, 2]}'),))
+    )
+    fmt = pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_OBJECT)
+    events, error = await collect(
+        rig.client, "json", "JSON please", parameters=pb.Parameters(response_format=fmt)
+    )
+
+    assert error is None
+    assert "tool_call_delta" not in kinds(events)
+    text = "".join(e.text_delta.text for e in events)
+    assert json.loads(text) == {"a": [1, 2]}
+    assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
+    body = rig.fake.received[-1].body
+    assert [t["name"] for t in body["tools"]] == ["switchboard_json_object"]
+    assert body["tools"][0]["input_schema"] == {"type": "object"}
+    assert body["tool_choice"] == {"type": "tool", "name": "switchboard_json_object"}
+
+
+async def test_json_object_beside_agent_tools_lets_the_model_call_them(
+    rig: Rig[AnthropicFake],
 ) -> None:
-    if fmt.type == pb.ResponseFormat.TYPE_JSON_SCHEMA:
-        fmt.json_schema.update({"type": "object"})
+    rig.fake.push(Scenario(text="", tool_uses=(FakeToolUse("get_weather", '{"city": "Oslo"}'),)))
+    fmt = pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_OBJECT)
+    response = await rig.client.invoke(
+        "chat", "weather as JSON", parameters=pb.Parameters(response_format=fmt)
+    )
+
+    assert response.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    assert [c.name for c in response.message.tool_calls] == ["get_weather"]
+    body = rig.fake.received[-1].body
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "switchboard_json_object"]
+    assert body["tool_choice"] == {"type": "any"}
+
+
+async def test_schema_the_messages_api_cannot_take_is_invalid_argument_before_any_call(
+    rig: Rig[AnthropicFake],
+) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         await rig.client.invoke(
-            "chat", "JSON please", parameters=pb.Parameters(response_format=fmt)
+            "chat", "JSON please", parameters=_json_schema({"properties": {"a": {}}})
         )
 
-    assert caught.value.message.startswith("parameters.response_format:")
-    assert "does not support" in caught.value.message
-    assert [v.subject for v in caught.value.violations] == ["parameters.response_format"]
+    assert [v.subject for v in caught.value.violations] == [
+        "parameters.response_format.json_schema"
+    ]
+    assert "Messages API cannot take this schema" in caught.value.message
     assert rig.fake.received == []
 
 

@@ -233,6 +233,11 @@ def _records(  # noqa: PLR0917 (one call's facts)
         status=status,
         latency_ms=round((time.monotonic() - began) * 1000),
         cache_hit=bool(finish and finish.cache_hit),
+        cached_input_tokens=usage.cached_input_tokens if usage else 0,
+        cache_creation_5m_input_tokens=usage.cache_creation_5m_input_tokens if usage else 0,
+        cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        estimated=bool(usage and usage.estimated),
     )
     audit = AuditEntry(
         now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status

@@ -86,6 +86,11 @@ class UsageServicer(pb_grpc.UsageServiceServicer):
                     input_tokens=t.input_tokens,
                     output_tokens=t.output_tokens,
                     cost_usd=usd(t.cost_nanos),
+                    cached_input_tokens=t.cached_input_tokens,
+                    cache_creation_5m_input_tokens=t.cache_creation_5m_input_tokens,
+                    cache_creation_1h_input_tokens=t.cache_creation_1h_input_tokens,
+                    reasoning_tokens=t.reasoning_tokens,
+                    estimated_calls=t.estimated_calls,
                 )
                 for t in totals
             ],

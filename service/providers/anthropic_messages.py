@@ -71,7 +71,7 @@ class AnthropicMessagesProvider:
         """Stream ``call`` from the target; see :class:`service.providers.base.Provider`.
 
         Raises ``InvalidArgument`` before any upstream call for a request the Messages API
-        cannot serve (a JSON response format). Honours the earlier of ``deadline`` and the
+        cannot serve (a JSON schema it cannot take). Honours the earlier of ``deadline`` and the
         target's ``timeout_s``. Raises the errors :func:`map_error` gives, and
         ``Unavailable`` when the stream ends without ``message_stop``. Closing the generator
         closes the HTTP response.

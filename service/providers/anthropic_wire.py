@@ -18,7 +18,6 @@ from service.domain import (
     ImagePart,
     Message,
     ProviderEvent,
-    ResponseFormatType,
     Role,
     TextDelta,
     TextPart,
@@ -27,6 +26,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.errors import InvalidArgument, Unavailable
+from service.providers.anthropic_format import JSON_TOOL, structured_output
 from service.providers.base import ModelCall
 from service.usage.estimate import AnswerCounter, estimated
 
@@ -51,19 +51,14 @@ def build_request(
     are merged. ``temperature`` and ``top_p`` travel in ``extra_body`` (the SDK no longer
     names them); ``seed`` has no Anthropic equivalent and is not sent.
 
+    A JSON response format becomes the Messages API's structured output
+    (:func:`service.providers.anthropic_format.structured_output`).
+
     Raises:
-        InvalidArgument: a JSON response format (the target cannot promise one), or an
-            assistant tool call whose arguments are not a JSON object.
+        InvalidArgument: a JSON schema the Messages API cannot take, or an assistant tool
+            call whose arguments are not a JSON object.
     """
     p = call.parameters
-    fmt = p.response_format
-    if fmt is not None and fmt.type is not ResponseFormatType.TEXT:
-        raise InvalidArgument.field(
-            "parameters.response_format",
-            f"target {target!r} (provider anthropic) does not support "
-            f"{fmt.type.value} response formats; ask for text, or use an agent routed to "
-            "an OpenAI target",
-        )
     system = [call.system_prompt] if call.system_prompt else []
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(call.messages):
@@ -92,6 +87,7 @@ def build_request(
             }
             for tool in call.tools
         ]
+    request.update(structured_output(p.response_format, request.get("tools", [])))
     if p.stop:
         request["stop_sequences"] = list(p.stop)
     # The SDK dropped temperature/top_p from its signature; the API still takes them on
@@ -144,10 +140,12 @@ class EventReader:
     message_stop; the SDK drops ``ping`` and raises on ``error``) into provider events.
 
     Tool calls are numbered in the order their ``tool_use`` blocks start, whatever the block
-    indices of the text around them. After the stream ends :meth:`finish` yields the usage and
-    the one ``Finish`` — or raises ``Unavailable`` when ``message_stop`` never came. The usage
-    is the last one reported (``message_start``, updated by ``message_delta``); a compatible
-    server that reports none gets an estimate from ``call`` and the delivered answer.
+    indices of the text around them. The input of the ``json_object`` tool
+    (:data:`service.providers.anthropic_format.JSON_TOOL`) is the answer's text instead.
+    After the stream ends :meth:`finish` yields the usage and the one ``Finish`` — or raises
+    ``Unavailable`` when ``message_stop`` never came. The usage is the last one reported
+    (``message_start``, updated by ``message_delta``); a compatible server that reports none
+    gets an estimate from ``call`` and the delivered answer.
     """
 
     def __init__(self, target: str, call: ModelCall) -> None:
@@ -156,6 +154,7 @@ class EventReader:
         self._answer = AnswerCounter()
         self._tool_of_block: dict[int, int] = {}
         self._tool_has_arguments: dict[int, bool] = {}
+        self._json_blocks: dict[int, bool] = {}  # the json_object tool's blocks: has input
         self._usage: Usage | None = None
         self._stop_reason: str | None = None
         self._stopped = False
@@ -173,7 +172,11 @@ class EventReader:
                     self._usage = usage_of(usage)
             case "content_block_start":
                 block = event.content_block
-                if block.type == "tool_use":
+                if block.type == "tool_use" and block.name == JSON_TOOL:
+                    self._json_blocks[event.index] = bool(block.input)
+                    if block.input:
+                        yield TextDelta(json.dumps(block.input))
+                elif block.type == "tool_use":
                     tool = len(self._tool_of_block)
                     self._tool_of_block[event.index] = tool
                     yield ToolCallDelta(index=tool, id=block.id, name=block.name)
@@ -186,12 +189,19 @@ class EventReader:
                 delta = event.delta
                 if delta.type == "text_delta" and delta.text:
                     yield TextDelta(delta.text)
+                elif delta.type == "input_json_delta" and event.index in self._json_blocks:
+                    if delta.partial_json:
+                        self._json_blocks[event.index] = True
+                        yield TextDelta(delta.partial_json)
                 elif delta.type == "input_json_delta" and delta.partial_json:
                     owner = self._tool_of_block.get(event.index)
                     if owner is not None:
                         self._tool_has_arguments[owner] = True
                         yield ToolCallDelta(index=owner, arguments_delta=delta.partial_json)
             case "content_block_stop":
+                if self._json_blocks.get(event.index) is False:
+                    self._json_blocks[event.index] = True
+                    yield TextDelta("{}")
                 closed = self._tool_of_block.get(event.index)
                 if closed is not None and not self._tool_has_arguments.get(closed):
                     # A tool without arguments: the same "{}" an OpenAI target would give.
@@ -217,7 +227,10 @@ class EventReader:
                 "(no message_stop); the answer is incomplete"
             )
         yield UsageEvent(self._usage or estimated(self._call, self._answer))
-        yield Finish(STOP_REASONS.get(self._stop_reason or "", FinishReason.UNSPECIFIED))
+        reason = STOP_REASONS.get(self._stop_reason or "", FinishReason.UNSPECIFIED)
+        if reason is FinishReason.TOOL_CALLS and self._json_blocks and not self._tool_of_block:
+            reason = FinishReason.STOP  # only the json_object tool was called: an answer
+        yield Finish(reason)
 
 
 def usage_of(usage: Any, before: Usage | None = None) -> Usage:

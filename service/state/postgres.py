@@ -201,11 +201,11 @@ class PostgresDurable:
         dims = [d for d in GROUP_DIMENSIONS if d in group_by]
         labels = "".join(f"{d}, " for d in dims)
         group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
+        sums = ", ".join(f"coalesce(sum({column}), 0)" for column in ddl.LEDGER_SUMS)
         rows = await self._fetch(
             f"SELECT {labels}count(*), count(*) FILTER (WHERE status <> 'ok'), "  # noqa: S608 (dims from a whitelist)
-            "count(*) FILTER (WHERE cache_hit), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0), coalesce(sum(cost_nanos), 0) FROM usage_ledger "
-            f"WHERE tenant = $1 AND at >= $2 AND at < $3 {group}",
+            "count(*) FILTER (WHERE cache_hit), count(*) FILTER (WHERE estimated), "
+            f"{sums} FROM usage_ledger WHERE tenant = $1 AND at >= $2 AND at < $3 {group}",
             tenant,
             start,
             end,
@@ -213,21 +213,9 @@ class PostgresDurable:
         out = []
         for row in rows:
             named = dict(zip(dims, row[: len(dims)], strict=True))
-            calls, failed, hits, inp, out_tokens, cost = (int(v) for v in row[len(dims) :])
-            if calls:
-                out.append(
-                    UsageTotal(
-                        agent=named.get("agent", ""),
-                        model=named.get("model", ""),
-                        key_id=named.get("key_id", ""),
-                        calls=calls,
-                        failed_calls=failed,
-                        cache_hits=hits,
-                        input_tokens=inp,
-                        output_tokens=out_tokens,
-                        cost_nanos=cost,
-                    )
-                )
+            values = [int(v) for v in row[len(dims) :]]
+            if values[0]:
+                out.append(ddl.total_of(named, values[:4], values[4:]))
         return out
 
     # audit
@@ -250,23 +238,21 @@ class PostgresDurable:
 
 
 _USAGE_INSERT = (
-    "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
-    "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    f"INSERT INTO usage_ledger ({', '.join(ddl.LEDGER_COLUMNS)}) "  # noqa: S608 (constants)
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(ddl.LEDGER_COLUMNS) + 1))})"
 )
 
 
 def _usage_statement(r: UsageRecord, audit: AuditEntry | None) -> tuple[str, list[object]]:
     """One statement (one round trip) writing the ledger line and, if given, the audit entry."""
-    args: list[object] = [
-        r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
-        r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
-    ]  # fmt: skip
+    args: list[object] = list(ddl.ledger_values(r))
     if audit is None:
         return _USAGE_INSERT, args
     e = audit
+    n = len(args)
+    audit_params = ", ".join(f"${n + i}" for i in range(1, 8))
     sql = (
         f"WITH ledger AS ({_USAGE_INSERT}) INSERT INTO audit_log (at, tenant, key_id, "  # noqa: S608 (constant text)
-        "request_id, action, resource, outcome) VALUES ($14, $15, $16, $17, $18, $19, $20)"
+        f"request_id, action, resource, outcome) VALUES ({audit_params})"
     )
     return sql, [*args, e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome]

@@ -44,6 +44,12 @@ class UsageRecord:
     status: str  # "ok" or the error kind, e.g. "Unavailable"
     latency_ms: int
     cache_hit: bool
+    # Parts of input_tokens and output_tokens (see service.domain.Usage).
+    cached_input_tokens: int = 0
+    cache_creation_5m_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False  # the upstream reported no usage: the counts are estimates
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,11 @@ class UsageTotal:
     input_tokens: int
     output_tokens: int
     cost_nanos: int
+    cached_input_tokens: int = 0
+    cache_creation_5m_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_calls: int = 0
 
 
 GROUP_DIMENSIONS = ("agent", "model", "key_id")

@@ -6,6 +6,10 @@ at the end; never edit one that has shipped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from service.state.records import UsageRecord, UsageTotal
+
 _V1 = """
 CREATE TABLE IF NOT EXISTS sessions (
   tenant TEXT NOT NULL,
@@ -55,12 +59,68 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_tenant_at ON audit_log (tenant, at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Every usage dimension the providers bill, and whether the counts were estimated.
+_V2 = """
+ALTER TABLE usage_ledger ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_ledger ADD COLUMN cache_creation_5m_input_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_ledger ADD COLUMN cache_creation_1h_input_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_ledger ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_ledger ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT FALSE
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 _SERIAL = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
     "postgres": "BIGSERIAL PRIMARY KEY",
 }
+
+
+LEDGER_COLUMNS = (
+    "at", "tenant", "key_id", "request_id", "agent", "target", "model",
+    "input_tokens", "output_tokens", "cost_nanos", "status", "latency_ms", "cache_hit",
+    "cached_input_tokens", "cache_creation_5m_input_tokens", "cache_creation_1h_input_tokens",
+    "reasoning_tokens", "estimated",
+)  # fmt: skip
+"""The usage ledger's columns in insert order (:func:`ledger_values` gives a line's values)."""
+LEDGER_SUMS = (
+    "input_tokens", "output_tokens", "cost_nanos", "cached_input_tokens",
+    "cache_creation_5m_input_tokens", "cache_creation_1h_input_tokens", "reasoning_tokens",
+)  # fmt: skip
+"""The columns ``totals`` sums, in the order of :func:`total_of`'s sums."""
+
+
+def ledger_values(r: UsageRecord) -> tuple[object, ...]:
+    """``r``'s values in :data:`LEDGER_COLUMNS` order."""
+    return (
+        r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
+        r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
+        r.cached_input_tokens, r.cache_creation_5m_input_tokens,
+        r.cache_creation_1h_input_tokens, r.reasoning_tokens, r.estimated,
+    )  # fmt: skip
+
+
+def total_of(labels: dict[str, str], counts: Sequence[int], sums: Sequence[int]) -> UsageTotal:
+    """A group's totals from its labels, its (calls, failed, cache hits, estimated) counts and
+    its :data:`LEDGER_SUMS` sums."""
+    calls, failed, hits, estimated = counts
+    inp, out, cost, cached, write_5m, write_1h, reasoning = sums
+    return UsageTotal(
+        agent=labels.get("agent", ""),
+        model=labels.get("model", ""),
+        key_id=labels.get("key_id", ""),
+        calls=calls,
+        failed_calls=failed,
+        cache_hits=hits,
+        input_tokens=inp,
+        output_tokens=out,
+        cost_nanos=cost,
+        cached_input_tokens=cached,
+        cache_creation_5m_input_tokens=write_5m,
+        cache_creation_1h_input_tokens=write_1h,
+        reasoning_tokens=reasoning,
+        estimated_calls=estimated,
+    )
 
 
 def statements(dialect: str, version: int) -> list[str]:

@@ -219,10 +219,11 @@ class SqliteDurable:
         dims = [d for d in GROUP_DIMENSIONS if d in group_by]
         select = ", ".join(dims + ["''"] * (not dims))
         group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
+        sums = ", ".join(f"sum({column})" for column in schema.LEDGER_SUMS)
         rows = await self._run(
             lambda conn: conn.execute(
                 f"SELECT {select}, count(*), sum(status != 'ok'), sum(cache_hit), "  # noqa: S608 (dims from a whitelist)
-                "sum(input_tokens), sum(output_tokens), sum(cost_nanos) FROM usage_ledger "
+                f"sum(estimated), {sums} FROM usage_ledger "
                 f"WHERE tenant = ? AND at >= ? AND at < ? {group}",
                 (tenant, start, end),
             ).fetchall()
@@ -245,16 +246,14 @@ class SqliteDurable:
         return [AuditEntry(*row) for row in rows]
 
 
+_USAGE_INSERT = (
+    f"INSERT INTO usage_ledger ({', '.join(schema.LEDGER_COLUMNS)}) "  # noqa: S608 (constants)
+    f"VALUES ({', '.join('?' * len(schema.LEDGER_COLUMNS))})"
+)
+
+
 def _insert_usage(conn: sqlite3.Connection, r: UsageRecord) -> None:
-    conn.execute(
-        "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
-        "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            r.at, r.tenant, r.key_id, r.request_id, r.agent, r.target, r.model,
-            r.input_tokens, r.output_tokens, r.cost_nanos, r.status, r.latency_ms, r.cache_hit,
-        ),
-    )  # fmt: skip
+    conn.execute(_USAGE_INSERT, schema.ledger_values(r))
 
 
 def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
@@ -268,18 +267,8 @@ def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
 def _total(dims: list[str], row: Sequence[Any]) -> UsageTotal:
     n = len(dims) or 1
     labels = dict(zip(dims, row[: len(dims)], strict=True))
-    calls, failed, hits, inp, out, cost = (int(v or 0) for v in row[n:])
-    return UsageTotal(
-        agent=labels.get("agent", ""),
-        model=labels.get("model", ""),
-        key_id=labels.get("key_id", ""),
-        calls=calls,
-        failed_calls=failed,
-        cache_hits=hits,
-        input_tokens=inp,
-        output_tokens=out,
-        cost_nanos=cost,
-    )
+    values = [int(v or 0) for v in row[n:]]
+    return schema.total_of(labels, values[:4], values[4:])
 
 
 class _transaction:  # noqa: N801 (used as a context manager)

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
+from pathlib import Path
 
+import asyncpg
 import pytest
 
 from service.errors import FailedPrecondition, Unavailable
 from service.secrets import Secret
+from service.state import schema
 from service.state.postgres import PostgresDurable
 from service.state.records import AuditEntry, BudgetLine, UsageRecord
 from service.state.redis import RedisFast
+from service.state.sqlite import SqliteDurable
 from service.state.stores import Durable, Fast
+from tests.backends import POSTGRES_DSN, postgres_schema
 
 pytestmark = pytest.mark.asyncio
 
@@ -327,3 +333,71 @@ async def test_postgres_down_is_unavailable_without_the_dsn() -> None:
         assert "hunter2" not in str(caught.value)
     finally:
         await store.aclose()
+
+
+async def test_usage_dimensions_are_recorded_and_summed(durable: Durable) -> None:
+    dims = {
+        "cached_input_tokens": 4,
+        "cache_creation_5m_input_tokens": 3,
+        "cache_creation_1h_input_tokens": 2,
+        "reasoning_tokens": 1,
+    }
+    await durable.record_usage(_line("t", "echo", "m1", "k1", **dims))
+    await durable.record_usage(_line("t", "echo", "m1", "k1", estimated=True, **dims))
+    await durable.record_usage(_line("t", "echo", "m2", "k1"))
+
+    (total,) = await durable.totals("t", 0.0, 2000.0, ())
+    assert (total.calls, total.estimated_calls) == (3, 1)
+    assert (total.cached_input_tokens, total.reasoning_tokens) == (8, 2)
+    assert (total.cache_creation_5m_input_tokens, total.cache_creation_1h_input_tokens) == (6, 4)
+    by_model = await durable.totals("t", 0.0, 2000.0, ("model",))
+    assert [(g.model, g.cached_input_tokens, g.estimated_calls) for g in by_model] == [
+        ("m1", 8, 1),
+        ("m2", 0, 0),
+    ]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+async def test_a_ledger_of_schema_v1_migrates_and_keeps_its_lines(
+    dialect: str, tmp_path: Path
+) -> None:
+    v1_line = (
+        "INSERT INTO usage_ledger (at, tenant, key_id, request_id, agent, target, model, "
+        "input_tokens, output_tokens, cost_nanos, status, latency_ms, cache_hit) "
+        "VALUES (1.0, 't', 'k', 'r', 'a', 'x', 'm', 10, 5, 700, 'ok', 3, FALSE)"
+    )
+    v1 = [*schema.statements(dialect, 1), v1_line]
+    if dialect == "sqlite":
+        conn = sqlite3.connect(tmp_path / "switchboard.sqlite3")
+        conn.execute(schema.VERSION_TABLE)
+        for statement in v1:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.commit()
+        conn.close()
+        store: Durable = SqliteDurable(tmp_path, timeout_s=5)
+        await _migrated_totals(store)
+        return
+    async with postgres_schema() as name:
+        pg = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await pg.execute(f'CREATE SCHEMA "{name}"')
+            await pg.execute(f'SET search_path TO "{name}"')
+            await pg.execute(schema.VERSION_TABLE)
+            for statement in v1:
+                await pg.execute(statement)
+            await pg.execute("INSERT INTO schema_version VALUES (1)")
+        finally:
+            await pg.close()
+        await _migrated_totals(PostgresDurable(Secret(POSTGRES_DSN), schema=name, timeout_s=5))
+
+
+async def _migrated_totals(store: Durable) -> None:
+    try:
+        await store.migrate()
+        await store.record_usage(_line("t", "a", "m", "k", reasoning_tokens=2, estimated=True))
+        (total,) = await store.totals("t", 0.0, 2000.0, ())
+    finally:
+        await store.aclose()
+    assert (total.calls, total.input_tokens, total.cost_nanos) == (2, 20, 1400)
+    assert (total.reasoning_tokens, total.estimated_calls) == (2, 1)

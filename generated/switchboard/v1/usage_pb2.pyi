@@ -99,6 +99,11 @@ class UsageGroup(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_5M_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_1H_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_CALLS_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """The agent (when grouped by agent)."""
     model: _builtins.str
@@ -112,11 +117,23 @@ class UsageGroup(_message.Message):
     cache_hits: _builtins.int
     """Calls answered from the response cache (at no cost)."""
     input_tokens: _builtins.int
-    """Prompt tokens."""
+    """Prompt tokens (cache reads and writes included)."""
     output_tokens: _builtins.int
-    """Generated tokens."""
+    """Generated tokens (reasoning included)."""
     cost_usd: _builtins.float
     """Cost in US dollars."""
+    cached_input_tokens: _builtins.int
+    """Of input_tokens, those read from the provider's prompt cache."""
+    cache_creation_5m_input_tokens: _builtins.int
+    """Of input_tokens, those written to the provider's 5-minute prompt cache."""
+    cache_creation_1h_input_tokens: _builtins.int
+    """Of input_tokens, those written to the provider's 1-hour prompt cache."""
+    reasoning_tokens: _builtins.int
+    """Of output_tokens, those the model spent reasoning."""
+    estimated_calls: _builtins.int
+    """Calls whose upstream reported no usage: their tokens (and cost) are
+    estimates (see Usage.estimated).
+    """
     def __init__(
         self,
         *,
@@ -129,10 +146,15 @@ class UsageGroup(_message.Message):
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
+        cached_input_tokens: _builtins.int = ...,
+        cache_creation_5m_input_tokens: _builtins.int = ...,
+        cache_creation_1h_input_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
+        estimated_calls: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "cache_hits", b"cache_hits", "calls", b"calls", "cost_usd", b"cost_usd", "failed_calls", b"failed_calls", "input_tokens", b"input_tokens", "key_id", b"key_id", "model", b"model", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "cache_creation_1h_input_tokens", b"cache_creation_1h_input_tokens", "cache_creation_5m_input_tokens", b"cache_creation_5m_input_tokens", "cache_hits", b"cache_hits", "cached_input_tokens", b"cached_input_tokens", "calls", b"calls", "cost_usd", b"cost_usd", "estimated_calls", b"estimated_calls", "failed_calls", b"failed_calls", "input_tokens", b"input_tokens", "key_id", b"key_id", "model", b"model", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
