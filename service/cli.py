@@ -221,7 +221,9 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
         )
         return await supervisor.run()
 
-    return event_loop.run(run())
+    # The supervisor only starts, watches and signals workers: asyncio's own loop (the
+    # workers, which serve, run on uvloop).
+    return asyncio.run(run())
 
 
 async def migrate(snapshot: Snapshot) -> str:
