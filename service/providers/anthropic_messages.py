@@ -109,6 +109,8 @@ class AnthropicMessagesProvider:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (anthropic.AnthropicError, httpx2.HTTPError, msgspec.DecodeError) as exc:
             raise map_error(exc, self._target) from exc
+        finally:
+            limit.close()
         for out in reader.finish():
             yield out
 

@@ -110,6 +110,8 @@ class OpenAIChatProvider:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
             raise map_error(exc, self._target) from exc
+        finally:
+            limit.close()
         for event in reader.finish():
             yield event
 
