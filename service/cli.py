@@ -21,7 +21,6 @@ from service.config.chain_model import AuthConfig
 from service.errors import SwitchboardError, Unavailable
 from service.main import serve
 from service.observability.logging import configure
-from service.serving import loop as event_loop
 from service.serving.probe import probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
@@ -186,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers = args.workers or load(args.config, os.environ).workers.count
             if workers > 1:
                 return _supervise(args, workers)
-        event_loop.run(
+        asyncio.run(
             serve(
                 args.config,
                 os.environ,
@@ -221,8 +220,6 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
         )
         return await supervisor.run()
 
-    # The supervisor only starts, watches and signals workers: asyncio's own loop (the
-    # workers, which serve, run on uvloop).
     return asyncio.run(run())
 
 
