@@ -207,7 +207,7 @@ async def test_missing_message_stop_is_unavailable(rig: Rig[AnthropicFake]) -> N
 async def test_disconnect_mid_stream_is_unavailable_after_the_deltas(
     rig: Rig[AnthropicFake],
 ) -> None:
-    rig.fake.push(Scenario(text="a b c d e f", pieces=6, disconnect_after=5))
+    rig.fake.push(Scenario(text="a b c d e f", pieces=6, disconnect_after=5, chunk_delay_s=0.02))
     events, err = await collect(rig.client, "chat", "hi")
 
     assert isinstance(err, UnavailableError)

@@ -10,7 +10,7 @@ call streams; a unary call is the stream folded by the runner. SDK exceptions ar
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import anthropic
@@ -23,7 +23,8 @@ from service.errors import DeadlineExceeded, FailedPrecondition, SwitchboardErro
 from service.providers import anthropic_errors, anthropic_events
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.sse import SSEDecoder
+from service.providers.coalesce import gathered
+from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
     classify,
@@ -93,18 +94,24 @@ class AnthropicMessagesProvider:
             try:
                 decoder = SSEDecoder()
                 body = response.aiter_bytes()
+
+                def parse(sse: ServerEvent) -> Iterable[ProviderEvent]:
+                    if sse.event in _SKIPPED_EVENTS:
+                        return ()
+                    if sse.event == "error":
+                        raise _stream_error(sse.data, response)
+                    return reader.feed(anthropic_events.decode(sse.data))
+
                 while True:
                     try:
                         data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    for sse in decoder.feed(data):
-                        if sse.event in _SKIPPED_EVENTS:
-                            continue
-                        if sse.event == "error":
-                            raise _stream_error(sse.data, response)
-                        for out in reader.feed(anthropic_events.decode(sse.data)):
-                            yield out
+                    events, failure = gathered(parse, decoder.feed(data))
+                    for out in events:
+                        yield out
+                    if failure is not None:
+                        raise failure
             finally:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (anthropic.AnthropicError, httpx2.HTTPError, msgspec.DecodeError) as exc:

@@ -11,7 +11,7 @@ mapped in :func:`map_error` and never leave this module.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import httpx2
@@ -23,8 +23,9 @@ from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers import openai_chunks, openai_errors
 from service.providers.base import ModelCall, TargetSpec
+from service.providers.coalesce import gathered
 from service.providers.openai_wire import ChunkReader, build_request
-from service.providers.sse import SSEDecoder
+from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
     classify,
@@ -92,20 +93,27 @@ class OpenAIChatProvider:
                 decoder = SSEDecoder()
                 body = response.aiter_bytes()
                 done = False
+
+                def parse(sse: ServerEvent) -> Iterable[ProviderEvent]:
+                    nonlocal done
+                    if done:
+                        return ()  # the SDK's stream, too, reads nothing after [DONE]
+                    if sse.data.startswith(b"[DONE]"):
+                        reader.done()
+                        done = True
+                        return ()
+                    return reader.feed(self._chunk(sse.data, response))
+
                 while True:
                     try:
                         data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    if done:
-                        continue  # read to the end, so the connection is reused
-                    for sse in decoder.feed(data):
-                        if sse.data.startswith(b"[DONE]"):
-                            reader.done()
-                            done = True
-                            break
-                        for event in reader.feed(self._chunk(sse.data, response)):
-                            yield event
+                    events, failure = gathered(parse, decoder.feed(data))
+                    for event in events:
+                        yield event
+                    if failure is not None:
+                        raise failure
             finally:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
