@@ -7,12 +7,13 @@ InvalidArgument naming every bad field.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf import struct_pb2
 from switchboard.v1 import agent_pb2 as pb
 
 from service.agents.spec import AgentSpec
-from service.api.structs import struct_to_dict
+from service.api.structs import json_object, struct_to_dict
 from service.context import request_id_problem
 from service.domain import (
     AgentRequest,
@@ -47,6 +48,13 @@ _ROLES = {
     pb.ROLE_TOOL: Role.TOOL,
 }
 _ROLES_OUT = {v: k for k, v in _ROLES.items()}
+# Callers' JSON schemas (a tool's parameters, a response format): each, and all of them in
+# one request, at most this many bytes as protobuf. Real tool schemas are a few KiB; OpenAI's
+# structured outputs cap a schema's names and enum values at 120,000 characters in all.
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMAS_BYTES = 256 * 1024
+# A body bigger than this is converted in a worker thread (see the servicer).
+BIG_BODY_BYTES = 64 * 1024
 _FORMATS = {
     pb.ResponseFormat.TYPE_TEXT: ResponseFormatType.TEXT,
     pb.ResponseFormat.TYPE_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
@@ -62,15 +70,26 @@ _FINISH = {
 }
 
 
-def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str) -> AgentRequest:
-    """The domain request; ``request_id`` is used when the caller sent none.
+def request_from_proto(
+    msg: pb.InvokeRequest | pb.StreamRequest, request_id: str, *, max_messages: int | None = None
+) -> AgentRequest:
+    """The domain request; ``request_id`` is used when the caller sent none. CPU-bound in
+    the body's size (call it off the event loop for a big body: :data:`BIG_BODY_BYTES`).
 
     Raises:
-        InvalidArgument: naming every structurally bad field.
+        InvalidArgument: naming every structurally bad field; more than ``max_messages``
+            messages, or a JSON schema over :data:`MAX_SCHEMA_BYTES` (or all of them over
+            :data:`MAX_SCHEMAS_BYTES`), is refused before any of it is converted.
     """
     violations: list[FieldViolation] = []
     if not msg.agent:
         violations.append(FieldViolation("agent", "the agent name is required"))
+    if max_messages is not None and len(msg.messages) > max_messages:
+        count = len(msg.messages)
+        raise InvalidArgument.field(
+            "messages", f"{count} messages is over the limit of {max_messages}"
+        )
+    _schema_sizes(msg)
     messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(msg.messages))
     tools = tuple(_tool(t, f"tools[{i}]", violations) for i, t in enumerate(msg.tools))
     parameters = _parameters(msg.parameters, violations) if msg.HasField("parameters") else None
@@ -91,6 +110,41 @@ def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str
         tools=tools,
         cache=msg.cache if msg.HasField("cache") else None,
     )
+
+
+def _schema_sizes(msg: pb.InvokeRequest | pb.StreamRequest) -> None:
+    """Refuse schemas too big to check cheaply (``check_schema`` is pure Python: about 5 ms
+    a KiB), before converting any of them."""
+    sizes = {
+        f"tools[{i}].parameters": t.parameters.ByteSize()
+        for i, t in enumerate(msg.tools)
+        if t.HasField("parameters")
+    }
+    # A schema sent as JSON text counts by its UTF-8 length (it is parsed, then checked alike).
+    sizes.update(
+        (f"tools[{i}].parameters_json", len(t.parameters_json.encode()))
+        for i, t in enumerate(msg.tools)
+        if t.parameters_json
+    )
+    fmt = msg.parameters.response_format
+    if fmt.HasField("json_schema"):
+        sizes["parameters.response_format.json_schema"] = fmt.json_schema.ByteSize()
+    if fmt.json_schema_json:
+        sizes["parameters.response_format.json_schema_json"] = len(fmt.json_schema_json.encode())
+    violations = [
+        FieldViolation(where, f"a JSON schema of at most {MAX_SCHEMA_BYTES} bytes, not {size}")
+        for where, size in sizes.items()
+        if size > MAX_SCHEMA_BYTES
+    ]
+    if not violations and (total := sum(sizes.values())) > MAX_SCHEMAS_BYTES:
+        violations.append(
+            FieldViolation(
+                "tools", f"JSON schemas of at most {MAX_SCHEMAS_BYTES} bytes in all, not {total}"
+            )
+        )
+    if violations:
+        first = violations[0]
+        raise InvalidArgument(f"{first.field}: {first.description}", violations)
 
 
 def _message(msg: pb.Message, where: str, violations: list[FieldViolation]) -> Message:
@@ -138,15 +192,29 @@ def _message(msg: pb.Message, where: str, violations: list[FieldViolation]) -> M
 
 
 def _tool(msg: pb.Tool, where: str, violations: list[FieldViolation]) -> Tool:
-    return Tool(
-        name=msg.name,
-        description=msg.description,
-        parameters=(
-            struct_to_dict(msg.parameters, f"{where}.parameters", violations)
-            if msg.HasField("parameters")
-            else {}
-        ),
+    parameters = _schema(
+        msg.parameters if msg.HasField("parameters") else None,
+        msg.parameters_json,
+        f"{where}.parameters",
+        violations,
     )
+    return Tool(name=msg.name, description=msg.description, parameters=parameters or {})
+
+
+def _schema(
+    struct: struct_pb2.Struct | None, text: str, where: str, violations: list[FieldViolation]
+) -> dict[str, Any] | None:
+    """A schema sent as a Struct (``where``) or as JSON text (``where`` + ``_json``)."""
+    if struct is not None and text:
+        violations.append(
+            FieldViolation(f"{where}_json", f"set {where.rpartition('.')[2]} or this, not both")
+        )
+        return None
+    if text:
+        return json_object(text, f"{where}_json", violations)
+    if struct is not None:
+        return struct_to_dict(struct, where, violations)
+    return None
 
 
 def _parameters(msg: pb.Parameters, violations: list[FieldViolation]) -> Parameters:
@@ -161,16 +229,17 @@ def _parameters(msg: pb.Parameters, violations: list[FieldViolation]) -> Paramet
                 )
             )
         else:
-            schema = msg.response_format.json_schema
+            given = msg.response_format
             fmt = ResponseFormat(
                 type=kind,
-                schema_name=msg.response_format.schema_name,
-                json_schema=(
-                    struct_to_dict(schema, "parameters.response_format.json_schema", violations)
-                    if msg.response_format.HasField("json_schema")
-                    else None
+                schema_name=given.schema_name,
+                json_schema=_schema(
+                    given.json_schema if given.HasField("json_schema") else None,
+                    given.json_schema_json,
+                    "parameters.response_format.json_schema",
+                    violations,
                 ),
-                strict=msg.response_format.strict,
+                strict=given.strict,
             )
     return Parameters(
         temperature=msg.temperature if msg.HasField("temperature") else None,
