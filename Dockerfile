@@ -35,8 +35,9 @@ RUN install -d -o 10001 -g 10001 -m 0750 /etc/switchboard/secrets
 COPY deploy/k8s/switchboard.yaml /etc/switchboard/switchboard.yaml
 USER 10001:10001
 WORKDIR /tmp
-# 50051: gRPC (AgentService, Health, reflection). 9464: Prometheus metrics.
-EXPOSE 50051 9464
+# 50051: gRPC (AgentService, Health, reflection). 8080: HTTP (OpenAI-compatible API,
+# Connect). 9464: Prometheus metrics.
+EXPOSE 50051 8080 9464
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["switchboard", "health", "--address", "127.0.0.1:50051"]
 ENTRYPOINT ["switchboard"]

@@ -35,8 +35,11 @@ from service.api.usage import UsageServicer
 from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
+from service.http.app import HttpApp
+from service.http.openai_door import Behaviors, OpenAIDoor
+from service.http.server import HttpListener
 from service.idempotency import Idempotency
-from service.interceptors.chain import build_interceptors
+from service.interceptors.chain import Chain, build_chain
 from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
@@ -141,7 +144,9 @@ class App:
             max_in_flight=lambda: self.snapshot.transport.max_concurrent_calls
         )
         self.server = self._build_server(snapshot)
+        self.http = HttpListener(self._build_http(), reuse_port=self._worker)
         self.port = 0
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
         self._stopped = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
@@ -164,7 +169,8 @@ class App:
 
     def _build_server(self, snapshot: Snapshot) -> grpc.aio.Server:
         settings = snapshot.server
-        interceptors = build_interceptors(
+        # One chain and one servicer for every door (gRPC here, HTTP in _build_http).
+        self.chain: Chain = build_chain(
             tracer_provider=self.tracer_provider,
             auth=lambda: self.snapshot.auth,
             limiter=self.limiter,
@@ -173,13 +179,12 @@ class App:
             faults=FaultLog(),
         )
         server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[self.chain],
             options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
         idempotency = Idempotency(self.stores.fast, ttl_s=snapshot.state.idempotency_ttl_s)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.runner, self.admission, idempotency), server
-        )
+        self.agent_servicer = AgentServicer(self.runner, self.admission, idempotency)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
         session_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(Sessions(self.stores.durable), self.stores.durable), server
         )
@@ -200,7 +205,21 @@ class App:
             )
         return server
 
-    async def start(self, host: str | None = None, port: int | None = None) -> int:
+    def _build_http(self) -> HttpApp:
+        """The HTTP doors: the AgentService servicer wrapped in the same chain."""
+        servicer, chain = self.agent_servicer, self.chain
+        name = f"/{AGENT_SERVICE}/"
+        behaviors = Behaviors(
+            invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke),
+            stream=chain.stream_behavior(name + "Stream", servicer.Stream),
+            list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents),
+            get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent),
+        )
+        return HttpApp(OpenAIDoor(behaviors))
+
+    async def start(
+        self, host: str | None = None, port: int | None = None, http_port: int | None = None
+    ) -> int:
         """Bind and start serving; returns the bound port (useful with port 0).
 
         Raises:
@@ -236,6 +255,7 @@ class App:
                     f"{exc.strerror}"
                 ) from exc
         await self.server.start()
+        await self._start_http(host, http_port)
         for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._target_health = asyncio.create_task(self._publish_target_health())
@@ -252,6 +272,27 @@ class App:
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
         log.info("serving", extra={"event": "start", "address": address, "port": self.port})
         return self.port
+
+    async def _start_http(self, grpc_host: str, port: int | None) -> None:
+        """Serve the HTTP doors on ``server.http`` (``port`` overrides its port; with neither,
+        there is no HTTP listener).
+
+        Raises:
+            ConfigError: the address cannot be bound, or auth is off on a non-loopback host.
+        """
+        settings = self.snapshot.server
+        port = settings.http.port if port is None else port
+        if port is None:
+            return
+        host = settings.http.host or grpc_host
+        self._check_auth(self.snapshot, host)
+        try:
+            self.http_port = await self.http.start(host, port, grace_s=settings.grace_s)
+        except OSError as exc:
+            raise ConfigError(
+                f"server.http: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        log.info("serving HTTP", extra={"event": "start", "address": f"{host}:{self.http_port}"})
 
     def _accept_reload(self, snapshot: Snapshot) -> None:
         """A reload may not turn auth off on the address this server is bound to (the new
@@ -309,7 +350,8 @@ class App:
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
         # Health watchers and anything else still open get what is left of the grace period.
-        await self.server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        await asyncio.gather(self.server.stop(left), self.http.stop(left))
         if self._state_watch is not None:
             self._state_watch.cancel()
             await asyncio.wait([self._state_watch])

@@ -25,6 +25,7 @@ class Served:
     address: str
     channel: grpc.aio.Channel
     client: AsyncClient
+    http_url: str = ""  # http://127.0.0.1:<port> when served with ``http=True``
 
 
 def for_tests(yaml_text: str) -> str:
@@ -32,6 +33,9 @@ def for_tests(yaml_text: str) -> str:
     loopback), and a metrics port, if any, replaced by a free one."""
     raw = yaml.safe_load(textwrap.dedent(yaml_text))
     raw.setdefault("auth", {"enabled": False})
+    http = raw.get("server", {}).get("http", {})
+    if http.get("port") is not None:
+        http["port"] = 0
     metrics = raw.get("observability", {}).get("metrics", {})
     if metrics.get("port") is not None:
         metrics["port"] = 0
@@ -47,10 +51,12 @@ async def serve_config(
     api_key: str | None = None,
     tracer_provider: TracerProvider | None = None,
     files: Mapping[str, str] | None = None,
+    http: bool = False,
 ) -> AsyncIterator[Served]:
     """Load ``yaml_text`` as a config file and serve it on 127.0.0.1:<free port>.
 
     ``files`` are written beside the config (e.g. a keys file); the client sends ``api_key``.
+    ``http``: also serve the HTTP doors, on a free port (``Served.http_url``).
     """
     with TemporaryDirectory() as tmp:
         path = Path(tmp) / "switchboard.yaml"
@@ -60,12 +66,13 @@ async def serve_config(
         # State goes to this temporary folder unless the test says where.
         environ = {"SWITCHBOARD_STATE__DATA_DIR": str(Path(tmp) / "data"), **(environ or {})}
         app = App(load(path, environ), tracer_provider=tracer_provider, environ=environ)
-        port = await app.start("127.0.0.1", 0)
+        port = await app.start("127.0.0.1", 0, http_port=0 if http else None)
         address = f"127.0.0.1:{port}"
+        http_url = f"http://127.0.0.1:{app.http_port}" if app.http_port is not None else ""
         channel = grpc.aio.insecure_channel(address)
         client = AsyncClient(address, channel=channel, api_key=api_key)
         try:
-            yield Served(app, path, address, channel, client)
+            yield Served(app, path, address, channel, client, http_url)
         finally:
             await channel.close(grace=None)
             await app.stop(grace_s)

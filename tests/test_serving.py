@@ -291,7 +291,8 @@ async def test_a_client_running_many_calls_on_one_connection_is_never_refused(
     core refused some with REFUSED_STREAM, which surfaces as UNAVAILABLE, when the
     per-connection stream limit was 100)."""
     config = tmp_path / "switchboard.yaml"
-    config.write_text(DEFAULT_CONFIG.read_text().replace("../data", str(tmp_path / "data")))
+    text = DEFAULT_CONFIG.read_text().replace("../data", str(tmp_path / "data"))
+    config.write_text(text.replace("port: 8080", "port: 0"))  # no fixed HTTP port in tests
     with serve_process(config) as server:
         async with AsyncClient(f"127.0.0.1:{server.port}") as client:
 

@@ -30,6 +30,14 @@ OverridableParameter = Literal[
 ]
 
 
+class HttpConfig(FrozenModel):
+    """The HTTP listener: the OpenAI-compatible door and Connect, in the gRPC server's
+    process (README, "Calling it")."""
+
+    host: str | None = Field(None, description="unset: the gRPC server's host")
+    port: int | None = Field(None, ge=0, le=65535, description="unset: no HTTP listener")
+
+
 class ServerConfig(FrozenModel):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
@@ -41,6 +49,7 @@ class ServerConfig(FrozenModel):
     max_receive_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_send_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_messages: int = Field(1000, ge=1, description="most messages in one request")
+    http: HttpConfig = HttpConfig()
 
 
 class ResponseFormatConfig(FrozenModel):
@@ -242,11 +251,16 @@ class Config(FrozenModel):
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Config:
-        if not self.auth.enabled and not is_loopback(self.server.host):
-            raise ValueError(
-                f"auth.enabled: auth may be off only when server.host is a loopback "
-                f"address (127.0.0.1, ::1, localhost), not {self.server.host!r}"
-            )
+        http = self.server.http
+        hosts = [("server.host", self.server.host)]
+        if http.port is not None and http.host is not None:
+            hosts.append(("server.http.host", http.host))
+        for name, host in hosts:
+            if not self.auth.enabled and not is_loopback(host):
+                raise ValueError(
+                    f"auth.enabled: auth may be off only when {name} is a loopback "
+                    f"address (127.0.0.1, ::1, localhost), not {host!r}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -50,6 +50,31 @@ else:
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
+def build_chain(
+    *,
+    tracer_provider: TracerProvider,
+    auth: Callable[[], AuthPolicy],
+    limiter: RateLimiter,
+    sinks: Sequence[Sink],
+    default_deadline_s: Callable[[], float],
+    faults: FaultLog,
+) -> Chain:
+    """The chain, outermost first (see the module docstring). The gRPC server takes it as
+    its interceptor; the HTTP doors wrap the same servicer methods with it
+    (:meth:`Chain.unary_behavior`, :meth:`Chain.stream_behavior`)."""
+    return Chain(
+        [
+            TracingLayer(tracer_provider),
+            ContextLayer(),
+            ObserveLayer(sinks),
+            FaultLayer(faults),
+            DecodeLayer(),
+            AuthLayer(auth),
+            RateLimitLayer(limiter, auth, default_deadline_s),
+        ]
+    )
+
+
 def build_interceptors(
     *,
     tracer_provider: TracerProvider,
@@ -59,19 +84,16 @@ def build_interceptors(
     default_deadline_s: Callable[[], float],
     faults: FaultLog,
 ) -> list[Interceptor]:
-    """The chain, outermost first (see the module docstring)."""
+    """The chain as the gRPC server's interceptor list."""
     return [
-        Chain(
-            [
-                TracingLayer(tracer_provider),
-                ContextLayer(),
-                ObserveLayer(sinks),
-                FaultLayer(faults),
-                DecodeLayer(),
-                AuthLayer(auth),
-                RateLimitLayer(limiter, auth, default_deadline_s),
-            ]
-        ),
+        build_chain(
+            tracer_provider=tracer_provider,
+            auth=auth,
+            limiter=limiter,
+            sinks=sinks,
+            default_deadline_s=default_deadline_s,
+            faults=faults,
+        )
     ]
 
 
@@ -95,6 +117,22 @@ class Chain(Interceptor):
         wrapped = self._wrap(name, handler)
         self._wrapped[name] = (handler, wrapped)
         return wrapped
+
+    def unary_behavior(self, name: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        """``behavior`` (a servicer method answering one message) wrapped in every layer, as
+        the gRPC server runs method ``name`` ("/package.Service/Method"): for a door that
+        calls the servicer without grpc's transport. Build it once, call it per request."""
+        method = Method.of(name, request_streaming=False, response_streaming=False)
+        for layer in reversed(self._layers):
+            behavior = layer.unary(method, behavior)
+        return behavior
+
+    def stream_behavior(self, name: str, behavior: StreamBehavior) -> StreamBehavior:
+        """As :meth:`unary_behavior`, for a method whose response streams."""
+        method = Method.of(name, request_streaming=False, response_streaming=True)
+        for layer in reversed(self._layers):
+            behavior = layer.stream(method, behavior)
+        return behavior
 
     def _wrap(self, name: str, handler: Handler) -> Handler:
         streaming_in = bool(handler.request_streaming)

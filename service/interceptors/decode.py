@@ -26,13 +26,16 @@ Deserializer = Callable[[bytes], Any]
 
 
 class Undecodable:
-    """What a tolerant deserializer returns for a body that does not decode."""
+    """What a tolerant deserializer returns for a body that does not decode (and what an
+    HTTP door passes down the chain for a body it cannot turn into the request message:
+    then ``field`` may name the bad field, in the door's own terms)."""
 
-    __slots__ = ("problem", "size")
+    __slots__ = ("field", "problem", "size")
 
-    def __init__(self, problem: str, size: int) -> None:
+    def __init__(self, problem: str, size: int, field: str = "") -> None:
         self.problem = problem  # protobuf's own words, without the body
         self.size = size  # bytes received
+        self.field = field  # the field at fault, when known
 
 
 def tolerant(deserializer: Deserializer, type_name: str) -> Deserializer:
@@ -63,14 +66,20 @@ def problem_of(request: Any) -> str | None:
     return request.problem if isinstance(request, Undecodable) else None
 
 
+def _refusal(request: Undecodable) -> InvalidArgument:
+    if request.field:
+        return InvalidArgument.field(request.field, request.problem)
+    return InvalidArgument(request.problem)
+
+
 class DecodeLayer:
-    """Ends a call whose body did not decode with INVALID_ARGUMENT (no BadRequest: there is
-    no field to name)."""
+    """Ends a call whose body did not decode with INVALID_ARGUMENT (BadRequest only when a
+    door named the field: protobuf's errors name none)."""
 
     def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
         async def decoded(request: Any, context: Context) -> Any:
             if isinstance(request, Undecodable):
-                await abort(context, InvalidArgument(request.problem))
+                await abort(context, _refusal(request))
             return await behavior(request, context)
 
         return decoded
@@ -78,7 +87,7 @@ class DecodeLayer:
     def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
         async def decoded(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, Undecodable):
-                await abort(context, InvalidArgument(request.problem))
+                await abort(context, _refusal(request))
             async for response in behavior(request, context):
                 yield response
 

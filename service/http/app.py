@@ -1,0 +1,52 @@
+"""The one ASGI app of the HTTP listener: routes each request to its door.
+
+``/v1/...`` is the OpenAI-compatible door (:mod:`service.http.openai_door`); anything else is
+answered 404 with OpenAI's error body.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from service.http.asgi import Receive, Scope, Send, respond
+from service.http.context import Failure
+from service.http.errors import error_headers, error_json
+from service.http.openai_door import OpenAIDoor
+
+_MODELS = "/v1/models/"
+
+
+class HttpApp:
+    """The ASGI application (``lifespan`` is not used: the App starts and stops it)."""
+
+    def __init__(self, openai: OpenAIDoor) -> None:
+        self._openai = openai
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/v1/chat/completions":
+            if method == "POST":
+                await self._openai.chat_completions(scope, receive, send)
+                return
+            await _refuse(send, 405, f"use POST for {path}")
+        elif path == "/v1/models":
+            if method == "GET":
+                await self._openai.models(scope, receive, send)
+                return
+            await _refuse(send, 405, f"use GET for {path}")
+        elif path.startswith(_MODELS) and len(path) > len(_MODELS):
+            if method == "GET":
+                await self._openai.model(scope, receive, send, path[len(_MODELS) :])
+                return
+            await _refuse(send, 405, f"use GET for {path}")
+        else:
+            await _refuse(send, 404, f"no route for {method} {path[:200]}")
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    code = grpc.StatusCode.NOT_FOUND if status == 404 else grpc.StatusCode.UNIMPLEMENTED
+    failure = Failure(code, message, reason="NOT_FOUND" if status == 404 else "UNIMPLEMENTED")
+    await respond(send, status, error_json(failure), error_headers(failure))

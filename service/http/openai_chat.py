@@ -1,0 +1,431 @@
+"""OpenAI Chat Completions ⇄ the contract's messages: the OpenAI door's only wire knowledge.
+
+A request body (``POST /v1/chat/completions``, the shape of OpenAI's API reference, "Create
+chat completion") becomes one ``switchboard.v1.InvokeRequest`` or ``StreamRequest``; the
+servicer then validates it exactly as it validates a gRPC call. An answer becomes a
+``chat.completion`` object, a stream's events ``chat.completion.chunk`` objects.
+
+``model`` names an agent. Fields are read as OpenAI defines them; ``max_completion_tokens``
+wins over the older ``max_tokens``; ``user`` goes into the call's metadata. Extensions
+(sent by the OpenAI SDK as ``extra_body``): ``session_id`` (a Switchboard session),
+``cache`` (bool, the response cache), ``metadata`` (string map, as OpenAI's). A field the
+contract cannot carry is refused (400 naming it) unless it holds its neutral value, so no
+caller loses a setting silently.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import struct_pb2
+from switchboard.v1 import agent_pb2 as pb
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_ROLES = {
+    "system": pb.ROLE_SYSTEM,
+    "developer": pb.ROLE_SYSTEM,
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "tool": pb.ROLE_TOOL,
+}
+_FORMATS = {
+    "text": pb.ResponseFormat.TYPE_TEXT,
+    "json_object": pb.ResponseFormat.TYPE_JSON_OBJECT,
+    "json_schema": pb.ResponseFormat.TYPE_JSON_SCHEMA,
+}
+FINISH_REASONS = {
+    pb.FINISH_REASON_UNSPECIFIED: "stop",
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+    pb.FINISH_REASON_CONTENT_FILTER: "content_filter",
+}
+# Fields accepted only with their neutral value (what OpenAI does when they are absent).
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "n": (1, None),
+    "presence_penalty": (0, 0.0, None),
+    "frequency_penalty": (0, 0.0, None),
+    "logprobs": (False, None),
+    "top_logprobs": (0, None),
+    "parallel_tool_calls": (True, False, None),
+    "store": (False, None),
+    "service_tier": ("auto", "default", None),
+    "tool_choice": ("auto", None),
+}
+_KNOWN = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "response_format",
+        "tools",
+        "user",
+        "metadata",
+        "session_id",
+        "cache",
+        *_NEUTRAL,
+    }
+)
+
+
+class BadBody(ValueError):
+    """The body is not a request this door can carry; ``field`` names the part at fault
+    (OpenAI's ``param``), "" for the body as a whole."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The JSON object in ``body``.
+
+    Raises:
+        BadBody: not JSON, or not an object.
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadBody("", "the request body is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise BadBody("", "the request body must be a JSON object")
+    return value
+
+
+def chat_request(body: Mapping[str, Any]) -> pb.StreamRequest:
+    """The contract's request for a Chat Completions body (a StreamRequest: it has the same
+    fields as InvokeRequest, see :func:`as_invoke`).
+
+    Raises:
+        BadBody: naming the first field that cannot be carried.
+    """
+    for key, value in body.items():
+        if key not in _KNOWN:
+            raise BadBody(key, "not supported by this gateway")
+        if key in _NEUTRAL and value not in _NEUTRAL[key]:
+            raise BadBody(key, f"only {_NEUTRAL[key][0]!r} is supported")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadBody("model", "the agent name is required (a string)")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadBody("messages", "a non-empty list of messages is required")
+    request = pb.StreamRequest(
+        agent=model, messages=[_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
+    )
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise BadBody("tools", "must be a list")
+        request.tools.extend(_tool(t, f"tools[{i}]") for i, t in enumerate(tools))
+    _parameters(body, request)
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            raise BadBody("metadata", "must be an object of strings")
+        request.metadata.update(metadata)
+    user = body.get("user")
+    if user is not None:
+        request.metadata["user"] = _string(user, "user")
+    session = body.get("session_id")
+    if session is not None:
+        request.session_id = _string(session, "session_id")
+    cache = body.get("cache")
+    if cache is not None:
+        if not isinstance(cache, bool):
+            raise BadBody("cache", "must be true or false")
+        request.cache = cache
+    return request
+
+
+def as_invoke(request: pb.StreamRequest) -> pb.InvokeRequest:
+    """The same request as an InvokeRequest (the two messages share their fields)."""
+    return pb.InvokeRequest.FromString(request.SerializeToString())
+
+
+def wants_stream(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage) as the body asks.
+
+    Raises:
+        BadBody: ``stream`` or ``stream_options`` of the wrong type.
+    """
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadBody("stream", "must be true or false")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
+        raise BadBody("stream_options", "only include_usage is supported")
+    usage = options.get("include_usage", False)
+    if not isinstance(usage, bool):
+        raise BadBody("stream_options.include_usage", "must be true or false")
+    return stream, usage
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise BadBody(field, "must be a string")
+    return value
+
+
+def _message(raw: Any, path: str) -> pb.Message:
+    if not isinstance(raw, dict):
+        raise BadBody(path, "a message is an object with a role")
+    role = _ROLES.get(str(raw.get("role")))
+    if role is None:
+        raise BadBody(f"{path}.role", f"one of {', '.join(_ROLES)}")
+    message = pb.Message(role=role)
+    content = raw.get("content")
+    if isinstance(content, str):
+        message.content.append(pb.ContentPart(text=content))
+    elif isinstance(content, list):
+        message.content.extend(_part(p, f"{path}.content[{i}]") for i, p in enumerate(content))
+    elif content is not None:
+        raise BadBody(f"{path}.content", "a string or a list of content parts")
+    calls = raw.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise BadBody(f"{path}.tool_calls", "must be a list")
+        message.tool_calls.extend(
+            _tool_call(c, f"{path}.tool_calls[{i}]") for i, c in enumerate(calls)
+        )
+    call_id = raw.get("tool_call_id")
+    if call_id is not None:
+        message.tool_call_id = _string(call_id, f"{path}.tool_call_id")
+    return message
+
+
+def _part(raw: Any, path: str) -> pb.ContentPart:
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "text":
+        return pb.ContentPart(text=_string(raw.get("text"), f"{path}.text"))
+    if kind == "image_url":
+        image = raw.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return pb.ContentPart(image=pb.Image(url=_string(url, f"{path}.image_url.url")))
+    raise BadBody(f"{path}.type", "a content part is of type 'text' or 'image_url'")
+
+
+def _tool_call(raw: Any, path: str) -> pb.ToolCall:
+    function = raw.get("function") if isinstance(raw, dict) else None
+    if not isinstance(function, dict):
+        raise BadBody(f"{path}.function", "a tool call has a function with name and arguments")
+    return pb.ToolCall(
+        id=_string(raw.get("id", ""), f"{path}.id"),
+        name=_string(function.get("name"), f"{path}.function.name"),
+        arguments_json=_string(function.get("arguments", ""), f"{path}.function.arguments"),
+    )
+
+
+def _tool(raw: Any, path: str) -> pb.Tool:
+    if not isinstance(raw, dict) or raw.get("type", "function") != "function":
+        raise BadBody(f"{path}.type", "only tools of type 'function' are supported")
+    function = raw.get("function")
+    if not isinstance(function, dict):
+        raise BadBody(f"{path}.function", "a function tool has a 'function' object")
+    tool = pb.Tool(
+        name=_string(function.get("name"), f"{path}.function.name"),
+        description=_string(function.get("description", ""), f"{path}.function.description"),
+    )
+    schema = function.get("parameters")
+    if schema is not None:
+        tool.parameters.CopyFrom(_struct(schema, f"{path}.function.parameters"))
+    return tool
+
+
+def _struct(value: Any, path: str) -> struct_pb2.Struct:
+    if not isinstance(value, dict):
+        raise BadBody(path, "a JSON Schema object")
+    struct = struct_pb2.Struct()
+    try:
+        struct.update(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise BadBody(path, "a JSON Schema object") from exc
+    return struct
+
+
+def _number(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadBody(key, "must be a number")
+    return float(value)
+
+
+def _integer(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadBody(key, "must be an integer")
+    return value
+
+
+def _parameters(body: Mapping[str, Any], request: pb.StreamRequest) -> None:
+    params = pb.Parameters()
+    given = False
+    if (temperature := _number(body, "temperature")) is not None:
+        params.temperature, given = temperature, True
+    if (top_p := _number(body, "top_p")) is not None:
+        params.top_p, given = top_p, True
+    limit = _integer(body, "max_completion_tokens")
+    if limit is None:
+        limit = _integer(body, "max_tokens")
+    if limit is not None:
+        if not 0 < limit < 2**31:
+            raise BadBody("max_completion_tokens", "must be a positive integer")
+        params.max_tokens, given = limit, True
+    if (seed := _integer(body, "seed")) is not None:
+        if not -(2**63) <= seed < 2**63:
+            raise BadBody("seed", "must fit in 64 bits")
+        params.seed, given = seed, True
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise BadBody("stop", "a string or a list of strings")
+        params.stop.extend(stops)
+        given = True
+    response_format = body.get("response_format")
+    if response_format is not None:
+        params.response_format.CopyFrom(_response_format(response_format))
+        given = True
+    if given:
+        request.parameters.CopyFrom(params)
+
+
+def _response_format(raw: Any) -> pb.ResponseFormat:
+    kind = _FORMATS.get(str(raw.get("type"))) if isinstance(raw, dict) else None
+    if kind is None:
+        raise BadBody("response_format.type", f"one of {', '.join(_FORMATS)}")
+    result = pb.ResponseFormat(type=kind)
+    if kind == pb.ResponseFormat.TYPE_JSON_SCHEMA:
+        spec = raw.get("json_schema")
+        if not isinstance(spec, dict):
+            raise BadBody("response_format.json_schema", "an object with name and schema")
+        result.schema_name = _string(spec.get("name", ""), "response_format.json_schema.name")
+        result.strict = bool(spec.get("strict", False))
+        if spec.get("schema") is not None:
+            result.json_schema.CopyFrom(
+                _struct(spec["schema"], "response_format.json_schema.schema")
+            )
+    return result
+
+
+def completion_id(request_id: str) -> str:
+    return f"chatcmpl-{request_id}"
+
+
+def usage_json(usage: pb.Usage) -> dict[str, Any]:
+    """OpenAI's usage object for the contract's Usage (cost as a Switchboard extension)."""
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens or usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "cost_usd": usage.cost_usd,
+    }
+
+
+def completion(response: pb.InvokeResponse) -> dict[str, Any]:
+    """The ``chat.completion`` object for an Invoke answer."""
+    text = "".join(part.text for part in response.message.content if part.HasField("text"))
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if response.message.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+            }
+            for call in response.message.tool_calls
+        ]
+    elif message["content"] is None:
+        message["content"] = ""
+    return {
+        "id": completion_id(response.request_id),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": response.agent,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": FINISH_REASONS[response.finish_reason],
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_json(response.usage),
+        "system_fingerprint": None,
+    }
+
+
+class Chunks:
+    """Turns one Stream's events into ``chat.completion.chunk`` objects, in OpenAI's order:
+    the role first, deltas, the finish reason, then (when asked) one chunk with the usage
+    and no choices."""
+
+    def __init__(self, agent: str, include_usage: bool) -> None:
+        self._agent = agent
+        self._include_usage = include_usage
+        self._id = completion_id("")
+        self._created = int(time.time())
+        self._usage: pb.Usage | None = None
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._agent,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+
+    def of(self, event: pb.StreamResponse) -> list[dict[str, Any]]:
+        """The chunks ``event`` gives (none for some events)."""
+        kind = event.WhichOneof("event")
+        if kind == "start":
+            self._id = completion_id(event.start.request_id)
+            self._agent = event.start.agent or self._agent
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "text_delta":
+            return [self._chunk({"content": event.text_delta.text})]
+        if kind == "tool_call_delta":
+            delta = event.tool_call_delta
+            call: dict[str, Any] = {"index": delta.index, "function": {}}
+            if delta.id:
+                call["id"], call["type"] = delta.id, "function"
+            if delta.name:
+                call["function"]["name"] = delta.name
+            call["function"]["arguments"] = delta.arguments_delta
+            return [self._chunk({"tool_calls": [call]})]
+        if kind == "usage":
+            self._usage = event.usage
+            return []
+        if kind == "finish":
+            chunks = [self._chunk({}, FINISH_REASONS[event.finish.finish_reason])]
+            if self._include_usage and self._usage is not None:
+                last = self._chunk({})
+                last["choices"] = []
+                last["usage"] = usage_json(self._usage)
+                chunks.append(last)
+            return chunks
+        return []

@@ -1,0 +1,193 @@
+"""The OpenAI-compatible door: ``POST /v1/chat/completions`` (JSON, or SSE when
+``stream``), ``GET /v1/models`` and ``GET /v1/models/{agent}``.
+
+Each request becomes the contract's request and runs the AgentService servicer wrapped in
+the same interceptor chain as a gRPC call (:class:`~service.http.context.DoorContext`):
+tracing, request id, metrics and the call log, the fault layer, auth (``Authorization:
+Bearer`` or ``x-api-key``), rate limits, then admission, idempotency, the runner. A body
+that cannot be carried goes down the chain as an undecodable request, so it is refused by
+the decode layer (INVALID_ARGUMENT) before auth, counted and logged like any refusal.
+Errors are answered through the door's one table (:mod:`service.http.errors`).
+
+A stream is answered once its first event is there: a refusal (auth, limits, an unknown
+agent) is an HTTP error status; an error after the first event is a last SSE event
+``{"error": {...}}`` (which the OpenAI SDKs raise as ``APIError``), without ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+from switchboard.v1 import agent_pb2 as pb
+
+from service.http import openai_chat as chat
+from service.http.asgi import (
+    BodyTooLarge,
+    Disconnected,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    respond,
+    until_disconnect,
+)
+from service.http.context import DoorContext, Failure, metadata_of
+from service.http.errors import error_body, error_headers, error_json, http_status
+from service.interceptors.decode import Undecodable
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
+
+
+# A chain-wrapped servicer method, called with a DoorContext in place of grpc's context.
+UnaryBehavior = Callable[[Any, Any], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Any], AsyncIterator[Any]]
+
+
+class Behaviors:
+    """The AgentService methods as the chain wraps them, built once."""
+
+    def __init__(
+        self,
+        invoke: UnaryBehavior,
+        stream: StreamBehavior,
+        list_agents: UnaryBehavior,
+        get_agent: UnaryBehavior,
+    ) -> None:
+        self.invoke = invoke
+        self.stream = stream
+        self.list_agents = list_agents
+        self.get_agent = get_agent
+
+
+def _context(scope: Scope) -> DoorContext:
+    client = scope.get("client")
+    peer = f"ipv4:{client[0]}:{client[1]}" if client else ""
+    return DoorContext(metadata_of(scope["headers"]), None, peer)
+
+
+async def _fail(send: Send, failure: Failure) -> None:
+    await respond(send, http_status(failure), error_json(failure), error_headers(failure))
+
+
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class OpenAIDoor:
+    def __init__(self, behaviors: Behaviors) -> None:
+        self._do = behaviors
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            raw = await read_body(receive, chat.MAX_BODY_BYTES)
+        except BodyTooLarge:
+            failure = Failure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request body is larger than {chat.MAX_BODY_BYTES} bytes",
+            )
+            await respond(send, 413, error_json(failure), error_headers(failure))
+            return
+        except Disconnected:
+            return
+        request: Any
+        stream, include_usage = False, False
+        try:
+            body = chat.parse_body(raw)
+            stream, include_usage = chat.wants_stream(body)
+            request = chat.chat_request(body)
+        except chat.BadBody as bad:
+            request = Undecodable(bad.problem, len(raw), bad.field)
+        context = _context(scope)
+        if stream:
+            work = self._stream(request, context, include_usage, send)
+        else:
+            if not isinstance(request, Undecodable):
+                request = chat.as_invoke(request)
+            work = self._invoke(request, context, send)
+        await until_disconnect(receive, work)
+
+    async def _invoke(self, request: Any, context: DoorContext, send: Send) -> None:
+        try:
+            response: pb.InvokeResponse = await self._do.invoke(request, context)
+        except grpc.aio.AbortError:
+            await _fail(send, context.failure())
+            return
+        headers = [*_JSON, (b"x-request-id", response.request_id.encode())]
+        await respond(send, 200, _dump(chat.completion(response)), headers)
+
+    async def _stream(
+        self, request: Any, context: DoorContext, include_usage: bool, send: Send
+    ) -> None:
+        agent = getattr(request, "agent", "")
+        chunks = chat.Chunks(agent, include_usage)
+        events: AsyncIterator[pb.StreamResponse] = self._do.stream(request, context)
+        async with aclosing(events):  # type: ignore[type-var]
+            try:
+                first = await anext(events)
+            except grpc.aio.AbortError:
+                await _fail(send, context.failure())
+                return
+            except StopAsyncIteration:
+                first = None
+            headers = list(_SSE)
+            if first is not None and first.WhichOneof("event") == "start":
+                headers.append((b"x-request-id", first.start.request_id.encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            try:
+                if first is not None:
+                    await _events(send, chunks.of(first))
+                async for event in events:
+                    await _events(send, chunks.of(event))
+            except grpc.aio.AbortError:
+                payload = b"data: " + _dump(error_body(context.failure())) + b"\n\n"
+                await send({"type": "http.response.body", "body": payload})
+                return
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """OpenAI's model list: the agents the caller's key may call."""
+        context = _context(scope)
+        agents: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            try:
+                page: pb.ListAgentsResponse = await self._do.list_agents(
+                    pb.ListAgentsRequest(page_size=1000, page_token=token), context
+                )
+            except grpc.aio.AbortError:
+                await _fail(send, context.failure())
+                return
+            agents.extend(_model(agent) for agent in page.agents)
+            token = page.next_page_token
+            if not token:
+                break
+        await respond(send, 200, _dump({"object": "list", "data": agents}))
+
+    async def model(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        context = _context(scope)
+        try:
+            found: pb.GetAgentResponse = await self._do.get_agent(
+                pb.GetAgentRequest(name=name), context
+            )
+        except grpc.aio.AbortError:
+            await _fail(send, context.failure())
+            return
+        await respond(send, 200, _dump(_model(found.agent)))
+
+
+def _model(agent: pb.Agent) -> dict[str, Any]:
+    return {"id": agent.name, "object": "model", "created": 0, "owned_by": "switchboard"}
+
+
+async def _events(send: Send, chunks: list[dict[str, Any]]) -> None:
+    if chunks:
+        body = b"".join(b"data: " + _dump(chunk) + b"\n\n" for chunk in chunks)
+        await send({"type": "http.response.body", "body": body, "more_body": True})
