@@ -35,6 +35,7 @@ from service.api.usage import UsageServicer
 from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
+from service.guards.metrics import GuardMetrics
 from service.http.app import HttpApp
 from service.http.openai_door import Behaviors, OpenAIDoor
 from service.http.server import HttpListener
@@ -124,7 +125,11 @@ class App:
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
-        self.runner = Runner(self.runtimes.current, self.pipeline)
+        self.runner = Runner(
+            self.runtimes.current,
+            self.pipeline,
+            guard_observer=GuardMetrics(self.metrics.registry),
+        )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,

@@ -205,11 +205,26 @@ class UsageEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardVerdict:
+    """What one guard decided about a call (README, Guards): the guard's name, the stage
+    (``input``, ``output``, ``tool_call``), the category found (``email``, ``openai_key``,
+    ``denied_term``…), the action taken (``block``, ``redact``, ``log``) and how many spans
+    it was taken on. Never the matched text."""
+
+    guard: str
+    stage: str
+    category: str
+    action: str
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     reason: FinishReason
     attempts: int = 1
     cache_hit: bool = False
     target: TargetRef | None = None
+    verdicts: tuple[GuardVerdict, ...] = ()  # the guards' verdicts a caller may see
 
 
 Event = Start | TextDelta | ToolCallDelta | UsageEvent | Finish
@@ -229,6 +244,7 @@ class AgentResponse:
     usage: Usage
     attempts: int
     cache_hit: bool = False
+    verdicts: tuple[GuardVerdict, ...] = ()
 
 
 class Fold:
@@ -291,4 +307,5 @@ class Fold:
             usage=self._usage,
             attempts=self._finish.attempts,
             cache_hit=self._finish.cache_hit,
+            verdicts=self._finish.verdicts,
         )

@@ -55,6 +55,7 @@ class Reason(enum.StrEnum):
     DRAINING = "DRAINING"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     NO_TIME_LEFT = "NO_TIME_LEFT"
+    GUARD_BLOCKED = "GUARD_BLOCKED"  # an input guard blocked the request (README, Guards)
     # the upstream (a target's provider)
     UPSTREAM_INVALID_REQUEST = "UPSTREAM_INVALID_REQUEST"
     CONTEXT_WINDOW_EXCEEDED = "CONTEXT_WINDOW_EXCEEDED"

@@ -9,7 +9,7 @@ import asyncio
 import functools
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from service import context as call_context
 from service.agents.pipeline import Pipeline, Stateless
@@ -28,8 +28,11 @@ from service.domain import (
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
+from service.guards import GuardContext, GuardObserver, NoObserver, OutputGuard, guard_input
+from service.guards.check import merge_verdicts
 from service.providers.base import ModelCall
 from service.routing.router import Router
+from service.usage.estimate import prompt_tokens
 
 
 class InFlight:
@@ -73,9 +76,15 @@ class Runtime:
 class Runner:
     """Serves agent calls from the current runtime (swapped whole on reload)."""
 
-    def __init__(self, runtime: Callable[[], Runtime], pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        pipeline: Pipeline | None = None,
+        guard_observer: GuardObserver | None = None,
+    ) -> None:
         self._runtime = runtime
         self._pipeline: Pipeline = pipeline or Stateless()
+        self._guard_observer: GuardObserver = guard_observer or NoObserver()
 
     def agent(self, name: str) -> AgentSpec:
         """The agent named ``name`` in the current config.
@@ -111,9 +120,16 @@ class Runner:
         try:
             agent = resolve(runtime.snapshot, request.agent)
             validate(request, agent, runtime.snapshot.server)
-            route = functools.partial(self._route, runtime.router, agent, request)
+            # Input guards first: what they let through (redacted) is what the session
+            # stores, the cache keys on and the upstream sees.
+            guards = self._guard_context(agent, request)
+            request, verdicts = await guard_input(agent.guards, request, guards)
+            route = functools.partial(self._route, runtime.router, agent, request, guards=guards)
             async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
                 async for event in events:
+                    if verdicts and isinstance(event, Finish):
+                        yield replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
+                        continue
                     yield event
         finally:
             runtime.calls.leave()
@@ -125,6 +141,8 @@ class Runner:
         request: AgentRequest,
         history: tuple[Message, ...],
         deadline: Deadline,
+        *,
+        guards: GuardContext,
     ) -> AsyncGenerator[Event, None]:
         call = ModelCall(
             system_prompt=agent.system_prompt,
@@ -134,16 +152,31 @@ class Runner:
         )
         opened = await router.open(agent.route, call, deadline, agent.routing)
         target = opened.target.ref
-        async with aclosing(opened.events) as events:  # closed even if the caller leaves now
+        source: AsyncGenerator[Event, None] = opened.events
+        if agent.guards.output or agent.guards.enabled:
+            output = OutputGuard(
+                agent.guards,
+                guards,
+                {t.name: t for t in call.tools},
+                prompt_tokens(call.system_prompt, call.messages, call.tools),
+            )
+            source = output.events(source)
+        async with aclosing(source) as events:  # closed even if the caller leaves now
             yield Start(request.request_id, agent.name, agent.version, target)
             async for event in events:
                 if isinstance(event, Finish):
-                    yield Finish(event.reason, opened.attempts, event.cache_hit, target)
+                    yield Finish(
+                        event.reason, opened.attempts, event.cache_hit, target, event.verdicts
+                    )
                     return
                 yield event
         raise Unavailable(f"target {target.name!r} ended its answer without finishing it").about(
             target=target.name
         )
+
+    def _guard_context(self, agent: AgentSpec, request: AgentRequest) -> GuardContext:
+        parameters = agent.parameters.overridden_by(request.parameters)
+        return GuardContext(agent.name, self._guard_observer, parameters.response_format)
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
         """The stream's events folded into one response. Raises as ``stream`` does."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service.domain import Parameters, Tool
+from service.guards import NO_GUARDS, AgentGuards
 from service.providers.base import TargetSpec
 from service.routing.policy import RoutePolicy
 
@@ -39,6 +40,7 @@ class AgentSpec:
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
     cache: CachePolicy = field(default_factory=CachePolicy)
     routing: RoutePolicy | None = None  # None: plain ordered fallback over ``route``
+    guards: AgentGuards = NO_GUARDS  # compiled once per config snapshot
     # A hash of everything that shapes the answers (prompt, tools, parameters, route),
     # whatever ``version`` the operator gave: what the response cache keys on.
     fingerprint: str = ""

@@ -6,6 +6,8 @@ InvalidArgument naming every bad field.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf import struct_pb2
 from switchboard.v1 import agent_pb2 as pb
 
@@ -19,6 +21,7 @@ from service.domain import (
     Event,
     Finish,
     FinishReason,
+    GuardVerdict,
     ImagePart,
     Message,
     Parameters,
@@ -259,7 +262,17 @@ def response_to_proto(response: AgentResponse) -> pb.InvokeResponse:
         target=target_to_proto(response.target),
         attempts=response.attempts,
         cache_hit=response.cache_hit,
+        guard_verdicts=verdicts_to_proto(response.verdicts),
     )
+
+
+def verdicts_to_proto(verdicts: Iterable[GuardVerdict]) -> list[pb.GuardVerdict]:
+    return [
+        pb.GuardVerdict(
+            guard=v.guard, stage=v.stage, category=v.category, action=v.action, count=v.count
+        )
+        for v in verdicts
+    ]
 
 
 def event_to_proto(event: Event) -> pb.StreamResponse:
@@ -292,6 +305,7 @@ def event_to_proto(event: Event) -> pb.StreamResponse:
                     finish_reason=_FINISH[event.reason],
                     attempts=event.attempts,
                     cache_hit=event.cache_hit,
+                    guard_verdicts=verdicts_to_proto(event.verdicts),
                     target=target_to_proto(event.target) if event.target else None,
                 )
             )

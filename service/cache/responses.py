@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Callable
 
 from service.cache import codec
 from service.deadline import Deadline
-from service.domain import Event, Finish, Start
+from service.domain import Event, Finish, FinishReason, Start
 from service.errors import DeadlineExceeded, SwitchboardError
 from service.state.stores import CacheStore
 
@@ -118,7 +118,8 @@ class ResponseCache:
                 if isinstance(event, Start):
                     start = event
                 elif isinstance(event, Finish):
-                    if start is not None:
+                    # A guard's block is never cached: the next call is judged afresh.
+                    if start is not None and event.reason != FinishReason.CONTENT_FILTER:
                         entry = codec.encode(start.target, body, event.reason)
                         if mine is not None:
                             mine.set_result(entry)

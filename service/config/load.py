@@ -32,8 +32,9 @@ from service.config.model import (
 )
 from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
+from service.guards import Guard, agent_guards, compile_guards
 from service.providers.base import TargetSpec
-from service.routing.config import ResilienceConfig, resilience_spec, route_names, route_policy
+from service.routing.config import resilience_spec, route_names, route_policy
 from service.routing.policy import ResilienceSpec
 from service.secrets import Secret
 from service.usage.price_data import PriceData
@@ -137,8 +138,12 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
     targets = {
         name: _target(name, target, source, environ) for name, target in config.targets.items()
     }
+    try:
+        guards = compile_guards(config.guards)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     agents = {
-        name: _agent(name, agent, config.targets, targets, config.resilience)
+        name: _agent(name, agent, config, targets, guards)
         for name, agent in sorted(config.agents.items())
     }
     try:
@@ -255,12 +260,12 @@ def parameters_from_config(config: ParametersConfig) -> Parameters:
 def _agent(
     name: str,
     agent: AgentConfig,
-    target_configs: Mapping[str, TargetConfig],
+    config: Config,
     targets: Mapping[str, TargetSpec],
-    resilience: ResilienceConfig,
+    guards: Mapping[str, Guard],
 ) -> AgentSpec:
-    routing = route_policy(agent.route, resilience, targets)
-    fingerprint = agent_version_hash(agent, target_configs)
+    routing = route_policy(agent.route, config.resilience, targets)
+    fingerprint = agent_version_hash(agent, config.targets, config)
     return AgentSpec(
         name=name,
         description=agent.description,
@@ -278,18 +283,31 @@ def _agent(
         memory=MemoryPolicy(agent.memory.max_turns, agent.memory.max_tokens),
         cache=CachePolicy(agent.cache.mode, agent.cache.ttl_s),
         routing=routing,
+        guards=agent_guards(agent.guards, guards),
     )
 
 
-def agent_version_hash(agent: AgentConfig, target_configs: Mapping[str, TargetConfig]) -> str:
-    """A short hash of everything that shapes the agent's answers: its definition and the
-    provider, model and parameters of each target on its route (never their secrets)."""
-    definition = {
-        "agent": agent.model_dump(mode="json"),
+def agent_version_hash(
+    agent: AgentConfig, target_configs: Mapping[str, TargetConfig], config: Config | None = None
+) -> str:
+    """A short hash of everything that shapes the agent's answers: its definition, the
+    provider, model and parameters of each target on its route (never their secrets), and
+    the definitions of the guards it lists (a changed guard must not be served a cached
+    answer the old one let through)."""
+    definition: dict[str, Any] = {
+        "agent": agent.model_dump(mode="json", exclude={"guards"}),
         "route": [
             target_configs[t].model_dump(mode="json", exclude={"api_key", "base_url"})
             for t in route_names(agent.route)
         ],
     }
+    if agent.guards is not None and config is not None:
+        listed = sorted({*agent.guards.input, *agent.guards.output, *agent.guards.tool_call})
+        definition["guards"] = {
+            "lists": agent.guards.model_dump(mode="json"),
+            "definitions": [
+                config.guards[g].model_dump(mode="json", exclude={"api_key"}) for g in listed
+            ],
+        }
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
     return f"h-{digest[:12]}"

@@ -21,6 +21,7 @@ from service.config.state_model import (
     PriceConfig,
     StateConfig,
 )
+from service.guards.config import AgentGuardsConfig, GuardConfig, check_references
 from service.routing.config import ResilienceConfig, Route, route_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -183,6 +184,9 @@ class AgentConfig(FrozenModel):
     accepts_caller_tools: bool = False
     memory: MemoryConfig = MemoryConfig()
     cache: CacheConfig = CacheConfig()
+    guards: AgentGuardsConfig | None = Field(
+        None, description="guard names per stage (input, output, tool_call): README, Guards"
+    )
 
 
 class TransportConfig(FrozenModel):
@@ -248,6 +252,9 @@ class Config(FrozenModel):
         description="per model name (or name prefix); overrides genai-prices' rates",
     )
     budgets: list[BudgetConfig] = Field(default_factory=list)
+    guards: dict[str, GuardConfig] = Field(
+        default_factory=dict, description="named guards, listed per agent and stage"
+    )
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Config:
@@ -282,6 +289,10 @@ class Config(FrozenModel):
                         f"agents.{agent_name}.route[{i}]: no target named {target!r} "
                         f"(targets: {', '.join(sorted(self.targets)) or 'none'})"
                     )
+        for name in self.guards:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"guards.{name}: names are letters, digits, '_', '-', '.'")
+        check_references(self.guards, {name: a.guards for name, a in self.agents.items()})
         budget_names = [b.name for b in self.budgets]
         if len(set(budget_names)) != len(budget_names):
             raise ValueError("budgets: each budget needs its own name")

@@ -72,6 +72,7 @@ class Scenario:
 
     text: str = "Hello from the fake Claude."
     pieces: int = 4
+    chunks: tuple[str, ...] = ()  # the text as exactly these deltas (overrides text, pieces)
     tool_uses: tuple[FakeToolUse, ...] = ()
     stop_reason: str | None = None  # default: "tool_use" with tool uses, else "end_turn"
     usage: tuple[int, int] = (15, 8)
@@ -166,7 +167,7 @@ def _frames(scenario: Scenario, model: str) -> list[bytes]:
         del start["usage"]
     frames = [sse({"type": "message_start", "message": start}, "message_start")]
     index = 0
-    if scenario.text:
+    if scenario.text or scenario.chunks:
         frames.append(
             sse(
                 {
@@ -178,7 +179,7 @@ def _frames(scenario: Scenario, model: str) -> list[bytes]:
             )
         )
         frames.append(sse({"type": "ping"}, "ping"))
-        for piece in split(scenario.text, scenario.pieces):
+        for piece in scenario.chunks or split(scenario.text, scenario.pieces):
             delta = {"type": "text_delta", "text": piece}
             frames.append(
                 sse(

@@ -60,6 +60,7 @@ class Scenario:
 
     text: str = "Hello from the fake OpenAI."
     pieces: int = 4
+    chunks: tuple[str, ...] = ()  # the text as exactly these deltas (overrides text, pieces)
     tool_calls: tuple[FakeToolCall, ...] = ()
     finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
     usage: tuple[int, int] = (12, 6)
@@ -183,7 +184,8 @@ def _frames(scenario: Scenario, model: str, *, include_usage: bool) -> list[byte
         return sse({**base, "choices": [choice], **({"usage": None} if include_usage else {})})
 
     frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    frames += [chunk({"content": piece}) for piece in split(scenario.text, scenario.pieces)]
+    pieces = scenario.chunks or split(scenario.text, scenario.pieces)
+    frames += [chunk({"content": piece}) for piece in pieces]
     for i, call in enumerate(scenario.tool_calls):
         call_id = call.id or f"call_fake{i}"
         first = {"index": i, "id": call_id, "type": "function"}

@@ -38,6 +38,7 @@ class Folder:
             r.finish_reason = event.finish.finish_reason
             r.attempts = event.finish.attempts
             r.cache_hit = event.finish.cache_hit
+            r.guard_verdicts.extend(event.finish.guard_verdicts)
             if event.finish.HasField("target"):
                 r.target.CopyFrom(event.finish.target)
             self.finished = True

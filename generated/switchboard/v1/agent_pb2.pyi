@@ -203,6 +203,7 @@ class InvokeResponse(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     CACHE_HIT_FIELD_NUMBER: _builtins.int
+    GUARD_VERDICTS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id: the caller's, or the one the server generated."""
     finish_reason: Global___FinishReason.ValueType
@@ -229,6 +230,14 @@ class InvokeResponse(_message.Message):
     def target(self) -> Global___Target:
         """The target (provider and model) that produced the answer."""
 
+    @_builtins.property
+    def guard_verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuardVerdict]:
+        """What the agent's guards decided about this call: the input's redactions
+        and logged findings, and the answer's. An answer a guard blocked has
+        finish_reason FINISH_REASON_CONTENT_FILTER and the blocking verdict here.
+        An answer replayed from the cache carries the input's verdicts only.
+        """
+
     def __init__(
         self,
         *,
@@ -241,10 +250,11 @@ class InvokeResponse(_message.Message):
         target: Global___Target | None = ...,
         attempts: _builtins.int = ...,
         cache_hit: _builtins.bool = ...,
+        guard_verdicts: _abc.Iterable[Global___GuardVerdict] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "target", b"target", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "message", b"message", "request_id", b"request_id", "target", b"target", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "message", b"message", "request_id", b"request_id", "target", b"target", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -493,6 +503,7 @@ class StreamFinish(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     CACHE_HIT_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
+    GUARD_VERDICTS_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
     attempts: _builtins.int
@@ -503,6 +514,13 @@ class StreamFinish(_message.Message):
     def target(self) -> Global___Target:
         """The target that produced the answer; the same as in `start`."""
 
+    @_builtins.property
+    def guard_verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuardVerdict]:
+        """What the agent's guards decided (see InvokeResponse.guard_verdicts). A
+        stream a guard ended has finish_reason FINISH_REASON_CONTENT_FILTER, and
+        none of the text the guard objected to was sent.
+        """
+
     def __init__(
         self,
         *,
@@ -510,14 +528,62 @@ class StreamFinish(_message.Message):
         attempts: _builtins.int = ...,
         cache_hit: _builtins.bool = ...,
         target: Global___Target | None = ...,
+        guard_verdicts: _abc.Iterable[Global___GuardVerdict] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamFinish: _TypeAlias = StreamFinish  # noqa: Y015
+
+@_typing.final
+class GuardVerdict(_message.Message):
+    """GuardVerdict is what one guard decided about a call. It never carries the
+    text the guard matched.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GUARD_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    guard: _builtins.str
+    """The guard's name in the server's config."""
+    stage: _builtins.str
+    """Where it looked: "input" (the request's messages), "output" (the
+    answer's text and tool-call arguments) or "tool_call" (each tool call).
+    """
+    category: _builtins.str
+    """What it found, e.g. "email", "payment_card", "openai_key", "denied_term",
+    "instruction_override", "too_long", "schema_mismatch", or a category
+    named in the config (regex and external guards).
+    """
+    action: _builtins.str
+    """What it did: "block", "redact" (the spans were replaced by a placeholder
+    such as [EMAIL]) or "log" (recorded, nothing changed).
+    """
+    count: _builtins.int
+    """How many spans it acted on."""
+    def __init__(
+        self,
+        *,
+        guard: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        category: _builtins.str = ...,
+        action: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "category", b"category", "count", b"count", "guard", b"guard", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuardVerdict: _TypeAlias = GuardVerdict  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):

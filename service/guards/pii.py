@@ -1,0 +1,180 @@
+"""The PII guard: e-mail addresses, phone numbers, payment cards, IBANs, US social security
+numbers and IP addresses.
+
+Candidates are found with small regular expressions (written here, linear in practice: no
+nested quantifiers over the same characters) and then confirmed by the library that knows
+the rules, so a version number, a date or an order id is not taken for PII:
+
+- phone numbers: Google's libphonenumber rules (``phonenumbers``): a number with a ``+`` is
+  checked against its country's plan, one without against ``phone_regions``;
+- payment cards: 13 to 19 digits (spaces or dashes between them) passing the Luhn checksum
+  (``stdnum.luhn``, ISO/IEC 7812-1);
+- IBANs: ISO 13616 country format and mod-97 checksum (``stdnum.iban``);
+- US SSNs: ``stdnum.us.ssn`` (area, group and serial rules, the advertised numbers refused);
+- IP addresses: the standard library's ``ipaddress``.
+
+Presidio was not used: its analyzer loads a spaCy model (a download of hundreds of MB) even
+when only pattern recognizers are wanted, and its checksums come from the same rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+
+import phonenumbers
+from stdnum import iban, luhn
+from stdnum.us import ssn
+
+from service.guards.base import Finding, placeholder, tail_run
+from service.guards.normalize import Normalized
+
+EMAIL = "email"
+PHONE = "phone"
+PAYMENT_CARD = "payment_card"
+IBAN = "iban"
+US_SSN = "us_ssn"
+IP_ADDRESS = "ip_address"
+CATEGORIES = (EMAIL, PHONE, PAYMENT_CARD, IBAN, US_SSN, IP_ADDRESS)
+
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
+    r"\.[A-Za-z]{2,24}(?![\w-])"
+)
+_PHONE = re.compile(r"(?<![\w+.-])\+?\(?\d[\d ().-]{5,20}\d(?![\w-])")
+_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?!\w)")
+_SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\w)")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+
+# For each shape, the characters a match in progress at the end of a streamed text may
+# contain, and those it cannot begin with: the held window is the longest such run.
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ALNUM = _UPPER + _UPPER.lower() + "0123456789"
+_TAILS = (
+    (_ALNUM + "._%+-@", ".@"),  # e-mail address
+    ("0123456789 +().-", " ).-"),  # phone, card, SSN, IPv4
+    (_UPPER + "0123456789 ", " 0123456789"),  # IBAN (upper case, as printed)
+    ("0123456789abcdefABCDEF:", ""),  # IPv6
+)
+_WINDOW = 254  # the longest address RFC 5321 allows
+
+
+class PiiMatcher:
+    """See the module docstring. ``categories``: which kinds to look for."""
+
+    window = _WINDOW
+
+    def __init__(self, categories: Iterable[str], phone_regions: Iterable[str]) -> None:
+        self._regions = tuple(r.upper() for r in phone_regions)
+        wanted = set(categories)
+        checks: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
+            (EMAIL, _EMAIL, lambda _: True),
+            (IBAN, _IBAN, _is_iban),
+            (PAYMENT_CARD, _CARD, _is_card),
+            (US_SSN, _SSN, ssn.is_valid),
+            (IP_ADDRESS, _IPV4, _is_ip),
+            (IP_ADDRESS, _IPV6, _is_ipv6),
+            (PHONE, _PHONE, self._is_phone),
+        ]
+        self._checks = tuple(c for c in checks if c[0] in wanted)
+
+    def find(self, text: Normalized, raw: str) -> list[Finding]:
+        found: list[Finding] = []
+        s = text.text
+        for category, pattern, valid in self._checks:
+            if category in (PHONE, PAYMENT_CARD, US_SSN, IP_ADDRESS) and not _has_digit(s):
+                continue
+            if category == EMAIL and "@" not in s:
+                continue
+            trims = category in _TRIMMED
+            for match in pattern.finditer(s):
+                start = match.start()
+                for candidate in _prefixes(match.group()) if trims else (match.group(),):
+                    end = start + len(candidate)
+                    if valid(candidate):
+                        if not _inside(found, start, end):
+                            found.append(Finding(start, end, category, placeholder(category)))
+                        break
+        return found
+
+    def hold(self, text: str) -> int:
+        return max(tail_run(text, chars, _WINDOW, starts) for chars, starts in _TAILS)
+
+    def _is_phone(self, candidate: str) -> bool:
+        digits = sum(c.isdigit() for c in candidate)
+        if digits < 7 or digits > 15:
+            return False
+        regions: tuple[str | None, ...] = (None,) if candidate.startswith("+") else self._regions
+        for region in regions:
+            try:
+                number = phonenumbers.parse(candidate, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return True
+        return False
+
+
+_TRIMMED = frozenset((PHONE, PAYMENT_CARD, IBAN))
+
+
+def _prefixes(candidate: str) -> Iterable[str]:
+    """``candidate``, then shorter at each separator from the right: a greedy candidate may
+    have taken in the next word or number ("DE89 … 3000 IS", "+1 415 555 2671 2 times")."""
+    yield candidate
+    for i in range(len(candidate) - 1, 0, -1):
+        if candidate[i] in " -.)" and candidate[i - 1].isalnum():
+            yield candidate[:i]
+
+
+def _has_digit(text: str) -> bool:
+    return any(c in text for c in "0123456789")
+
+
+def _inside(found: list[Finding], start: int, end: int) -> bool:
+    """Already covered by a finding (a card number is not also a phone number)."""
+    return any(f.start < end and start < f.end for f in found)
+
+
+def _is_card(candidate: str) -> bool:
+    digits = candidate.replace(" ", "").replace("-", "")
+    return _card_length_fits(digits) and luhn.is_valid(digits)
+
+
+def _card_length_fits(digits: str) -> bool:
+    """The number's length is one its network issues (ISO/IEC 7812 IIN ranges: Visa 4…,
+    Mastercard 51-55 and 2221-2720, Amex 34/37, Discover and UnionPay 6…, Diners and JCB 3…)."""
+    n = len(digits)
+    match digits[0]:
+        case "4":
+            return n in (13, 16, 19)
+        case "5" | "2":
+            return n == 16
+        case "3":
+            return n == 15 if digits[1] in "47" else 14 <= n <= 19
+        case "6":
+            return 16 <= n <= 19
+    return False
+
+
+def _is_iban(candidate: str) -> bool:
+    return bool(iban.is_valid(candidate))
+
+
+def _is_ip(candidate: str) -> bool:
+    try:
+        ipaddress.IPv4Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(candidate: str) -> bool:
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,83 @@
+"""The secrets guard: API keys and tokens of the common providers, private keys and JWTs.
+
+Formats, from each provider's documentation of its key prefixes: OpenAI (``sk-``,
+``sk-proj-``, ``sk-svcacct-``, ``sk-admin-``), Anthropic (``sk-ant-``), AWS access key ids
+(``AKIA``/``ASIA``… and 16 characters) and secret keys given as ``aws_secret_access_key``,
+GitHub (``ghp_``, ``gho_``, ``ghu_``, ``ghs_``, ``ghr_``, ``github_pat_``), Slack (``xox?-``
+tokens and incoming-webhook URLs), PEM private keys (RFC 7468 ``-----BEGIN … PRIVATE
+KEY-----``; a key without its END line is matched to the end of the text) and JSON Web
+Tokens (RFC 7519: three base64url parts, the first two JSON objects, so ``eyJ``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from service.guards.base import Finding, placeholder, tail_run
+from service.guards.normalize import Normalized
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "private_key",
+        re.compile(
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+            r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*)"
+        ),
+    ),
+    ("anthropic_key", re.compile(r"(?<![\w-])sk-ant-[A-Za-z0-9_-]{20,}")),
+    (
+        "openai_key",
+        re.compile(r"(?<![\w-])sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    ),
+    ("aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])")),
+    (
+        "aws_secret_key",
+        re.compile(
+            r"(?i:aws_secret_access_key)[\"']?\s*[=:]\s*[\"']?[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])"
+        ),
+    ),
+    (
+        "github_token",
+        re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"),
+    ),
+    (
+        "slack_token",
+        re.compile(
+            r"(?<![\w])xox[abposr]-[A-Za-z0-9-]{10,250}"
+            r"|https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{10,200}"
+        ),
+    ),
+    ("jwt", re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+)
+CATEGORIES = tuple(name for name, _ in _PATTERNS)
+_TAIL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./+=:'\""
+_NOT_FIRST = "./+=:'\""
+_WINDOW = 300
+_PEM_HEADER = "-----BEGIN "
+_HEADER_WINDOW = 64  # "-----BEGIN ENCRYPTED PRIVATE KEY-----" and its kin fit
+
+
+class SecretsMatcher:
+    """See the module docstring."""
+
+    window = _WINDOW
+
+    def find(self, text: Normalized, raw: str) -> list[Finding]:
+        found: list[Finding] = []
+        s = text.text
+        for category, pattern in _PATTERNS:
+            for match in pattern.finditer(s):
+                start, end = match.span()
+                if not any(f.start < end and start < f.end for f in found):
+                    found.append(Finding(start, end, category, placeholder(category)))
+        return found
+
+    def hold(self, text: str) -> int:
+        held = tail_run(text, _TAIL, _WINDOW, _NOT_FIRST)
+        # A PEM header in progress has spaces in it: hold from its first dash.
+        header = text.rfind("-----", max(0, len(text) - _HEADER_WINDOW))
+        if header >= 0 and "PRIVATE KEY-----" not in text[header:]:
+            while header > 0 and text[header - 1] == "-":
+                header -= 1
+            held = max(held, len(text) - header)
+        return min(held, max(_WINDOW, _HEADER_WINDOW))

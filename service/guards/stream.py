@@ -1,0 +1,301 @@
+"""The output stage over an answer's event stream.
+
+Text is released as soon as no guard can still object to it. After each delta the
+unreleased text (plus a little released context, for word boundaries) is scanned; each
+span guard says how much of the tail could begin a match that more text would complete
+(``hold``: the trailing run of characters its patterns can contain, a denied term's prefix,
+a sentence in progress for the injection heuristics), and a match that touches the end may
+still grow, so it is held too. Everything before the earliest held character is final: its
+matches are redacted and it is sent. So an e-mail address split across three deltas is
+held until its end is seen, then sent as ``[EMAIL]``; text with nothing suspicious at its
+end goes out at once.
+
+A block ends the answer: nothing held back is sent, the upstream call is closed, and the
+stream ends with usage (the upstream's, or estimated from what it sent) and a Finish with
+reason CONTENT_FILTER carrying the verdicts. Guards that need the whole text (JSON schema,
+an external endpoint) make the stream hold the whole answer and release it at the end.
+
+Tool calls are held until the answer finishes and checked whole: the tool must be one
+offered to the call, its arguments valid JSON that follows the tool's schema, and they pass
+the output and tool_call guards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+
+from service.domain import (
+    Event,
+    Finish,
+    FinishReason,
+    GuardVerdict,
+    TextDelta,
+    Tool,
+    ToolCallDelta,
+    UsageEvent,
+)
+from service.guards.base import Action, Finding, Stage
+from service.guards.check import (
+    Checked,
+    GuardContext,
+    Hit,
+    check,
+    merge_verdicts,
+    span_hits,
+    verdicts_of,
+)
+from service.guards.compile import AgentGuards
+from service.guards.jsonout import validator_for
+from service.guards.normalize import normalize
+from service.usage.estimate import AnswerCounter, estimated_usage
+
+CONTEXT_CHARS = 32  # released text kept for the next scan (word boundaries, lookbehinds)
+TOOL_POLICY = "tool_policy"  # the verdicts' guard name for tool-call checks
+NOT_OFFERED = "tool_not_offered"
+BAD_ARGUMENTS = "invalid_arguments"
+
+
+class OutputGuard:
+    """Guards one answer. ``tools``: the tools offered to the call, by name.
+    ``prompt_tokens``: the prompt's estimated size, for the usage of a blocked answer whose
+    upstream reported none."""
+
+    def __init__(
+        self,
+        guards: AgentGuards,
+        ctx: GuardContext,
+        tools: Mapping[str, Tool],
+        prompt_tokens: int,
+    ) -> None:
+        self._guards = guards
+        self._ctx = ctx
+        self._tools = tools
+        self._prompt_tokens = prompt_tokens
+        self._spans = [g for g in guards.output if g.matcher is not None]
+        self._lengths = [g for g in guards.output if g.length is not None]
+        self._whole = any(g.judge is not None for g in guards.output)
+        self._context = ""  # the raw text released last (unredacted), for the next scan
+        self._held = ""  # raw text not yet released
+        self._chars = 0  # normalised characters seen
+        self._bytes = 0
+        self._long: set[str] = set()  # length guards already over their limit
+        self._hits: list[Hit] = []
+        self._verdicts: list[tuple[GuardVerdict, ...]] = []
+        self._blocked = False
+
+    async def events(self, source: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+        """``source``'s events, guarded (see the module docstring). Closing this closes
+        ``source``; a block closes it too, before the last events are sent."""
+        calls: dict[int, list[str]] = {}
+        usage: UsageEvent | None = None
+        answer = AnswerCounter()
+        finish: Finish | None = None
+        async with aclosing(source) as upstream:
+            async for event in upstream:
+                answer.add(event)
+                match event:
+                    case TextDelta(text=text):
+                        released = self._take(text)
+                        if released:
+                            yield TextDelta(released)
+                    case ToolCallDelta():
+                        parts = calls.setdefault(event.index, ["", "", ""])
+                        parts[0] = parts[0] or event.id
+                        parts[1] = parts[1] or event.name
+                        parts[2] += event.arguments_delta
+                    case UsageEvent():
+                        usage = event
+                    case Finish():
+                        finish = event
+                    case _:
+                        yield event
+                if self._blocked or finish is not None:
+                    break
+        if finish is None and not self._blocked:
+            return  # the upstream ended without finishing: the runner says so
+        if not self._blocked:
+            rest = await self._rest()
+            checked_calls = await self._check_calls(calls)
+        if self._blocked:
+            yield usage or UsageEvent(estimated_usage(self._prompt_tokens, answer.tokens))
+            yield Finish(FinishReason.CONTENT_FILTER, verdicts=self._report())
+            return
+        assert finish is not None
+        if rest:
+            yield TextDelta(rest)
+        for index, (call_id, name, arguments) in checked_calls:
+            yield ToolCallDelta(index, call_id, name, arguments)
+        if usage is not None:
+            yield usage
+        yield Finish(
+            finish.reason, finish.attempts, finish.cache_hit, finish.target, self._report()
+        )
+
+    def _report(self) -> tuple[GuardVerdict, ...]:
+        verdicts = merge_verdicts(verdicts_of(self._hits, Stage.OUTPUT), *self._verdicts)
+        for verdict in verdicts:
+            self._ctx.observer.verdict(verdict)
+        return verdicts
+
+    def _take(self, text: str) -> str:
+        """Take in a delta; return the text now safe to send (redacted)."""
+        self._held += text
+        if self._lengths:
+            folded = normalize(text)
+            self._chars += len(folded.text)
+            self._bytes += len(text.encode("utf-8", "surrogatepass"))
+            for guard in self._lengths:
+                assert guard.length is not None
+                if guard.name not in self._long and guard.length.exceeded(self._chars, self._bytes):
+                    self._long.add(guard.name)
+                    self._hit(Hit(guard.name, guard.action, Finding(0, 0, "too_long", "", True)))
+            if self._blocked:
+                return ""
+        if self._whole:
+            return ""
+        return self._advance(final=False)
+
+    def _hit(self, hit: Hit) -> None:
+        self._hits.append(hit)
+        if hit.action == Action.BLOCK:
+            self._blocked = True
+
+    def _advance(self, *, final: bool) -> str:
+        if not self._spans:
+            out, self._held = self._held, ""
+            return out
+        scan = self._context + self._held
+        start_at = len(self._context)
+        norm = normalize(scan)
+        hits: list[Hit] = []
+        for guard in self._spans:
+            began = time.perf_counter()
+            hits.extend(span_hits(guard, norm, scan))
+            self._ctx.observer.latency(guard.name, Stage.OUTPUT, time.perf_counter() - began)
+        spans = [(_raw(h.finding, norm.raw_index), h) for h in hits]
+        spans = [(s, h) for s, h in spans if s[1] > start_at]  # already released: done
+        release = len(scan)
+        if not final:
+            held = max(g.matcher.hold(norm.text) for g in self._spans if g.matcher is not None)
+            release = norm.raw_index(len(norm.text) - held)
+            for (s, e), _ in spans:
+                if e >= len(scan):  # touches the end: may still grow
+                    release = min(release, s)
+            moved = True
+            while moved:  # never cut through a match
+                moved = False
+                for (s, e), _ in spans:
+                    if s < release < e:
+                        release, moved = s, True
+        release = max(release, start_at)
+        final_hits = [(s, h) for s, h in spans if s[1] <= release]
+        for _, hit in final_hits:
+            self._hit(hit)
+        if self._blocked:
+            return ""
+        out = _redacted(scan, start_at, release, [(s, h) for s, h in final_hits])
+        self._context = scan[max(start_at, release - CONTEXT_CHARS) : release]
+        if len(self._context) < CONTEXT_CHARS:
+            self._context = scan[max(0, release - CONTEXT_CHARS) : release]
+        self._held = scan[release:]
+        return out
+
+    async def _rest(self) -> str:
+        """The held text at the answer's end, checked whole where whole-text guards are on."""
+        if not self._whole:
+            return self._advance(final=True)
+        text, self._held = self._held, ""
+        checked: Checked = await check(self._guards.output, Stage.OUTPUT, text, self._quiet())
+        self._verdicts.append(checked.verdicts)
+        if checked.blocked is not None:
+            self._blocked = True
+        return checked.text
+
+    def _quiet(self) -> GuardContext:
+        """The context with verdicts unreported (they are reported once, at the end)."""
+        return GuardContext(
+            self._ctx.agent, _LatencyOnly(self._ctx), self._ctx.response_format, self._ctx.http
+        )
+
+    async def _check_calls(
+        self, calls: dict[int, list[str]]
+    ) -> list[tuple[int, tuple[str, str, str]]]:
+        checked: list[tuple[int, tuple[str, str, str]]] = []
+        for index, (call_id, name, arguments) in sorted(calls.items()):
+            if self._guards.enabled:
+                problem = _tool_problem(self._tools.get(name), arguments)
+                if problem:
+                    self._verdicts.append(
+                        (GuardVerdict(TOOL_POLICY, Stage.TOOL_CALL, problem, Action.BLOCK),)
+                    )
+                    self._blocked = True
+                    return []
+            text = arguments
+            for stage, guards in (
+                (Stage.OUTPUT, self._guards.output),
+                (Stage.TOOL_CALL, self._guards.tool_call),
+            ):
+                result = await check(guards, stage, text, self._quiet())
+                self._verdicts.append(result.verdicts)
+                if result.blocked is not None:
+                    self._blocked = True
+                    return []
+                text = result.text
+            checked.append((index, (call_id, name, text)))
+        return checked
+
+
+class _LatencyOnly:
+    def __init__(self, ctx: GuardContext) -> None:
+        self._observer = ctx.observer
+
+    def verdict(self, verdict: GuardVerdict) -> None:
+        pass
+
+    def latency(self, guard: str, stage: str, seconds: float) -> None:
+        self._observer.latency(guard, stage, seconds)
+
+
+def _raw(finding: Finding, raw_index: object) -> tuple[int, int]:
+    if finding.raw:
+        return finding.start, finding.end
+    index = raw_index  # normalised → raw
+    assert callable(index)
+    return index(finding.start), index(finding.end)
+
+
+def _redacted(scan: str, start: int, end: int, hits: Sequence[tuple[tuple[int, int], Hit]]) -> str:
+    """``scan[start:end]`` with the redacting hits replaced by their placeholders."""
+    spans = sorted(
+        (max(s, start), e, h.finding.placeholder) for (s, e), h in hits if h.action == Action.REDACT
+    )
+    out: list[str] = []
+    at = start
+    for s, e, mark in spans:
+        if e <= at:
+            continue
+        out.append(scan[at : max(at, s)])
+        if s >= at:
+            out.append(mark)
+        at = e
+    out.append(scan[at:end])
+    return "".join(out)
+
+
+def _tool_problem(tool: Tool | None, arguments: str) -> str:
+    """Why a tool call may not be sent ("" when it may)."""
+    if tool is None:
+        return NOT_OFFERED
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return BAD_ARGUMENTS
+    if not isinstance(value, dict):
+        return BAD_ARGUMENTS
+    validator = validator_for(dict(tool.parameters)) if tool.parameters else None
+    if validator is not None and not validator.is_valid(value):
+        return BAD_ARGUMENTS
+    return ""
