@@ -248,7 +248,8 @@ class Breaker:
         if state == OPEN:
             # A failed half-open probe reopens it: keep the first cause if the probe's is
             # unknown.
-            self._cause = self._failing or self._cause
+            # Kept detached (no traceback, so none of the failed call's frames stay alive).
+            self._cause = decode_cause(encode_cause(self._failing)) or self._cause
             self._share_cause(self._cause)
         elif state == CLOSED:
             self._cause = None
