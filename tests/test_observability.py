@@ -28,11 +28,13 @@ from switchboard_client import (
 
 from service.app import App
 from service.config import ConfigError, load
-from service.observability.logging import CALLS_LOGGER, JsonFormatter
+from service.config.chain_model import LogsConfig
+from service.observability.logging import CALLS_LOGGER, JsonFormatter, configure
 from tests.chain_helpers import AGENTS, auth_config, make_keys, sample, scrape
 from tests.fakes.openai_fake import OpenAIFake
 from tests.fakes.openai_fake import Scenario as OpenAIScenario
 from tests.harness import serve_config
+from tests.provider_rigs import openai_rig
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -322,3 +324,23 @@ async def test_model_span_carries_every_reported_usage_part() -> None:
     assert "gen_ai.usage.cache_creation.input_tokens" not in reported
     assert "switchboard.usage.estimated" not in reported
     assert estimated["switchboard.usage.estimated"] is True
+
+
+async def test_the_sdk_http_client_is_quiet_at_info(capsys: pytest.CaptureFixture[str]) -> None:
+    """At INFO a provider call logs Switchboard's one call line, not the SDK HTTP client's
+    per-request "HTTP Request: POST …" line (a log write per upstream call, on the loop)."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure(LogsConfig(level="INFO", format="json"))
+        async with openai_rig() as rig:
+            await rig.client.invoke("chat", "hi")
+        for handler in root.handlers:
+            handler.flush()
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    calls = [json.loads(line) for line in lines if '"logger": "switchboard.calls"' in line]
+    assert [c["code"] for c in calls] == ["OK"]
+    assert not [line for line in lines if "HTTP Request" in line]
