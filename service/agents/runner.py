@@ -25,13 +25,15 @@ from service.domain import (
     Fold,
     Message,
     Start,
+    UsageEvent,
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
 from service.guards import GuardContext, GuardObserver, NoObserver, OutputGuard, guard_input
 from service.guards.check import merge_verdicts
 from service.providers.base import ModelCall
-from service.routing.router import Router
+from service.routing.router import Router, Spent
+from service.routing.whole import total
 from service.usage.estimate import prompt_tokens
 
 
@@ -104,10 +106,18 @@ class Runner:
         agents = self._runtime().snapshot.agents.values()
         return sorted((a for a in agents if may_call(a.name)), key=lambda a: a.name)
 
-    async def stream(
-        self, request: AgentRequest, deadline: Deadline
+    def stream(self, request: AgentRequest, deadline: Deadline) -> AsyncGenerator[Event, None]:
+        """Yield the answer's events: one Start, deltas, usage, one Finish. See
+        :meth:`_events`; the call commits to a target at its first event."""
+        return self._events(request, deadline, whole_answer=False)
+
+    async def _events(
+        self, request: AgentRequest, deadline: Deadline, *, whole_answer: bool
     ) -> AsyncGenerator[Event, None]:
         """Yield the answer's events: one Start, deltas, usage, one Finish.
+
+        With ``whole_answer`` (Invoke) the router reads each attempt to its end before
+        committing, so a failure after the first token is retried or falls back too.
 
         The whole call runs on the runtime current when it started (which counts it, so a
         reload closes the providers it replaced only after the call), and within ``deadline``.
@@ -124,7 +134,14 @@ class Runner:
             # stores, the cache keys on and the upstream sees.
             guards = self._guard_context(agent, request)
             request, verdicts = await guard_input(agent.guards, request, guards)
-            route = functools.partial(self._route, runtime.router, agent, request, guards=guards)
+            route = functools.partial(
+                self._route,
+                runtime.router,
+                agent,
+                request,
+                guards=guards,
+                whole_answer=whole_answer,
+            )
             async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
                 async for event in events:
                     if verdicts and isinstance(event, Finish):
@@ -143,6 +160,7 @@ class Runner:
         deadline: Deadline,
         *,
         guards: GuardContext,
+        whole_answer: bool,
     ) -> AsyncGenerator[Event, None]:
         call = ModelCall(
             system_prompt=agent.system_prompt,
@@ -150,7 +168,16 @@ class Runner:
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        opened = await router.open(agent.route, call, deadline, agent.routing)
+        try:
+            opened = await router.open(
+                agent.route, call, deadline, agent.routing, whole_answer=whole_answer
+            )
+        except Spent as spent:
+            # Attempts that began answering and were given up still cost what the upstream
+            # billed: the pipeline charges this usage with the call's error.
+            yield Start(request.request_id, agent.name, agent.version, spent.abandoned[-1].target)
+            yield UsageEvent(total(a.usage for a in spent.abandoned))
+            raise spent.error from None
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
         if agent.guards.output or agent.guards.enabled:
@@ -181,7 +208,7 @@ class Runner:
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
         """The stream's events folded into one response. Raises as ``stream`` does."""
         fold = Fold()
-        async with aclosing(self.stream(request, deadline)) as events:
+        async with aclosing(self._events(request, deadline, whole_answer=True)) as events:
             async for event in events:
                 fold.add(event)
         return fold.result()

@@ -224,6 +224,8 @@ def _target(name: str, target: TargetConfig, source: str, environ: Mapping[str, 
         parameters=parameters_from_config(target.parameters),
         timeout_s=target.timeout_s,
         options=_options(target),
+        first_token_timeout_s=target.first_token_timeout_s,
+        idle_timeout_s=target.idle_timeout_s,
     )
 
 

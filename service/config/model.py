@@ -141,6 +141,12 @@ class TargetConfig(FrozenModel):
     api_key: SecretRef | None = None
     parameters: ParametersConfig = ParametersConfig()
     timeout_s: float | None = Field(None, gt=0)
+    first_token_timeout_s: float | None = Field(
+        None, gt=0, description="time from an attempt's start to its first event"
+    )
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="longest silence between two events of an answer"
+    )
     mock: MockConfig = MockConfig()
     openai: OpenAIOptions = OpenAIOptions()
     anthropic: AnthropicOptions = AnthropicOptions()

@@ -22,6 +22,7 @@ from service.domain import Finish, ProviderEvent, UsageEvent
 from service.errors import SwitchboardError
 from service.observability.metrics import Metrics
 from service.providers.base import ModelCall, Provider, TargetSpec
+from service.watchdog import expired_kind
 
 OPERATION = "chat"
 
@@ -85,8 +86,15 @@ class TracedProvider:
             span.set_attribute("error.type", outcome)
             span.set_status(Status(StatusCode.ERROR, exc.message))
             raise
-        except (asyncio.CancelledError, GeneratorExit):
-            # Closed after its Finish is a normal end; before it, the caller gave up.
+        except asyncio.CancelledError as exc:
+            # Closed after its Finish is a normal end; before it, the caller gave up, or the
+            # router's first-token or idle timeout cancelled the read (it says which).
+            outcome = "ok" if finished else expired_kind(exc) or "cancelled"
+            if outcome not in {"ok", "cancelled"}:
+                span.set_attribute("error.type", outcome)
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            raise
+        except GeneratorExit:
             outcome = "ok" if finished else "cancelled"
             raise
         except Exception as exc:

@@ -95,6 +95,8 @@ class AnthropicMessagesProvider:
                         yield out
         except (anthropic.AnthropicError, httpx2.HTTPError, json.JSONDecodeError) as exc:
             raise map_error(exc, self._target) from exc
+        finally:
+            limit.close()
         for out in reader.finish():
             yield out
 

@@ -23,6 +23,8 @@ class TargetSpec:
     parameters: Parameters = field(default_factory=Parameters)
     timeout_s: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    first_token_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
 
     @property
     def ref(self) -> TargetRef:

@@ -22,7 +22,7 @@ import json
 import random
 import re
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from service.deadline import Deadline
@@ -39,7 +39,8 @@ from service.domain import (
 )
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.upstream import Fault, upstream_error
+from service.providers.upstream import AttemptLimit, Fault, upstream_error
+from service.watchdog import Expired, Watchdog
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -132,17 +133,23 @@ class MockProvider:
         """Yields the answer's events; raises DeadlineExceeded when ``deadline`` passes."""
         self.stats.started += 1
         self.stats.in_flight += 1
+        # As the SDK providers do: the earlier of the deadline and the target's timeout_s,
+        # one timer for the whole answer, applied to each read (a timeout held across a
+        # yield would cancel whatever the consumer is doing when it fires).
+        limit = Watchdog(deadline_at=AttemptLimit.of(deadline, self._target.timeout_s).deadline.at)
+        answer = self._answer(call)
         try:
-            limit = deadline.remaining()
-            if self._target.timeout_s is not None:
-                limit = min(limit, self._target.timeout_s)  # as the SDK providers do
-            async with asyncio.timeout(limit):
-                async for event in self._answer(call):
-                    yield event
+            while True:
+                try:
+                    event = await limit.read(answer)
+                except StopAsyncIteration:
+                    break
+                except Expired:
+                    raise DeadlineExceeded(
+                        "deadline exceeded while the mock model was answering"
+                    ) from None
+                yield event
             self.stats.completed += 1
-        except TimeoutError as exc:
-            self.stats.failed += 1
-            raise DeadlineExceeded("deadline exceeded while the mock model was answering") from exc
         except SwitchboardError:
             self.stats.failed += 1
             raise
@@ -151,8 +158,10 @@ class MockProvider:
             raise
         finally:
             self.stats.in_flight -= 1
+            limit.close()
+            await answer.aclose()
 
-    async def _answer(self, call: ModelCall) -> AsyncIterator[ProviderEvent]:
+    async def _answer(self, call: ModelCall) -> AsyncGenerator[ProviderEvent, None]:
         input_tokens = count_tokens(call.system_prompt) + sum(
             count_tokens(m.text) + count_tokens(" ".join(c.arguments_json for c in m.tool_calls))
             for m in call.messages

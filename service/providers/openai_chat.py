@@ -100,6 +100,8 @@ class OpenAIChatProvider:
                         yield event
         except (openai.OpenAIError, httpx2.HTTPError, json.JSONDecodeError) as exc:
             raise map_error(exc, self._target) from exc
+        finally:
+            limit.close()
         for event in reader.finish():
             yield event
 

@@ -31,6 +31,7 @@ from service.errors import (
 )
 from service.providers.base import TargetSpec
 from service.secrets import Secret
+from service.watchdog import Expired, Watchdog
 
 T = TypeVar("T")
 
@@ -44,13 +45,20 @@ _BEARER = re.compile(r"(?i)\b(bearer|x-api-key:?|api[_ -]?key:?)\s+\S+")
 _SPACE = re.compile(r"\s+")
 
 
-@dataclass(frozen=True, slots=True)
 class AttemptLimit:
     """The time one upstream attempt may take: the call's deadline, or the target's
-    ``timeout_s`` from now when that is sooner. ``why`` names which, for error messages."""
+    ``timeout_s`` from now when that is sooner. ``why`` names which, for error messages.
 
-    deadline: Deadline
-    why: str
+    Built inside the attempt (it needs the running loop): the reads of the answer's stream
+    share one timer (:class:`service.watchdog.Watchdog`), not a timeout per chunk.
+    """
+
+    __slots__ = ("_watchdog", "deadline", "why")
+
+    def __init__(self, deadline: Deadline, why: str) -> None:
+        self.deadline = deadline
+        self.why = why
+        self._watchdog: Watchdog | None = None
 
     @classmethod
     def of(cls, deadline: Deadline, timeout_s: float | None) -> AttemptLimit:
@@ -85,7 +93,18 @@ class AttemptLimit:
             StopAsyncIteration: the iterator is exhausted.
             DeadlineExceeded: the limit passed first.
         """
-        return await self.run(anext(iterator), target)
+        watchdog = self._watchdog
+        if watchdog is None:
+            watchdog = self._watchdog = Watchdog(deadline_at=self.deadline.at)
+        try:
+            return await watchdog.read(iterator)
+        except Expired:
+            raise self.exceeded(target) from None
+
+    def close(self) -> None:
+        """Stop the timer (the attempt is over). Idempotent."""
+        if self._watchdog is not None:
+            self._watchdog.close()
 
     def exceeded(self, target: str) -> DeadlineExceeded:
         return DeadlineExceeded(

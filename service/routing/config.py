@@ -75,6 +75,12 @@ class RouteTargetConfig(_Model):
     target: str
     weight: int = Field(1, ge=1, le=10_000)
     attempt_timeout_s: float | None = Field(None, gt=0)
+    first_token_timeout_s: float | None = Field(
+        None, gt=0, description="time from an attempt's start to its first event"
+    )
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="longest silence between two events of an answer"
+    )
 
 
 RouteEntry = str | RouteTargetConfig
@@ -92,6 +98,12 @@ class RouteConfig(_Model):
     retry: RetryConfig | None = None
     hedge: HedgeConfig | None = None
     attempt_timeout_s: float | None = Field(None, gt=0)
+    first_token_timeout_s: float | None = Field(
+        None, gt=0, description="time from an attempt's start to its first event"
+    )
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="longest silence between two events of an answer"
+    )
     min_attempt_s: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
@@ -107,6 +119,12 @@ class TargetResilienceConfig(_Model):
     breaker: BreakerConfig | None = None
     budget: BudgetConfig | None = None
     attempt_timeout_s: float | None = Field(None, gt=0)
+    first_token_timeout_s: float | None = Field(
+        None, gt=0, description="time from an attempt's start to its first event"
+    )
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="longest silence between two events of an answer"
+    )
 
 
 class RedisStorageConfig(_Model):
@@ -119,6 +137,12 @@ class ResilienceConfig(_Model):
         0.05, ge=0, description="no attempt starts with less time than this left"
     )
     attempt_timeout_s: float | None = Field(None, gt=0, description="default per attempt")
+    first_token_timeout_s: float | None = Field(
+        None, gt=0, description="time from an attempt's start to its first event"
+    )
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="longest silence between two events of an answer"
+    )
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -187,8 +211,10 @@ def route_policy(
 ) -> RoutePolicy:
     """The agent's route resolved: entries to targets, timeouts and retries to values.
 
-    The attempt timeout of a target is the first set of: the route entry's, the route's,
-    ``resilience.targets.<name>``'s, the target's ``timeout_s``, ``resilience``'s.
+    Each timeout of a target (``attempt_timeout_s``, ``first_token_timeout_s``,
+    ``idle_timeout_s``) is the first set of: the route entry's, the route's,
+    ``resilience.targets.<name>``'s, the target's own (``timeout_s`` for the attempt),
+    ``resilience``'s.
     """
     config = route if isinstance(route, RouteConfig) else RouteConfig(targets=list(route))
 
@@ -196,23 +222,26 @@ def route_policy(
         name = _name(e)
         spec = targets[name]
         per_target = resilience.targets.get(name)
-        own = None if isinstance(e, str) else e.attempt_timeout_s
-        timeout = next(
-            (
-                t
-                for t in (
-                    own,
-                    config.attempt_timeout_s,
-                    per_target.attempt_timeout_s if per_target else None,
-                    spec.timeout_s,
-                    resilience.attempt_timeout_s,
-                )
-                if t is not None
-            ),
-            None,
+
+        def first_set(field: str, own: float | None) -> float | None:
+            # The route entry's, the route's, resilience.targets.<name>'s, the target's,
+            # resilience's.
+            candidates = (
+                None if isinstance(e, str) else getattr(e, field),
+                getattr(config, field),
+                getattr(per_target, field) if per_target else None,
+                own,
+                getattr(resilience, field),
+            )
+            return next((t for t in candidates if t is not None), None)
+
+        return RouteTarget(
+            spec=spec,
+            weight=1 if isinstance(e, str) else e.weight,
+            attempt_timeout_s=first_set("attempt_timeout_s", spec.timeout_s),
+            first_token_timeout_s=first_set("first_token_timeout_s", spec.first_token_timeout_s),
+            idle_timeout_s=first_set("idle_timeout_s", spec.idle_timeout_s),
         )
-        weight = 1 if isinstance(e, str) else e.weight
-        return RouteTarget(spec=spec, weight=weight, attempt_timeout_s=timeout)
 
     retry = _merged(resilience.retry, config.retry)
     hedge = config.hedge

@@ -87,11 +87,15 @@ class BudgetPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RouteTarget:
-    """One target on an agent's route, with its weight and its resolved attempt timeout."""
+    """One target on an agent's route, with its weight and its resolved timeouts: the whole
+    attempt, the time to its first event, and the silence allowed between two events
+    (None: no such limit)."""
 
     spec: TargetSpec
     weight: int = 1
     attempt_timeout_s: float | None = None
+    first_token_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
 
     @property
     def name(self) -> str:
@@ -116,7 +120,17 @@ class RoutePolicy:
     @classmethod
     def ordered(cls, route: tuple[TargetSpec, ...]) -> RoutePolicy:
         """Plain ordered fallback over ``route`` with default policies."""
-        return cls(targets=tuple(RouteTarget(t, attempt_timeout_s=t.timeout_s) for t in route))
+        return cls(
+            targets=tuple(
+                RouteTarget(
+                    t,
+                    attempt_timeout_s=t.timeout_s,
+                    first_token_timeout_s=t.first_token_timeout_s,
+                    idle_timeout_s=t.idle_timeout_s,
+                )
+                for t in route
+            )
+        )
 
     @property
     def specs(self) -> tuple[TargetSpec, ...]:

@@ -1,17 +1,20 @@
 """Chooses a target for a call and opens its answer, with the resilience policies around it.
 
-A call commits to a target when the target yields its first event. Until then, per the
-agent's :class:`RoutePolicy`: a retryable failure is retried on the same target (backoff
-with jitter, or the upstream's retry-after), then falls back to the next target; an
-upstream fault that is not retryable (an exhausted quota, refused credentials) falls back
-at once; a caller error ends the call; targets whose circuit is open are skipped; a slow
-first attempt may be hedged. After the commit a
-failure ends the call: no event is ever repeated or lost.
+A streamed call commits to a target when the target yields its first event; a whole call
+(``Invoke``: its caller sees nothing until the end) commits only at the ``Finish``
+(:mod:`service.routing.whole`). Until then, per the agent's :class:`RoutePolicy`: a
+retryable failure is retried on the same target (backoff with jitter, or the upstream's
+retry-after), then falls back to the next target; an upstream fault that is not retryable
+(an exhausted quota, refused credentials) falls back at once; a caller error ends the call;
+targets whose circuit is open are skipped; a slow first attempt may be hedged. After the
+commit a failure ends the call: no event is ever repeated or lost.
 
 Every attempt gets a deadline from what is left of the call's (capped by the target's
-attempt timeout); no attempt starts with less than ``min_attempt_s`` left, so a call whose
-deadline has passed makes no upstream call. Extra attempts (retries, fallbacks, hedges) are
-paid from the retry budget of the target that caused them.
+attempt timeout), and may have a first-token and an idle timeout
+(:mod:`service.routing.timeouts`), all kept by one timer per attempt
+(:class:`service.watchdog.Watchdog`). No attempt starts with less than ``min_attempt_s``
+left, so a call whose deadline has passed makes no upstream call. Extra attempts (retries,
+fallbacks, hedges) are paid from the retry budget of the target that caused them.
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ from service.errors import (
     Unavailable,
 )
 from service.providers.base import ModelCall, Provider, TargetSpec
+from service.routing import whole
 from service.routing.balance import attempt_order
 from service.routing.breaker import BreakerOpen, Ticket
 from service.routing.hedge import hedge_delay_s, race
 from service.routing.policy import HedgeTo, RoutePolicy, RouteTarget
 from service.routing.registry import TargetRegistry, TargetState
 from service.routing.retry import Retry, decide
+from service.routing.timeouts import first_token_timeout, idle_timeout
+from service.watchdog import DEADLINE, FIRST_TOKEN, Expired, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +59,15 @@ class Opened:
     """An answer that has begun: its target, the attempts it took, and its events.
 
     ``events`` starts with the first event already received. The owner must close it
-    (``aclose``), which closes the upstream request if it is still open.
+    (``aclose``), which closes the upstream request if it is still open. ``abandoned``:
+    the attempts of a whole call given up after they began answering (their usage is
+    already added to the answer's).
     """
 
     target: TargetSpec
     attempts: int
     events: AsyncGenerator[ProviderEvent, None]
+    abandoned: tuple[whole.Abandoned, ...] = ()
 
 
 @dataclass(slots=True)
@@ -70,6 +79,7 @@ class _Attempt:
     deadline: Deadline
     bounded_by_call: bool
     started: float
+    watchdog: Watchdog
 
 
 @dataclass(slots=True)
@@ -90,6 +100,8 @@ class _Call:
     cause: TargetState | None = None
     skipped: list[BreakerOpen] = field(default_factory=list)
     stop: bool = False
+    whole_answer: bool = False
+    abandoned: list[whole.Abandoned] = field(default_factory=list)
     wider: tuple[RouteTarget, ...] | None = None  # switch to these (context window exceeded)
     widened: bool = False
 
@@ -120,8 +132,12 @@ class Router:
         call: ModelCall,
         deadline: Deadline,
         policy: RoutePolicy | None = None,
+        *,
+        whole_answer: bool = False,
     ) -> Opened:
-        """Open the call on the first target of the route that starts answering.
+        """Open the call on the first target of the route that starts answering, or with
+        ``whole_answer``, that answers to the end (the events are then already read; a
+        failure after the first event is retried or falls back like one before it).
 
         ``policy`` (default: plain ordered fallback over ``route``) says how.
 
@@ -134,10 +150,12 @@ class Router:
                 cool-down left); no upstream call was made.
             DeadlineExceeded: less than ``min_attempt_s`` was left before the first attempt;
                 no upstream call was made.
+            Spent: (a whole call only) the call failed after attempts that had begun
+                answering; it carries the error to report and what they cost.
         Cancelling the caller cancels (and closes) every attempt in flight.
         """
         policy = policy or RoutePolicy.ordered(route)
-        state = _Call(policy, deadline)
+        state = _Call(policy, deadline, whole_answer=whole_answer)
         order = attempt_order(policy, self._rng)
         index = 0
         while index < len(order):
@@ -149,7 +167,10 @@ class Router:
             index += 1
             if state.wider is not None:  # the rest of the route has windows as small
                 order, index, state.wider = list(state.wider), 0, None
-        raise self._failure(state)
+        failure = self._failure(state)
+        if state.abandoned:
+            raise Spent(failure, tuple(state.abandoned)) from failure
+        raise failure
 
     async def _on_target(
         self, call: _Call, target: RouteTarget, rest: list[RouteTarget], model_call: ModelCall
@@ -178,8 +199,14 @@ class Router:
                 call, target=target, state=target_state, ticket=ticket, rest=rest, mc=model_call
             )
             if outcome.first is not None:
-                return self._opened(call, outcome)
-            error = outcome.error
+                opened = self._opened(call, outcome)
+                if not call.whole_answer:
+                    return opened
+                error = await self._whole(call, opened, model_call)
+                if error is None:
+                    return opened
+            else:
+                error = outcome.error
             assert error is not None
             log.warning(
                 "attempt failed",
@@ -194,7 +221,10 @@ class Router:
                 call.last_error = error
                 return None
             if not (error.retryable or error.counts_against_breaker):
-                raise error  # the caller's fault: no other target would do better
+                # The caller's fault: no other target would do better.
+                if call.abandoned:
+                    raise Spent(error, tuple(call.abandoned)) from error
+                raise error
             call.last_error = error
             call.cause = outcome.attempt.state
             if not error.retryable:
@@ -248,7 +278,26 @@ class Router:
         # give it the call's deadline then, and the capped one only for other timeouts.
         own = timeout is not None and timeout == target.spec.timeout_s
         events = provider.stream(_for_target(mc, target.spec), call.deadline if own else deadline)
-        return _Attempt(target, state, ticket, events, deadline, bounded_by_call, now)
+        watchdog = Watchdog(
+            deadline_at=deadline.at + GUARD_S,
+            first_s=target.first_token_timeout_s,
+            idle_s=target.idle_timeout_s,
+        )
+        return _Attempt(target, state, ticket, events, deadline, bounded_by_call, now, watchdog)
+
+    async def _whole(self, call: _Call, opened: Opened, mc: ModelCall) -> SwitchboardError | None:
+        """Read a whole call's committed attempt to its end. None: ``opened.events`` now
+        replays the whole answer (with what abandoned attempts cost). Else the attempt's
+        error (it is kept in ``call.abandoned``); the caller's cancellation propagates."""
+        seen: list[ProviderEvent] = []
+        try:
+            await whole.drain(opened.events, seen)
+        except SwitchboardError as exc:
+            call.abandoned.append(whole.abandoned(opened.target.ref, mc, seen, exc.message))
+            return exc
+        opened.events = whole.replay(whole.with_spent(seen, call.abandoned))
+        opened.abandoned = tuple(call.abandoned)
+        return None
 
     async def _attempt(
         self,
@@ -294,6 +343,7 @@ class Router:
             for attempt in started:
                 if winner is None or attempt is not winner.attempt:
                     attempt.ticket.abandoned()
+                    attempt.watchdog.close()
                     await attempt.events.aclose()
 
     def _hedge(
@@ -328,14 +378,13 @@ class Router:
         in its breaker; cancellation records nothing (the caller closes the attempt)."""
         name = attempt.target.name
         try:
-            async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
-                first = await anext(attempt.events)
+            first = await attempt.watchdog.read(attempt.events)
         except StopAsyncIteration:
             error: SwitchboardError = Unavailable(
                 f"target {name!r} ended its answer before it began"
             )
-        except TimeoutError:
-            error = DeadlineExceeded(_late(attempt, "began answering"))
+        except Expired as exc:
+            error = _timed_out(attempt, exc, "began answering")
         except SwitchboardError as exc:
             error = exc
         else:
@@ -348,13 +397,7 @@ class Router:
     def _opened(self, call: _Call, outcome: _Outcome) -> Opened:
         assert outcome.first is not None
         attempt = outcome.attempt
-        # A hedged attempt read its first event in the race's task, where the provider's
-        # own timeout was entered; the rest of its stream is read in the caller's task, so
-        # the router bounds each read itself. Unhedged, the provider's bound still holds.
-        guard = call.policy.hedge is not None
-        return Opened(
-            attempt.target.spec, call.attempts, _Committed(attempt, outcome.first, guard=guard)
-        )
+        return Opened(attempt.target.spec, call.attempts, _Committed(attempt, outcome.first))
 
     @staticmethod
     def _failure(call: _Call) -> SwitchboardError:
@@ -384,6 +427,25 @@ class Router:
         )
 
 
+class Spent(SwitchboardError):
+    """A whole call failed after attempts that began answering: ``error`` is what the call
+    failed with (re-raise it to the caller), ``abandoned`` what those attempts cost."""
+
+    def __init__(self, error: SwitchboardError, abandoned: tuple[whole.Abandoned, ...]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.abandoned = abandoned
+
+
+def _timed_out(attempt: _Attempt, exc: Expired, what: str) -> SwitchboardError:
+    name = attempt.target.name
+    if exc.kind == DEADLINE:
+        return DeadlineExceeded(_late(attempt, what))
+    if exc.kind == FIRST_TOKEN:
+        return first_token_timeout(name, exc.limit_s)
+    return idle_timeout(name, exc.limit_s)
+
+
 def _late(attempt: _Attempt, what: str) -> str:
     name = attempt.target.name
     if attempt.bounded_by_call:
@@ -407,9 +469,9 @@ class _Committed(AsyncGenerator[ProviderEvent, None]):
     """The committed attempt's events. Unlike a bare async generator, closing it before
     its first step still closes the upstream request and releases the breaker ticket."""
 
-    def __init__(self, attempt: _Attempt, first: ProviderEvent, *, guard: bool) -> None:
+    def __init__(self, attempt: _Attempt, first: ProviderEvent) -> None:
         self._attempt = attempt
-        self._events = _committed(attempt, first, guard=guard)
+        self._events = _committed(attempt, first)
 
     async def asend(self, value: None) -> ProviderEvent:
         return await self._events.asend(value)
@@ -422,14 +484,16 @@ class _Committed(AsyncGenerator[ProviderEvent, None]):
             await self._events.aclose()
         finally:
             self._attempt.ticket.abandoned()
+            self._attempt.watchdog.close()
             await self._attempt.events.aclose()
 
 
 async def _committed(
-    attempt: _Attempt, first: ProviderEvent, *, guard: bool
+    attempt: _Attempt, first: ProviderEvent
 ) -> AsyncGenerator[ProviderEvent, None]:
-    """The committed attempt's events, ``first`` included, within its deadline: the
-    provider's own (the Provider contract), and with ``guard`` a bound on each read too.
+    """The committed attempt's events, ``first`` included, within its deadline (the
+    provider's own, the Provider contract; the router's watchdog backs it up) and its idle
+    timeout.
 
     Ends after the ``Finish`` (a success for the breaker). A failure is raised as is (and
     counted); a stream that ends without ``Finish`` raises Unavailable. Closing it early
@@ -447,23 +511,20 @@ async def _committed(
                 return
             yield event
             try:
-                if guard:
-                    async with asyncio.timeout(attempt.deadline.remaining() + GUARD_S):
-                        event = await anext(events)
-                else:
-                    event = await anext(events)
+                event = await attempt.watchdog.read(events)
             except StopAsyncIteration:
                 raise Unavailable(
                     f"target {name!r} ended its answer without finishing it"
                 ) from None
-            except TimeoutError as exc:
-                raise DeadlineExceeded(_late(attempt, "finished its answer")) from exc
+            except Expired as exc:
+                raise _timed_out(attempt, exc, "finished its answer") from None
     except SwitchboardError as exc:
         exc.about(target=name)
         _blame(attempt, exc)
         raise
     finally:
         attempt.ticket.abandoned()
+        attempt.watchdog.close()
         await events.aclose()
 
 

@@ -22,8 +22,9 @@ Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: t
 byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with Anthropic's
 ``{"type": "error", "error": {...}}`` body) + ``headers`` (e.g. ``retry-after``), ``hang``,
-``disconnect_after`` (drop the connection after N frames), ``error_after`` (an ``error``
-event after N frames), ``omit_stop`` (a clean body without ``message_stop``), ``omit_usage``
+``stall_after`` + ``stall_s`` (silent for that long after N frames), ``disconnect_after``
+(drop the connection after N frames), ``error_after`` (an ``error`` event after N frames),
+``omit_stop`` (a clean body without ``message_stop``), ``omit_usage``
 (no ``usage`` in ``message_start`` or ``message_delta``, as some compatible servers do);
 ``cache_read_tokens`` and ``cache_write_5m_tokens`` / ``cache_write_1h_tokens`` fill the
 usage's cache fields (``cache_creation_input_tokens`` and its ``cache_creation`` breakdown).
@@ -85,6 +86,8 @@ class Scenario:
     latency_s: float = 0.0
     first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    stall_after: int | None = None
+    stall_s: float = 0.0
     hang: bool = False
     disconnect_after: int | None = None
     error_after: int | None = None
@@ -131,6 +134,8 @@ class AnthropicFake(FakeServer):
                 frames=_frames(scenario, model),
                 first_chunk_delay_s=scenario.first_chunk_delay_s,
                 chunk_delay_s=scenario.chunk_delay_s,
+                stall_after=scenario.stall_after,
+                stall_s=scenario.stall_s,
                 disconnect_after=scenario.disconnect_after,
                 error_after=scenario.error_after,
                 error_frame=sse({"type": "error", "error": scenario.stream_error}, "error"),

@@ -57,11 +57,15 @@ class Frames:
 
     ``disconnect_after``: drop the connection after that many frames (no terminating chunk).
     ``error_after`` with ``error_frame``: write ``error_frame`` after that many frames and end.
+    ``stall_after`` with ``stall_s``: after that many frames, fall silent for ``stall_s``
+    (a stream that stalls mid-answer), then go on.
     """
 
     frames: Sequence[bytes]
     first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    stall_after: int | None = None
+    stall_s: float = 0.0
     disconnect_after: int | None = None
     error_after: int | None = None
     error_frame: bytes = b""
@@ -248,6 +252,8 @@ class FakeServer:
                     await conn.chunk(reply.error_frame)
                     break
                 delay = reply.chunk_delay_s if i else reply.first_chunk_delay_s
+                if reply.stall_after is not None and i == reply.stall_after:
+                    delay += reply.stall_s
                 if delay and await conn.pause(delay):
                     self.abandoned += 1
                     return False

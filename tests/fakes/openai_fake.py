@@ -21,11 +21,12 @@ Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: t
 byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with OpenAI's
 ``{"error": {...}}`` body, or ``error_body`` as it is) + ``headers`` (e.g. ``retry-after``),
-``hang``, ``disconnect_after`` (drop the connection after N frames), ``error_after`` (an
-in-stream error object after N frames), ``omit_finish`` / ``omit_done`` (a clean but truncated
-stream: no chunk with a ``finish_reason``, no ``data: [DONE]``), ``omit_usage`` (no usage chunk
-although the request asked for one, as Ollama, llama.cpp and other compatible servers do: the
-stream is still whole); ``cached_tokens`` and ``reasoning_tokens`` fill the usage's details.
+``hang``, ``stall_after`` + ``stall_s`` (silent for that long after N frames),
+``disconnect_after`` (drop the connection after N frames), ``error_after`` (an in-stream error
+object after N frames), ``omit_finish`` / ``omit_done`` (a clean but truncated stream: no chunk
+with a ``finish_reason``, no ``data: [DONE]``), ``omit_usage`` (no usage chunk although the
+request asked for one, as Ollama, llama.cpp and other compatible servers do: the stream is
+still whole); ``cached_tokens`` and ``reasoning_tokens`` fill the usage's details.
 
 Inspect ``fake.received`` (every request: path, headers, JSON body, connection number),
 ``fake.connections``, ``fake.abandoned`` and ``fake.completed``; ``await fake.wait_for(...)``.
@@ -73,6 +74,8 @@ class Scenario:
     latency_s: float = 0.0
     first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    stall_after: int | None = None
+    stall_s: float = 0.0
     hang: bool = False
     disconnect_after: int | None = None
     error_after: int | None = None
@@ -125,6 +128,8 @@ class OpenAIFake(FakeServer):
                 frames=_frames(scenario, model, include_usage=bool(include_usage)),
                 first_chunk_delay_s=scenario.first_chunk_delay_s,
                 chunk_delay_s=scenario.chunk_delay_s,
+                stall_after=scenario.stall_after,
+                stall_s=scenario.stall_s,
                 disconnect_after=scenario.disconnect_after,
                 error_after=scenario.error_after,
                 error_frame=sse({"error": scenario.stream_error}),

@@ -1,0 +1,153 @@
+"""One timer per upstream attempt, bounding each read of its stream.
+
+An attempt has up to three limits: its deadline (absolute), the time to its first event,
+and the idle time between events (each measured from when the read began). An
+``asyncio.timeout`` per read would allocate and schedule a timer per chunk; this keeps one
+``loop.call_at`` handle per attempt and re-arms it only when it fires early (the common
+case costs a clock read and two attribute stores per read). When a limit passes during a
+read, the reading task is cancelled with a message naming the limit, and the read raises
+:class:`Expired`; a cancellation from anyone else passes through untouched (the
+``Task.cancelling``/``uncancel`` protocol, as ``asyncio.timeout`` uses it). Between reads
+nothing is cancelled: time the consumer spends is not the upstream's.
+
+The message is ``switchboard:<kind>``: code that sees the cancellation travel through it
+(the traced provider, recording the upstream call's outcome) can tell a timeout from a
+caller that left (:func:`expired_kind`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEADLINE = "deadline"
+FIRST_TOKEN = "first_token_timeout"  # noqa: S105 (a limit's name, not a secret)
+IDLE = "idle_timeout"
+_PREFIX = "switchboard:"
+
+
+class Expired(Exception):
+    """A read outlived one of the watchdog's limits. ``kind`` is DEADLINE, FIRST_TOKEN or
+    IDLE; ``limit_s`` the window that passed (for messages)."""
+
+    def __init__(self, kind: str, limit_s: float) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.limit_s = limit_s
+
+
+def expired_kind(exc: BaseException) -> str | None:
+    """The watchdog limit a ``CancelledError`` stands for, or None (a plain cancellation)."""
+    if isinstance(exc, asyncio.CancelledError) and exc.args:
+        message = exc.args[0]
+        if isinstance(message, str) and message.startswith(_PREFIX):
+            return message[len(_PREFIX) :]
+    return None
+
+
+class Watchdog:
+    """The limits of one attempt. ``deadline_at`` is on the loop's clock (``time.monotonic``
+    for the default loop, as :class:`service.deadline.Deadline` uses); None or ``inf``
+    means no such limit."""
+
+    __slots__ = (
+        "_at",
+        "_deadline_at",
+        "_fired",
+        "_first_s",
+        "_handle",
+        "_handle_at",
+        "_idle_s",
+        "_kind",
+        "_loop",
+        "_reader",
+        "_seen_first",
+    )
+
+    def __init__(
+        self,
+        *,
+        deadline_at: float | None = None,
+        first_s: float | None = None,
+        idle_s: float | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline_at = math.inf if deadline_at is None else deadline_at
+        self._first_s = first_s
+        self._idle_s = idle_s
+        self._seen_first = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._handle_at = math.inf
+        self._reader: asyncio.Task[object] | None = None
+        self._fired: asyncio.Task[object] | None = None
+        self._at = math.inf  # when the read in progress expires
+        self._kind = DEADLINE
+
+    def _window(self) -> tuple[str, float | None]:
+        if not self._seen_first:
+            return FIRST_TOKEN, self._first_s
+        return IDLE, self._idle_s
+
+    async def read(self, events: AsyncIterator[T]) -> T:
+        """``anext(events)`` within the limits.
+
+        Raises:
+            StopAsyncIteration: the iterator is exhausted.
+            Expired: a limit passed before the item came (the iterator's pending step was
+                cancelled; the caller should close it).
+        """
+        now = self._loop.time()
+        kind, window = self._window()
+        at, self._kind = self._deadline_at, DEADLINE
+        if window is not None and now + window < at:
+            at, self._kind = now + window, kind
+        if at <= now:
+            raise Expired(self._kind, window or 0.0)
+        task = asyncio.current_task()
+        assert task is not None
+        self._at = at
+        self._reader = task
+        if at < self._handle_at:
+            self._arm(at)
+        cancelling = task.cancelling()
+        try:
+            item = await anext(events)
+        except asyncio.CancelledError:
+            if self._fired is task:
+                self._fired = None
+                if task.uncancel() <= cancelling:
+                    raise Expired(self._kind, window or 0.0) from None
+            raise
+        finally:
+            self._reader = None
+        self._seen_first = True
+        return item
+
+    def close(self) -> None:
+        """Cancel the timer (idempotent). Call when the attempt ends."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+            self._handle_at = math.inf
+
+    def _arm(self, at: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(at, self._fire)
+        self._handle_at = at
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._handle_at = math.inf
+        reader = self._reader
+        if reader is None:
+            return  # between reads: the next read arms the timer again
+        if self._loop.time() < self._at:
+            self._arm(self._at)  # the read in progress began after the timer was set
+            return
+        self._fired = reader
+        reader.cancel(f"{_PREFIX}{self._kind}")

@@ -1,0 +1,77 @@
+"""The per-attempt timer (service/watchdog.py): one limit per read, a cancellation from
+anyone else passes through untouched, and time between reads is not the upstream's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from service.deadline import Deadline
+from service.domain import Message, Parameters, Role, TextPart
+from service.errors import DeadlineExceeded
+from service.providers.base import ModelCall, TargetSpec
+from service.providers.mock import MockProvider
+from service.watchdog import FIRST_TOKEN, IDLE, Expired, Watchdog
+
+
+async def items(gate: asyncio.Queue[int]) -> AsyncIterator[int]:
+    while True:
+        yield await gate.get()
+
+
+async def test_first_and_idle_limits_raise_expired_and_name_the_limit() -> None:
+    gate: asyncio.Queue[int] = asyncio.Queue()
+    stream = items(gate)
+    dog = Watchdog(first_s=0.05, idle_s=0.05)
+    with pytest.raises(Expired) as first:
+        await dog.read(stream)
+    assert first.value.kind == FIRST_TOKEN
+    stream = items(gate)
+    dog = Watchdog(first_s=5.0, idle_s=0.05)
+    gate.put_nowait(1)
+    assert await dog.read(stream) == 1
+    with pytest.raises(Expired) as idle:
+        await dog.read(stream)
+    assert idle.value.kind == IDLE
+    dog.close()
+
+
+async def test_a_cancellation_from_elsewhere_is_not_a_timeout() -> None:
+    gate: asyncio.Queue[int] = asyncio.Queue()
+    dog = Watchdog(first_s=30.0)
+    reader = asyncio.ensure_future(dog.read(items(gate)))
+    await asyncio.sleep(0)  # let the read begin
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    dog.close()
+
+
+async def test_time_between_reads_is_not_counted() -> None:
+    gate: asyncio.Queue[int] = asyncio.Queue()
+    stream = items(gate)
+    dog = Watchdog(idle_s=0.2, first_s=5.0)
+    gate.put_nowait(1)
+    await dog.read(stream)
+    await asyncio.sleep(0.3)  # the consumer is busy: not the upstream's silence
+    gate.put_nowait(2)
+    assert await dog.read(stream) == 2
+    dog.close()
+
+
+async def test_the_mock_provider_times_out_its_reads_not_its_consumer() -> None:
+    # A timeout held across the provider's yields would fire while the consumer works and
+    # cancel the consumer (CancelledError); the limit must surface as DeadlineExceeded.
+    spec = TargetSpec(name="m", provider="mock", model="echo", timeout_s=0.2)
+    call = ModelCall("", (Message(Role.USER, (TextPart("one two three"),)),), Parameters())
+    events = MockProvider(spec).stream(call, Deadline.after(30))
+
+    async def consume_slowly() -> None:
+        async for _ in events:
+            await asyncio.sleep(0.3)
+
+    with pytest.raises(DeadlineExceeded, match="while the mock model was answering"):
+        await consume_slowly()
+    await events.aclose()
