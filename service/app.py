@@ -8,12 +8,14 @@ period, then close providers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Mapping
 from typing import cast
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
@@ -37,9 +39,11 @@ from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
 from service.guards.metrics import GuardMetrics
 from service.http.app import HttpApp
+from service.http.connect import service_app
 from service.http.openai_door import Behaviors, OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
+from service.interceptors.base import StreamBehavior, UnaryBehavior
 from service.interceptors.chain import Chain, build_chain
 from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
@@ -190,12 +194,16 @@ class App:
         idempotency = Idempotency(self.stores.fast, ttl_s=snapshot.state.idempotency_ttl_s)
         self.agent_servicer = AgentServicer(self.runner, self.admission, idempotency)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
-        session_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(Sessions(self.stores.durable), self.stores.durable), server
-        )
-        usage_pb2_grpc.add_UsageServiceServicer_to_server(
-            UsageServicer(self.stores.durable), server
-        )
+        sessions = SessionServicer(Sessions(self.stores.durable), self.stores.durable)
+        session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
+        usage = UsageServicer(self.stores.durable)
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+        # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
+        self._doors_services: list[tuple[ServiceDescriptor, object]] = [
+            (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
+            (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
+            (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
+        ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable_server_reflection(
@@ -220,7 +228,15 @@ class App:
             list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents),
             get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent),
         )
-        return HttpApp(OpenAIDoor(behaviors))
+        connect = [
+            service_app(
+                descriptor,
+                unary=functools.partial(_wrapped_unary, chain, servicer),
+                stream=functools.partial(_wrapped_stream, chain, servicer),
+            )
+            for descriptor, servicer in self._doors_services
+        ]
+        return HttpApp(OpenAIDoor(behaviors), connect)
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
@@ -384,6 +400,17 @@ class App:
             name, state = await self._target_states.get()
             status = not_serving if state == OPEN else serving
             await self.health.set(TARGET_HEALTH_PREFIX + name, status)
+
+
+def _wrapped_unary(chain: Chain, servicer: object, name: str) -> UnaryBehavior:
+    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain."""
+    method: UnaryBehavior = getattr(servicer, name.rpartition("/")[2])
+    return chain.unary_behavior(name, method)
+
+
+def _wrapped_stream(chain: Chain, servicer: object, name: str) -> StreamBehavior:
+    method: StreamBehavior = getattr(servicer, name.rpartition("/")[2])
+    return chain.stream_behavior(name, method)
 
 
 def _bind_error(host: str, port: int) -> str | None:

@@ -70,8 +70,10 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         # A worker crashes: it is replaced by a new process, and the port keeps answering.
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
+        # One reading of the children per check: two readings could see the victim alive
+        # (two children) and then gone, before its replacement exists.
         wait_for(
-            lambda: len(children(supervisor)) == 2 and victim not in children(supervisor),
+            lambda: len(now := children(supervisor)) == 2 and victim not in now,
             what="the killed worker to be replaced",
         )
         replacement = children(supervisor) - workers

@@ -7,12 +7,13 @@ InvalidArgument naming every bad field.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf import struct_pb2
 from switchboard.v1 import agent_pb2 as pb
 
 from service.agents.spec import AgentSpec
-from service.api.structs import struct_to_dict
+from service.api.structs import json_object, struct_to_dict
 from service.context import request_id_problem
 from service.domain import (
     AgentRequest,
@@ -138,15 +139,29 @@ def _message(msg: pb.Message, where: str, violations: list[FieldViolation]) -> M
 
 
 def _tool(msg: pb.Tool, where: str, violations: list[FieldViolation]) -> Tool:
-    return Tool(
-        name=msg.name,
-        description=msg.description,
-        parameters=(
-            struct_to_dict(msg.parameters, f"{where}.parameters", violations)
-            if msg.HasField("parameters")
-            else {}
-        ),
+    parameters = _schema(
+        msg.parameters if msg.HasField("parameters") else None,
+        msg.parameters_json,
+        f"{where}.parameters",
+        violations,
     )
+    return Tool(name=msg.name, description=msg.description, parameters=parameters or {})
+
+
+def _schema(
+    struct: struct_pb2.Struct | None, text: str, where: str, violations: list[FieldViolation]
+) -> dict[str, Any] | None:
+    """A schema sent as a Struct (``where``) or as JSON text (``where`` + ``_json``)."""
+    if struct is not None and text:
+        violations.append(
+            FieldViolation(f"{where}_json", f"set {where.rpartition('.')[2]} or this, not both")
+        )
+        return None
+    if text:
+        return json_object(text, f"{where}_json", violations)
+    if struct is not None:
+        return struct_to_dict(struct, where, violations)
+    return None
 
 
 def _parameters(msg: pb.Parameters, violations: list[FieldViolation]) -> Parameters:
@@ -161,16 +176,17 @@ def _parameters(msg: pb.Parameters, violations: list[FieldViolation]) -> Paramet
                 )
             )
         else:
-            schema = msg.response_format.json_schema
+            given = msg.response_format
             fmt = ResponseFormat(
                 type=kind,
-                schema_name=msg.response_format.schema_name,
-                json_schema=(
-                    struct_to_dict(schema, "parameters.response_format.json_schema", violations)
-                    if msg.response_format.HasField("json_schema")
-                    else None
+                schema_name=given.schema_name,
+                json_schema=_schema(
+                    given.json_schema if given.HasField("json_schema") else None,
+                    given.json_schema_json,
+                    "parameters.response_format.json_schema",
+                    violations,
                 ),
-                strict=msg.response_format.strict,
+                strict=given.strict,
             )
     return Parameters(
         temperature=msg.temperature if msg.HasField("temperature") else None,

@@ -10,6 +10,7 @@ only within the range its definition gives (google/protobuf/timestamp.proto: 000
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -29,6 +30,26 @@ def struct_to_dict(
     """``struct`` as JSON-compatible Python; a NaN or infinity anywhere in it is appended to
     ``violations`` (its path under ``where``) and becomes ``None``."""
     return {k: _value(v, f"{where}.{k}", violations) for k, v in struct.fields.items()}
+
+
+def json_object(text: str, where: str, violations: list[FieldViolation]) -> dict[str, Any] | None:
+    """The JSON object in ``text`` (a schema sent as JSON text), as :func:`struct_to_dict`
+    would give it; None (and a violation at ``where``) when ``text`` is not a JSON object or
+    holds NaN or ±Infinity (which Python's json reads, and JSON does not have)."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        value = json.loads(text, parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:
+        problem = str(exc) if "JSON number" in str(exc) else "not valid JSON"
+        violations.append(FieldViolation(where, problem))
+        return None
+    if not isinstance(value, dict):
+        violations.append(FieldViolation(where, "must be a JSON object"))
+        return None
+    return value
 
 
 def _value(value: struct_pb2.Value, where: str, violations: list[FieldViolation]) -> Any:

@@ -1,14 +1,18 @@
 """The one ASGI app of the HTTP listener: routes each request to its door.
 
-``/v1/...`` is the OpenAI-compatible door (:mod:`service.http.openai_door`); anything else is
-answered 404 with OpenAI's error body.
+``/v1/...`` is the OpenAI-compatible door (:mod:`service.http.openai_door`);
+``/switchboard.v1.<Service>/<Method>`` is Connect and gRPC-Web (:mod:`service.http.connect`);
+anything else is answered 404 with OpenAI's error body.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 from service.http.asgi import Receive, Scope, Send, respond
+from service.http.connect import ServiceApp, prefixes
 from service.http.context import Failure
 from service.http.errors import error_headers, error_json
 from service.http.openai_door import OpenAIDoor
@@ -19,14 +23,19 @@ _MODELS = "/v1/models/"
 class HttpApp:
     """The ASGI application (``lifespan`` is not used: the App starts and stops it)."""
 
-    def __init__(self, openai: OpenAIDoor) -> None:
+    def __init__(self, openai: OpenAIDoor, connect: Sequence[ServiceApp] = ()) -> None:
         self._openai = openai
+        self._connect = prefixes(connect)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        service = self._connect.get(path[: path.find("/", 1) + 1])
+        if service is not None:
+            await service(scope, receive, send)
+            return
         if path == "/v1/chat/completions":
             if method == "POST":
                 await self._openai.chat_completions(scope, receive, send)

@@ -726,10 +726,16 @@ class Tool(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The tool's name: letters, digits, '_' and '-', at most 64 characters."""
     description: _builtins.str
     """What the tool does, for the model."""
+    parameters_json: _builtins.str
+    """The same schema as JSON text, for callers whose protobuf runtime makes a
+    Struct awkward (in JavaScript a plain object set as a Struct becomes {}).
+    Set `parameters` or `parameters_json`, not both: both is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
         """JSON schema of the tool's arguments (an object schema)."""
@@ -740,10 +746,11 @@ class Tool(_message.Message):
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         parameters: _struct_pb2.Struct | None = ...,
+        parameters_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters", b"parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters", b"parameters", "parameters_json", b"parameters_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -849,12 +856,17 @@ class ResponseFormat(_message.Message):
     SCHEMA_NAME_FIELD_NUMBER: _builtins.int
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     type: Global___ResponseFormat.Type.ValueType
     """The kind of answer."""
     schema_name: _builtins.str
     """For TYPE_JSON_SCHEMA: the schema's name."""
     strict: _builtins.bool
     """For TYPE_JSON_SCHEMA: ask the provider to follow the schema strictly."""
+    json_schema_json: _builtins.str
+    """For TYPE_JSON_SCHEMA: the JSON schema as JSON text (see Tool.parameters_json).
+    Set `json_schema` or `json_schema_json`, not both.
+    """
     @_builtins.property
     def json_schema(self) -> _struct_pb2.Struct:
         """For TYPE_JSON_SCHEMA: the JSON schema."""
@@ -866,10 +878,11 @@ class ResponseFormat(_message.Message):
         schema_name: _builtins.str = ...,
         json_schema: _struct_pb2.Struct | None = ...,
         strict: _builtins.bool = ...,
+        json_schema_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema", "schema_name", b"schema_name", "strict", b"strict", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema", "json_schema_json", b"json_schema_json", "schema_name", b"schema_name", "strict", b"strict", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
