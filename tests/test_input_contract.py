@@ -13,6 +13,7 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import usage_pb2
 from switchboard_client import AsyncClient, InvalidArgumentError, user
 
+from service.agents.schema import SchemaCheck
 from tests.harness import serve_config
 from tests.provider_rigs import openai_rig
 
@@ -89,6 +90,8 @@ CASES: list[tuple[str, list[pb.Message], dict[str, Any], str]] = [
      "messages[0].content[0].image.url"),
     ("data URL not an image", [image(url="data:text/html,<b>")], {},
      "messages[0].content[0].image.url"),
+    ("inline data that is not an image", [image(data=b"<b>", media_type="text/html")], {},
+     "messages[0].content[0].image.media_type"),
     ("empty image data", [image(data=b"", media_type="image/png")], {},
      "messages[0].content[0].image.data"),
     ("tool schema not a schema", [user("hi")], {"tools": [tool(parameters={"type": "banana"})]},
@@ -106,6 +109,13 @@ CASES: list[tuple[str, list[pb.Message], dict[str, Any], str]] = [
     ("Infinity deep in a response schema", [user("hi")],
      {"parameters": schema_format({"type": "object", "maximum": [1, -math.inf]})},
      "parameters.response_format.json_schema.maximum[1]"),
+    ("a tool schema over 64 KiB", [user("hi")],
+     {"tools": [tool(parameters={"type": "object", "description": "d" * 70_000})]},
+     "tools[0].parameters"),
+    ("schemas over 256 KiB in all", [user("hi")],
+     {"tools": [tool(f"t{i}", {"type": "object", "description": "d" * 60_000}) for i in range(5)]},
+     "tools"),
+    ("more messages than the server takes", [user("hi")] * 1001, {}, "messages"),
     ("64 KB metadata key", [user("hi")], {"metadata": {"k" * 65536: "v"}}, "metadata"),
     ("64 KB metadata value", [user("hi")], {"metadata": {"k": "v" * 65536}}, "metadata[k]"),
     ("session id with a control character", [user("hi")], {"session_id": "a\x00b"},
@@ -212,3 +222,19 @@ async def test_integral_numbers_in_a_callers_schema_go_upstream_as_integers() ->
     assert type(sent["properties"]["score"]["maximum"]) is float
     fmt = body["response_format"]["json_schema"]["schema"]
     assert type(fmt["properties"]["tags"]["minItems"]) is int
+
+
+def test_a_schema_is_checked_once_and_remembered() -> None:
+    schemas = SchemaCheck(remember=2)
+    good = {"type": "object", "properties": {"a": {"type": "string"}}}
+    bad = {"type": "banana"}
+    assert schemas.unchecked([good, bad])
+    assert schemas.problem(good) is None
+    assert schemas.problem(bad) == (
+        "not a JSON schema: 'banana' is not valid under any of the given schemas (at /type)"
+    )
+    assert not schemas.unchecked([good, bad])
+    assert not schemas.unchecked([dict(reversed(good.items()))])  # the same schema
+    schemas.problem({"type": "string"})  # a third: the least recently used is forgotten
+    assert schemas.unchecked([good])
+    assert not schemas.unchecked([bad])

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 
 from service import context as call_context
 from service.agents.pipeline import Pipeline, Stateless
+from service.agents.schema import SchemaCheck
 from service.agents.spec import AgentSpec
-from service.agents.validate import validate
+from service.agents.validate import heavy, validate
 from service.config import Snapshot
 from service.deadline import Deadline
 from service.domain import (
@@ -31,6 +32,7 @@ from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
 from service.guards import GuardContext, GuardObserver, NoObserver, OutputGuard, guard_input
 from service.guards.check import merge_verdicts
+from service.offload import Offload
 from service.providers.base import ModelCall
 from service.routing.router import Router, Spent
 from service.routing.whole import total
@@ -83,10 +85,19 @@ class Runner:
         runtime: Callable[[], Runtime],
         pipeline: Pipeline | None = None,
         guard_observer: GuardObserver | None = None,
+        offload: Offload | None = None,
     ) -> None:
+        """``offload``: where CPU-heavy validation runs (shared with the servicer's heavy
+        conversions, so they take turns)."""
         self._runtime = runtime
         self._pipeline: Pipeline = pipeline or Stateless()
         self._guard_observer: GuardObserver = guard_observer or NoObserver()
+        self._schemas = SchemaCheck()  # verdicts on callers' JSON schemas, remembered
+        self.offload = offload or Offload()
+
+    def max_messages(self) -> int:
+        """The most messages one request may carry (``server.max_messages``)."""
+        return self._runtime().snapshot.server.max_messages
 
     def agent(self, name: str) -> AgentSpec:
         """The agent named ``name`` in the current config.
@@ -129,7 +140,12 @@ class Runner:
         runtime.calls.enter()
         try:
             agent = resolve(runtime.snapshot, request.agent)
-            validate(request, agent, runtime.snapshot.server)
+            server = runtime.snapshot.server
+            if heavy(request, self._schemas):
+                # Pure-Python work that grows with the input: off the loop (service.offload).
+                await self.offload.run(validate, request, agent, server, self._schemas)
+            else:
+                validate(request, agent, server, self._schemas)
             # Input guards first: what they let through (redacted) is what the session
             # stores, the cache keys on and the upstream sees.
             guards = self._guard_context(agent, request)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from service.agents.image_url import url_problem
-from service.agents.schema import schema_problem
+from service.agents.schema import SchemaCheck
 from service.agents.spec import AgentSpec
 from service.config.model import ServerConfig
 from service.context import request_id_problem
@@ -36,12 +38,15 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def validate(request: AgentRequest, agent: AgentSpec, server: ServerConfig) -> None:
-    """Raises InvalidArgument listing every violation, or returns."""
+def validate(
+    request: AgentRequest, agent: AgentSpec, server: ServerConfig, schemas: SchemaCheck
+) -> None:
+    """Raises InvalidArgument listing every violation, or returns. CPU-bound: see
+    :func:`heavy`."""
     violations: list[FieldViolation] = []
     violations += _messages(request, server)
-    violations += _parameters(request.parameters, agent)
-    violations += _tools(request, agent)
+    violations += _parameters(request.parameters, agent, schemas)
+    violations += _tools(request, agent, schemas)
     if request.request_id and (problem := request_id_problem(request.request_id)) is not None:
         violations.append(FieldViolation("request_id", problem))
     if request.session_id and (problem := session_id_problem(request.session_id)) is not None:
@@ -102,11 +107,23 @@ def _messages(request: AgentRequest, server: ServerConfig) -> list[FieldViolatio
     return out
 
 
+# The inline image types both Anthropic's Messages API and OpenAI's Chat Completions take.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
 def _images(message: Message, where: str) -> list[FieldViolation]:
     out = []
     for j, part in enumerate(message.content):
-        if isinstance(part, ImagePart) and part.url and (problem := url_problem(part.url)):
+        if not isinstance(part, ImagePart):
+            continue
+        if part.url and (problem := url_problem(part.url)):
             out.append(FieldViolation(f"{where}.content[{j}].image.url", problem))
+        if part.data and part.media_type and part.media_type not in IMAGE_TYPES:
+            out.append(
+                FieldViolation(
+                    f"{where}.content[{j}].image.media_type", f"one of {', '.join(IMAGE_TYPES)}"
+                )
+            )
     return out
 
 
@@ -149,7 +166,28 @@ def _metadata(request: AgentRequest) -> list[FieldViolation]:
     return out
 
 
-def _parameters(parameters: Parameters, agent: AgentSpec) -> list[FieldViolation]:
+def schemas_of(request: AgentRequest) -> list[Mapping[str, Any]]:
+    """The JSON schemas a request brings (its tools', its response format's)."""
+    out = [t.parameters for t in request.tools if t.parameters]
+    fmt = request.parameters.response_format
+    if fmt is not None and fmt.json_schema:
+        out.append(fmt.json_schema)
+    return out
+
+
+HEAVY_ITEMS = 2000
+
+
+def heavy(request: AgentRequest, schemas: SchemaCheck) -> bool:
+    """Whether validating ``request`` may take long enough to stall the event loop: a schema
+    not checked before (``check_schema`` is pure Python), or thousands of parts."""
+    items = len(request.messages) + sum(len(m.content) for m in request.messages)
+    return items > HEAVY_ITEMS or schemas.unchecked(schemas_of(request))
+
+
+def _parameters(
+    parameters: Parameters, agent: AgentSpec, schemas: SchemaCheck
+) -> list[FieldViolation]:
     out = []
     for name in parameters.set_fields():
         if name not in agent.overridable_parameters:
@@ -179,7 +217,7 @@ def _parameters(parameters: Parameters, agent: AgentSpec) -> list[FieldViolation
                     "parameters.response_format.json_schema", "required for TYPE_JSON_SCHEMA"
                 )
             )
-        elif (problem := schema_problem(fmt.json_schema)) is not None:
+        elif (problem := schemas.problem(fmt.json_schema)) is not None:
             out.append(FieldViolation("parameters.response_format.json_schema", problem))
         if not fmt.schema_name:
             out.append(
@@ -197,7 +235,7 @@ def _parameters(parameters: Parameters, agent: AgentSpec) -> list[FieldViolation
     return out
 
 
-def _tools(request: AgentRequest, agent: AgentSpec) -> list[FieldViolation]:
+def _tools(request: AgentRequest, agent: AgentSpec, schemas: SchemaCheck) -> list[FieldViolation]:
     if not request.tools:
         return []
     if not agent.accepts_caller_tools:
@@ -219,6 +257,6 @@ def _tools(request: AgentRequest, agent: AgentSpec) -> list[FieldViolation]:
                         f"tools[{i}].parameters", "the arguments' schema must be of type object"
                     )
                 )
-            elif (problem := schema_problem(tool.parameters)) is not None:
+            elif (problem := schemas.problem(tool.parameters)) is not None:
                 out.append(FieldViolation(f"tools[{i}].parameters", problem))
     return out

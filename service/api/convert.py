@@ -48,6 +48,13 @@ _ROLES = {
     pb.ROLE_TOOL: Role.TOOL,
 }
 _ROLES_OUT = {v: k for k, v in _ROLES.items()}
+# Callers' JSON schemas (a tool's parameters, a response format): each, and all of them in
+# one request, at most this many bytes as protobuf. Real tool schemas are a few KiB; OpenAI's
+# structured outputs cap a schema's names and enum values at 120,000 characters in all.
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMAS_BYTES = 256 * 1024
+# A body bigger than this is converted in a worker thread (see the servicer).
+BIG_BODY_BYTES = 64 * 1024
 _FORMATS = {
     pb.ResponseFormat.TYPE_TEXT: ResponseFormatType.TEXT,
     pb.ResponseFormat.TYPE_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
@@ -63,15 +70,26 @@ _FINISH = {
 }
 
 
-def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str) -> AgentRequest:
-    """The domain request; ``request_id`` is used when the caller sent none.
+def request_from_proto(
+    msg: pb.InvokeRequest | pb.StreamRequest, request_id: str, *, max_messages: int | None = None
+) -> AgentRequest:
+    """The domain request; ``request_id`` is used when the caller sent none. CPU-bound in
+    the body's size (call it off the event loop for a big body: :data:`BIG_BODY_BYTES`).
 
     Raises:
-        InvalidArgument: naming every structurally bad field.
+        InvalidArgument: naming every structurally bad field; more than ``max_messages``
+            messages, or a JSON schema over :data:`MAX_SCHEMA_BYTES` (or all of them over
+            :data:`MAX_SCHEMAS_BYTES`), is refused before any of it is converted.
     """
     violations: list[FieldViolation] = []
     if not msg.agent:
         violations.append(FieldViolation("agent", "the agent name is required"))
+    if max_messages is not None and len(msg.messages) > max_messages:
+        count = len(msg.messages)
+        raise InvalidArgument.field(
+            "messages", f"{count} messages is over the limit of {max_messages}"
+        )
+    _schema_sizes(msg)
     messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(msg.messages))
     tools = tuple(_tool(t, f"tools[{i}]", violations) for i, t in enumerate(msg.tools))
     parameters = _parameters(msg.parameters, violations) if msg.HasField("parameters") else None
@@ -92,6 +110,33 @@ def request_from_proto(msg: pb.InvokeRequest | pb.StreamRequest, request_id: str
         tools=tools,
         cache=msg.cache if msg.HasField("cache") else None,
     )
+
+
+def _schema_sizes(msg: pb.InvokeRequest | pb.StreamRequest) -> None:
+    """Refuse schemas too big to check cheaply (``check_schema`` is pure Python: about 5 ms
+    a KiB), before converting any of them."""
+    sizes = {
+        f"tools[{i}].parameters": t.parameters.ByteSize()
+        for i, t in enumerate(msg.tools)
+        if t.HasField("parameters")
+    }
+    fmt = msg.parameters.response_format
+    if fmt.HasField("json_schema"):
+        sizes["parameters.response_format.json_schema"] = fmt.json_schema.ByteSize()
+    violations = [
+        FieldViolation(where, f"a JSON schema of at most {MAX_SCHEMA_BYTES} bytes, not {size}")
+        for where, size in sizes.items()
+        if size > MAX_SCHEMA_BYTES
+    ]
+    if not violations and (total := sum(sizes.values())) > MAX_SCHEMAS_BYTES:
+        violations.append(
+            FieldViolation(
+                "tools", f"JSON schemas of at most {MAX_SCHEMAS_BYTES} bytes in all, not {total}"
+            )
+        )
+    if violations:
+        first = violations[0]
+        raise InvalidArgument(f"{first.field}: {first.description}", violations)
 
 
 def _message(msg: pb.Message, where: str, violations: list[FieldViolation]) -> Message:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from service.api import convert, paging
 from service.api.admission import Admission
 from service.api.errors import abort
 from service.deadline import Deadline
+from service.domain import AgentRequest
 from service.errors import InvalidArgument, SwitchboardError
 from service.idempotency import Idempotency, idempotency_key
 
@@ -51,7 +53,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:  # noqa: N802
         try:
             with self._admission.admit():
-                agent_request = convert.request_from_proto(request, self._request_id())
+                agent_request = await self._convert(request)
                 deadline = deadline_of(context, self._runner.default_deadline_s())
                 if self._idempotency is None or not request.request_id:
                     response = await self._runner.invoke(agent_request, deadline)
@@ -79,7 +81,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.StreamResponse]:
         try:
             with self._admission.admit():
-                agent_request = convert.request_from_proto(request, self._request_id())
+                agent_request = await self._convert(request)
                 deadline = deadline_of(context, self._runner.default_deadline_s())
                 async with aclosing(self._runner.stream(agent_request, deadline)) as events:
                     async for event in events:
@@ -114,6 +116,20 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             await abort(context, exc)
             raise
         return pb.GetAgentResponse(agent=convert.agent_to_proto(agent))
+
+    async def _convert(self, request: pb.InvokeRequest | pb.StreamRequest) -> AgentRequest:
+        """The domain request. A big body is converted in a worker thread: the conversion is
+        Python work that grows with the body, and on the event loop it would stall every
+        other call and the health probes."""
+        convert_it = functools.partial(
+            convert.request_from_proto,
+            request,
+            self._request_id(),
+            max_messages=self._runner.max_messages(),
+        )
+        if request.ByteSize() > convert.BIG_BODY_BYTES:
+            return await self._runner.offload.run(convert_it)
+        return convert_it()
 
     @staticmethod
     def _request_id() -> str:

@@ -18,6 +18,7 @@ streamed word by word (a word is one output token) after ``ttft_s``, at ``tokens
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import re
@@ -100,8 +101,10 @@ _FAULTS: dict[str, tuple[int, Fault]] = {
 
 
 def count_tokens(text: str) -> int:
-    """The mock's tokenizer: one token per whitespace-separated word."""
-    return len(_WORD.findall(text))
+    """The mock's tokenizer: one token per whitespace-separated word. (``str.split`` runs in
+    C, several times faster than a regex over the text: a 3 MB prompt is counted in tens of
+    milliseconds, not hundreds, on the event loop.)"""
+    return len(text.split())
 
 
 class MockProvider:
@@ -238,10 +241,12 @@ class MockProvider:
             if cut >= 0:
                 text = text[:cut]
         limit = call.parameters.max_tokens
-        words = _WORD.findall(text)
-        if limit is not None and len(words) > limit:
-            text = "".join(words[:limit])
-            reason = FinishReason.LENGTH
+        if limit is not None:
+            # Only as many words as the limit lets out: the work is bounded by the answer.
+            words = list(itertools.islice(_WORD.finditer(text), limit + 1))
+            if len(words) > limit:
+                text = "".join(w.group() for w in words[:limit])
+                reason = FinishReason.LENGTH
         return text, reason
 
     async def aclose(self) -> None:
