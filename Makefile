@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 PROTOS := $(shell find proto -name '*.proto')
+# descriptors.binpb: the contract with its comments, for server reflection (service/api/reflection.py).
 PROTOC = $(PY) -m grpc_tools.protoc -Iproto --python_out=$(1) --grpc_python_out=$(1) \
-	--mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
+	--mypy_out=$(1) --mypy_grpc_out=$(1) --include_source_info \
+	--descriptor_set_out=$(1)/switchboard/v1/descriptors.binpb $(PROTOS)
 
 .PHONY: run test lint typecheck proto proto-check bench lock clean
 
@@ -43,7 +45,7 @@ proto: $(STAMP)
 
 ## Fail when generated/ is not what proto/ generates.
 proto-check: $(STAMP)
-	rm -rf $(VENV)/proto-check && mkdir -p $(VENV)/proto-check
+	rm -rf $(VENV)/proto-check && mkdir -p $(VENV)/proto-check/switchboard/v1
 	$(call PROTOC,$(VENV)/proto-check)
 	diff -r -x __init__.py -x __pycache__ $(VENV)/proto-check/switchboard generated/switchboard
 

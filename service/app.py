@@ -17,7 +17,6 @@ from typing import cast
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 from switchboard.v1 import (
     agent_pb2,
@@ -30,6 +29,7 @@ from switchboard.v1 import (
 
 from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
+from service.api import reflection
 from service.api.admission import Admission
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
@@ -206,15 +206,8 @@ class App:
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
-            reflection.enable_server_reflection(
-                (
-                    AGENT_SERVICE,
-                    SESSION_SERVICE,
-                    USAGE_SERVICE,
-                    HEALTH_SERVICE,
-                    reflection.SERVICE_NAME,
-                ),
-                server,
+            reflection.enable(
+                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, HEALTH_SERVICE), server
             )
         return server
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,8 @@ from switchboard_client import AsyncClient, ResourceExhaustedError, UnavailableE
 from service.config.chain_model import LimitsConfig, RateLimitsConfig, RedisLimiterConfig
 from service.errors import ResourceExhausted, Unavailable
 from service.ratelimit import MemoryBackend, RateLimiter
-from service.ratelimit.base import NEVER, Backend, Rate, Slot
+from service.ratelimit.base import NEVER, Backend, BackendError, Decision, Rate, Slot
+from service.ratelimit.limiter import DOWN_AFTER_FAILURES
 from service.ratelimit.redis_backend import RedisBackend
 from tests.chain_helpers import auth_config, make_keys
 from tests.harness import serve_config
@@ -222,14 +223,14 @@ async def test_redis_down_fails_open_or_closed_and_says_so(on_error: str) -> Non
         on_backend_error=lambda: errors.append(1),
     )
     try:
-        for _ in range(3):
+        for _ in range(5):
             if on_error == "open":
                 assert await lim.acquire("acme", "", 1, stream=False, lease_s=1) is None
             else:
                 with pytest.raises(Unavailable, match="rate limiter unavailable"):
                     await lim.acquire("acme", "", 1, stream=False, lease_s=1)
-        # One failure, then the backend is left alone for retry_after_error_s.
-        assert errors == [1]
+        # Three failures in a row mark it down; then calls no longer wait on it.
+        assert errors == [1] * DOWN_AFTER_FAILURES
         assert states == [False]
     finally:
         await lim.aclose()
@@ -333,8 +334,54 @@ agents:
         health = health_pb2_grpc.HealthStub(served.channel)
         request = health_pb2.HealthCheckRequest(service="switchboard.ratelimit")
         assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
-        with pytest.raises(UnavailableError, match="rate limiter unavailable"):
-            await served.client.invoke("echo", "hi")
+        for _ in range(DOWN_AFTER_FAILURES + 1):
+            with pytest.raises(UnavailableError, match="rate limiter unavailable"):
+                await served.client.invoke("echo", "hi")
         assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert served.app.metrics.ratelimit_backend_up._value.get() == 0
-        assert served.app.metrics.ratelimit_backend_errors._value.get() == 1
+        # Down after three failures in a row; the fourth call did not wait on Redis.
+        assert served.app.metrics.ratelimit_backend_errors._value.get() == DOWN_AFTER_FAILURES
+
+
+class FlakyBackend(MemoryBackend):
+    """A memory backend whose next ``fail`` acquires raise BackendError (a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeClock())
+        self.fail = 0
+        self.asked = 0
+
+    async def acquire(
+        self, rates: Sequence[Rate], slots: Sequence[Slot], lease_id: str, lease_s: float
+    ) -> Decision:
+        self.asked += 1
+        if self.fail:
+            self.fail -= 1
+            raise BackendError("redis: TimeoutError")
+        return await super().acquire(rates, slots, lease_id, lease_s)
+
+
+async def test_one_failed_command_does_not_let_the_next_calls_through_uncounted() -> None:
+    # Issue 12 §6: one Redis timeout during a burst used to pause the limiter, and with
+    # on_error open every call in the pause went through uncounted (up to 3x the limit).
+    config = RateLimitsConfig(
+        backend="redis",
+        redis=RedisLimiterConfig(on_error="open"),
+        tenant=LimitsConfig(requests_per_min=3),
+    )
+    states: list[bool] = []
+
+    async def on_state(up: bool) -> None:
+        states.append(up)
+
+    backend = FlakyBackend()
+    lim = RateLimiter(config, backend, on_state=on_state)
+    backend.fail = 1
+    assert await lim.acquire("acme", "", 1, stream=False, lease_s=1) is None  # let through
+    for _ in range(3):
+        await lim.acquire("acme", "", 1, stream=False, lease_s=1)
+    with pytest.raises(ResourceExhausted):  # the fifth call is decided, exactly
+        await lim.acquire("acme", "", 1, stream=False, lease_s=1)
+    assert backend.asked == 5
+    assert states == []  # health never flipped
+    await lim.aclose()

@@ -80,6 +80,12 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
      "tools[0].parameters"),
     ("response schema not JSON", {"parameters": json_format("{")},
      "parameters.response_format.json_schema_json"),
+    # The size limits hold for the JSON text form too (checked before it is parsed).
+    ("a 65 KiB schema as text", {"tools": [pb.Tool(name="t1", parameters_json=json.dumps(
+        {"type": "object", "description": "x" * 66_000}))]}, "tools[0].parameters_json"),
+    ("a 65 KiB response schema as text", {"parameters": json_format(json.dumps(
+        {"type": "object", "description": "x" * 66_000}))},
+     "parameters.response_format.json_schema_json"),
 ]  # fmt: skip
 
 

@@ -120,9 +120,17 @@ def _schema_sizes(msg: pb.InvokeRequest | pb.StreamRequest) -> None:
         for i, t in enumerate(msg.tools)
         if t.HasField("parameters")
     }
+    # A schema sent as JSON text counts by its UTF-8 length (it is parsed, then checked alike).
+    sizes.update(
+        (f"tools[{i}].parameters_json", len(t.parameters_json.encode()))
+        for i, t in enumerate(msg.tools)
+        if t.parameters_json
+    )
     fmt = msg.parameters.response_format
     if fmt.HasField("json_schema"):
         sizes["parameters.response_format.json_schema"] = fmt.json_schema.ByteSize()
+    if fmt.json_schema_json:
+        sizes["parameters.response_format.json_schema_json"] = len(fmt.json_schema_json.encode())
     violations = [
         FieldViolation(where, f"a JSON schema of at most {MAX_SCHEMA_BYTES} bytes, not {size}")
         for where, size in sizes.items()

@@ -83,6 +83,10 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # Accepted connections inherit it (Linux). Without it, uvicorn's two writes (the
+        # head, then the body) meet Nagle's algorithm and the client's delayed ACK: every
+        # small answer waited ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(1024)
         sock.setblocking(False)

@@ -4,7 +4,8 @@ Tokens are estimated before the call (request text, ~4 characters a token) and r
 with the real usage after it. Limits come from config: ``tenant`` and ``key`` defaults,
 overridden per tenant name and per key id. When the backend fails, ``on_error`` decides:
 ``open`` lets calls through, ``closed`` refuses them (UNAVAILABLE); either way the failure is
-logged, counted, and reported through ``on_state`` (health). While the backend is down, calls
+logged and counted; after DOWN_AFTER_FAILURES failures in a row the backend is down, which
+``on_state`` reports (health). While the backend is down, calls
 do not wait on it: a probe owned by the limiter pings it every ``retry_after_error_s`` and
 the limiter is back (exact decisions, health SERVING) as soon as one ping answers. A single
 failed command is not an outage: the Redis client retries a dropped connection on a fresh one
@@ -25,6 +26,9 @@ from service.errors import QuotaViolation, Reason, ResourceExhausted, Unavailabl
 from service.ratelimit.base import NEVER, Backend, BackendError, Rate, Slot
 
 log = logging.getLogger(__name__)
+
+DOWN_AFTER_FAILURES = 3
+"""Failed backend commands in a row that mark the backend down."""
 
 REQUESTS = "requests_per_min"
 TOKENS = "tokens_per_min"
@@ -93,6 +97,7 @@ class RateLimiter:
         self._fail_open = config.backend == "memory" or config.redis.on_error == "open"
         self._probe_s = config.redis.retry_after_error_s
         self._down = False
+        self._failures = 0  # in a row, across calls
         self._probe: asyncio.Task[None] | None = None
         self._plans: dict[tuple[str, str], _Plan] = {}
         self.active = _any_limit(config)
@@ -139,6 +144,7 @@ class RateLimiter:
         except BackendError as exc:
             await self._failed(exc)
             return self._backend_down()
+        self._failures = 0
         if decision.refused is not None:
             limits: list[Rate | Slot] = [*rates, *slots]
             limit = limits[decision.refused]
@@ -202,8 +208,13 @@ class RateLimiter:
         )
 
     async def _failed(self, exc: BackendError) -> None:
+        """Count a failed command. One failure (a timeout on a busy moment) costs only its
+        own call the ``on_error`` answer; DOWN_AFTER_FAILURES in a row, with no success
+        between them, mark the backend down (calls stop waiting on it, health
+        NOT_SERVING, the probe starts)."""
         self._on_backend_error()
-        if self._down:
+        self._failures += 1
+        if self._down or self._failures < DOWN_AFTER_FAILURES:
             return
         self._down = True
         log.warning(
@@ -226,6 +237,7 @@ class RateLimiter:
             except BackendError:
                 continue
             self._down = False
+            self._failures = 0
             log.warning("rate-limit backend answers again")
             if self._on_state is not None:
                 await self._on_state(True)

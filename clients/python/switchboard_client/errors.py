@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from switchboard_client import rpc
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,23 +97,18 @@ def from_rpc_error(error: grpc.RpcError) -> SwitchboardError:
     message: str = error.details() or ""
     violations: list[Violation] = []
     retry_after: float | None = None
-    info = error_details_pb2.ErrorInfo()
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations += [Violation(v.field, v.description) for v in bad.field_violations]
-        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
-            quota = error_details_pb2.QuotaFailure()
-            detail.Unpack(quota)
-            violations += [Violation(v.subject, v.description) for v in quota.violations]
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            delay = error_details_pb2.RetryInfo()
-            detail.Unpack(delay)
-            retry_after = delay.retry_delay.seconds + delay.retry_delay.nanos / 1e9
+    info = rpc.ErrorInfo()
+    trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for detail in rpc.details(trailers):
+        if isinstance(detail, rpc.ErrorInfo):
+            info = detail
+        elif isinstance(detail, rpc.BadRequest):
+            violations += [Violation(v.field, v.description) for v in detail.field_violations]
+        elif isinstance(detail, rpc.QuotaFailure):
+            violations += [Violation(v.subject, v.description) for v in detail.violations]
+        elif isinstance(detail, rpc.RetryInfo):
+            delay = detail.retry_delay
+            retry_after = delay.seconds + delay.nanos / 1e9
     request_id = info.metadata.get("request_id", "") or _trailer(error, "x-request-id")
     kind = _BY_CODE.get(code, SwitchboardError)
     return kind(
