@@ -37,6 +37,11 @@ class HttpListener:
         self._task: asyncio.Task[None] | None = None
         self.port = 0
 
+    @property
+    def app(self) -> Handler:
+        """The ASGI app it serves (bench/asgi_servers.py serves it with another server)."""
+        return self._app
+
     async def start(self, host: str, port: int, *, grace_s: float) -> int:
         """Bind ``host:port`` (0: a free port) and serve; returns the bound port.
 
