@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import cast
 
 import grpc
+import httpx2
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
@@ -129,10 +130,13 @@ class App:
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
+        # External guards' HTTP client: one pool for every call and reload, closed on stop.
+        self.guard_http = httpx2.AsyncClient(follow_redirects=False)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
             guard_observer=GuardMetrics(self.metrics.registry),
+            http=self.guard_http,
         )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
@@ -373,6 +377,7 @@ class App:
         if self._close_storage is not None:
             self._close_storage()
         await self.limiter.aclose()
+        await self.guard_http.aclose()
         await self.stores.aclose()
         self.metrics.close()
         if self._owns_tracer_provider:

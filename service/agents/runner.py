@@ -85,13 +85,17 @@ class Runner:
         runtime: Callable[[], Runtime],
         pipeline: Pipeline | None = None,
         guard_observer: GuardObserver | None = None,
+        http: object = None,
         offload: Offload | None = None,
     ) -> None:
-        """``offload``: where CPU-heavy validation runs (shared with the servicer's heavy
-        conversions, so they take turns)."""
+        """``guard_observer`` records the guards' verdicts and times; ``http`` (an
+        ``httpx2.AsyncClient``, owned by the caller) serves external guards. ``offload``:
+        where CPU-heavy validation runs (shared with the servicer's heavy conversions, so
+        they take turns)."""
         self._runtime = runtime
         self._pipeline: Pipeline = pipeline or Stateless()
         self._guard_observer: GuardObserver = guard_observer or NoObserver()
+        self._http = http
         self._schemas = SchemaCheck()  # verdicts on callers' JSON schemas, remembered
         self.offload = offload or Offload()
 
@@ -148,7 +152,7 @@ class Runner:
                 validate(request, agent, server, self._schemas)
             # Input guards first: what they let through (redacted) is what the session
             # stores, the cache keys on and the upstream sees.
-            guards = self._guard_context(agent, request)
+            guards = self._guard_context(agent, request, deadline)
             request, verdicts = await guard_input(agent.guards, request, guards)
             route = functools.partial(
                 self._route,
@@ -217,9 +221,13 @@ class Runner:
             target=target.name
         )
 
-    def _guard_context(self, agent: AgentSpec, request: AgentRequest) -> GuardContext:
+    def _guard_context(
+        self, agent: AgentSpec, request: AgentRequest, deadline: Deadline
+    ) -> GuardContext:
         parameters = agent.parameters.overridden_by(request.parameters)
-        return GuardContext(agent.name, self._guard_observer, parameters.response_format)
+        return GuardContext(
+            agent.name, self._guard_observer, parameters.response_format, self._http, deadline
+        )
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
         """The stream's events folded into one response. Raises as ``stream`` does."""

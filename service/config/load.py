@@ -20,6 +20,7 @@ from service.agents.spec import AgentSpec, CachePolicy, MemoryPolicy
 from service.auth.policy import AuthPolicy, build_auth, keys_path
 from service.config.base import SecretRef
 from service.config.chain_model import ObservabilityConfig, RateLimitsConfig
+from service.config.guards_model import ExternalGuardConfig, GuardConfig
 from service.config.model import (
     AgentConfig,
     Config,
@@ -32,7 +33,8 @@ from service.config.model import (
 )
 from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
-from service.guards import Guard, agent_guards, compile_guards
+from service.guards import Action, Guard, agent_guards, compile_guards
+from service.guards.external import ExternalJudge
 from service.providers.base import TargetSpec
 from service.routing.config import resilience_spec, route_names, route_policy
 from service.routing.policy import ResilienceSpec
@@ -139,7 +141,9 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         name: _target(name, target, source, environ) for name, target in config.targets.items()
     }
     try:
-        guards = compile_guards(config.guards)
+        guards = compile_guards(
+            config.guards, external=lambda name, guard: _external(name, guard, source, environ)
+        )
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     agents = {
@@ -170,6 +174,14 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
     )
 
 
+def _external(name: str, guard: GuardConfig, source: str, environ: Mapping[str, str]) -> Guard:
+    assert isinstance(guard, ExternalGuardConfig)
+    key = guard.api_key
+    secret = _secret(key, f"{source}: guards.{name}.api_key", environ) if key else None
+    judge = ExternalJudge(name, guard.url, guard.timeout_s, guard.fail_mode == "open", secret)
+    return Guard(name, guard.kind, Action.BLOCK, judge=judge)
+
+
 def _prices(config: Config, targets: Mapping[str, TargetSpec], source: str) -> PriceTable:
     """Every target's price from genai-prices' bundled data and ``pricing:``.
 
@@ -185,6 +197,11 @@ def _prices(config: Config, targets: Mapping[str, TargetSpec], source: str) -> P
 def referenced_files(config: Config, source: str) -> tuple[str, ...]:
     """The files a config reads besides itself: secret files and the API keys file."""
     files = [t.api_key.file for t in config.targets.values() if t.api_key and t.api_key.file]
+    files += [
+        g.api_key.file
+        for g in config.guards.values()
+        if isinstance(g, ExternalGuardConfig) and g.api_key and g.api_key.file
+    ]
     keys = keys_path(config.auth, Path(source).parent)
     if keys is not None:
         files.append(str(keys))

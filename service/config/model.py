@@ -14,6 +14,7 @@ from service.config.chain_model import (
     RateLimitsConfig,
     is_loopback,
 )
+from service.config.guards_model import AgentGuardsConfig, GuardConfig, check_references
 from service.config.state_model import (
     BudgetConfig,
     CacheConfig,
@@ -21,7 +22,6 @@ from service.config.state_model import (
     PriceConfig,
     StateConfig,
 )
-from service.guards.config import AgentGuardsConfig, GuardConfig, check_references
 from service.routing.config import ResilienceConfig, Route, route_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

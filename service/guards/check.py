@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.deadline import Deadline
 from service.domain import GuardVerdict, ResponseFormat
 from service.guards.base import Action, Finding, SpanMatcher, Stage
 from service.guards.length import LengthLimit
@@ -42,6 +43,7 @@ class GuardContext:
     observer: GuardObserver = field(default_factory=NoObserver)
     response_format: ResponseFormat | None = None
     http: Any = None  # an httpx2.AsyncClient, for external guards
+    deadline: Deadline | None = None  # the call's: external guards give up by then
 
 
 @dataclass(frozen=True, slots=True)

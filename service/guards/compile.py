@@ -17,7 +17,7 @@ from service.guards.secrets import SecretsMatcher
 from service.guards.terms import TermsMatcher
 
 if TYPE_CHECKING:  # the config imports the matchers' categories: no cycle at run time
-    from service.guards.config import AgentGuardsConfig, GuardConfig
+    from service.config.guards_model import AgentGuardsConfig, GuardConfig
 
 
 @dataclass(frozen=True, slots=True)

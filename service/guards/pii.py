@@ -19,6 +19,7 @@ when only pattern recognizers are wanted, and its checksums come from the same r
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -38,16 +39,25 @@ US_SSN = "us_ssn"
 IP_ADDRESS = "ip_address"
 CATEGORIES = (EMAIL, PHONE, PAYMENT_CARD, IBAN, US_SSN, IP_ADDRESS)
 
-_EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
-    r"\.[A-Za-z]{2,24}(?![\w-])"
-)
-_PHONE = re.compile(r"(?<![\w+.-])\+?\(?\d[\d ().-]{5,20}\d(?![\w-])")
-_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
-_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?!\w)")
-_SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\w)")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+# No pattern starts with a lookbehind (it would make re try every position in Python's
+# slow path): what may not precede a match is checked on the match (``_NOT_AFTER``).
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+_EMAIL_DOMAIN = re.compile(r"[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?![\w-])")
+_PHONE = re.compile(r"\+?\(?\d[\d ().-]{5,20}\d(?![\w-])")
+_CARD = re.compile(r"\d(?:[ -]?\d){12,18}(?![\w-])")
+_IBAN = re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?!\w)")
+_SSN = re.compile(r"\d{3}-\d{2}-\d{4}(?![\w-])")
+_IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\w)")
+_IPV6 = re.compile(r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_WORD = "_" + "".join(sorted(_EMAIL_LOCAL - set("._%+-")))
+_NOT_AFTER = {
+    _PHONE: _WORD + "+.-",
+    _CARD: _WORD + "-",
+    _IBAN: _WORD,
+    _SSN: _WORD + "-",
+    _IPV4: _WORD + ".",
+    _IPV6: _WORD + ":",
+}
 
 # For each shape, the characters a match in progress at the end of a streamed text may
 # contain, and those it cannot begin with: the held window is the longest such run.
@@ -70,8 +80,8 @@ class PiiMatcher:
     def __init__(self, categories: Iterable[str], phone_regions: Iterable[str]) -> None:
         self._regions = tuple(r.upper() for r in phone_regions)
         wanted = set(categories)
+        self._email = EMAIL in wanted
         checks: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
-            (EMAIL, _EMAIL, lambda _: True),
             (IBAN, _IBAN, _is_iban),
             (PAYMENT_CARD, _CARD, _is_card),
             (US_SSN, _SSN, ssn.is_valid),
@@ -82,21 +92,22 @@ class PiiMatcher:
         self._checks = tuple(c for c in checks if c[0] in wanted)
 
     def find(self, text: Normalized, raw: str) -> list[Finding]:
-        found: list[Finding] = []
         s = text.text
+        found = _emails(s) if self._email else []
+        digits = _has_digit(s)
         for category, pattern, valid in self._checks:
-            if category in (PHONE, PAYMENT_CARD, US_SSN, IP_ADDRESS) and not _has_digit(s):
-                continue
-            if category == EMAIL and "@" not in s:
+            if not digits or (pattern is _IPV6 and s.count(":") < 2):
                 continue
             trims = category in _TRIMMED
+            not_after = _NOT_AFTER[pattern]
             for match in pattern.finditer(s):
                 start = match.start()
+                if (start and s[start - 1] in not_after) or _inside(found, start, match.end()):
+                    continue
                 for candidate in _prefixes(match.group()) if trims else (match.group(),):
                     end = start + len(candidate)
                     if valid(candidate):
-                        if not _inside(found, start, end):
-                            found.append(Finding(start, end, category, placeholder(category)))
+                        found.append(Finding(start, end, category, placeholder(category)))
                         break
         return found
 
@@ -104,18 +115,25 @@ class PiiMatcher:
         return max(tail_run(text, chars, _WINDOW, starts) for chars, starts in _TAILS)
 
     def _is_phone(self, candidate: str) -> bool:
-        digits = sum(c.isdigit() for c in candidate)
-        if digits < 7 or digits > 15:
-            return False
-        regions: tuple[str | None, ...] = (None,) if candidate.startswith("+") else self._regions
-        for region in regions:
-            try:
-                number = phonenumbers.parse(candidate, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(number):
-                return True
+        return _is_phone(candidate, self._regions)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_phone(candidate: str, regions: tuple[str, ...]) -> bool:
+    """libphonenumber's validity (its cost dominates the guard; a stream re-checks the
+    number it holds after every delta, so answers are remembered)."""
+    digits = sum(c.isdigit() for c in candidate)
+    if digits < 7 or digits > 15:
         return False
+    hints: tuple[str | None, ...] = (None,) if candidate.startswith("+") else regions
+    for region in hints:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
 
 
 _TRIMMED = frozenset((PHONE, PAYMENT_CARD, IBAN))
@@ -128,6 +146,23 @@ def _prefixes(candidate: str) -> Iterable[str]:
     for i in range(len(candidate) - 1, 0, -1):
         if candidate[i] in " -.)" and candidate[i - 1].isalnum():
             yield candidate[:i]
+
+
+def _emails(s: str) -> list[Finding]:
+    """Addresses, found from each ``@`` outwards (no scan of every position)."""
+    found: list[Finding] = []
+    at = s.find("@")
+    while at >= 0:
+        start = at
+        while start > 0 and at - start < 64 and s[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        domain = _EMAIL_DOMAIN.match(s, at + 1)
+        if start < at and domain is not None and (start == 0 or s[start - 1] not in _EMAIL_LOCAL):
+            found.append(Finding(start, domain.end(), EMAIL, placeholder(EMAIL)))
+            at = s.find("@", domain.end())
+        else:
+            at = s.find("@", at + 1)
+    return found
 
 
 def _has_digit(text: str) -> bool:

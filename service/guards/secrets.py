@@ -24,12 +24,12 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*)"
         ),
     ),
-    ("anthropic_key", re.compile(r"(?<![\w-])sk-ant-[A-Za-z0-9_-]{20,}")),
+    ("anthropic_key", re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}")),
     (
         "openai_key",
-        re.compile(r"(?<![\w-])sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+        re.compile(r"sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
     ),
-    ("aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])")),
+    ("aws_access_key", re.compile(r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])")),
     (
         "aws_secret_key",
         re.compile(
@@ -38,18 +38,32 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "github_token",
-        re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"),
+        re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"),
     ),
     (
         "slack_token",
         re.compile(
-            r"(?<![\w])xox[abposr]-[A-Za-z0-9-]{10,250}"
+            r"xox[abposr]-[A-Za-z0-9-]{10,250}"
             r"|https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{10,200}"
         ),
     ),
-    ("jwt", re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    ("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
 )
 CATEGORIES = tuple(name for name, _ in _PATTERNS)
+_WORD = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+# Per category: literals one of which a match must contain (a cheap test before the
+# pattern runs), and what may not precede a match (checked on it: a leading lookbehind would
+# make re try every position on its slow path).
+_GATES: dict[str, tuple[tuple[str, ...], str]] = {
+    "private_key": (("PRIVATE KEY",), ""),
+    "anthropic_key": (("sk-ant-",), _WORD + "-"),
+    "openai_key": (("sk-",), _WORD + "-"),
+    "aws_access_key": (("AKIA", "ASIA", "ABIA", "ACCA"), _WORD),
+    "aws_secret_key": (("aws_secret_access_key",), ""),
+    "github_token": (("gh", "github_pat_"), _WORD),
+    "slack_token": (("xox", "hooks.slack.com"), _WORD),
+    "jwt": (("eyJ",), _WORD + "-"),
+}
 _TAIL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./+=:'\""
 _NOT_FIRST = "./+=:'\""
 _WINDOW = 300
@@ -65,9 +79,19 @@ class SecretsMatcher:
     def find(self, text: Normalized, raw: str) -> list[Finding]:
         found: list[Finding] = []
         s = text.text
+        lowered = ""
         for category, pattern in _PATTERNS:
+            literals, not_after = _GATES[category]
+            if category == "aws_secret_key":
+                lowered = lowered or s.lower()
+                if literals[0] not in lowered:
+                    continue
+            elif not any(literal in s for literal in literals):
+                continue
             for match in pattern.finditer(s):
                 start, end = match.span()
+                if start and s[start - 1] in not_after:
+                    continue
                 if not any(f.start < end and start < f.end for f in found):
                     found.append(Finding(start, end, category, placeholder(category)))
         return found

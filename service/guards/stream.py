@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 
 from service.domain import (
     Event,
@@ -216,9 +217,7 @@ class OutputGuard:
 
     def _quiet(self) -> GuardContext:
         """The context with verdicts unreported (they are reported once, at the end)."""
-        return GuardContext(
-            self._ctx.agent, _LatencyOnly(self._ctx), self._ctx.response_format, self._ctx.http
-        )
+        return replace(self._ctx, observer=_LatencyOnly(self._ctx))
 
     async def _check_calls(
         self, calls: dict[int, list[str]]

@@ -32,6 +32,7 @@ class CallRecord:
         "code",
         "duration_s",
         "first_token_s",
+        "guards",
         "input_tokens",
         "key_id",
         "method",
@@ -57,11 +58,13 @@ class CallRecord:
         self.tenant = ""
         self.key_id = ""
         self.reason = ""  # the ErrorInfo reason of a failed call
+        self.guards: tuple[str, ...] = ()  # guard verdicts: "guard:stage:category:action:count"
 
     def see_invoke(self, response: Any) -> None:
         self.target = response.target.name
         self.input_tokens = response.usage.input_tokens
         self.output_tokens = response.usage.output_tokens
+        self.guards = _verdicts(response.guard_verdicts)
 
     def see_event(self, event: Any) -> None:
         kind = event.WhichOneof("event")
@@ -73,6 +76,8 @@ class CallRecord:
         elif kind == "usage":
             self.input_tokens = event.usage.input_tokens
             self.output_tokens = event.usage.output_tokens
+        elif kind == "finish":
+            self.guards = _verdicts(event.finish.guard_verdicts)
 
     def see_error(self, error: BaseException | None) -> None:
         """Take the reason (and the target, when no answer named one) of the error that
@@ -81,6 +86,9 @@ class CallRecord:
         if isinstance(cause, SwitchboardError):
             self.reason = str(cause.reason)
             self.target = self.target or cause.metadata.get("target", "")
+            if "guard" in cause.metadata:  # a guard blocked the input
+                facts = (cause.metadata.get(k, "") for k in ("guard", "stage", "category"))
+                self.guards = (":".join((*facts, "block", "1")),)
         elif cause is not None:
             self.reason = "INTERNAL"
 
@@ -91,6 +99,11 @@ class CallRecord:
         self.request_id = ctx.request_id
         self.tenant = ctx.tenant
         self.key_id = ctx.key_id
+
+
+def _verdicts(verdicts: Any) -> tuple[str, ...]:
+    """Guard verdicts as the call log writes them (never the matched text)."""
+    return tuple(f"{v.guard}:{v.stage}:{v.category}:{v.action}:{v.count}" for v in verdicts)
 
 
 class Sink(Protocol):

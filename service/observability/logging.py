@@ -88,6 +88,8 @@ class CallLog:
         }
         if record.reason:
             fields["reason"] = record.reason
+        if record.guards:
+            fields["guards"] = list(record.guards)
         if record.agent:
             fields["agent"] = record.agent
             fields["target"] = record.target

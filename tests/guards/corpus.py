@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from service.config.guards_model import GuardConfig
 from service.domain import (
     Event,
     Finish,
@@ -21,7 +22,6 @@ from service.domain import (
 )
 from service.guards import AgentGuards, Guard, GuardContext, OutputGuard, Stage, check
 from service.guards.compile import compile_guards
-from service.guards.config import GuardConfig
 
 _ADAPTER: TypeAdapter[GuardConfig] = TypeAdapter(GuardConfig)
 

@@ -4,13 +4,16 @@ against the fakes, and the mock), Invoke and Stream, errors, records, cache and 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 import yaml
 from switchboard.v1 import agent_pb2 as pb
-from switchboard_client import SwitchboardError
+from switchboard_client import AsyncClient, SwitchboardError
 
+from service.observability.logging import CALLS_LOGGER, JsonFormatter
 from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.anthropic_fake import Scenario as AScenario
 from tests.fakes.openai_fake import OpenAIFake, Scenario
@@ -193,3 +196,37 @@ async def test_a_reload_that_changes_a_guard_leaves_streams_in_flight_on_their_c
         after = await served.client.invoke("gpt", "birds?", cache=False)
         assert after.message.content[0].text == "falcon and [DENIED]."
         assert anthropic.received == []
+
+
+async def test_the_call_log_names_the_verdicts_never_the_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with rig() as (openai, _, served):
+        openai.push(Scenario(text="write to bob@example.com"))
+        await served.client.invoke("gpt", "hi", cache=False)
+        with pytest.raises(SwitchboardError):
+            await served.client.invoke("gpt", "sk-proj-abcdefghijklmnopqrstuvwxyz0123")
+        events, _ = await collect(served.client, "echo", "mail ann@example.com")
+        assert events[-1].HasField("finish")
+    formatter = JsonFormatter()
+    lines = [formatter.format(r) for r in caplog.records if r.name == CALLS_LOGGER]
+    calls = [json.loads(line) for line in lines]
+    assert [c.get("guards") for c in calls] == [
+        ["pii:output:email:redact:1"],
+        ["no-secrets:input:openai_key:block:1"],
+        ["pii:output:email:redact:1"],
+    ]
+    assert calls[1]["reason"] == "GUARD_BLOCKED"
+    everything = "\n".join(formatter.format(r) for r in caplog.records)
+    assert "bob@" not in everything
+    assert "ann@" not in everything
+    assert "abcdefghij" not in everything
+
+
+async def test_the_default_config_shows_one_guarded_agent(client: AsyncClient) -> None:
+    response = await client.invoke("echo", "mail me at bob@example.com")
+    assert response.message.content[0].text == "mail me at [EMAIL]"
+    with pytest.raises(SwitchboardError) as caught:
+        await client.invoke("echo", "my key is sk-ant-api03-abcdefghijklmnopqrstuvwxyz")
+    assert caught.value.reason == "GUARD_BLOCKED"
