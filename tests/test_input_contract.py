@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from switchboard.v1 import usage_pb2
 from switchboard_client import AsyncClient, InvalidArgumentError, user
 
 from service.agents.schema import SchemaCheck
+from service.config import ConfigError, load
 from tests.harness import serve_config
 from tests.provider_rigs import openai_rig
 
@@ -238,3 +240,24 @@ def test_a_schema_is_checked_once_and_remembered() -> None:
     schemas.problem({"type": "string"})  # a third: the least recently used is forgotten
     assert schemas.unchecked([good])
     assert not schemas.unchecked([bad])
+
+
+def test_an_agents_own_schemas_are_checked_when_the_config_loads(tmp_path: Path) -> None:
+    """The same rule as for a caller's: a config tool's schema must be a JSON schema of type
+    object, a configured response format's a JSON schema."""
+    bad_tool = CONFIG + (
+        "    tools:\n"
+        "      - {name: t, parameters: {type: object, properties: {x: {type: banana}}}}\n"
+    )
+    path = tmp_path / "tool.yaml"
+    path.write_text(bad_tool)
+    with pytest.raises(ConfigError, match=r"agents\.echo\.tools\.0\.parameters") as info:
+        load(path, {})
+    assert "not a JSON schema" in str(info.value)
+    bad_format = CONFIG + (
+        "    parameters:\n"
+        "      response_format: {type: json_schema, schema_name: r, json_schema: {minLength: -1}}\n"
+    )
+    path.write_text(bad_format)
+    with pytest.raises(ConfigError, match=r"json_schema"):
+        load(path, {})

@@ -226,7 +226,12 @@ class Runner:
     ) -> GuardContext:
         parameters = agent.parameters.overridden_by(request.parameters)
         return GuardContext(
-            agent.name, self._guard_observer, parameters.response_format, self._http, deadline
+            agent.name,
+            self._guard_observer,
+            parameters.response_format,
+            self._http,
+            deadline,
+            offload=self.offload,
         )
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:

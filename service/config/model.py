@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from service.agents.schema import schema_problem
 from service.config.base import FrozenModel, SecretRef
 from service.config.chain_model import (
     AuthConfig,
@@ -58,6 +59,13 @@ class ResponseFormatConfig(FrozenModel):
     schema_name: str = ""
     json_schema: dict[str, Any] | None = None
     strict: bool = False
+
+    @field_validator("json_schema")
+    @classmethod
+    def _a_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and (problem := schema_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class ParametersConfig(FrozenModel):
@@ -175,6 +183,16 @@ class ToolConfig(FrozenModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+    @field_validator("parameters")
+    @classmethod
+    def _an_object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """As a caller's tool (service.agents.validate): a JSON schema of type object."""
+        if value.get("type", "object") != "object":
+            raise ValueError("the arguments' schema must be of type object")
+        if (problem := schema_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class AgentConfig(FrozenModel):

@@ -16,6 +16,10 @@ from service.domain import GuardVerdict, ResponseFormat
 from service.guards.base import Action, Finding, SpanMatcher, Stage
 from service.guards.length import LengthLimit
 from service.guards.normalize import Normalized, normalize
+from service.offload import Offload
+
+# A text longer than this is checked off the event loop (when every guard runs in-process).
+OFFLOAD_CHARS = 64 * 1024
 
 
 class GuardObserver(Protocol):
@@ -44,6 +48,7 @@ class GuardContext:
     response_format: ResponseFormat | None = None
     http: Any = None  # an httpx2.AsyncClient, for external guards
     deadline: Deadline | None = None  # the call's: external guards give up by then
+    offload: Offload | None = None  # where a long text is checked (off the event loop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,14 @@ async def check(guards: Sequence[Guard], stage: Stage, raw: str, ctx: GuardConte
     mode inside its judge (the external guard); the built-in ones do not fail."""
     if not guards or not raw:
         return Checked(raw, ())
+    if (
+        ctx.offload is not None
+        and len(raw) > OFFLOAD_CHARS
+        and all(guard.judge is None for guard in guards)
+    ):
+        # Normalising and matching is Python work that grows with the text: a long one is
+        # checked off the event loop, so other calls and health probes keep their turns.
+        return await ctx.offload.run(_check_locally, guards, stage, raw, ctx)
     norm = normalize(raw)
     hits: list[Hit] = []
     for guard in guards:
@@ -108,6 +121,17 @@ async def check(guards: Sequence[Guard], stage: Stage, raw: str, ctx: GuardConte
             hits.extend(await guard.judge.judge(raw, stage, ctx))
         else:
             hits.extend(span_hits(guard, norm, raw))
+        ctx.observer.latency(guard.name, stage, time.perf_counter() - began)
+    return settle(hits, stage, raw, norm, ctx.observer)
+
+
+def _check_locally(guards: Sequence[Guard], stage: Stage, raw: str, ctx: GuardContext) -> Checked:
+    """:func:`check` for guards that all run in-process (no external judge)."""
+    norm = normalize(raw)
+    hits: list[Hit] = []
+    for guard in guards:
+        began = time.perf_counter()
+        hits.extend(span_hits(guard, norm, raw))
         ctx.observer.latency(guard.name, stage, time.perf_counter() - began)
     return settle(hits, stage, raw, norm, ctx.observer)
 
