@@ -28,9 +28,11 @@ from switchboard_client import (
 
 from service.app import App
 from service.config import ConfigError, load
-from service.observability.logging import CALLS_LOGGER, JsonFormatter
+from service.config.chain_model import LogsConfig
+from service.observability.logging import CALLS_LOGGER, JsonFormatter, configure
 from tests.chain_helpers import AGENTS, auth_config, make_keys, sample, scrape
 from tests.harness import serve_config
+from tests.provider_rigs import openai_rig
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -285,3 +287,23 @@ async def test_without_an_exporter_nothing_is_recorded_but_logs_keep_trace_ids(
     assert [c["trace_id"] == TRACE_ID for c in calls] == [True, False]
     assert all(len(c["trace_id"]) == 32 and len(c["span_id"]) == 16 for c in calls)
     assert calls[0]["span_id"] != PARENT_ID
+
+
+async def test_the_sdk_http_client_is_quiet_at_info(capsys: pytest.CaptureFixture[str]) -> None:
+    """At INFO a provider call logs Switchboard's one call line, not the SDK HTTP client's
+    per-request "HTTP Request: POST …" line (a log write per upstream call, on the loop)."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure(LogsConfig(level="INFO", format="json"))
+        async with openai_rig() as rig:
+            await rig.client.invoke("chat", "hi")
+        for handler in root.handlers:
+            handler.flush()
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    calls = [json.loads(line) for line in lines if '"logger": "switchboard.calls"' in line]
+    assert [c["code"] for c in calls] == ["OK"]
+    assert not [line for line in lines if "HTTP Request" in line]

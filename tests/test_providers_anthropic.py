@@ -63,7 +63,8 @@ async def test_max_tokens_default_comes_from_the_target_config(rig: Rig[Anthropi
 
 
 async def test_stream_sends_text_deltas_then_usage_and_finish(rig: Rig[AnthropicFake]) -> None:
-    rig.fake.push(Scenario(text="one two three", pieces=3, usage=(4, 3)))
+    # Apart, so each is its own delta (deltas that arrive together are joined).
+    rig.fake.push(Scenario(text="one two three", pieces=3, usage=(4, 3), chunk_delay_s=0.02))
     events, error = await collect(rig.client, "chat", "count")
 
     assert error is None

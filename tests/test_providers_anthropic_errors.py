@@ -15,9 +15,11 @@ from switchboard_client import (
 )
 
 from tests.fakes.anthropic_fake import AnthropicFake, Scenario
+from tests.harness import serve_config
 from tests.provider_rigs import (
     ANTHROPIC_KEY,
     Rig,
+    anthropic_config,
     anthropic_rig,
     collect,
     kinds,
@@ -205,11 +207,24 @@ async def test_missing_message_stop_is_unavailable(rig: Rig[AnthropicFake]) -> N
 async def test_disconnect_mid_stream_is_unavailable_after_the_deltas(
     rig: Rig[AnthropicFake],
 ) -> None:
-    rig.fake.push(Scenario(text="a b c d e f", pieces=6, disconnect_after=5))
+    rig.fake.push(Scenario(text="a b c d e f", pieces=6, disconnect_after=5, chunk_delay_s=0.02))
     events, err = await collect(rig.client, "chat", "hi")
 
     assert isinstance(err, UnavailableError)
     assert kinds(events) == ["start", "text_delta", "text_delta"]
+    assert "lost before the answer finished" in err.message
+
+
+async def test_unreachable_upstream_is_unavailable() -> None:
+    async with AnthropicFake() as fake:
+        url = fake.base_url
+    # The fake is gone: nothing listens on its port any more.
+    config = anthropic_config(url)
+    async with serve_config(config, {"ANTHROPIC_API_KEY": ANTHROPIC_KEY}) as served:
+        with pytest.raises(UnavailableError) as caught:
+            await served.client.invoke("chat", "hi")
+
+    assert "connection to the upstream failed" in caught.value.message
 
 
 async def test_target_timeout_is_deadline_exceeded_and_closes_the_request(

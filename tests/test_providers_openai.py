@@ -60,7 +60,10 @@ async def test_unary_text_answer_with_usage_and_target(rig: Rig[OpenAIFake]) -> 
 
 
 async def test_stream_sends_text_deltas_then_usage_and_finish(rig: Rig[OpenAIFake]) -> None:
-    rig.fake.push(Scenario(text="one two three four five", pieces=5, usage=(3, 5)))
+    # Apart, so each is its own delta (deltas that arrive together are joined).
+    rig.fake.push(
+        Scenario(text="one two three four five", pieces=5, usage=(3, 5), chunk_delay_s=0.02)
+    )
     events, error = await collect(rig.client, "chat", "count")
 
     assert error is None
@@ -104,7 +107,11 @@ async def test_tool_calls_unary_accumulate_arguments_across_chunks(rig: Rig[Open
 
 async def test_tool_calls_streamed_as_deltas(rig: Rig[OpenAIFake]) -> None:
     rig.fake.push(
-        Scenario(text="", tool_calls=(FakeToolCall("get_weather", '{"city": "Lima"}', "call_z"),))
+        Scenario(
+            text="",
+            tool_calls=(FakeToolCall("get_weather", '{"city": "Lima"}', "call_z"),),
+            chunk_delay_s=0.02,  # apart: pieces that arrive together are joined
+        )
     )
     events, error = await collect(rig.client, "chat", "weather in Lima?")
 

@@ -193,7 +193,7 @@ async def test_upstream_message_is_sanitised_and_cut(rig: Rig[OpenAIFake]) -> No
 
 
 async def test_disconnect_mid_stream_is_unavailable_after_the_deltas(rig: Rig[OpenAIFake]) -> None:
-    rig.fake.push(Scenario(text="a b c d e f", pieces=6, disconnect_after=4))
+    rig.fake.push(Scenario(text="a b c d e f", pieces=6, disconnect_after=4, chunk_delay_s=0.02))
     events, error = await collect(rig.client, "chat", "hi")
 
     assert isinstance(error, UnavailableError)
@@ -224,7 +224,7 @@ async def test_stream_ending_before_it_finished_is_unavailable(
 
 
 async def test_error_event_mid_stream_ends_the_stream_with_a_status(rig: Rig[OpenAIFake]) -> None:
-    rig.fake.push(Scenario(text="a b c d", pieces=4, error_after=3))
+    rig.fake.push(Scenario(text="a b c d", pieces=4, error_after=3, chunk_delay_s=0.02))
     events, error = await collect(rig.client, "chat", "hi")
 
     assert isinstance(error, UnavailableError)

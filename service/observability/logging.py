@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from service.interceptors.observe import CallRecord
 
 CALLS_LOGGER = "switchboard.calls"
+QUIET_AT_INFO = ("httpx2", "httpx")
+"""Loggers held at WARNING unless the level is DEBUG (the SDKs' HTTP client)."""
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "taskName"}
@@ -59,6 +61,11 @@ def configure(config: LogsConfig) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(config.level)
+    # The SDKs' HTTP client logs every upstream request at INFO: a write per call on the
+    # loop, and the call line says it better. Its warnings show; at DEBUG, everything.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.NOTSET
+    for name in QUIET_AT_INFO:
+        logging.getLogger(name).setLevel(quiet)
 
 
 class CallLog:

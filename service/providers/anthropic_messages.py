@@ -10,17 +10,21 @@ call streams; a unary call is the stream folded by the runner. SDK exceptions ar
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any
 
 import anthropic
 import httpx2
+import msgspec
 
 from service.deadline import Deadline
 from service.domain import ProviderEvent
-from service.errors import FailedPrecondition, SwitchboardError, Unavailable
-from service.providers import anthropic_errors
+from service.errors import DeadlineExceeded, FailedPrecondition, SwitchboardError, Unavailable
+from service.providers import anthropic_errors, anthropic_events
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
+from service.providers.coalesce import gathered
+from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
     classify,
@@ -29,6 +33,7 @@ from service.providers.upstream import (
     retry_after_s,
     sanitize,
     timed_out,
+    transport_fault,
     upstream_error,
 )
 
@@ -56,6 +61,9 @@ class AnthropicMessagesProvider:
             base_url=target.base_url or ANTHROPIC_BASE_URL,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
+            http_client=anthropic.DefaultAioHttpClient(
+                timeout=target.timeout_s or DEFAULT_TIMEOUT_S
+            ),
         )
 
     async def stream(
@@ -78,30 +86,76 @@ class AnthropicMessagesProvider:
         )
         reader = EventReader(target, call)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
+        extra = request.pop("extra_body", None) or {}
         try:
-            events = await limit.run(
-                self.client.messages.create(
-                    **request, stream=True, timeout=max(limit.remaining(), 0.001)
-                ),
-                target,
+            response = await limit.run(
+                self._post({**request, **extra, "stream": True}, limit), target
             )
-            async with events:  # closes the response on every exit: end, error, aclose, cancel
+            try:
+                decoder = SSEDecoder()
+                body = response.aiter_bytes()
+
+                def parse(sse: ServerEvent) -> Iterable[ProviderEvent]:
+                    if sse.event in _SKIPPED_EVENTS:
+                        return ()
+                    if sse.event == "error":
+                        raise _stream_error(sse.data, response)
+                    return reader.feed(anthropic_events.decode(sse.data))
+
                 while True:
                     try:
-                        event = await limit.next(events, target)
+                        data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    for out in reader.feed(event):
+                    events, failure = gathered(parse, decoder.feed(data))
+                    for out in events:
                         yield out
-        except (anthropic.AnthropicError, httpx2.HTTPError, json.JSONDecodeError) as exc:
+                    if failure is not None:
+                        raise failure
+            finally:
+                await response.aclose()  # on every exit: end, error, aclose, cancel
+        except (anthropic.AnthropicError, httpx2.HTTPError, msgspec.DecodeError) as exc:
             raise map_error(exc, self._target) from exc
         finally:
             limit.close()
         for out in reader.finish():
             yield out
 
+    async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
+        """POST ``body`` to the Messages endpoint through the SDK's client (its base URL, auth,
+        version header and status errors), returning the raw response with its body unread.
+        The SDK's typed ``create`` would turn each streamed event into a pydantic model: most
+        of the provider path's CPU (README, Benchmarks).
+
+        Raises: ``anthropic.APIStatusError`` for an error status, the SDK's connection errors.
+        """
+        streamed: bool = bool(body.get("stream"))
+        return await self.client.post(
+            "/v1/messages",
+            cast_to=httpx2.Response,
+            body=body,
+            options={"timeout": max(limit.remaining(), 0.001)},
+            stream=streamed,
+        )
+
     async def aclose(self) -> None:
         await self.client.close()
+
+
+_SKIPPED_EVENTS = frozenset({"", "ping"})
+"""Events the SDK's own stream skips: unnamed ones and keep-alive pings."""
+
+
+def _stream_error(data: bytes, response: httpx2.Response) -> anthropic.APIStatusError:
+    """An ``error`` event as the SDK's own stream raises it: an ``APIStatusError`` carrying the
+    event's body, with the stream's status (200), which :func:`map_error` reads."""
+    try:
+        body: object = json.loads(data)
+        message = f"{body}"
+    except ValueError:
+        body = data.decode("utf-8", "replace")
+        message = str(body) or f"Error code: {response.status_code}"
+    return anthropic.APIStatusError(message, response=response, body=body)
 
 
 def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
@@ -114,6 +168,11 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
     400, is a quota error, and "prompt is too long" a context-window error); malformed data
     → Unavailable. Messages quote the upstream's text sanitised.
     """
+    transport = transport_fault(exc)
+    if transport is DeadlineExceeded:
+        return timed_out(target)
+    if transport is Unavailable:
+        return connection_failed(target)
     match exc:
         case anthropic.APITimeoutError() | httpx2.TimeoutException():
             return timed_out(target)
@@ -140,7 +199,9 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
                 message=sanitize(text, target.api_key),
                 retry_after=retry_after_s(exc.response.headers),
             )
-        case anthropic.APIResponseValidationError() | json.JSONDecodeError():
+        case (
+            anthropic.APIResponseValidationError() | json.JSONDecodeError() | msgspec.DecodeError()
+        ):
             return malformed(target)
     return Unavailable(
         f"target {target.name!r}: the upstream call failed ({type(exc).__name__})"

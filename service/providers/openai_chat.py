@@ -11,18 +11,21 @@ mapped in :func:`map_error` and never leave this module.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import httpx2
+import msgspec
 import openai
 
 from service.deadline import Deadline
 from service.domain import ProviderEvent
-from service.errors import SwitchboardError, Unavailable
-from service.providers import openai_errors
+from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
+from service.providers import openai_chunks, openai_errors
 from service.providers.base import ModelCall, TargetSpec
+from service.providers.coalesce import gathered
 from service.providers.openai_wire import ChunkReader, build_request
+from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
     classify,
@@ -31,6 +34,7 @@ from service.providers.upstream import (
     retry_after_s,
     sanitize,
     timed_out,
+    transport_fault,
     upstream_error,
 )
 
@@ -58,6 +62,7 @@ class OpenAIChatProvider:
             project=project,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
+            http_client=openai.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S),
         )
         # The SDK fills unset ones from OPENAI_ORG_ID / OPENAI_PROJECT_ID; a target is exactly
         # what its config says, so undo that (None means "header not sent").
@@ -83,55 +88,79 @@ class OpenAIChatProvider:
         reader = ChunkReader(target, call)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
         try:
-            chunks = await limit.run(
-                self.client.chat.completions.create(
-                    **request, stream=True, timeout=max(limit.remaining(), 0.001)
-                ),
-                target,
-            )
-            _watch_done(chunks, reader)
-            async with chunks:  # closes the response on every exit: end, error, aclose, cancel
+            response = await limit.run(self._post({**request, "stream": True}, limit), target)
+            try:
+                decoder = SSEDecoder()
+                body = response.aiter_bytes()
+                done = False
+
+                def parse(sse: ServerEvent) -> Iterable[ProviderEvent]:
+                    nonlocal done
+                    if done:
+                        return ()  # the SDK's stream, too, reads nothing after [DONE]
+                    if sse.data.startswith(b"[DONE]"):
+                        reader.done()
+                        done = True
+                        return ()
+                    return reader.feed(self._chunk(sse.data, response))
+
                 while True:
                     try:
-                        chunk = await limit.next(chunks, target)
+                        data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    for event in reader.feed(chunk):
+                    events, failure = gathered(parse, decoder.feed(data))
+                    for event in events:
                         yield event
-        except (openai.OpenAIError, httpx2.HTTPError, json.JSONDecodeError) as exc:
+                    if failure is not None:
+                        raise failure
+            finally:
+                await response.aclose()  # on every exit: end, error, aclose, cancel
+        except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
             raise map_error(exc, self._target) from exc
         finally:
             limit.close()
         for event in reader.finish():
             yield event
 
+    async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
+        """POST ``body`` to the chat completions endpoint through the SDK's client (its base
+        URL, auth, headers and status errors), returning the raw response with its body
+        unread. The SDK's typed ``create`` would turn the body's every field through its
+        TypedDict reflection and each streamed chunk into a pydantic model: most of the
+        provider path's CPU (README, Benchmarks).
+
+        Raises: ``openai.APIStatusError`` for an error status, the SDK's connection errors.
+        """
+        streamed: bool = bool(body.get("stream"))
+        return await self.client.post(
+            "/chat/completions",
+            cast_to=httpx2.Response,
+            body=body,
+            options={"timeout": max(limit.remaining(), 0.001)},
+            stream=streamed,
+        )
+
+    @staticmethod
+    def _chunk(data: bytes, response: httpx2.Response) -> openai_chunks.Chunk:
+        """The chunk in one event's data.
+
+        Raises:
+            openai.APIError: the event is an error object (as the SDK's own stream raises).
+            msgspec.DecodeError: the data is not a chunk.
+        """
+        chunk = openai_chunks.decode(data)
+        if chunk.error is not None:
+            message = chunk.error.get("message")
+            raise openai.APIError(
+                message if isinstance(message, str) and message else "An error in the stream",
+                response.request,
+                body=chunk.error,
+            )
+        return chunk
+
     async def aclose(self) -> None:
         await self.client.close()
-
-
-class _DoneWatch:
-    """The SDK stream's SSE decoder, noting ``data: [DONE]`` on its way through.
-
-    ``AsyncStream`` stops iterating at ``[DONE]`` exactly as it does at a body that simply
-    ends, so only its decoder sees the difference between a whole stream and a truncated one.
-    """
-
-    def __init__(self, decoder: Any, reader: ChunkReader) -> None:
-        self._decoder = decoder
-        self._reader = reader
-
-    async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-        async for sse in self._decoder.aiter_bytes(iterator):
-            if sse.data.startswith("[DONE]"):
-                self._reader.done()
-            yield sse
-
-
-def _watch_done(chunks: Any, reader: ChunkReader) -> None:
-    """Routes the stream's server-sent events through :class:`_DoneWatch` (before the first
-    read: ``AsyncStream`` takes its decoder when iteration starts). Pinned by the truncation
-    tests against the real SDK: a stream that lost its ``[DONE]`` must stay UNAVAILABLE."""
-    chunks._decoder = _DoneWatch(chunks._decoder, reader)
 
 
 def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
@@ -145,6 +174,11 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
     malformed data → Unavailable. Messages quote the upstream's text sanitised (no keys,
     cut short).
     """
+    transport = transport_fault(exc)
+    if transport is DeadlineExceeded:
+        return timed_out(target)
+    if transport is Unavailable:
+        return connection_failed(target)
     match exc:
         case openai.APITimeoutError() | httpx2.TimeoutException():
             return timed_out(target)
@@ -153,7 +187,7 @@ def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:
         case openai.APIStatusError():
             status, seen = exc.status_code, f"HTTP {exc.status_code}"
             retry_after = retry_after_s(exc.response.headers)
-        case openai.APIResponseValidationError() | json.JSONDecodeError():
+        case openai.APIResponseValidationError() | json.JSONDecodeError() | msgspec.DecodeError():
             return malformed(target)
         case openai.APIError():  # an error object in the middle of a 200 stream
             kind = exc.type or exc.code or "error"

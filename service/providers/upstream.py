@@ -2,7 +2,8 @@
 and what an upstream error means (:class:`Fault`, :func:`classify` over a provider's table of
 :class:`Rule` rows, :func:`upstream_error`).
 
-No SDK is imported here; each provider module maps its own SDK's exceptions.
+No SDK is imported here; each provider module maps its own SDK's exceptions (the HTTP
+transport's, aiohttp's, are read here: both SDKs share it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
+
+import aiohttp
 
 from service.deadline import Deadline
 from service.errors import (
@@ -110,6 +113,25 @@ class AttemptLimit:
         return DeadlineExceeded(
             f"target {target!r} did not answer within {self.why}", reason=Reason.UPSTREAM_TIMEOUT
         ).about(target=target)
+
+
+def transport_fault(exc: BaseException) -> type[DeadlineExceeded] | type[Unavailable] | None:
+    """What an HTTP transport failure under ``exc`` really was, read from its causes:
+    ``DeadlineExceeded`` for a timeout, ``Unavailable`` for a connection refused, reset or
+    dropped mid-body; ``None`` when no aiohttp error caused it.
+
+    The SDKs' aiohttp transport (``DefaultAioHttpClient``) re-raises every aiohttp connection
+    error as ``httpx2.ConnectTimeout`` (its table maps ``ClientConnectionError`` to it), so a
+    refused connection or a stream cut short would otherwise read as a timeout.
+    """
+    cause = exc.__cause__
+    for _ in range(4):  # SDK error ← httpx2 error ← aiohttp error
+        if cause is None:
+            return None
+        if isinstance(cause, aiohttp.ClientError):
+            return DeadlineExceeded if isinstance(cause, TimeoutError) else Unavailable
+        cause = cause.__cause__
+    return None
 
 
 def retry_after_s(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:

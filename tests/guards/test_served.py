@@ -157,7 +157,9 @@ async def test_a_blocked_answer_ends_with_content_filter_and_is_never_cached() -
     async with rig() as (openai, _, served):
         chunks = ("Your key: sk-proj-abcdefg", "hijklmnopqrstuv", "wxyz0123 enjoy")
         for _ in range(2):
-            openai.push(Scenario(text="".join(chunks), chunks=chunks))
+            # Apart (deltas that arrive in one read are joined: the guard would see the
+            # whole key at once and hold back the whole delta).
+            openai.push(Scenario(text="".join(chunks), chunks=chunks, chunk_delay_s=0.05))
             events, error = await collect(served.client, "gpt", "what is my key?")
             assert error is None
             text = "".join(e.text_delta.text for e in events if e.HasField("text_delta"))

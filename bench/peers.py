@@ -1,0 +1,604 @@
+"""Switchboard beside its peers on the provider path: LiteLLM proxy and the Portkey gateway,
+all in front of one fast fake OpenAI upstream (bench/fast_upstream.py).
+
+Each gateway runs pinned to core 0; the upstream and the load generators share core 1. The
+peers are installed on first use into bench/data/ (git-ignored) from their registries, at
+pinned versions: LiteLLM proxy into its own venv (pip), the Portkey gateway with npm.
+
+Per gateway, in each of a few alternated runs (the gateways' order rotates between runs):
+
+- requests per gateway CPU-second, non-streaming, 16 in flight (h2load; the CPU is the
+  gateway process's user+system time from /proc, its children included);
+- streams per gateway CPU-second, streaming ``--chunks`` chunks, 16 in flight;
+- added latency at 1 in flight, p50 / p99: h2load's per-request times through the gateway
+  less those straight to the upstream in the same run (non-streaming);
+- added time to first streamed event at 1 in flight, p50: the first text delta through the
+  gateway less the first content chunk straight from the upstream (a small blocking client).
+
+Switchboard is called over gRPC (Invoke / Stream, framed for h2load; the grpc client for the
+first event); the peers over HTTP/1.1 (OpenAI's chat completions). The upstream counts what
+it served, and every h2load batch must have reached it exactly once per request. Reported:
+medians over the runs. The machine is small and shared: read the ratios within one run,
+not the absolute figures.
+
+    .venv/bin/python bench/peers.py [--quick] [--runs 3] [--gateways switchboard,portkey,litellm]
+
+Needs h2load (Debian: nghttp2-client), node and npm for Portkey.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from switchboard.v1 import agent_pb2 as pb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import framed, free_port, pinned
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data"
+LITELLM_VERSION = "1.108.7"
+PORTKEY_VERSION = "1.15.2"
+KEY = "sk-bench-0123456789"
+MODEL = "bench-model"
+SYSTEM = "You are a terse assistant."
+USER = "Say a few words about switchboards."
+GATEWAY_CPU = "0"
+CLIENT_CPU = 1
+
+
+@dataclass
+class Figures:
+    """One gateway's figures in one run."""
+
+    unary_per_cpu_s: float = 0.0
+    streams_per_cpu_s: float = 0.0
+    unary_rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    ttfe_ms: float = 0.0
+
+
+@dataclass
+class Gateway:
+    name: str
+    process: subprocess.Popen[bytes]
+    unary: Callable[[int, int], tuple[float, list[float]]]  # (n, c) -> (req/s, latencies s)
+    streams: Callable[[int, int], tuple[float, list[float]]]
+    first_event: Callable[[], float]
+    answered_ok: Callable[[], int] | None = None
+    """Calls answered OK so far (gRPC errors travel in trailers: h2load counts them as 200s)."""
+    runs: list[Figures] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- processes and CPU time
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and every live descendant (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    family, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in family:
+                family.add(child)
+                frontier.append(child)
+    total = 0.0
+    for member in family:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (Path("/proc") / str(member) / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def start(
+    argv: list[str], *, env: dict[str, str] | None = None, log: Path, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    command = ["taskset", "-c", GATEWAY_CPU, *argv] if shutil.which("taskset") else argv
+    out = log.open("wb")
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
+    limit = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < limit:
+        try:
+            if check():
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.25)
+    raise RuntimeError(f"{what} did not come up in {timeout_s:.0f}s ({last})")
+
+
+# ------------------------------------------------------------------------ installing peers
+
+
+def install_litellm() -> Path:
+    venv = DATA / f"litellm-{LITELLM_VERSION}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+            check=True,
+        )
+    return python
+
+
+def install_portkey() -> Path:
+    folder = DATA / f"portkey-{PORTKEY_VERSION}"
+    script = folder / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    if not script.exists():
+        print(f"installing @portkey-ai/gateway@{PORTKEY_VERSION} into {folder}", file=sys.stderr)
+        folder.mkdir(parents=True, exist_ok=True)
+        # The gateway's streamed path appends to the upstream response's headers, which
+        # @hono/node-server 1.14 and later hand over as fetch's immutable Headers ("TypeError:
+        # immutable", every stream a 500); 1.13.8 copies them, as the gateway expects.
+        (folder / "package.json").write_text(
+            '{"private": true, "overrides": {"@hono/node-server": "1.13.8"}}\n'
+        )
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", f"@portkey-ai/gateway@{PORTKEY_VERSION}"],
+            cwd=folder,
+            check=True,
+        )
+    return script
+
+
+# ---------------------------------------------------------------------------- load tools
+
+
+def h2load(
+    url: str, body: bytes, headers: list[str], n: int, c: int, *, h1: bool
+) -> tuple[float, list[float]]:
+    """``n`` requests, ``c`` in flight (``c`` connections for HTTP/1.1, ``c`` streams on one
+    connection for HTTP/2): requests per second and each request's latency in seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "body"
+        data.write_bytes(body)
+        log = Path(tmp) / "log"
+        argv = ["h2load", "-n", str(n), "-d", str(data), "--log-file", str(log)]
+        argv += ["--h1", "-c", str(c), "-m", "1"] if h1 else ["-c", "1", "-m", str(c)]
+        for header in headers:
+            argv += ["-H", header]
+        argv.append(url)
+        out = subprocess.run(
+            pinned(CLIENT_CPU, argv), capture_output=True, text=True, check=True, timeout=900
+        ).stdout
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+        if done is None or int(done[2]) != n:
+            raise RuntimeError(f"h2load did not complete every request:\n{out}")
+        rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+        assert rate is not None, out
+        latencies = [int(line.split("\t")[2]) / 1e6 for line in log.read_text().splitlines()]
+    return float(rate[1]), latencies
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Upstream:
+    """The fast fake upstream, in its own process on the client core."""
+
+    def __init__(self, chunks: int, log: Path) -> None:
+        self.port = free_port()
+        argv = [sys.executable, str(ROOT / "bench" / "fast_upstream.py"), "--port", str(self.port)]
+        argv += ["--chunks", str(chunks)]
+        self.process = subprocess.Popen(
+            pinned(CLIENT_CPU, argv), stdout=log.open("wb"), stderr=subprocess.STDOUT
+        )
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        wait_until(lambda: self.served() >= 0, "the fake upstream", 30)
+
+    def served(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/count", timeout=5) as r:
+            return int(r.read())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def openai_body(*, stream: bool) -> bytes:
+    body: dict[str, object] = {
+        "model": MODEL,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def first_http_event(port: int, path: str, headers: dict[str, str]) -> float:
+    """Seconds from sending a streamed chat completion to the first content chunk's bytes."""
+    body = openai_body(stream=True)
+    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    head += f"content-length: {len(body)}\r\nconnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        began = time.perf_counter()
+        sock.sendall(head.encode() + body)
+        seen = b""
+        while b'"content":"tok' not in seen and b'"content": "tok' not in seen:
+            data = sock.recv(65536)
+            if not data:
+                raise RuntimeError(f"no content chunk in the stream: {seen[:500]!r}")
+            seen += data
+        took = time.perf_counter() - began
+        while b"[DONE]" not in seen:  # read the rest, so the gateway finishes its call cleanly
+            data = sock.recv(65536)
+            if not data:
+                break
+            seen = seen[-16:] + data
+    return took
+
+
+# --------------------------------------------------------------------------- the gateways
+
+
+def messages_proto() -> list[pb.Message]:
+    return [
+        pb.Message(role=pb.ROLE_SYSTEM, content=[pb.ContentPart(text=SYSTEM)]),
+        pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=USER)]),
+    ]
+
+
+def source_tree(ref: str) -> Path:
+    """Switchboard's source as of git ``ref``, unpacked under bench/data (for A/B runs)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short=12", ref],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = DATA / f"tree-{sha}"
+    if not (tree / "service").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "service"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def switchboard(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:
+    """Switchboard from the working tree, or (``ref``) from a git commit, same venv."""
+    name = f"switchboard@{ref}" if ref else "switchboard"
+    tree = source_tree(ref) if ref else ROOT
+    port = free_port()
+    config = logs / f"{name}.yaml"
+    config.write_text(
+        f"""
+auth: {{enabled: false}}
+server: {{host: 127.0.0.1, port: {port}, grace_s: 2}}
+targets:
+  gpt:
+    provider: openai
+    model: {MODEL}
+    base_url: "{upstream.base_url}"
+    api_key: {{env: BENCH_KEY}}
+agents:
+  gpt: {{route: [gpt]}}
+"""
+    )
+    argv = [sys.executable, "-m", "service", "serve", "--config", str(config), "--port", str(port)]
+    # ``-m service`` from ``tree``: its service package comes first on sys.path.
+    process = start(argv, env={"BENCH_KEY": KEY}, log=logs / f"{name}.log", cwd=tree)
+    address = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(address)
+    invoke = channel.unary_unary("/switchboard.v1.AgentService/Invoke")
+    stream = channel.unary_stream("/switchboard.v1.AgentService/Stream")
+    unary_body = pb.InvokeRequest(agent="gpt", messages=messages_proto()).SerializeToString()
+    stream_body = pb.StreamRequest(agent="gpt", messages=messages_proto()).SerializeToString()
+
+    def ready() -> bool:
+        reply = pb.InvokeResponse.FromString(invoke(unary_body, timeout=10))
+        return reply.finish_reason == pb.FINISH_REASON_STOP
+
+    wait_until(ready, name)
+    headers = ["content-type: application/grpc", "te: trailers"]
+
+    def load(path: str, body: bytes) -> Callable[[int, int], tuple[float, list[float]]]:
+        url = f"http://{address}/switchboard.v1.AgentService/{path}"
+        return lambda n, c: h2load(url, framed(body), headers, n, c, h1=False)
+
+    def first_event() -> float:
+        began = time.perf_counter()
+        replies = stream(stream_body, timeout=30)
+        took = 0.0
+        for raw in replies:
+            if not took and pb.StreamResponse.FromString(raw).HasField("text_delta"):
+                took = time.perf_counter() - began
+        return took
+
+    def answered_ok() -> int:  # from Switchboard's call log, one JSON line per call
+        text = (logs / f"{name}.log").read_text(errors="replace")
+        return text.count('"code": "OK"')
+
+    return Gateway(
+        name,
+        process,
+        load("Invoke", unary_body),
+        load("Stream", stream_body),
+        first_event,
+        answered_ok,
+    )
+
+
+def http_gateway(
+    name: str, process: subprocess.Popen[bytes], port: int, path: str, headers: dict[str, str]
+) -> Gateway:
+    url = f"http://127.0.0.1:{port}{path}"
+    header_lines = ["content-type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
+
+    def ready() -> bool:
+        request = urllib.request.Request(
+            url,
+            data=openai_body(stream=False),
+            headers=dict(h.split(": ", 1) for h in header_lines),
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return "tok" in reply.read().decode()
+
+    wait_until(ready, name, 180)
+
+    def load(stream: bool) -> Callable[[int, int], tuple[float, list[float]]]:
+        return lambda n, c: h2load(url, openai_body(stream=stream), header_lines, n, c, h1=True)
+
+    return Gateway(
+        name, process, load(False), load(True), lambda: first_http_event(port, path, headers)
+    )
+
+
+def portkey(upstream: Upstream, logs: Path) -> Gateway:
+    script = install_portkey()
+    port = free_port()
+    process = start(
+        ["node", str(script), f"--port={port}", "--headless"],
+        env={"NODE_ENV": "production"},
+        log=logs / "portkey.log",
+    )
+    headers = {
+        "authorization": f"Bearer {KEY}",
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": upstream.base_url,
+    }
+    return http_gateway("portkey", process, port, "/v1/chat/completions", headers)
+
+
+def litellm(upstream: Upstream, logs: Path) -> Gateway:
+    python = install_litellm()
+    port = free_port()
+    config = logs / "litellm.yaml"
+    config.write_text(
+        f"""
+model_list:
+  - model_name: {MODEL}
+    litellm_params: {{model: "openai/{MODEL}", api_base: "{upstream.base_url}", api_key: "{KEY}"}}
+"""
+    )
+    process = start(
+        [
+            str(python),
+            "-c",
+            "from litellm import run_server; run_server()",
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env={
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            # no auth, as the other gateways here run without it
+            "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+        },
+        log=logs / "litellm.log",
+    )
+    return http_gateway("litellm", process, port, "/v1/chat/completions", {})
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def per_cpu(
+    gateway: Gateway, upstream: Upstream, run: Callable[[], tuple[float, list[float]]], n: int
+) -> tuple[float, float]:
+    """(completed per gateway CPU-second, completed per wall second) for one batch of ``n``."""
+    served = upstream.served()
+    ok = gateway.answered_ok() if gateway.answered_ok is not None else 0
+    cpu = cpu_seconds(gateway.process.pid)
+    rps, _ = run()
+    used = cpu_seconds(gateway.process.pid) - cpu
+    reached = upstream.served() - served - 1  # less the count request itself
+    if reached != n:
+        raise RuntimeError(f"{gateway.name}: {n} requests, the upstream served {reached}")
+    if gateway.answered_ok is not None and gateway.answered_ok() - ok != n:
+        raise RuntimeError(f"{gateway.name}: {n} requests, {gateway.answered_ok() - ok} OK")
+    return n / max(used, 1e-9), rps
+
+
+def measure(
+    gateway: Gateway,
+    upstream: Upstream,
+    baseline: list[float],
+    base_first: float,
+    size: dict[str, int],
+) -> Figures:
+    n, streams, lat, firsts = size["requests"], size["streams"], size["latency"], size["first"]
+    gateway.unary(max(n // 10, 16), 16)  # warm-up
+    out = Figures()
+    out.unary_per_cpu_s, out.unary_rps = per_cpu(gateway, upstream, lambda: gateway.unary(n, 16), n)
+    out.streams_per_cpu_s, _ = per_cpu(
+        gateway, upstream, lambda: gateway.streams(streams, 16), streams
+    )
+    _, latencies = gateway.unary(lat, 1)
+    out.p50_ms = (pct(latencies, 0.5) - pct(baseline, 0.5)) * 1000
+    out.p99_ms = (pct(latencies, 0.99) - pct(baseline, 0.99)) * 1000
+    out.ttfe_ms = (
+        statistics.median(gateway.first_event() for _ in range(firsts)) - base_first
+    ) * 1000
+    return out
+
+
+@contextlib.contextmanager
+def running(
+    builders: list[tuple[str, Callable[[Upstream, Path], Gateway]]], upstream: Upstream, logs: Path
+) -> Iterator[list[Gateway]]:
+    gateways: list[Gateway] = []
+    try:
+        for name, build in builders:
+            print(f"starting {name}", file=sys.stderr)
+            gateways.append(build(upstream, logs))
+        yield gateways
+    finally:
+        for gateway in gateways:
+            gateway.process.terminate()
+        for gateway in gateways:
+            try:
+                gateway.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                gateway.process.kill()
+
+
+BUILDERS = {"switchboard": switchboard, "portkey": portkey, "litellm": litellm}
+
+
+def builder(name: str) -> Callable[[Upstream, Path], Gateway]:
+    """``switchboard@REF`` runs Switchboard as of a git ref beside the working tree's."""
+    if name.startswith("switchboard@"):
+        return functools.partial(switchboard, ref=name.partition("@")[2])
+    return BUILDERS[name]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 runs of small batches (< 3 min)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1500, help="non-streaming, per run")
+    parser.add_argument("--chunks", type=int, default=50, help="content chunks per stream")
+    parser.add_argument(
+        "--gateways",
+        default="switchboard,portkey,litellm",
+        help="any of switchboard, portkey, litellm, and switchboard@REF (a git ref: A/B runs)",
+    )
+    parser.add_argument("--logs", default=str(DATA / "logs"), help="gateway logs and configs")
+    args = parser.parse_args()
+    if not shutil.which("h2load"):
+        sys.exit("bench needs h2load: apt-get install nghttp2-client")
+    runs, n = (2, 300) if args.quick else (args.runs, args.requests)
+    size = {
+        "requests": n,
+        "streams": max(n // 3, 32),
+        "latency": max(n // 3, 100),
+        "first": max(n // 30, 15),
+    }
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    names = args.gateways.split(",")
+    started = time.monotonic()
+    upstream = Upstream(args.chunks, logs / "upstream.log")
+    try:
+        with running([(name, builder(name)) for name in names], upstream, logs) as gateways:
+            direct = f"{upstream.base_url}/chat/completions"
+            for i in range(runs):
+                _, baseline = h2load(
+                    direct,
+                    openai_body(stream=False),
+                    ["content-type: application/json"],
+                    size["latency"],
+                    1,
+                    h1=True,
+                )
+                base_first = statistics.median(
+                    first_http_event(upstream.port, "/v1/chat/completions", {})
+                    for _ in range(size["first"])
+                )
+                order = gateways[i % len(gateways) :] + gateways[: i % len(gateways)]
+                for gateway in order:
+                    gateway.runs.append(measure(gateway, upstream, baseline, base_first, size))
+                    print(f"run {i + 1}/{runs} {gateway.name}: {gateway.runs[-1]}", file=sys.stderr)
+    finally:
+        upstream.stop()
+    report(gateways, runs, size, args.chunks, time.monotonic() - started)
+
+
+def report(
+    gateways: list[Gateway], runs: int, size: dict[str, int], chunks: int, took: float
+) -> None:
+    def med(g: Gateway, name: str) -> float:
+        return statistics.median(getattr(r, name) for r in g.runs)
+
+    print(
+        f"\nmedians of {runs} alternated runs ({size['requests']} requests, {size['streams']} "
+        f"streams of {chunks} chunks, {size['latency']} latency samples, {size['first']} first "
+        f"events per gateway and run); gateways on core {GATEWAY_CPU}, load and upstream on core "
+        f"{CLIENT_CPU}; {took:.0f}s in all"
+    )
+    rows = [
+        ("non-streaming requests per gateway CPU-second, c=16", "unary_per_cpu_s", "{:.1f}"),
+        (f"streams ({chunks} chunks) per gateway CPU-second, c=16", "streams_per_cpu_s", "{:.1f}"),
+        ("non-streaming requests per second (wall), c=16", "unary_rps", "{:.1f}"),
+        ("added latency p50, c=1 (ms)", "p50_ms", "{:+.2f}"),
+        ("added latency p99, c=1 (ms)", "p99_ms", "{:+.2f}"),
+        ("added time to first streamed event p50, c=1 (ms)", "ttfe_ms", "{:+.2f}"),
+    ]
+    print("| " + " | ".join(["measure", *(g.name for g in gateways)]) + " |")
+    print("|---" * (len(gateways) + 1) + "|")
+    for label, name, fmt in rows:
+        print("| " + " | ".join([label, *(fmt.format(med(g, name)) for g in gateways)]) + " |")
+    by_name = {g.name: g for g in gateways}
+    if "switchboard" in by_name:
+        sb = by_name["switchboard"]
+        for peer in gateways:
+            if peer is sb:
+                continue
+            pairs = list(zip(sb.runs, peer.runs, strict=True))
+            ratios = [
+                f"{label.split(' per ')[0]} "
+                f"{statistics.median(getattr(a, name) / getattr(b, name) for a, b in pairs):.2f}x"
+                for label, name, _ in rows[:2]
+            ]
+            print(
+                f"switchboard / {peer.name} per CPU-second (median of the runs' ratios): "
+                + ", ".join(ratios)
+            )
+
+
+if __name__ == "__main__":
+    main()
