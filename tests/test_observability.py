@@ -31,6 +31,8 @@ from service.config import ConfigError, load
 from service.config.chain_model import LogsConfig
 from service.observability.logging import CALLS_LOGGER, JsonFormatter, configure
 from tests.chain_helpers import AGENTS, auth_config, make_keys, sample, scrape
+from tests.fakes.openai_fake import OpenAIFake
+from tests.fakes.openai_fake import Scenario as OpenAIScenario
 from tests.harness import serve_config
 from tests.provider_rigs import openai_rig
 
@@ -287,6 +289,41 @@ async def test_without_an_exporter_nothing_is_recorded_but_logs_keep_trace_ids(
     assert [c["trace_id"] == TRACE_ID for c in calls] == [True, False]
     assert all(len(c["trace_id"]) == 32 and len(c["span_id"]) == 16 for c in calls)
     assert calls[0]["span_id"] != PARENT_ID
+
+
+async def test_model_span_carries_every_reported_usage_part() -> None:
+    provider, exporter = tracing()
+    fake_usage = OpenAIScenario(usage=(100, 50), cached_tokens=60, reasoning_tokens=40)
+    async with OpenAIFake(fake_usage) as fake:
+        config = f"""
+        targets:
+          gpt:
+            provider: openai
+            model: gpt-fake
+            base_url: {fake.base_url}/v1
+            api_key: {{env: OPENAI_API_KEY}}
+          local:
+            provider: openai_compatible
+            model: llama-fake
+            base_url: {fake.base_url}/v1
+        agents:
+          chat: {{route: [gpt]}}
+          local: {{route: [local]}}
+        """
+        env = {"OPENAI_API_KEY": "sk-test-0123456789abcdef"}
+        async with serve_config(config, env, tracer_provider=provider) as served:
+            await served.client.invoke("chat", "hi")
+            fake.default = OpenAIScenario(omit_usage=True)
+            await served.client.invoke("local", "hi")
+    reported, estimated = (
+        dict(s.attributes or {}) for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT
+    )
+
+    assert reported["gen_ai.usage.cache_read.input_tokens"] == 60
+    assert reported["gen_ai.usage.reasoning.output_tokens"] == 40
+    assert "gen_ai.usage.cache_creation.input_tokens" not in reported
+    assert "switchboard.usage.estimated" not in reported
+    assert estimated["switchboard.usage.estimated"] is True
 
 
 async def test_the_sdk_http_client_is_quiet_at_info(capsys: pytest.CaptureFixture[str]) -> None:

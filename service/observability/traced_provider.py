@@ -15,10 +15,10 @@ from contextlib import aclosing
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from service.deadline import Deadline
-from service.domain import Finish, ProviderEvent, UsageEvent
+from service.domain import Finish, ProviderEvent, Usage, UsageEvent
 from service.errors import SwitchboardError
 from service.observability.metrics import Metrics
 from service.providers.base import ModelCall, Provider, TargetSpec
@@ -74,8 +74,7 @@ class TracedProvider:
             async with aclosing(self.inner.stream(call, deadline)) as events:
                 async for event in events:
                     if isinstance(event, UsageEvent):
-                        span.set_attribute("gen_ai.usage.input_tokens", event.usage.input_tokens)
-                        span.set_attribute("gen_ai.usage.output_tokens", event.usage.output_tokens)
+                        _usage_attributes(span, event.usage)
                     elif isinstance(event, Finish):
                         span.set_attribute("gen_ai.response.model", self._target.model)
                         span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
@@ -112,3 +111,20 @@ class TracedProvider:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _usage_attributes(span: Span, usage: Usage) -> None:
+    """OpenTelemetry GenAI usage attributes; the parts (cache reads and writes, reasoning)
+    and Switchboard's estimated flag only when the provider reported them."""
+    span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+    parts = {
+        "gen_ai.usage.cache_read.input_tokens": usage.cached_input_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": usage.cache_creation_input_tokens,
+        "gen_ai.usage.reasoning.output_tokens": usage.reasoning_tokens,
+    }
+    for name, count in parts.items():
+        if count:
+            span.set_attribute(name, count)
+    if usage.estimated:
+        span.set_attribute("switchboard.usage.estimated", True)

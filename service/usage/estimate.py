@@ -68,29 +68,29 @@ class AnswerCounter:
     """Counts the estimated output tokens of an answer as its events go by.
 
     Feed it every event (others than text and tool-call deltas are ignored); ``tokens`` is the
-    estimate so far: the text, and each tool call's name and arguments.
+    estimate so far: the text, and each tool call's name and arguments. Feeding only keeps a
+    reference to each piece (the answer holds them anyway); they are measured when ``tokens``
+    is read, which a reader does only when the upstream reported no usage.
     """
 
-    __slots__ = ("_bytes", "_calls")
+    __slots__ = ("_calls", "_pieces")
 
     def __init__(self) -> None:
-        self._bytes = 0
+        self._pieces: list[str] = []
         self._calls: set[int] = set()
 
     def add(self, event: Event) -> None:
-        match event:
-            case TextDelta(text=text):
-                self._bytes += len(text.encode("utf-8", "surrogatepass"))
-            case ToolCallDelta():
-                self._calls.add(event.index)
-                self._bytes += len(event.name.encode("utf-8", "surrogatepass"))
-                self._bytes += len(event.arguments_delta.encode("utf-8", "surrogatepass"))
-            case _:
-                pass
+        if type(event) is TextDelta:
+            self._pieces.append(event.text)
+        elif type(event) is ToolCallDelta:
+            self._calls.add(event.index)
+            self._pieces.append(event.name)
+            self._pieces.append(event.arguments_delta)
 
     @property
     def tokens(self) -> int:
-        return -(-self._bytes // BYTES_PER_TOKEN) + TOOL_CALL_OVERHEAD_TOKENS * len(self._calls)
+        size = sum(len(p.encode("utf-8", "surrogatepass")) for p in self._pieces)
+        return -(-size // BYTES_PER_TOKEN) + TOOL_CALL_OVERHEAD_TOKENS * len(self._calls)
 
 
 def answer_tokens(events: Iterable[Event]) -> int:
