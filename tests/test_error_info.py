@@ -22,6 +22,7 @@ from switchboard_client import (
 )
 
 from service.api.errors import MAX_INFO_VALUE_CHARS, to_status
+from service.errors import Reason
 from service.observability.logging import JsonFormatter
 from tests.chain_helpers import auth_config, make_keys
 from tests.harness import Served, serve_config
@@ -224,3 +225,9 @@ async def test_the_call_log_line_has_the_reason_and_the_failing_target(
     assert calls["logged-1"]["reason"] == "UPSTREAM_QUOTA_EXHAUSTED"
     assert calls["logged-1"]["target"] == "down"
     assert calls["logged-2"]["reason"] == "AGENT_NOT_FOUND"
+
+
+def test_every_reason_is_in_the_readme_error_tables() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [r.value for r in Reason if f"`{r.value}`" not in readme]
+    assert missing == [], f"add these reasons to README's error tables: {missing}"
