@@ -74,6 +74,19 @@ class OwnRedis:
             self._process.wait(timeout=30)
             self._process = None
 
+    def restart(self) -> float:
+        """``kill()`` then ``start()``: every key is lost (non-persistent)."""
+        self.kill()
+        return self.start()
+
+    def flush(self) -> None:
+        """FLUSHALL, as an operator's mistake or an eviction storm would."""
+        client = redis.Redis(port=self.port, socket_timeout=5)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
 
 @contextlib.contextmanager
 def own_redis(workdir: Path) -> Iterator[OwnRedis]:

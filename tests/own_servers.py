@@ -1,5 +1,6 @@
-"""Servers a test owns and may break: a redis-server of its own (killed and restarted at will)
-and a TCP proxy in front of the shared PostgreSQL (closed to make it refuse connections).
+"""Servers a test owns and may break: a redis-server of its own (killed and restarted at will,
+from :mod:`tests.own_redis`) and a TCP proxy in front of the shared PostgreSQL (closed to make
+it refuse connections).
 
 The shared Redis (6379) and PostgreSQL (5432) are never touched: other sessions use them.
 """
@@ -8,81 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
-import redis
+from collections.abc import AsyncIterator
 
 from tests.backends import POSTGRES_DSN
+from tests.own_redis import OwnRedis, free_port, own_redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A non-persistent redis-server on a free loopback port (as many caches run)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._workdir = workdir
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [
-                "redis-server",
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self._workdir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(redis.exceptions.ConnectionError):
-                client = redis.Redis(port=self.port, socket_timeout=1)
-                try:
-                    if client.ping():
-                        return
-                finally:
-                    client.close()
-            assert self._process.poll() is None, "redis-server exited at start"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL: everything it held is gone."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def flush(self) -> None:
-        client = redis.Redis(port=self.port, socket_timeout=5)
-        try:
-            client.flushall()
-        finally:
-            client.close()
-
-
-@contextlib.contextmanager
-def own_redis(workdir: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+__all__ = ["OwnRedis", "PostgresProxy", "own_redis", "postgres_proxy"]
 
 
 class PostgresProxy:
