@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.deadline import Deadline
-from service.domain import Finish, ProviderEvent
+from service.domain import ProviderEvent
 from service.errors import (
     DeadlineExceeded,
     Reason,
@@ -38,20 +38,16 @@ from service.errors import (
 )
 from service.providers.base import ModelCall, Provider, TargetSpec
 from service.routing import whole
+from service.routing.attempt import GUARD_S, Attempt, Committed, blame, timed_out
 from service.routing.balance import attempt_order
 from service.routing.breaker import BreakerOpen, Ticket
 from service.routing.hedge import hedge_delay_s, race
 from service.routing.policy import HedgeTo, RoutePolicy, RouteTarget
 from service.routing.registry import TargetRegistry, TargetState
 from service.routing.retry import Retry, decide
-from service.routing.timeouts import first_token_timeout, idle_timeout
-from service.watchdog import DEADLINE, FIRST_TOKEN, Expired, Watchdog
+from service.watchdog import Expired, Watchdog
 
 log = logging.getLogger(__name__)
-
-# Providers honour their deadline themselves (with their own, more precise, errors); the
-# router's timeout is a backstop for one that does not, a little later.
-GUARD_S = 0.25
 
 
 @dataclass(slots=True)
@@ -71,20 +67,8 @@ class Opened:
 
 
 @dataclass(slots=True)
-class _Attempt:
-    target: RouteTarget
-    state: TargetState
-    ticket: Ticket
-    events: AsyncGenerator[ProviderEvent, None]
-    deadline: Deadline
-    bounded_by_call: bool
-    started: float
-    watchdog: Watchdog
-
-
-@dataclass(slots=True)
 class _Outcome:
-    attempt: _Attempt
+    attempt: Attempt
     first: ProviderEvent | None = None
     error: SwitchboardError | None = None
 
@@ -267,7 +251,7 @@ class Router:
 
     def _start(
         self, call: _Call, target: RouteTarget, state: TargetState, ticket: Ticket, mc: ModelCall
-    ) -> _Attempt:
+    ) -> Attempt:
         now = time.monotonic()
         timeout = target.attempt_timeout_s
         bounded_by_call = timeout is None or call.deadline.at <= now + timeout
@@ -283,7 +267,7 @@ class Router:
             first_s=target.first_token_timeout_s,
             idle_s=target.idle_timeout_s,
         )
-        return _Attempt(target, state, ticket, events, deadline, bounded_by_call, now, watchdog)
+        return Attempt(target, state, ticket, events, deadline, bounded_by_call, now, watchdog)
 
     async def _whole(self, call: _Call, opened: Opened, mc: ModelCall) -> SwitchboardError | None:
         """Read a whole call's committed attempt to its end. None: ``opened.events`` now
@@ -311,7 +295,7 @@ class Router:
     ) -> _Outcome:
         """One attempt (and its hedge, if the policy hedges): the winner's outcome, or the
         last failure. Whatever did not win is closed before this returns or raises."""
-        started: list[_Attempt] = []
+        started: list[Attempt] = []
         winner: _Outcome | None = None
         try:
             primary = self._start(call, target, state, ticket, mc)
@@ -353,7 +337,7 @@ class Router:
         state: TargetState,
         rest: list[RouteTarget],
         mc: ModelCall,
-    ) -> _Attempt | None:
+    ) -> Attempt | None:
         """The hedge attempt, if a target admits it and the slow target's budget pays."""
         hedge = call.policy.hedge
         assert hedge is not None
@@ -373,7 +357,7 @@ class Router:
             return self._start(call, candidate, cstate, ticket, mc)
         return None
 
-    async def _first(self, attempt: _Attempt) -> _Outcome:
+    async def _first(self, attempt: Attempt) -> _Outcome:
         """Wait for the attempt's first event, within its deadline. Failures are recorded
         in its breaker; cancellation records nothing (the caller closes the attempt)."""
         name = attempt.target.name
@@ -384,20 +368,20 @@ class Router:
                 f"target {name!r} ended its answer before it began"
             )
         except Expired as exc:
-            error = _timed_out(attempt, exc, "began answering")
+            error = timed_out(attempt, exc, "began answering")
         except SwitchboardError as exc:
             error = exc
         else:
             attempt.state.latency.add(time.monotonic() - attempt.started)
             return _Outcome(attempt, first=first)
         error.about(target=name)
-        _blame(attempt, error)
+        blame(attempt, error)
         return _Outcome(attempt, error=error)
 
     def _opened(self, call: _Call, outcome: _Outcome) -> Opened:
         assert outcome.first is not None
         attempt = outcome.attempt
-        return Opened(attempt.target.spec, call.attempts, _Committed(attempt, outcome.first))
+        return Opened(attempt.target.spec, call.attempts, Committed(attempt, outcome.first))
 
     @staticmethod
     def _failure(call: _Call) -> SwitchboardError:
@@ -435,115 +419,6 @@ class Spent(SwitchboardError):
         super().__init__(error.message)
         self.error = error
         self.abandoned = abandoned
-
-
-def _timed_out(attempt: _Attempt, exc: Expired, what: str) -> SwitchboardError:
-    name = attempt.target.name
-    if exc.kind == DEADLINE:
-        return DeadlineExceeded(_late(attempt, what))
-    if exc.kind == FIRST_TOKEN:
-        return first_token_timeout(name, exc.limit_s)
-    return idle_timeout(name, exc.limit_s)
-
-
-def _late(attempt: _Attempt, what: str) -> str:
-    name = attempt.target.name
-    if attempt.bounded_by_call:
-        return f"deadline exceeded before target {name!r} {what}"
-    return (
-        f"target {name!r} had not {what} within its attempt timeout "
-        f"of {attempt.target.attempt_timeout_s:g}s"
-    )
-
-
-def _blame(attempt: _Attempt, error: SwitchboardError) -> None:
-    """Record a failed attempt: a timeout the caller's own deadline imposed is not the
-    target's fault."""
-    if isinstance(error, DeadlineExceeded) and attempt.bounded_by_call:
-        attempt.ticket.abandoned()
-    else:
-        attempt.ticket.failed(error)
-
-
-class _Committed(AsyncGenerator[ProviderEvent, None]):
-    """The committed attempt's events. Unlike a bare async generator, closing it before
-    its first step still closes the upstream request and releases the breaker ticket."""
-
-    def __init__(self, attempt: _Attempt, first: ProviderEvent) -> None:
-        self._attempt = attempt
-        self._events = _committed(attempt, first)
-
-    async def asend(self, value: None) -> ProviderEvent:
-        return await self._events.asend(value)
-
-    async def athrow(self, *args: Any) -> ProviderEvent:
-        return await self._events.athrow(*args)
-
-    async def aclose(self) -> None:
-        try:
-            await self._events.aclose()
-        finally:
-            self._attempt.ticket.abandoned()
-            self._attempt.watchdog.close()
-            await self._attempt.events.aclose()
-
-
-async def _committed(
-    attempt: _Attempt, first: ProviderEvent
-) -> AsyncGenerator[ProviderEvent, None]:
-    """The committed attempt's events, ``first`` included, within its deadline (the
-    provider's own, the Provider contract; the router's watchdog backs it up) and its idle
-    timeout.
-
-    Ends after the ``Finish`` (a success for the breaker). A failure is raised as is (and
-    counted); a stream that ends without ``Finish`` raises Unavailable. Closing it early
-    counts nothing and closes the upstream request.
-    """
-    events = attempt.events
-    name = attempt.target.name
-    try:
-        event = first
-        while True:
-            if isinstance(event, Finish):
-                attempt.ticket.succeeded()
-                await _run_out(attempt)
-                yield event
-                return
-            yield event
-            try:
-                event = await attempt.watchdog.read(events)
-            except StopAsyncIteration:
-                raise Unavailable(
-                    f"target {name!r} ended its answer without finishing it"
-                ) from None
-            except Expired as exc:
-                raise _timed_out(attempt, exc, "finished its answer") from None
-    except SwitchboardError as exc:
-        exc.about(target=name)
-        _blame(attempt, exc)
-        raise
-    finally:
-        attempt.ticket.abandoned()
-        attempt.watchdog.close()
-        await events.aclose()
-
-
-async def _run_out(attempt: _Attempt) -> None:
-    """Let the provider end after its Finish (it owes nothing more) instead of closing it
-    mid-generator: it completes normally (its own accounting, whatever it reads after the
-    last event). Bounded; the answer is complete, so whatever goes wrong is only logged."""
-    try:
-        async with asyncio.timeout(min(attempt.deadline.remaining(), 1.0) + GUARD_S):
-            extra = await anext(attempt.events)
-    except StopAsyncIteration:
-        return
-    except (TimeoutError, SwitchboardError) as exc:
-        log.info("provider did not end after its Finish", extra={"error": repr(exc)})
-        return
-    log.warning(
-        "provider sent an event after its Finish; ignored",
-        extra={"target": attempt.target.name, "event": type(extra).__name__},
-    )
 
 
 def _for_target(call: ModelCall, target: TargetSpec) -> ModelCall:
