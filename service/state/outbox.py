@@ -9,17 +9,14 @@ line exactly once. Several processes may share the file (WAL, busy timeout).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
-from service.state.guard import guarded
 from service.state.records import AuditEntry, UsageRecord
+from service.state.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 FILE_NAME = "outbox.sqlite3"
@@ -34,25 +31,15 @@ class Outbox:
 
     def __init__(self, data_dir: str | Path, *, timeout_s: float) -> None:
         self.path = Path(data_dir) / FILE_NAME
-        self._timeout_s = timeout_s
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute(_SCHEMA)
-            self._conn = conn
-        return self._conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        async with guarded("outbox", self._timeout_s, (sqlite3.Error,)):
-            return await loop.run_in_executor(self._thread, lambda: fn(self._connect()))
+        self._db = SqliteFile(
+            self.path,
+            name="outbox",
+            timeout_s=timeout_s,
+            synchronous="FULL",
+            busy_timeout_ms=5000,
+            setup=_SCHEMA,
+        )
+        self._run = self._db.run
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -115,11 +102,4 @@ class Outbox:
         return [UsageRecord(**json.loads(row[0])) for row in rows]
 
     async def aclose(self) -> None:
-        def close(_: object) -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        if self._conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, close, None)
-        self._thread.shutdown(wait=False)
+        await self._db.aclose()

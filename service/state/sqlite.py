@@ -12,7 +12,6 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from service.state.records import (
     UsageRecord,
     UsageTotal,
 )
+from service.state.sqlite_file import SqliteFile
 from service.state.stores import session_of_another_agent
 
 T = TypeVar("T")
@@ -50,26 +50,17 @@ class SqliteDurable:
         self._timeout_s = timeout_s
         self._clock = clock
         self._claims = 0
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._conn: sqlite3.Connection | None = None
+        self._db = SqliteFile(
+            self.path,
+            name="sqlite",
+            timeout_s=timeout_s,
+            synchronous="NORMAL",
+            busy_timeout_ms=2000,
+        )
+        self._run = self._db.run
         # Ledger lines waiting for the next commit, and whether one is under way.
         self._ledger: list[tuple[UsageRecord, AuditEntry | None, asyncio.Future[None]]] = []
         self._writing = False
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=2000")
-            self._conn = conn
-        return self._conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        async with guarded("sqlite", self._timeout_s, (sqlite3.Error,)):
-            return await loop.run_in_executor(self._thread, lambda: fn(self._connect()))
 
     async def migrate(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -88,14 +79,7 @@ class SqliteDurable:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def aclose(self) -> None:
-        def close(_: sqlite3.Connection) -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        if self._conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, close, self._conn)
-        self._thread.shutdown(wait=False)
+        await self._db.aclose()
 
     # sessions
 
@@ -201,8 +185,7 @@ class SqliteDurable:
         batch, self._ledger = self._ledger, []
         self._writing = True
 
-        def write() -> None:
-            conn = self._connect()
+        def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 for record, audit, _ in batch:
                     _insert_usage(conn, record)
@@ -224,7 +207,7 @@ class SqliteDurable:
             if self._ledger:
                 self._commit_ledger(loop)
 
-        loop.run_in_executor(self._thread, write).add_done_callback(written)
+        self._db.submit(loop, write).add_done_callback(written)
 
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]

@@ -1,0 +1,79 @@
+"""One SQLite file used through one connection on one thread: the embedded durable store and
+the outbox both work this way (sqlite3 connections are not shared across threads, and one
+writer thread makes every write to the file serial)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from service.state.guard import guarded
+
+T = TypeVar("T")
+
+
+class SqliteFile:
+    """``path`` opened lazily (its folder created) in WAL mode with ``synchronous`` and
+    ``busy_timeout_ms``, then ``setup`` run once. :meth:`run` bounds each trip by
+    ``timeout_s`` and maps ``sqlite3.Error`` as :func:`service.state.guard.guarded` does,
+    naming the store ``name``."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str,
+        timeout_s: float,
+        synchronous: str,
+        busy_timeout_ms: int,
+        setup: str | None = None,
+    ) -> None:
+        self.path = path
+        self._name = name
+        self._timeout_s = timeout_s
+        self._pragmas = (
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA synchronous={synchronous}",
+            f"PRAGMA busy_timeout={busy_timeout_ms}",
+        )
+        self._setup = setup
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in self._pragmas:
+                conn.execute(pragma)
+            if self._setup is not None:
+                conn.execute(self._setup)
+            self._conn = conn
+        return self._conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the file's thread, bounded and with errors mapped."""
+        loop = asyncio.get_running_loop()
+        async with guarded(self._name, self._timeout_s, (sqlite3.Error,)):
+            return await loop.run_in_executor(self._thread, lambda: fn(self._connect()))
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[[sqlite3.Connection], None]
+    ) -> asyncio.Future[None]:
+        """``fn(connection)`` on the file's thread, unbounded: for a caller that settles the
+        future's waiters itself (the ledger's group commit)."""
+        return loop.run_in_executor(self._thread, lambda: fn(self._connect()))
+
+    async def aclose(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=False)
