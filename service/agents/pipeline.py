@@ -14,6 +14,12 @@
    it reported none, an estimate of the prompt sent and the answer delivered
    (:mod:`service.usage.estimate`); its reservation is settled to that.
 
+Every call is also charged for its attempts given up after they began answering (an Invoke
+retried or sent to the fallback mid-answer, a hedge that lost, a whole answer cut short by the
+caller): the router writes them into the call's :class:`~service.routing.tab.Tab`, and each is
+priced at its own target's price. The call's ledger line carries the sum (tokens and cost);
+its target and model are those of the answer (or of the last attempt, when none answered).
+
 Recording and settling run to their end even when the call is cancelled
 (:class:`~service.usage.recorder.Recorder`). A line the durable store cannot take goes to the
 local outbox (:class:`~service.usage.ledger.Ledger`). A session append that fails fails the
@@ -50,6 +56,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
+from service.routing.tab import Tab, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
@@ -63,14 +70,15 @@ from service.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[tuple[Message, ...], Deadline], AsyncGenerator[Event, None]]
+Route = Callable[[tuple[Message, ...], Deadline, Tab], AsyncGenerator[Event, None]]
 
 
 class Pipeline(Protocol):
     def run(
         self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
     ) -> AsyncGenerator[Event, None]:
-        """The call's events; ``route(history, deadline)`` produces them upstream."""
+        """The call's events; ``route(history, deadline, tab)`` produces them upstream
+        (and writes the attempts it gave up into ``tab``)."""
         ...
 
 
@@ -80,7 +88,7 @@ class Stateless:
     async def run(
         self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
     ) -> AsyncGenerator[Event, None]:
-        async with aclosing(route((), deadline)) as events:
+        async with aclosing(route((), deadline, Tab())) as events:
             async for event in events:
                 yield event
 
@@ -138,7 +146,7 @@ class StatePipeline:
             )
 
             def produce() -> AsyncGenerator[Event, None]:
-                return _priced(route(history, deadline), prices, call)
+                return _priced(route(history, deadline, call.tab), prices, call)
 
             if use_cache:
                 key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
@@ -149,6 +157,8 @@ class StatePipeline:
             async with aclosing(source) as events:
                 async for event in events:
                     call.add(event)
+                    if isinstance(event, UsageEvent) and call.tab.abandoned:
+                        event = call.billed(event, prices)  # noqa: PLW2901 (what the caller pays)
                     if isinstance(event, Finish):
                         # Recorded, then settled, before the caller sees the Finish.
                         usage, audit = _records(request, agent, call, "ok", began, prices)
@@ -209,11 +219,13 @@ class StatePipeline:
 
 
 class _Call:
-    """What one call saw: its events folded, whether the upstream answered, what it sent."""
+    """What one call saw: its events folded, whether the upstream answered, what it sent,
+    and the attempts it gave up (``tab``)."""
 
-    __slots__ = ("answered", "counter", "finish", "fold", "prompt", "recorded", "start")
+    __slots__ = ("answered", "counter", "finish", "fold", "prompt", "recorded", "start", "tab")
 
     def __init__(self) -> None:
+        self.tab = Tab()
         self.fold = Fold()
         self.counter = AnswerCounter()
         self.start: Start | None = None
@@ -231,14 +243,29 @@ class _Call:
             self.finish = event
 
     def usage(self) -> Usage:
-        """The usage to charge: the upstream's report; else, when an upstream answered but
-        never reported (the call ended early), an estimate of the prompt sent and the
-        answer delivered; else none."""
+        """The answer's usage to charge (the abandoned attempts' apart): the upstream's
+        report; else a whole answer's, read to its end before the call was cut short;
+        else, when an upstream answered but never reported (the call ended early), an
+        estimate of the prompt sent and the answer delivered; else none."""
         reported = self.fold.usage
-        if reported.input_tokens or reported.output_tokens or not self.answered:
+        if reported.input_tokens or reported.output_tokens:
+            return reported
+        if self.tab.answer is not None:
+            return self.tab.answer
+        if not self.answered:
             return reported
         system, messages, tools = self.prompt
         return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
+
+    def spent_nanos(self, prices: PriceTable) -> int:
+        """What the abandoned attempts cost, each at its own target's price."""
+        return sum(prices.cost_nanos(a.target, a.usage) for a in self.tab.abandoned)
+
+    def billed(self, event: UsageEvent, prices: PriceTable) -> UsageEvent:
+        """The answer's usage event with the abandoned attempts' tokens and cost added."""
+        own = prices.cost_nanos(self.start.target, event.usage) if self.start else 0
+        usage = total((event.usage, self.tab.usage()))
+        return UsageEvent(replace(usage, cost_usd=usd(own + self.spent_nanos(prices))))
 
 
 def _records(  # noqa: PLR0917 (one call's facts)
@@ -253,10 +280,14 @@ def _records(  # noqa: PLR0917 (one call's facts)
     ctx = current()
     now = time.time()
     start, finish = call.start, call.finish
-    usage = call.usage()
-    target = (finish.target if finish else None) or (start.target if start else None)
-    model = target.model if target else ""
+    own = call.usage()
+    answering = (finish.target if finish else None) or (start.target if start else None)
     cache_hit = bool(finish and finish.cache_hit)
+    cost = 0 if cache_hit or answering is None else prices.cost_nanos(answering, own)
+    cost += call.spent_nanos(prices)
+    usage = total((own, call.tab.usage())) if call.tab.abandoned else own
+    target = answering or (call.tab.abandoned[-1].target if call.tab.abandoned else None)
+    model = target.model if target else ""
     record = UsageRecord(
         at=now,
         tenant=ctx.tenant,
@@ -267,7 +298,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
         model=model,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
-        cost_nanos=0 if cache_hit or target is None else prices.cost_nanos(target, usage),
+        cost_nanos=cost,
         status=status,
         latency_ms=round((time.monotonic() - began) * 1000),
         cache_hit=cache_hit,

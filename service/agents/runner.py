@@ -26,7 +26,6 @@ from service.domain import (
     Fold,
     Message,
     Start,
-    UsageEvent,
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
@@ -34,8 +33,8 @@ from service.guards import GuardContext, GuardObserver, NoObserver, OutputGuard,
 from service.guards.check import merge_verdicts
 from service.offload import Offload
 from service.providers.base import ModelCall
-from service.routing.router import Router, Spent
-from service.routing.whole import total
+from service.routing.router import Router
+from service.routing.tab import Tab
 from service.usage.estimate import prompt_tokens
 
 
@@ -156,9 +155,9 @@ class Runner:
             request, verdicts = await guard_input(agent.guards, request, guards)
             route = functools.partial(
                 self._route,
-                runtime.router,
-                agent,
-                request,
+                router=runtime.router,
+                agent=agent,
+                request=request,
                 guards=guards,
                 whole_answer=whole_answer,
             )
@@ -173,12 +172,13 @@ class Runner:
 
     async def _route(
         self,
+        history: tuple[Message, ...],
+        deadline: Deadline,
+        tab: Tab,
+        *,
         router: Router,
         agent: AgentSpec,
         request: AgentRequest,
-        history: tuple[Message, ...],
-        deadline: Deadline,
-        *,
         guards: GuardContext,
         whole_answer: bool,
     ) -> AsyncGenerator[Event, None]:
@@ -188,16 +188,11 @@ class Runner:
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        try:
-            opened = await router.open(
-                agent.route, call, deadline, agent.routing, whole_answer=whole_answer
-            )
-        except Spent as spent:
-            # Attempts that began answering and were given up still cost what the upstream
-            # billed: the pipeline charges this usage with the call's error.
-            yield Start(request.request_id, agent.name, agent.version, spent.abandoned[-1].target)
-            yield UsageEvent(total(a.usage for a in spent.abandoned))
-            raise spent.error from None
+        # Attempts given up after they began answering are written into ``tab``: the
+        # pipeline charges them with the call, however it ends.
+        opened = await router.open(
+            agent.route, call, deadline, agent.routing, whole_answer=whole_answer, tab=tab
+        )
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
         if agent.guards.output or agent.guards.enabled:
