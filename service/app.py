@@ -136,6 +136,7 @@ class App:
             budgets=lambda: self.snapshot.budgets,
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
             ledger=self.ledger,
+            budget_rebuild_s=snapshot.state.budget_rebuild_s,
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
@@ -257,6 +258,7 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        self.pipeline.budgets.start()  # watches for lost budget counters
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -400,6 +402,7 @@ class App:
             self._close_storage()
         await self.limiter.aclose()
         await self.guard_http.aclose()
+        await self.pipeline.budgets.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()

@@ -104,11 +104,22 @@ class StatePipeline:
         budgets: Callable[[], Sequence[BudgetConfig]],
         reservation_ttl_s: float,
         ledger: Ledger,
+        budget_rebuild_s: float = 0.0,
         on_cache_lookup: Callable[[str, bool], None] | None = None,
     ) -> None:
+        """``budget_rebuild_s``: how long lost budget counters admit nothing while every
+        process holds again what is in flight (:mod:`service.usage.budgets`); the owner
+        runs ``budgets.start()`` and ``budgets.aclose()``."""
         self._sessions = Sessions(stores.durable)
-        self._budgets = Budgets(stores.fast, hold_s=reservation_ttl_s, ledger=ledger)
-        self.recorder = Recorder(ledger, self._budgets)
+        self.budgets = Budgets(
+            stores.fast,
+            hold_s=reservation_ttl_s,
+            books=ledger,
+            configs=budgets,
+            rebuild_s=budget_rebuild_s,
+        )
+        ledger.on_landed = self.budgets.landed
+        self.recorder = Recorder(ledger, self.budgets)
         self.cache = ResponseCache(stores.fast, on_cache_lookup)
         self._pricing = pricing
         self._budget_configs = budgets
@@ -138,11 +149,12 @@ class StatePipeline:
             parameters = agent.parameters.overridden_by(request.parameters)
             messages = history + request.messages
             call.prompt = (agent.system_prompt, messages, agent.tools + request.tools)
-            reservation = await self._budgets.reserve(
+            reservation = await self.budgets.reserve(
                 self._budget_configs(),
                 ctx.tenant,
                 ctx.key_id,
                 reservation_bound(prices, agent, call.prompt, parameters.max_tokens),
+                wait_s=deadline.remaining(),
             )
 
             def produce() -> AsyncGenerator[Event, None]:
