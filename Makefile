@@ -15,7 +15,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iproto --python_out=$(1) --grpc_python_out=
 	--mypy_out=$(1) --mypy_grpc_out=$(1) --include_source_info \
 	--descriptor_set_out=$(1)/switchboard/v1/descriptors.binpb $(PROTOS)
 
-.PHONY: run test lint typecheck proto proto-check bench lock clean
+.PHONY: run dev test lint typecheck proto proto-check bench lock clean
 
 $(RUNTIME): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ run: $(RUNTIME)
 	$(if $(HTTP_PORT),SWITCHBOARD_SERVER__HTTP__PORT=$(HTTP_PORT)) \
 	$(if $(METRICS_PORT),SWITCHBOARD_OBSERVABILITY__METRICS__PORT=$(METRICS_PORT)) \
 	$(BIN)/switchboard serve --config config/switchboard.yaml
+
+## The dev tools (grpcurl, pytest, mypy, ruff…) in .venv, without running anything.
+dev: $(STAMP)
 
 test: $(STAMP) lint typecheck proto-check
 	$(PY) -m pytest -q
