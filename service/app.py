@@ -66,6 +66,7 @@ from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tasks import stop as stop_task
 from service.usage.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -374,13 +375,10 @@ class App:
         deadline = asyncio.get_running_loop().time() + grace
         log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
-        if self._reloading is not None:
-            self._reloading.cancel()
-            # wait(), not await: a cancellation of stop() itself must not be swallowed.
-            await asyncio.wait([self._reloading])
-        if self._target_health is not None:
-            self._target_health.cancel()
-            await asyncio.wait([self._target_health])
+        # Cancelled until they end (service.tasks.stop); a cancellation of stop() itself is
+        # not swallowed.
+        await stop_task(self._reloading)
+        await stop_task(self._target_health)
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -390,9 +388,7 @@ class App:
         # Anything else still open gets what is left of the grace period.
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         await asyncio.gather(self.server.stop(left), self.http.stop(left))
-        if self._state_watch is not None:
-            self._state_watch.cancel()
-            await asyncio.wait([self._state_watch])
+        await stop_task(self._state_watch)
         # Calls cancelled past the grace still record what they cost: the stores close only
         # after the last of those writes (bounded: each store call is).
         settle_s = 3 * self.snapshot.state.timeout_s

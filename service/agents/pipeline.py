@@ -24,7 +24,8 @@ Recording and settling run to their end even when the call is cancelled
 (:class:`~service.usage.recorder.Recorder`). A line the durable store cannot take goes to the
 local outbox (:class:`~service.usage.ledger.Ledger`). A session append that fails fails the
 call (the turn would silently be lost); the call is then recorded with that error.
-The charged tokens are told to the rate limiter through the call's meter.
+The charged tokens are told to the rate limiter through the call's meter, and a session's
+history is reserved on it (an upper bound, like the request's) before the call goes upstream.
 """
 
 from __future__ import annotations
@@ -60,11 +61,12 @@ from service.routing.tab import Tab, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
-from service.usage.bound import input_bound, output_bound
+from service.usage.bound import history_bound, input_bound, output_bound
 from service.usage.budgets import Budgets, Reservation
 from service.usage.estimate import AnswerCounter, estimated_usage, prompt_tokens
 from service.usage.ledger import Ledger
 from service.usage.meter import charge
+from service.usage.meter import reserve as reserve_tokens
 from service.usage.pricing import PriceTable, usd
 from service.usage.recorder import Recorder
 
@@ -147,6 +149,7 @@ class StatePipeline:
                         "has no history",
                     )
             parameters = agent.parameters.overridden_by(request.parameters)
+            await reserve_tokens(history_bound(history))  # tokens-per-minute: still a bound
             messages = history + request.messages
             call.prompt = (agent.system_prompt, messages, agent.tools + request.tools)
             reservation = await self.budgets.reserve(

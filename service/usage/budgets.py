@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import logging
 import time
 import uuid
@@ -41,6 +40,7 @@ from service.errors import (
 )
 from service.state.records import NEEDS_SEED, WAIT, BudgetLine, UsageRecord, UsageTotal
 from service.state.stores import BudgetStore
+from service.tasks import stop
 from service.usage.pricing import usd
 
 log = logging.getLogger(__name__)
@@ -266,11 +266,8 @@ class Budgets:
             self._watch = asyncio.get_running_loop().create_task(self.watch(), name="budgets")
 
     async def aclose(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await stop(self._watch)
+        self._watch = None
 
     def _lines_of(self, record: UsageRecord) -> list[BudgetLine]:
         if record.cost_nanos <= 0:

@@ -26,6 +26,7 @@ from service.errors import SwitchboardError
 from service.state.outbox import Outbox
 from service.state.records import GROUP_DIMENSIONS, AuditEntry, UsageRecord, UsageTotal
 from service.state.stores import AuditLog, UsageLedger
+from service.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,7 @@ class Ledger:
     async def aclose(self) -> None:
         """Stop replaying (what is left stays in the outbox for the next run)."""
         self._closed = True
-        if self._replay is not None:
-            self._replay.cancel()
-            await asyncio.wait([self._replay])
+        await stop(self._replay)
         await self._outbox.aclose()
 
     async def _to_outbox(
