@@ -2,11 +2,12 @@
 
 For each of a few alternated runs, each server is started pinned to one core (taskset) and
 h2load, pinned to the other, sends framed gRPC requests over one connection with 1, 16 and 64
-concurrent streams. Reported: unary requests/s with p50/p99 latency, calls per server
-CPU-second (the server process's user+system time from /proc, so other load on the machine
-moves it less than the wall-clock rate), and streamed chunks/s; the medians over the runs, and
-the ratios Switchboard / bare. Nothing is asserted: this machine is small and shared, so read
-the ratios, not the absolute figures.
+concurrent streams, then a grpc client times the first text delta of Streams sent one at a
+time. Reported: unary requests/s with p50/p99 latency, calls per server CPU-second (the
+server process's user+system time from /proc, so other load on the machine moves it less
+than the wall-clock rate), streams per second and per CPU-second, and the time to the first
+streamed text; the medians over the runs, and the ratios Switchboard / bare. Nothing is
+asserted: this machine is small and shared, so read the ratios, not the absolute figures.
 
 ``--ref REF`` (repeatable) adds Switchboard as of a git ref beside the working tree's, for A/B
 runs in one go (its ``service`` package unpacked under bench/data, same venv).
@@ -49,6 +50,23 @@ class Result:
     p50_ms: float
     p99_ms: float
     per_cpu_s: float = 0.0  # completed calls per server CPU-second
+
+
+def first_events(address: str, body: bytes, count: int) -> Result:
+    """``count`` Streams one after another through the grpc client: the p50 / p99 time from
+    sending to the first text delta (``p50_ms`` / ``p99_ms``)."""
+    took: list[float] = []
+    with grpc.insecure_channel(address) as channel:
+        stream = channel.unary_stream("/switchboard.v1.AgentService/Stream")
+        for _ in range(count):
+            began = time.perf_counter()
+            first = 0.0
+            for raw in stream(body[5:], timeout=30):
+                if not first and pb.StreamResponse.FromString(raw).HasField("text_delta"):
+                    first = time.perf_counter() - began
+            took.append(first * 1000)
+    took.sort()
+    return Result(0.0, took[len(took) // 2], took[min(len(took) - 1, int(0.99 * len(took)))])
 
 
 def free_port() -> int:
@@ -225,6 +243,7 @@ def measure(
         for c in concurrencies:
             out[f"unary c={c}"] = timed(pid, address, invoke, unary, requests, c, connections)
         out["stream c=16"] = timed(pid, address, streamed, stream, requests // 4, 16, connections)
+        out["first event"] = first_events(address, stream, max(requests // 20, 50))
     return out
 
 
@@ -244,6 +263,12 @@ def main() -> None:
     parser.add_argument(
         "--ref", action="append", default=[], help="also run Switchboard as of this git ref"
     )
+    parser.add_argument(
+        "--no-tree",
+        action="store_true",
+        help="leave out the working tree's Switchboard (with --ref: snapshots only, so the "
+        "tree can change while the bench runs)",
+    )
     parser.add_argument("--logs", default=str(DATA / "logs"), help="the servers' logs")
     args = parser.parse_args()
     if not shutil.which("h2load"):
@@ -251,7 +276,8 @@ def main() -> None:
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    kinds = ["bare", "switchboard", *(f"switchboard@{ref}" for ref in args.ref)]
+    kinds = ["bare", *([] if args.no_tree else ["switchboard"])]
+    kinds += [f"switchboard@{ref}" for ref in args.ref]
     runs: dict[str, list[dict[str, Result]]] = {kind: [] for kind in kinds}
     started = time.monotonic()
     for i in range(args.runs):  # alternate, so drift on a shared machine hits all alike
@@ -283,6 +309,8 @@ def report(runs: dict[str, list[dict[str, Result]]], args: argparse.Namespace, t
         f"{'p50 ms':>9}{'p99 ms':>9}"
     )
     for scenario in runs["bare"][0]:
+        if scenario == "first event":
+            continue
         for kind in runs:
             row = f"{kind:<22}{scenario:<13}{median(kind, scenario, 'rps'):>8.0f}"
             row += f"{ratio(kind, scenario, 'rps'):>7.2f}"
@@ -294,6 +322,13 @@ def report(runs: dict[str, list[dict[str, Result]]], args: argparse.Namespace, t
             print(row)
     chunks = STREAM_WORDS + 3
     print(f"streams carry {chunks} events each (rates above are streams; x{chunks} for chunks)")
+    base = median("bare", "first event", "p50_ms")
+    for kind in runs:
+        p50, p99 = (median(kind, "first event", f) for f in ("p50_ms", "p99_ms"))
+        print(
+            f"{kind:<22}first text delta of a Stream at c=1: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+            + (f" (added: {p50 - base:+.2f} ms p50)" if kind != "bare" else "")
+        )
 
 
 if __name__ == "__main__":
