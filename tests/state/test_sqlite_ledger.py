@@ -30,7 +30,7 @@ def entry(n: int) -> AuditEntry:
 
 def count(path: Path, table: str) -> int:
     with sqlite3.connect(path) as conn:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ async def test_a_line_late_on_the_thread_is_unavailable_and_lands_once(tmp_path:
     try:
         other.execute("BEGIN IMMEDIATE")
         began = time.monotonic()
-        with pytest.raises(Unavailable, match="did not answer within 0.2s"):
+        with pytest.raises(Unavailable, match=r"did not answer within 0\.2s"):
             await store.record_usage(line(1), entry(1))
         assert time.monotonic() - began < 1.5  # not the thread's 2 s wait for the lock
         other.execute("COMMIT")
