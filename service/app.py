@@ -12,6 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import cast
 
 import grpc
@@ -19,6 +20,7 @@ import httpx2
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import Counter
 from switchboard.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -60,6 +62,7 @@ from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
 from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.serving.options import server_options
+from service.serving.tls import ServerTls, TlsError, TlsFiles
 from service.sessions import Sessions
 from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
@@ -164,8 +167,14 @@ class App:
         self.admission = Admission(
             max_in_flight=lambda: self.snapshot.transport.max_concurrent_calls
         )
+        self.tls = self._build_tls(snapshot)
+        self._tls_watch: asyncio.Task[None] | None = None
         self.server = self._build_server(snapshot)
-        self.http = HttpListener(self._build_http(), reuse_port=self._worker)
+        self.http = HttpListener(
+            self._build_http(),
+            reuse_port=self._worker,
+            tls=None if self.tls is None else self.tls.ssl_context(),
+        )
         self.port = 0
         self.http_port: int | None = None
         self.metrics_port: int | None = None
@@ -187,6 +196,40 @@ class App:
     async def reload(self) -> bool:
         """Reload the config file now; False when it is invalid (the old one stays)."""
         return await self.reloader.reload()
+
+    def _build_tls(self, snapshot: Snapshot) -> ServerTls | None:
+        """``server.tls`` loaded (paths relative to the config file), or None for plaintext.
+
+        Raises:
+            ConfigError: a file is unreadable, or the certificate and key do not match.
+        """
+        settings = snapshot.server.tls
+        if settings is None:
+            return None
+        base = Path(snapshot.source).parent
+        files = TlsFiles(
+            cert=base / settings.cert_file,
+            key=base / settings.key_file,
+            client_ca=None if settings.client_ca_file is None else base / settings.client_ca_file,
+        )
+        reloads = Counter(
+            "switchboard_tls_reloads",
+            "Re-reads of the TLS files after a change: ok, or rejected (the old ones stay).",
+            ["result"],
+            registry=self.metrics.registry,
+        )
+        for result in ("ok", "rejected"):
+            reloads.labels(result)
+        try:
+            return ServerTls(files, on_reload=lambda result: reloads.labels(result).inc())
+        except TlsError as exc:
+            raise ConfigError(str(exc)) from None
+
+    async def _watch_tls(self, tls: ServerTls) -> None:
+        """Re-read the TLS files when they change (as the config and keys files are)."""
+        while True:
+            await asyncio.sleep(self.snapshot.reload.poll_interval_s)
+            tls.check()
 
     def _build_server(self, snapshot: Snapshot) -> grpc.aio.Server:
         settings = snapshot.server
@@ -267,7 +310,9 @@ class App:
         # only "Failed to bind" (a worker shares the port, so it does not try).
         problem = None if self._worker or not bound else _bind_error(host, bound)
         try:
-            if problem is None:
+            if problem is None and self.tls is not None:
+                self.port = self.server.add_secure_port(address, self.tls.grpc_credentials())
+            elif problem is None:
                 self.port = self.server.add_insecure_port(address)
         except RuntimeError:
             problem = _bind_error(host, bound) or "grpc could not bind it"
@@ -298,7 +343,17 @@ class App:
             )
         )
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
-        log.info("serving", extra={"event": "start", "address": address, "port": self.port})
+        if self.tls is not None:
+            self._tls_watch = asyncio.create_task(self._watch_tls(self.tls), name="tls-reload")
+        log.info(
+            "serving",
+            extra={
+                "event": "start",
+                "address": address,
+                "port": self.port,
+                "tls": "off" if self.tls is None else "mtls" if self.tls.mutual else "tls",
+            },
+        )
         return self.port
 
     def _agent_named(self, name: str) -> AgentSpec | None:
@@ -375,9 +430,10 @@ class App:
             self._reloading.cancel()
             # wait(), not await: a cancellation of stop() itself must not be swallowed.
             await asyncio.wait([self._reloading])
-        if self._target_health is not None:
-            self._target_health.cancel()
-            await asyncio.wait([self._target_health])
+        for task in (self._target_health, self._tls_watch):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")

@@ -21,7 +21,7 @@ from service.config.chain_model import AuthConfig
 from service.errors import SwitchboardError, Unavailable
 from service.main import serve
 from service.observability.logging import configure
-from service.serving.probe import probe
+from service.serving.probe import ProbeTls, probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
 from service.state import build_stores
@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--address", default="127.0.0.1:50051")
     health.add_argument("--service", default="", help="a service name; '' is the server")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    health.add_argument(
+        "--tls", action="store_true", help="speak TLS (implied by any of the options below)"
+    )
+    health.add_argument("--ca-file", type=Path, help="CA of the server's certificate (PEM)")
+    health.add_argument("--cert-file", type=Path, help="client certificate for mTLS (PEM)")
+    health.add_argument("--key-file", type=Path, help="the client certificate's key (PEM)")
+    health.add_argument("--server-name", help="name to check the server's certificate for")
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     where = keys.add_mutually_exclusive_group()
@@ -164,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "health":
-            problem = probe(args.address, args.service, args.timeout)
+            problem = probe(args.address, args.service, args.timeout, _probe_tls(args))
             if problem is not None:
                 print(f"switchboard: {args.address}: {problem}", file=sys.stderr)
                 return 1
@@ -204,6 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _probe_tls(args: argparse.Namespace) -> ProbeTls | None:
+    wanted = (args.ca_file, args.cert_file, args.key_file, args.server_name)
+    if not args.tls and all(option is None for option in wanted):
+        return None
+    return ProbeTls(args.ca_file, args.cert_file, args.key_file, args.server_name)
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:
