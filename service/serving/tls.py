@@ -23,15 +23,22 @@ grpc's Python API offers no "request but do not require" client certificates, so
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter
 
+from service.config import ConfigError
 from service.config.watch import FileWatcher
+
+if TYPE_CHECKING:
+    from service.config import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +180,12 @@ class ServerTls:
         self._on_reload("ok")
         return True
 
+    async def watch(self, interval_s: Callable[[], float]) -> None:
+        """:meth:`check` every ``interval_s()`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s())
+            self.check()
+
     def _grpc_config(self) -> grpc.ServerCertificateConfiguration:
         material = self._material
         return grpc.ssl_server_certificate_configuration(
@@ -191,3 +204,33 @@ class ServerTls:
         self, connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext
     ) -> None:
         connection.context = self._material.context
+
+
+def build_tls(snapshot: Snapshot, registry: CollectorRegistry) -> ServerTls | None:
+    """``server.tls`` loaded (paths relative to the config file), or None for plaintext; its
+    re-reads counted in ``switchboard_tls_reloads_total{result}`` in ``registry``.
+
+    Raises:
+        ConfigError: a file is unreadable, or the certificate and key do not match.
+    """
+    settings = snapshot.server.tls
+    if settings is None:
+        return None
+    base = Path(snapshot.source).parent
+    files = TlsFiles(
+        cert=base / settings.cert_file,
+        key=base / settings.key_file,
+        client_ca=None if settings.client_ca_file is None else base / settings.client_ca_file,
+    )
+    reloads = Counter(
+        "switchboard_tls_reloads",
+        "Re-reads of the TLS files after a change: ok, or rejected (the old ones stay).",
+        ["result"],
+        registry=registry,
+    )
+    for result in ("ok", "rejected"):
+        reloads.labels(result)
+    try:
+        return ServerTls(files, on_reload=lambda result: reloads.labels(result).inc())
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
