@@ -77,7 +77,7 @@ async def test_a_rotation_adds_the_new_key_and_shortens_the_old_in_one_write(
     start = await admin.insert_key(old)
     _, new = new_key("acme", source="store", rotated_from=old.id)
     await admin.insert_key(new, expire=(old.id, 4000.0))
-    revision, changed = await admin.keys_since(start)
+    _, changed = await admin.keys_since(start)
     assert {k.id for k in changed} == {old.id, new.id}
     stored = await admin.get_key(old.id)
     assert stored is not None
