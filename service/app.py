@@ -48,6 +48,7 @@ from service.errors import Unavailable
 from service.guards.metrics import GuardMetrics
 from service.http.app import HttpApp
 from service.http.connect import service_app
+from service.http.console import Console
 from service.http.openai_door import Behaviors, OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
@@ -274,7 +275,7 @@ class App:
             )
             for descriptor, servicer in self._doors_services
         ]
-        return HttpApp(OpenAIDoor(behaviors), connect)
+        return HttpApp(OpenAIDoor(behaviors), connect, Console())
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
