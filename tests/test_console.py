@@ -21,6 +21,7 @@ from service.auth.keys import new_key, write_keys_file
 from tests.chain_helpers import AGENTS
 from tests.conftest import ROOT
 from tests.harness import Served, serve_config
+from tests.waiting import wait_for
 
 BROWSER = ROOT / "tests" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -105,6 +106,8 @@ async def _calls(served: Served, key: str, agent: str, n: int, text: str) -> Non
     client = AsyncClient(served.address, channel=served.channel, api_key=key)
     for _ in range(n):
         await client.invoke(agent, text)
+    # The ledger line is written after the answer: wait until it is.
+    await wait_for(lambda: served.app.pipeline.recorder.in_flight == 0, what="ledger writes")
 
 
 async def test_the_console_in_a_real_browser(tmp_path: Path, page_of: Any) -> None:

@@ -60,6 +60,7 @@ async function now() {
 const commands = {
   async signin({ key }) {
     const since = await now();
+    await page.evaluate(() => { document.getElementById("signin-error").textContent = ""; });
     await page.fill("#key", key);
     await page.click("#signin-form button");
     await Promise.race([

@@ -292,6 +292,7 @@ async function refresh() {
 
 async function signIn(event) {
   if (event) event.preventDefault();
+  $("signin-error").textContent = "";
   const typed = $("key").value.trim();
   if (typed) sessionStorage.setItem(KEY, typed);
   $("key").value = "";
