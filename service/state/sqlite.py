@@ -62,6 +62,11 @@ class SqliteDurable:
         self._run = self._db.run
         self._ledger = GroupCommit(self.path, self._db, _insert_line, timeout_s=timeout_s)
 
+    @property
+    def file(self) -> SqliteFile:
+        """The file's one connection and thread (the admin store shares them)."""
+        return self._db
+
     async def migrate(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
