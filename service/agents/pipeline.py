@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
@@ -73,6 +73,8 @@ from service.usage.recorder import Recorder
 log = logging.getLogger(__name__)
 
 Route = Callable[[tuple[Message, ...], Deadline, Tab], AsyncGenerator[Event, None]]
+"""``route(history, deadline, tab)``: the call's events from upstream; attempts given up after
+they cost something are written into ``tab`` as they happen (see ``Router.open``)."""
 
 
 class Pipeline(Protocol):
@@ -322,11 +324,11 @@ def _records(  # noqa: PLR0917 (one call's facts)
         cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         estimated=usage.estimated,
-        line_id=uuid.uuid4().hex,
+        line_id=secrets.token_hex(16),  # 32 hex digits, as uuid4().hex but cheaper
     )
     audit = AuditEntry(
         now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status,
-        entry_id=uuid.uuid4().hex,
+        entry_id=secrets.token_hex(16),
     )  # fmt: skip
     return record, audit
 

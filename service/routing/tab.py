@@ -7,8 +7,10 @@ short because its caller left. The router writes each into the call's :class:`Ta
 target it ran on; the state pipeline prices each at its own target's price and charges the
 sum with the call (ledger line, budget, tokens-per-minute limits).
 
-An attempt that never began answering (no first event) is charged nothing: Switchboard cannot
-know whether the upstream processed the prompt. Plain data, no I/O.
+A streamed attempt that never began answering (no first event) is charged nothing:
+Switchboard cannot know whether the upstream processed the prompt. A non-streamed attempt
+(an Invoke's, :attr:`ModelCall.whole`) shows nothing until it is whole: cut short after it was
+sent, it is charged its prompt and its output bound (:meth:`Tab.cut`). Plain data, no I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from service.domain import ProviderEvent, TargetRef, Usage, UsageEvent
 from service.providers.base import ModelCall
+from service.usage.bound import output_bound
 from service.usage.estimate import answer_tokens, estimated_usage, prompt_tokens
 
 
@@ -56,6 +59,15 @@ class Tab:
             sent = prompt_tokens(call.system_prompt, call.messages, call.tools)
             usage = estimated_usage(sent, answer_tokens(seen))
         self.abandoned.append(Abandoned(target, usage, error))
+
+    def cut(self, target: TargetRef, call: ModelCall, error: str) -> None:
+        """Add a non-streamed attempt (``call.whole``) cut short after it was sent
+        (cancelled, or out of time): nothing of its answer was seen, and the upstream may
+        bill all it generated, so it costs its prompt and the most it could have answered
+        (the output bound its reservation held), estimated."""
+        sent = prompt_tokens(call.system_prompt, call.messages, call.tools)
+        most = output_bound(target.model, call.parameters.max_tokens)
+        self.abandoned.append(Abandoned(target, estimated_usage(sent, most), error))
 
     def usage(self) -> Usage:
         """The abandoned attempts' usage summed (cost not included: each has its own price)."""
