@@ -229,10 +229,10 @@ class App:
         servicer, chain = self.agent_servicer, self.chain
         name = f"/{AGENT_SERVICE}/"
         behaviors = Behaviors(
-            invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke),
-            stream=chain.stream_behavior(name + "Stream", servicer.Stream),
-            list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents),
-            get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent),
+            invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke, "openai"),
+            stream=chain.stream_behavior(name + "Stream", servicer.Stream, "openai"),
+            list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents, "openai"),
+            get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent, "openai"),
         )
         connect = [
             service_app(
@@ -317,7 +317,7 @@ class App:
         if port is None:
             return
         host = settings.http.host or grpc_host
-        self._check_auth(self.snapshot, host)
+        self._check_auth(self.snapshot, host, warn=False)  # start() has warned
         try:
             self.http_port = await self.http.start(host, port, grace_s=settings.grace_s)
         except OSError as exc:
@@ -333,22 +333,24 @@ class App:
             self._check_auth(snapshot, self._host)
 
     @staticmethod
-    def _check_auth(snapshot: Snapshot, host: str) -> None:
-        """Refuse to serve without auth beyond loopback; say loudly when auth is off.
+    def _check_auth(snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
+        """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
+        auth is off.
 
         Raises:
             ConfigError: auth is off and ``host`` is not a loopback address.
         """
         auth = snapshot.auth
         if auth.enabled:
-            if not len(auth.keys):
+            if warn and not len(auth.keys):
                 log.warning("auth is on but no API keys are configured: every call will fail")
             return
         if not is_loopback(host):
             raise ConfigError(
                 f"auth.enabled: auth may be off only on a loopback address, not {host!r}"
             )
-        log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+        if warn:
+            log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
 
     async def _ratelimit_state(self, up: bool) -> None:
         self.metrics.ratelimit_backend_up.set(1 if up else 0)
@@ -423,15 +425,16 @@ class App:
             await self.health.set(TARGET_HEALTH_PREFIX + name, status)
 
 
-def _wrapped_unary(chain: Chain, servicer: object, name: str) -> UnaryBehavior:
-    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain."""
+def _wrapped_unary(chain: Chain, servicer: object, name: str, door: str) -> UnaryBehavior:
+    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain, as
+    called through ``door``."""
     method: UnaryBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.unary_behavior(name, method)
+    return chain.unary_behavior(name, method, door)
 
 
-def _wrapped_stream(chain: Chain, servicer: object, name: str) -> StreamBehavior:
+def _wrapped_stream(chain: Chain, servicer: object, name: str, door: str) -> StreamBehavior:
     method: StreamBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.stream_behavior(name, method)
+    return chain.stream_behavior(name, method, door)
 
 
 def _bind_error(host: str, port: int) -> str | None:

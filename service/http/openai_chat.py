@@ -16,8 +16,9 @@ caller loses a setting silently.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -327,6 +328,48 @@ def _response_format(raw: Any) -> pb.ResponseFormat:
                 _struct(spec["schema"], "response_format.json_schema.schema")
             )
     return result
+
+
+# The contract's field paths (in a BadRequest from the servicer) → OpenAI's request fields.
+_PARAMS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^agent$", "model"),
+        (r"^parameters\.response_format\.json_schema\w*", "response_format.json_schema.schema"),
+        (r"^parameters\.response_format\.schema_name\b", "response_format.json_schema.name"),
+        (r"^parameters\.response_format\.strict\b", "response_format.json_schema.strict"),
+        (r"^parameters\.", ""),
+        (r"^(messages\[\d+\]\.content\[\d+\])\.image\b", r"\1.image_url"),
+        (r"^(messages\[\d+\]\.tool_calls\[\d+\])\.name\b", r"\1.function.name"),
+        (r"^(messages\[\d+\]\.tool_calls\[\d+\])\.arguments_json\b", r"\1.function.arguments"),
+        (r"^(tools\[\d+\])\.parameters(_json)?\b", r"\1.function.parameters"),
+        (r"^(tools\[\d+\])\.(name|description)\b", r"\1.function.\2"),
+    )
+)
+
+
+def openai_param(field: str, body: Mapping[str, Any]) -> str:
+    """The OpenAI request field for the contract's ``field`` (a BadRequest field path), as
+    the caller wrote it: ``parameters.max_tokens`` is ``max_tokens`` or
+    ``max_completion_tokens``, whichever the body has."""
+    if field == "parameters.max_tokens":
+        return "max_tokens" if "max_completion_tokens" not in body else "max_completion_tokens"
+    for pattern, replacement in _PARAMS:
+        field, found = pattern.subn(replacement, field, count=1)
+        if found:
+            return field
+    return field
+
+
+def in_callers_terms(field: str, message: str, rename: Callable[[str], str]) -> tuple[str, str]:
+    """``(param, message)`` with the contract's ``field`` renamed, also where the message
+    starts with it (``"parameters.top_p: 3 is out of range"``)."""
+    if not field:
+        return field, message
+    param = rename(field)
+    if message.startswith(field + ":"):
+        message = param + message[len(field) :]
+    return param, message
 
 
 def completion_id(request_id: str) -> str:

@@ -16,8 +16,9 @@ agent) is an HTTP error status; an error after the first event is a last SSE eve
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -40,6 +41,7 @@ from service.http.errors import error_body, error_headers, error_json, http_stat
 from service.interceptors.decode import Undecodable
 
 _JSON = [(b"content-type", b"application/json")]
+_NO_BODY: Mapping[str, Any] = {}
 _SSE = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -73,7 +75,17 @@ def _context(scope: Scope) -> DoorContext:
     return DoorContext(metadata_of(scope["headers"]), None, peer)
 
 
-async def _fail(send: Send, failure: Failure) -> None:
+def _in_openai_terms(failure: Failure, body: Mapping[str, Any]) -> Failure:
+    """``failure`` with the contract's field names (``param`` and the message's start) in
+    OpenAI's (``parameters.top_p`` → ``top_p``)."""
+    param, message = chat.in_callers_terms(
+        failure.field, failure.message, lambda field: chat.openai_param(field, body)
+    )
+    return dataclasses.replace(failure, field=param, message=message)
+
+
+async def _fail(send: Send, failure: Failure, body: Mapping[str, Any] = _NO_BODY) -> None:
+    failure = _in_openai_terms(failure, body)
     await respond(send, http_status(failure), error_json(failure), error_headers(failure))
 
 
@@ -99,6 +111,7 @@ class OpenAIDoor:
             return
         request: Any
         stream, include_usage = False, False
+        body: dict[str, Any] = {}
         try:
             body = chat.parse_body(raw)
             stream, include_usage = chat.wants_stream(body)
@@ -107,24 +120,31 @@ class OpenAIDoor:
             request = Undecodable(bad.problem, len(raw), bad.field)
         context = _context(scope)
         if stream:
-            work = self._stream(request, context, include_usage, send)
+            work = self._stream(request, context, include_usage, send, body)
         else:
             if not isinstance(request, Undecodable):
                 request = chat.as_invoke(request)
-            work = self._invoke(request, context, send)
+            work = self._invoke(request, context, send, body)
         await until_disconnect(receive, work)
 
-    async def _invoke(self, request: Any, context: DoorContext, send: Send) -> None:
+    async def _invoke(
+        self, request: Any, context: DoorContext, send: Send, body: Mapping[str, Any]
+    ) -> None:
         try:
             response: pb.InvokeResponse = await self._do.invoke(request, context)
         except grpc.aio.AbortError:
-            await _fail(send, context.failure())
+            await _fail(send, context.failure(), body)
             return
         headers = [*_JSON, (b"x-request-id", response.request_id.encode())]
         await respond(send, 200, _dump(chat.completion(response)), headers)
 
     async def _stream(
-        self, request: Any, context: DoorContext, include_usage: bool, send: Send
+        self,
+        request: Any,
+        context: DoorContext,
+        include_usage: bool,
+        send: Send,
+        body: Mapping[str, Any],
     ) -> None:
         agent = getattr(request, "agent", "")
         chunks = chat.Chunks(agent, include_usage)
@@ -133,7 +153,7 @@ class OpenAIDoor:
             try:
                 first = await anext(events)
             except grpc.aio.AbortError:
-                await _fail(send, context.failure())
+                await _fail(send, context.failure(), body)
                 return
             except StopAsyncIteration:
                 first = None
@@ -147,7 +167,8 @@ class OpenAIDoor:
                 async for event in events:
                     await _events(send, chunks.of(event))
             except grpc.aio.AbortError:
-                payload = b"data: " + _dump(error_body(context.failure())) + b"\n\n"
+                failure = _in_openai_terms(context.failure(), body)
+                payload = b"data: " + _dump(error_body(failure)) + b"\n\n"
                 await send({"type": "http.response.body", "body": payload})
                 return
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
