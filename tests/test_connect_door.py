@@ -263,8 +263,7 @@ async def test_a_binary_body_that_does_not_parse_is_refused_by_the_chain() -> No
     assert status == 400
     assert "not a valid switchboard.v1.InvokeRequest" in json.loads(body)["message"]
     assert (
-        sample(exposition, "switchboard_calls_total", door="connect", code="INVALID_ARGUMENT")
-        == 1
+        sample(exposition, "switchboard_calls_total", door="connect", code="INVALID_ARGUMENT") == 1
     )
 
 
