@@ -40,9 +40,12 @@ from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
 from service.guards.metrics import GuardMetrics
+from service.http.anthropic_door import AnthropicDoor
 from service.http.app import HttpApp
 from service.http.connect import service_app
-from service.http.openai_door import Behaviors, OpenAIDoor
+from service.http.cors import with_cors
+from service.http.door import Behaviors
+from service.http.openai_door import OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
 from service.interceptors.base import StreamBehavior, UnaryBehavior
@@ -165,7 +168,9 @@ class App:
             max_in_flight=lambda: self.snapshot.transport.max_concurrent_calls
         )
         self.server = self._build_server(snapshot)
-        self.http = HttpListener(self._build_http(), reuse_port=self._worker)
+        self.http = HttpListener(
+            with_cors(self._build_http(), snapshot.server.http.cors), reuse_port=self._worker
+        )
         self.port = 0
         self.http_port: int | None = None
         self.metrics_port: int | None = None
@@ -225,15 +230,18 @@ class App:
         return server
 
     def _build_http(self) -> HttpApp:
-        """The HTTP doors: the AgentService servicer wrapped in the same chain."""
+        """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
         servicer, chain = self.agent_servicer, self.chain
         name = f"/{AGENT_SERVICE}/"
-        behaviors = Behaviors(
-            invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke, "openai"),
-            stream=chain.stream_behavior(name + "Stream", servicer.Stream, "openai"),
-            list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents, "openai"),
-            get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent, "openai"),
-        )
+
+        def behaviors(door: str) -> Behaviors:
+            return Behaviors(
+                invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke, door),
+                stream=chain.stream_behavior(name + "Stream", servicer.Stream, door),
+                list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents, door),
+                get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent, door),
+            )
+
         connect = [
             service_app(
                 descriptor,
@@ -242,7 +250,11 @@ class App:
             )
             for descriptor, servicer in self._doors_services
         ]
-        return HttpApp(OpenAIDoor(behaviors), connect)
+        return HttpApp(
+            OpenAIDoor(behaviors("openai")),
+            AnthropicDoor(behaviors("anthropic"), self._agent_named),
+            connect,
+        )
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
