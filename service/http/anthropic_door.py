@@ -33,6 +33,7 @@ from service.http.asgi import (
     respond,
     until_disconnect,
 )
+from service.http.body import BadBody, in_callers_terms, parse_body
 from service.http.context import DoorContext, Failure
 from service.http.door import (
     SSE_HEADERS,
@@ -43,7 +44,6 @@ from service.http.door import (
     door_context,
     dump,
 )
-from service.http.openai_chat import in_callers_terms
 from service.interceptors.decode import Undecodable
 
 _NO_PATHS = body_of.Paths()
@@ -101,10 +101,10 @@ class AnthropicDoor:
         stream = False
         paths = _NO_PATHS
         try:
-            body = body_of.parse_body(raw)
+            body = parse_body(raw)
             stream = body_of.wants_stream(body)
             request, paths = body_of.messages_request(body, self._agent)
-        except body_of.BadBody as bad:
+        except BadBody as bad:
             request = Undecodable(bad.problem, len(raw), bad.field)
         context = door_context(scope)
         if stream:

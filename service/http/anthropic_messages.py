@@ -28,13 +28,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import struct_pb2
 from switchboard.v1 import agent_pb2 as pb
 
 from service.agents.spec import AgentSpec
-from service.http.openai_chat import BadBody, parse_body
-
-__all__ = ["BadBody", "Paths", "messages_request", "parse_body"]
+from service.http.body import BadBody, extensions, model_and_messages, number, schema_struct, string
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # Anthropic's own limit for the Messages API
 # Fields accepted only with their neutral value (what Anthropic does when they are absent).
@@ -127,17 +124,7 @@ def messages_request(
     Raises:
         BadBody: naming the first field that cannot be carried.
     """
-    for key, value in body.items():
-        if key not in _KNOWN:
-            raise BadBody(key, "not supported by this gateway")
-        if key in _NEUTRAL and value not in _NEUTRAL[key]:
-            raise BadBody(key, "not supported by this gateway")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadBody("model", "the agent name is required (a string)")
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list) or not raw_messages:
-        raise BadBody("messages", "a non-empty list of messages is required")
+    model, raw_messages = model_and_messages(body, _KNOWN, _NEUTRAL)
     paths = Paths()
     request = pb.StreamRequest(agent=model)
     _system(body.get("system"), request, paths)
@@ -150,15 +137,8 @@ def messages_request(
         if not isinstance(metadata, dict) or set(metadata) - {"user_id"}:
             raise BadBody("metadata", "only user_id is supported")
         if (user := metadata.get("user_id")) is not None:
-            request.metadata["user"] = _string(user, "metadata.user_id")
-    session = body.get("session_id")
-    if session is not None:
-        request.session_id = _string(session, "session_id")
-    cache = body.get("cache")
-    if cache is not None:
-        if not isinstance(cache, bool):
-            raise BadBody("cache", "must be true or false")
-        request.cache = cache
+            request.metadata["user"] = string(user, "metadata.user_id")
+    extensions(body, request)
     return request, paths
 
 
@@ -170,12 +150,6 @@ def wants_stream(body: Mapping[str, Any]) -> bool:
     if not isinstance(stream, bool):
         raise BadBody("stream", "must be true or false")
     return stream
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise BadBody(where, "must be a string")
-    return value
 
 
 def _keys(raw: dict[str, Any], where: str, allowed: set[str]) -> None:
@@ -200,7 +174,7 @@ def _system(raw: Any, request: pb.StreamRequest, paths: Paths) -> None:
             if not isinstance(block, dict) or block.get("type") != "text":
                 raise BadBody(f"{where}.type", "system blocks are of type 'text'")
             _keys(block, where, {"type", "text"})
-            message.content.add(text=_string(block.get("text"), f"{where}.text"))
+            message.content.add(text=string(block.get("text"), f"{where}.text"))
             paths.parts[-1].append(where)
     else:
         raise BadBody("system", "a string or a list of text blocks")
@@ -249,7 +223,7 @@ def _part(block: Any, where: str) -> pb.ContentPart:
         _keys(block, where, {"type", "text", "citations"})
         if block.get("citations"):
             raise BadBody(f"{where}.citations", "not supported by this gateway")
-        return pb.ContentPart(text=_string(block.get("text"), f"{where}.text"))
+        return pb.ContentPart(text=string(block.get("text"), f"{where}.text"))
     if kind == "image":
         _keys(block, where, {"type", "source"})
         return pb.ContentPart(image=_image(block.get("source"), f"{where}.source"))
@@ -260,15 +234,15 @@ def _image(source: Any, where: str) -> pb.Image:
     kind = source.get("type") if isinstance(source, dict) else None
     if kind == "url":
         _keys(source, where, {"type", "url"})
-        return pb.Image(url=_string(source.get("url"), f"{where}.url"))
+        return pb.Image(url=string(source.get("url"), f"{where}.url"))
     if kind == "base64":
         _keys(source, where, {"type", "media_type", "data"})
-        data = _string(source.get("data"), f"{where}.data")
+        data = string(source.get("data"), f"{where}.data")
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise BadBody(f"{where}.data", "not valid base64") from exc
-        media_type = _string(source.get("media_type"), f"{where}.media_type")
+        media_type = string(source.get("media_type"), f"{where}.media_type")
         return pb.Image(data=raw, media_type=media_type)
     raise BadBody(f"{where}.type", "an image source of type base64 or url")
 
@@ -279,8 +253,8 @@ def _tool_use(block: dict[str, Any], where: str) -> pb.ToolCall:
     if not isinstance(arguments, dict):
         raise BadBody(f"{where}.input", "must be an object")
     return pb.ToolCall(
-        id=_string(block.get("id"), f"{where}.id"),
-        name=_string(block.get("name"), f"{where}.name"),
+        id=string(block.get("id"), f"{where}.id"),
+        name=string(block.get("name"), f"{where}.name"),
         arguments_json=json.dumps(arguments, separators=(",", ":"), ensure_ascii=False),
     )
 
@@ -290,7 +264,7 @@ def _tool_result(
 ) -> None:
     _keys(block, where, {"type", "tool_use_id", "content", "is_error"})
     message = request.messages.add(
-        role=pb.ROLE_TOOL, tool_call_id=_string(block.get("tool_use_id"), f"{where}.tool_use_id")
+        role=pb.ROLE_TOOL, tool_call_id=string(block.get("tool_use_id"), f"{where}.tool_use_id")
     )
     paths.add(where)
     parts = paths.parts[-1]
@@ -329,27 +303,10 @@ def _tools(body: Mapping[str, Any], request: pb.StreamRequest) -> None:
             raise BadBody(f"{where}.type", "only client tools (name, input_schema) are supported")
         _keys(raw, where, {"type", "name", "description", "input_schema"})
         tool = request.tools.add(
-            name=_string(raw.get("name"), f"{where}.name"),
-            description=_string(raw.get("description", ""), f"{where}.description"),
+            name=string(raw.get("name"), f"{where}.name"),
+            description=string(raw.get("description", ""), f"{where}.description"),
         )
-        schema = raw.get("input_schema")
-        if not isinstance(schema, dict):
-            raise BadBody(f"{where}.input_schema", "a JSON Schema object")
-        struct = struct_pb2.Struct()
-        try:
-            struct.update(schema)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise BadBody(f"{where}.input_schema", "a JSON Schema object") from exc
-        tool.parameters.CopyFrom(struct)
-
-
-def _number(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadBody(key, "must be a number")
-    return float(value)
+        tool.parameters.CopyFrom(schema_struct(raw.get("input_schema"), f"{where}.input_schema"))
 
 
 def _parameters(body: Mapping[str, Any], request: pb.StreamRequest, spec: AgentSpec | None) -> None:
@@ -358,9 +315,9 @@ def _parameters(body: Mapping[str, Any], request: pb.StreamRequest, spec: AgentS
         raise BadBody("thinking", "extended thinking is not supported by this gateway")
     params = pb.Parameters()
     given = False
-    if (temperature := _number(body, "temperature")) is not None:
+    if (temperature := number(body, "temperature")) is not None:
         params.temperature, given = temperature, True
-    if (top_p := _number(body, "top_p")) is not None:
+    if (top_p := number(body, "top_p")) is not None:
         params.top_p, given = top_p, True
     stops = body.get("stop_sequences")
     if stops is not None:
@@ -392,15 +349,10 @@ def _output_format(raw: Any) -> pb.ResponseFormat | None:
     if not isinstance(spec, dict) or spec.get("type") != "json_schema":
         raise BadBody("output_config.format.type", "only 'json_schema' is supported")
     _keys(spec, "output_config.format", {"type", "schema"})
-    schema = spec.get("schema")
-    if not isinstance(schema, dict):
-        raise BadBody("output_config.format.schema", "a JSON Schema object")
-    result = pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_SCHEMA, schema_name="output")
-    try:
-        result.json_schema.update(schema)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise BadBody("output_config.format.schema", "a JSON Schema object") from exc
-    return result
+    schema = schema_struct(spec.get("schema"), "output_config.format.schema")
+    return pb.ResponseFormat(
+        type=pb.ResponseFormat.TYPE_JSON_SCHEMA, schema_name="output", json_schema=schema
+    )
 
 
 def _caller_sets_max_tokens(spec: AgentSpec | None, limit: int) -> bool:

@@ -34,6 +34,7 @@ from service.http.asgi import (
     respond,
     until_disconnect,
 )
+from service.http.body import BadBody, in_callers_terms, parse_body
 from service.http.context import DoorContext, Failure
 from service.http.door import (
     SSE_HEADERS,
@@ -54,7 +55,7 @@ _NO_BODY: Mapping[str, Any] = {}
 def _in_openai_terms(failure: Failure, body: Mapping[str, Any]) -> Failure:
     """``failure`` with the contract's field names (``param`` and the message's start) in
     OpenAI's (``parameters.top_p`` → ``top_p``)."""
-    param, message = chat.in_callers_terms(
+    param, message = in_callers_terms(
         failure.field, failure.message, lambda field: chat.openai_param(field, body)
     )
     return dataclasses.replace(failure, field=param, message=message)
@@ -89,10 +90,10 @@ class OpenAIDoor:
         stream, include_usage = False, False
         body: dict[str, Any] = {}
         try:
-            body = chat.parse_body(raw)
+            body = parse_body(raw)
             stream, include_usage = chat.wants_stream(body)
             request = chat.chat_request(body)
-        except chat.BadBody as bad:
+        except BadBody as bad:
             request = Undecodable(bad.problem, len(raw), bad.field)
         context = door_context(scope)
         if stream:
