@@ -29,10 +29,15 @@ def needed(commands: Iterable[str], paths: Iterable[Path] = ()) -> pytest.MarkDe
     )
 
 
-async def generate(out: Path, plugins: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Run ``buf generate`` for proto/switchboard into ``out``; ``plugins`` maps a local
-    plugin (a command, or ``builtin:java`` for one built into protoc) to its ``out`` (under
-    ``out``) and ``opt``. Returns ``out``.
+async def generate(
+    out: Path,
+    plugins: Mapping[str, Mapping[str, Any]],
+    paths: Iterable[str] = ("proto/switchboard",),
+) -> Path:
+    """Run ``buf generate`` for ``paths`` (the contract; add third_party/googleapis/google/rpc
+    for the error details' types) into ``out``; ``plugins`` maps a local plugin (a command,
+    or ``builtin:java`` for one built into protoc) to its ``out`` (under ``out``) and
+    ``opt``. Returns ``out``.
 
     Raises:
         AssertionError: buf failed (its error output in the message).
@@ -53,7 +58,7 @@ async def generate(out: Path, plugins: Mapping[str, Mapping[str, Any]]) -> Path:
     config = out / "buf.gen.yaml"
     config.write_text(yaml.safe_dump(template))
     process = await asyncio.create_subprocess_exec(
-        str(BUF), "generate", "--template", str(config), "--path", "proto/switchboard",
+        str(BUF), "generate", "--template", str(config), *(f"--path={p}" for p in paths),
         "-o", str(out), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
