@@ -103,15 +103,13 @@ class AnthropicDoor:
         try:
             body = parse_body(raw)
             stream = body_of.wants_stream(body)
-            request, paths = body_of.messages_request(body, self._agent)
+            request, paths = body_of.messages_request(body, self._agent, stream=stream)
         except BadBody as bad:
             request = Undecodable(bad.problem, len(raw), bad.field)
         context = door_context(scope)
         if stream:
             work = self._stream(request, context, send, paths)
         else:
-            if not isinstance(request, Undecodable):
-                request = pb.InvokeRequest.FromString(request.SerializeToString())
             work = self._invoke(request, context, send, paths)
         await until_disconnect(receive, work)
 

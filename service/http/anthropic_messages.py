@@ -1,7 +1,8 @@
 """Anthropic Messages request ⇄ the contract's request: the Anthropic door's request knowledge.
 
 A body (``POST /v1/messages``, the shape of Anthropic's API reference, "Messages") becomes one
-``switchboard.v1.StreamRequest``; the servicer then validates it as it validates a gRPC call.
+``switchboard.v1.InvokeRequest`` or ``StreamRequest``; the servicer then validates it as it
+validates a gRPC call.
 ``model`` names an agent; ``system`` (a string or text blocks) becomes system messages; a
 user message's ``tool_result`` blocks become tool messages, an assistant message's
 ``tool_use`` blocks its tool calls. ``metadata.user_id`` goes into the call's metadata as
@@ -31,7 +32,15 @@ from typing import Any
 from switchboard.v1 import agent_pb2 as pb
 
 from service.agents.spec import AgentSpec
-from service.http.body import BadBody, extensions, model_and_messages, number, schema_struct, string
+from service.http.body import (
+    AgentCall,
+    BadBody,
+    extensions,
+    model_and_messages,
+    number,
+    schema_struct,
+    string,
+)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # Anthropic's own limit for the Messages API
 # Fields accepted only with their neutral value (what Anthropic does when they are absent).
@@ -115,9 +124,10 @@ class Paths:
 
 
 def messages_request(
-    body: Mapping[str, Any], agent: Callable[[str], AgentSpec | None]
-) -> tuple[pb.StreamRequest, Paths]:
-    """The contract's request for a Messages body, and where its parts came from.
+    body: Mapping[str, Any], agent: Callable[[str], AgentSpec | None], *, stream: bool
+) -> tuple[AgentCall, Paths]:
+    """The contract's request for a Messages body (a StreamRequest when ``stream``, else an
+    InvokeRequest), and where its parts came from.
 
     ``agent`` finds the named agent (None: unknown), for ``max_tokens``.
 
@@ -126,7 +136,7 @@ def messages_request(
     """
     model, raw_messages = model_and_messages(body, _KNOWN, _NEUTRAL)
     paths = Paths()
-    request = pb.StreamRequest(agent=model)
+    request = (pb.StreamRequest if stream else pb.InvokeRequest)(agent=model)
     _system(body.get("system"), request, paths)
     for i, raw in enumerate(raw_messages):
         _message(raw, f"messages[{i}]", request, paths)
@@ -160,7 +170,7 @@ def _keys(raw: dict[str, Any], where: str, allowed: set[str]) -> None:
             raise BadBody(f"{where}.{key}", "not supported by this gateway")
 
 
-def _system(raw: Any, request: pb.StreamRequest, paths: Paths) -> None:
+def _system(raw: Any, request: AgentCall, paths: Paths) -> None:
     if raw is None:
         return
     message = pb.Message(role=pb.ROLE_SYSTEM)
@@ -181,7 +191,7 @@ def _system(raw: Any, request: pb.StreamRequest, paths: Paths) -> None:
     request.messages.append(message)
 
 
-def _message(raw: Any, where: str, request: pb.StreamRequest, paths: Paths) -> None:
+def _message(raw: Any, where: str, request: AgentCall, paths: Paths) -> None:
     if not isinstance(raw, dict):
         raise BadBody(where, "a message is an object with a role and content")
     _keys(raw, where, {"role", "content"})
@@ -259,9 +269,7 @@ def _tool_use(block: dict[str, Any], where: str) -> pb.ToolCall:
     )
 
 
-def _tool_result(
-    block: dict[str, Any], where: str, request: pb.StreamRequest, paths: Paths
-) -> None:
+def _tool_result(block: dict[str, Any], where: str, request: AgentCall, paths: Paths) -> None:
     _keys(block, where, {"type", "tool_use_id", "content", "is_error"})
     message = request.messages.add(
         role=pb.ROLE_TOOL, tool_call_id=string(block.get("tool_use_id"), f"{where}.tool_use_id")
@@ -286,7 +294,7 @@ def _tool_result(
         raise BadBody(f"{where}.content", "a string or a list of text and image blocks")
 
 
-def _tools(body: Mapping[str, Any], request: pb.StreamRequest) -> None:
+def _tools(body: Mapping[str, Any], request: AgentCall) -> None:
     choice = body.get("tool_choice")
     if choice is not None:
         if not isinstance(choice, dict) or choice.get("type") != "auto":
@@ -309,7 +317,7 @@ def _tools(body: Mapping[str, Any], request: pb.StreamRequest) -> None:
         tool.parameters.CopyFrom(schema_struct(raw.get("input_schema"), f"{where}.input_schema"))
 
 
-def _parameters(body: Mapping[str, Any], request: pb.StreamRequest, spec: AgentSpec | None) -> None:
+def _parameters(body: Mapping[str, Any], request: AgentCall, spec: AgentSpec | None) -> None:
     thinking = body.get("thinking")
     if thinking is not None and thinking != {"type": "disabled"}:
         raise BadBody("thinking", "extended thinking is not supported by this gateway")

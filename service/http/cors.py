@@ -9,8 +9,6 @@ headers that carry a call's outcome: the request id, a delay to wait, and gRPC-W
 
 from __future__ import annotations
 
-from starlette.middleware.cors import CORSMiddleware
-
 from service.config.model import CorsConfig
 from service.http.asgi import Handler
 
@@ -30,6 +28,9 @@ def with_cors(app: Handler, config: CorsConfig) -> Handler:
     itself when no origin is allowed: then it costs nothing)."""
     if not config.enabled:
         return app
+    # Imported here: a server that allows no origin does not load Starlette.
+    from starlette.middleware.cors import CORSMiddleware  # noqa: PLC0415
+
     return CORSMiddleware(
         app,
         allow_origins=config.allow_origins,

@@ -7,12 +7,12 @@ module only carries events from the servicer to the socket.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from typing import Any
 
 import grpc
+import msgspec
 from switchboard.v1 import agent_pb2 as pb
 
 from service.http.asgi import Scope, Send
@@ -51,8 +51,8 @@ def door_context(scope: Scope) -> DoorContext:
 
 
 def dump(value: Any) -> bytes:
-    """Compact JSON, UTF-8."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, UTF-8 (msgspec's encoder: several times the standard library's)."""
+    return msgspec.json.encode(value)
 
 
 async def all_agents(list_agents: UnaryBehavior, context: DoorContext) -> list[pb.Agent]:

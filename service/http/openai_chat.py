@@ -23,6 +23,7 @@ from typing import Any
 from switchboard.v1 import agent_pb2 as pb
 
 from service.http.body import (
+    AgentCall,
     BadBody,
     extensions,
     integer,
@@ -87,15 +88,16 @@ _KNOWN = frozenset(
 )
 
 
-def chat_request(body: Mapping[str, Any]) -> pb.StreamRequest:
-    """The contract's request for a Chat Completions body (a StreamRequest: it has the same
-    fields as InvokeRequest, see :func:`as_invoke`).
+def chat_request(body: Mapping[str, Any], *, stream: bool) -> AgentCall:
+    """The contract's request for a Chat Completions body: a StreamRequest when ``stream``,
+    else an InvokeRequest.
 
     Raises:
         BadBody: naming the first field that cannot be carried.
     """
     model, messages = model_and_messages(body, _KNOWN, _NEUTRAL)
-    request = pb.StreamRequest(
+    kind = pb.StreamRequest if stream else pb.InvokeRequest
+    request = kind(
         agent=model, messages=[_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
     )
     tools = body.get("tools")
@@ -116,11 +118,6 @@ def chat_request(body: Mapping[str, Any]) -> pb.StreamRequest:
         request.metadata["user"] = string(user, "user")
     extensions(body, request)
     return request
-
-
-def as_invoke(request: pb.StreamRequest) -> pb.InvokeRequest:
-    """The same request as an InvokeRequest (the two messages share their fields)."""
-    return pb.InvokeRequest.FromString(request.SerializeToString())
 
 
 def wants_stream(body: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -210,7 +207,7 @@ def _tool(raw: Any, path: str) -> pb.Tool:
     return tool
 
 
-def _parameters(body: Mapping[str, Any], request: pb.StreamRequest) -> None:
+def _parameters(body: Mapping[str, Any], request: AgentCall) -> None:
     params = pb.Parameters()
     given = False
     if (temperature := number(body, "temperature")) is not None:

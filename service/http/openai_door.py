@@ -92,15 +92,13 @@ class OpenAIDoor:
         try:
             body = parse_body(raw)
             stream, include_usage = chat.wants_stream(body)
-            request = chat.chat_request(body)
+            request = chat.chat_request(body, stream=stream)
         except BadBody as bad:
             request = Undecodable(bad.problem, len(raw), bad.field)
         context = door_context(scope)
         if stream:
             work = self._stream(request, context, include_usage, send, body)
         else:
-            if not isinstance(request, Undecodable):
-                request = chat.as_invoke(request)
             work = self._invoke(request, context, send, body)
         await until_disconnect(receive, work)
 
