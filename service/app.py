@@ -65,9 +65,14 @@ from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tools.host import ToolHost
+from service.tools.loop import ToolLoop
+from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
 
 log = logging.getLogger(__name__)
+# How long start() waits for MCP servers to list their tools (a slower one joins later).
+TOOLS_READY_S = 30.0
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -140,11 +145,22 @@ class App:
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
         self.guard_http = httpx2.AsyncClient(follow_redirects=False)
+        # Server tools: MCP servers (supervised) and HTTP tools; they outlive runtimes.
+        self.tool_http = httpx2.AsyncClient(follow_redirects=False)
+        self.tool_metrics = ToolMetrics(self.metrics.registry)
+        self.tool_host = ToolHost(
+            self.tool_http,
+            on_change=self.tool_metrics.server_changed,
+            on_rug_pull=self.tool_metrics.rug_pull,
+        )
+        self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
             guard_observer=GuardMetrics(self.metrics.registry),
             http=self.guard_http,
+            tools=self.tool_loop,
+            sessions=Sessions(self.stores.durable),
         )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
@@ -152,6 +168,7 @@ class App:
             environ or {},
             registry=self.metrics.registry,
             accept=self._accept_reload,
+            swapped=lambda snap: self.tool_host.configure(snap.tools),
         )
         self._state_watch: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -257,6 +274,7 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        await self.tool_host.configure(self.snapshot.tools, wait_s=TOOLS_READY_S)
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -400,6 +418,8 @@ class App:
             self._close_storage()
         await self.limiter.aclose()
         await self.guard_http.aclose()
+        await self.tool_host.aclose()
+        await self.tool_http.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()
