@@ -234,7 +234,9 @@ class McpServer:
             return failed(ToolOutcome.TIMEOUT, f"timed out after {timeout_s:g}s", _since(began))
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
-                self._broken.set()  # the owner restarts it
+                # The owner restarts it; calls from now on wait for the new connection.
+                self._ready.clear()
+                self._broken.set()
                 return failed(
                     ToolOutcome.ERROR, "the tool's server went away during the call", _since(began)
                 )
