@@ -40,6 +40,8 @@ class Validators:
         if held is None or held[0] is not schema:
             validator = jsonschema.validators.validator_for(schema)(schema)
             held = self._by_id[id(schema)] = (schema, validator)
+        if held[1].is_valid(arguments):  # the common case, without building errors
+            return None
         error = jsonschema.exceptions.best_match(held[1].iter_errors(arguments))
         if error is None:
             return None
