@@ -88,7 +88,7 @@ async def test_a_valid_key_is_served_by_bearer_or_x_api_key(tmp_path: Path) -> N
         assert events[-1].WhichOneof("event") == "finish"
         stub = pb_grpc.AgentServiceStub(served.channel)
         listed = await stub.ListAgents(pb.ListAgentsRequest(), metadata=[("x-api-key", keys[0])])
-        assert [a.name for a in listed.agents] == ["assistant", "echo"]
+        assert [a.name for a in listed.agents] == ["assistant", "echo", "operator"]
 
 
 async def test_a_key_reaches_only_its_agents(tmp_path: Path) -> None:
@@ -257,7 +257,7 @@ auth:
     async with serve_config(config, environ, api_key=key) as served:
         assert (await served.client.invoke("echo", "hi")).agent == "echo"
         anonymous = AsyncClient(served.address, channel=served.channel)
-        assert [a.name for a in await anonymous.list_agents()] == ["assistant", "echo"]
+        assert [a.name for a in await anonymous.list_agents()] == ["assistant", "echo", "operator"]
         with pytest.raises(UnauthenticatedError):
             await anonymous.get_agent("echo")
     with pytest.raises(ConfigError, match="SB_TEST_KEYS is not set"):

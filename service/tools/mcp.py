@@ -79,6 +79,7 @@ class McpServer:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._relist = asyncio.Event()
+        self._tried = asyncio.Event()  # the first connection attempt has ended
 
     @property
     def name(self) -> str:
@@ -90,10 +91,15 @@ class McpServer:
             self._task = asyncio.create_task(self._own(), name=f"mcp:{self.name}")
 
     async def wait_ready(self, timeout_s: float) -> bool:
-        """True once the server is connected and listed (False after ``timeout_s``)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._ready.wait()
+        """True once the server is connected and listed; False as soon as its first attempt
+        failed, or after ``timeout_s`` (a start is not held up by a broken server)."""
+        tried = asyncio.ensure_future(self._tried.wait())
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait([tried, ready], timeout=timeout_s, return_when="FIRST_COMPLETED")
+        finally:
+            tried.cancel()
+            ready.cancel()
         return self._ready.is_set()
 
     def reconfigure(self, spec: McpServerSpec) -> None:
@@ -121,6 +127,7 @@ class McpServer:
                     "MCP server %s is down: %s", self.name, _kind(exc), extra={"server": self.name}
                 )
             self._down()
+            self._tried.set()
             if self._stop.is_set():
                 return
             failures = 0 if time.monotonic() - began > 60 else failures + 1
