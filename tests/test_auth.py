@@ -88,7 +88,7 @@ async def test_a_valid_key_is_served_by_bearer_or_x_api_key(tmp_path: Path) -> N
         assert events[-1].WhichOneof("event") == "finish"
         stub = pb_grpc.AgentServiceStub(served.channel)
         listed = await stub.ListAgents(pb.ListAgentsRequest(), metadata=[("x-api-key", keys[0])])
-        assert [a.name for a in listed.agents] == ["assistant", "echo", "operator"]
+        assert [a.name for a in listed.agents] == ["assistant", "echo"]
 
 
 async def test_a_key_reaches_only_its_agents(tmp_path: Path) -> None:
