@@ -257,7 +257,7 @@ auth:
     async with serve_config(config, environ, api_key=key) as served:
         assert (await served.client.invoke("echo", "hi")).agent == "echo"
         anonymous = AsyncClient(served.address, channel=served.channel)
-        assert [a.name for a in await anonymous.list_agents()] == ["assistant", "echo", "operator"]
+        assert [a.name for a in await anonymous.list_agents()] == ["assistant", "echo"]
         with pytest.raises(UnauthenticatedError):
             await anonymous.get_agent("echo")
     with pytest.raises(ConfigError, match="SB_TEST_KEYS is not set"):
