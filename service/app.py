@@ -24,6 +24,8 @@ from switchboard.v1 import (
     admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
+    approval_pb2,
+    approval_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     usage_pb2,
@@ -36,9 +38,12 @@ from service.agents.spec import AgentSpec
 from service.api import reflection
 from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
+from service.api.approvals import ApprovalServicer
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
+from service.approvals.gate import Gate
+from service.approvals.service import Approvals
 from service.auth.admin import KeyAdmin
 from service.auth.live import LiveKeys
 from service.cache.metrics import CacheMetrics
@@ -90,6 +95,7 @@ RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+APPROVAL_SERVICE = approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 
 
 def build_runtime(
@@ -174,6 +180,8 @@ class App:
             on_rug_pull=self.tool_metrics.rug_pull,
         )
         self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
+        self.tool_loop.approvals = Gate(self.stores.approvals, self.tool_loop)
+        self.approvals = Approvals(self.stores.approvals, self.ledger)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
@@ -260,17 +268,27 @@ class App:
             lambda: target_infos(self.snapshot.targets, self.targets),
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        approvals = ApprovalServicer(self.approvals)
+        approval_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
             (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
             (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
+            (approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"], approvals),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable(
-                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE),
+                (
+                    AGENT_SERVICE,
+                    SESSION_SERVICE,
+                    USAGE_SERVICE,
+                    ADMIN_SERVICE,
+                    APPROVAL_SERVICE,
+                    HEALTH_SERVICE,
+                ),
                 server,
             )
         return server

@@ -11,6 +11,15 @@ from service.approvals.records import ApprovalRecord, ApprovalState
 
 
 class ApprovalStore(Protocol):
+    async def insert_approvals(self, approvals: Sequence[ApprovalRecord]) -> None:
+        """Store new approvals (their ids are new), in one transaction."""
+        ...
+
+    async def expire_approvals(self, tenant: str, approval_ids: Sequence[str], now: float) -> None:
+        """Expire those of ``approval_ids`` still pending (whatever their expiry), atomically
+        against ``decide_approval``: after it, each is decided or expired for good."""
+        ...
+
     async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord | None: ...
 
     async def get_approvals(self, tenant: str, approval_ids: Sequence[str]) -> list[ApprovalRecord]:
@@ -25,6 +34,7 @@ class ApprovalStore(Protocol):
         limit: int = 100,
         state: ApprovalState | None = None,
         run_id: str = "",
+        now: float,
     ) -> list[ApprovalRecord]:
         """The tenant's approvals, newest first (``before``: the last id of the previous
         page). ``state`` PENDING lists only those not yet expired; EXPIRED includes pending

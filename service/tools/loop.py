@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, MutableMapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -108,13 +108,14 @@ class Approvals(Protocol):
         agent: AgentSpec,
         state: LoopState,
         pending: Sequence[Pending],
-        done: Mapping[str, ToolOutput],
+        done: MutableMapping[str, ToolOutput],
+        *,
         deadline: Deadline,
+        guards: GuardContext,
     ) -> AsyncGenerator[Event, None]:
-        """Ask for the decisions (events: ApprovalRequiredEvent); then, for each decided
-        call, run it or refuse it (ToolResultEvent + the TOOL message appended to
-        ``state.conversation`` by ``run_decided``). Returns without a StepFinish when the
-        run parked (``state.run_id`` set, ``parked`` true)."""
+        """Ask for the decisions (events: ApprovalRequiredEvent); then, for each pending
+        call, put its output in ``done``: run when approved, refused otherwise. A Finish
+        event means the run parked (``state.run_id`` set): the rest waits for a resume."""
         ...
 
 
@@ -136,7 +137,7 @@ class ToolLoop:
     def __init__(self, host: ToolHost, audit: Audit | None = None) -> None:
         self.host = host
         self._audit = audit
-        self._validators = Validators()
+        self.validators = Validators()
         self.approvals: Approvals | None = None  # set by the composition root
 
     def offered(self, agent: AgentSpec) -> dict[str, ServerTool]:
@@ -272,17 +273,17 @@ class ToolLoop:
                     else f"the tool is disabled: {tool.disabled_reason}"
                 )
                 outputs[call.id] = failed(ToolOutcome.NOT_ALLOWED, why)
-                await self._audited(state, call.name, "not_allowed")
+                await self.audited(state, call.name, "not_allowed")
                 return
             checked = await check_call(
-                agent, guards, tool.parameters, call.arguments_json, self._validators
+                agent, guards, tool.parameters, call.arguments_json, self.validators
             )
             state.verdicts.extend(checked.verdicts)
             if checked.problem:
                 kind = ToolOutcome.BLOCKED if checked.blocked else ToolOutcome.INVALID_ARGUMENTS
                 outputs[call.id] = failed(kind, checked.problem)
                 if checked.blocked:
-                    await self._audited(state, call.name, "blocked")
+                    await self.audited(state, call.name, "blocked")
                 return
             reason = approval_reason(tool, checked.arguments)
             if reason is not None:
@@ -305,7 +306,9 @@ class ToolLoop:
                     )
             else:
                 async with aclosing(
-                    self.approvals.wait(agent, state, pending, outputs, deadline)
+                    self.approvals.wait(
+                        agent, state, pending, outputs, deadline=deadline, guards=guards
+                    )
                 ) as decided:
                     async for event in decided:
                         yield event
@@ -346,7 +349,7 @@ class ToolLoop:
         """Run one allowed, checked call and pass its result through the input guards."""
         output = await self.host.run(tool, arguments, deadline)
         if tool.policy.tool_class == WRITE or not output.ok:
-            await self._audited(state, tool.name, output.outcome.value)
+            await self.audited(state, tool.name, output.outcome.value)
         if not output.ok:
             return output
         text, verdicts, blocked = await check_result(agent, guards, output.text)
@@ -360,15 +363,19 @@ class ToolLoop:
             )
         return replace(output, text=text)
 
-    async def _audited(self, state: LoopState, tool: str, outcome: str) -> None:
-        """An audit entry for a tool call (write tools, refusals, failures). A store error
-        here does not fail the run: the ledger's outbox keeps the entry (Ledger.audit)."""
+    async def audited(
+        self, state: LoopState, tool: str, outcome: str, approval_id: str = ""
+    ) -> None:
+        """An audit entry for a tool call (write tools, refusals, failures, approval
+        requests). A store error here does not fail the run: the ledger's outbox keeps the
+        entry (Ledger.audit)."""
         if self._audit is None:
             return
         ctx = current()
+        resource = f"tool:{tool} {approval_id}".strip()[:200]
         entry = AuditEntry(
             time.time(), ctx.tenant, ctx.key_id, state.request.request_id,
-            "tool_call", f"tool:{tool}"[:200], outcome, entry_id=uuid.uuid4().hex,
+            "tool_call", resource, outcome, entry_id=uuid.uuid4().hex,
         )  # fmt: skip
         try:
             await self._audit.audit(entry)
