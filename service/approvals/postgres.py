@@ -51,13 +51,13 @@ class PostgresApprovals:
         run_id: str = "",
         now: float,
     ) -> list[ApprovalRecord]:
-        where = rows.state_filter(state).format(now="$2")
+        where = rows.state_filter(state).format(now="$2::double precision")
         found = await self._durable.fetch(
             f"SELECT {rows.SELECT} FROM approvals WHERE tenant = $1 AND {where} "  # noqa: S608
-            "AND ($3 = '' OR run_id = $3) "
-            "AND ($4 = '' OR (created_at, approval_id) < "
+            "AND ($3::text = '' OR run_id = $3::text) "
+            "AND ($4::text = '' OR (created_at, approval_id) < "
             "(SELECT created_at, approval_id FROM approvals "
-            "WHERE tenant = $1 AND approval_id = $4)) "
+            "WHERE tenant = $1 AND approval_id = $4::text)) "
             "ORDER BY created_at DESC, approval_id DESC LIMIT $5",
             tenant,
             now,
@@ -81,7 +81,7 @@ class PostgresApprovals:
         found = await self._durable.fetch(
             "UPDATE approvals SET state = $1, decided_at = $2, approver = $3, comment = $4, "  # noqa: S608
             "edited_arguments_json = $5 WHERE tenant = $6 AND approval_id = $7 "
-            f"AND state = 'pending' AND expires_at > $2 RETURNING {rows.SELECT}",
+            f"AND state = 'pending' AND expires_at > $2::double precision RETURNING {rows.SELECT}",
             state.value,
             now,
             approver,

@@ -41,7 +41,7 @@ def state_filter(state: ApprovalState | None) -> str:
     """A WHERE clause on ``state`` with the placeholder ``{now}`` for the current time:
     a pending approval past its expiry counts as expired."""
     if state is None:
-        return "TRUE"
+        return "{now} IS NOT NULL"  # every row (and the parameter typed)
     if state is ApprovalState.PENDING:
         return "state = 'pending' AND expires_at > {now}"
     if state is ApprovalState.EXPIRED:
