@@ -72,7 +72,7 @@ class Gate:
             ApprovalRecord(
                 new_approval_id(), ctx.tenant, state.run_id, agent.name, p.tool.name,
                 p.call.id, p.arguments_json, p.reason, ApprovalState.PENDING, now, expires,
-                request_id=state.request.request_id, tool_class=p.tool.policy.tool_class,
+                request_id=state.request.request_id, tool_class=p.tool.policy.tool_class or "write",
                 step=state.step,
             )
             for p in pending
