@@ -37,7 +37,7 @@ from service.guards.check import merge_verdicts
 from service.offload import Offload
 from service.providers.base import ModelCall
 from service.routing.router import Router, Spent
-from service.routing.whole import total
+from service.routing.whole import Abandoned, total
 from service.sessions import Sessions
 from service.tools.loop import LoopState, ToolLoop
 from service.usage.estimate import prompt_tokens
@@ -176,9 +176,9 @@ class Runner:
                 return
             route = functools.partial(
                 self._route,
-                runtime.router,
-                agent,
-                request,
+                router=runtime.router,
+                agent=agent,
+                request=request,
                 guards=guards,
                 whole_answer=whole_answer,
             )
@@ -221,9 +221,9 @@ class Runner:
         ) -> AsyncGenerator[Event, None]:
             route = functools.partial(
                 self._route,
-                runtime.router,
-                offered,
-                step_request,
+                router=runtime.router,
+                agent=offered,
+                request=step_request,
                 guards=guards,
                 whole_answer=whole_answer,
             )
@@ -246,12 +246,13 @@ class Runner:
 
     async def _route(
         self,
+        history: tuple[Message, ...],
+        deadline: Deadline,
+        spent: list[Abandoned],
+        *,
         router: Router,
         agent: AgentSpec,
         request: AgentRequest,
-        history: tuple[Message, ...],
-        deadline: Deadline,
-        *,
         guards: GuardContext,
         whole_answer: bool,
     ) -> AsyncGenerator[Event, None]:
@@ -263,14 +264,14 @@ class Runner:
         )
         try:
             opened = await router.open(
-                agent.route, call, deadline, agent.routing, whole_answer=whole_answer
+                agent.route, call, deadline, agent.routing, whole_answer=whole_answer, spent=spent
             )
-        except Spent as spent:
+        except Spent as failed:
             # Attempts that began answering and were given up still cost what the upstream
             # billed: the pipeline charges this usage with the call's error.
-            yield Start(request.request_id, agent.name, agent.version, spent.abandoned[-1].target)
-            yield UsageEvent(total(a.usage for a in spent.abandoned))
-            raise spent.error from None
+            yield Start(request.request_id, agent.name, agent.version, failed.abandoned[-1].target)
+            yield UsageEvent(total(a.usage for a in failed.abandoned))
+            raise failed.error from None
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
         if agent.guards.output or agent.guards.enabled:
