@@ -23,6 +23,12 @@ from service.config.state_model import (
     PriceConfig,
     StateConfig,
 )
+from service.config.tools_model import (
+    HttpToolConfig,
+    LoopConfig,
+    McpServerConfig,
+    check_tool_references,
+)
 from service.routing.config import ResilienceConfig, Route, route_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -83,6 +89,17 @@ class HttpConfig(FrozenModel):
     cors: CorsConfig = CorsConfig()
 
 
+class TlsConfig(FrozenModel):
+    """TLS on both listeners (gRPC and HTTP): PEM files, relative to the config file's folder,
+    re-read when they change (docs/security.md)."""
+
+    cert_file: str = Field(min_length=1, description="certificate chain (PEM), leaf first")
+    key_file: str = Field(min_length=1, description="the certificate's private key (PEM)")
+    client_ca_file: str | None = Field(
+        None, description="CA bundle (PEM) client certificates must chain to: mTLS, required"
+    )
+
+
 class ServerConfig(FrozenModel):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
@@ -95,6 +112,7 @@ class ServerConfig(FrozenModel):
     max_send_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_messages: int = Field(1000, ge=1, description="most messages in one request")
     http: HttpConfig = HttpConfig()
+    tls: TlsConfig | None = Field(None, description="unset: plaintext (a mesh's TLS, say)")
 
 
 class ResponseFormatConfig(FrozenModel):
@@ -254,6 +272,12 @@ class AgentConfig(FrozenModel):
     guards: AgentGuardsConfig | None = Field(
         None, description="guard names per stage (input, output, tool_call): docs/guards.md"
     )
+    server_tools: list[str] = Field(
+        default_factory=list,
+        description="tools the server runs for this agent: '<mcp server>.<tool>', "
+        "'<mcp server>.*' or an HTTP tool's name (README, Tools)",
+    )
+    loop: LoopConfig = LoopConfig()
 
 
 class TransportConfig(FrozenModel):
@@ -322,6 +346,12 @@ class Config(FrozenModel):
     guards: dict[str, GuardConfig] = Field(
         default_factory=dict, description="named guards, listed per agent and stage"
     )
+    mcp_servers: dict[str, McpServerConfig] = Field(
+        default_factory=dict, description="MCP servers whose tools agents may call"
+    )
+    http_tools: dict[str, HttpToolConfig] = Field(
+        default_factory=dict, description="tools that are one HTTP request each"
+    )
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Config:
@@ -367,6 +397,11 @@ class Config(FrozenModel):
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"guards.{name}: names are letters, digits, '_', '-', '.'")
         check_references(self.guards, {name: a.guards for name, a in self.agents.items()})
+        check_tool_references(
+            self.mcp_servers,
+            self.http_tools,
+            {name: a.server_tools for name, a in self.agents.items()},
+        )
         budget_names = [b.name for b in self.budgets]
         if len(set(budget_names)) != len(budget_names):
             raise ValueError("budgets: each budget needs its own name")

@@ -4,8 +4,9 @@
 so is ``/v1/models`` for a request with an ``anthropic-version`` header (Anthropic's SDKs
 send it); the rest of ``/v1/...`` is the OpenAI-compatible door
 (:mod:`service.http.openai_door`); ``/switchboard.v1.<Service>/<Method>`` is Connect and
-gRPC-Web (:mod:`service.http.connect`). Anything else is answered 404 in the error shape of
-the door the request looks for.
+gRPC-Web (:mod:`service.http.connect`); ``/console/`` is the web console's static files
+(:mod:`service.http.console`). Anything else is answered 404 in the error shape of the door
+the request looks for.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import grpc
 
 from service.http import anthropic_door
 from service.http.anthropic_door import AnthropicDoor
-from service.http.asgi import Receive, Scope, Send, header, respond
+from service.http.asgi import Handler, Receive, Scope, Send, header, respond
 from service.http.connect import ServiceApp, prefixes
+from service.http.console import PREFIX as CONSOLE
 from service.http.context import Failure
 from service.http.errors import error_headers, error_json
 from service.http.openai_door import OpenAIDoor
@@ -30,11 +32,16 @@ class HttpApp:
     """The ASGI application (``lifespan`` is not used: the App starts and stops it)."""
 
     def __init__(
-        self, openai: OpenAIDoor, anthropic: AnthropicDoor, connect: Sequence[ServiceApp] = ()
+        self,
+        openai: OpenAIDoor,
+        anthropic: AnthropicDoor,
+        connect: Sequence[ServiceApp] = (),
+        console: Handler | None = None,
     ) -> None:
         self._openai = openai
         self._anthropic = anthropic
         self._connect = prefixes(connect)
+        self._console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,6 +51,9 @@ class HttpApp:
         service = self._connect.get(path[: path.find("/", 1) + 1])
         if service is not None:
             await service(scope, receive, send)
+            return
+        if self._console is not None and (path == CONSOLE or path.startswith(CONSOLE + "/")):
+            await self._console(scope, receive, send)
             return
         anthropic = path == "/v1/messages" or header(scope, _ANTHROPIC_VERSION) is not None
         if anthropic:
