@@ -27,10 +27,10 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doors_bench import OPENAI, h2load
 from switchboard.v1 import agent_pb2 as pb
 
 from bench import ROOT, UNARY_WORDS, Result, free_port, request
-from doors_bench import OPENAI, h2load
 
 
 @contextlib.contextmanager
