@@ -46,9 +46,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and key[0] != "_":
-                out[key] = value
+        out.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and k[0] != "_"})
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return msgspec.json.format(_ENCODER.encode(out), indent=0).decode()
