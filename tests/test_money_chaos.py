@@ -313,3 +313,7 @@ async def test_chaos_keeps_the_books(tmp_path: Path) -> None:
     assert sum(1 for r in lines if r["cost_nanos"]) == sum(1 for b in bills.values() if any(b))
     # No budget exceeded.
     assert charged <= LIMIT_USD * 1e9
+    print(  # the figures, with -s
+        f"chaos: {len(lines)} ledger lines, {len(bills)} upstream requests, "
+        f"${charged / 1e9:.6f} charged = billed, limit ${LIMIT_USD}, {dict(book.outcomes)}"
+    )
