@@ -3,7 +3,7 @@
 1. load the session's history (if the request names a session; a session belongs to the
    agent that created it: another agent's is FAILED_PRECONDITION);
 2. reserve an upper bound of the call's cost on the caller's budgets
-   (:mod:`service.usage.bound`);
+   (:mod:`service.usage.bound`), and of each attempt past the first before it starts;
 3. serve from the response cache (single-flight) or route upstream, pricing the usage;
 4. on Finish, before the caller sees it: record the call (ledger line and audit entry,
    together with the session's new turn, if any, in one transaction), then settle the
@@ -57,11 +57,12 @@ from service.domain import (
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
+from service.providers.base import TargetSpec
 from service.routing.tab import Tab, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
-from service.usage.bound import history_bound, input_bound, output_bound
+from service.usage.bound import attempts_at_once, history_bound, input_bound, output_bound
 from service.usage.budgets import Budgets, Reservation
 from service.usage.estimate import AnswerCounter, estimated_usage, prompt_tokens
 from service.usage.ledger import Ledger
@@ -161,6 +162,9 @@ class StatePipeline:
                 reservation_bound(prices, agent, call.prompt, parameters.max_tokens),
                 wait_s=deadline.remaining(),
             )
+            call.tab.allow = self._another_attempt(
+                reservation, prices, agent, call.prompt, parameters.max_tokens
+            )
 
             def produce() -> AsyncGenerator[Event, None]:
                 return _priced(route(history, deadline, call.tab), prices, call)
@@ -204,6 +208,32 @@ class StatePipeline:
                 usage, audit = _records(request, agent, call, status, began, prices)
                 charge(usage.input_tokens + usage.output_tokens)
                 await self._record_quietly(usage, audit, reservation)
+
+    def _another_attempt(
+        self,
+        reservation: Reservation | None,
+        prices: PriceTable,
+        agent: AgentSpec,
+        prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
+        max_tokens: int | None,
+    ) -> Callable[[TargetSpec], Awaitable[bool]]:
+        """What the router asks before an attempt past the first: reserve its bound on the
+        call's tokens-per-minute limits and budgets; False when one has no room."""
+        sent = input_bound(*prompt)
+        at_once = attempts_at_once(agent)
+
+        async def allow(target: TargetSpec) -> bool:
+            most = output_bound(target.model, max_tokens)
+            try:
+                await reserve_tokens((sent + most) * at_once)
+            except SwitchboardError:
+                return False
+            if reservation is None:
+                return True
+            amount = prices.estimate_nanos(target.ref, sent, most) * at_once
+            return await self.budgets.grow(reservation, amount)
+
+        return allow
 
     def _appender(
         self, request: AgentRequest, call: _Call, usage: UsageRecord, audit: AuditEntry
@@ -357,16 +387,18 @@ def reservation_bound(
     prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
     max_tokens: int | None,
 ) -> int:
-    """An upper bound of the call's cost in nano-dollars: the bound of its input and output
-    tokens (:mod:`service.usage.bound`) at the dearest target of its route."""
+    """An upper bound of the call's first attempt (and its hedge) in nano-dollars: the bound
+    of its input and output tokens (:mod:`service.usage.bound`) at the dearest target of its
+    route. An attempt past the first reserves its own before it starts."""
     input_tokens = input_bound(*prompt)
-    return max(
+    one = max(
         (
             prices.estimate_nanos(t.ref, input_tokens, output_bound(t.model, max_tokens))
             for t in agent.route
         ),
         default=0,
     )
+    return one * attempts_at_once(agent)
 
 
 def _status(exc: BaseException) -> str:

@@ -174,6 +174,13 @@ class Router:
                 ticket.abandoned()
                 call.stop = True
                 return None
+            if call.attempts and not await call.tab.allows(target.spec):
+                # The call's budget (or tokens per minute) has no room for what one more
+                # attempt can cost: it ends with the last attempt's error.
+                log.warning("no budget left for another attempt", extra={"target": target.name})
+                ticket.abandoned()
+                call.stop = True
+                return None
             tries += 1
             outcome = await self._attempt(
                 call, target=target, state=target_state, ticket=ticket, rest=rest, mc=model_call

@@ -5,7 +5,9 @@ answer: an Invoke attempt given up after a drop or an error mid-answer (then ret
 to the fallback), the loser of a hedge race that had begun answering too, a whole answer cut
 short because its caller left. The router writes each into the call's :class:`Tab`, with the
 target it ran on; the state pipeline prices each at its own target's price and charges the
-sum with the call (ledger line, budget, tokens-per-minute limits).
+sum with the call (ledger line, budget, tokens-per-minute limits). Before an extra attempt
+(a retry, a fallback) the router asks the tab (:meth:`Tab.allows`), so that the call's
+reservations stay an upper bound of what its attempts can cost.
 
 A streamed attempt that never began answering (no first event) is charged nothing:
 Switchboard cannot know whether the upstream processed the prompt. A non-streamed attempt
@@ -16,11 +18,11 @@ sent, it is charged its prompt and its output bound (:meth:`Tab.cut`). Plain dat
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from service.domain import ProviderEvent, TargetRef, Usage, UsageEvent
-from service.providers.base import ModelCall
+from service.providers.base import ModelCall, TargetSpec
 from service.usage.bound import output_bound
 from service.usage.estimate import answer_tokens, estimated_usage, prompt_tokens
 
@@ -38,13 +40,20 @@ class Abandoned:
 class Tab:
     """One call's spend outside its answer. ``abandoned``: the attempts given up, in order.
     ``answer``: a whole answer's usage once it was read to its end (it cost that even if the
-    call is cancelled before the answer reaches the pipeline)."""
+    call is cancelled before the answer reaches the pipeline). ``allow``: set by the state
+    pipeline, reserves the bound of one more attempt on ``target`` (budgets, tokens per
+    minute) and says whether it may be made."""
 
-    __slots__ = ("abandoned", "answer")
+    __slots__ = ("abandoned", "allow", "answer")
 
     def __init__(self) -> None:
         self.abandoned: list[Abandoned] = []
         self.answer: Usage | None = None
+        self.allow: Callable[[TargetSpec], Awaitable[bool]] | None = None
+
+    async def allows(self, target: TargetSpec) -> bool:
+        """Whether the call may make one more attempt on ``target`` (its cost reserved)."""
+        return True if self.allow is None else await self.allow(target)
 
     def give_up(
         self, target: TargetRef, call: ModelCall, seen: Sequence[ProviderEvent], error: str

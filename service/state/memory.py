@@ -97,6 +97,23 @@ class MemoryFast:
             state.held[reservation] = (amount, now + hold_s)
         return -1
 
+    async def grow(
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
+    ) -> int:
+        now = self._tick()
+        found = [self._line(line, now) for line in lines]
+        states = [s for s in found if s is not None and s.spent is not None]
+        if epoch != self._epoch or len(states) < len(lines):
+            return NEEDS_SEED
+        for i, (line, state) in enumerate(zip(lines, states, strict=True)):
+            held = sum(a for a, _ in state.held.values())
+            if (state.spent or 0) + held + amount > line.limit_nanos:
+                return i
+        for state in states:
+            old, until = state.held.get(reservation, (0, now + hold_s))
+            state.held[reservation] = (old + amount, until)
+        return -1
+
     async def hold(
         self, lines: Sequence[BudgetLine], hold_id: str, amount: int, hold_s: float
     ) -> None:

@@ -104,6 +104,33 @@ return -1
 """
 )
 
+# ARGV: id, amount, hold ms, epoch, then per line: limit, ttl ms. As _RESERVE, but adds
+# ``amount`` to the reservation's hold (an extra attempt of the call), keeping its expiry.
+_GROW = (
+    _PRELUDE
+    + """
+local id, amount, hold, epoch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if redis.call('GET', KEYS[#KEYS]) ~= epoch then return -2 end
+for i = 0, lines - 1 do
+  if redis.call('EXISTS', key(i, 1)) == 0 then return -2 end
+end
+local ready = tonumber(string.match(epoch, ':(%d+)$') or '0')
+if now < ready then return -3 - (ready - now) end
+for i = 0, lines - 1 do
+  expire(i)
+  local held = tonumber(redis.call('GET', key(i, 4)) or '0')
+  local spent = tonumber(redis.call('GET', key(i, 1)))
+  if spent + held + amount > tonumber(ARGV[5 + 2 * i]) then return i end
+end
+for i = 0, lines - 1 do
+  local old = tonumber(redis.call('HGET', key(i, 2), id) or '0')
+  local until_ms = tonumber(redis.call('ZSCORE', key(i, 3), id) or (now + hold))
+  put(i, id, old + amount, until_ms, tonumber(ARGV[6 + 2 * i]))
+end
+return -1
+"""
+)
+
 # ARGV: id, amount, hold ms, then a ttl ms per line.
 _HOLD = (
     _PRELUDE
@@ -219,6 +246,7 @@ class RedisBudgets:
             name: client.register_script(source)
             for name, source in {
                 "reserve": _RESERVE,
+                "grow": _GROW,
                 "hold": _HOLD,
                 "settle": _SETTLE,
                 "pending": _PENDING,
@@ -256,6 +284,14 @@ class RedisBudgets:
         for line in lines:
             args += [line.limit_nanos, _ms(line.ttl_s)]
         return int(await self._run("reserve", lines, args))
+
+    async def grow(
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
+    ) -> int:
+        args: list[Any] = [reservation, amount, _ms(hold_s), epoch]
+        for line in lines:
+            args += [line.limit_nanos, _ms(line.ttl_s)]
+        return int(await self._run("grow", lines, args))
 
     async def hold(
         self, lines: Sequence[BudgetLine], hold_id: str, amount: int, hold_s: float

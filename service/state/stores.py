@@ -119,6 +119,13 @@ class BudgetStore(Protocol):
         else hold nothing and return the index of the first line without room."""
         ...
 
+    async def grow(
+        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
+    ) -> int:
+        """As ``reserve``, but adds ``amount`` to the reservation's hold (an extra attempt of
+        its call), keeping its expiry (``hold_s`` from now if it has none)."""
+        ...
+
     async def hold(
         self, lines: Sequence[BudgetLine], hold_id: str, amount: int, hold_s: float
     ) -> None:

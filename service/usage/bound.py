@@ -93,6 +93,12 @@ def output_bound(model: str, max_tokens: int | None) -> int:
     return MAX_OUTPUT_TOKENS[max(prefixes, key=len)] if prefixes else DEFAULT_OUTPUT_TOKENS
 
 
+def attempts_at_once(agent: AgentSpec | None) -> int:
+    """How many attempts of one call can be answering at once: two when the agent's route
+    hedges (a slow attempt and its hedge), else one. Each reserves its bound."""
+    return 2 if agent is not None and agent.routing is not None and agent.routing.hedge else 1
+
+
 def call_bound(
     agent: AgentSpec | None,
     text_bytes: int,
@@ -104,11 +110,14 @@ def call_bound(
     messages hold ``text_bytes`` bytes of text and ``images`` images: the agent's system
     prompt and tools, the request's messages, and the output bound of the dearest target
     (``max_tokens`` from the request, else the agent's). Session history is not included
-    (the pipeline adds :func:`history_bound` once it has loaded it). Without the agent (an
-    unknown name: the call fails before the upstream), only the request's text."""
+    (the pipeline adds :func:`history_bound` once it has loaded it), and an attempt past
+    the first reserves its own (:class:`service.routing.tab.Tab`). A hedging route counts
+    two attempts (:func:`attempts_at_once`). Without the agent (an unknown name: the call
+    fails before the upstream), only the request's text."""
     request_in = text_bytes + MESSAGE_OVERHEAD_TOKENS * messages + IMAGE_TOKENS_BOUND * images
     if agent is None:
         return max(1, request_in)
     limit = max_tokens if max_tokens is not None else agent.parameters.max_tokens
     output = max((output_bound(t.model, limit) for t in agent.route), default=0)
-    return input_bound(agent.system_prompt, (), agent.tools) + request_in + output
+    one = input_bound(agent.system_prompt, (), agent.tools) + request_in + output
+    return one * attempts_at_once(agent)

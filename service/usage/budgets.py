@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import quote
@@ -223,6 +223,24 @@ class Budgets:
             violations=[QuotaViolation(subject, f"budget {budget.name}: {limit}")],
             reason=Reason.BUDGET_EXHAUSTED,
         )
+
+    async def grow(self, reservation: Reservation, amount: int) -> bool:
+        """Hold ``amount`` more under ``reservation`` (an extra attempt of its call), if every
+        budget it binds has room; False, holding nothing more, when one has not (or the
+        store does not answer, or its counters are being rebuilt)."""
+        try:
+            done = await self._store.grow(
+                reservation.lines, reservation.id, amount, self._hold_s, self._epoch
+            )
+        except SwitchboardError as exc:
+            log.warning("budget not grown for another attempt: %s", exc.message)
+            return False
+        if done != -1:
+            return False
+        held = self._live.get(reservation.id)
+        if held is not None:  # held again at its full amount after a loss
+            self._live[reservation.id] = replace(held, amount=held.amount + amount)
+        return True
 
     async def check_epoch(self) -> None:
         """If the store's counters were lost (a new epoch), hold again what this process

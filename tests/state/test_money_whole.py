@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
-from switchboard_client import UnavailableError
+from switchboard_client import ResourceExhaustedError, UnavailableError
 
 from service.usage.budgets import applicable
 from tests.fakes.anthropic_fake import AnthropicFake
@@ -187,3 +187,61 @@ async def test_a_call_cancelled_mid_answer_is_charged_what_was_delivered(
         assert cost == input_tokens * price_in + output_tokens * price_out
         entries = await served.app.stores.durable.recent_audit("default", 1)
         assert entries[0].outcome == "Cancelled"
+
+
+TIGHT = """
+targets:
+  gpt:
+    provider: openai
+    model: gpt-fake
+    base_url: {gpt}/v1
+    api_key: {{env: OPENAI_API_KEY}}
+    first_token_timeout_s: 5  # streamed for Invoke too
+  claude:
+    provider: anthropic
+    model: claude-fake
+    base_url: {claude}
+    api_key: {{env: ANTHROPIC_API_KEY}}
+pricing:  # output dominates: an attempt costs about what it reserves
+  gpt-fake: {{input_per_mtok: 10, output_per_mtok: 100000}}
+  claude-fake: {{input_per_mtok: 10, output_per_mtok: 100000}}
+agents:
+  tight:
+    route: [gpt, claude]
+    parameters: {{max_tokens: 10}}
+budgets:
+  - {{name: daily, period: day, limit_usd: 3.1}}
+resilience:
+  breaker: {{fail_max: 100, reset_timeout_s: 60}}
+"""
+
+
+async def test_a_fallback_reserves_its_own_bound_so_a_burst_cannot_overspend() -> None:
+    """Each call reserves ~1 USD, three fit in 3.1 USD; each first attempt drops after its
+    ten tokens (1 USD spent), and the fallback would spend 1 USD more. It must reserve that
+    first: there is no room, so the calls end with the drop, and the budget holds."""
+    ten = tuple("abc" for _ in range(10))
+    async with (
+        OpenAIFake(Scenario(chunks=ten, disconnect_after=11)) as gpt,
+        AnthropicFake(ClaudeScenario(chunks=ten, usage=(5, 10))) as claude,
+        serve_config(
+            textwrap.dedent(TIGHT.format(gpt=gpt.base_url, claude=claude.base_url)), ENVIRON
+        ) as served,
+    ):
+
+        async def call() -> str:
+            try:
+                await served.client.invoke("tight", "hi")
+            except ResourceExhaustedError:
+                return "refused"
+            except UnavailableError:
+                return "dropped"
+            return "answered"
+
+        outcomes = sorted(await asyncio.gather(*(call() for _ in range(6))))
+        assert outcomes == ["dropped"] * 3 + ["refused"] * 3
+        assert claude.received == []
+        durable = served.app.stores.durable
+        (total,) = await durable.totals("default", 0, time.time() + 1, ())
+        assert total.cost_nanos <= 3.1e9
+        assert total.output_tokens == 30  # the three lost attempts, charged
