@@ -217,7 +217,12 @@ class ToolCallDelta:
 
 @dataclass(frozen=True, slots=True)
 class UsageEvent:
+    """The answer's usage. ``partial``: what the upstream reported mid-answer (Anthropic's
+    ``message_start``: the input, cache reads and writes). A partial one is never sent to a
+    caller; a call cut short is charged from it (:mod:`service.agents.pipeline`)."""
+
     usage: Usage
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,8 @@ class Stateless:
     ) -> AsyncGenerator[Event, None]:
         async with aclosing(route((), deadline, Tab())) as events:
             async for event in events:
-                yield event
+                if not (isinstance(event, UsageEvent) and event.partial):  # not the caller's
+                    yield event
 
 
 class StatePipeline:
@@ -269,10 +270,13 @@ class _Call:
     """What one call saw: its events folded, whether the upstream answered, what it sent,
     and the attempts it gave up (``tab``)."""
 
-    __slots__ = ("answered", "counter", "finish", "fold", "prompt", "recorded", "start", "tab")
+    __slots__ = (
+        "answered", "counter", "finish", "fold", "partial", "prompt", "recorded", "start", "tab",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.tab = Tab()
+        self.partial: Usage | None = None  # what the upstream reported mid-answer
         self.fold = Fold()
         self.counter = AnswerCounter()
         self.start: Start | None = None
@@ -292,8 +296,9 @@ class _Call:
     def usage(self) -> Usage:
         """The answer's usage to charge (the abandoned attempts' apart): the upstream's
         report; else a whole answer's, read to its end before the call was cut short;
-        else, when an upstream answered but never reported (the call ended early), an
-        estimate of the prompt sent and the answer delivered; else none."""
+        else, when an upstream answered but the call ended early: the input it reported
+        mid-answer, if it did, else an estimate of the prompt sent, and an estimate of the
+        answer delivered; else none."""
         reported = self.fold.usage
         if reported.input_tokens or reported.output_tokens:
             return reported
@@ -301,6 +306,9 @@ class _Call:
             return self.tab.answer
         if not self.answered:
             return reported
+        if self.partial is not None:  # the input as reported; the output as delivered
+            output = max(self.partial.output_tokens, self.counter.tokens)
+            return replace(self.partial, output_tokens=output, estimated=True)
         system, messages, tools = self.prompt
         return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
 
@@ -374,6 +382,9 @@ async def _priced(
             if isinstance(event, Start):
                 target = event.target
                 call.answered = True
+            elif isinstance(event, UsageEvent) and event.partial:
+                call.partial = event.usage  # what a cut-short call is charged from
+                continue
             elif isinstance(event, UsageEvent) and target is not None:
                 cost = usd(prices.cost_nanos(target, event.usage))
                 yield UsageEvent(replace(event.usage, cost_usd=cost))

@@ -107,7 +107,7 @@ class OutputGuard:
                         parts[0] = parts[0] or event.id
                         parts[1] = parts[1] or event.name
                         parts[2] += event.arguments_delta
-                    case UsageEvent():
+                    case UsageEvent(partial=False):
                         usage = event
                     case Finish():
                         finish = event

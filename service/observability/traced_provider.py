@@ -73,7 +73,7 @@ class TracedProvider:
         try:
             async with aclosing(self.inner.stream(call, deadline)) as events:
                 async for event in events:
-                    if isinstance(event, UsageEvent):
+                    if isinstance(event, UsageEvent) and not event.partial:
                         _usage_attributes(span, event.usage)
                     elif isinstance(event, Finish):
                         span.set_attribute("gen_ai.response.model", self._target.model)

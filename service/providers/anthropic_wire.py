@@ -145,7 +145,9 @@ class EventReader:
     After the stream ends :meth:`finish` yields the usage and the one ``Finish`` — or raises
     ``Unavailable`` when ``message_stop`` never came. The usage is the last one reported
     (``message_start``, updated by ``message_delta``); a compatible server that reports none
-    gets an estimate from ``call`` and the delivered answer.
+    gets an estimate from ``call`` and the delivered answer. ``message_start``'s usage is
+    also yielded as a partial ``UsageEvent`` right after the first piece of the answer, so a
+    call cut short is charged the input the upstream reported.
     """
 
     def __init__(self, target: str, call: ModelCall) -> None:
@@ -156,6 +158,7 @@ class EventReader:
         self._tool_has_arguments: dict[int, bool] = {}
         self._json_blocks: dict[int, bool] = {}  # the json_object tool's blocks: has input
         self._usage: Usage | None = None
+        self._told = False  # the partial usage was yielded
         self._stop_reason: str | None = None
         self._stopped = False
 
@@ -163,6 +166,11 @@ class EventReader:
         for out in self._events(event):
             self._answer.add(out)
             yield out
+            if self._usage is not None and not self._told:
+                # What message_start reported, once the answer began: a call cut short from
+                # here is charged it rather than an estimate of its prompt.
+                self._told = True
+                yield UsageEvent(self._usage, partial=True)
 
     def _events(self, event: Any) -> Iterator[TextDelta | ToolCallDelta]:
         match event.type:

@@ -290,7 +290,7 @@ class Router:
             if seen:
                 call.tab.give_up(opened.target.ref, mc, seen, "cancelled by the caller")
             raise
-        usage = [e.usage for e in seen if isinstance(e, UsageEvent)]
+        usage = [e.usage for e in seen if isinstance(e, UsageEvent) and not e.partial]
         call.tab.answer = usage[-1] if usage else None
         opened.events = whole.replay(seen)
         return None

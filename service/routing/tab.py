@@ -59,11 +59,15 @@ class Tab:
         self, target: TargetRef, call: ModelCall, seen: Sequence[ProviderEvent], error: str
     ) -> None:
         """Add an attempt that delivered ``seen`` before it was given up for ``error``: its
-        last reported usage, or the estimate of ``call``'s prompt and the output in ``seen``
+        reported usage; else the input it reported mid-answer (a partial ``UsageEvent``), or
+        the estimate of ``call``'s prompt, with the estimate of the output in ``seen``
         (marked ``estimated``)."""
-        reported = [e.usage for e in seen if isinstance(e, UsageEvent)]
-        if reported:
-            usage = reported[-1]
+        reported = [e for e in seen if isinstance(e, UsageEvent)]
+        if reported and not reported[-1].partial:
+            usage = reported[-1].usage
+        elif reported:  # the input as reported mid-answer; the output as delivered
+            output = max(reported[-1].usage.output_tokens, answer_tokens(seen))
+            usage = dataclasses.replace(reported[-1].usage, output_tokens=output, estimated=True)
         else:
             sent = prompt_tokens(call.system_prompt, call.messages, call.tools)
             usage = estimated_usage(sent, answer_tokens(seen))

@@ -10,7 +10,10 @@ The rule is one token per ``BYTES_PER_TOKEN`` UTF-8 bytes, plus a small overhead
 and per tool call. English text averages about four characters a token (OpenAI's tokenizer
 guidance), so the rule counts it a third high; scripts of three-byte characters (CJK) come out
 at about one token a character, where real tokenizers also land. It is cheap (one encode, no
-tokenizer) and errs high rather than low, so an estimated call is rarely undercharged.
+tokenizer) and errs high for prose; text denser than three bytes a token (one-letter words,
+digits) is counted low: an estimate, not a bound (reservations use
+:mod:`service.usage.bound`). Where the upstream reported usage, even part of it, that is
+charged instead.
 Nothing here does I/O; it is plain arithmetic on domain values.
 """
 

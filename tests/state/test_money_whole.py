@@ -3,9 +3,10 @@
 
 - an Invoke whose attempts drop mid-answer and fall back: each lost attempt is priced at the
   target it ran on, not at the price of the target that answered (or failed) last;
-- a call cancelled by its caller mid-answer is charged the prompt and what the upstream
-  delivered until then: Invoke and Stream, on both providers, through both doors (gRPC and
-  the OpenAI-compatible HTTP door); a whole-answer Invoke was charged nothing before.
+- a call cancelled by its caller mid-answer is charged the prompt (as the upstream reported
+  it, when it did: Anthropic's message_start) and what the upstream delivered until then:
+  Invoke and Stream, on both providers, through both doors (gRPC and the OpenAI-compatible
+  HTTP door); a whole-answer Invoke was charged nothing before.
 
 The ledger line, the caller's usage and the budget agree to the nano-dollar.
 """
@@ -107,14 +108,17 @@ async def test_an_invoke_whose_every_attempt_drops_mid_answer_is_charged_for_the
         assert (len(gpt.received), len(claude.received)) == (1, 1)
         failed, input_tokens, output_tokens, cost = await _line(served)
         assert failed == 1
-        # Both were sent the same prompt (the same estimate each); each delivered some output.
-        assert input_tokens % 2 == 0
-        prompt = input_tokens // 2
+        # gpt's prompt is estimated, claude's as its message_start reported it; each
+        # delivered some output (estimated): some split of it prices to the line's cost.
+        claude_in = ClaudeScenario().usage[0]
+        gpt_in = input_tokens - claude_in
+        assert gpt_in > 0
         assert output_tokens >= 2
         outputs = [
             (gpt_out, output_tokens - gpt_out)
             for gpt_out in range(1, output_tokens)
-            if prompt * (GPT_IN + CLAUDE_IN)
+            if gpt_in * GPT_IN
+            + claude_in * CLAUDE_IN
             + gpt_out * GPT_OUT
             + (output_tokens - gpt_out) * CLAUDE_OUT
             == cost
@@ -175,13 +179,17 @@ async def test_a_call_cancelled_mid_answer_is_charged_what_was_delivered(
         else:
             target, agent, fake = "claude", "claude_first", claude
             # message_start, content_block_start, ping, the first text delta
-            claude.push(ClaudeScenario(chunks=NINE, stall_after=4, stall_s=STALL_S))
+            claude.push(
+                ClaudeScenario(chunks=NINE, usage=(777, 10), stall_after=4, stall_s=STALL_S)
+            )
             price_in, price_out = CLAUDE_IN, CLAUDE_OUT
         call = await _begin(served, door, rpc, agent)
         await _cancel_when_begun(served, target, call)
         await fake.wait_for(lambda: fake.abandoned == 1)  # the upstream request was closed
         failed, input_tokens, output_tokens, cost = await _line(served)
         assert failed == 1
+        if provider == "anthropic":
+            assert input_tokens == 777  # as message_start reported it, not an estimate
         assert input_tokens > 0  # the prompt it was sent
         assert output_tokens == 3  # the one piece delivered (9 bytes; estimated)
         assert cost == input_tokens * price_in + output_tokens * price_out
