@@ -21,6 +21,7 @@ from service.deadline import Deadline
 from service.domain import AgentRequest
 from service.errors import InvalidArgument, SwitchboardError
 from service.idempotency import Idempotency, idempotency_key
+from service.runs.service import Runs
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -44,11 +45,16 @@ def deadline_of(context: Context, default_s: float) -> Deadline:
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(
-        self, runner: Runner, admission: Admission, idempotency: Idempotency | None = None
+        self,
+        runner: Runner,
+        admission: Admission,
+        idempotency: Idempotency | None = None,
+        runs: Runs | None = None,
     ) -> None:
         self._runner = runner
         self._admission = admission
         self._idempotency = idempotency
+        self._runs = runs
 
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:  # noqa: N802
         try:
@@ -81,8 +87,16 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.StreamResponse]:
         try:
             with self._admission.admit():
-                agent_request = await self._convert(request)
                 deadline = deadline_of(context, self._runner.default_deadline_s())
+                if request.run_id and self._runs is not None:
+                    # Continue (or replay) a stored run: RunService.ResumeRun, streamed.
+                    messages = convert.messages_from_proto(request.messages)
+                    resumed = self._runs.resume(request.run_id, messages, deadline)
+                    async with aclosing(resumed) as events:
+                        async for event in events:
+                            yield convert.event_to_proto(event)
+                    return
+                agent_request = await self._convert(request)
                 async with aclosing(self._runner.stream(agent_request, deadline)) as events:
                     async for event in events:
                         yield convert.event_to_proto(event)

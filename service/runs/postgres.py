@@ -90,9 +90,7 @@ class PostgresRuns:
         self, run: RunRecord, *, owner: str, approvals: Sequence[ApprovalRecord] = ()
     ) -> bool:
         async with self._durable.transaction() as conn:
-            done = await conn.execute(
-                _SAVE, *rows.saved_values(run), run.tenant, run.run_id, owner
-            )
+            done = await conn.execute(_SAVE, *rows.saved_values(run), run.tenant, run.run_id, owner)
             if done.endswith(" 0"):
                 return False
             if approvals:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from service.approvals.postgres import PostgresApprovals
 from service.approvals.sqlite import SqliteApprovals
+from service.idempotency.tiered import TieredIdempotency
 from service.runs.postgres import PostgresRuns
 from service.runs.sqlite import SqliteRuns
-from service.idempotency.tiered import TieredIdempotency
 from service.state.admin_postgres import PostgresAdmin
 from service.state.admin_sqlite import SqliteAdmin
 from service.state.memory import MemoryFast

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.approvals.store import ApprovalStore
-from service.runs.store import RunStore
 from service.errors import FailedPrecondition
+from service.runs.store import RunStore
 from service.state.admin_store import AdminStore
 from service.state.records import (
     AuditEntry,

@@ -92,14 +92,16 @@ async def test_one_claimer_wins_until_the_lease_passes(store: Both) -> None:
         *(store.runs.claim_run("t1", r.run_id, f"replica-{i}", NOW + 60, NOW) for i in range(6))
     )
     won = [t for t in tries if t is not None]
-    assert len(won) == 1 and won[0].state is RunState.RUNNING
+    assert len(won) == 1
+    assert won[0].state is RunState.RUNNING
     holder = won[0].owner
     assert await store.runs.claim_run("t1", r.run_id, "other", NOW + 90, NOW + 30) is None
     assert await store.runs.claim_run("t2", r.run_id, "other", NOW + 90, NOW + 61) is None
     # The holder died: once its lease passed, another takes it over, and the old holder's
     # save is refused.
     taken = await store.runs.claim_run("t1", r.run_id, "other", NOW + 130, NOW + 61)
-    assert taken is not None and taken.owner == "other"
+    assert taken is not None
+    assert taken.owner == "other"
     assert not await store.runs.save_run(replace(taken, steps=9), owner=holder)
     assert (await store.runs.get_run("t1", r.run_id)).steps == 0  # type: ignore[union-attr]
 
@@ -129,7 +131,8 @@ async def test_cancel_ends_the_run_and_expires_its_pending_approvals(store: Both
     await store.runs.save_run(other, owner="replica-a", approvals=[b])
     assert await store.runs.cancel_run("t2", r.run_id, NOW) is None
     cancelled = await store.runs.cancel_run("t1", r.run_id, NOW + 1)
-    assert cancelled is not None and cancelled.state is RunState.CANCELLED
+    assert cancelled is not None
+    assert cancelled.state is RunState.CANCELLED
     assert (await store.approvals.get_approval("t1", a.approval_id)).state is ApprovalState.EXPIRED  # type: ignore[union-attr]
     assert (await store.approvals.get_approval("t1", b.approval_id)).state is ApprovalState.PENDING  # type: ignore[union-attr]
     assert await store.runs.cancel_run("t1", r.run_id, NOW + 2) is None  # already ended
