@@ -17,7 +17,7 @@ from service.domain import (
     ToolCall,
     Usage,
 )
-from service.routing.whole import total
+from service.routing.tab import total
 from service.tools.results import ToolOutput
 
 
