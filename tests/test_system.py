@@ -51,7 +51,7 @@ def test_check_config_accepts_the_default_config() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "ok (2 agents, 2 targets)" in result.stdout
+    assert "ok (3 agents, 2 targets)" in result.stdout
 
 
 def test_check_config_names_the_file_and_field(tmp_path: Path) -> None:
