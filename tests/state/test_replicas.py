@@ -57,7 +57,7 @@ class Replica:
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
-    async def ready(self, timeout_s: float = 30.0) -> None:
+    async def ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
         async with grpc.aio.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
