@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from service.guards.external import ExternalJudge
 from service.providers.base import TargetSpec
 from service.routing.config import resilience_spec, route_names, route_policy
 from service.routing.policy import ResilienceSpec
+from service.schemas import Schemas
 from service.secrets import Secret
 from service.usage.price_data import PriceData
 from service.usage.pricing import PriceTable, price_table
@@ -71,6 +72,8 @@ class Snapshot:
     # Files besides ``source`` that this snapshot was read from (keys, secrets): a reload
     # watches them too, so a rotated Secret is picked up.
     files: tuple[str, ...] = ()
+    # The agents' JSON schemas compiled (and callers', remembered): validation and guards.
+    schemas: Schemas = field(default_factory=Schemas, compare=False)
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
@@ -171,7 +174,19 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         reload=config.reload,
         workers=config.workers,
         files=referenced_files(config, source),
+        schemas=Schemas(_schemas_of(agents.values())),
     )
+
+
+def _schemas_of(agents: Iterable[AgentSpec]) -> list[Mapping[str, Any]]:
+    """The JSON schemas the agents' config holds: tools' parameters, response formats'."""
+    found: list[Mapping[str, Any]] = []
+    for agent in agents:
+        found += [t.parameters for t in agent.tools if t.parameters]
+        fmt = agent.parameters.response_format
+        if fmt is not None and fmt.json_schema is not None:
+            found.append(fmt.json_schema)
+    return found
 
 
 def _external(name: str, guard: GuardConfig, source: str, environ: Mapping[str, str]) -> Guard:

@@ -17,6 +17,7 @@ from service.guards.base import Action, Finding, SpanMatcher, Stage
 from service.guards.length import LengthLimit
 from service.guards.normalize import Normalized, normalize
 from service.offload import Offload
+from service.schemas import Schemas
 
 # A text longer than this is checked off the event loop (when every guard runs in-process).
 OFFLOAD_CHARS = 64 * 1024
@@ -49,6 +50,7 @@ class GuardContext:
     http: Any = None  # an httpx2.AsyncClient, for external guards
     deadline: Deadline | None = None  # the call's: external guards give up by then
     offload: Offload | None = None  # where a long text is checked (off the event loop)
+    schemas: Schemas = field(default_factory=Schemas)  # compiled JSON schemas (the config's)
 
 
 @dataclass(frozen=True, slots=True)

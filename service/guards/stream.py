@@ -15,18 +15,18 @@ stream ends with usage (the upstream's, or estimated from what it sent) and a Fi
 reason CONTENT_FILTER carrying the verdicts. Guards that need the whole text (JSON schema,
 an external endpoint) make the stream hold the whole answer and release it at the end.
 
-Tool calls are held until the answer finishes and checked whole: the tool must be one
-offered to the call, its arguments valid JSON that follows the tool's schema, and they pass
-the output and tool_call guards.
+Tool calls are held until the answer finishes and checked whole
+(:func:`~service.guards.tools.check_tool_call`: the tool must be one offered to the call,
+its arguments valid JSON that follows the tool's schema, and they pass the output and
+tool_call guards), for every agent. A loop that runs tools on the server passes
+``tools=None`` and checks each call itself (a blocked call becomes a refused result there).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import replace
 
 from service.domain import (
     Event,
@@ -49,18 +49,16 @@ from service.guards.check import (
     verdicts_of,
 )
 from service.guards.compile import AgentGuards
-from service.guards.jsonout import validator_for
 from service.guards.normalize import normalize
+from service.guards.tools import check_tool_call
 from service.usage.estimate import AnswerCounter, estimated_usage
 
 CONTEXT_CHARS = 32  # released text kept for the next scan (word boundaries, lookbehinds)
-TOOL_POLICY = "tool_policy"  # the verdicts' guard name for tool-call checks
-NOT_OFFERED = "tool_not_offered"
-BAD_ARGUMENTS = "invalid_arguments"
 
 
 class OutputGuard:
-    """Guards one answer. ``tools``: the tools offered to the call, by name.
+    """Guards one answer. ``tools``: the tools offered to the call, by name (None: tool
+    calls are passed on whole, unchecked, for a server-side loop to check each one).
     ``prompt_tokens``: the prompt's estimated size, for the usage of a blocked answer whose
     upstream reported none."""
 
@@ -68,7 +66,7 @@ class OutputGuard:
         self,
         guards: AgentGuards,
         ctx: GuardContext,
-        tools: Mapping[str, Tool],
+        tools: Mapping[str, Tool] | None,
         prompt_tokens: int,
     ) -> None:
         self._guards = guards
@@ -83,8 +81,8 @@ class OutputGuard:
         self._chars = 0  # normalised characters seen
         self._bytes = 0
         self._long: set[str] = set()  # length guards already over their limit
-        self._hits: list[Hit] = []
-        self._verdicts: list[tuple[GuardVerdict, ...]] = []
+        self._hits: list[Hit] = []  # span and length hits (reported at the end)
+        self._verdicts: list[tuple[GuardVerdict, ...]] = []  # whole-text ones (reported)
         self._blocked = False
 
     async def events(self, source: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
@@ -136,10 +134,10 @@ class OutputGuard:
         )
 
     def _report(self) -> tuple[GuardVerdict, ...]:
-        verdicts = merge_verdicts(verdicts_of(self._hits, Stage.OUTPUT), *self._verdicts)
-        for verdict in verdicts:
+        spans = verdicts_of(self._hits, Stage.OUTPUT)
+        for verdict in spans:
             self._ctx.observer.verdict(verdict)
-        return verdicts
+        return merge_verdicts(spans, *self._verdicts)
 
     def _take(self, text: str) -> str:
         """Take in a delta; return the text now safe to send (redacted)."""
@@ -209,53 +207,29 @@ class OutputGuard:
         if not self._whole:
             return self._advance(final=True)
         text, self._held = self._held, ""
-        checked: Checked = await check(self._guards.output, Stage.OUTPUT, text, self._quiet())
+        checked: Checked = await check(self._guards.output, Stage.OUTPUT, text, self._ctx)
         self._verdicts.append(checked.verdicts)
         if checked.blocked is not None:
             self._blocked = True
         return checked.text
-
-    def _quiet(self) -> GuardContext:
-        """The context with verdicts unreported (they are reported once, at the end)."""
-        return replace(self._ctx, observer=_LatencyOnly(self._ctx))
 
     async def _check_calls(
         self, calls: dict[int, list[str]]
     ) -> list[tuple[int, tuple[str, str, str]]]:
         checked: list[tuple[int, tuple[str, str, str]]] = []
         for index, (call_id, name, arguments) in sorted(calls.items()):
-            if self._guards.enabled:
-                problem = _tool_problem(self._tools.get(name), arguments)
-                if problem:
-                    self._verdicts.append(
-                        (GuardVerdict(TOOL_POLICY, Stage.TOOL_CALL, problem, Action.BLOCK),)
-                    )
-                    self._blocked = True
-                    return []
-            text = arguments
-            for stage, guards in (
-                (Stage.OUTPUT, self._guards.output),
-                (Stage.TOOL_CALL, self._guards.tool_call),
-            ):
-                result = await check(guards, stage, text, self._quiet())
-                self._verdicts.append(result.verdicts)
-                if result.blocked is not None:
-                    self._blocked = True
-                    return []
-                text = result.text
-            checked.append((index, (call_id, name, text)))
+            if self._tools is None:  # a server-side loop checks each call itself
+                checked.append((index, (call_id, name, arguments)))
+                continue
+            result = await check_tool_call(
+                self._guards, self._ctx, self._tools.get(name), arguments
+            )
+            self._verdicts.append(result.verdicts)
+            if result.blocked is not None:
+                self._blocked = True
+                return []
+            checked.append((index, (call_id, name, result.arguments_json)))
         return checked
-
-
-class _LatencyOnly:
-    def __init__(self, ctx: GuardContext) -> None:
-        self._observer = ctx.observer
-
-    def verdict(self, verdict: GuardVerdict) -> None:
-        pass
-
-    def latency(self, guard: str, stage: str, seconds: float) -> None:
-        self._observer.latency(guard, stage, seconds)
 
 
 def _raw(finding: Finding, raw_index: object) -> tuple[int, int]:
@@ -282,19 +256,3 @@ def _redacted(scan: str, start: int, end: int, hits: Sequence[tuple[tuple[int, i
         at = e
     out.append(scan[at:end])
     return "".join(out)
-
-
-def _tool_problem(tool: Tool | None, arguments: str) -> str:
-    """Why a tool call may not be sent ("" when it may)."""
-    if tool is None:
-        return NOT_OFFERED
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return BAD_ARGUMENTS
-    if not isinstance(value, dict):
-        return BAD_ARGUMENTS
-    validator = validator_for(dict(tool.parameters)) if tool.parameters else None
-    if validator is not None and not validator.is_valid(value):
-        return BAD_ARGUMENTS
-    return ""

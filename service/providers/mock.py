@@ -11,7 +11,9 @@ calls or a share of them (with a retry-after), a hang, a stream dropped after N 
 heavy-tailed time to first token. Draws come from a seeded RNG, so runs repeat.
 
 In both, a last user message ``call <tool> <text>`` naming one of the offered tools makes the
-model call that tool with ``{"input": "<text>"}``; a last TOOL message is acknowledged. Text is
+model call that tool with ``{"<name>": "<text>"}``, where ``<name>`` is the tool's first
+required parameter (else its first parameter, else ``input``), so the call fits a schema
+with one string parameter; a last TOOL message is acknowledged. Text is
 streamed word by word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``.
 """
 
@@ -23,8 +25,9 @@ import json
 import random
 import re
 import zlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from service.deadline import Deadline
 from service.domain import (
@@ -213,9 +216,10 @@ class MockProvider:
         if last is None or last.role is not Role.USER or not call.tools:
             return None
         match = re.match(r"\s*call\s+(\S+)\s*(.*)", last.text, re.DOTALL)
-        if match is None or match[1] not in {t.name for t in call.tools}:
+        tool = next((t for t in call.tools if match and t.name == match[1]), None)
+        if match is None or tool is None:
             return None
-        return match[1], json.dumps({"input": match[2].strip()})
+        return tool.name, json.dumps({_argument_name(tool.parameters): match[2].strip()})
 
     def _reply(self, call: ModelCall) -> tuple[str, FinishReason]:
         last = call.messages[-1] if call.messages else None
@@ -251,3 +255,13 @@ class MockProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _argument_name(schema: Mapping[str, Any]) -> str:
+    """The parameter the mock fills: the schema's first required one, else its first."""
+    required = schema.get("required") or ()
+    properties = schema.get("properties") or {}
+    for name in (*required, *properties):
+        if isinstance(name, str):
+            return name
+    return "input"

@@ -87,7 +87,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# What an audit entry's decision was besides its outcome (AuditEntry.detail): the guards'
+# verdicts on a call, as compact JSON.
+_V4 = """
+ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT ''
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 _BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
 _SERIAL = {
@@ -151,3 +157,10 @@ def statements(dialect: str, version: int) -> list[str]:
 
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+
+
+AUDIT_SELECT = (
+    "SELECT at, tenant, key_id, request_id, action, resource, outcome, "
+    "coalesce(entry_id, ''), detail FROM audit_log"
+)
+"""An audit entry's columns in :class:`~service.state.records.AuditEntry` order."""
