@@ -28,7 +28,7 @@ from typing import Self
 
 class Reason(enum.StrEnum):
     """Why a call failed, as ``google.rpc.ErrorInfo.reason`` (AIP-193: UPPER_SNAKE, stable,
-    unique within the ``switchboard.dev`` domain). The README's error table lists them."""
+    unique within the ``switchboard.dev`` domain). docs/contract.md's error table lists them."""
 
     # the kinds' defaults
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -55,7 +55,7 @@ class Reason(enum.StrEnum):
     DRAINING = "DRAINING"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     NO_TIME_LEFT = "NO_TIME_LEFT"
-    GUARD_BLOCKED = "GUARD_BLOCKED"  # an input guard blocked the request (README, Guards)
+    GUARD_BLOCKED = "GUARD_BLOCKED"  # an input guard blocked the request (docs/guards.md)
     # the upstream (a target's provider)
     UPSTREAM_INVALID_REQUEST = "UPSTREAM_INVALID_REQUEST"
     CONTEXT_WINDOW_EXCEEDED = "CONTEXT_WINDOW_EXCEEDED"
