@@ -209,7 +209,8 @@ class Runner:
             prompt_tokens(call.system_prompt, call.messages, call.tools),
         )
         source = output.events(source)
-        async with aclosing(source) as events:  # closed even if the caller leaves now
+        # Both closed even if the caller leaves now, before the guard has read anything.
+        async with aclosing(opened.events), aclosing(source) as events:
             yield Start(request.request_id, agent.name, agent.version, target)
             async for event in events:
                 if isinstance(event, Finish):
