@@ -62,6 +62,11 @@ class SqliteDurable:
         self._ledger: list[tuple[UsageRecord, AuditEntry | None, asyncio.Future[None]]] = []
         self._writing = False
 
+    @property
+    def file(self) -> SqliteFile:
+        """The file's one connection and thread (the admin store shares them)."""
+        return self._db
+
     async def migrate(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
