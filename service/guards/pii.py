@@ -115,6 +115,8 @@ class PiiMatcher:
         windows = [(max(0, a - 2), b + 1) for a, b in runs if b - a >= _SHORTEST]
         for category, pattern, valid in self._numeric:
             for pos, endpos in windows:
+                if not _may_hold(pattern, s, pos, endpos):
+                    continue
                 # endpos takes in the character after the run (never part of a match), so
                 # the patterns' lookaheads see what follows as in the whole text.
                 for match in pattern.finditer(s, pos, endpos):
@@ -147,6 +149,18 @@ def _is_phone(candidate: str, regions: tuple[str, ...]) -> bool:
 
 
 _TRIMMED = frozenset((PHONE, PAYMENT_CARD, IBAN))
+
+
+def _may_hold(pattern: re.Pattern[str], s: str, pos: int, endpos: int) -> bool:
+    """Whether ``s[pos:endpos]`` can hold a match of ``pattern`` at all (cheap tests first:
+    a card has 13 digits or more, an SSN its dashes, an IPv4 address its three dots)."""
+    if pattern is _CARD:
+        return endpos - pos >= 14
+    if pattern is _SSN:
+        return s.count("-", pos, endpos) >= 2
+    if pattern is _IPV4:
+        return s.count(".", pos, endpos) >= 3
+    return True
 
 
 def _confirm(
@@ -203,7 +217,10 @@ def _inside(found: list[Finding], start: int, end: int) -> bool:
     return any(f.start < end and start < f.end for f in found)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_card(candidate: str) -> bool:
+    """The network's length and the Luhn checksum (a stream re-checks the number it holds
+    after every delta: answers are remembered)."""
     digits = candidate.replace(" ", "").replace("-", "")
     return _card_length_fits(digits) and luhn.is_valid(digits)
 

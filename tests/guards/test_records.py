@@ -7,14 +7,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from switchboard.v1 import agent_pb2 as pb
 from switchboard_client import SwitchboardError
 
 from service.state.records import AuditEntry
-from tests.fakes.openai_fake import FakeToolCall, Scenario
-from tests.guards.test_served import rig, verdicts
-from tests.harness import Served
-from tests.provider_rigs import collect
+from tests.fakes.anthropic_fake import AnthropicFake
+from tests.fakes.openai_fake import FakeToolCall, OpenAIFake, Scenario
+from tests.guards.test_served import config, rig, verdicts
+from tests.harness import Served, serve_config
+from tests.provider_rigs import ANTHROPIC_KEY, OPENAI_KEY, collect
+
+ENV = {"OPENAI_API_KEY": OPENAI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}
 
 pytestmark = pytest.mark.asyncio
 
@@ -122,3 +128,34 @@ async def test_an_agent_with_no_guards_still_has_its_tool_calls_checked() -> Non
         assert not response.message.tool_calls
         assert verdicts(response) == policy
         assert detail(await audited(served, "tool-1")) == {(*next(iter(policy)), 1)}
+
+
+async def test_each_verdict_is_a_span_event_and_each_guard_is_timed() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with (
+        OpenAIFake() as openai,
+        AnthropicFake() as anthropic,
+        serve_config(
+            config(openai.base_url, anthropic.base_url), ENV, tracer_provider=provider
+        ) as served,
+    ):
+        await served.client.invoke("echo", "mail ann@example.com")
+        timed = served.app.metrics.registry.get_sample_value(
+            "switchboard_guard_duration_seconds_count", {"guard": "pii", "stage": "output"}
+        )
+        assert timed is not None
+        assert timed >= 1
+    events = [e for span in exporter.get_finished_spans() for e in span.events]
+    verdicts_seen = [dict(e.attributes or {}) for e in events if e.name == "guard.verdict"]
+    assert verdicts_seen == [
+        {
+            "switchboard.guard.name": "pii",
+            "switchboard.guard.stage": "output",
+            "switchboard.guard.category": "email",
+            "switchboard.guard.action": "redact",
+            "switchboard.guard.count": 1,
+        }
+    ]
+    assert "ann@" not in str(events)
