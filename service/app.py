@@ -24,6 +24,8 @@ from switchboard.v1 import (
     admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
+    approval_pb2,
+    approval_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     usage_pb2,
@@ -36,9 +38,12 @@ from service.agents.spec import AgentSpec
 from service.api import reflection
 from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
+from service.api.approvals import ApprovalServicer
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
+from service.approvals.gate import Gate
+from service.approvals.service import Approvals
 from service.auth.admin import KeyAdmin
 from service.auth.live import LiveKeys
 from service.cache.metrics import CacheMetrics
@@ -74,9 +79,14 @@ from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tools.host import ToolHost
+from service.tools.loop import ToolLoop
+from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
 
 log = logging.getLogger(__name__)
+# How long start() waits for MCP servers to list their tools (a slower one joins later).
+TOOLS_READY_S = 30.0
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -85,6 +95,7 @@ RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+APPROVAL_SERVICE = approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 
 
 def build_runtime(
@@ -160,11 +171,24 @@ class App:
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
         self.guard_http = httpx2.AsyncClient(follow_redirects=False)
+        # Server tools: MCP servers (supervised) and HTTP tools; they outlive runtimes.
+        self.tool_http = httpx2.AsyncClient(follow_redirects=False)
+        self.tool_metrics = ToolMetrics(self.metrics.registry)
+        self.tool_host = ToolHost(
+            self.tool_http,
+            on_change=self.tool_metrics.server_changed,
+            on_rug_pull=self.tool_metrics.rug_pull,
+        )
+        self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
+        self.tool_loop.approvals = Gate(self.stores.approvals, self.tool_loop)
+        self.approvals = Approvals(self.stores.approvals, self.ledger)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
             guard_observer=GuardMetrics(self.metrics.registry),
             http=self.guard_http,
+            tools=self.tool_loop,
+            sessions=Sessions(self.stores.durable),
         )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
@@ -172,6 +196,7 @@ class App:
             environ or {},
             registry=self.metrics.registry,
             accept=self._accept_reload,
+            swapped=lambda snap: self.tool_host.configure(snap.tools),
         )
         self._state_watch: asyncio.Task[None] | None = None
         self.health = DrainingHealth()
@@ -243,17 +268,27 @@ class App:
             lambda: target_infos(self.snapshot.targets, self.targets),
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        approvals = ApprovalServicer(self.approvals)
+        approval_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
             (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
             (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
+            (approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"], approvals),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable(
-                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE),
+                (
+                    AGENT_SERVICE,
+                    SESSION_SERVICE,
+                    USAGE_SERVICE,
+                    ADMIN_SERVICE,
+                    APPROVAL_SERVICE,
+                    HEALTH_SERVICE,
+                ),
                 server,
             )
         return server
@@ -295,6 +330,7 @@ class App:
             await self.live_keys.refresh()
         except Unavailable as exc:
             log.warning("cannot read API keys from the state store yet: %s", exc.message)
+        await self.tool_host.configure(self.snapshot.tools, wait_s=TOOLS_READY_S)
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -462,6 +498,8 @@ class App:
             self._close_storage()
         await self.limiter.aclose()
         await self.guard_http.aclose()
+        await self.tool_host.aclose()
+        await self.tool_http.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()

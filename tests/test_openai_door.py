@@ -220,7 +220,7 @@ async def test_an_unknown_agent_is_404_and_the_models_list_is_the_agents() -> No
         assert info.value.code == "agent_not_found"  # type: ignore[attr-defined]
         assert info.value.response.headers["x-request-id"]
         models = [m.id async for m in client.models.list()]
-        assert sorted(models) == ["assistant", "echo"]
+        assert sorted(models) == ["assistant", "echo", "operator"]
         assert (await client.models.retrieve("echo")).id == "echo"
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve("nope")

@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, replace
@@ -53,6 +53,7 @@ from service.domain import (
 )
 from service.errors import InvalidArgument, SwitchboardError
 from service.guards import merge_verdicts
+from service.routing.whole import Abandoned, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
@@ -66,7 +67,9 @@ from service.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[tuple[Message, ...], Deadline], AsyncGenerator[Event, None]]
+Route = Callable[[tuple[Message, ...], Deadline, list[Abandoned]], AsyncGenerator[Event, None]]
+"""``route(history, deadline, spent)``: the call's events from upstream; attempts given up
+after they cost something are appended to ``spent`` as they happen (see ``Router.open``)."""
 
 
 class Pipeline(Protocol):
@@ -78,7 +81,7 @@ class Pipeline(Protocol):
         deadline: Deadline,
         verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
-        """The call's events; ``route(history, deadline)`` produces them upstream.
+        """The call's events; ``route(history, deadline, spent)`` produces them upstream.
         ``verdicts``: the input guards' (they join the Finish's, and the call's records)."""
         ...
 
@@ -104,7 +107,7 @@ class Stateless:
         deadline: Deadline,
         verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
-        async with aclosing(route((), deadline)) as events:
+        async with aclosing(route((), deadline, [])) as events:
             async for event in events:
                 yield with_verdicts(event, verdicts)
 
@@ -183,7 +186,7 @@ class StatePipeline:
             )
 
             def produce() -> AsyncGenerator[Event, None]:
-                return _priced(route(history, deadline), prices, call)
+                return _priced(route(history, deadline, call.spent), prices, call)
 
             if use_cache:
                 key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
@@ -258,7 +261,7 @@ class StatePipeline:
         entry = AuditEntry(
             time.time(), ctx.tenant, ctx.key_id, request.request_id, "call",
             f"agent:{agent.name}", type(refusal).__name__,
-            entry_id=uuid.uuid4().hex, detail=audit_detail(verdicts),
+            entry_id=secrets.token_hex(16), detail=audit_detail(verdicts),
         )  # fmt: skip
         await self.recorder.audit(entry)
 
@@ -275,7 +278,8 @@ class _Call:
     """What one call saw: its events folded, whether the upstream answered, what it sent."""
 
     __slots__ = (
-        "answered", "counter", "finish", "fold", "prompt", "recorded", "start", "verdicts",
+        "answered", "counter", "finish", "fold", "prompt", "recorded", "spent", "start",
+        "verdicts",
     )  # fmt: skip
 
     def __init__(self, verdicts: tuple[GuardVerdict, ...] = ()) -> None:
@@ -287,6 +291,9 @@ class _Call:
         self.answered = False  # an upstream began answering (not a cache replay)
         self.recorded = False
         self.prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]] = ("", (), ())
+        # Attempts of a whole call given up after they cost something (the router adds
+        # them as they happen): what a call cancelled before its answer is charged.
+        self.spent: list[Abandoned] = []
 
     def add(self, event: Event) -> None:
         self.fold.add(event)
@@ -299,10 +306,13 @@ class _Call:
     def usage(self) -> Usage:
         """The usage to charge: the upstream's report; else, when an upstream answered but
         never reported (the call ended early), an estimate of the prompt sent and the
-        answer delivered; else none."""
+        answer delivered; else what the attempts given up before the answer cost (a whole
+        call cancelled while the router read them); else none."""
         reported = self.fold.usage
-        if reported.input_tokens or reported.output_tokens or not self.answered:
+        if reported.input_tokens or reported.output_tokens:
             return reported
+        if not self.answered:
+            return total(a.usage for a in self.spent) if self.spent else reported
         system, messages, tools = self.prompt
         return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
 
@@ -321,6 +331,8 @@ def _records(  # noqa: PLR0917 (one call's facts)
     start, finish = call.start, call.finish
     usage = call.usage()
     target = (finish.target if finish else None) or (start.target if start else None)
+    if target is None and call.spent:
+        target = call.spent[-1].target
     model = target.model if target else ""
     cache_hit = bool(finish and finish.cache_hit)
     record = UsageRecord(
@@ -342,11 +354,11 @@ def _records(  # noqa: PLR0917 (one call's facts)
         cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         estimated=usage.estimated,
-        line_id=uuid.uuid4().hex,
+        line_id=secrets.token_hex(16),  # 32 hex digits, as uuid4().hex but cheaper
     )
     audit = AuditEntry(
         now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status,
-        entry_id=uuid.uuid4().hex,
+        entry_id=secrets.token_hex(16),
         detail=audit_detail(finish.verdicts if finish else call.verdicts),
     )  # fmt: skip
     return record, audit

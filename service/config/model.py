@@ -22,6 +22,12 @@ from service.config.state_model import (
     PriceConfig,
     StateConfig,
 )
+from service.config.tools_model import (
+    HttpToolConfig,
+    LoopConfig,
+    McpServerConfig,
+    check_tool_references,
+)
 from service.routing.config import ResilienceConfig, Route, route_names
 from service.schemas import schema_problem
 
@@ -223,6 +229,12 @@ class AgentConfig(FrozenModel):
     guards: AgentGuardsConfig | None = Field(
         None, description="guard names per stage (input, output, tool_call): docs/guards.md"
     )
+    server_tools: list[str] = Field(
+        default_factory=list,
+        description="tools the server runs for this agent: '<mcp server>.<tool>', "
+        "'<mcp server>.*' or an HTTP tool's name (README, Tools)",
+    )
+    loop: LoopConfig = LoopConfig()
 
 
 class TransportConfig(FrozenModel):
@@ -291,6 +303,12 @@ class Config(FrozenModel):
     guards: dict[str, GuardConfig] = Field(
         default_factory=dict, description="named guards, listed per agent and stage"
     )
+    mcp_servers: dict[str, McpServerConfig] = Field(
+        default_factory=dict, description="MCP servers whose tools agents may call"
+    )
+    http_tools: dict[str, HttpToolConfig] = Field(
+        default_factory=dict, description="tools that are one HTTP request each"
+    )
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Config:
@@ -329,6 +347,11 @@ class Config(FrozenModel):
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"guards.{name}: names are letters, digits, '_', '-', '.'")
         check_references(self.guards, {name: a.guards for name, a in self.agents.items()})
+        check_tool_references(
+            self.mcp_servers,
+            self.http_tools,
+            {name: a.server_tools for name, a in self.agents.items()},
+        )
         budget_names = [b.name for b in self.budgets]
         if len(set(budget_names)) != len(budget_names):
             raise ValueError("budgets: each budget needs its own name")

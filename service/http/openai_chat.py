@@ -42,6 +42,9 @@ FINISH_REASONS = {
     pb.FINISH_REASON_LENGTH: "length",
     pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
     pb.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    # A tool loop's ends that OpenAI has no word for: the answer so far, stopped.
+    pb.FINISH_REASON_APPROVAL_PENDING: "stop",
+    pb.FINISH_REASON_MAX_STEPS: "length",
 }
 # Fields accepted only with their neutral value (what OpenAI does when they are absent).
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
