@@ -51,10 +51,13 @@ from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
 from service.errors import Unavailable
 from service.guards.metrics import GuardMetrics
+from service.http.anthropic_door import AnthropicDoor
 from service.http.app import HttpApp
 from service.http.connect import service_app
 from service.http.console import Console
-from service.http.openai_door import Behaviors, OpenAIDoor
+from service.http.cors import with_cors
+from service.http.door import Behaviors
+from service.http.openai_door import OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
 from service.interceptors.base import StreamBehavior, UnaryBehavior
@@ -79,6 +82,7 @@ from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tasks import stop as stop_task
 from service.tools.host import ToolHost
 from service.tools.loop import ToolLoop
 from service.tools.metrics import ToolMetrics
@@ -167,6 +171,7 @@ class App:
             budgets=lambda: self.snapshot.budgets,
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
             ledger=self.ledger,
+            budget_rebuild_s=snapshot.state.budget_rebuild_s,
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
@@ -213,7 +218,7 @@ class App:
         self._tls_watch: asyncio.Task[None] | None = None
         self.server = self._build_server(snapshot)
         self.http = HttpListener(
-            self._build_http(),
+            with_cors(self._build_http(), snapshot.server.http.cors),
             reuse_port=self._worker,
             tls=None if self.tls is None else self.tls.ssl_context(),
         )
@@ -294,15 +299,18 @@ class App:
         return server
 
     def _build_http(self) -> HttpApp:
-        """The HTTP doors: the AgentService servicer wrapped in the same chain."""
+        """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
         servicer, chain = self.agent_servicer, self.chain
         name = f"/{AGENT_SERVICE}/"
-        behaviors = Behaviors(
-            invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke),
-            stream=chain.stream_behavior(name + "Stream", servicer.Stream),
-            list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents),
-            get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent),
-        )
+
+        def behaviors(door: str) -> Behaviors:
+            return Behaviors(
+                invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke, door),
+                stream=chain.stream_behavior(name + "Stream", servicer.Stream, door),
+                list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents, door),
+                get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent, door),
+            )
+
         connect = [
             service_app(
                 descriptor,
@@ -311,7 +319,12 @@ class App:
             )
             for descriptor, servicer in self._doors_services
         ]
-        return HttpApp(OpenAIDoor(behaviors), connect, Console())
+        return HttpApp(
+            OpenAIDoor(behaviors("openai")),
+            AnthropicDoor(behaviors("anthropic"), self._agent_named),
+            connect,
+            Console(),
+        )
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
@@ -326,6 +339,7 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        self.pipeline.budgets.start()  # watches for lost budget counters
         try:
             await self.live_keys.refresh()
         except Unavailable as exc:
@@ -412,7 +426,7 @@ class App:
         if port is None:
             return
         host = settings.http.host or grpc_host
-        self._check_auth(self.snapshot, host)
+        self._check_auth(self.snapshot, host, warn=False)  # start() has warned
         try:
             self.http_port = await self.http.start(host, port, grace_s=settings.grace_s)
         except OSError as exc:
@@ -427,22 +441,24 @@ class App:
         if self._host is not None:
             self._check_auth(snapshot, self._host)
 
-    def _check_auth(self, snapshot: Snapshot, host: str) -> None:
-        """Refuse to serve without auth beyond loopback; say loudly when auth is off.
+    def _check_auth(self, snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
+        """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
+        auth is off.
 
         Raises:
             ConfigError: auth is off and ``host`` is not a loopback address.
         """
         auth = snapshot.auth
         if auth.enabled:
-            if not len(self.live_keys.policy().keys):
+            if warn and not len(self.live_keys.policy().keys):
                 log.warning("auth is on but no API keys are configured: every call will fail")
             return
         if not is_loopback(host):
             raise ConfigError(
                 f"auth.enabled: auth may be off only on a loopback address, not {host!r}"
             )
-        log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+        if warn:
+            log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
 
     async def _ratelimit_state(self, up: bool) -> None:
         self.metrics.ratelimit_backend_up.set(1 if up else 0)
@@ -465,14 +481,10 @@ class App:
         deadline = asyncio.get_running_loop().time() + grace
         log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
-        if self._reloading is not None:
-            self._reloading.cancel()
-            # wait(), not await: a cancellation of stop() itself must not be swallowed.
-            await asyncio.wait([self._reloading])
-        for task in (self._target_health, self._tls_watch, self._keys_refresh):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
+        # Cancelled until they end (service.tasks.stop); a cancellation of stop() itself is
+        # not swallowed.
+        for task in (self._reloading, self._target_health, self._tls_watch, self._keys_refresh):
+            await stop_task(task)
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -482,9 +494,7 @@ class App:
         # Anything else still open gets what is left of the grace period.
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         await asyncio.gather(self.server.stop(left), self.http.stop(left))
-        if self._state_watch is not None:
-            self._state_watch.cancel()
-            await asyncio.wait([self._state_watch])
+        await stop_task(self._state_watch)
         # Calls cancelled past the grace still record what they cost: the stores close only
         # after the last of those writes (bounded: each store call is).
         settle_s = 3 * self.snapshot.state.timeout_s
@@ -500,6 +510,7 @@ class App:
         await self.guard_http.aclose()
         await self.tool_host.aclose()
         await self.tool_http.aclose()
+        await self.pipeline.budgets.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()
@@ -523,15 +534,16 @@ class App:
             await self.health.set(TARGET_HEALTH_PREFIX + name, status)
 
 
-def _wrapped_unary(chain: Chain, servicer: object, name: str) -> UnaryBehavior:
-    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain."""
+def _wrapped_unary(chain: Chain, servicer: object, name: str, door: str) -> UnaryBehavior:
+    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain, as
+    called through ``door``."""
     method: UnaryBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.unary_behavior(name, method)
+    return chain.unary_behavior(name, method, door)
 
 
-def _wrapped_stream(chain: Chain, servicer: object, name: str) -> StreamBehavior:
+def _wrapped_stream(chain: Chain, servicer: object, name: str, door: str) -> StreamBehavior:
     method: StreamBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.stream_behavior(name, method)
+    return chain.stream_behavior(name, method, door)
 
 
 def _bind_error(host: str, port: int) -> str | None:

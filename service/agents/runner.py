@@ -27,7 +27,6 @@ from service.domain import (
     Message,
     Role,
     Start,
-    UsageEvent,
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
@@ -41,8 +40,8 @@ from service.guards import (
 )
 from service.offload import Offload
 from service.providers.base import ModelCall
-from service.routing.router import Router, Spent
-from service.routing.whole import Abandoned, total
+from service.routing.router import Router
+from service.routing.tab import Tab
 from service.schemas import Schemas
 from service.sessions import Sessions
 from service.tools.loop import LoopState, ToolLoop
@@ -256,7 +255,7 @@ class Runner:
         self,
         history: tuple[Message, ...],
         deadline: Deadline,
-        spent: list[Abandoned],
+        tab: Tab,
         *,
         router: Router,
         agent: AgentSpec,
@@ -274,16 +273,11 @@ class Runner:
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        try:
-            opened = await router.open(
-                agent.route, call, deadline, agent.routing, whole_answer=whole_answer, spent=spent
-            )
-        except Spent as failed:
-            # Attempts that began answering and were given up still cost what the upstream
-            # billed: the pipeline charges this usage with the call's error.
-            yield Start(request.request_id, agent.name, agent.version, failed.abandoned[-1].target)
-            yield UsageEvent(total(a.usage for a in failed.abandoned))
-            raise failed.error from None
+        # Attempts given up after they began answering are written into ``tab``: the
+        # pipeline charges them with the call, however it ends.
+        opened = await router.open(
+            agent.route, call, deadline, agent.routing, whole_answer=whole_answer, tab=tab
+        )
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
         # Every answer: its tool calls are checked whole (offered, schema, guards) even for

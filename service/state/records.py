@@ -97,8 +97,10 @@ class AuditEntry:
     detail: str = ""
 
 
-# What BudgetStore.reserve returns when its counters must be rebuilt from the ledger first.
+# What BudgetStore.reserve returns when its counters must be rebuilt from the ledger first;
+# and, at most WAIT, while a new epoch's rebuild time runs (WAIT - result: ms to wait).
 NEEDS_SEED = -2
+WAIT = -3
 
 
 @dataclass(frozen=True, slots=True)
