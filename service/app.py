@@ -66,6 +66,8 @@ from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
 from service.usage.ledger import Ledger
+from service.workflows.engine import Engine
+from service.workflows.runs import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,13 @@ class App:
             guard_observer=GuardMetrics(self.metrics.registry),
             http=self.guard_http,
         )
+        # Workflows run on DBOS, a process singleton: built only when the config has some.
+        self.workflows: Workflows | None = None
+        if snapshot.workflows:
+            engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
+            self.workflows = Workflows(
+                lambda: dict(self.snapshot.workflows), self.runner.stream, engine
+            )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,
@@ -205,7 +214,9 @@ class App:
             options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
         idempotency = Idempotency(self.stores.idempotency, ttl_s=snapshot.state.idempotency_ttl_s)
-        self.agent_servicer = AgentServicer(self.runner, self.admission, idempotency)
+        self.agent_servicer = AgentServicer(
+            self.runner, self.admission, idempotency, self.workflows
+        )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
         sessions = SessionServicer(Sessions(self.stores.durable), self.ledger)
         session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
@@ -257,6 +268,9 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        if self.workflows is not None:
+            # Launches DBOS, which resumes the runs this executor left unfinished.
+            await self.workflows.engine.start()
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -378,6 +392,8 @@ class App:
         if self._target_health is not None:
             self._target_health.cancel()
             await asyncio.wait([self._target_health])
+        if self.workflows is not None:
+            self.workflows.stopping = True  # runs cut off now stay resumable
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -395,6 +411,11 @@ class App:
             log.error(
                 "ledger writes still under way at shutdown: %d", self.pipeline.recorder.in_flight
             )
+        if self.workflows is not None:
+            # Runs still executing here (resumed ones have no call to drain) stop without a
+            # checkpoint for the step in flight: a restart or a replica resumes them.
+            await self.workflows.halt()
+            await self.workflows.engine.stop()
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()

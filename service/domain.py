@@ -184,11 +184,13 @@ class Start:
     agent: str
     agent_version: str
     target: TargetRef
+    run_id: str = ""  # a workflow's run (service.workflows): reattach to it by this id
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    step_id: str = ""  # the workflow step that wrote it; "" outside workflows
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,7 @@ class ToolCallDelta:
     id: str = ""
     name: str = ""
     arguments_delta: str = ""
+    step_id: str = ""  # the workflow step that wrote it; "" outside workflows
 
 
 @dataclass(frozen=True, slots=True)

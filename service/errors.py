@@ -56,6 +56,8 @@ class Reason(enum.StrEnum):
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     NO_TIME_LEFT = "NO_TIME_LEFT"
     GUARD_BLOCKED = "GUARD_BLOCKED"  # an input guard blocked the request (README, Guards)
+    WORKFLOW_LIMIT = "WORKFLOW_LIMIT"  # a run would pass max_steps/depth/fan-out/handoffs
+    RUN_NOT_FOUND = "RUN_NOT_FOUND"  # no run with that id for the caller's tenant
     # the upstream (a target's provider)
     UPSTREAM_INVALID_REQUEST = "UPSTREAM_INVALID_REQUEST"
     CONTEXT_WINDOW_EXCEEDED = "CONTEXT_WINDOW_EXCEEDED"

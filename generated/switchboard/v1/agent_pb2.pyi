@@ -90,6 +90,42 @@ FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 4
 """The provider's content filter."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
+class _AgentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_KIND_UNSPECIFIED: _AgentKind.ValueType  # 0
+    """Not reported (an older server): a single agent."""
+    AGENT_KIND_AGENT: _AgentKind.ValueType  # 1
+    """A single agent."""
+    AGENT_KIND_SEQUENTIAL: _AgentKind.ValueType  # 2
+    """A workflow: steps in order, each an agent."""
+    AGENT_KIND_PARALLEL: _AgentKind.ValueType  # 3
+    """A workflow: branches at once, then a merge."""
+    AGENT_KIND_HANDOFF: _AgentKind.ValueType  # 4
+    """A workflow: agents that hand the conversation to one another."""
+    AGENT_KIND_SUPERVISOR: _AgentKind.ValueType  # 5
+    """A workflow: a supervisor agent whose tools are other agents."""
+
+class AgentKind(_AgentKind, metaclass=_AgentKindEnumTypeWrapper):
+    """AgentKind is what a name listed by ListAgents serves."""
+
+AGENT_KIND_UNSPECIFIED: AgentKind.ValueType  # 0
+"""Not reported (an older server): a single agent."""
+AGENT_KIND_AGENT: AgentKind.ValueType  # 1
+"""A single agent."""
+AGENT_KIND_SEQUENTIAL: AgentKind.ValueType  # 2
+"""A workflow: steps in order, each an agent."""
+AGENT_KIND_PARALLEL: AgentKind.ValueType  # 3
+"""A workflow: branches at once, then a merge."""
+AGENT_KIND_HANDOFF: AgentKind.ValueType  # 4
+"""A workflow: agents that hand the conversation to one another."""
+AGENT_KIND_SUPERVISOR: AgentKind.ValueType  # 5
+"""A workflow: a supervisor agent whose tools are other agents."""
+Global___AgentKind: _TypeAlias = AgentKind  # noqa: Y015
+
 @_typing.final
 class InvokeRequest(_message.Message):
     """InvokeRequest asks an agent for one whole answer."""
@@ -204,6 +240,8 @@ class InvokeResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     CACHE_HIT_FIELD_NUMBER: _builtins.int
     GUARD_VERDICTS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEPS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id: the caller's, or the one the server generated."""
     finish_reason: Global___FinishReason.ValueType
@@ -218,6 +256,10 @@ class InvokeResponse(_message.Message):
     """
     cache_hit: _builtins.bool
     """True when the answer was served from the response cache."""
+    run_id: _builtins.str
+    """A workflow's run id: an Invoke with the same `request_id` after a crash
+    reattaches to this run; RunService describes it. Empty for an agent.
+    """
     @_builtins.property
     def message(self) -> Global___Message:
         """The assistant's message: text parts and/or tool calls."""
@@ -238,6 +280,12 @@ class InvokeResponse(_message.Message):
         An answer replayed from the cache carries the input's verdicts only.
         """
 
+    @_builtins.property
+    def workflow_steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowStep]:
+        """A workflow's steps, in the order they finished, each with its agent, its
+        answer and its usage (`usage` above is their total). Empty for an agent.
+        """
+
     def __init__(
         self,
         *,
@@ -251,10 +299,12 @@ class InvokeResponse(_message.Message):
         attempts: _builtins.int = ...,
         cache_hit: _builtins.bool = ...,
         guard_verdicts: _abc.Iterable[Global___GuardVerdict] | None = ...,
+        run_id: _builtins.str = ...,
+        workflow_steps: _abc.Iterable[Global___WorkflowStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "target", b"target", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "message", b"message", "request_id", b"request_id", "target", b"target", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "message", b"message", "request_id", b"request_id", "run_id", b"run_id", "target", b"target", "usage", b"usage", "workflow_steps", b"workflow_steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -297,6 +347,7 @@ class StreamRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """Name of the agent to run. Required."""
     session_id: _builtins.str
@@ -310,6 +361,12 @@ class StreamRequest(_message.Message):
     """
     cache: _builtins.bool
     """Use the response cache for this request. See InvokeRequest.cache."""
+    run_id: _builtins.str
+    """Reattach to a workflow run of the caller's tenant (InvokeResponse.run_id,
+    StreamStart.run_id): the stream replays the run's finished steps (each
+    step's whole text) and follows it to its end. `agent` and `messages` are
+    then ignored. NOT_FOUND for a run id the tenant does not have.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation so far, oldest first. See InvokeRequest.messages."""
@@ -337,10 +394,11 @@ class StreamRequest(_message.Message):
         request_id: _builtins.str = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
         cache: _builtins.bool | None = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "agent", b"agent", "cache", b"cache", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "agent", b"agent", "cache", b"cache", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "run_id", b"run_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cache: _TypeAlias = _typing.Literal["cache"]  # noqa: Y015
     _WhichOneofArgType__cache: _TypeAlias = _typing.Literal["_cache", b"_cache"]  # noqa: Y015
@@ -359,6 +417,8 @@ class StreamResponse(_message.Message):
     TOOL_CALL_DELTA_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     FINISH_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEP_START_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEP_FINISH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___StreamStart:
         """First event: which request, agent and target this stream answers."""
@@ -379,6 +439,16 @@ class StreamResponse(_message.Message):
     def finish(self) -> Global___StreamFinish:
         """Last event of a stream that completed."""
 
+    @_builtins.property
+    def workflow_step_start(self) -> Global___WorkflowStepStart:
+        """A workflow step began: the deltas that carry its `step_id` follow."""
+
+    @_builtins.property
+    def workflow_step_finish(self) -> Global___WorkflowStepFinish:
+        """A workflow step ended (answered or failed). The answer of a workflow is
+        the text of the last step to finish before `finish`.
+        """
+
     def __init__(
         self,
         *,
@@ -387,16 +457,134 @@ class StreamResponse(_message.Message):
         tool_call_delta: Global___ToolCallDelta | None = ...,
         usage: Global___Usage | None = ...,
         finish: Global___StreamFinish | None = ...,
+        workflow_step_start: Global___WorkflowStepStart | None = ...,
+        workflow_step_finish: Global___WorkflowStepFinish | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "start", b"start", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "start", b"start", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage", "workflow_step_finish", b"workflow_step_finish", "workflow_step_start", b"workflow_step_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "start", b"start", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "start", b"start", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage", "workflow_step_finish", b"workflow_step_finish", "workflow_step_start", b"workflow_step_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "text_delta", "tool_call_delta", "usage", "finish"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "text_delta", "tool_call_delta", "usage", "finish", "workflow_step_start", "workflow_step_finish"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamResponse: _TypeAlias = StreamResponse  # noqa: Y015
+
+@_typing.final
+class WorkflowStepStart(_message.Message):
+    """WorkflowStepStart opens one step of a workflow run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """The step's id, unique within the run ("merge" for a parallel merge)."""
+    agent: _builtins.str
+    """The agent the step calls (empty for a concatenating merge)."""
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStepStart: _TypeAlias = WorkflowStepStart  # noqa: Y015
+
+@_typing.final
+class WorkflowStepFinish(_message.Message):
+    """WorkflowStepFinish closes one step of a workflow run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def step(self) -> Global___WorkflowStep:
+        """The step as it ended."""
+
+    def __init__(
+        self,
+        *,
+        step: Global___WorkflowStep | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStepFinish: _TypeAlias = WorkflowStepFinish  # noqa: Y015
+
+@_typing.final
+class WorkflowStep(_message.Message):
+    """WorkflowStep is one finished step of a workflow run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """The step's id."""
+    agent: _builtins.str
+    """The agent it called."""
+    text: _builtins.str
+    """The step's answer."""
+    finish_reason: Global___FinishReason.ValueType
+    """Why the step's model stopped."""
+    attempts: _builtins.int
+    """Upstream attempts the step made."""
+    error_reason: _builtins.str
+    """Empty when the step answered; else the failure's reason (as in
+    google.rpc.ErrorInfo, e.g. UPSTREAM_UNAVAILABLE) and message.
+    """
+    error_message: _builtins.str
+    """The failure's message."""
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Tokens (and cost) the step used."""
+
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """The target that answered."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Tool calls in the step's answer."""
+
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        text: _builtins.str = ...,
+        usage: Global___Usage | None = ...,
+        finish_reason: Global___FinishReason.ValueType = ...,
+        target: Global___Target | None = ...,
+        attempts: _builtins.int = ...,
+        error_reason: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempts", b"attempts", "error_message", b"error_message", "error_reason", b"error_reason", "finish_reason", b"finish_reason", "step_id", b"step_id", "target", b"target", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStep: _TypeAlias = WorkflowStep  # noqa: Y015
 
 @_typing.final
 class StreamStart(_message.Message):
@@ -408,15 +596,20 @@ class StreamStart(_message.Message):
     AGENT_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id: the caller's, or the one the server generated."""
     agent: _builtins.str
     """The agent that answers."""
     agent_version: _builtins.str
     """The agent's version."""
+    run_id: _builtins.str
+    """A workflow's run id (reattach with StreamRequest.run_id). Empty for an
+    agent.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
-        """The target (provider and model) that answers."""
+        """The target (provider and model) that answers. Unset for a workflow."""
 
     def __init__(
         self,
@@ -425,10 +618,11 @@ class StreamStart(_message.Message):
         agent: _builtins.str = ...,
         agent_version: _builtins.str = ...,
         target: Global___Target | None = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "request_id", b"request_id", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "request_id", b"request_id", "run_id", b"run_id", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,16 +635,20 @@ class TextDelta(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The text to append."""
+    step_id: _builtins.str
+    """In a workflow's stream: the step that wrote it. Empty for an agent."""
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
+        step_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_id", b"step_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -469,6 +667,7 @@ class ToolCallDelta(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_DELTA_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position of the tool call in the assistant message, from 0."""
     id: _builtins.str
@@ -477,6 +676,8 @@ class ToolCallDelta(_message.Message):
     """The tool's name (first delta of the call only)."""
     arguments_delta: _builtins.str
     """A piece of the arguments' JSON text."""
+    step_id: _builtins.str
+    """In a workflow's stream: the step that wrote it. Empty for an agent."""
     def __init__(
         self,
         *,
@@ -484,10 +685,11 @@ class ToolCallDelta(_message.Message):
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments_delta: _builtins.str = ...,
+        step_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_delta", b"arguments_delta", "id", b"id", "index", b"index", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_delta", b"arguments_delta", "id", b"id", "index", b"index", "name", b"name", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1103,6 +1305,7 @@ class Agent(_message.Message):
     OVERRIDABLE_PARAMETERS_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     ACCEPTS_CALLER_TOOLS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The agent's name, used in requests."""
     description: _builtins.str
@@ -1111,6 +1314,8 @@ class Agent(_message.Message):
     """The agent's version: given in config, or a hash of its definition."""
     accepts_caller_tools: _builtins.bool
     """Whether a request may add its own tools."""
+    kind: Global___AgentKind.ValueType
+    """What it is: a single agent, or a workflow of agents (called the same way)."""
     @_builtins.property
     def route(self) -> _containers.RepeatedCompositeFieldContainer[Global___Target]:
         """The targets the agent's route may use, in order of preference."""
@@ -1138,10 +1343,11 @@ class Agent(_message.Message):
         overridable_parameters: _abc.Iterable[_builtins.str] | None = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
         accepts_caller_tools: _builtins.bool = ...,
+        kind: Global___AgentKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["default_parameters", b"default_parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_caller_tools", b"accepts_caller_tools", "default_parameters", b"default_parameters", "description", b"description", "name", b"name", "overridable_parameters", b"overridable_parameters", "route", b"route", "tools", b"tools", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_caller_tools", b"accepts_caller_tools", "default_parameters", b"default_parameters", "description", b"description", "kind", b"kind", "name", b"name", "overridable_parameters", b"overridable_parameters", "route", b"route", "tools", b"tools", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
