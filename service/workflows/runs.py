@@ -225,9 +225,11 @@ class Workflows:
         async for value in DBOS.read_stream_async(run.run_id, EVENTS):
             if "start" in value:
                 yield StepStart(**value["start"])
-            else:
-                yield from_log(StepResult.from_json(value["finish"]))
-        result = await DBOS.retrieve_workflow_async(run.run_id).get_result()
+            else:  # a finished step: its whole text, then its finish
+                for event in replayed(StepResult.from_json(value["finish"]))[1:]:
+                    yield event
+        handle = await DBOS.retrieve_workflow_async(run.run_id)
+        result = await handle.get_result()
         for event in _ending(result):
             yield event
 
@@ -307,12 +309,6 @@ async def _next(queue: asyncio.Queue[Any], outcome: asyncio.Future[Any]) -> Any:
     if getter.done() and not getter.cancelled():
         return getter.result()
     return queue.get_nowait() if not queue.empty() else None
-
-
-def from_log(result: StepResult) -> RunEvent:
-    """A finished step from the durable log: its whole text (then its finish)."""
-    events = replayed(result)
-    return events[1] if len(events) > 2 else events[-1]  # noqa: PLR2004
 
 
 def _ending(outcome: dict[str, Any]) -> list[RunEvent]:

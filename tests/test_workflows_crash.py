@@ -1,0 +1,83 @@
+"""Workflow runs survive SIGKILL: a restarted server (or another replica on shared state)
+resumes each run from its last finished step, and no finished step calls its upstream twice.
+
+Servers run as real processes; the fake upstream runs here and counts every call per agent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from switchboard.v1 import agent_pb2 as pb
+
+from tests.fakes.openai_fake import OpenAIFake, Scenario
+from tests.waiting import wait_for
+from tests.workflow_rig import agents_yaml, calls_by_agent, server, stub_for, user
+
+SEQUENTIAL = """
+workflows:
+  chain:
+    kind: sequential
+    steps:
+      - {id: first, agent: one}
+      - {id: second, agent: two, input: "after {previous}"}
+      - {id: third, agent: three, input: "{steps.first} + {previous}"}
+"""
+
+
+def write_config(tmp_path: Path, base_url: str, workflows: str, *agents: str) -> Path:
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(
+        agents_yaml(base_url, *agents)
+        + workflows
+        + f"state: {{backend: embedded, data_dir: {tmp_path / 'data'}}}\n"
+        + "auth: {enabled: false}\n"
+    )
+    return config
+
+
+async def follow(port: int, run_id: str) -> list[pb.StreamResponse]:
+    """Every event of ``run_id`` from a reattached stream, to its finish."""
+    with stub_for(port) as stub:
+        return [e async for e in stub.Stream(pb.StreamRequest(run_id=run_id), timeout=60)]
+
+
+async def test_sigkill_between_steps_resumes_without_repeating_a_finished_step(
+    tmp_path: Path,
+) -> None:
+    async with OpenAIFake(Scenario(text="ok")) as fake:
+        # The first step answers; the second never does, until the server is killed.
+        fake.push(Scenario(text="alpha"), Scenario(hang=True))
+        config = write_config(tmp_path, fake.base_url, SEQUENTIAL, "one", "two", "three")
+        run_id = ""
+        async with server(config) as first:
+            with stub_for(first.port) as stub:
+                call = stub.Stream(pb.StreamRequest(agent="chain", messages=[user("go")]))
+                async for event in call:
+                    if event.HasField("start"):
+                        run_id = event.start.run_id
+                    if event.HasField("workflow_step_start") and (
+                        event.workflow_step_start.step_id == "second"
+                    ):
+                        break
+                await wait_for(lambda: calls_by_agent(fake).get("two") == 1, what="step two")
+                os.kill(first.process.pid, signal.SIGKILL)
+                first.process.wait()
+                call.cancel()
+        assert run_id.startswith("run_")
+        async with server(config) as second:
+            try:
+                events = await follow(second.port, run_id)
+            except Exception:
+                print(second.output[-6000:])
+                raise
+    steps = [e.workflow_step_finish.step for e in events if e.HasField("workflow_step_finish")]
+    assert [s.step_id for s in steps] == ["first", "second", "third"]
+    assert steps[0].text == "alpha"
+    assert events[-1].HasField("finish")
+    # The finished step ran once; the one cut off ran again; the rest once.
+    assert calls_by_agent(fake) == {"one": 1, "two": 2, "three": 1}
+    third = [r for r in fake.received if r.body["messages"][0]["content"] == "three"]
+    assert third[0].body["messages"][-1]["content"] == "alpha + ok"
