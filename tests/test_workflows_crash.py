@@ -12,9 +12,18 @@ from pathlib import Path
 
 from switchboard.v1 import agent_pb2 as pb
 
+from tests.backends import postgres_schema, redis_prefix, shared_state_yaml
 from tests.fakes.openai_fake import OpenAIFake, Scenario
 from tests.waiting import wait_for
-from tests.workflow_rig import agents_yaml, calls_by_agent, server, stub_for, user
+from tests.workflow_rig import (
+    AgentsFake,
+    agents_yaml,
+    calls_by_agent,
+    drop_schemas,
+    server,
+    stub_for,
+    user,
+)
 
 SEQUENTIAL = """
 workflows:
@@ -81,3 +90,64 @@ async def test_sigkill_between_steps_resumes_without_repeating_a_finished_step(
     assert calls_by_agent(fake) == {"one": 1, "two": 2, "three": 1}
     third = [r for r in fake.received if r.body["messages"][0]["content"] == "three"]
     assert third[0].body["messages"][-1]["content"] == "alpha + ok"
+
+
+PARALLEL = """
+workflows:
+  panel:
+    kind: parallel
+    branches:
+      - {id: pro, agent: optimist}
+      - {id: con, agent: critic}
+    merge: {agent: judge}
+"""
+
+
+async def test_a_kill_during_a_parallel_branch_resumes_only_the_unfinished_branch(
+    tmp_path: Path,
+) -> None:
+    async with AgentsFake() as fake:
+        fake.first["critic"] = [Scenario(hang=True)]
+        config = write_config(tmp_path, fake.base_url, PARALLEL, "optimist", "critic", "judge")
+        async with server(config) as first:
+            with stub_for(first.port) as stub:
+                call = stub.Stream(pb.StreamRequest(agent="panel", messages=[user("go")]))
+                run_id = (await call.read()).start.run_id
+                while (await call.read()).workflow_step_finish.step.step_id != "pro":
+                    pass
+                await wait_for(lambda: "critic" in calls_by_agent(fake), what="the critic")
+                os.kill(first.process.pid, signal.SIGKILL)
+                first.process.wait()
+                call.cancel()
+        async with server(config) as second:
+            events = await follow(second.port, run_id)
+    steps = {e.workflow_step_finish.step.step_id for e in events if e.HasField("workflow_step_finish")}
+    assert steps == {"pro", "con", "merge"}
+    assert calls_by_agent(fake) == {"optimist": 1, "critic": 2, "judge": 1}
+
+
+async def test_a_replica_completes_the_run_of_one_that_died(tmp_path: Path) -> None:
+    async with postgres_schema() as schema, redis_prefix() as prefix, AgentsFake() as fake:
+        fake.first["two"] = [Scenario(hang=True)]
+        config = tmp_path / "switchboard.yaml"
+        config.write_text(
+            agents_yaml(fake.base_url, "one", "two", "three")
+            + SEQUENTIAL
+            + shared_state_yaml(schema, prefix)
+            + "auth: {enabled: false}\n"
+        )
+        try:
+            async with server(config) as doomed, server(config) as survivor:
+                with stub_for(doomed.port) as stub:
+                    call = stub.Stream(pb.StreamRequest(agent="chain", messages=[user("go")]))
+                    run_id = (await call.read()).start.run_id
+                    await wait_for(lambda: "two" in calls_by_agent(fake), what="step two")
+                    os.kill(doomed.process.pid, signal.SIGKILL)
+                    doomed.process.wait()
+                    call.cancel()
+                events = await follow(survivor.port, run_id)
+        finally:
+            await drop_schemas(schema)
+    finished = [e.workflow_step_finish.step for e in events if e.HasField("workflow_step_finish")]
+    assert [s.step_id for s in finished] == ["first", "second", "third"]
+    assert calls_by_agent(fake) == {"one": 1, "two": 2, "three": 1}

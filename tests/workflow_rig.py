@@ -15,7 +15,8 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import agent_pb2_grpc
 
 from tests.backends import POSTGRES_DSN
-from tests.fakes.openai_fake import OpenAIFake
+from tests.fakes.httpserver import Conn, Received
+from tests.fakes.openai_fake import OpenAIFake, Scenario
 from tests.processes import Running, serve_process
 
 
@@ -75,3 +76,23 @@ async def drop_schemas(schema: str) -> None:
             await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     finally:
         await connection.close()
+
+
+class AgentsFake(OpenAIFake):
+    """The fake OpenAI upstream answering per agent (its system prompt): the next of
+    ``first[name]``, else ``answers[name]``, else "<name> says: <last message>"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: dict[str, Scenario] = {}
+        self.first: dict[str, list[Scenario]] = {}
+
+    async def handle(self, request: Received, conn: Conn) -> bool:
+        messages = (request.body or {}).get("messages", [])
+        if request.method == "POST" and messages and messages[0].get("role") == "system":
+            name = str(messages[0]["content"])
+            last = str(messages[-1].get("content", ""))
+            queued = self.first.get(name)
+            scenario = queued.pop(0) if queued else self.answers.get(name)
+            self._queue.appendleft(scenario or Scenario(text=f"{name} says: {last}"))
+        return await super().handle(request, conn)
