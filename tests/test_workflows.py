@@ -68,9 +68,7 @@ def reason_of(error: grpc.aio.AioRpcError) -> str:
 
 def system_of(fake: AgentsFake, agent: str) -> list[list[dict[str, str]]]:
     """The messages each upstream request of ``agent`` carried."""
-    return [
-        r.body["messages"] for r in fake.received if r.body["messages"][0]["content"] == agent
-    ]
+    return [r.body["messages"] for r in fake.received if r.body["messages"][0]["content"] == agent]
 
 
 async def test_a_sequential_workflow_through_invoke_and_stream() -> None:
@@ -92,9 +90,12 @@ async def test_a_sequential_workflow_through_invoke_and_stream() -> None:
         assert any("findings: researcher says: cats" in m["content"] for m in writer[1:-1])
         assert all("Shared memory" not in m["content"] for m in system_of(fake, "editor")[0])
 
-        events = [e async for e in stub.Stream(pb.StreamRequest(agent="brief", messages=[user("dogs")]))]
+        events = [
+            e async for e in stub.Stream(pb.StreamRequest(agent="brief", messages=[user("dogs")]))
+        ]
         kinds = [e.WhichOneof("event") for e in events]
-        assert kinds[0] == "start" and events[0].start.run_id.startswith("run_")
+        assert kinds[0] == "start"
+        assert events[0].start.run_id.startswith("run_")
         assert kinds[-2:] == ["usage", "finish"]
         assert kinds.count("workflow_step_start") == kinds.count("workflow_step_finish") == 3
         by_step: dict[str, str] = {}
@@ -103,7 +104,9 @@ async def test_a_sequential_workflow_through_invoke_and_stream() -> None:
                 by_step[event.text_delta.step_id] = (
                     by_step.get(event.text_delta.step_id, "") + event.text_delta.text
                 )
-        finished = [e.workflow_step_finish.step for e in events if e.HasField("workflow_step_finish")]
+        finished = [
+            e.workflow_step_finish.step for e in events if e.HasField("workflow_step_finish")
+        ]
         assert {s.step_id: s.text for s in finished} == by_step
         assert events[-2].usage.total_tokens == 54
 
@@ -116,7 +119,8 @@ async def test_a_parallel_workflow_merges_and_a_branch_may_fail_without_failing_
         assert set(steps) == {"pro", "con", "merge"}
         assert steps["con"].text == "critic says: Attack: tea"
         judged = system_of(fake, "judge")[0][-1]["content"]
-        assert "[pro]\noptimist says: tea" in judged and "[con]\ncritic says: Attack: tea" in judged
+        assert "[pro]\noptimist says: tea" in judged
+        assert "[con]\ncritic says: Attack: tea" in judged
         assert answer.message.content[0].text == steps["merge"].text
 
         joined = await stub.Invoke(pb.InvokeRequest(agent="joined", messages=[user("x")]))
@@ -187,7 +191,8 @@ async def test_cancelling_the_caller_cancels_every_branch() -> None:
         call.cancel()
         await wait_for(lambda: fake.abandoned == 2, what="both upstream calls dropped")
         status = await DBOS.get_workflow_status_async(run_id)
-        assert status is not None and status.status == "CANCELLED"
+        assert status is not None
+        assert status.status == "CANCELLED"
         assert "judge" not in calls_by_agent(fake)
 
 
@@ -213,9 +218,7 @@ async def test_a_tenant_never_sees_another_tenants_run(tmp_path: Path) -> None:
                 pb.InvokeRequest(agent="brief", messages=[user("x")]), metadata=acme
             )
             with pytest.raises(grpc.aio.AioRpcError) as hidden:
-                async for _ in stub.Stream(
-                    pb.StreamRequest(run_id=answer.run_id), metadata=globex
-                ):
+                async for _ in stub.Stream(pb.StreamRequest(run_id=answer.run_id), metadata=globex):
                     pass
             assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
             events = [

@@ -121,7 +121,9 @@ async def test_a_kill_during_a_parallel_branch_resumes_only_the_unfinished_branc
                 call.cancel()
         async with server(config) as second:
             events = await follow(second.port, run_id)
-    steps = {e.workflow_step_finish.step.step_id for e in events if e.HasField("workflow_step_finish")}
+    steps = {
+        e.workflow_step_finish.step.step_id for e in events if e.HasField("workflow_step_finish")
+    }
     assert steps == {"pro", "con", "merge"}
     assert calls_by_agent(fake) == {"optimist": 1, "critic": 2, "judge": 1}
 

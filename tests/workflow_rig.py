@@ -22,17 +22,19 @@ from tests.processes import Running, serve_process
 
 def agents_yaml(base_url: str, *names: str) -> str:
     """A target on the fake and one agent per name, whose system prompt is its name."""
-    agents = "\n".join(
-        f"  {name}: {{system_prompt: '{name}', route: [fake]}}" for name in names
-    )
-    return textwrap.dedent(f"""\
+    agents = "\n".join(f"  {name}: {{system_prompt: '{name}', route: [fake]}}" for name in names)
+    return (
+        textwrap.dedent(f"""\
         targets:
           fake:
             provider: openai_compatible
             model: fake-model
             base_url: {base_url}/v1
         agents:
-        """) + agents + "\n"
+        """)
+        + agents
+        + "\n"
+    )
 
 
 def calls_by_agent(fake: OpenAIFake) -> dict[str, int]:

@@ -71,7 +71,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             return convert.response_to_proto(await self._runner.invoke(agent_request, deadline))
         ctx = call_context.current()
         # A caller's request id names the run: a retry after a crash reattaches to it.
-        run_id = run_id_for(ctx.tenant, ctx.key_id, request.request_id) if request.request_id else ""
+        run_id = (
+            run_id_for(ctx.tenant, ctx.key_id, request.request_id) if request.request_id else ""
+        )
         answer = await workflows.invoke(agent_request, deadline, run_id=run_id)
         return workflows_api.answer_to_proto(answer)
 

@@ -152,11 +152,10 @@ def step_agents(workflow: WorkflowConfig) -> list[tuple[str, str]]:
             return [("start", workflow.start)] + [
                 (f"agents[{i}]", a) for i, a in enumerate(workflow.agents)
             ]
-        case SupervisorConfig():
-            return [("supervisor", workflow.supervisor)] + [
-                (f"agents[{i}]", a) for i, a in enumerate(workflow.agents)
-            ]
-    return []  # pragma: no cover (the union is closed)
+    assert isinstance(workflow, SupervisorConfig)
+    return [("supervisor", workflow.supervisor)] + [
+        (f"agents[{i}]", a) for i, a in enumerate(workflow.agents)
+    ]
 
 
 def check_workflows(workflows: dict[str, WorkflowConfig], agents: set[str]) -> None:
@@ -170,6 +169,8 @@ def check_workflows(workflows: dict[str, WorkflowConfig], agents: set[str]) -> N
 
     for name, workflow in workflows.items():
         where = f"workflows.{name}"
+        if workflow.kind in ("handoff", "supervisor"):
+            raise ValueError(f"{where}.kind: {workflow.kind!r} workflows are not served yet")
         if name in agents:
             raise ValueError(f"{where}: an agent has this name (one namespace for both)")
         for path, agent in step_agents(workflow):

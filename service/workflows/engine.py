@@ -107,6 +107,7 @@ class Engine:
     def register(self, name: str, body: WorkflowBody) -> Callable[..., Any]:
         """Register ``body`` as the DBOS workflow ``name`` (before :meth:`start`); returns
         the function to start runs with."""
+
         async def workflow(payload: dict[str, Any]) -> dict[str, Any]:
             return await body(payload)
 
@@ -174,7 +175,7 @@ class Engine:
             await asyncio.sleep(self._sweep_interval_s)
             try:
                 suspects = await self._sweep_once(suspects)
-            except Exception:  # noqa: BLE001 (the sweep goes on; the next may succeed)
+            except Exception:
                 log.warning("workflow recovery sweep failed", exc_info=True)
 
     async def _sweep_once(self, suspects: set[str]) -> set[str]:
@@ -196,5 +197,5 @@ class Engine:
             await probe.close()
         for executor in dead & suspects:
             log.warning("recovering the runs of a dead executor", extra={"executor": executor})
-            await asyncio.to_thread(DBOS._recover_pending_workflows, [executor])  # noqa: SLF001
+            await asyncio.to_thread(DBOS._recover_pending_workflows, [executor])
         return dead - suspects

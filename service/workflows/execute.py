@@ -27,7 +27,6 @@ from service.deadline import Deadline
 from service.domain import (
     AgentRequest,
     Event,
-    Finish,
     Fold,
     Message,
     Role,
@@ -104,7 +103,7 @@ class RunInput:
         return ""
 
 
-class StepFailed(Exception):  # noqa: N818 (an outcome, carried up to the run's result)
+class StepFailed(Exception):
     def __init__(self, result: StepResult) -> None:
         super().__init__(result.error.message if result.error else "step failed")
         self.result = result

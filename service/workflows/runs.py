@@ -41,6 +41,7 @@ from service.sessions import codec
 from service.workflows.engine import Engine
 from service.workflows.events import (
     RunEvent,
+    StepError,
     StepFinish,
     StepResult,
     StepStart,
@@ -164,7 +165,8 @@ class Workflows:
                     start = event
                 elif isinstance(event, StepFinish):
                     steps.append(event.result)
-        assert start is not None and steps
+        assert start is not None
+        assert steps
         return _answer(start, steps)
 
     async def _start(self, run: RunInput) -> AsyncGenerator[RunEvent, None]:
@@ -183,7 +185,7 @@ class Workflows:
         try:
             attributes = {"tenant": run.tenant, "workflow": run.spec.name}
             with SetWorkflowID(run.run_id), SetWorkflowAttributes(attributes):
-                handle = await DBOS.start_workflow_async(self._run, run.to_json())
+                handle: Any = await DBOS.start_workflow_async(self._run, run.to_json())
             yield started(run)
             outcome = asyncio.ensure_future(handle.get_result())
             try:
@@ -228,7 +230,7 @@ class Workflows:
             else:  # a finished step: its whole text, then its finish
                 for event in replayed(StepResult.from_json(value["finish"]))[1:]:
                     yield event
-        handle = await DBOS.retrieve_workflow_async(run.run_id)
+        handle: Any = await DBOS.retrieve_workflow_async(run.run_id)
         result = await handle.get_result()
         for event in _ending(result):
             yield event
@@ -254,7 +256,7 @@ class Workflows:
         token = call_context.bind(bound_context(run))
         task = asyncio.current_task()
         if task is not None:
-            self.live.executing(run.run_id, task)  # type: ignore[arg-type]
+            self.live.executing(run.run_id, task)
         ctx = RunContext(run, self._stream, self.live)
         try:
             if run.spec.kind == "sequential":
@@ -265,7 +267,6 @@ class Workflows:
                 raise InvalidArgument(f"workflow kind {run.spec.kind!r} is not served yet")
             outcome: dict[str, Any] = {"final": final.step_id}
         except StepFailed as failed:
-            assert failed.result.error is not None
             outcome = {"error": _error_json(failed.result.error)}
         except errors.SwitchboardError as exc:
             outcome = {"error": {"kind": type(exc).__name__, "reason": str(exc.reason),
@@ -284,7 +285,7 @@ class Workflows:
         token = call_context.bind(bound_context(run))
         task = asyncio.current_task()
         if task is not None:
-            self.live.executing(run.run_id, task)  # type: ignore[arg-type]
+            self.live.executing(run.run_id, task)
         try:
             ctx = RunContext(run, self._stream, self.live)
             messages = codec.decode(payload["messages"])
@@ -352,7 +353,9 @@ def _check(request: AgentRequest) -> None:
         raise InvalidArgument.field("messages", "at least one message is required")
 
 
-def _error_json(error: Any) -> dict[str, str]:
+def _error_json(error: StepError | None) -> dict[str, str]:
+    if error is None:
+        return {"kind": "Internal", "reason": "INTERNAL", "message": "a step failed"}
     return {"kind": error.kind, "reason": error.reason, "message": error.message}
 
 

@@ -55,11 +55,9 @@ def render(
     :func:`template_problem`; an unknown step or memory key renders empty)."""
 
     def fill(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "{{":
-            return "{"
-        if token == "}}":
-            return "}"
+        whole = match.group(0)
+        if whole in ("{{", "}}"):
+            return whole[0]
         name = match.group(1) or ""
         if name == "input":
             return input_text
@@ -71,6 +69,6 @@ def render(
             return steps.get(name[6:], "")
         if name.startswith("memory."):
             return memory.get(name[7:], "")
-        return token
+        return whole
 
     return _FIELD.sub(fill, text)
