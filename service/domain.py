@@ -209,7 +209,7 @@ class UsageEvent:
 
 @dataclass(frozen=True, slots=True)
 class GuardVerdict:
-    """What one guard decided about a call (README, Guards): the guard's name, the stage
+    """What one guard decided about a call (docs/guards.md): the guard's name, the stage
     (``input``, ``output``, ``tool_call``), the category found (``email``, ``openai_key``,
     ``denied_term``…), the action taken (``block``, ``redact``, ``log``) and how many spans
     it was taken on. Never the matched text."""

@@ -28,7 +28,7 @@ from typing import Self
 
 class Reason(enum.StrEnum):
     """Why a call failed, as ``google.rpc.ErrorInfo.reason`` (AIP-193: UPPER_SNAKE, stable,
-    unique within the ``switchboard.dev`` domain). The README's error table lists them."""
+    unique within the ``switchboard.dev`` domain). docs/contract.md's error table lists them."""
 
     # the kinds' defaults
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -55,8 +55,8 @@ class Reason(enum.StrEnum):
     DRAINING = "DRAINING"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     NO_TIME_LEFT = "NO_TIME_LEFT"
-    GUARD_BLOCKED = "GUARD_BLOCKED"  # an input guard blocked the request (README, Guards)
-    WORKFLOW_LIMIT = "WORKFLOW_LIMIT"  # a run would pass max_steps/depth/fan-out/handoffs
+    GUARD_BLOCKED = "GUARD_BLOCKED"  # an input guard blocked the request (docs/guards.md)
+    WORKFLOW_LIMIT = "WORKFLOW_LIMIT"  # a run would pass a limit (docs/workflows.md)
     RUN_NOT_FOUND = "RUN_NOT_FOUND"  # no run with that id for the caller's tenant
     # the upstream (a target's provider)
     UPSTREAM_INVALID_REQUEST = "UPSTREAM_INVALID_REQUEST"

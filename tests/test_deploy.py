@@ -283,8 +283,8 @@ async def test_the_compose_switchboard_config_is_one_serve_accepts(tmp_path: Pat
 
 
 def test_every_operations_setting_is_documented_with_its_default() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Operations", 1)[1].split("\n## ", 1)[0]
+    readme = (ROOT / "docs" / "operations.md").read_text()
+    section = readme.split("## Operations settings", 1)[1].split("\n## ", 1)[0]
     documented = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
     for name, model in (
         ("transport", TransportConfig),

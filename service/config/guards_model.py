@@ -1,4 +1,4 @@
-"""The ``guards:`` section and each agent's ``guards:`` lists (README, Guards).
+"""The ``guards:`` section and each agent's ``guards:`` lists (docs/guards.md).
 
 Guards are named at the top level and listed per agent and stage::
 
@@ -94,7 +94,7 @@ class JsonGuardConfig(FrozenModel):
 
 
 class ExternalGuardConfig(FrozenModel):
-    """An HTTP endpoint that judges the text (README, Guards: the external guard)."""
+    """An HTTP endpoint that judges the text (docs/guards.md: the external guard)."""
 
     kind: Literal["external"]
     url: str = Field(pattern=r"^https?://\S+$")

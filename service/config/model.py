@@ -35,7 +35,7 @@ OverridableParameter = Literal[
 
 class HttpConfig(FrozenModel):
     """The HTTP listener: the OpenAI-compatible door and Connect, in the gRPC server's
-    process (README, "Calling it")."""
+    process (README, "Calling it"; docs/doors.md)."""
 
     host: str | None = Field(None, description="unset: the gRPC server's host")
     port: int | None = Field(None, ge=0, le=65535, description="unset: no HTTP listener")
@@ -201,7 +201,7 @@ class AgentConfig(FrozenModel):
     version: str | None = Field(None, min_length=1, max_length=64)
     system_prompt: str = ""
     route: Route = Field(
-        description="target names in order of preference, or a routing policy (README)"
+        description="target names in order of preference, or a routing policy (docs/resilience.md)"
     )
     parameters: ParametersConfig = ParametersConfig()
     overridable_parameters: list[OverridableParameter] = Field(default_factory=list)
@@ -210,12 +210,12 @@ class AgentConfig(FrozenModel):
     memory: MemoryConfig = MemoryConfig()
     cache: CacheConfig = CacheConfig()
     guards: AgentGuardsConfig | None = Field(
-        None, description="guard names per stage (input, output, tool_call): README, Guards"
+        None, description="guard names per stage (input, output, tool_call): docs/guards.md"
     )
 
 
 class TransportConfig(FrozenModel):
-    """Connection management and load shedding for the gRPC server (see README, Operations)."""
+    """Connection management and load shedding for the gRPC server (see docs/operations.md)."""
 
     max_concurrent_calls: int = Field(
         256, ge=1, description="Invoke+Stream calls in progress per process; past it, refused"

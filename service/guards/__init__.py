@@ -1,5 +1,5 @@
 """Guards: check and redact what goes in, what comes out (streamed), and what tools the
-model calls (README, Guards)."""
+model calls (docs/guards.md)."""
 
 from service.guards.base import Action, Stage
 from service.guards.check import Guard, GuardContext, GuardObserver, NoObserver, check

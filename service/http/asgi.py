@@ -2,7 +2,7 @@
 its client goes away (as grpc cancels a call whose client cancelled).
 
 Raw ASGI rather than a framework: a door has a handful of routes, and every microsecond
-here is added to every call (the README's speed section measures the door against gRPC).
+here is added to every call (docs/benchmarks.md measures the door against gRPC).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 uvicorn because it runs inside an existing asyncio loop (``Server.serve`` is a coroutine),
 its httptools parser is the fastest HTTP/1.1 path among the maintained asyncio servers
-(README, "Speed": measured against hypercorn), and it drains: on stop it closes the
+(docs/benchmarks.md: measured against hypercorn), and it drains: on stop it closes the
 listening socket, lets in-flight requests finish within the grace period, then cancels
 them. Its own signal handling is switched off: the process's SIGTERM/SIGINT handling
 (:mod:`service.main`) stops the gRPC server and this listener together.

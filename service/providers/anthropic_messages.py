@@ -125,7 +125,7 @@ class AnthropicMessagesProvider:
         """POST ``body`` to the Messages endpoint through the SDK's client (its base URL, auth,
         version header and status errors), returning the raw response with its body unread.
         The SDK's typed ``create`` would turn each streamed event into a pydantic model: most
-        of the provider path's CPU (README, Benchmarks).
+        of the provider path's CPU (docs/benchmarks.md).
 
         Raises: ``anthropic.APIStatusError`` for an error status, the SDK's connection errors.
         """

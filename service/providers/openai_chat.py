@@ -128,7 +128,7 @@ class OpenAIChatProvider:
         URL, auth, headers and status errors), returning the raw response with its body
         unread. The SDK's typed ``create`` would turn the body's every field through its
         TypedDict reflection and each streamed chunk into a pydantic model: most of the
-        provider path's CPU (README, Benchmarks).
+        provider path's CPU (docs/benchmarks.md).
 
         Raises: ``openai.APIStatusError`` for an error status, the SDK's connection errors.
         """

@@ -1,6 +1,6 @@
 """The grpc.aio server's channel arguments, from the ``server`` and ``transport`` sections.
 
-Why these exist (the README's Operations section says more): gRPC multiplexes calls over
+Why these exist (docs/operations.md says more): gRPC multiplexes calls over
 long-lived HTTP/2 connections, and a Kubernetes Service balances connections, not calls; so a
 client that connected to one pod keeps using it after the Deployment scales out.
 ``max_connection_age`` sends GOAWAY after a while, the client reconnects through the Service,
