@@ -17,7 +17,7 @@ from typing import cast
 import grpc
 import httpx2
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from switchboard.v1 import (
     agent_pb2,
@@ -59,6 +59,7 @@ from service.reload import Reloader, Runtimes
 from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
 from service.routing.registry import TargetRegistry
 from service.routing.router import Router
+from service.serving.health import DrainingHealth
 from service.serving.options import server_options
 from service.sessions import Sessions
 from service.state import build_stores, data_dir
@@ -163,7 +164,7 @@ class App:
             accept=self._accept_reload,
         )
         self._state_watch: asyncio.Task[None] | None = None
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.health = DrainingHealth()
         self.limiter = build_limiter(
             snapshot.rate_limits,
             on_refusal=lambda limit: self.metrics.ratelimit_refusals.labels(limit).inc(),
@@ -397,7 +398,10 @@ class App:
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
-        # Health watchers and anything else still open get what is left of the grace period.
+        # Health watchers would hold server.stop for the rest of the grace period: the agent
+        # calls are done (or out of time), so their last NOT_SERVING ends them now.
+        self.health.end_watches()
+        # Anything else still open gets what is left of the grace period.
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         await asyncio.gather(self.server.stop(left), self.http.stop(left))
         if self._state_watch is not None:

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -29,15 +30,44 @@ from service.state import build_stores
 DEFAULT_CONFIG = "config/switchboard.yaml"
 
 
+EPILOG = """\
+Every config setting can be overridden from the environment: SWITCHBOARD_<SECTION>__<KEY>,
+e.g. SWITCHBOARD_SERVER__HTTP__PORT=6080 or SWITCHBOARD_OBSERVABILITY__METRICS__PORT=6464.
+Tracing also honours the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...).
+"""
+
+
+def version() -> str:
+    """The installed package's version (``pyproject.toml``'s ``project.version``)."""
+    try:
+        return metadata.version("switchboard")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="switchboard",
+        description="Switchboard: a gRPC-native gateway that serves LLM agents.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version()}", help="print the version"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_default = os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG)
-    run = commands.add_parser("serve", help="serve the configured agents over gRPC")
-    run.add_argument("--config", default=config_default)
+    config_help = f"the config file (default: $SWITCHBOARD_CONFIG or {DEFAULT_CONFIG})"
+    run = commands.add_parser(
+        "serve",
+        help="serve the configured agents (gRPC, HTTP doors, metrics)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", default=config_default, help=config_help)
     run.add_argument("--host", help="address to listen on (default: server.host)")
-    run.add_argument("--port", type=int, help="port to listen on (default: server.port)")
-    run.add_argument("--port-file", help="write the bound port here once serving")
+    run.add_argument("--port", type=int, help="gRPC port to listen on (default: server.port)")
+    run.add_argument("--port-file", metavar="PATH", help="write the bound port here once serving")
     run.add_argument(
         "--workers",
         type=int,
@@ -45,34 +75,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--worker-fds", type=WorkerLink.parse, help=argparse.SUPPRESS)
     check = commands.add_parser("check-config", help="validate a config file as serve would")
-    check.add_argument("path")
+    check.add_argument("path", help="the config file (environment overrides apply)")
     migrate = commands.add_parser(
         "migrate", help="create or migrate the state schema (SQLite or PostgreSQL), then exit"
     )
-    migrate.add_argument("--config", default=config_default)
+    migrate.add_argument("--config", default=config_default, help=config_help)
     health = commands.add_parser("health", help="exit 0 when a server reports SERVING")
-    health.add_argument("--address", default="127.0.0.1:50051")
-    health.add_argument("--service", default="", help="a service name; '' is the server")
-    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    health.add_argument(
+        "--address", default="127.0.0.1:50051", help="host:port of the gRPC listener"
+    )
+    health.add_argument(
+        "--service", default="", help="a health service name (default: '', the whole server)"
+    )
+    health.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for the answer (default: 3)"
+    )
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     where = keys.add_mutually_exclusive_group()
-    where.add_argument("--config", default=config_default, help="use its auth.keys_file")
+    where.add_argument(
+        "--config",
+        default=config_default,
+        help=f"use this config's auth.keys_file (default: $SWITCHBOARD_CONFIG or {DEFAULT_CONFIG})",
+    )
     where.add_argument("--keys-file", help="the keys file (default: the config's)")
-    actions = keys.add_subparsers(dest="action", required=True)
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make a key and print it (once)")
-    create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--tenant", required=True, help="the tenant the key's calls are counted and limited as"
+    )
     create.add_argument(
         "--agent",
         action="append",
         dest="agents",
         help="an agent the key may call (repeatable; default: every agent)",
     )
-    create.add_argument("--scope", action="append", dest="scopes", default=[])
+    create.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        default=[],
+        help="a permission beyond calling agents (repeatable)",
+    )
     create.add_argument("--note", default="", help="what the key is for")
     actions.add_parser("list", help="list key ids, tenants and agents (never keys)")
     revoke = actions.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id, as `keys list` shows it")
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -99,6 +100,55 @@ async def test_watch_reports_not_serving_as_soon_as_drain_starts() -> None:
         finally:
             watch.cancel()
             await stopping
+
+
+async def test_an_open_watch_does_not_hold_the_drain_for_the_grace_period() -> None:
+    """A watcher with no call in flight: the server stops at once, not after grace_s, and the
+    watcher is told NOT_SERVING before its stream ends cleanly."""
+    async with serve_config(SLOW) as s:
+        stub = health_pb2_grpc.HealthStub(s.channel)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        await asyncio.wait_for(s.app.stop(grace_s=30), timeout=20)
+        assert time.monotonic() - started < 10
+        statuses = await read_all(watch)
+        assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await watch.code() == grpc.StatusCode.OK
+
+
+async def test_a_watch_ends_only_when_the_calls_in_flight_are_done() -> None:
+    async with serve_config(SLOW) as s:
+        stub = health_pb2_grpc.HealthStub(s.channel)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        agent = agent_pb2_grpc.AgentServiceStub(s.channel)
+        call = agent.Stream(
+            pb.StreamRequest(
+                agent="slow",
+                messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="a b c")])],
+            )
+        )
+        assert (await call.read()).WhichOneof("event") == "start"
+        stopping = asyncio.create_task(s.app.stop(grace_s=30))
+        update = await asyncio.wait_for(watch.read(), timeout=10)
+        assert update.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not watch.done()  # the stream's call is still being answered
+        events = []
+        while (event := await call.read()) is not grpc.aio.EOF:
+            events.append(event.WhichOneof("event"))
+        assert events[-1] == "finish"
+        await asyncio.wait_for(stopping, timeout=20)
+        assert (await read_all(watch))[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await watch.code() == grpc.StatusCode.OK
+
+
+async def read_all(watch: Any) -> list[int]:
+    """The statuses a Watch stream still sends, until it ends."""
+    statuses = []
+    while (response := await watch.read()) is not grpc.aio.EOF:
+        statuses.append(response.status)
+    return statuses
 
 
 async def test_reflection_lists_the_services(served: Served) -> None:
