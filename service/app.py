@@ -12,7 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import httpx2
@@ -67,8 +67,9 @@ from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
 from service.usage.ledger import Ledger
-from service.workflows.engine import Engine
-from service.workflows.runs import Workflows
+
+if TYPE_CHECKING:
+    from service.workflows.runs import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,13 @@ class App:
             guard_observer=GuardMetrics(self.metrics.registry),
             http=self.guard_http,
         )
-        # Workflows run on DBOS, a process singleton: built only when the config has some.
+        # Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
+        # CPU) only when the config has some.
         self.workflows: Workflows | None = None
         if snapshot.workflows:
+            from service.workflows.engine import Engine  # noqa: PLC0415
+            from service.workflows.runs import Workflows  # noqa: PLC0415
+
             engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
             self.workflows = Workflows(
                 lambda: dict(self.snapshot.workflows), self.runner.stream, engine
@@ -343,9 +348,19 @@ class App:
 
     def _accept_reload(self, snapshot: Snapshot) -> None:
         """A reload may not turn auth off on the address this server is bound to (the new
-        file's ``server.host`` only applies on restart, and ``--host`` may override it)."""
+        file's ``server.host`` only applies on restart, and ``--host`` may override it); nor
+        add the first workflow to a server started without any (DBOS starts with the server).
+
+        Raises:
+            ConfigError: what to change, or that a restart is needed.
+        """
         if self._host is not None:
             self._check_auth(snapshot, self._host)
+        if snapshot.workflows and self.workflows is None:
+            raise ConfigError(
+                "workflows: this server started without workflows; adding the first one "
+                "needs a restart (their durable store starts with the server)"
+            )
 
     @staticmethod
     def _check_auth(snapshot: Snapshot, host: str) -> None:

@@ -227,3 +227,18 @@ async def test_a_tenant_never_sees_another_tenants_run(tmp_path: Path) -> None:
             assert events[-1].HasField("finish")
             texts = [e.text_delta.text for e in events if e.HasField("text_delta")]
             assert texts[-1] == answer.message.content[0].text
+
+
+async def test_a_reload_that_adds_the_first_workflow_is_refused_with_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """DBOS starts with the server: a server started without workflows keeps its config and
+    says a restart is needed (the workflow is never silently unserved)."""
+    async with AgentsFake() as fake, serve_config(agents_yaml(fake.base_url, *AGENTS)) as served:
+        served.path.write_text(config(fake))
+        assert await served.app.reload() is False
+        assert "adding the first one needs a restart" in caplog.text
+        stub = agent_pb2_grpc.AgentServiceStub(served.channel)
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.Invoke(pb.InvokeRequest(agent="brief", messages=[user("x")]))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import grpc
 from switchboard.v1 import agent_pb2 as pb
@@ -22,7 +23,10 @@ from service.deadline import Deadline
 from service.domain import AgentRequest
 from service.errors import InvalidArgument, SwitchboardError
 from service.idempotency import Idempotency, idempotency_key
-from service.workflows.runs import Workflows, run_id_for
+from service.workflows.ids import run_id_for
+
+if TYPE_CHECKING:
+    from service.workflows.runs import Workflows
 
 Context = grpc.aio.ServicerContext[object, object]
 

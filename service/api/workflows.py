@@ -6,8 +6,13 @@ from __future__ import annotations
 from switchboard.v1 import agent_pb2 as pb
 
 from service.api import convert
-from service.workflows.events import RunEvent, StepFinish, StepResult, StepStart
-from service.workflows.runs import WorkflowAnswer
+from service.workflows.events import (
+    RunEvent,
+    StepFinish,
+    StepResult,
+    StepStart,
+    WorkflowAnswer,
+)
 from service.workflows.spec import WorkflowSpec
 
 KINDS = {

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from service.domain import (
+    AgentResponse,
     Event,
     FinishReason,
     Start,
@@ -91,6 +92,15 @@ class StepFinish:
 RunEvent = Event | StepStart | StepFinish
 
 
+@dataclass(frozen=True, slots=True)
+class WorkflowAnswer:
+    """A finished run as Invoke returns it: the answer, every step, the run id."""
+
+    response: AgentResponse
+    steps: tuple[StepResult, ...]
+    run_id: str
+
+
 def replayed(result: StepResult) -> list[RunEvent]:
     """A finished step as a reattached caller sees it: start, its whole text, finish."""
     events: list[RunEvent] = [StepStart(result.step_id, result.agent)]
@@ -124,6 +134,7 @@ __all__ = [
     "StepResult",
     "StepStart",
     "UsageEvent",
+    "WorkflowAnswer",
     "replayed",
     "total_usage",
 ]

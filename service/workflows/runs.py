@@ -12,12 +12,9 @@ tenant from its durable log.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 from dbos import DBOS, SetWorkflowAttributes, SetWorkflowID
@@ -46,6 +43,7 @@ from service.workflows.events import (
     StepResult,
     StepStart,
     UsageEvent,
+    WorkflowAnswer,
     replayed,
     total_usage,
 )
@@ -60,30 +58,12 @@ from service.workflows.execute import (
     bound_context,
     started,
 )
+from service.workflows.ids import new_run_id
 from service.workflows.live import DONE, LiveRuns
 from service.workflows.patterns import parallel, sequential
 from service.workflows.spec import WorkflowSpec
 
 ACTIVE = ("PENDING", "ENQUEUED", "DELAYED")
-
-
-def new_run_id() -> str:
-    return f"run_{uuid.uuid4().hex}"
-
-
-def run_id_for(tenant: str, key_id: str, request_id: str) -> str:
-    """The run id of an Invoke that names ``request_id``: the same for its retries."""
-    digest = hashlib.sha256(f"{tenant}\0{key_id}\0{request_id}".encode()).hexdigest()
-    return f"run_{digest[:32]}"
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowAnswer:
-    """A finished run as Invoke returns it: the answer, every step, the run id."""
-
-    response: AgentResponse
-    steps: tuple[StepResult, ...]
-    run_id: str
 
 
 class Workflows:
