@@ -257,8 +257,9 @@ class InvokeResponse(_message.Message):
     cache_hit: _builtins.bool
     """True when the answer was served from the response cache."""
     run_id: _builtins.str
-    """A workflow's run id: an Invoke with the same `request_id` after a crash
-    reattaches to this run; RunService describes it. Empty for an agent.
+    """The run's id, for a workflow (and for an agent with server tools): an
+    Invoke of a workflow with the same `request_id` after a crash reattaches
+    to this run; RunService describes it. Empty for a plain agent call.
     """
     @_builtins.property
     def message(self) -> Global___Message:
@@ -362,10 +363,11 @@ class StreamRequest(_message.Message):
     cache: _builtins.bool
     """Use the response cache for this request. See InvokeRequest.cache."""
     run_id: _builtins.str
-    """Reattach to a workflow run of the caller's tenant (InvokeResponse.run_id,
-    StreamStart.run_id): the stream replays the run's finished steps (each
-    step's whole text) and follows it to its end. `agent` and `messages` are
-    then ignored. NOT_FOUND for a run id the tenant does not have.
+    """Follow or continue a run of the caller's tenant instead of starting one
+    (InvokeResponse.run_id, StreamStart.run_id). A workflow run: the stream
+    replays its finished steps (each step's whole text) and follows it to
+    its end; `agent` and `messages` are then ignored. NOT_FOUND for a run id
+    the tenant does not have.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -1315,7 +1317,9 @@ class Agent(_message.Message):
     accepts_caller_tools: _builtins.bool
     """Whether a request may add its own tools."""
     kind: Global___AgentKind.ValueType
-    """What it is: a single agent, or a workflow of agents (called the same way)."""
+    """What it is: a single agent, or a workflow of agents (called the same way).
+    (Numbers 9 and 10 are taken by the tools contract.)
+    """
     @_builtins.property
     def route(self) -> _containers.RepeatedCompositeFieldContainer[Global___Target]:
         """The targets the agent's route may use, in order of preference."""
