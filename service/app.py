@@ -20,6 +20,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from switchboard.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
     session_pb2,
@@ -32,16 +34,21 @@ from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
 from service.agents.spec import AgentSpec
 from service.api import reflection
+from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
+from service.auth.admin import KeyAdmin
+from service.auth.live import LiveKeys
 from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
+from service.errors import Unavailable
 from service.guards.metrics import GuardMetrics
 from service.http.app import HttpApp
 from service.http.connect import service_app
+from service.http.console import Console
 from service.http.openai_door import Behaviors, OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
@@ -61,6 +68,7 @@ from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.serving.health import DrainingHealth
 from service.serving.options import server_options
+from service.serving.tls import build_tls
 from service.sessions import Sessions
 from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
@@ -79,6 +87,7 @@ TARGET_HEALTH_PREFIX = "switchboard.target."
 RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 def build_runtime(
@@ -130,6 +139,16 @@ class App:
             ),
         )
         self.stores = build_stores(snapshot)
+        # The config's keys plus the state store's (AdminService), refreshed by an owned task.
+        self.live_keys = LiveKeys(self.stores.admin, lambda: self.snapshot.auth)
+        self._keys_refresh: asyncio.Task[None] | None = None
+        self.key_admin = KeyAdmin(
+            self.stores.admin,
+            agents=self._agent_names,
+            read_only_keys=self.live_keys.read_only,
+            audit=self.stores.durable.audit,
+            changed=self.live_keys.refresh,
+        )
         # Ledger lines and audit entries: the durable store, or the local outbox when it fails.
         self.ledger = Ledger(
             self.stores.durable, Outbox(data_dir(snapshot), timeout_s=snapshot.state.timeout_s)
@@ -179,8 +198,14 @@ class App:
         self.admission = Admission(
             max_in_flight=lambda: self.snapshot.transport.max_concurrent_calls
         )
+        self.tls = build_tls(snapshot, self.metrics.registry)
+        self._tls_watch: asyncio.Task[None] | None = None
         self.server = self._build_server(snapshot)
-        self.http = HttpListener(self._build_http(), reuse_port=self._worker)
+        self.http = HttpListener(
+            self._build_http(),
+            reuse_port=self._worker,
+            tls=None if self.tls is None else self.tls.ssl_context(),
+        )
         self.port = 0
         self.http_port: int | None = None
         self.metrics_port: int | None = None
@@ -208,7 +233,7 @@ class App:
         # One chain and one servicer for every door (gRPC here, HTTP in _build_http).
         self.chain: Chain = build_chain(
             tracer_provider=self.tracer_provider,
-            auth=lambda: self.snapshot.auth,
+            auth=self.live_keys.policy,
             limiter=self.limiter,
             sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
             default_deadline_s=self.runner.default_deadline_s,
@@ -228,16 +253,24 @@ class App:
         session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
         usage = UsageServicer(self.stores.durable)
         usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+        admin = AdminServicer(
+            self.key_admin,
+            self.stores.admin,
+            lambda: target_infos(self.snapshot.targets, self.targets),
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
             (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
+            (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable(
-                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, HEALTH_SERVICE), server
+                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE),
+                server,
             )
         return server
 
@@ -259,7 +292,7 @@ class App:
             )
             for descriptor, servicer in self._doors_services
         ]
-        return HttpApp(OpenAIDoor(behaviors), connect)
+        return HttpApp(OpenAIDoor(behaviors), connect, Console())
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
@@ -274,6 +307,10 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        try:
+            await self.live_keys.refresh()
+        except Unavailable as exc:
+            log.warning("cannot read API keys from the state store yet: %s", exc.message)
         if self.workflows is not None:
             # Launches DBOS, which resumes the runs this executor left unfinished.
             await self.workflows.engine.start()
@@ -287,7 +324,9 @@ class App:
         # only "Failed to bind" (a worker shares the port, so it does not try).
         problem = None if self._worker or not bound else _bind_error(host, bound)
         try:
-            if problem is None:
+            if problem is None and self.tls is not None:
+                self.port = self.server.add_secure_port(address, self.tls.grpc_credentials())
+            elif problem is None:
                 self.port = self.server.add_insecure_port(address)
         except RuntimeError:
             problem = _bind_error(host, bound) or "grpc could not bind it"
@@ -304,7 +343,8 @@ class App:
                 ) from exc
         await self.server.start()
         await self._start_http(host, http_port)
-        for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, RATELIMIT_HEALTH):
+        services = (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE)
+        for service in ("", *services, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._target_health = asyncio.create_task(self._publish_target_health())
         state_ok = await healthy(self.stores)
@@ -318,8 +358,26 @@ class App:
             )
         )
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
-        log.info("serving", extra={"event": "start", "address": address, "port": self.port})
+        if self.tls is not None:
+            self._tls_watch = asyncio.create_task(
+                self.tls.watch(lambda: self.snapshot.reload.poll_interval_s), name="tls-reload"
+            )
+        self._keys_refresh = asyncio.create_task(
+            self.live_keys.run(lambda: self.snapshot.auth.refresh_interval_s), name="keys"
+        )
+        log.info(
+            "serving",
+            extra={
+                "event": "start",
+                "address": address,
+                "port": self.port,
+                "tls": "off" if self.tls is None else "mtls" if self.tls.mutual else "tls",
+            },
+        )
         return self.port
+
+    def _agent_names(self) -> list[str]:
+        return list(self.snapshot.agents)
 
     def _agent_named(self, name: str) -> AgentSpec | None:
         """The agent ``name`` of the current config (read per call: reloads swap it)."""
@@ -362,8 +420,7 @@ class App:
                 "needs a restart (their durable store starts with the server)"
             )
 
-    @staticmethod
-    def _check_auth(snapshot: Snapshot, host: str) -> None:
+    def _check_auth(self, snapshot: Snapshot, host: str) -> None:
         """Refuse to serve without auth beyond loopback; say loudly when auth is off.
 
         Raises:
@@ -371,7 +428,7 @@ class App:
         """
         auth = snapshot.auth
         if auth.enabled:
-            if not len(auth.keys):
+            if not len(self.live_keys.policy().keys):
                 log.warning("auth is on but no API keys are configured: every call will fail")
             return
         if not is_loopback(host):
@@ -405,9 +462,10 @@ class App:
             self._reloading.cancel()
             # wait(), not await: a cancellation of stop() itself must not be swallowed.
             await asyncio.wait([self._reloading])
-        if self._target_health is not None:
-            self._target_health.cancel()
-            await asyncio.wait([self._target_health])
+        for task in (self._target_health, self._tls_watch, self._keys_refresh):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         if self.workflows is not None:
             self.workflows.stopping = True  # runs cut off now stay resumable
         drained = await self.admission.drain(grace)

@@ -35,7 +35,7 @@ from service.guards.check import merge_verdicts
 from service.offload import Offload
 from service.providers.base import ModelCall
 from service.routing.router import Router, Spent
-from service.routing.whole import total
+from service.routing.whole import Abandoned, total
 from service.usage.estimate import prompt_tokens
 
 
@@ -156,9 +156,9 @@ class Runner:
             request, verdicts = await guard_input(agent.guards, request, guards)
             route = functools.partial(
                 self._route,
-                runtime.router,
-                agent,
-                request,
+                router=runtime.router,
+                agent=agent,
+                request=request,
                 guards=guards,
                 whole_answer=whole_answer,
             )
@@ -173,12 +173,13 @@ class Runner:
 
     async def _route(
         self,
+        history: tuple[Message, ...],
+        deadline: Deadline,
+        spent: list[Abandoned],
+        *,
         router: Router,
         agent: AgentSpec,
         request: AgentRequest,
-        history: tuple[Message, ...],
-        deadline: Deadline,
-        *,
         guards: GuardContext,
         whole_answer: bool,
     ) -> AsyncGenerator[Event, None]:
@@ -190,14 +191,14 @@ class Runner:
         )
         try:
             opened = await router.open(
-                agent.route, call, deadline, agent.routing, whole_answer=whole_answer
+                agent.route, call, deadline, agent.routing, whole_answer=whole_answer, spent=spent
             )
-        except Spent as spent:
+        except Spent as failed:
             # Attempts that began answering and were given up still cost what the upstream
             # billed: the pipeline charges this usage with the call's error.
-            yield Start(request.request_id, agent.name, agent.version, spent.abandoned[-1].target)
-            yield UsageEvent(total(a.usage for a in spent.abandoned))
-            raise spent.error from None
+            yield Start(request.request_id, agent.name, agent.version, failed.abandoned[-1].target)
+            yield UsageEvent(total(a.usage for a in failed.abandoned))
+            raise failed.error from None
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
         if agent.guards.output or agent.guards.enabled:

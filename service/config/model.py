@@ -41,6 +41,17 @@ class HttpConfig(FrozenModel):
     port: int | None = Field(None, ge=0, le=65535, description="unset: no HTTP listener")
 
 
+class TlsConfig(FrozenModel):
+    """TLS on both listeners (gRPC and HTTP): PEM files, relative to the config file's folder,
+    re-read when they change (docs/security.md)."""
+
+    cert_file: str = Field(min_length=1, description="certificate chain (PEM), leaf first")
+    key_file: str = Field(min_length=1, description="the certificate's private key (PEM)")
+    client_ca_file: str | None = Field(
+        None, description="CA bundle (PEM) client certificates must chain to: mTLS, required"
+    )
+
+
 class ServerConfig(FrozenModel):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
@@ -53,6 +64,7 @@ class ServerConfig(FrozenModel):
     max_send_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_messages: int = Field(1000, ge=1, description="most messages in one request")
     http: HttpConfig = HttpConfig()
+    tls: TlsConfig | None = Field(None, description="unset: plaintext (a mesh's TLS, say)")
 
 
 class ResponseFormatConfig(FrozenModel):

@@ -2,6 +2,7 @@
 
 ``/v1/...`` is the OpenAI-compatible door (:mod:`service.http.openai_door`);
 ``/switchboard.v1.<Service>/<Method>`` is Connect and gRPC-Web (:mod:`service.http.connect`);
+``/console/`` is the web console's static files (:mod:`service.http.console`);
 anything else is answered 404 with OpenAI's error body.
 """
 
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 
 import grpc
 
-from service.http.asgi import Receive, Scope, Send, respond
+from service.http.asgi import Handler, Receive, Scope, Send, respond
 from service.http.connect import ServiceApp, prefixes
+from service.http.console import PREFIX as CONSOLE
 from service.http.context import Failure
 from service.http.errors import error_headers, error_json
 from service.http.openai_door import OpenAIDoor
@@ -23,9 +25,15 @@ _MODELS = "/v1/models/"
 class HttpApp:
     """The ASGI application (``lifespan`` is not used: the App starts and stops it)."""
 
-    def __init__(self, openai: OpenAIDoor, connect: Sequence[ServiceApp] = ()) -> None:
+    def __init__(
+        self,
+        openai: OpenAIDoor,
+        connect: Sequence[ServiceApp] = (),
+        console: Handler | None = None,
+    ) -> None:
         self._openai = openai
         self._connect = prefixes(connect)
+        self._console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,6 +43,9 @@ class HttpApp:
         service = self._connect.get(path[: path.find("/", 1) + 1])
         if service is not None:
             await service(scope, receive, send)
+            return
+        if self._console is not None and (path == CONSOLE or path.startswith(CONSOLE + "/")):
+            await self._console(scope, receive, send)
             return
         if path == "/v1/chat/completions":
             if method == "POST":

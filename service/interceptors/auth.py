@@ -18,7 +18,7 @@ from service import context as call_context
 from service.api.errors import abort
 from service.auth.keys import ApiKey
 from service.auth.policy import AuthPolicy
-from service.errors import Reason, Unauthenticated
+from service.errors import PermissionDenied, Reason, Unauthenticated
 from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
 
 MISSING = "missing API key: send 'authorization: Bearer <key>' or 'x-api-key: <key>'"
@@ -81,8 +81,21 @@ def bind_key(record: ApiKey) -> None:
             tenant=record.tenant,
             key_id=record.id,
             agents=record.agents,
+            scopes=record.scopes,
         )
     )
+
+
+def check_scope(policy: AuthPolicy, method: str, record: ApiKey) -> None:
+    """Raises PermissionDenied when ``method`` needs a scope the key lacks."""
+    scope = policy.required_scope(method)
+    if scope is not None and scope not in record.scopes:
+        error = PermissionDenied(
+            f"{method.strip('/').partition('/')[0]} needs a key with the {scope!r} scope",
+            reason=Reason.SCOPE_MISSING,
+        )
+        error.metadata["scope"] = scope
+        raise error
 
 
 class AuthLayer:
@@ -100,8 +113,10 @@ class AuthLayer:
             policy = self._required(method)
             if policy is not None:
                 try:
-                    bind_key(authenticate(policy, context))
-                except Unauthenticated as exc:
+                    record = authenticate(policy, context)
+                    check_scope(policy, method.name, record)
+                    bind_key(record)
+                except (Unauthenticated, PermissionDenied) as exc:
                     await abort(context, exc)
             return await behavior(request, context)
 
@@ -112,8 +127,10 @@ class AuthLayer:
             policy = self._required(method)
             if policy is not None:
                 try:
-                    bind_key(authenticate(policy, context))
-                except Unauthenticated as exc:
+                    record = authenticate(policy, context)
+                    check_scope(policy, method.name, record)
+                    bind_key(record)
+                except (Unauthenticated, PermissionDenied) as exc:
                     await abort(context, exc)
             async for response in behavior(request, context):
                 yield response

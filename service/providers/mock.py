@@ -12,7 +12,9 @@ heavy-tailed time to first token. Draws come from a seeded RNG, so runs repeat.
 
 In both, a last user message ``call <tool> <text>`` naming one of the offered tools makes the
 model call that tool with ``{"input": "<text>"}``; a last TOOL message is acknowledged. Text is
-streamed word by word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``.
+streamed word by word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``;
+a call marked ``whole`` (a non-streamed answer) gets it as one delta when its last word
+would have come.
 """
 
 from __future__ import annotations
@@ -199,6 +201,19 @@ class MockProvider:
 
         text, reason = self._reply(call)
         words = _WORD.findall(text)
+        if call.whole:
+            # A non-streamed answer: all of it at once, when the last word would have come.
+            drop = faults.drop_after_tokens
+            shown = len(words) if drop is None else min(drop, len(words))
+            if shown > 1 and self._token_interval_s:
+                await asyncio.sleep((shown - 1) * self._token_interval_s)
+            if shown < len(words):
+                raise Unavailable("upstream dropped the connection (mock: connection reset)")
+            if text:
+                yield TextDelta(text)
+            yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
+            yield Finish(reason)
+            return
         for i, word in enumerate(words):
             if i and self._token_interval_s:
                 await asyncio.sleep(self._token_interval_s)

@@ -87,7 +87,35 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# API keys managed through AdminService (service/auth/admin.py). Every write takes the next
+# value of the one-row api_key_revision counter in its transaction and stamps the rows it
+# changes with it; the counter's row lock makes revisions commit in order, so a replica that
+# has read every row up to revision N never misses one below it (service/auth/live.py).
+_KEYS = """
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  agents TEXT,
+  scopes TEXT NOT NULL,
+  note TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  expires_at DOUBLE PRECISION,
+  revoked_at DOUBLE PRECISION,
+  rotated_from TEXT NOT NULL,
+  revision BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_revision ON api_keys (revision);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, id);
+CREATE TABLE IF NOT EXISTS api_key_revision (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  revision BIGINT NOT NULL
+);
+INSERT INTO api_key_revision (one, revision) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE INDEX IF NOT EXISTS usage_ledger_at ON usage_ledger (at)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _KEYS)
 
 _BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
 _SERIAL = {
