@@ -178,7 +178,10 @@ class App:
 
             engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
             self.workflows = Workflows(
-                lambda: dict(self.snapshot.workflows), self.runner.stream, engine
+                lambda: dict(self.snapshot.workflows),
+                self.runner.stream,
+                engine,
+                descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
             )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(

@@ -172,6 +172,9 @@ class AgentRequest:
     metadata: Mapping[str, str] = field(default_factory=dict)
     tools: tuple[Tool, ...] = ()
     cache: bool | None = None  # use the response cache: None = the agent's default
+    # Tools a workflow offers its step's agent (handoffs, delegations: service.workflows),
+    # never a caller's: offered beside the agent's own tools; their calls end the answer.
+    workflow_tools: tuple[Tool, ...] = ()
 
 
 # Events of an answer. Providers yield TextDelta, ToolCallDelta, UsageEvent and Finish;

@@ -20,9 +20,11 @@ from tests.workflow_rig import (
     agents_yaml,
     calls_by_agent,
     drop_schemas,
+    follow,
     server,
     stub_for,
     user,
+    write_config,
 )
 
 SEQUENTIAL = """
@@ -34,23 +36,6 @@ workflows:
       - {id: second, agent: two, input: "after {previous}"}
       - {id: third, agent: three, input: "{steps.first} + {previous}"}
 """
-
-
-def write_config(tmp_path: Path, base_url: str, workflows: str, *agents: str) -> Path:
-    config = tmp_path / "switchboard.yaml"
-    config.write_text(
-        agents_yaml(base_url, *agents)
-        + workflows
-        + f"state: {{backend: embedded, data_dir: {tmp_path / 'data'}}}\n"
-        + "auth: {enabled: false}\n"
-    )
-    return config
-
-
-async def follow(port: int, run_id: str) -> list[pb.StreamResponse]:
-    """Every event of ``run_id`` from a reattached stream, to its finish."""
-    with stub_for(port) as stub:
-        return [e async for e in stub.Stream(pb.StreamRequest(run_id=run_id), timeout=60)]
 
 
 async def test_sigkill_between_steps_resumes_without_repeating_a_finished_step(

@@ -98,3 +98,20 @@ class AgentsFake(OpenAIFake):
             scenario = queued.pop(0) if queued else self.answers.get(name)
             self._queue.appendleft(scenario or Scenario(text=f"{name} says: {last}"))
         return await super().handle(request, conn)
+
+
+def write_config(tmp_path: Path, base_url: str, workflows: str, *agents: str) -> Path:
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(
+        agents_yaml(base_url, *agents)
+        + workflows
+        + f"state: {{backend: embedded, data_dir: {tmp_path / 'data'}}}\n"
+        + "auth: {enabled: false}\n"
+    )
+    return config
+
+
+async def follow(port: int, run_id: str) -> list[pb.StreamResponse]:
+    """Every event of ``run_id`` from a reattached stream, to its finish."""
+    with stub_for(port) as stub:
+        return [e async for e in stub.Stream(pb.StreamRequest(run_id=run_id), timeout=60)]

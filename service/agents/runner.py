@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
@@ -26,6 +28,7 @@ from service.domain import (
     Fold,
     Message,
     Start,
+    Tool,
     UsageEvent,
 )
 from service.echo import echo
@@ -144,6 +147,8 @@ class Runner:
         runtime.calls.enter()
         try:
             agent = resolve(runtime.snapshot, request.agent)
+            if request.workflow_tools:
+                agent = with_workflow_tools(agent, request.workflow_tools)
             server = runtime.snapshot.server
             if heavy(request, self._schemas):
                 # Pure-Python work that grows with the input: off the loop (service.offload).
@@ -242,6 +247,14 @@ class Runner:
             async for event in events:
                 fold.add(event)
         return fold.result()
+
+
+def with_workflow_tools(agent: AgentSpec, tools: tuple[Tool, ...]) -> AgentSpec:
+    """``agent`` offering a workflow's ``tools`` too (its fingerprint, which keys the
+    response cache, says so)."""
+    material = json.dumps([[t.name, t.description, t.parameters] for t in tools], sort_keys=True)
+    digest = hashlib.sha256(material.encode()).hexdigest()[:16]
+    return replace(agent, tools=agent.tools + tools, fingerprint=f"{agent.fingerprint}+{digest}")
 
 
 def resolve(snapshot: Snapshot, name: str) -> AgentSpec:

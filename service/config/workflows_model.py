@@ -169,8 +169,6 @@ def check_workflows(workflows: dict[str, WorkflowConfig], agents: set[str]) -> N
 
     for name, workflow in workflows.items():
         where = f"workflows.{name}"
-        if workflow.kind in ("handoff", "supervisor"):
-            raise ValueError(f"{where}.kind: {workflow.kind!r} workflows are not served yet")
         if name in agents:
             raise ValueError(f"{where}: an agent has this name (one namespace for both)")
         for path, agent in step_agents(workflow):
@@ -179,6 +177,9 @@ def check_workflows(workflows: dict[str, WorkflowConfig], agents: set[str]) -> N
                     f"{where}.{path}: no agent named {agent!r} "
                     f"(agents: {', '.join(sorted(agents)) or 'none'})"
                 )
+        if isinstance(workflow, HandoffConfig | SupervisorConfig):
+            _check_delegation(where, workflow)
+            continue
         steps: list[StepConfig] = []
         if isinstance(workflow, SequentialConfig):
             steps = list(workflow.steps)
@@ -204,3 +205,22 @@ def check_workflows(workflows: dict[str, WorkflowConfig], agents: set[str]) -> N
             problem = template_problem(workflow.merge.input, seen, first=True, merge=True)
             if problem:
                 raise ValueError(f"{where}.merge.input: {problem}")
+
+
+def _check_delegation(where: str, workflow: HandoffConfig | SupervisorConfig) -> None:
+    """The tools a handoff or supervisor workflow offers are named after its agents: two
+    agents whose names make the same tool name are refused, and so is a supervisor that
+    would delegate to itself."""
+    from service.workflows.ids import safe_name  # noqa: PLC0415 (no cycle)
+
+    if isinstance(workflow, SupervisorConfig) and workflow.supervisor in workflow.agents:
+        raise ValueError(f"{where}.agents: the supervisor {workflow.supervisor!r} is one of them")
+    seen: dict[str, str] = {}
+    for i, agent in enumerate(workflow.agents):
+        tool = safe_name(agent)
+        if seen.get(tool, agent) != agent:
+            raise ValueError(
+                f"{where}.agents[{i}]: {agent!r} and {seen[tool]!r} make the same tool name "
+                f"{tool!r} (tool names keep letters, digits, '_' and '-')"
+            )
+        seen[tool] = agent

@@ -34,6 +34,7 @@ from service.domain import (
     TargetRef,
     TextDelta,
     TextPart,
+    Tool,
     ToolCallDelta,
 )
 from service.errors import QuotaViolation, Reason, ResourceExhausted, SwitchboardError
@@ -165,16 +166,23 @@ class RunContext:
         await DBOS.write_stream_async(EVENTS, value)
 
     async def agent_step(
-        self, step_id: str, agent: str, messages: tuple[Message, ...], *, logged: bool = True
+        self,
+        step_id: str,
+        agent: str,
+        messages: tuple[Message, ...],
+        *,
+        logged: bool = True,
+        tools: tuple[Tool, ...] = (),
     ) -> StepResult:
         """Run ``agent`` on ``messages`` as the checkpointed step ``step_id``: replayed from
         its checkpoint when it already ran. ``logged``: write its start and finish to the
-        durable log, and publish them live (a branch's parent does both itself)."""
+        durable log, and publish them live (a branch's parent does both itself). ``tools``:
+        the workflow's own tools offered to the agent (handoffs, delegations)."""
         if logged:
             await self.log(StepStart(step_id, agent))
 
         async def call() -> dict[str, Any]:
-            return (await self._call(step_id, agent, messages)).to_json()
+            return (await self._call(step_id, agent, messages, tools)).to_json()
 
         value = await DBOS.run_step_async({"name": f"agent:{step_id}"}, call)
         result = StepResult.from_json(value)
@@ -183,7 +191,9 @@ class RunContext:
             await self.log(StepFinish(result))
         return result
 
-    async def _call(self, step_id: str, agent: str, messages: tuple[Message, ...]) -> StepResult:
+    async def _call(
+        self, step_id: str, agent: str, messages: tuple[Message, ...], tools: tuple[Tool, ...]
+    ) -> StepResult:
         """One agent call through the runner (guards, budgets, ledger, routing), its deltas
         published live. A domain error is the step's outcome, not an exception."""
         request = AgentRequest(
@@ -191,6 +201,7 @@ class RunContext:
             messages=messages,
             request_id=f"{self.run.request_id}.{step_id}"[:128],
             metadata=self.run.metadata,
+            workflow_tools=tools,
         )
         fold = Fold()
         try:

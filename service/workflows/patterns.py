@@ -8,12 +8,12 @@ in the same order and DBOS replays the finished ones.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dbos import DBOS, WorkflowHandleAsync
 
 from service.config.workflows_model import (
-    BranchConfig,
     ParallelConfig,
     SequentialConfig,
     StepConfig,
@@ -70,6 +70,58 @@ async def sequential(ctx: RunContext) -> StepResult:
     return previous
 
 
+@dataclass(frozen=True, slots=True)
+class Child:
+    """A step run as a child workflow (a parallel branch, a supervisor's delegation)."""
+
+    step_id: str
+    agent: str
+    messages: tuple[Message, ...]
+
+
+async def run_children(
+    ctx: RunContext,
+    start_branch: BranchStarter,
+    children: list[Child],
+    *,
+    fails_run: Callable[[str], bool] = lambda step_id: False,
+) -> dict[str, StepResult]:
+    """Run ``children`` at once, each a child workflow whose start and finish go to the
+    run's log; their results by step id. A failed child for which ``fails_run(step_id)``
+    holds fails the run (StepFailed) and cancels the others still running."""
+    handles: dict[str, WorkflowHandleAsync[dict[str, Any]]] = {}
+    for child in children:
+        await ctx.log(StepStart(child.step_id, child.agent))
+        payload = {
+            "run": ctx.run.to_json(),
+            "step_id": child.step_id,
+            "agent": child.agent,
+            "messages": codec.encode(child.messages),
+        }
+        handle = await start_branch(payload)
+        handles[handle.workflow_id] = handle
+    results: dict[str, StepResult] = {}
+    try:
+        while handles:
+            done = await DBOS.wait_first_async(
+                list(handles.values()), polling_interval_sec=WAIT_POLL_S
+            )
+            del handles[done.workflow_id]
+            result = StepResult.from_json(await done.get_result())
+            ctx.results.append(result)
+            await ctx.log(StepFinish(result))
+            results[result.step_id] = result
+            if not result.ok and fails_run(result.step_id):
+                raise StepFailed(result)
+    except StepFailed:
+        # A failed run stops its other children. (A cancelled one is cancelled whole by
+        # whoever cancelled it; a task cut off by a shutdown must leave them to resume.)
+        for handle in handles.values():
+            await DBOS.cancel_workflow_async(handle.workflow_id)
+        raise
+    return results
+
+
 async def parallel(ctx: RunContext, start_branch: BranchStarter) -> StepResult:
     """Every branch as a child workflow, at once (within max_fan_out); then the merge. A
     failed branch whose policy is ``fail`` fails the run and cancels the others."""
@@ -81,41 +133,17 @@ async def parallel(ctx: RunContext, start_branch: BranchStarter) -> StepResult:
     if ctx.run.depth + 1 > limits.max_depth:
         raise limit(ctx.spec, "max_depth", limits.max_depth)
     ctx.count_step(len(definition.branches))
-    handles: dict[str, WorkflowHandleAsync[dict[str, Any]]] = {}
-    policies: dict[str, BranchConfig] = {}
-    for branch in definition.branches:
-        await ctx.log(StepStart(branch.step_id, branch.agent))
-        payload = {
-            "run": ctx.run.to_json(),
-            "step_id": branch.step_id,
-            "agent": branch.agent,
-            "messages": codec.encode(step_messages(ctx, branch, previous=None)),
-        }
-        handle = await start_branch(payload)
-        handles[handle.workflow_id] = handle
-        policies[handle.workflow_id] = branch
-    answers: dict[str, StepResult] = {}
-    try:
-        while handles:
-            done = await DBOS.wait_first_async(
-                list(handles.values()), polling_interval_sec=WAIT_POLL_S
-            )
-            branch = policies[done.workflow_id]
-            del handles[done.workflow_id]
-            result = StepResult.from_json(await done.get_result())
-            ctx.results.append(result)
-            await ctx.log(StepFinish(result))
-            if result.ok:
-                answers[branch.step_id] = result
-                await ctx.remember(branch.memory_write, result.text)
-            elif branch.on_failure == "fail":
-                raise StepFailed(result)
-    except StepFailed:
-        # A failed run stops its other branches. (A cancelled one is cancelled whole by
-        # whoever cancelled it; a task cut off by a shutdown must leave them to resume.)
-        for handle in handles.values():
-            await DBOS.cancel_workflow_async(handle.workflow_id)
-        raise
+    policies = {b.step_id: b for b in definition.branches}
+    children = [
+        Child(b.step_id, b.agent, step_messages(ctx, b, previous=None)) for b in definition.branches
+    ]
+    results = await run_children(
+        ctx, start_branch, children, fails_run=lambda s: policies[s].on_failure == "fail"
+    )
+    answers = {step_id: r for step_id, r in results.items() if r.ok}
+    for branch in definition.branches:  # memory written in branch order: deterministic
+        if branch.step_id in answers:
+            await ctx.remember(branch.memory_write, answers[branch.step_id].text)
     return await _merge(ctx, definition, answers)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -35,6 +35,7 @@ from service.domain import (
 from service.echo import echo
 from service.errors import InvalidArgument, NotFound, PermissionDenied, Reason
 from service.sessions import codec
+from service.workflows.delegation import handoff, supervisor
 from service.workflows.engine import Engine
 from service.workflows.events import (
     RunEvent,
@@ -75,10 +76,14 @@ class Workflows:
         stream: AgentStream,
         engine: Engine,
         live: LiveRuns | None = None,
+        *,
+        descriptions: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         """``specs``: the current config's workflows (read per call: reloads swap them);
-        ``stream``: the runner's agent call (each step is one)."""
+        ``stream``: the runner's agent call (each step is one); ``descriptions``: the
+        current agents' descriptions by name (a handoff's or supervisor's tools say them)."""
         self._specs = specs
+        self._descriptions = descriptions
         self._stream = stream
         self.engine = engine
         self.live = live or LiveRuns()
@@ -243,8 +248,11 @@ class Workflows:
                 final = await sequential(ctx)
             elif run.spec.kind == "parallel":
                 final = await parallel(ctx, self._start_branch)
+            elif run.spec.kind == "handoff":
+                final = await handoff(ctx, dict(self._descriptions()))
             else:
-                raise InvalidArgument(f"workflow kind {run.spec.kind!r} is not served yet")
+                described = dict(self._descriptions())
+                final = await supervisor(ctx, self._start_branch, described)
             outcome: dict[str, Any] = {"final": final.step_id}
         except StepFailed as failed:
             outcome = {"error": _error_json(failed.result.error)}
