@@ -193,6 +193,9 @@ async def test_cancelling_the_caller_cancels_every_branch() -> None:
         status = await DBOS.get_workflow_status_async(run_id)
         assert status is not None
         assert status.status == "CANCELLED"
+        # Durably too: no branch is left pending for a restart to resume.
+        branches = await DBOS.list_workflows_async(parent_workflow_id=run_id)
+        assert [b.status for b in branches] == ["CANCELLED", "CANCELLED"]
         assert "judge" not in calls_by_agent(fake)
 
 

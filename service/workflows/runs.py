@@ -17,7 +17,8 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from dbos import DBOS, SetWorkflowAttributes, SetWorkflowID
+from dbos import DBOS, DBOSContextSetAuth, SetWorkflowAttributes, SetWorkflowID
+from dbos import error as dbos_errors
 
 from service import context as call_context
 from service import errors
@@ -33,7 +34,15 @@ from service.domain import (
     TextPart,
 )
 from service.echo import echo
-from service.errors import InvalidArgument, NotFound, PermissionDenied, Reason
+from service.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    Unavailable,
+)
+from service.runs.records import ENDED, RunRecord, RunState
 from service.sessions import codec
 from service.workflows.delegation import handoff, supervisor
 from service.workflows.engine import Engine
@@ -62,6 +71,7 @@ from service.workflows.execute import (
 from service.workflows.ids import new_run_id
 from service.workflows.live import DONE, LiveRuns
 from service.workflows.patterns import parallel, sequential
+from service.workflows.records import get_run, is_run_of, list_runs, tag
 from service.workflows.spec import WorkflowSpec
 
 ACTIVE = ("PENDING", "ENQUEUED", "DELAYED")
@@ -142,25 +152,61 @@ class Workflows:
         self, request: AgentRequest, deadline: Deadline, *, run_id: str = ""
     ) -> WorkflowAnswer:
         """The run's events folded: the answer (the last step's), every step, the run id."""
-        steps: list[StepResult] = []
-        start: Start | None = None
-        async with aclosing(self.stream(request, deadline, run_id=run_id)) as events:
-            async for event in events:
-                if isinstance(event, Start):
-                    start = event
-                elif isinstance(event, StepFinish):
-                    steps.append(event.result)
-        assert start is not None
-        assert steps
-        return _answer(start, steps)
+        return await _folded(self.stream(request, deadline, run_id=run_id))
+
+    # ---- RunService (records: service.workflows.records) ------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The caller's tenant's run ``run_id``, or None."""
+        return await get_run(call_context.current().tenant, run_id)
+
+    async def list_runs(
+        self, *, before: tuple[float, str] | None, limit: int, state: RunState | None
+    ) -> list[RunRecord]:
+        """The caller's tenant's runs, newest first (see :func:`records.list_runs`)."""
+        tenant = call_context.current().tenant
+        return await list_runs(tenant, before=before, limit=limit, state=state)
+
+    async def cancel_run(self, run_id: str) -> RunRecord:
+        """Cancel the caller's tenant's run ``run_id`` and its branches (see :meth:`cancel`).
+
+        Raises:
+            NotFound: no such run for this tenant.
+            FailedPrecondition: it already ended (reason RUN_ENDED).
+        """
+        tenant = call_context.current().tenant
+        record = await get_run(tenant, run_id)
+        if record is None:
+            raise NotFound(f"no run {echo(run_id)}", reason=Reason.RUN_NOT_FOUND)
+        if record.state in ENDED:
+            raise FailedPrecondition(
+                f"run {run_id} already ended ({record.state.value})", reason=Reason.RUN_ENDED
+            )
+        await self.cancel(run_id)
+        return await get_run(tenant, run_id) or record
+
+    async def resume_run(self, run_id: str) -> WorkflowAnswer:
+        """ResumeRun: a cancelled run goes on from its last finished step; any other is
+        followed. The answer once the run ends (as Invoke gives it), or the failed step's
+        error. Leaving does not cancel the run.
+
+        Raises:
+            NotFound: no such run for this tenant.
+        """
+        status = await DBOS.get_workflow_status_async(run_id)
+        if status is None or not is_run_of(status, call_context.current().tenant):
+            raise NotFound(f"no run {echo(run_id)}", reason=Reason.RUN_NOT_FOUND)
+        if status.status == "CANCELLED":
+            await _resume(run_id)
+        return await _folded(self.attach(run_id))
 
     async def _start(self, run: RunInput) -> AsyncGenerator[RunEvent, None]:
         existing = await DBOS.get_workflow_status_async(run.run_id)
         if existing is not None:
-            if _tenant_of(existing) != run.tenant:
+            if not is_run_of(existing, run.tenant):
                 raise NotFound(f"no run {echo(run.run_id)}", reason=Reason.RUN_NOT_FOUND)
             if existing.status == "CANCELLED":
-                await DBOS.resume_workflow_async(run.run_id)  # from its last finished step
+                await _resume(run.run_id)
             async with aclosing(self._replay(run, existing.status)) as events:
                 async for event in events:
                     yield event
@@ -168,11 +214,16 @@ class Workflows:
         queue = self.live.listen(run.run_id)
         finished = False
         try:
-            attributes = {"tenant": run.tenant, "workflow": run.spec.name}
-            with SetWorkflowID(run.run_id), SetWorkflowAttributes(attributes):
+            attributes = tag(run.tenant, run.spec.name, run.request_id, run.key_id)
+            # The tenant is also the run's DBOS user: listing filters on it (both backends).
+            with (
+                DBOSContextSetAuth(run.tenant, None),
+                SetWorkflowID(run.run_id),
+                SetWorkflowAttributes(attributes),
+            ):
                 handle: Any = await DBOS.start_workflow_async(self._run, run.to_json())
             yield started(run)
-            outcome = asyncio.ensure_future(handle.get_result())
+            outcome = asyncio.ensure_future(_result(handle))
             try:
                 while True:
                     item = await _next(queue, outcome)
@@ -199,8 +250,7 @@ class Workflows:
             NotFound: no such run for this tenant.
         """
         status = await DBOS.get_workflow_status_async(run_id)
-        tenant = call_context.current().tenant
-        if status is None or _tenant_of(status) != tenant or status.name != RUN_FUNCTION:
+        if status is None or not is_run_of(status, call_context.current().tenant):
             raise NotFound(f"no run {echo(run_id)}", reason=Reason.RUN_NOT_FOUND)
         run = RunInput.from_json(_input_of(status))
         async with aclosing(self._replay(run, status.status)) as events:
@@ -216,7 +266,7 @@ class Workflows:
                 for event in replayed(StepResult.from_json(value["finish"]))[1:]:
                     yield event
         handle: Any = await DBOS.retrieve_workflow_async(run.run_id)
-        result = await handle.get_result()
+        result = await _result(handle)
         for event in _ending(result):
             yield event
 
@@ -230,8 +280,14 @@ class Workflows:
 
     async def cancel(self, run_id: str) -> None:
         """Cancel ``run_id`` and its branches: durably (a step in flight elsewhere stops at
-        its next checkpoint) and at once for the tasks running here."""
+        its next checkpoint) and at once for the tasks running here. (DBOS cancels only the
+        workflow named: the branches, its children, are cancelled here one by one.)"""
         await DBOS.cancel_workflow_async(run_id)
+        children = await DBOS.list_workflows_async(
+            parent_workflow_id=run_id, status=list(ACTIVE), load_input=False, load_output=False
+        )
+        for child in children:
+            await DBOS.cancel_workflow_async(child.workflow_id)
         self.live.cancel(run_id)
 
     # ---- the run's side (what DBOS executes) ----------------------------------------------
@@ -261,6 +317,9 @@ class Workflows:
                                  "message": exc.message}}  # fmt: skip
         finally:
             call_context.reset(token)
+        if "error" in outcome:  # RunService shows it failed (service.workflows.records)
+            error = {"error": outcome["error"]["message"]}
+            await DBOS.update_workflow_attributes_async(run.run_id, error, merge=True)
         outcome["steps"] = [r.to_json() for r in ctx.results]
         self.live.publish(run.run_id, DONE)
         return outcome
@@ -311,6 +370,64 @@ def _ending(outcome: dict[str, Any]) -> list[RunEvent]:
         UsageEvent(total_usage(steps)),
         Finish(final.finish_reason, attempts, False, final.target),
     ]
+
+
+async def _result(handle: Any) -> dict[str, Any]:
+    """The run's outcome once it ends.
+
+    Raises:
+        FailedPrecondition: the run was cancelled (reason RUN_CANCELLED).
+    """
+    this = asyncio.current_task()
+    try:
+        result: dict[str, Any] = await handle.get_result()
+    except dbos_errors.DBOSAwaitedWorkflowCancelledError:
+        raise _cancelled(handle.workflow_id) from None
+    except asyncio.CancelledError:
+        if this is not None and this.cancelling():
+            raise  # this caller is being cancelled
+        # The run's own task here was cancelled under it: by CancelRun, or a server stopping.
+        status = await DBOS.get_workflow_status_async(handle.workflow_id)
+        if status is not None and status.status == "CANCELLED":
+            raise _cancelled(handle.workflow_id) from None
+        raise Unavailable(
+            f"run {handle.workflow_id} was cut off here (the server is stopping); it resumes: "
+            "follow it with Stream and its run_id"
+        ) from None
+    return result
+
+
+async def _resume(run_id: str) -> None:
+    """Resume a cancelled run from its last finished step, with its cancelled branches
+    (:meth:`Workflows.cancel` cancels them with it; DBOS resumes only the run named)."""
+    children = await DBOS.list_workflows_async(
+        parent_workflow_id=run_id, status="CANCELLED", load_input=False, load_output=False
+    )
+    for child in children:
+        await DBOS.resume_workflow_async(child.workflow_id)
+    await DBOS.resume_workflow_async(run_id)
+
+
+def _cancelled(run_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"run {run_id} was cancelled (RunService.ResumeRun continues it)",
+        reason=Reason.RUN_CANCELLED,
+    )
+
+
+async def _folded(events: AsyncGenerator[RunEvent, None]) -> WorkflowAnswer:
+    """A run's events folded: the answer (the last step's), every step, the run id."""
+    steps: list[StepResult] = []
+    start: Start | None = None
+    async with aclosing(events) as running:
+        async for event in running:
+            if isinstance(event, Start):
+                start = event
+            elif isinstance(event, StepFinish):
+                steps.append(event.result)
+    assert start is not None
+    assert steps
+    return _answer(start, steps)
 
 
 def _answer(start: Start, steps: list[StepResult]) -> WorkflowAnswer:
@@ -366,10 +483,6 @@ def _error_from(value: dict[str, str]) -> errors.SwitchboardError:
     kind = _KINDS.get(value.get("kind", ""), errors.Internal)
     reason = Reason(value["reason"]) if value.get("reason") in Reason.__members__ else None
     return kind(value.get("message", "the run failed"), reason=reason)
-
-
-def _tenant_of(status: Any) -> str:
-    return str((status.attributes or {}).get("tenant", ""))
 
 
 def _input_of(status: Any) -> dict[str, Any]:
