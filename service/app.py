@@ -24,8 +24,6 @@ from switchboard.v1 import (
     admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
-    run_pb2,
-    run_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     usage_pb2,
@@ -38,11 +36,9 @@ from service.agents.spec import AgentSpec
 from service.api import reflection
 from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
-from service.api.runs import RunKind, RunServicer
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
-from service.api.workflows import WorkflowRunKind
 from service.auth.admin import KeyAdmin
 from service.auth.live import LiveKeys
 from service.cache.metrics import CacheMetrics
@@ -92,7 +88,6 @@ RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
-RUN_SERVICE = run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 
 
 def build_runtime(
@@ -267,30 +262,17 @@ class App:
             lambda: target_infos(self.snapshot.targets, self.targets),
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-        run_kinds: dict[str, RunKind] = {}
-        if self.workflows is not None:
-            run_kinds["workflow"] = WorkflowRunKind(self.workflows)
-        runs = RunServicer(run_kinds)
-        run_pb2_grpc.add_RunServiceServicer_to_server(runs, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
             (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
             (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
-            (run_pb2.DESCRIPTOR.services_by_name["RunService"], runs),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable(
-                (
-                    AGENT_SERVICE,
-                    SESSION_SERVICE,
-                    USAGE_SERVICE,
-                    ADMIN_SERVICE,
-                    RUN_SERVICE,
-                    HEALTH_SERVICE,
-                ),
+                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE),
                 server,
             )
         return server
@@ -364,7 +346,7 @@ class App:
                 ) from exc
         await self.server.start()
         await self._start_http(host, http_port)
-        services = (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE, RUN_SERVICE)
+        services = (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE)
         for service in ("", *services, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._target_health = asyncio.create_task(self._publish_target_health())

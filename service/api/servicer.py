@@ -21,7 +21,8 @@ from service.api.admission import Admission
 from service.api.errors import abort
 from service.deadline import Deadline
 from service.domain import AgentRequest
-from service.errors import InvalidArgument, SwitchboardError
+from service.echo import echo
+from service.errors import InvalidArgument, NotFound, Reason, SwitchboardError
 from service.idempotency import Idempotency, idempotency_key
 from service.workflows.ids import run_id_for
 
@@ -111,7 +112,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.StreamResponse]:
         try:
             with self._admission.admit():
-                if request.run_id and self._workflows is not None:
+                if request.run_id:
+                    if self._workflows is None or not await self._workflows.owns(request.run_id):
+                        # (Runs of other kinds, the tools loop's, continue here.)
+                        raise NotFound(
+                            f"no run {echo(request.run_id)}", reason=Reason.RUN_NOT_FOUND
+                        )
                     async with aclosing(self._workflows.attach(request.run_id)) as attached:
                         async for event in attached:
                             yield workflows_api.event_to_proto(event)

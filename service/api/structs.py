@@ -92,10 +92,3 @@ def timestamp_seconds(
         violations.append(FieldViolation(where, problem))
         return None
     return ts.seconds + ts.nanos / 1e9
-
-
-def timestamp_of(seconds: float) -> timestamp_pb2.Timestamp:
-    """A Timestamp of ``seconds`` since the epoch (to the nanosecond)."""
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out

@@ -3,14 +3,9 @@ here and in convert.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 from switchboard.v1 import agent_pb2 as pb
 
 from service.api import convert
-from service.errors import InvalidArgument
-from service.runs.records import RunRecord, RunState
 from service.workflows.events import (
     RunEvent,
     StepFinish,
@@ -19,9 +14,6 @@ from service.workflows.events import (
     WorkflowAnswer,
 )
 from service.workflows.spec import WorkflowSpec
-
-if TYPE_CHECKING:  # DBOS is imported only when the config has workflows
-    from service.workflows.runs import Workflows
 
 KINDS = {
     "sequential": pb.AGENT_KIND_SEQUENTIAL,
@@ -73,33 +65,3 @@ def answer_to_proto(answer: WorkflowAnswer) -> pb.InvokeResponse:
     response.run_id = answer.run_id
     response.workflow_steps.extend(step_to_proto(s) for s in answer.steps)
     return response
-
-
-class WorkflowRunKind:
-    """Workflow runs as RunService serves them (service.api.runs.RunKind)."""
-
-    def __init__(self, workflows: Workflows) -> None:
-        self._workflows = workflows
-
-    async def get(self, run_id: str) -> RunRecord | None:
-        return await self._workflows.get_run(run_id)
-
-    async def page(
-        self, *, before: tuple[float, str] | None, limit: int, state: RunState | None
-    ) -> list[RunRecord]:
-        return await self._workflows.list_runs(before=before, limit=limit, state=state)
-
-    async def cancel(self, run_id: str) -> RunRecord:
-        return await self._workflows.cancel_run(run_id)
-
-    async def resume(
-        self, run_id: str, messages: Sequence[pb.Message]
-    ) -> tuple[RunRecord, pb.InvokeResponse]:
-        """Raises InvalidArgument (messages: a workflow run waits for none), NotFound, or
-        the run's failed step's error."""
-        if messages:
-            raise InvalidArgument.field("messages", "a workflow run takes no messages")
-        answer = await self._workflows.resume_run(run_id)
-        record = await self._workflows.get_run(run_id)
-        assert record is not None
-        return record, answer_to_proto(answer)

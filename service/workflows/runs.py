@@ -156,6 +156,11 @@ class Workflows:
 
     # ---- RunService (records: service.workflows.records) ------------------------------
 
+    async def owns(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a workflow run of the caller's tenant."""
+        status = await DBOS.get_workflow_status_async(run_id)
+        return status is not None and is_run_of(status, call_context.current().tenant)
+
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The caller's tenant's run ``run_id``, or None."""
         return await get_run(call_context.current().tenant, run_id)
