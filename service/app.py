@@ -24,6 +24,8 @@ from switchboard.v1 import (
     admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
+    approval_pb2,
+    approval_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     usage_pb2,
@@ -36,9 +38,12 @@ from service.agents.spec import AgentSpec
 from service.api import reflection
 from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
+from service.api.approvals import ApprovalServicer
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
+from service.approvals.gate import Gate
+from service.approvals.service import Approvals
 from service.auth.admin import KeyAdmin
 from service.auth.live import LiveKeys
 from service.cache.metrics import CacheMetrics
@@ -46,10 +51,13 @@ from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
 from service.errors import Unavailable
 from service.guards.metrics import GuardMetrics
+from service.http.anthropic_door import AnthropicDoor
 from service.http.app import HttpApp
 from service.http.connect import service_app
 from service.http.console import Console
-from service.http.openai_door import Behaviors, OpenAIDoor
+from service.http.cors import with_cors
+from service.http.door import Behaviors
+from service.http.openai_door import OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
 from service.interceptors.base import StreamBehavior, UnaryBehavior
@@ -74,12 +82,17 @@ from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tools.host import ToolHost
+from service.tools.loop import ToolLoop
+from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
 
 if TYPE_CHECKING:
     from service.workflows.runs import Workflows
 
 log = logging.getLogger(__name__)
+# How long start() waits for MCP servers to list their tools (a slower one joins later).
+TOOLS_READY_S = 30.0
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -88,6 +101,7 @@ RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+APPROVAL_SERVICE = approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 
 
 def build_runtime(
@@ -163,11 +177,24 @@ class App:
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
         self.guard_http = httpx2.AsyncClient(follow_redirects=False)
+        # Server tools: MCP servers (supervised) and HTTP tools; they outlive runtimes.
+        self.tool_http = httpx2.AsyncClient(follow_redirects=False)
+        self.tool_metrics = ToolMetrics(self.metrics.registry)
+        self.tool_host = ToolHost(
+            self.tool_http,
+            on_change=self.tool_metrics.server_changed,
+            on_rug_pull=self.tool_metrics.rug_pull,
+        )
+        self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
+        self.tool_loop.approvals = Gate(self.stores.approvals, self.tool_loop)
+        self.approvals = Approvals(self.stores.approvals, self.ledger)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
             guard_observer=GuardMetrics(self.metrics.registry),
             http=self.guard_http,
+            tools=self.tool_loop,
+            sessions=Sessions(self.stores.durable),
         )
         # Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
         # CPU) only when the config has some.
@@ -189,6 +216,7 @@ class App:
             environ or {},
             registry=self.metrics.registry,
             accept=self._accept_reload,
+            swapped=lambda snap: self.tool_host.configure(snap.tools),
         )
         self._state_watch: asyncio.Task[None] | None = None
         self.health = DrainingHealth()
@@ -205,7 +233,7 @@ class App:
         self._tls_watch: asyncio.Task[None] | None = None
         self.server = self._build_server(snapshot)
         self.http = HttpListener(
-            self._build_http(),
+            with_cors(self._build_http(), snapshot.server.http.cors),
             reuse_port=self._worker,
             tls=None if self.tls is None else self.tls.ssl_context(),
         )
@@ -262,31 +290,44 @@ class App:
             lambda: target_infos(self.snapshot.targets, self.targets),
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        approvals = ApprovalServicer(self.approvals)
+        approval_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
             (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
             (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
+            (approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"], approvals),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable(
-                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE),
+                (
+                    AGENT_SERVICE,
+                    SESSION_SERVICE,
+                    USAGE_SERVICE,
+                    ADMIN_SERVICE,
+                    APPROVAL_SERVICE,
+                    HEALTH_SERVICE,
+                ),
                 server,
             )
         return server
 
     def _build_http(self) -> HttpApp:
-        """The HTTP doors: the AgentService servicer wrapped in the same chain."""
+        """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
         servicer, chain = self.agent_servicer, self.chain
         name = f"/{AGENT_SERVICE}/"
-        behaviors = Behaviors(
-            invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke),
-            stream=chain.stream_behavior(name + "Stream", servicer.Stream),
-            list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents),
-            get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent),
-        )
+
+        def behaviors(door: str) -> Behaviors:
+            return Behaviors(
+                invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke, door),
+                stream=chain.stream_behavior(name + "Stream", servicer.Stream, door),
+                list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents, door),
+                get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent, door),
+            )
+
         connect = [
             service_app(
                 descriptor,
@@ -295,7 +336,12 @@ class App:
             )
             for descriptor, servicer in self._doors_services
         ]
-        return HttpApp(OpenAIDoor(behaviors), connect, Console())
+        return HttpApp(
+            OpenAIDoor(behaviors("openai")),
+            AnthropicDoor(behaviors("anthropic"), self._agent_named),
+            connect,
+            Console(),
+        )
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
@@ -314,6 +360,7 @@ class App:
             await self.live_keys.refresh()
         except Unavailable as exc:
             log.warning("cannot read API keys from the state store yet: %s", exc.message)
+        await self.tool_host.configure(self.snapshot.tools, wait_s=TOOLS_READY_S)
         if self.workflows is not None:
             # Launches DBOS, which resumes the runs this executor left unfinished.
             await self.workflows.engine.start()
@@ -398,7 +445,7 @@ class App:
         if port is None:
             return
         host = settings.http.host or grpc_host
-        self._check_auth(self.snapshot, host)
+        self._check_auth(self.snapshot, host, warn=False)  # start() has warned
         try:
             self.http_port = await self.http.start(host, port, grace_s=settings.grace_s)
         except OSError as exc:
@@ -423,22 +470,24 @@ class App:
                 "needs a restart (their durable store starts with the server)"
             )
 
-    def _check_auth(self, snapshot: Snapshot, host: str) -> None:
-        """Refuse to serve without auth beyond loopback; say loudly when auth is off.
+    def _check_auth(self, snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
+        """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
+        auth is off.
 
         Raises:
             ConfigError: auth is off and ``host`` is not a loopback address.
         """
         auth = snapshot.auth
         if auth.enabled:
-            if not len(self.live_keys.policy().keys):
+            if warn and not len(self.live_keys.policy().keys):
                 log.warning("auth is on but no API keys are configured: every call will fail")
             return
         if not is_loopback(host):
             raise ConfigError(
                 f"auth.enabled: auth may be off only on a loopback address, not {host!r}"
             )
-        log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+        if warn:
+            log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
 
     async def _ratelimit_state(self, up: bool) -> None:
         self.metrics.ratelimit_backend_up.set(1 if up else 0)
@@ -501,6 +550,8 @@ class App:
             self._close_storage()
         await self.limiter.aclose()
         await self.guard_http.aclose()
+        await self.tool_host.aclose()
+        await self.tool_http.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()
@@ -524,15 +575,16 @@ class App:
             await self.health.set(TARGET_HEALTH_PREFIX + name, status)
 
 
-def _wrapped_unary(chain: Chain, servicer: object, name: str) -> UnaryBehavior:
-    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain."""
+def _wrapped_unary(chain: Chain, servicer: object, name: str, door: str) -> UnaryBehavior:
+    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain, as
+    called through ``door``."""
     method: UnaryBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.unary_behavior(name, method)
+    return chain.unary_behavior(name, method, door)
 
 
-def _wrapped_stream(chain: Chain, servicer: object, name: str) -> StreamBehavior:
+def _wrapped_stream(chain: Chain, servicer: object, name: str, door: str) -> StreamBehavior:
     method: StreamBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.stream_behavior(name, method)
+    return chain.stream_behavior(name, method, door)
 
 
 def _bind_error(host: str, port: int) -> str | None:

@@ -144,7 +144,9 @@ async def test_the_console_in_a_real_browser(tmp_path: Path, page_of: Any) -> No
         assert {row[3] for row in signed["calls"]} == {"echo", "assistant"}
         assert "private prompt" not in json.dumps(signed)
         assert {row[1] for row in signed["keys"]} == {"ops", "acme"}
-        assert signed["approvalsNote"] == "Approvals are not available on this server."
+        # ApprovalService is served; the admin key has no approver scope.
+        no_scope = "This key lacks the approver scope: approvals are not shown."
+        assert signed["approvalsNote"] == no_scope
         await page.do("screenshot", name="2-console")
 
         # Live: calls made now show up on the next refresh.

@@ -1,15 +1,20 @@
 """Key scopes: what a key may do beyond calling its agents.
 
 ``admin``: the AdminService (keys of every tenant, usage of every tenant, targets) and the web
-console. A method under one of :data:`SCOPED_SERVICES` needs a key with that scope
+console. ``approver``: the ApprovalService (list and decide the tenant's tool-call
+approvals). A method under one of :data:`SCOPED_SERVICES` needs a key with that scope
 (PERMISSION_DENIED otherwise); when auth is off (loopback only) nothing is checked.
 """
 
 from __future__ import annotations
 
 ADMIN = "admin"
-KNOWN_SCOPES = frozenset({ADMIN})
-SCOPED_SERVICES: tuple[tuple[str, str], ...] = (("/switchboard.v1.AdminService/", ADMIN),)
+APPROVER = "approver"
+KNOWN_SCOPES = frozenset({ADMIN, APPROVER})
+SCOPED_SERVICES: tuple[tuple[str, str], ...] = (
+    ("/switchboard.v1.AdminService/", ADMIN),
+    ("/switchboard.v1.ApprovalService/", APPROVER),
+)
 
 
 def scope_for(method: str) -> str | None:

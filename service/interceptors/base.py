@@ -19,6 +19,11 @@ UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 
 
+DOORS = ("grpc", "grpc_web", "connect", "openai", "anthropic")
+"""The doors a call can come through: the ``door`` label of the call metrics, the call log's
+``door`` field and the span's ``switchboard.door`` attribute."""
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     """Facts about one RPC method, computed once when it is first called."""
@@ -31,9 +36,12 @@ class Method:
     request_fields: frozenset[str]  # empty when the request streams or is unknown
     response_type: str  # full protobuf name, "" when unknown
     request_type: str = ""  # full protobuf name, "" when unknown
+    door: str = "grpc"  # the door the call came through: one of DOORS
 
     @classmethod
-    def of(cls, name: str, request_streaming: bool, response_streaming: bool) -> Method:
+    def of(
+        cls, name: str, request_streaming: bool, response_streaming: bool, door: str = "grpc"
+    ) -> Method:
         service, _, short = name.lstrip("/").partition("/")
         fields: frozenset[str] = frozenset()
         response_type = request_type = ""
@@ -55,6 +63,7 @@ class Method:
             request_fields=fields,
             response_type=response_type,
             request_type=request_type,
+            door=door,
         )
 
 

@@ -123,18 +123,20 @@ class Chain(Interceptor):
         self._wrapped[name] = (handler, wrapped)
         return wrapped
 
-    def unary_behavior(self, name: str, behavior: UnaryBehavior) -> UnaryBehavior:
+    def unary_behavior(self, name: str, behavior: UnaryBehavior, door: str) -> UnaryBehavior:
         """``behavior`` (a servicer method answering one message) wrapped in every layer, as
         the gRPC server runs method ``name`` ("/package.Service/Method"): for a door that
-        calls the servicer without grpc's transport. Build it once, call it per request."""
-        method = Method.of(name, request_streaming=False, response_streaming=False)
+        calls the servicer without grpc's transport. ``door`` (one of
+        :data:`~service.interceptors.base.DOORS`) labels its metrics, log lines and spans.
+        Build it once, call it per request."""
+        method = Method.of(name, request_streaming=False, response_streaming=False, door=door)
         for layer in reversed(self._layers):
             behavior = layer.unary(method, behavior)
         return behavior
 
-    def stream_behavior(self, name: str, behavior: StreamBehavior) -> StreamBehavior:
+    def stream_behavior(self, name: str, behavior: StreamBehavior, door: str) -> StreamBehavior:
         """As :meth:`unary_behavior`, for a method whose response streams."""
-        method = Method.of(name, request_streaming=False, response_streaming=True)
+        method = Method.of(name, request_streaming=False, response_streaming=True, door=door)
         for layer in reversed(self._layers):
             behavior = layer.stream(method, behavior)
         return behavior

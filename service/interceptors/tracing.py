@@ -2,11 +2,12 @@
 
 Name and attributes follow the OpenTelemetry RPC conventions (``rpc.system``,
 ``rpc.service``, ``rpc.method``, ``rpc.grpc.status_code``), as opentelemetry-instrumentation-grpc
-sets them. It is our own layer rather than that package's aio interceptor because the latter
-rebuilds the method handler and wraps the servicer context in a proxy on every call, and
-records every abort (each auth or rate-limit refusal) as an exception event. Measured with
-bench/chain_micro.py: ~50 us a call against ~30 us for this layer, and the whole chain
-costs ~100 us with it in front against ~80 us with this layer.
+sets them, plus ``switchboard.door``: the door the call came through (the HTTP doors run the
+same layers, :mod:`service.http`). It is our own layer rather than that package's aio
+interceptor because the latter rebuilds the method handler and wraps the servicer context in
+a proxy on every call, and records every abort (each auth or rate-limit refusal) as an
+exception event. Measured with bench/chain_micro.py: ~50 us a call against ~30 us for this
+layer, and the whole chain costs ~100 us with it in front against ~80 us with this layer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
 from service.interceptors.observe import final_code
@@ -39,24 +41,33 @@ class _MetadataGetter(Getter[Any]):
 
 
 _GETTER = _MetadataGetter()
+# OpenTelemetry's rpc.system values (RPC semantic conventions): gRPC-Web is gRPC's
+# protocol; the OpenAI and Anthropic doors are not RPC protocols, so they set none.
+_RPC_SYSTEMS = {"grpc": "grpc", "grpc_web": "grpc", "connect": "connect_rpc"}
+
+
+def span_attributes(method: Method) -> Attributes:
+    """The server span's attributes: the contract method run, and the door it came
+    through (``switchboard.door``)."""
+    attributes: dict[str, str] = {
+        "rpc.service": method.service,
+        "rpc.method": method.short_name,
+        "switchboard.door": method.door,
+    }
+    if (system := _RPC_SYSTEMS.get(method.door)) is not None:
+        attributes["rpc.system"] = system
+    return attributes
 
 
 class TracingLayer:
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
         self._tracer = tracer_provider.get_tracer("switchboard.grpc")
 
-    def _start(self, method: Method, context: Context) -> trace.Span:
+    def _start(self, method: Method, context: Context, attributes: Attributes) -> trace.Span:
         metadata = context.invocation_metadata() or ()
         parent = _PROPAGATOR.extract(metadata, getter=_GETTER) if metadata else None
         return self._tracer.start_span(
-            method.name.lstrip("/"),
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "rpc.system": "grpc",
-                "rpc.service": method.service,
-                "rpc.method": method.short_name,
-            },
+            method.name.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
 
     @staticmethod
@@ -68,8 +79,10 @@ class TracingLayer:
         span.end()
 
     def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
+        attributes = span_attributes(method)
+
         async def traced(request: Any, context: Context) -> Any:
-            span = self._start(method, context)
+            span = self._start(method, context, attributes)
             token = otel_context.attach(trace.set_span_in_context(span))
             error: BaseException | None = None
             try:
@@ -84,8 +97,10 @@ class TracingLayer:
         return traced
 
     def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
+        attributes = span_attributes(method)
+
         async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
-            span = self._start(method, context)
+            span = self._start(method, context, attributes)
             token = otel_context.attach(trace.set_span_in_context(span))
             error: BaseException | None = None
             try:

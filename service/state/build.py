@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.approvals.postgres import PostgresApprovals
+from service.approvals.sqlite import SqliteApprovals
 from service.idempotency.tiered import TieredIdempotency
 from service.state.admin_postgres import PostgresAdmin
 from service.state.admin_sqlite import SqliteAdmin
@@ -36,6 +38,7 @@ def build_stores(snapshot: Snapshot) -> Stores:
             # In the SQLite file, so a restart forgets no request id.
             idempotency=sqlite,
             admin=SqliteAdmin(sqlite.file),
+            approvals=SqliteApprovals(sqlite.file),
         )
     assert snapshot.postgres_dsn is not None  # resolved by load() for the shared backend
     postgres = PostgresDurable(
@@ -57,4 +60,5 @@ def build_stores(snapshot: Snapshot) -> Stores:
         # PostgreSQL decides, Redis serves recorded answers fast: a Redis loss forgets none.
         idempotency=TieredIdempotency(postgres, redis),
         admin=PostgresAdmin(postgres),
+        approvals=PostgresApprovals(postgres),
     )

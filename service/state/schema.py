@@ -115,7 +115,52 @@ INSERT INTO api_key_revision (one, revision) VALUES (1, 0) ON CONFLICT DO NOTHIN
 CREATE INDEX IF NOT EXISTS usage_ledger_at ON usage_ledger (at)
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _KEYS)
+# Runs that can wait, and the approvals they wait for (service/runs, service/approvals).
+_RUNS = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  updated_at DOUBLE PRECISION NOT NULL,
+  checkpoint {blob} NOT NULL,
+  result {blob} NOT NULL,
+  error TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  lease_until DOUBLE PRECISION NOT NULL,
+  steps INTEGER NOT NULL,
+  pending TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_tenant ON runs (tenant, created_at, run_id);
+CREATE TABLE IF NOT EXISTS approvals (
+  approval_id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  tool TEXT NOT NULL,
+  tool_call_id TEXT NOT NULL,
+  arguments_json TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  state TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  expires_at DOUBLE PRECISION NOT NULL,
+  request_id TEXT NOT NULL,
+  tool_class TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  decided_at DOUBLE PRECISION NOT NULL,
+  approver TEXT NOT NULL,
+  comment TEXT NOT NULL,
+  edited_arguments_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_tenant ON approvals (tenant, created_at, approval_id);
+CREATE INDEX IF NOT EXISTS approvals_run ON approvals (run_id)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _KEYS, _RUNS)
 
 _BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
 _SERIAL = {

@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.approvals.store import ApprovalStore
 from service.errors import FailedPrecondition
 from service.state.admin_store import AdminStore
 from service.state.records import (
@@ -195,6 +196,7 @@ class Stores:
     fast: Fast
     idempotency: IdempotencyStore  # durable (embedded), or durable behind a cache (shared)
     admin: AdminStore  # API keys and cross-tenant reports, in the durable store
+    approvals: ApprovalStore  # tool-call approvals, in the durable store
 
     async def ping(self) -> None:
         """Raises Unavailable when a store does not answer."""
