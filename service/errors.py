@@ -60,7 +60,6 @@ class Reason(enum.StrEnum):
     GUARD_BLOCKED = "GUARD_BLOCKED"  # an input guard blocked the request (docs/guards.md)
     WORKFLOW_LIMIT = "WORKFLOW_LIMIT"  # a run would pass a limit (docs/workflows.md)
     RUN_NOT_FOUND = "RUN_NOT_FOUND"  # no run with that id for the caller's tenant
-    RUN_ENDED = "RUN_ENDED"  # CancelRun of a run that already ended
     RUN_CANCELLED = "RUN_CANCELLED"  # the run followed was cancelled (CancelRun)
     # the upstream (a target's provider)
     UPSTREAM_INVALID_REQUEST = "UPSTREAM_INVALID_REQUEST"

@@ -42,7 +42,6 @@ from service.errors import (
     Reason,
     Unavailable,
 )
-from service.runs.records import ENDED, RunRecord, RunState
 from service.sessions import codec
 from service.workflows.delegation import handoff, supervisor
 from service.workflows.engine import Engine
@@ -71,7 +70,7 @@ from service.workflows.execute import (
 from service.workflows.ids import new_run_id
 from service.workflows.live import DONE, LiveRuns
 from service.workflows.patterns import parallel, sequential
-from service.workflows.records import get_run, is_run_of, list_runs, tag
+from service.workflows.records import is_run_of, tag
 from service.workflows.spec import WorkflowSpec
 
 ACTIVE = ("PENDING", "ENQUEUED", "DELAYED")
@@ -154,56 +153,10 @@ class Workflows:
         """The run's events folded: the answer (the last step's), every step, the run id."""
         return await _folded(self.stream(request, deadline, run_id=run_id))
 
-    # ---- RunService (records: service.workflows.records) ------------------------------
-
     async def owns(self, run_id: str) -> bool:
         """Whether ``run_id`` is a workflow run of the caller's tenant."""
         status = await DBOS.get_workflow_status_async(run_id)
         return status is not None and is_run_of(status, call_context.current().tenant)
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        """The caller's tenant's run ``run_id``, or None."""
-        return await get_run(call_context.current().tenant, run_id)
-
-    async def list_runs(
-        self, *, before: tuple[float, str] | None, limit: int, state: RunState | None
-    ) -> list[RunRecord]:
-        """The caller's tenant's runs, newest first (see :func:`records.list_runs`)."""
-        tenant = call_context.current().tenant
-        return await list_runs(tenant, before=before, limit=limit, state=state)
-
-    async def cancel_run(self, run_id: str) -> RunRecord:
-        """Cancel the caller's tenant's run ``run_id`` and its branches (see :meth:`cancel`).
-
-        Raises:
-            NotFound: no such run for this tenant.
-            FailedPrecondition: it already ended (reason RUN_ENDED).
-        """
-        tenant = call_context.current().tenant
-        record = await get_run(tenant, run_id)
-        if record is None:
-            raise NotFound(f"no run {echo(run_id)}", reason=Reason.RUN_NOT_FOUND)
-        if record.state in ENDED:
-            raise FailedPrecondition(
-                f"run {run_id} already ended ({record.state.value})", reason=Reason.RUN_ENDED
-            )
-        await self.cancel(run_id)
-        return await get_run(tenant, run_id) or record
-
-    async def resume_run(self, run_id: str) -> WorkflowAnswer:
-        """ResumeRun: a cancelled run goes on from its last finished step; any other is
-        followed. The answer once the run ends (as Invoke gives it), or the failed step's
-        error. Leaving does not cancel the run.
-
-        Raises:
-            NotFound: no such run for this tenant.
-        """
-        status = await DBOS.get_workflow_status_async(run_id)
-        if status is None or not is_run_of(status, call_context.current().tenant):
-            raise NotFound(f"no run {echo(run_id)}", reason=Reason.RUN_NOT_FOUND)
-        if status.status == "CANCELLED":
-            await _resume(run_id)
-        return await _folded(self.attach(run_id))
 
     async def _start(self, run: RunInput) -> AsyncGenerator[RunEvent, None]:
         existing = await DBOS.get_workflow_status_async(run.run_id)
@@ -322,9 +275,6 @@ class Workflows:
                                  "message": exc.message}}  # fmt: skip
         finally:
             call_context.reset(token)
-        if "error" in outcome:  # RunService shows it failed (service.workflows.records)
-            error = {"error": outcome["error"]["message"]}
-            await DBOS.update_workflow_attributes_async(run.run_id, error, merge=True)
         outcome["steps"] = [r.to_json() for r in ctx.results]
         self.live.publish(run.run_id, DONE)
         return outcome
