@@ -82,6 +82,7 @@ from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tasks import stop as stop_task
 from service.tools.host import ToolHost
 from service.tools.loop import ToolLoop
 from service.tools.metrics import ToolMetrics
@@ -173,6 +174,7 @@ class App:
             budgets=lambda: self.snapshot.budgets,
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
             ledger=self.ledger,
+            budget_rebuild_s=snapshot.state.budget_rebuild_s,
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
@@ -356,6 +358,7 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        self.pipeline.budgets.start()  # watches for lost budget counters
         try:
             await self.live_keys.refresh()
         except Unavailable as exc:
@@ -510,14 +513,10 @@ class App:
         deadline = asyncio.get_running_loop().time() + grace
         log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
-        if self._reloading is not None:
-            self._reloading.cancel()
-            # wait(), not await: a cancellation of stop() itself must not be swallowed.
-            await asyncio.wait([self._reloading])
-        for task in (self._target_health, self._tls_watch, self._keys_refresh):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
+        # Cancelled until they end (service.tasks.stop); a cancellation of stop() itself is
+        # not swallowed.
+        for task in (self._reloading, self._target_health, self._tls_watch, self._keys_refresh):
+            await stop_task(task)
         if self.workflows is not None:
             self.workflows.stopping = True  # runs cut off now stay resumable
         drained = await self.admission.drain(grace)
@@ -529,9 +528,7 @@ class App:
         # Anything else still open gets what is left of the grace period.
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         await asyncio.gather(self.server.stop(left), self.http.stop(left))
-        if self._state_watch is not None:
-            self._state_watch.cancel()
-            await asyncio.wait([self._state_watch])
+        await stop_task(self._state_watch)
         # Calls cancelled past the grace still record what they cost: the stores close only
         # after the last of those writes (bounded: each store call is).
         settle_s = 3 * self.snapshot.state.timeout_s
@@ -552,6 +549,7 @@ class App:
         await self.guard_http.aclose()
         await self.tool_host.aclose()
         await self.tool_http.aclose()
+        await self.pipeline.budgets.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()

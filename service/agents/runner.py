@@ -31,7 +31,6 @@ from service.domain import (
     Role,
     Start,
     Tool,
-    UsageEvent,
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
@@ -39,8 +38,8 @@ from service.guards import GuardContext, GuardObserver, NoObserver, OutputGuard,
 from service.guards.check import merge_verdicts
 from service.offload import Offload
 from service.providers.base import ModelCall
-from service.routing.router import Router, Spent
-from service.routing.whole import Abandoned, total
+from service.routing.router import Router
+from service.routing.tab import Tab
 from service.sessions import Sessions
 from service.tools.loop import LoopState, ToolLoop
 from service.usage.estimate import prompt_tokens
@@ -253,7 +252,7 @@ class Runner:
         self,
         history: tuple[Message, ...],
         deadline: Deadline,
-        spent: list[Abandoned],
+        tab: Tab,
         *,
         router: Router,
         agent: AgentSpec,
@@ -267,16 +266,11 @@ class Runner:
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        try:
-            opened = await router.open(
-                agent.route, call, deadline, agent.routing, whole_answer=whole_answer, spent=spent
-            )
-        except Spent as failed:
-            # Attempts that began answering and were given up still cost what the upstream
-            # billed: the pipeline charges this usage with the call's error.
-            yield Start(request.request_id, agent.name, agent.version, failed.abandoned[-1].target)
-            yield UsageEvent(total(a.usage for a in failed.abandoned))
-            raise failed.error from None
+        # Attempts given up after they began answering are written into ``tab``: the
+        # pipeline charges them with the call, however it ends.
+        opened = await router.open(
+            agent.route, call, deadline, agent.routing, whole_answer=whole_answer, tab=tab
+        )
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
         if agent.guards.output or agent.guards.enabled:

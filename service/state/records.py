@@ -92,8 +92,10 @@ class AuditEntry:
     entry_id: str = ""  # unique per entry, like UsageRecord.line_id
 
 
-# What BudgetStore.reserve returns when its counters must be rebuilt from the ledger first.
+# What BudgetStore.reserve returns when its counters must be rebuilt from the ledger first;
+# and, at most WAIT, while a new epoch's rebuild time runs (WAIT - result: ms to wait).
 NEEDS_SEED = -2
+WAIT = -3
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,20 +94,22 @@ class Recorder:
         reservation: Reservation | None,
         write: Callable[[], Awaitable[None]] | None,
     ) -> None:
+        pending = ""  # the line's id while it waits in the outbox
         if write is not None:
             await write()  # a failed append raises before settling: the caller records it
         else:
             try:
-                await self._ledger.record_usage(usage, audit)
+                if await self._ledger.record_usage(usage, audit):
+                    pending = usage.line_id
             except SwitchboardError as exc:
                 log.exception("usage ledger write failed (store and outbox): %s", exc.message)
         if reservation is not None:
-            await self._settle(reservation, usage.cost_nanos)
+            await self._settle(reservation, usage.cost_nanos, pending)
 
-    async def _settle(self, reservation: Reservation, amount: int) -> None:
+    async def _settle(self, reservation: Reservation, amount: int, pending: str = "") -> None:
         try:
             if amount > 0:
-                await self._budgets.settle(reservation, amount)
+                await self._budgets.settle(reservation, amount, pending)
             else:
                 await self._budgets.release(reservation)
         except SwitchboardError as exc:
