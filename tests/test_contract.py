@@ -51,7 +51,7 @@ async def test_tool_call_folds_equal_to_invoke(client: AsyncClient) -> None:
     assert invoked.finish_reason == pb.FINISH_REASON_TOOL_CALLS
     (call,) = invoked.message.tool_calls
     assert call.name == "get_weather"
-    assert call.arguments_json == '{"input": "Paris"}'
+    assert call.arguments_json == '{"city": "Paris"}'
     assert call.id.startswith("call_")
 
 

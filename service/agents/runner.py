@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 
 from service import context as call_context
 from service.agents.pipeline import Pipeline, Stateless
-from service.agents.schema import SchemaCheck
 from service.agents.spec import AgentSpec
 from service.agents.validate import heavy, validate
 from service.config import Snapshot
@@ -34,12 +33,19 @@ from service.domain import (
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
-from service.guards import GuardContext, GuardObserver, NoObserver, OutputGuard, guard_input
-from service.guards.check import merge_verdicts
+from service.guards import (
+    GuardContext,
+    GuardObserver,
+    NoObserver,
+    OutputGuard,
+    guard_input,
+    merge_verdicts,
+)
 from service.offload import Offload
 from service.providers.base import ModelCall
 from service.routing.router import Router
 from service.routing.tab import Tab
+from service.schemas import Schemas
 from service.sessions import Sessions
 from service.tools.loop import LoopState, ToolLoop
 from service.usage.estimate import prompt_tokens
@@ -105,7 +111,6 @@ class Runner:
         self._pipeline: Pipeline = pipeline or Stateless()
         self._guard_observer: GuardObserver = guard_observer or NoObserver()
         self._http = http
-        self._schemas = SchemaCheck()  # verdicts on callers' JSON schemas, remembered
         self.offload = offload or Offload()
         self.tools = tools  # the agent loop, for agents with server tools
         self._sessions = sessions
@@ -157,16 +162,20 @@ class Runner:
             agent = resolve(runtime.snapshot, request.agent)
             if request.workflow_tools:
                 agent = with_workflow_tools(agent, request.workflow_tools)
-            server = runtime.snapshot.server
-            if heavy(request, self._schemas):
+            server, schemas = runtime.snapshot.server, runtime.snapshot.schemas
+            if heavy(request, schemas):
                 # Pure-Python work that grows with the input: off the loop (service.offload).
-                await self.offload.run(validate, request, agent, server, self._schemas)
+                await self.offload.run(validate, request, agent, server, schemas)
             else:
-                validate(request, agent, server, self._schemas)
+                validate(request, agent, server, schemas)
             # Input guards first: what they let through (redacted) is what the session
             # stores, the cache keys on and the upstream sees.
-            guards = self._guard_context(agent, request, deadline)
-            request, verdicts = await guard_input(agent.guards, request, guards)
+            guards = self._guard_context(agent, request, deadline, schemas)
+            guarded = await guard_input(agent.guards, request, guards)
+            if guarded.refusal is not None:
+                await self._pipeline.refuse(request, agent, guarded.verdicts, guarded.refusal)
+                raise guarded.refusal
+            request, verdicts = guarded.request, guarded.verdicts
             if agent.loop is not None and self.tools is not None:
                 state = LoopState(request, [], 0)
                 async with aclosing(
@@ -186,11 +195,9 @@ class Runner:
                 guards=guards,
                 whole_answer=whole_answer,
             )
-            async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
+            events = self._pipeline.run(request, agent, route, deadline, verdicts)
+            async with aclosing(events):
                 async for event in events:
-                    if verdicts and isinstance(event, Finish):
-                        yield replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
-                        continue
                     yield event
         finally:
             runtime.calls.leave()
@@ -230,6 +237,7 @@ class Runner:
                 request=step_request,
                 guards=guards,
                 whole_answer=whole_answer,
+                loop_step=True,
             )
             return self._pipeline.run(step_request, offered, route, step_deadline)
 
@@ -259,7 +267,11 @@ class Runner:
         request: AgentRequest,
         guards: GuardContext,
         whole_answer: bool,
+        loop_step: bool = False,
     ) -> AsyncGenerator[Event, None]:
+        """One model step, routed, its answer through the output guard. Outside the tool
+        loop the guard checks the tool calls too (offered, schema, guards); in a loop step
+        the loop checks each call itself (a refused one is fed back to the model)."""
         call = ModelCall(
             system_prompt=agent.system_prompt,
             messages=history + request.messages,
@@ -273,15 +285,17 @@ class Runner:
         )
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
-        if agent.guards.output or agent.guards.enabled:
-            output = OutputGuard(
-                agent.guards,
-                guards,
-                {t.name: t for t in call.tools},
-                prompt_tokens(call.system_prompt, call.messages, call.tools),
-            )
-            source = output.events(source)
-        async with aclosing(source) as events:  # closed even if the caller leaves now
+        # Every answer: its tool calls are checked whole (offered, schema, guards) even for
+        # an agent with no guards; its text only where the agent has output guards.
+        output = OutputGuard(
+            agent.guards,
+            guards,
+            None if loop_step else {t.name: t for t in call.tools},
+            prompt_tokens(call.system_prompt, call.messages, call.tools),
+        )
+        source = output.events(source)
+        # Both closed even if the caller leaves now, before the guard has read anything.
+        async with aclosing(opened.events), aclosing(source) as events:
             yield Start(request.request_id, agent.name, agent.version, target)
             async for event in events:
                 if isinstance(event, Finish):
@@ -295,7 +309,7 @@ class Runner:
         )
 
     def _guard_context(
-        self, agent: AgentSpec, request: AgentRequest, deadline: Deadline
+        self, agent: AgentSpec, request: AgentRequest, deadline: Deadline, schemas: Schemas
     ) -> GuardContext:
         parameters = agent.parameters.overridden_by(request.parameters)
         return GuardContext(
@@ -305,6 +319,7 @@ class Runner:
             self._http,
             deadline,
             offload=self.offload,
+            schemas=schemas,
         )
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:

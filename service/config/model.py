@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from service.agents.schema import schema_problem
 from service.config.base import FrozenModel, SecretRef
 from service.config.chain_model import (
     AuthConfig,
@@ -31,6 +30,7 @@ from service.config.tools_model import (
 )
 from service.config.workflows_model import WorkflowConfig, check_workflows
 from service.routing.config import ResilienceConfig, Route, route_names
+from service.schemas import schema_problem
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ProviderKind = Literal["mock", "openai", "anthropic", "openai_compatible"]

@@ -349,7 +349,8 @@ class InvokeResponse(_message.Message):
         """What the agent's guards decided about this call: the input's redactions
         and logged findings, and the answer's. An answer a guard blocked has
         finish_reason FINISH_REASON_CONTENT_FILTER and the blocking verdict here.
-        An answer replayed from the cache carries the input's verdicts only.
+        An answer replayed from the cache carries this call's input verdicts and
+        the output verdicts the cached answer was given when it was made.
         """
 
     @_builtins.property
@@ -1092,7 +1093,11 @@ class GuardVerdict(_message.Message):
     """The guard's name in the server's config."""
     stage: _builtins.str
     """Where it looked: "input" (the request's messages), "output" (the
-    answer's text and tool-call arguments) or "tool_call" (each tool call).
+    answer's text and tool-call arguments), "tool_call" (each tool call: the
+    guard "tool_policy" with category "tool_not_offered" or
+    "invalid_arguments" for a call to a tool not offered or with arguments
+    its schema refuses) or "tool_result" (a tool's result run on the server,
+    by the input guards).
     """
     category: _builtins.str
     """What it found, e.g. "email", "payment_card", "openai_key", "denied_term",
