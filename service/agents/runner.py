@@ -237,7 +237,9 @@ class Runner:
                 request=step_request,
                 guards=guards,
                 whole_answer=whole_answer,
-                loop_step=True,
+                # The guard checks the calls of the caller's tools before they go out; the
+                # loop checks every other call itself (a refused one is fed back to the model).
+                caller_tools=frozenset(t.name for t in (*agent.tools, *step_request.tools)),
             )
             return self._pipeline.run(step_request, offered, route, step_deadline)
 
@@ -267,11 +269,11 @@ class Runner:
         request: AgentRequest,
         guards: GuardContext,
         whole_answer: bool,
-        loop_step: bool = False,
+        caller_tools: frozenset[str] | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """One model step, routed, its answer through the output guard. Outside the tool
-        loop the guard checks the tool calls too (offered, schema, guards); in a loop step
-        the loop checks each call itself (a refused one is fed back to the model)."""
+        """One model step, routed, its answer through the output guard, which checks its
+        tool calls too (offered, schema, guards); in a tool loop's step (``caller_tools``
+        set) only the calls of those tools: the loop checks every other call itself."""
         call = ModelCall(
             system_prompt=agent.system_prompt,
             messages=history + request.messages,
@@ -290,8 +292,9 @@ class Runner:
         output = OutputGuard(
             agent.guards,
             guards,
-            None if loop_step else {t.name: t for t in call.tools},
+            {t.name: t for t in call.tools},
             prompt_tokens(call.system_prompt, call.messages, call.tools),
+            only=caller_tools,
         )
         source = output.events(source)
         # Both closed even if the caller leaves now, before the guard has read anything.
