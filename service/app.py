@@ -12,7 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import httpx2
@@ -94,6 +94,9 @@ from service.tools.host import ToolHost
 from service.tools.loop import ToolLoop
 from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
+
+if TYPE_CHECKING:
+    from service.workflows.runs import Workflows
 
 log = logging.getLogger(__name__)
 # How long start() waits for MCP servers to list their tools (a slower one joins later).
@@ -193,8 +196,9 @@ class App:
             on_rug_pull=self.tool_metrics.rug_pull,
         )
         self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
-        gate = Gate(self.stores.approvals, self.stores.runs, self.tool_loop)
-        self.tool_loop.approvals = gate
+        self.tool_loop.approvals = gate = Gate(
+            self.stores.approvals, self.stores.runs, self.tool_loop
+        )
         self.approvals = Approvals(self.stores.approvals, self.ledger)
         self.runner = Runner(
             self.runtimes.current,
@@ -204,10 +208,21 @@ class App:
             tools=self.tool_loop,
             sessions=Sessions(self.stores.durable),
         )
-        # Runs by kind (service.runs.kinds): agent tool loops here; workflows register theirs.
-        self.run_kinds = RunKinds()
-        self.run_kinds.register(AGENT_KIND, AgentRuns(self.runner, gate, self.stores.runs).kind())
-        self.runs = Runs(self.stores.runs, self.run_kinds)
+        self.runs = self._build_runs(gate)
+        # Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
+        # CPU) only when the config has some.
+        self.workflows: Workflows | None = None
+        if snapshot.workflows:
+            from service.workflows.engine import Engine  # noqa: PLC0415
+            from service.workflows.runs import Workflows  # noqa: PLC0415
+
+            engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
+            self.workflows = Workflows(
+                lambda: dict(self.snapshot.workflows),
+                self.runner.stream,
+                engine,
+                descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
+            )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,
@@ -274,7 +289,9 @@ class App:
             options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
         idempotency = Idempotency(self.stores.idempotency, ttl_s=snapshot.state.idempotency_ttl_s)
-        self.agent_servicer = AgentServicer(self.runner, self.admission, idempotency, self.runs)
+        self.agent_servicer = AgentServicer(
+            self.runner, self.admission, idempotency, self.workflows, runs=self.runs
+        )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
         sessions = SessionServicer(Sessions(self.stores.durable), self.ledger)
         session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
@@ -314,6 +331,13 @@ class App:
                 server,
             )
         return server
+
+    def _build_runs(self, gate: Gate) -> Runs:
+        """Runs by kind (service.runs.kinds): agent tool loops here; workflows may register
+        theirs on ``self.run_kinds``."""
+        self.run_kinds = RunKinds()
+        self.run_kinds.register(AGENT_KIND, AgentRuns(self.runner, gate, self.stores.runs).kind())
+        return Runs(self.stores.runs, self.run_kinds)
 
     def _build_http(self) -> HttpApp:
         """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
@@ -362,6 +386,9 @@ class App:
         except Unavailable as exc:
             log.warning("cannot read API keys from the state store yet: %s", exc.message)
         await self.tool_host.configure(self.snapshot.tools, wait_s=TOOLS_READY_S)
+        if self.workflows is not None:
+            # Launches DBOS, which resumes the runs this executor left unfinished.
+            await self.workflows.engine.start()
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -454,9 +481,19 @@ class App:
 
     def _accept_reload(self, snapshot: Snapshot) -> None:
         """A reload may not turn auth off on the address this server is bound to (the new
-        file's ``server.host`` only applies on restart, and ``--host`` may override it)."""
+        file's ``server.host`` only applies on restart, and ``--host`` may override it); nor
+        add the first workflow to a server started without any (DBOS starts with the server).
+
+        Raises:
+            ConfigError: what to change, or that a restart is needed.
+        """
         if self._host is not None:
             self._check_auth(snapshot, self._host)
+        if snapshot.workflows and self.workflows is None:
+            raise ConfigError(
+                "workflows: this server started without workflows; adding the first one "
+                "needs a restart (their durable store starts with the server)"
+            )
 
     def _check_auth(self, snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
         """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
@@ -502,6 +539,8 @@ class App:
         # not swallowed.
         for task in (self._reloading, self._target_health, self._tls_watch, self._keys_refresh):
             await stop_task(task)
+        if self.workflows is not None:
+            self.workflows.stopping = True  # runs cut off now stay resumable
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -520,6 +559,11 @@ class App:
             log.error(
                 "ledger writes still under way at shutdown: %d", self.pipeline.recorder.in_flight
             )
+        if self.workflows is not None:
+            # Runs still executing here (resumed ones have no call to drain) stop without a
+            # checkpoint for the step in flight: a restart or a replica resumes them.
+            await self.workflows.halt()
+            await self.workflows.engine.stop()
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()

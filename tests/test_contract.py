@@ -57,7 +57,13 @@ async def test_tool_call_folds_equal_to_invoke(client: AsyncClient) -> None:
 
 async def test_list_and_get_agents(client: AsyncClient) -> None:
     agents = await client.list_agents()
-    assert [a.name for a in agents] == ["assistant", "echo", "operator"]
+    assert [a.name for a in agents] == ["assistant", "echo", "echo-twice", "operator"]
+    assert [a.kind for a in agents] == [
+        pb.AGENT_KIND_AGENT,
+        pb.AGENT_KIND_AGENT,
+        pb.AGENT_KIND_SEQUENTIAL,
+        pb.AGENT_KIND_AGENT,
+    ]
 
     agent = await client.get_agent("assistant")
     assert agent.route[0].provider == "mock"

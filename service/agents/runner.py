@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
@@ -27,6 +29,7 @@ from service.domain import (
     Message,
     Role,
     Start,
+    Tool,
 )
 from service.echo import echo
 from service.errors import FailedPrecondition, NotFound, PermissionDenied, Reason, Unavailable
@@ -159,6 +162,8 @@ class Runner:
         runtime.calls.enter()
         try:
             agent = resolve(runtime.snapshot, request.agent)
+            if request.workflow_tools:
+                agent = with_workflow_tools(agent, request.workflow_tools)
             server, schemas = runtime.snapshot.server, runtime.snapshot.schemas
             if heavy(request, schemas):
                 # Pure-Python work that grows with the input: off the loop (service.offload).
@@ -264,7 +269,9 @@ class Runner:
                 request=step_request,
                 guards=guards,
                 whole_answer=whole_answer,
-                loop_step=True,
+                # The guard checks the calls of the caller's tools before they go out; the
+                # loop checks every other call itself (a refused one is fed back to the model).
+                caller_tools=frozenset(t.name for t in (*agent.tools, *step_request.tools)),
             )
             return self._pipeline.run(step_request, offered, route, step_deadline)
 
@@ -294,11 +301,11 @@ class Runner:
         request: AgentRequest,
         guards: GuardContext,
         whole_answer: bool,
-        loop_step: bool = False,
+        caller_tools: frozenset[str] | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """One model step, routed, its answer through the output guard. Outside the tool
-        loop the guard checks the tool calls too (offered, schema, guards); in a loop step
-        the loop checks each call itself (a refused one is fed back to the model)."""
+        """One model step, routed, its answer through the output guard, which checks its
+        tool calls too (offered, schema, guards); in a tool loop's step (``caller_tools``
+        set) only the calls of those tools: the loop checks every other call itself."""
         call = ModelCall(
             system_prompt=agent.system_prompt,
             messages=history + request.messages,
@@ -317,8 +324,9 @@ class Runner:
         output = OutputGuard(
             agent.guards,
             guards,
-            None if loop_step else {t.name: t for t in call.tools},
+            {t.name: t for t in call.tools},
             prompt_tokens(call.system_prompt, call.messages, call.tools),
+            only=caller_tools,
         )
         source = output.events(source)
         # Both closed even if the caller leaves now, before the guard has read anything.
@@ -356,6 +364,14 @@ class Runner:
             async for event in events:
                 fold.add(event)
         return fold.result()
+
+
+def with_workflow_tools(agent: AgentSpec, tools: tuple[Tool, ...]) -> AgentSpec:
+    """``agent`` offering a workflow's ``tools`` too (its fingerprint, which keys the
+    response cache, says so)."""
+    material = json.dumps([[t.name, t.description, t.parameters] for t in tools], sort_keys=True)
+    digest = hashlib.sha256(material.encode()).hexdigest()[:16]
+    return replace(agent, tools=agent.tools + tools, fingerprint=f"{agent.fingerprint}+{digest}")
 
 
 def resolve(snapshot: Snapshot, name: str) -> AgentSpec:

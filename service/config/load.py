@@ -44,6 +44,7 @@ from service.secrets import Secret
 from service.tools.spec import ToolsSpec
 from service.usage.price_data import PriceData
 from service.usage.pricing import PriceTable, price_table
+from service.workflows.spec import WorkflowSpec, workflow_spec
 
 ENV_PREFIX = "SWITCHBOARD_"
 
@@ -60,6 +61,7 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
+    workflows: Mapping[str, WorkflowSpec] = field(default_factory=dict)
     resilience: ResilienceSpec = field(default_factory=ResilienceSpec)
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
@@ -165,6 +167,7 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         server=config.server,
         targets=targets,
         agents=agents,
+        workflows={n: workflow_spec(n, w) for n, w in sorted(config.workflows.items())},
         resilience=resilience_spec(config.resilience),
         auth=auth,
         rate_limits=config.rate_limits,

@@ -57,7 +57,9 @@ CONTEXT_CHARS = 32  # released text kept for the next scan (word boundaries, loo
 
 class OutputGuard:
     """Guards one answer. ``tools``: the tools offered to the call, by name (None: tool
-    calls are passed on whole, unchecked, for a server-side loop to check each one).
+    calls are passed on whole, unchecked, for a server-side loop to check each one);
+    ``only``: when set, only calls to these tools are checked (a loop's step: the caller's
+    tools), the others passed on unchecked for the loop to check.
     ``prompt_tokens``: the prompt's estimated size, for the usage of a blocked answer whose
     upstream reported none."""
 
@@ -67,10 +69,13 @@ class OutputGuard:
         ctx: GuardContext,
         tools: Mapping[str, Tool] | None,
         prompt_tokens: int,
+        *,
+        only: frozenset[str] | None = None,
     ) -> None:
         self._guards = guards
         self._ctx = ctx
         self._tools = tools
+        self._only = only
         self._prompt_tokens = prompt_tokens
         spans = [g for g in guards.output if g.matcher is not None]
         self._scan = SpanScan(spans, Stage.OUTPUT, ctx.observer)  # span and length hits
@@ -176,7 +181,7 @@ class OutputGuard:
     ) -> list[tuple[int, tuple[str, str, str]]]:
         checked: list[tuple[int, tuple[str, str, str]]] = []
         for index, (call_id, name, arguments) in sorted(calls.items()):
-            if self._tools is None:  # a server-side loop checks each call itself
+            if self._tools is None or (self._only is not None and name not in self._only):
                 checked.append((index, (call_id, name, arguments)))
                 continue
             result = await check_tool_call(

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain import FinishReason, GuardVerdict, Tool, ToolCallDelta
+from service.domain import Event, FinishReason, GuardVerdict, Tool, ToolCallDelta
 from service.guards import (
     NO_GUARDS,
     AgentGuards,
     GuardContext,
+    OutputGuard,
     check_tool_call,
     check_tool_result,
 )
-from tests.guards.corpus import answer, finish_of, one, streamed, verdicts
+from tests.guards.corpus import Seen, answer, finish_of, one, streamed, verdicts
 
 pytestmark = pytest.mark.asyncio
 
@@ -119,3 +120,22 @@ async def test_a_server_side_loop_gets_the_calls_whole_and_unchecked() -> None:
     assert calls == [ToolCallDelta(0, "call_0", "delete_everything", '{"a": "bob@x.io"}')]
     assert finish_of(events).reason == FinishReason.TOOL_CALLS
     assert verdicts(events) == {("g", "output", "email", "redact")}
+
+
+async def test_in_a_loop_step_only_the_loops_own_tools_are_left_to_the_loop() -> None:
+    agent = AgentGuards()
+    offered = {"get_weather": WEATHER, "run_query": Tool("run_query", "", {"type": "object"})}
+
+    async def through(name: str, arguments: str) -> list[Event]:
+        guard = OutputGuard(agent, GuardContext("a"), offered, 7, only=frozenset({"get_weather"}))
+        source = Seen(answer(tool_calls=[(name, arguments)]))
+        return [e async for e in guard.events(source.run())]
+
+    for name in ("run_query", "not_offered"):  # the loop checks these (and refuses them)
+        loops = await through(name, "not json")
+        assert [e for e in loops if isinstance(e, ToolCallDelta)] == [
+            ToolCallDelta(0, "call_0", name, "not json")
+        ]
+    callers = await through("get_weather", '{"town": "Paris"}')  # the caller's: checked here
+    assert finish_of(callers).reason == FinishReason.CONTENT_FILTER
+    assert verdicts(callers) == {("tool_policy", "tool_call", "invalid_arguments", "block")}
