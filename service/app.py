@@ -12,7 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import httpx2
@@ -26,6 +26,8 @@ from switchboard.v1 import (
     agent_pb2_grpc,
     approval_pb2,
     approval_pb2_grpc,
+    run_pb2,
+    run_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     usage_pb2,
@@ -34,11 +36,14 @@ from switchboard.v1 import (
 
 from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
+from service.agents.runs import KIND as AGENT_KIND
+from service.agents.runs import AgentRuns
 from service.agents.spec import AgentSpec
 from service.api import reflection
 from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
 from service.api.approvals import ApprovalServicer
+from service.api.runs import RunServicer
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
@@ -74,6 +79,8 @@ from service.reload import Reloader, Runtimes
 from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
 from service.routing.registry import TargetRegistry
 from service.routing.router import Router
+from service.runs.kinds import RunKinds
+from service.runs.service import Runs
 from service.serving.health import DrainingHealth
 from service.serving.options import server_options
 from service.serving.tls import build_tls
@@ -88,6 +95,9 @@ from service.tools.loop import ToolLoop
 from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
 
+if TYPE_CHECKING:
+    from service.workflows.runs import Workflows
+
 log = logging.getLogger(__name__)
 # How long start() waits for MCP servers to list their tools (a slower one joins later).
 TOOLS_READY_S = 30.0
@@ -100,6 +110,7 @@ SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 APPROVAL_SERVICE = approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
+RUN_SERVICE = run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 
 
 def build_runtime(
@@ -185,7 +196,9 @@ class App:
             on_rug_pull=self.tool_metrics.rug_pull,
         )
         self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
-        self.tool_loop.approvals = Gate(self.stores.approvals, self.tool_loop)
+        self.tool_loop.approvals = gate = Gate(
+            self.stores.approvals, self.stores.runs, self.tool_loop
+        )
         self.approvals = Approvals(self.stores.approvals, self.ledger)
         self.runner = Runner(
             self.runtimes.current,
@@ -195,6 +208,21 @@ class App:
             tools=self.tool_loop,
             sessions=Sessions(self.stores.durable),
         )
+        self.runs = self._build_runs(gate)
+        # Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
+        # CPU) only when the config has some.
+        self.workflows: Workflows | None = None
+        if snapshot.workflows:
+            from service.workflows.engine import Engine  # noqa: PLC0415
+            from service.workflows.runs import Workflows  # noqa: PLC0415
+
+            engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
+            self.workflows = Workflows(
+                lambda: dict(self.snapshot.workflows),
+                self.runner.stream,
+                engine,
+                descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
+            )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,
@@ -261,7 +289,9 @@ class App:
             options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
         idempotency = Idempotency(self.stores.idempotency, ttl_s=snapshot.state.idempotency_ttl_s)
-        self.agent_servicer = AgentServicer(self.runner, self.admission, idempotency)
+        self.agent_servicer = AgentServicer(
+            self.runner, self.admission, idempotency, self.workflows, runs=self.runs
+        )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
         sessions = SessionServicer(Sessions(self.stores.durable), self.ledger)
         session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
@@ -275,6 +305,8 @@ class App:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         approvals = ApprovalServicer(self.approvals)
         approval_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, server)
+        runs = RunServicer(self.runs, self.runner.default_deadline_s())
+        run_pb2_grpc.add_RunServiceServicer_to_server(runs, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
@@ -282,6 +314,7 @@ class App:
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
             (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
             (approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"], approvals),
+            (run_pb2.DESCRIPTOR.services_by_name["RunService"], runs),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
@@ -292,11 +325,19 @@ class App:
                     USAGE_SERVICE,
                     ADMIN_SERVICE,
                     APPROVAL_SERVICE,
+                    RUN_SERVICE,
                     HEALTH_SERVICE,
                 ),
                 server,
             )
         return server
+
+    def _build_runs(self, gate: Gate) -> Runs:
+        """Runs by kind (service.runs.kinds): agent tool loops here; workflows may register
+        theirs on ``self.run_kinds``."""
+        self.run_kinds = RunKinds()
+        self.run_kinds.register(AGENT_KIND, AgentRuns(self.runner, gate, self.stores.runs).kind())
+        return Runs(self.stores.runs, self.run_kinds)
 
     def _build_http(self) -> HttpApp:
         """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
@@ -345,6 +386,9 @@ class App:
         except Unavailable as exc:
             log.warning("cannot read API keys from the state store yet: %s", exc.message)
         await self.tool_host.configure(self.snapshot.tools, wait_s=TOOLS_READY_S)
+        if self.workflows is not None:
+            # Launches DBOS, which resumes the runs this executor left unfinished.
+            await self.workflows.engine.start()
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -437,9 +481,19 @@ class App:
 
     def _accept_reload(self, snapshot: Snapshot) -> None:
         """A reload may not turn auth off on the address this server is bound to (the new
-        file's ``server.host`` only applies on restart, and ``--host`` may override it)."""
+        file's ``server.host`` only applies on restart, and ``--host`` may override it); nor
+        add the first workflow to a server started without any (DBOS starts with the server).
+
+        Raises:
+            ConfigError: what to change, or that a restart is needed.
+        """
         if self._host is not None:
             self._check_auth(snapshot, self._host)
+        if snapshot.workflows and self.workflows is None:
+            raise ConfigError(
+                "workflows: this server started without workflows; adding the first one "
+                "needs a restart (their durable store starts with the server)"
+            )
 
     def _check_auth(self, snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
         """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
@@ -485,6 +539,8 @@ class App:
         # not swallowed.
         for task in (self._reloading, self._target_health, self._tls_watch, self._keys_refresh):
             await stop_task(task)
+        if self.workflows is not None:
+            self.workflows.stopping = True  # runs cut off now stay resumable
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -503,6 +559,11 @@ class App:
             log.error(
                 "ledger writes still under way at shutdown: %d", self.pipeline.recorder.in_flight
             )
+        if self.workflows is not None:
+            # Runs still executing here (resumed ones have no call to drain) stop without a
+            # checkpoint for the step in flight: a restart or a replica resumes them.
+            await self.workflows.halt()
+            await self.workflows.engine.stop()
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()

@@ -31,12 +31,13 @@ history is reserved on it (an upper bound, like the request's) before the call g
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Protocol
 
 from service.agents.spec import AgentSpec
@@ -49,6 +50,7 @@ from service.domain import (
     Event,
     Finish,
     Fold,
+    GuardVerdict,
     Message,
     Start,
     TargetRef,
@@ -57,6 +59,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
+from service.guards import merge_verdicts
 from service.providers.base import TargetSpec
 from service.routing.tab import Tab, total
 from service.sessions import Sessions
@@ -80,10 +83,26 @@ they cost something are written into ``tab`` as they happen (see ``Router.open``
 
 class Pipeline(Protocol):
     def run(
-        self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        route: Route,
+        deadline: Deadline,
+        verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
         """The call's events; ``route(history, deadline, tab)`` produces them upstream
-        (and writes the attempts it gave up into ``tab``)."""
+        (and writes the attempts it gave up into ``tab``). ``verdicts``: the input guards'
+        (they join the Finish's, and the call's records)."""
+        ...
+
+    async def refuse(
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        verdicts: tuple[GuardVerdict, ...],
+        refusal: SwitchboardError,
+    ) -> None:
+        """Record a call a guard refused before it began (its audit entry, durably)."""
         ...
 
 
@@ -91,12 +110,33 @@ class Stateless:
     """No state: route the request as it is."""
 
     async def run(
-        self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        route: Route,
+        deadline: Deadline,
+        verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
         async with aclosing(route((), deadline, Tab())) as events:
             async for event in events:
                 if not (isinstance(event, UsageEvent) and event.partial):  # not the caller's
-                    yield event
+                    yield with_verdicts(event, verdicts)
+
+    async def refuse(
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        verdicts: tuple[GuardVerdict, ...],
+        refusal: SwitchboardError,
+    ) -> None:
+        pass  # no durable store: the call log line is the record
+
+
+def with_verdicts(event: Event, verdicts: tuple[GuardVerdict, ...]) -> Event:
+    """``event``, a Finish with the input guards' ``verdicts`` joined to its own."""
+    if verdicts and isinstance(event, Finish):
+        return replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
+    return event
 
 
 class StatePipeline:
@@ -131,13 +171,18 @@ class StatePipeline:
         self._budget_configs = budgets
 
     async def run(
-        self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        route: Route,
+        deadline: Deadline,
+        verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
         ctx = current()
         began = time.monotonic()
         prices = self._pricing()
         reservation: Reservation | None = None
-        call = _Call()
+        call = _Call(verdicts)
         status = "ok"
         try:
             use_cache = wanted(agent, request.cache)
@@ -178,6 +223,7 @@ class StatePipeline:
                 source = produce()
             async with aclosing(source) as events:
                 async for event in events:
+                    event = with_verdicts(event, verdicts)  # noqa: PLW2901
                     call.add(event)
                     if isinstance(event, UsageEvent) and call.tab.abandoned:
                         event = call.billed(event, prices)  # noqa: PLW2901 (what the caller pays)
@@ -257,6 +303,23 @@ class StatePipeline:
 
         return append
 
+    async def refuse(
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        verdicts: tuple[GuardVerdict, ...],
+        refusal: SwitchboardError,
+    ) -> None:
+        """The refused call's audit entry, durable (or in the outbox) before the caller is
+        told. No ledger line: nothing was sent upstream, nothing is charged."""
+        ctx = current()
+        entry = AuditEntry(
+            time.time(), ctx.tenant, ctx.key_id, request.request_id, "call",
+            f"agent:{agent.name}", type(refusal).__name__,
+            entry_id=secrets.token_hex(16), detail=audit_detail(verdicts),
+        )  # fmt: skip
+        await self.recorder.audit(entry)
+
     async def _record_quietly(
         self, usage: UsageRecord, audit: AuditEntry, reservation: Reservation | None
     ) -> None:
@@ -272,9 +335,11 @@ class _Call:
 
     __slots__ = (
         "answered", "counter", "finish", "fold", "partial", "prompt", "recorded", "start", "tab",
+        "verdicts",
     )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, verdicts: tuple[GuardVerdict, ...] = ()) -> None:
+        self.verdicts = verdicts  # the input guards'; a Finish carries all of them
         self.tab = Tab()
         self.partial: Usage | None = None  # what the upstream reported mid-answer
         self.fold = Fold()
@@ -367,8 +432,18 @@ def _records(  # noqa: PLR0917 (one call's facts)
     audit = AuditEntry(
         now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status,
         entry_id=secrets.token_hex(16),
+        detail=audit_detail(finish.verdicts if finish else call.verdicts),
     )  # fmt: skip
     return record, audit
+
+
+def audit_detail(verdicts: Sequence[GuardVerdict]) -> str:
+    """An audit entry's ``detail`` for a call's guard verdicts (categories and counts, never
+    the matched text): ``{"guards": [{"guard", "stage", "category", "action", "count"}]}``,
+    or "" when there are none."""
+    if not verdicts:
+        return ""
+    return json.dumps({"guards": [asdict(v) for v in verdicts]}, separators=(",", ":"))
 
 
 async def _priced(
