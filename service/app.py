@@ -50,8 +50,10 @@ from service.interceptors.chain import Chain, build_chain
 from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
+from service.observability.otel_env import OtelEnvError, tracing_settings
+from service.observability.server_span import ServerSpan
 from service.observability.traced_provider import TracedProvider
-from service.observability.tracing import build_tracer_provider
+from service.observability.tracing import build_tracer_provider, server_interceptor
 from service.providers.base import Provider
 from service.providers.registry import build_provider
 from service.ratelimit.limiter import build_limiter
@@ -67,6 +69,7 @@ from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
 from service.usage.ledger import Ledger
+from service.version import package_version
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +107,13 @@ class App:
         supervisor, not this process, serves the metrics (of all workers)."""
         self._owns_tracer_provider = tracer_provider is None
         self._worker = worker
-        self.tracer_provider = tracer_provider or build_tracer_provider(
-            snapshot.observability.tracing
-        )
+        try:
+            self.tracing = tracing_settings(
+                snapshot.observability.tracing, environ or {}, version=package_version()
+            )
+        except OtelEnvError as exc:
+            raise ConfigError(f"observability.tracing: {exc}") from None
+        self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
         self.metrics = Metrics(known_agents=lambda: self.snapshot.agents)
         tracer = self.tracer_provider.get_tracer("switchboard")
         # Per-target breaker states, published as health services by an owned task.
@@ -193,10 +200,11 @@ class App:
         settings = snapshot.server
         # One chain and one servicer for every door (gRPC here, HTTP in _build_http).
         self.chain: Chain = build_chain(
-            tracer_provider=self.tracer_provider,
+            tracing=server_interceptor(self.tracer_provider, self.tracing),
             auth=lambda: self.snapshot.auth,
             limiter=self.limiter,
             sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
+            every_call=[ServerSpan()],
             default_deadline_s=self.runner.default_deadline_s,
             faults=FaultLog(),
             agent=self._agent_named,

@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -26,6 +25,7 @@ from service.serving.probe import probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
 from service.state import build_stores
+from service.version import package_version
 
 DEFAULT_CONFIG = "config/switchboard.yaml"
 
@@ -37,14 +37,6 @@ Tracing also honours the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT,
 """
 
 
-def version() -> str:
-    """The installed package's version (``pyproject.toml``'s ``project.version``)."""
-    try:
-        return metadata.version("switchboard")
-    except metadata.PackageNotFoundError:  # run from a source tree without installing
-        return "unknown"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -53,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {version()}", help="print the version"
+        "--version",
+        action="version",
+        version=f"%(prog)s {package_version()}",
+        help="print the version",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_default = os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG)
