@@ -4,9 +4,10 @@ One Switchboard process (bench/bench.yaml: the mock model at zero latency, so th
 the gateway's own cost) is pinned to one core; h2load, pinned to the other, drives in turn:
 gRPC ``Invoke`` over HTTP/2, ``POST /v1/chat/completions`` over HTTP/1.1 (uvicorn speaks
 HTTP/1.1; one request at a time per connection, so concurrency is connections), and Connect
-JSON ``Invoke`` over HTTP/1.1. Runs alternate; the table gives medians, and the cost per call
-relative to gRPC (gRPC req/s ÷ the door's req/s: the issue's goal is ≤ 1.3). Nothing is
-asserted.
+JSON ``Invoke`` over HTTP/1.1. Runs alternate; the table gives medians of req/s, latency and
+the server's CPU time per call (user + system, read from /proc before and after each load:
+unlike req/s it holds on a busy shared machine), and the cost per call relative to gRPC (the
+door's CPU per call ÷ gRPC's: the issue's goal is ≤ 1.3). Nothing is asserted.
 
     .venv/bin/python bench/doors_bench.py [--runs 3] [--requests 3000]
 """
@@ -41,8 +42,14 @@ CONNECT = json.dumps(
 )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def switchboard() -> Iterator[tuple[str, str]]:
+def switchboard() -> Iterator[tuple[str, str, int]]:
     port, http_port = free_port(), free_port()
     argv = [sys.executable, "-m", "service", "serve", "--config", str(ROOT / "bench/bench.yaml")]
     env = {**os.environ, "SWITCHBOARD_SERVER__PORT": str(port)}
@@ -62,7 +69,7 @@ def switchboard() -> Iterator[tuple[str, str]]:
         )
         with urllib.request.urlopen(check, timeout=30) as answer:
             assert json.load(answer)["choices"][0]["message"]["content"] == TEXT
-        yield address, http
+        yield address, http, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -92,10 +99,11 @@ def h2load(url: str, body: bytes, headers: list[str], requests: int, c: int, h1:
     return Result(rps, pct(0.50), pct(0.99))
 
 
-def run(requests: int, concurrencies: list[int]) -> dict[str, Result]:
-    out: dict[str, Result] = {}
+def run(requests: int, concurrencies: list[int]) -> dict[str, tuple[Result, float]]:
+    """``{"door c=N": (h2load's result, server CPU seconds per call)}``."""
+    out: dict[str, tuple[Result, float]] = {}
     grpc_body = request(UNARY_WORDS, pb.InvokeRequest)
-    with switchboard() as (address, http):
+    with switchboard() as (address, http, pid):
         doors = {
             "grpc": (
                 f"http://{address}/switchboard.v1.AgentService/Invoke",
@@ -120,7 +128,9 @@ def run(requests: int, concurrencies: list[int]) -> dict[str, Result]:
             h2load(url, body, headers, 200, 4, h1)
         for c in concurrencies:
             for door, (url, body, headers, h1) in doors.items():
-                out[f"{door} c={c}"] = h2load(url, body, headers, requests, c, h1)
+                before = cpu_seconds(pid)
+                result = h2load(url, body, headers, requests, c, h1)
+                out[f"{door} c={c}"] = (result, (cpu_seconds(pid) - before) / requests)
     return out
 
 
@@ -136,18 +146,20 @@ def main() -> None:
     runs = [run(args.requests, concurrencies) for _ in range(args.runs)]
 
     def median(key: str, field: str) -> float:
-        return statistics.median(getattr(r[key], field) for r in runs)
+        return statistics.median(getattr(r[key][0], field) for r in runs)
 
-    print("| door | concurrency | req/s | p50 / p99 ms | cost per call vs gRPC |")
-    print("| --- | ---: | ---: | --- | ---: |")
+    def cpu(key: str) -> float:
+        return statistics.median(r[key][1] for r in runs)
+
+    print("| door | concurrency | req/s | p50 / p99 ms | CPU µs per call | cost per call vs gRPC |")
+    print("| --- | ---: | ---: | --- | ---: | ---: |")
     for c in concurrencies:
-        base = median(f"grpc c={c}", "rps")
+        base = cpu(f"grpc c={c}")
         for door in ("grpc", "openai", "connect"):
             key = f"{door} c={c}"
-            rps = median(key, "rps")
             print(
-                f"| {door} | {c} | {rps:.0f} | {median(key, 'p50_ms'):.2f} / "
-                f"{median(key, 'p99_ms'):.2f} | {base / rps:.2f}x |"
+                f"| {door} | {c} | {median(key, 'rps'):.0f} | {median(key, 'p50_ms'):.2f} / "
+                f"{median(key, 'p99_ms'):.2f} | {cpu(key) * 1e6:.0f} | {cpu(key) / base:.2f}x |"
             )
 
 

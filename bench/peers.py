@@ -50,7 +50,7 @@ import grpc
 from switchboard.v1 import agent_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import framed, free_port, pinned
+from bench import cpu_seconds, framed, free_port, pinned, source_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
@@ -89,31 +89,6 @@ class Gateway:
 
 
 # ---------------------------------------------------------------- processes and CPU time
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and every live descendant (from /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    family, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in family:
-                family.add(child)
-                frontier.append(child)
-    total = 0.0
-    for member in family:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (Path("/proc") / str(member) / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
 
 
 def start(
@@ -273,25 +248,6 @@ def messages_proto() -> list[pb.Message]:
         pb.Message(role=pb.ROLE_SYSTEM, content=[pb.ContentPart(text=SYSTEM)]),
         pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=USER)]),
     ]
-
-
-def source_tree(ref: str) -> Path:
-    """Switchboard's source as of git ``ref``, unpacked under bench/data (for A/B runs)."""
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short=12", ref],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    tree = DATA / f"tree-{sha}"
-    if not (tree / "service").exists():
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "archive", sha, "service"], cwd=ROOT, capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
 
 
 def switchboard(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:

@@ -20,8 +20,12 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from switchboard.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
+    approval_pb2,
+    approval_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     usage_pb2,
@@ -32,21 +36,33 @@ from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
 from service.agents.spec import AgentSpec
 from service.api import reflection
+from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
+from service.api.approvals import ApprovalServicer
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
+from service.approvals.gate import Gate
+from service.approvals.service import Approvals
+from service.auth.admin import KeyAdmin
+from service.auth.live import LiveKeys
 from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
 from service.config.chain_model import is_loopback
+from service.errors import Unavailable
 from service.guards.metrics import GuardMetrics
+from service.http.anthropic_door import AnthropicDoor
 from service.http.app import HttpApp
 from service.http.connect import service_app
-from service.http.openai_door import Behaviors, OpenAIDoor
+from service.http.console import Console
+from service.http.cors import with_cors
+from service.http.door import Behaviors
+from service.http.openai_door import OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
 from service.interceptors.base import StreamBehavior, UnaryBehavior
 from service.interceptors.chain import Chain, build_chain
+from service.interceptors.door_span import DoorSpanLayer
 from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
@@ -63,15 +79,21 @@ from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.serving.health import DrainingHealth
 from service.serving.options import server_options
+from service.serving.tls import build_tls
 from service.sessions import Sessions
 from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tools.host import ToolHost
+from service.tools.loop import ToolLoop
+from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
 from service.version import package_version
 
 log = logging.getLogger(__name__)
+# How long start() waits for MCP servers to list their tools (a slower one joins later).
+TOOLS_READY_S = 30.0
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -79,6 +101,8 @@ TARGET_HEALTH_PREFIX = "switchboard.target."
 RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
 SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+APPROVAL_SERVICE = approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 
 
 def build_runtime(
@@ -134,6 +158,16 @@ class App:
             ),
         )
         self.stores = build_stores(snapshot)
+        # The config's keys plus the state store's (AdminService), refreshed by an owned task.
+        self.live_keys = LiveKeys(self.stores.admin, lambda: self.snapshot.auth)
+        self._keys_refresh: asyncio.Task[None] | None = None
+        self.key_admin = KeyAdmin(
+            self.stores.admin,
+            agents=self._agent_names,
+            read_only_keys=self.live_keys.read_only,
+            audit=self.stores.durable.audit,
+            changed=self.live_keys.refresh,
+        )
         # Ledger lines and audit entries: the durable store, or the local outbox when it fails.
         self.ledger = Ledger(
             self.stores.durable, Outbox(data_dir(snapshot), timeout_s=snapshot.state.timeout_s)
@@ -148,11 +182,24 @@ class App:
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
         self.guard_http = httpx2.AsyncClient(follow_redirects=False)
+        # Server tools: MCP servers (supervised) and HTTP tools; they outlive runtimes.
+        self.tool_http = httpx2.AsyncClient(follow_redirects=False)
+        self.tool_metrics = ToolMetrics(self.metrics.registry)
+        self.tool_host = ToolHost(
+            self.tool_http,
+            on_change=self.tool_metrics.server_changed,
+            on_rug_pull=self.tool_metrics.rug_pull,
+        )
+        self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
+        self.tool_loop.approvals = Gate(self.stores.approvals, self.tool_loop)
+        self.approvals = Approvals(self.stores.approvals, self.ledger)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
             guard_observer=GuardMetrics(self.metrics.registry),
             http=self.guard_http,
+            tools=self.tool_loop,
+            sessions=Sessions(self.stores.durable),
         )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
@@ -160,6 +207,7 @@ class App:
             environ or {},
             registry=self.metrics.registry,
             accept=self._accept_reload,
+            swapped=lambda snap: self.tool_host.configure(snap.tools),
         )
         self._state_watch: asyncio.Task[None] | None = None
         self.health = DrainingHealth()
@@ -172,8 +220,14 @@ class App:
         self.admission = Admission(
             max_in_flight=lambda: self.snapshot.transport.max_concurrent_calls
         )
+        self.tls = build_tls(snapshot, self.metrics.registry)
+        self._tls_watch: asyncio.Task[None] | None = None
         self.server = self._build_server(snapshot)
-        self.http = HttpListener(self._build_http(), reuse_port=self._worker)
+        self.http = HttpListener(
+            with_cors(self._build_http(), snapshot.server.http.cors),
+            reuse_port=self._worker,
+            tls=None if self.tls is None else self.tls.ssl_context(),
+        )
         self.port = 0
         self.http_port: int | None = None
         self.metrics_port: int | None = None
@@ -201,7 +255,8 @@ class App:
         # One chain and one servicer for every door (gRPC here, HTTP in _build_http).
         self.chain: Chain = build_chain(
             tracing=server_interceptor(self.tracer_provider, self.tracing),
-            auth=lambda: self.snapshot.auth,
+            http_tracing=DoorSpanLayer(self.tracer_provider),
+            auth=self.live_keys.policy,
             limiter=self.limiter,
             sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
             every_call=[ServerSpan()],
@@ -220,29 +275,50 @@ class App:
         session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
         usage = UsageServicer(self.stores.durable)
         usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+        admin = AdminServicer(
+            self.key_admin,
+            self.stores.admin,
+            lambda: target_infos(self.snapshot.targets, self.targets),
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        approvals = ApprovalServicer(self.approvals)
+        approval_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
             (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
+            (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
+            (approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"], approvals),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
             reflection.enable(
-                (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, HEALTH_SERVICE), server
+                (
+                    AGENT_SERVICE,
+                    SESSION_SERVICE,
+                    USAGE_SERVICE,
+                    ADMIN_SERVICE,
+                    APPROVAL_SERVICE,
+                    HEALTH_SERVICE,
+                ),
+                server,
             )
         return server
 
     def _build_http(self) -> HttpApp:
-        """The HTTP doors: the AgentService servicer wrapped in the same chain."""
+        """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
         servicer, chain = self.agent_servicer, self.chain
         name = f"/{AGENT_SERVICE}/"
-        behaviors = Behaviors(
-            invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke),
-            stream=chain.stream_behavior(name + "Stream", servicer.Stream),
-            list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents),
-            get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent),
-        )
+
+        def behaviors(door: str) -> Behaviors:
+            return Behaviors(
+                invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke, door),
+                stream=chain.stream_behavior(name + "Stream", servicer.Stream, door),
+                list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents, door),
+                get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent, door),
+            )
+
         connect = [
             service_app(
                 descriptor,
@@ -251,7 +327,12 @@ class App:
             )
             for descriptor, servicer in self._doors_services
         ]
-        return HttpApp(OpenAIDoor(behaviors), connect)
+        return HttpApp(
+            OpenAIDoor(behaviors("openai")),
+            AnthropicDoor(behaviors("anthropic"), self._agent_named),
+            connect,
+            Console(),
+        )
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
@@ -266,6 +347,11 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        try:
+            await self.live_keys.refresh()
+        except Unavailable as exc:
+            log.warning("cannot read API keys from the state store yet: %s", exc.message)
+        await self.tool_host.configure(self.snapshot.tools, wait_s=TOOLS_READY_S)
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -276,7 +362,9 @@ class App:
         # only "Failed to bind" (a worker shares the port, so it does not try).
         problem = None if self._worker or not bound else _bind_error(host, bound)
         try:
-            if problem is None:
+            if problem is None and self.tls is not None:
+                self.port = self.server.add_secure_port(address, self.tls.grpc_credentials())
+            elif problem is None:
                 self.port = self.server.add_insecure_port(address)
         except RuntimeError:
             problem = _bind_error(host, bound) or "grpc could not bind it"
@@ -293,7 +381,8 @@ class App:
                 ) from exc
         await self.server.start()
         await self._start_http(host, http_port)
-        for service in ("", AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, RATELIMIT_HEALTH):
+        services = (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE)
+        for service in ("", *services, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._target_health = asyncio.create_task(self._publish_target_health())
         state_ok = await healthy(self.stores)
@@ -307,8 +396,26 @@ class App:
             )
         )
         self._reloading = asyncio.create_task(self.reloader.run(), name="config-reload")
-        log.info("serving", extra={"event": "start", "address": address, "port": self.port})
+        if self.tls is not None:
+            self._tls_watch = asyncio.create_task(
+                self.tls.watch(lambda: self.snapshot.reload.poll_interval_s), name="tls-reload"
+            )
+        self._keys_refresh = asyncio.create_task(
+            self.live_keys.run(lambda: self.snapshot.auth.refresh_interval_s), name="keys"
+        )
+        log.info(
+            "serving",
+            extra={
+                "event": "start",
+                "address": address,
+                "port": self.port,
+                "tls": "off" if self.tls is None else "mtls" if self.tls.mutual else "tls",
+            },
+        )
         return self.port
+
+    def _agent_names(self) -> list[str]:
+        return list(self.snapshot.agents)
 
     def _agent_named(self, name: str) -> AgentSpec | None:
         """The agent ``name`` of the current config (read per call: reloads swap it)."""
@@ -326,7 +433,7 @@ class App:
         if port is None:
             return
         host = settings.http.host or grpc_host
-        self._check_auth(self.snapshot, host)
+        self._check_auth(self.snapshot, host, warn=False)  # start() has warned
         try:
             self.http_port = await self.http.start(host, port, grace_s=settings.grace_s)
         except OSError as exc:
@@ -341,23 +448,24 @@ class App:
         if self._host is not None:
             self._check_auth(snapshot, self._host)
 
-    @staticmethod
-    def _check_auth(snapshot: Snapshot, host: str) -> None:
-        """Refuse to serve without auth beyond loopback; say loudly when auth is off.
+    def _check_auth(self, snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
+        """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
+        auth is off.
 
         Raises:
             ConfigError: auth is off and ``host`` is not a loopback address.
         """
         auth = snapshot.auth
         if auth.enabled:
-            if not len(auth.keys):
+            if warn and not len(self.live_keys.policy().keys):
                 log.warning("auth is on but no API keys are configured: every call will fail")
             return
         if not is_loopback(host):
             raise ConfigError(
                 f"auth.enabled: auth may be off only on a loopback address, not {host!r}"
             )
-        log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+        if warn:
+            log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
 
     async def _ratelimit_state(self, up: bool) -> None:
         self.metrics.ratelimit_backend_up.set(1 if up else 0)
@@ -384,9 +492,10 @@ class App:
             self._reloading.cancel()
             # wait(), not await: a cancellation of stop() itself must not be swallowed.
             await asyncio.wait([self._reloading])
-        if self._target_health is not None:
-            self._target_health.cancel()
-            await asyncio.wait([self._target_health])
+        for task in (self._target_health, self._tls_watch, self._keys_refresh):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -412,6 +521,8 @@ class App:
             self._close_storage()
         await self.limiter.aclose()
         await self.guard_http.aclose()
+        await self.tool_host.aclose()
+        await self.tool_http.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()
@@ -435,15 +546,16 @@ class App:
             await self.health.set(TARGET_HEALTH_PREFIX + name, status)
 
 
-def _wrapped_unary(chain: Chain, servicer: object, name: str) -> UnaryBehavior:
-    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain."""
+def _wrapped_unary(chain: Chain, servicer: object, name: str, door: str) -> UnaryBehavior:
+    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain, as
+    called through ``door``."""
     method: UnaryBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.unary_behavior(name, method)
+    return chain.unary_behavior(name, method, door)
 
 
-def _wrapped_stream(chain: Chain, servicer: object, name: str) -> StreamBehavior:
+def _wrapped_stream(chain: Chain, servicer: object, name: str, door: str) -> StreamBehavior:
     method: StreamBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.stream_behavior(name, method)
+    return chain.stream_behavior(name, method, door)
 
 
 def _bind_error(host: str, port: int) -> str | None:

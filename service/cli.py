@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,13 +16,19 @@ import yaml
 
 from service.app import App
 from service.auth import keys as api_keys
-from service.auth.policy import keys_path
+from service.auth.admin import Actor, KeyAdmin
+from service.auth.scopes import unknown_scopes
 from service.config import ConfigError, Snapshot, load
-from service.config.chain_model import AuthConfig
-from service.errors import SwitchboardError, Unavailable
+from service.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SwitchboardError,
+    Unavailable,
+)
 from service.main import serve
 from service.observability.logging import configure
-from service.serving.probe import probe
+from service.serving.probe import ProbeTls, probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
 from service.state import build_stores
@@ -85,15 +92,27 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--timeout", type=float, default=3.0, help="seconds to wait for the answer (default: 3)"
     )
+    health.add_argument(
+        "--tls", action="store_true", help="speak TLS (implied by any of the options below)"
+    )
+    health.add_argument("--ca-file", type=Path, help="CA of the server's certificate (PEM)")
+    health.add_argument("--cert-file", type=Path, help="client certificate for mTLS (PEM)")
+    health.add_argument("--key-file", type=Path, help="the client certificate's key (PEM)")
+    health.add_argument("--server-name", help="name to check the server's certificate for")
 
-    keys = commands.add_parser("keys", help="create, list and revoke API keys")
-    where = keys.add_mutually_exclusive_group()
-    where.add_argument(
+    keys = commands.add_parser(
+        "keys",
+        help="create, list, revoke and rotate API keys",
+        description="Keys live in the state store the config names (as AdminService's do); "
+        "with --keys-file, in that YAML file instead (read-only to the servers).",
+    )
+    keys.add_argument(
         "--config",
         default=config_default,
-        help=f"use this config's auth.keys_file (default: $SWITCHBOARD_CONFIG or {DEFAULT_CONFIG})",
+        help="its state store holds the keys, its agents are what --agent may name "
+        f"(default: $SWITCHBOARD_CONFIG or {DEFAULT_CONFIG})",
     )
-    where.add_argument("--keys-file", help="the keys file (default: the config's)")
+    keys.add_argument("--keys-file", help="edit this YAML keys file instead of the state store")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make a key and print it (once)")
     create.add_argument(
@@ -103,19 +122,31 @@ def _parser() -> argparse.ArgumentParser:
         "--agent",
         action="append",
         dest="agents",
-        help="an agent the key may call (repeatable; default: every agent)",
+        help="an agent of the config the key may call (repeatable; default: every agent)",
     )
     create.add_argument(
         "--scope",
         action="append",
         dest="scopes",
         default=[],
-        help="a permission beyond calling agents (repeatable)",
+        help="a permission beyond calling agents (repeatable): admin",
     )
     create.add_argument("--note", default="", help="what the key is for")
-    actions.add_parser("list", help="list key ids, tenants and agents (never keys)")
+    create.add_argument(
+        "--expires-in", type=duration, help="the key expires after this (90s, 15m, 12h, 30d)"
+    )
+    listing = actions.add_parser("list", help="list key ids, tenants and agents (never keys)")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = actions.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id", help="the key's id, as `keys list` shows it")
+    rotate = actions.add_parser(
+        "rotate", help="make a key like this one and let this one expire after a grace period"
+    )
+    rotate.add_argument("key_id", help="the key's id, as `keys list` shows it")
+    rotate.add_argument(
+        "--grace", type=duration, default=86400.0, help="how long the old key stays valid (24h)"
+    )
     return parser
 
 
@@ -133,24 +164,55 @@ async def check_config(path: str, environ: Mapping[str, str]) -> Snapshot:
     return snapshot
 
 
-def _keys_file(args: argparse.Namespace) -> Path:
-    """The keys file named on the command line or in the config.
+def duration(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``30d`` or plain seconds, as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (90s, 15m, 12h, 30d)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (must not be negative)")
+    return value
+
+
+def _config_agents(args: argparse.Namespace) -> list[str]:
+    """The agents of ``--config``, to check ``--agent`` against.
 
     Raises:
-        ConfigError: neither names one.
+        ConfigError: the config cannot be read.
     """
-    if args.keys_file:
-        return Path(args.keys_file)
-    config = Path(args.config)
     try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        auth = AuthConfig.model_validate(raw.get("auth") or {})
-    except (OSError, yaml.YAMLError, ValueError) as exc:
-        raise ConfigError(f"{config}: cannot read auth.keys_file: {exc}") from exc
-    path = keys_path(auth, config.parent)
-    if path is None:
-        raise ConfigError(f"{config}: auth.keys_file is not set; pass --keys-file")
-    return path
+        raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"{args.config}: cannot read the config to check --agent against ({exc}); pass --config"
+        ) from exc
+    return list((raw.get("agents") or {}) if isinstance(raw, dict) else {})
+
+
+def _describe(r: api_keys.ApiKey, now: float) -> str:
+    agents = ",".join(sorted(r.agents)) if r.agents is not None else "*"
+    if r.revoked_at is not None:
+        status = f"revoked {api_keys.iso(r.revoked_at)}"
+    elif not r.active(now):
+        status = f"expired {api_keys.iso(r.expires_at or 0)}"
+    else:
+        status = f"active since {api_keys.iso(r.created_at)}"
+        if r.expires_at is not None:
+            status += f", expires {api_keys.iso(r.expires_at)}"
+    scopes = ",".join(sorted(r.scopes)) or "-"
+    return f"{r.id}  {r.tenant:16}  {r.source:5}  {agents:16}  {scopes:6}  {status}"
+
+
+_HEADER = "id            tenant            from   agents            scopes  status"
+
+
+def _print_created(key: str, record: api_keys.ApiKey, where: str) -> None:
+    print(f"created key {record.id} for tenant {record.tenant} in {where}", file=sys.stderr)
+    print("store it now: it is not kept and cannot be shown again", file=sys.stderr)
+    print(key)
 
 
 def _write(path: Path, records: list[api_keys.ApiKey]) -> None:
@@ -160,35 +222,35 @@ def _write(path: Path, records: list[api_keys.ApiKey]) -> None:
         raise ConfigError(f"{path}: cannot write keys file: {exc.strerror}") from exc
 
 
-def keys_command(args: argparse.Namespace) -> int:
-    path = _keys_file(args)
+def keys_file_command(args: argparse.Namespace) -> int:
+    """``switchboard keys --keys-file F ...``: the YAML file, as GitOps keeps it."""
+    path = Path(args.keys_file)
     try:
         records = api_keys.read_keys_file(path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if args.action == "create":
-        if not api_keys.TENANT_PATTERN.match(args.tenant):
-            raise ConfigError(
-                f"--tenant {args.tenant!r}: letters, digits, '_', '-', '.' (at most 64)"
-            )
+        _check_create(args, _config_agents(args) if args.agents else [])
         key, record = api_keys.new_key(
             args.tenant,
             agents=args.agents or [api_keys.ANY_AGENT],
             scopes=args.scopes,
             note=args.note,
+            expires_at=None if args.expires_in is None else time.time() + args.expires_in,
         )
         _write(path, [*records, record])
-        print(f"created key {record.id} for tenant {record.tenant} in {path}", file=sys.stderr)
-        print("store it now: it is not kept and cannot be shown again", file=sys.stderr)
-        print(key)
+        _print_created(key, record, str(path))
         return 0
     if args.action == "list":
-        print("id            tenant            agents  status")
+        print(_HEADER)
         for r in records:
-            agents = ",".join(sorted(r.agents)) if r.agents is not None else "*"
-            status = f"revoked {r.revoked_at}" if r.revoked_at else f"active since {r.created_at}"
-            print(f"{r.id}  {r.tenant:16}  {agents}  {status}")
+            if (args.all or r.revoked_at is None) and args.tenant in (None, r.tenant):
+                print(_describe(r, time.time()))
         return 0
+    if args.action == "rotate":
+        print("switchboard: rotate works on the state store's keys (drop --keys-file)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         updated = api_keys.revoke(records, args.key_id)
     except KeyError:
@@ -196,6 +258,78 @@ def keys_command(args: argparse.Namespace) -> int:
         return 1
     _write(path, updated)
     print(f"revoked {args.key_id} (servers pick it up when they load the config)")
+    return 0
+
+
+def _check_create(args: argparse.Namespace, agents: list[str]) -> None:
+    """Raises ConfigError for a bad tenant, an agent the config lacks or an unknown scope."""
+    if not api_keys.TENANT_PATTERN.match(args.tenant):
+        raise ConfigError(f"--tenant {args.tenant!r}: letters, digits, '_', '-', '.' (at most 64)")
+    for agent in args.agents or ():
+        if agent != api_keys.ANY_AGENT and agent not in agents:
+            raise ConfigError(
+                f"--agent {agent!r}: {args.config} has no such agent "
+                f"(agents: {', '.join(sorted(agents)) or 'none'})"
+            )
+    unknown = unknown_scopes(args.scopes)
+    if unknown:
+        raise ConfigError(f"--scope {unknown[0]!r}: unknown (known: admin)")
+
+
+async def keys_store_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``switchboard keys ...``: the state store, through the code AdminService runs."""
+    snapshot = load(args.config, environ)
+    stores = build_stores(snapshot)
+    try:
+        if snapshot.state.migrate:
+            await stores.durable.migrate()
+        admin = KeyAdmin(
+            stores.admin,
+            agents=lambda: list(snapshot.agents),
+            read_only_keys=lambda: snapshot.auth.keys.every,
+            audit=stores.durable.audit,
+        )
+        actor = Actor(key_id="cli")
+        try:
+            return await _keys_action(args, admin, actor)
+        except InvalidArgument as exc:
+            raise ConfigError(exc.message.replace("agents[", "--agent[")) from None
+        except (NotFound, FailedPrecondition) as exc:
+            print(f"switchboard: {exc.message}", file=sys.stderr)
+            return 1
+    finally:
+        await stores.aclose()
+
+
+async def _keys_action(args: argparse.Namespace, admin: KeyAdmin, actor: Actor) -> int:
+    now = time.time()
+    where = f"the state store of {args.config}"
+    if args.action == "create":
+        key, record = await admin.create(
+            actor,
+            args.tenant,
+            agents=args.agents or (),
+            scopes=args.scopes,
+            note=args.note,
+            expires_at=None if args.expires_in is None else now + args.expires_in,
+        )
+        _print_created(key, record, where)
+        return 0
+    if args.action == "list":
+        print(_HEADER)
+        after = ""
+        while page := await admin.list(args.tenant, after, 500, include_revoked=args.all):
+            for r in page:
+                print(_describe(r, now))
+            after = page[-1].id
+        return 0
+    if args.action == "revoke":
+        record = await admin.revoke(actor, args.key_id)
+        print(f"revoked {record.id} (every server stops accepting it within a second)")
+        return 0
+    key, new, old = await admin.rotate(actor, args.key_id, args.grace)
+    _print_created(key, new, where)
+    print(f"{old.id} stays valid until {api_keys.iso(old.expires_at or now)}", file=sys.stderr)
     return 0
 
 
@@ -207,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "health":
-            problem = probe(args.address, args.service, args.timeout)
+            problem = probe(args.address, args.service, args.timeout, _probe_tls(args))
             if problem is not None:
                 print(f"switchboard: {args.address}: {problem}", file=sys.stderr)
                 return 1
@@ -218,8 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.path}: ok ({len(snapshot.agents)} agents, {len(snapshot.targets)} targets)"
             )
             return 0
+        if args.command == "keys" and args.keys_file:
+            return keys_file_command(args)
         if args.command == "keys":
-            return keys_command(args)
+            return asyncio.run(keys_store_command(args, os.environ))
         if args.command == "migrate":
             backend = asyncio.run(migrate(load(args.config, os.environ)))
             print(f"{args.config}: state schema is up to date ({backend})")
@@ -247,6 +383,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _probe_tls(args: argparse.Namespace) -> ProbeTls | None:
+    wanted = (args.ca_file, args.cert_file, args.key_file, args.server_name)
+    if not args.tls and all(option is None for option in wanted):
+        return None
+    return ProbeTls(args.ca_file, args.cert_file, args.key_file, args.server_name)
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:

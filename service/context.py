@@ -32,6 +32,7 @@ class CallContext:
     tenant: str = DEFAULT_TENANT
     key_id: str = ""
     agents: frozenset[str] | None = None  # the agents the caller's key may call; None: all
+    scopes: frozenset[str] = frozenset()  # the caller's key's scopes (service.auth.scopes)
 
     def may_call(self, agent: str) -> bool:
         return self.agents is None or agent in self.agents

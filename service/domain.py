@@ -25,6 +25,22 @@ class FinishReason(enum.Enum):
     LENGTH = "length"
     TOOL_CALLS = "tool_calls"
     CONTENT_FILTER = "content_filter"
+    APPROVAL_PENDING = "approval_pending"  # a run parked waiting for a person's decision
+    MAX_STEPS = "max_steps"  # the agent's max_steps model steps gave no final answer
+
+
+class ToolOutcome(enum.Enum):
+    """What became of one tool call the server ran (every outcome but OK reaches the model
+    as an error result)."""
+
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    NOT_ALLOWED = "not_allowed"
+    INVALID_ARGUMENTS = "invalid_arguments"
+    BLOCKED = "blocked"
+    DENIED = "denied"
 
 
 class ResponseFormatType(enum.Enum):
@@ -225,9 +241,75 @@ class Finish:
     cache_hit: bool = False
     target: TargetRef | None = None
     verdicts: tuple[GuardVerdict, ...] = ()  # the guards' verdicts a caller may see
+    run_id: str = ""  # a tool loop's run, when it was stored (parked or resumable)
 
 
-Event = Start | TextDelta | ToolCallDelta | UsageEvent | Finish
+@dataclass(frozen=True, slots=True)
+class ToolResultEvent:
+    """The outcome of one tool call the server ran: ``preview`` is the start of the result
+    the model sees (empty unless OK), ``error`` what went wrong as the model is told,
+    ``size_bytes`` the whole result's UTF-8 size, ``duration_s`` the tool's time."""
+
+    tool_call_id: str
+    name: str
+    outcome: ToolOutcome
+    preview: str = ""
+    size_bytes: int = 0
+    error: str = ""
+    duration_s: float = 0.0
+    step: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequiredEvent:
+    """A tool call waits for a person's decision (``expires_at``: unix seconds)."""
+
+    approval_id: str
+    run_id: str
+    tool_call_id: str
+    tool: str
+    arguments_json: str
+    reason: str
+    expires_at: float
+    step: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinish:
+    """The end of one model step of a tool loop and of the tool calls it made."""
+
+    step: int
+    reason: FinishReason
+    usage: Usage
+    target: TargetRef | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StepTrace:
+    """One model step as a response lists it: the step's facts, the calls the model made,
+    the results of those the server ran and the approvals they wait for."""
+
+    step: int
+    reason: FinishReason
+    usage: Usage
+    target: TargetRef | None
+    attempts: int
+    message: Message
+    results: tuple[ToolResultEvent, ...] = ()
+    approvals: tuple[ApprovalRequiredEvent, ...] = ()
+
+
+Event = (
+    Start
+    | TextDelta
+    | ToolCallDelta
+    | UsageEvent
+    | Finish
+    | ToolResultEvent
+    | ApprovalRequiredEvent
+    | StepFinish
+)
 ProviderEvent = TextDelta | ToolCallDelta | UsageEvent | Finish
 
 
@@ -245,12 +327,26 @@ class AgentResponse:
     attempts: int
     cache_hit: bool = False
     verdicts: tuple[GuardVerdict, ...] = ()
+    steps: tuple[StepTrace, ...] = ()  # a tool loop's model steps, the last one included
+    run_id: str = ""
 
 
 class Fold:
-    """Accumulates a stream of events into the one response they describe."""
+    """Accumulates a stream of events into the one response they describe.
 
-    __slots__ = ("_finish", "_start", "_text", "_tool_calls", "_usage")
+    A tool loop's stream closes each model step with a StepFinish: the deltas before it
+    are that step's message, and the response's message is the last step's."""
+
+    __slots__ = (
+        "_approvals",
+        "_finish",
+        "_results",
+        "_start",
+        "_steps",
+        "_text",
+        "_tool_calls",
+        "_usage",
+    )
 
     def __init__(self) -> None:
         self._start: Start | None = None
@@ -258,6 +354,9 @@ class Fold:
         self._tool_calls: dict[int, list[str]] = {}
         self._usage = Usage()
         self._finish: Finish | None = None
+        self._steps: list[StepTrace] = []
+        self._results: list[ToolResultEvent] = []
+        self._approvals: list[ApprovalRequiredEvent] = []
 
     def add(self, event: Event) -> None:
         match event:
@@ -274,6 +373,35 @@ class Fold:
                 self._usage = usage
             case Finish():
                 self._finish = event
+            case ToolResultEvent():
+                self._results.append(event)
+            case ApprovalRequiredEvent():
+                self._approvals.append(event)
+            case StepFinish():
+                self._steps.append(
+                    StepTrace(
+                        event.step,
+                        event.reason,
+                        event.usage,
+                        event.target,
+                        event.attempts,
+                        self._message(),
+                        tuple(self._results),
+                        tuple(self._approvals),
+                    )
+                )
+                self._text, self._tool_calls = [], {}
+                self._results, self._approvals = [], []
+
+    def _message(self) -> Message:
+        text = "".join(self._text)
+        calls = tuple(
+            ToolCall(id=p[0], name=p[1], arguments_json=p[2])
+            for _, p in sorted(self._tool_calls.items())
+        )
+        return Message(
+            role=Role.ASSISTANT, content=(TextPart(text),) if text else (), tool_calls=calls
+        )
 
     @property
     def usage(self) -> Usage:
@@ -288,24 +416,20 @@ class Fold:
         """
         if self._start is None or self._finish is None:
             raise ValueError("stream ended without its start or finish event")
-        text = "".join(self._text)
-        calls = tuple(
-            ToolCall(id=p[0], name=p[1], arguments_json=p[2])
-            for _, p in sorted(self._tool_calls.items())
-        )
+        message = self._message()
+        if self._steps and not message.content and not message.tool_calls:
+            message = self._steps[-1].message  # a tool loop: the last step's message
         return AgentResponse(
             request_id=self._start.request_id,
             agent=self._start.agent,
             agent_version=self._start.agent_version,
             target=self._finish.target or self._start.target,
-            message=Message(
-                role=Role.ASSISTANT,
-                content=(TextPart(text),) if text else (),
-                tool_calls=calls,
-            ),
+            message=message,
             finish_reason=self._finish.reason,
             usage=self._usage,
             attempts=self._finish.attempts,
             cache_hit=self._finish.cache_hit,
             verdicts=self._finish.verdicts,
+            steps=tuple(self._steps),
+            run_id=self._finish.run_id,
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
@@ -151,9 +151,12 @@ class Reloader:
         *,
         registry: CollectorRegistry | None = None,
         accept: Callable[[Snapshot], None] = lambda _: None,
+        swapped: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         """``accept`` vets a valid new snapshot against the running server (it raises
-        ConfigError to reject it), e.g. auth turned off on a non-loopback address."""
+        ConfigError to reject it), e.g. auth turned off on a non-loopback address.
+        ``swapped`` is told of each snapshot swapped in (tool sources follow it)."""
+        self._swapped = swapped
         self._runtimes = runtimes
         self._environ = environ
         self._accept = accept
@@ -183,6 +186,8 @@ class Reloader:
                 self._accept(snapshot)
                 await self._runtimes.swap(snapshot)
                 self._watcher.mark_seen(_watched(snapshot))
+                if self._swapped is not None:
+                    await self._swapped(snapshot)
             except (ConfigError, SwitchboardError) as exc:
                 self.reloads.labels("rejected").inc()
                 log.error(  # noqa: TRY400 (the message says it all; no traceback needed)

@@ -55,6 +55,12 @@ def openai_config(base_url: str) -> str:
         base_url: {base_url}/v1
         api_key: {{env: OPENAI_API_KEY}}
         timeout_s: 2
+      gpt-streamed:  # a first-token timeout: even Invoke streams (no non-streamed request)
+        provider: openai
+        model: gpt-fake
+        base_url: {base_url}/v1
+        api_key: {{env: OPENAI_API_KEY}}
+        first_token_timeout_s: 30
       local:
         provider: openai_compatible
         model: llama-fake
@@ -74,6 +80,9 @@ def openai_config(base_url: str) -> str:
             description: Weather for a city.
             parameters: {json.dumps(WEATHER)}
         accepts_caller_tools: true
+      chat-streamed:
+        system_prompt: You are terse.
+        route: [gpt-streamed]
       quick:
         route: [gpt-quick]
       capped:

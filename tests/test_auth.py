@@ -125,8 +125,8 @@ async def test_the_tenant_comes_from_the_key_not_from_headers(tmp_path: Path) ->
             metadata=metadata,
         )
         calls = served.app.metrics.calls
-        assert calls.labels("Invoke", "echo", "acme", "OK")._value.get() == 1
-        assert calls.labels("Invoke", "echo", "globex", "OK")._value.get() == 0
+        assert calls.labels("grpc", "Invoke", "echo", "acme", "OK")._value.get() == 1
+        assert calls.labels("grpc", "Invoke", "echo", "globex", "OK")._value.get() == 0
         assert records[0].tenant == "acme"
 
 
@@ -195,13 +195,32 @@ async def test_keys_cli_creates_lists_and_revokes(
 ) -> None:
     config = tmp_path / "switchboard.yaml"
     config.write_text("auth: {keys_file: keys.yaml}\n" + AGENTS)
-    assert cli.main(["keys", "--config", str(config), "create", "--tenant", "acme"]) == 0
+    assert (
+        cli.main(
+            [
+                "keys",
+                "--config",
+                str(config),
+                "--keys-file",
+                str(tmp_path / "keys.yaml"),
+                "create",
+                "--tenant",
+                "acme",
+            ]
+        )
+        == 0
+    )
     key = capsys.readouterr().out.strip()
     record = read_keys_file(tmp_path / "keys.yaml")[0]
     assert key.startswith(f"sb_{record.id}_")
     assert key not in (tmp_path / "keys.yaml").read_text()
 
-    assert cli.main(["keys", "--config", str(config), "list"]) == 0
+    assert (
+        cli.main(
+            ["keys", "--config", str(config), "--keys-file", str(tmp_path / "keys.yaml"), "list"]
+        )
+        == 0
+    )
     listing = capsys.readouterr().out
     assert record.id in listing
     assert key not in listing
@@ -210,13 +229,53 @@ async def test_keys_cli_creates_lists_and_revokes(
                             api_key=key) as served:  # fmt: skip
         assert (await served.client.invoke("echo", "hi")).agent == "echo"
 
-    assert cli.main(["keys", "--config", str(config), "revoke", record.id]) == 0
-    assert cli.main(["keys", "--config", str(config), "revoke", record.id]) == 1
+    assert (
+        cli.main(
+            [
+                "keys",
+                "--config",
+                str(config),
+                "--keys-file",
+                str(tmp_path / "keys.yaml"),
+                "revoke",
+                record.id,
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "keys",
+                "--config",
+                str(config),
+                "--keys-file",
+                str(tmp_path / "keys.yaml"),
+                "revoke",
+                record.id,
+            ]
+        )
+        == 1
+    )
     async with serve_config(config.read_text().replace("keys.yaml", str(tmp_path / "keys.yaml")),
                             api_key=key) as served:  # fmt: skip
         with pytest.raises(UnauthenticatedError):
             await served.client.invoke("echo", "hi")
-    assert cli.main(["keys", "--config", str(config), "create", "--tenant", "no spaces"]) == 2
+    assert (
+        cli.main(
+            [
+                "keys",
+                "--config",
+                str(config),
+                "--keys-file",
+                str(tmp_path / "keys.yaml"),
+                "create",
+                "--tenant",
+                "no spaces",
+            ]
+        )
+        == 2
+    )
 
 
 async def grpcurl(address: str, *args: str) -> tuple[int, str]:

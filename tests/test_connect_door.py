@@ -209,3 +209,115 @@ async def test_grpc_web_unary() -> None:
     assert pb.InvokeResponse.FromString(payload).message.content[0].text == "from a browser"
     assert trailer_flags == 0x80
     assert b"grpc-status:0" in trailers.replace(b" ", b"")
+
+
+async def test_an_unknown_enum_value_or_field_is_named_not_dropped() -> None:
+    """A newcomer's ``"role": "user"`` was silently dropped ("role is required")."""
+    async with serve_config(CONFIG, http=True) as served:
+        url = served.http_url + INVOKE
+        wrong_role = {"agent": "echo", "messages": [{"role": "user", "content": [{"text": "x"}]}]}
+        typo = {**HELLO, "sesion_id": "s1"}
+        answers = [
+            await asyncio.to_thread(
+                post, url, json.dumps(body).encode(), {"content-type": "application/json"}
+            )
+            for body in (wrong_role, typo)
+        ]
+        _, _, streamed = await asyncio.to_thread(
+            post,
+            served.http_url + STREAM,
+            envelope(json.dumps(wrong_role).encode()),
+            {"content-type": "application/connect+json"},
+        )
+        exposition = generate_latest(served.app.metrics.registry).decode()
+    (role_status, _, role_body), (typo_status, _, typo_body) = answers
+    assert role_status == typo_status == 400
+    role = json.loads(role_body)
+    assert role["code"] == "invalid_argument"
+    assert role["message"].startswith("messages[0].role: unknown value 'user'")
+    assert "ROLE_USER" in role["message"]
+    assert "ROLE_ASSISTANT" in role["message"]
+    violations = bad_request(role).field_violations
+    assert [v.field for v in violations] == ["messages[0].role"]
+    typo_error = json.loads(typo_body)
+    assert typo_error["message"].startswith("sesion_id: no such field")
+    assert "session_id" in typo_error["message"]
+    (flags, payload), *_ = envelopes(streamed)
+    assert flags == 2
+    assert "unknown value 'user'" in json.loads(payload)["error"]["message"]
+    # Refused by the chain's decode layer: traced and counted like any refusal.
+    labels = {"door": "connect", "code": "INVALID_ARGUMENT"}
+    assert sample(exposition, "switchboard_calls_total", method="Invoke", **labels) == 2
+    assert sample(exposition, "switchboard_calls_total", method="Stream", **labels) == 1
+
+
+async def test_a_binary_body_that_does_not_parse_is_refused_by_the_chain() -> None:
+    async with serve_config(CONFIG, http=True) as served:
+        status, _, body = await asyncio.to_thread(
+            post,
+            served.http_url + INVOKE,
+            b"\x0f\xff\xff",
+            {"content-type": "application/proto"},
+        )
+        exposition = generate_latest(served.app.metrics.registry).decode()
+    assert status == 400
+    assert "not a valid switchboard.v1.InvokeRequest" in json.loads(body)["message"]
+    assert (
+        sample(exposition, "switchboard_calls_total", door="connect", code="INVALID_ARGUMENT") == 1
+    )
+
+
+async def test_errors_carry_the_request_id_as_a_header() -> None:
+    """Connect sends ``x-request-id`` as a header, gRPC-Web as a trailer (as gRPC does)."""
+    nope = {**HELLO, "agent": "nope"}
+    async with serve_config(CONFIG, http=True) as served:
+        url = served.http_url + INVOKE
+        _, unary_headers, _ = await asyncio.to_thread(
+            post, url, json.dumps(nope).encode(), {"content-type": "application/json"}
+        )
+        _, mine, _ = await asyncio.to_thread(
+            post,
+            url,
+            json.dumps(nope).encode(),
+            {"content-type": "application/json", "x-request-id": "mine-1"},
+        )
+        _, ok_headers, _ = await asyncio.to_thread(
+            post, url, json.dumps(HELLO).encode(), {"content-type": "application/json"}
+        )
+        _, stream_headers, _ = await asyncio.to_thread(
+            post,
+            served.http_url + STREAM,
+            envelope(json.dumps(nope).encode()),
+            {"content-type": "application/connect+json"},
+        )
+        request = pb.InvokeRequest(agent="nope")
+        request.messages.add(role=pb.ROLE_USER).content.add(text="x")
+        _, web_headers, web_body = await asyncio.to_thread(
+            post,
+            url,
+            envelope(request.SerializeToString()),
+            {"content-type": "application/grpc-web+proto", "x-request-id": "web-1"},
+        )
+    assert len(unary_headers["x-request-id"]) == 32
+    assert mine["x-request-id"] == "mine-1"
+    assert len(ok_headers["x-request-id"]) == 32
+    assert len(stream_headers["x-request-id"]) == 32
+    # gRPC-Web: a trailers-only answer carries its trailers as headers.
+    trailers = {k.lower(): v for k, v in web_headers.items()}
+    if "grpc-status" not in trailers:  # or in the trailer frame of the body
+        (_, block), *_ = envelopes(web_body)
+        trailers = dict(
+            line.split(":", 1) for line in block.decode().replace(" ", "").split("\r\n") if line
+        )
+    assert trailers["grpc-status"] == "5"
+    assert trailers["x-request-id"] == "web-1"
+
+
+def bad_request(error: dict[str, Any]) -> error_details_pb2.BadRequest:
+    for detail in error.get("details", []):
+        if detail["type"] == "google.rpc.BadRequest":
+            value = detail["value"]
+            return error_details_pb2.BadRequest.FromString(
+                base64.b64decode(value + "=" * (-len(value) % 4))
+            )
+    raise AssertionError(f"no BadRequest in {error}")

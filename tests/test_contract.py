@@ -57,7 +57,7 @@ async def test_tool_call_folds_equal_to_invoke(client: AsyncClient) -> None:
 
 async def test_list_and_get_agents(client: AsyncClient) -> None:
     agents = await client.list_agents()
-    assert [a.name for a in agents] == ["assistant", "echo"]
+    assert [a.name for a in agents] == ["assistant", "echo", "operator"]
 
     agent = await client.get_agent("assistant")
     assert agent.route[0].provider == "mock"

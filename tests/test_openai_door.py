@@ -45,6 +45,12 @@ WEATHER = {
 }
 
 
+def message_of(error: openai.APIStatusError) -> str:
+    """The error body's message (the SDK's ``message`` adds "Error code: 400 - ")."""
+    assert isinstance(error.body, dict)
+    return str(error.body["message"])
+
+
 def sdk(served: Served, key: str = "unused") -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         base_url=served.http_url + "/v1", api_key=key, max_retries=0, timeout=30
@@ -208,7 +214,22 @@ async def test_a_bad_body_is_400_naming_the_param() -> None:
                 ],
             )
         assert info.value.code == "invalid_argument"  # type: ignore[attr-defined]
-        assert str(info.value.param).startswith("messages[0]")  # type: ignore[attr-defined]
+        # In OpenAI's names, not the contract's (messages[0].content[0].image.url).
+        assert info.value.param == "messages[0].content[0].image_url.url"  # type: ignore[attr-defined]
+        assert message_of(info.value).startswith("messages[0].content[0].image_url.url: ")
+        for kwargs, param in [
+            ({"top_p": 0.5}, "top_p"),  # not overridable on the assistant agent
+            ({"max_tokens": 5}, "max_tokens"),
+            ({"max_completion_tokens": 5}, "max_completion_tokens"),
+        ]:
+            with pytest.raises(openai.BadRequestError) as info:
+                await client.chat.completions.create(
+                    model="assistant",
+                    messages=[{"role": "user", "content": "x"}],
+                    **kwargs,  # type: ignore[arg-type]
+                )
+            assert info.value.param == param  # type: ignore[attr-defined]
+            assert message_of(info.value).startswith(f"{param}: "), info.value.message
 
 
 async def test_an_unknown_agent_is_404_and_the_models_list_is_the_agents() -> None:
@@ -220,7 +241,7 @@ async def test_an_unknown_agent_is_404_and_the_models_list_is_the_agents() -> No
         assert info.value.code == "agent_not_found"  # type: ignore[attr-defined]
         assert info.value.response.headers["x-request-id"]
         models = [m.id async for m in client.models.list()]
-        assert sorted(models) == ["assistant", "echo"]
+        assert sorted(models) == ["assistant", "echo"]  # this file's CONFIG, not the default
         assert (await client.models.retrieve("echo")).id == "echo"
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve("nope")

@@ -49,14 +49,30 @@ async def test_unary_text_answer_with_usage_and_target(rig: Rig[OpenAIFake]) -> 
     assert request.path == "/v1/chat/completions"
     assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
     assert request.body["model"] == "gpt-fake"
-    assert request.body["stream"] is True
-    assert request.body["stream_options"] == {"include_usage": True}
+    # Invoke takes the answer whole and nothing times its first token: one non-streamed
+    # completion, cheaper to read than a stream of chunks.
+    assert "stream" not in request.body
+    assert "stream_options" not in request.body
     assert request.body["messages"] == [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "hello"},
     ]
     assert "openai-organization" not in request.headers
     assert "openai-project" not in request.headers
+
+
+async def test_unary_answer_streams_when_a_first_token_timeout_applies(
+    rig: Rig[OpenAIFake],
+) -> None:
+    """A first-token timeout is measured on the stream: such a target is asked to stream even
+    for Invoke, and the answer is the same."""
+    response = await rig.client.invoke("chat-streamed", "hello")
+
+    assert response.message.content[0].text == "Hello from the fake OpenAI."
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (12, 6)
+    (request,) = rig.fake.received
+    assert request.body["stream"] is True
+    assert request.body["stream_options"] == {"include_usage": True}
 
 
 async def test_stream_sends_text_deltas_then_usage_and_finish(rig: Rig[OpenAIFake]) -> None:
@@ -266,13 +282,26 @@ async def test_compatible_target_without_key_sends_placeholder_and_max_tokens(
 
 
 async def test_compatible_target_without_usage_chunk(rig: Rig[OpenAIFake]) -> None:
-    response = await rig.client.invoke("local-no-usage", "hi")
+    events, error = await collect(rig.client, "local-no-usage", "hi")
 
+    assert error is None
     assert "stream_options" not in rig.fake.received[-1].body
-    assert response.message.content[0].text == "Hello from the fake OpenAI."
+    assert "".join(e.text_delta.text for e in events) == "Hello from the fake OpenAI."
     # Nothing reported: estimated from the prompt ("hi") and the 27-byte answer, and marked.
+    usage = events[-2].usage
+    assert usage.estimated
+    assert (usage.input_tokens, usage.output_tokens) == (5, 9)
+
+
+async def test_non_streamed_answer_without_usage_is_estimated(rig: Rig[OpenAIFake]) -> None:
+    rig.fake.push(Scenario(omit_usage=True))
+    response = await rig.client.invoke("local", "hi")
+
+    assert "stream" not in rig.fake.received[-1].body
+    assert response.message.content[0].text == "Hello from the fake OpenAI."
     assert response.usage.estimated
-    assert (response.usage.input_tokens, response.usage.output_tokens) == (5, 9)
+    # "hi" and the system prompt (two messages), the 27-byte answer: 9 tokens.
+    assert response.usage.output_tokens == 9
 
 
 # --- the one client per target ----------------------------------------------------------------

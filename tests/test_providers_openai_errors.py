@@ -220,7 +220,7 @@ async def test_stream_ending_before_it_finished_is_unavailable(
     assert "finish" not in kinds(events)
     assert "".join(e.text_delta.text for e in events) == "Hello from the fake OpenAI."
     with pytest.raises(UnavailableError):
-        await rig.client.invoke("chat", "hi")
+        await rig.client.invoke("chat-streamed", "hi")  # an Invoke that streams, too
 
 
 async def test_error_event_mid_stream_ends_the_stream_with_a_status(rig: Rig[OpenAIFake]) -> None:

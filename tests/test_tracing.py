@@ -41,9 +41,11 @@ SLOW = """
 targets:
   mock-echo: {provider: mock, model: echo}
   slow: {provider: mock, model: echo, mock: {ttft_s: 30}}
+  slow-tokens: {provider: mock, model: echo, mock: {tokens_per_s: 20}}
 agents:
   echo: {route: [mock-echo]}
   stuck: {route: [slow]}
+  trickle: {route: [slow-tokens]}
 """
 
 
@@ -351,8 +353,10 @@ async def test_a_deadline_and_a_cancel_are_on_the_server_span() -> None:
         stub = pb_grpc.AgentServiceStub(s.channel)
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Invoke(invoke("stuck"), timeout=0.3)
-        call = stub.Stream(pb.StreamRequest(agent="stuck", messages=invoke("stuck").messages))
-        assert (await call.read()).WhichOneof("event") == "start"
+        words = " ".join(f"w{i}" for i in range(200))
+        call = stub.Stream(pb.StreamRequest(agent="trickle", messages=invoke("", words).messages))
+        kinds = [(await call.read()).WhichOneof("event") for _ in range(2)]
+        assert kinds == ["start", "text_delta"]
         call.cancel()
         for _ in range(200):
             if len(servers(exporter)) == 2:
@@ -390,7 +394,7 @@ async def test_health_checks_and_reflection_make_no_spans_unless_asked() -> None
     assert dict(health_span.attributes or {})["rpc.grpc.status_code"] == 0
 
 
-async def test_the_openai_door_makes_the_same_server_span() -> None:
+async def test_the_openai_door_makes_a_server_span_with_the_same_facts() -> None:
     provider, exporter = recording()
     async with (
         serve_config(AGENTS, tracer_provider=provider, http=True) as s,
@@ -407,4 +411,7 @@ async def test_the_openai_door_makes_the_same_server_span() -> None:
     assert server.name == "switchboard.v1.AgentService/Invoke"
     assert format(server.context.trace_id, "032x") == TRACE_ID
     assert attributes["gen_ai.agent.name"] == "echo"
-    assert attributes["net.peer.ip"] == "127.0.0.1"
+    assert attributes["switchboard.door"] == "openai"
+    assert "rpc.system" not in attributes  # an HTTP API, not an RPC protocol
+    assert attributes["client.address"] == "127.0.0.1"
+    assert attributes["rpc.grpc.status_code"] == 0

@@ -39,6 +39,7 @@ def _config(openai_url: str, anthropic_url: str, budget_usd: float) -> str:
         provider: openai_compatible
         model: llama-fake
         base_url: {openai_url}/v1
+        first_token_timeout_s: 30  # so that Invoke streams too (no non-streamed request)
       claude:
         provider: anthropic
         model: claude-compatible-fake

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
@@ -50,6 +50,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
+from service.routing.whole import Abandoned, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
@@ -63,14 +64,16 @@ from service.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[tuple[Message, ...], Deadline], AsyncGenerator[Event, None]]
+Route = Callable[[tuple[Message, ...], Deadline, list[Abandoned]], AsyncGenerator[Event, None]]
+"""``route(history, deadline, spent)``: the call's events from upstream; attempts given up
+after they cost something are appended to ``spent`` as they happen (see ``Router.open``)."""
 
 
 class Pipeline(Protocol):
     def run(
         self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
     ) -> AsyncGenerator[Event, None]:
-        """The call's events; ``route(history, deadline)`` produces them upstream."""
+        """The call's events; ``route(history, deadline, spent)`` produces them upstream."""
         ...
 
 
@@ -80,7 +83,7 @@ class Stateless:
     async def run(
         self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
     ) -> AsyncGenerator[Event, None]:
-        async with aclosing(route((), deadline)) as events:
+        async with aclosing(route((), deadline, [])) as events:
             async for event in events:
                 yield event
 
@@ -138,7 +141,7 @@ class StatePipeline:
             )
 
             def produce() -> AsyncGenerator[Event, None]:
-                return _priced(route(history, deadline), prices, call)
+                return _priced(route(history, deadline, call.spent), prices, call)
 
             if use_cache:
                 key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
@@ -211,7 +214,7 @@ class StatePipeline:
 class _Call:
     """What one call saw: its events folded, whether the upstream answered, what it sent."""
 
-    __slots__ = ("answered", "counter", "finish", "fold", "prompt", "recorded", "start")
+    __slots__ = ("answered", "counter", "finish", "fold", "prompt", "recorded", "spent", "start")
 
     def __init__(self) -> None:
         self.fold = Fold()
@@ -221,6 +224,9 @@ class _Call:
         self.answered = False  # an upstream began answering (not a cache replay)
         self.recorded = False
         self.prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]] = ("", (), ())
+        # Attempts of a whole call given up after they cost something (the router adds
+        # them as they happen): what a call cancelled before its answer is charged.
+        self.spent: list[Abandoned] = []
 
     def add(self, event: Event) -> None:
         self.fold.add(event)
@@ -233,10 +239,13 @@ class _Call:
     def usage(self) -> Usage:
         """The usage to charge: the upstream's report; else, when an upstream answered but
         never reported (the call ended early), an estimate of the prompt sent and the
-        answer delivered; else none."""
+        answer delivered; else what the attempts given up before the answer cost (a whole
+        call cancelled while the router read them); else none."""
         reported = self.fold.usage
-        if reported.input_tokens or reported.output_tokens or not self.answered:
+        if reported.input_tokens or reported.output_tokens:
             return reported
+        if not self.answered:
+            return total(a.usage for a in self.spent) if self.spent else reported
         system, messages, tools = self.prompt
         return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
 
@@ -255,6 +264,8 @@ def _records(  # noqa: PLR0917 (one call's facts)
     start, finish = call.start, call.finish
     usage = call.usage()
     target = (finish.target if finish else None) or (start.target if start else None)
+    if target is None and call.spent:
+        target = call.spent[-1].target
     model = target.model if target else ""
     cache_hit = bool(finish and finish.cache_hit)
     record = UsageRecord(
@@ -276,11 +287,11 @@ def _records(  # noqa: PLR0917 (one call's facts)
         cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         estimated=usage.estimated,
-        line_id=uuid.uuid4().hex,
+        line_id=secrets.token_hex(16),  # 32 hex digits, as uuid4().hex but cheaper
     )
     audit = AuditEntry(
         now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status,
-        entry_id=uuid.uuid4().hex,
+        entry_id=secrets.token_hex(16),
     )  # fmt: skip
     return record, audit
 

@@ -23,8 +23,10 @@ from service.domain import (
     AgentResponse,
     Event,
     Finish,
+    FinishReason,
     Fold,
     Message,
+    Role,
     Start,
     UsageEvent,
 )
@@ -35,7 +37,9 @@ from service.guards.check import merge_verdicts
 from service.offload import Offload
 from service.providers.base import ModelCall
 from service.routing.router import Router, Spent
-from service.routing.whole import total
+from service.routing.whole import Abandoned, total
+from service.sessions import Sessions
+from service.tools.loop import LoopState, ToolLoop
 from service.usage.estimate import prompt_tokens
 
 
@@ -87,6 +91,9 @@ class Runner:
         guard_observer: GuardObserver | None = None,
         http: object = None,
         offload: Offload | None = None,
+        *,
+        tools: ToolLoop | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         """``guard_observer`` records the guards' verdicts and times; ``http`` (an
         ``httpx2.AsyncClient``, owned by the caller) serves external guards. ``offload``:
@@ -98,6 +105,8 @@ class Runner:
         self._http = http
         self._schemas = SchemaCheck()  # verdicts on callers' JSON schemas, remembered
         self.offload = offload or Offload()
+        self.tools = tools  # the agent loop, for agents with server tools
+        self._sessions = sessions
 
     def max_messages(self) -> int:
         """The most messages one request may carry (``server.max_messages``)."""
@@ -154,11 +163,22 @@ class Runner:
             # stores, the cache keys on and the upstream sees.
             guards = self._guard_context(agent, request, deadline)
             request, verdicts = await guard_input(agent.guards, request, guards)
+            if agent.loop is not None and self.tools is not None:
+                state = LoopState(request, [], 0)
+                async with aclosing(
+                    self._looped(runtime, agent, state, guards, deadline, whole_answer=whole_answer)
+                ) as looped:
+                    async for event in looped:
+                        if verdicts and isinstance(event, Finish):
+                            yield replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
+                            continue
+                        yield event
+                return
             route = functools.partial(
                 self._route,
-                runtime.router,
-                agent,
-                request,
+                router=runtime.router,
+                agent=agent,
+                request=request,
                 guards=guards,
                 whole_answer=whole_answer,
             )
@@ -171,14 +191,68 @@ class Runner:
         finally:
             runtime.calls.leave()
 
+    async def _looped(
+        self,
+        runtime: Runtime,
+        agent: AgentSpec,
+        state: LoopState,
+        guards: GuardContext,
+        deadline: Deadline,
+        *,
+        whole_answer: bool,
+    ) -> AsyncGenerator[Event, None]:
+        """A run of the agent loop (:mod:`service.tools.loop`); each model step goes through
+        the state pipeline (budgets, ledger) and the router. A session's history is loaded
+        first, and the whole turn (every step's messages) appended once the run answers."""
+        assert self.tools is not None
+        request = state.request
+        tenant = call_context.current().tenant
+        if not state.conversation:
+            history: tuple[Message, ...] = ()
+            if request.session_id and self._sessions is not None:
+                history = await self._sessions.history(
+                    tenant, request.session_id, agent.memory, agent.name
+                )
+            state.conversation = [*history, *request.messages]
+            state.history_len = len(history)
+
+        def step(
+            step_request: AgentRequest, offered: AgentSpec, step_deadline: Deadline
+        ) -> AsyncGenerator[Event, None]:
+            route = functools.partial(
+                self._route,
+                router=runtime.router,
+                agent=offered,
+                request=step_request,
+                guards=guards,
+                whole_answer=whole_answer,
+            )
+            return self._pipeline.run(step_request, offered, route, step_deadline)
+
+        async with aclosing(self.tools.run(state, agent, step, guards, deadline)) as events:
+            async for event in events:
+                if (
+                    isinstance(event, Finish)
+                    and event.reason is not FinishReason.APPROVAL_PENDING
+                    and request.session_id
+                    and self._sessions is not None
+                ):
+                    turn = state.conversation[state.history_len :]
+                    last = max(i for i, m in enumerate(turn) if m.role is Role.ASSISTANT)
+                    await self._sessions.append(
+                        tenant, request.session_id, agent.name, turn[:last], turn[last]
+                    )
+                yield event
+
     async def _route(
         self,
+        history: tuple[Message, ...],
+        deadline: Deadline,
+        spent: list[Abandoned],
+        *,
         router: Router,
         agent: AgentSpec,
         request: AgentRequest,
-        history: tuple[Message, ...],
-        deadline: Deadline,
-        *,
         guards: GuardContext,
         whole_answer: bool,
     ) -> AsyncGenerator[Event, None]:
@@ -190,14 +264,14 @@ class Runner:
         )
         try:
             opened = await router.open(
-                agent.route, call, deadline, agent.routing, whole_answer=whole_answer
+                agent.route, call, deadline, agent.routing, whole_answer=whole_answer, spent=spent
             )
-        except Spent as spent:
+        except Spent as failed:
             # Attempts that began answering and were given up still cost what the upstream
             # billed: the pipeline charges this usage with the call's error.
-            yield Start(request.request_id, agent.name, agent.version, spent.abandoned[-1].target)
-            yield UsageEvent(total(a.usage for a in spent.abandoned))
-            raise spent.error from None
+            yield Start(request.request_id, agent.name, agent.version, failed.abandoned[-1].target)
+            yield UsageEvent(total(a.usage for a in failed.abandoned))
+            raise failed.error from None
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
         if agent.guards.output or agent.guards.enabled:

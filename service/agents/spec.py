@@ -8,6 +8,7 @@ from service.domain import Parameters, Tool
 from service.guards import NO_GUARDS, AgentGuards
 from service.providers.base import TargetSpec
 from service.routing.policy import RoutePolicy
+from service.tools.spec import LoopPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +45,6 @@ class AgentSpec:
     # A hash of everything that shapes the answers (prompt, tools, parameters, route),
     # whatever ``version`` the operator gave: what the response cache keys on.
     fingerprint: str = ""
+    # Tools the server runs for this agent, and its loop's limits; None: it has none, and
+    # every tool call goes back to the caller.
+    loop: LoopPolicy | None = None

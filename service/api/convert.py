@@ -13,15 +13,16 @@ from google.protobuf import struct_pb2
 from switchboard.v1 import agent_pb2 as pb
 
 from service.agents.spec import AgentSpec
+from service.api import tool_events
 from service.api.structs import json_object, struct_to_dict
 from service.context import request_id_problem
 from service.domain import (
     AgentRequest,
     AgentResponse,
+    ApprovalRequiredEvent,
     ContentPart,
     Event,
     Finish,
-    FinishReason,
     GuardVerdict,
     ImagePart,
     Message,
@@ -30,12 +31,14 @@ from service.domain import (
     ResponseFormatType,
     Role,
     Start,
+    StepFinish,
     TargetRef,
     TextDelta,
     TextPart,
     Tool,
     ToolCall,
     ToolCallDelta,
+    ToolResultEvent,
     Usage,
     UsageEvent,
 )
@@ -61,13 +64,7 @@ _FORMATS = {
     pb.ResponseFormat.TYPE_JSON_SCHEMA: ResponseFormatType.JSON_SCHEMA,
 }
 _FORMATS_OUT = {v: k for k, v in _FORMATS.items()}
-_FINISH = {
-    FinishReason.UNSPECIFIED: pb.FINISH_REASON_UNSPECIFIED,
-    FinishReason.STOP: pb.FINISH_REASON_STOP,
-    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
-    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
-    FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
-}
+_FINISH = tool_events.FINISH
 
 
 def request_from_proto(
@@ -332,6 +329,8 @@ def response_to_proto(response: AgentResponse) -> pb.InvokeResponse:
         attempts=response.attempts,
         cache_hit=response.cache_hit,
         guard_verdicts=verdicts_to_proto(response.verdicts),
+        steps=[tool_events.step_to_proto(s) for s in response.steps],
+        run_id=response.run_id,
     )
 
 
@@ -376,8 +375,17 @@ def event_to_proto(event: Event) -> pb.StreamResponse:
                     cache_hit=event.cache_hit,
                     guard_verdicts=verdicts_to_proto(event.verdicts),
                     target=target_to_proto(event.target) if event.target else None,
+                    run_id=event.run_id,
                 )
             )
+        case ToolResultEvent():
+            return pb.StreamResponse(tool_result=tool_events.tool_result_to_proto(event))
+        case ApprovalRequiredEvent():
+            return pb.StreamResponse(
+                approval_required=tool_events.approval_required_to_proto(event)
+            )
+        case StepFinish():
+            return pb.StreamResponse(step_finish=tool_events.step_finish_to_proto(event))
 
 
 def agent_to_proto(agent: AgentSpec) -> pb.Agent:

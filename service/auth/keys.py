@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -34,19 +35,29 @@ _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """One key's record: what it is bound to, never the key itself."""
+    """One key's record: what it is bound to, never the key itself. Times are Unix seconds.
+
+    ``source`` says where it lives: ``store`` (the state store, managed through AdminService
+    and ``switchboard keys --config``), ``file`` (the read-only keys file) or ``env``."""
 
     id: str
     tenant: str
     sha256: str
     agents: frozenset[str] | None = None  # None: every agent
     scopes: frozenset[str] = frozenset()
-    created_at: str = ""
-    revoked_at: str | None = None
+    created_at: float = 0.0
+    revoked_at: float | None = None
     note: str = ""
+    expires_at: float | None = None  # None: never
+    source: str = "file"
+    rotated_from: str = ""  # the id of the key this one replaced (RotateKey)
 
     def may_call(self, agent: str) -> bool:
         return self.agents is None or agent in self.agents
+
+    def active(self, now: float) -> bool:
+        """Neither revoked nor past its expiry at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 def hash_key(key: str) -> str:
@@ -59,7 +70,10 @@ def new_key(
     agents: Iterable[str] = (ANY_AGENT,),
     scopes: Iterable[str] = (),
     note: str = "",
-    now: datetime | None = None,
+    now: float | None = None,
+    expires_at: float | None = None,
+    source: str = "file",
+    rotated_from: str = "",
 ) -> tuple[str, ApiKey]:
     """A fresh key and its record. The key is shown once to whoever asked for it."""
     key_id = secrets.token_hex(_ID_LENGTH // 2)
@@ -71,19 +85,24 @@ def new_key(
         sha256=hash_key(key),
         agents=None if ANY_AGENT in allowed else allowed,
         scopes=frozenset(scopes),
-        created_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        created_at=float(int(time.time() if now is None else now)),
         note=note,
+        expires_at=expires_at,
+        source=source,
+        rotated_from=rotated_from,
     )
     return key, record
 
 
 class KeyRing:
-    """The active (unrevoked) keys, by id. Immutable; rebuilt on reload."""
+    """The unrevoked keys, by id. Immutable; rebuilt on reload and when the store's keys
+    change. Expiry is checked at each verification."""
 
-    __slots__ = ("_by_id",)
+    __slots__ = ("_by_id", "every")
 
     def __init__(self, keys: Iterable[ApiKey] = ()) -> None:
-        self._by_id = {k.id: k for k in keys if k.revoked_at is None}
+        self.every = tuple(keys)  # revoked ones too (listed by AdminService)
+        self._by_id = {k.id: k for k in self.every if k.revoked_at is None}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -91,8 +110,9 @@ class KeyRing:
     def __iter__(self) -> Iterator[ApiKey]:
         return iter(self._by_id.values())
 
-    def verify(self, presented: str) -> ApiKey | None:
-        """The record of ``presented`` if it is an active key, else None.
+    def verify(self, presented: str, now: float | None = None) -> ApiKey | None:
+        """The record of ``presented`` if it is an active key at ``now`` (default: the wall
+        clock), else None.
 
         The hash comparison is constant-time; an unknown id is compared against a dummy hash
         so both paths cost the same.
@@ -101,7 +121,9 @@ class KeyRing:
         record = self._by_id.get(key_id) if key_id else None
         expected = record.sha256 if record is not None else _DUMMY_HASH
         matches = hmac.compare_digest(hash_key(presented), expected)
-        return record if matches and record is not None else None
+        if not matches or record is None:
+            return None
+        return record if record.active(time.time() if now is None else now) else None
 
 
 def _id_of(presented: str) -> str:
@@ -124,6 +146,7 @@ class _KeyModel(BaseModel):
     scopes: list[str] = Field(default_factory=list)
     created_at: str = ""
     revoked_at: str | None = None
+    expires_at: str | None = None
     note: str = ""
 
 
@@ -163,9 +186,11 @@ def parse_keys(text: str, where: str) -> list[ApiKey]:
                 sha256=k.sha256,
                 agents=None if ANY_AGENT in k.agents else frozenset(k.agents),
                 scopes=frozenset(k.scopes),
-                created_at=k.created_at,
-                revoked_at=k.revoked_at,
+                created_at=_seconds(k.created_at, where, "created_at") or 0.0,
+                revoked_at=_seconds(k.revoked_at, where, "revoked_at"),
                 note=k.note,
+                expires_at=_seconds(k.expires_at, where, "expires_at"),
+                source="env" if where.startswith("$") else "file",
             )
         )
     return records
@@ -197,8 +222,9 @@ def write_keys_file(path: str | Path, keys: Iterable[ApiKey]) -> None:
             "sha256": k.sha256,
             "agents": sorted(k.agents) if k.agents is not None else [ANY_AGENT],
             "scopes": sorted(k.scopes),
-            "created_at": k.created_at,
-            "revoked_at": k.revoked_at,
+            "created_at": iso(k.created_at),
+            "revoked_at": None if k.revoked_at is None else iso(k.revoked_at),
+            **({} if k.expires_at is None else {"expires_at": iso(k.expires_at)}),
             "note": k.note,
         }
         for k in keys
@@ -217,7 +243,29 @@ def write_keys_file(path: str | Path, keys: Iterable[ApiKey]) -> None:
         raise
 
 
-def revoke(keys: Iterable[ApiKey], key_id: str, now: datetime | None = None) -> list[ApiKey]:
+def iso(seconds: float) -> str:
+    """``seconds`` (Unix time) as ISO 8601 in UTC, to the second."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+def _seconds(text: str | None, where: str, field: str) -> float | None:
+    """An ISO 8601 time of the keys file as Unix seconds (UTC when it names no zone).
+
+    Raises:
+        ValueError: not ISO 8601.
+    """
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{where}: {field}: not an ISO 8601 time: {text[:40]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def revoke(keys: Iterable[ApiKey], key_id: str, now: float | None = None) -> list[ApiKey]:
     """``keys`` with ``key_id`` marked revoked.
 
     Raises:
@@ -226,7 +274,6 @@ def revoke(keys: Iterable[ApiKey], key_id: str, now: datetime | None = None) -> 
     out = list(keys)
     for i, k in enumerate(out):
         if k.id == key_id and k.revoked_at is None:
-            stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
-            out[i] = replace(k, revoked_at=stamp)
+            out[i] = replace(k, revoked_at=float(int(time.time() if now is None else now)))
             return out
     raise KeyError(key_id)

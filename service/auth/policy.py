@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.auth.keys import KeyRing, parse_keys, read_keys_file
+from service.auth.scopes import scope_for
 
 if TYPE_CHECKING:  # service.config imports this module
     from service.config.chain_model import AuthConfig
@@ -18,10 +19,16 @@ class AuthPolicy:
     enabled: bool = False
     keys: KeyRing = field(default_factory=KeyRing)
     exempt_prefixes: tuple[str, ...] = ()
+    refresh_interval_s: float = 0.5  # how often the state store's keys are re-read
 
     def exempt(self, method: str) -> bool:
         """True when ``method`` (``/package.Service/Method``) is served without a key."""
         return method.startswith(self.exempt_prefixes)
+
+    @staticmethod
+    def required_scope(method: str) -> str | None:
+        """The scope a key needs for ``method`` beyond being valid, if any."""
+        return scope_for(method)
 
 
 def keys_path(config: AuthConfig, base_dir: Path) -> Path | None:
@@ -51,4 +58,5 @@ def build_auth(config: AuthConfig, environ: Mapping[str, str], base_dir: Path) -
         enabled=config.enabled,
         keys=KeyRing(records),
         exempt_prefixes=config.exempt_prefixes(),
+        refresh_interval_s=config.refresh_interval_s,
     )

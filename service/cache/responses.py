@@ -20,7 +20,15 @@ from collections.abc import AsyncGenerator, Callable
 
 from service.cache import codec
 from service.deadline import Deadline
-from service.domain import Event, Finish, FinishReason, Start
+from service.domain import (
+    Event,
+    Finish,
+    FinishReason,
+    Start,
+    TextDelta,
+    ToolCallDelta,
+    UsageEvent,
+)
 from service.errors import DeadlineExceeded, SwitchboardError
 from service.state.stores import CacheStore
 
@@ -124,7 +132,7 @@ class ResponseCache:
                         if mine is not None:
                             mine.set_result(entry)
                         await self._put(key, entry, ttl_s)
-                else:
+                elif isinstance(event, TextDelta | ToolCallDelta | UsageEvent):
                     body.append(event)
                 yield event
         finally:

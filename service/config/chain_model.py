@@ -38,6 +38,12 @@ class AuthConfig(FrozenModel):
     keys_env: str | None = Field(
         None, description="environment variable holding the same YAML as a keys file"
     )
+    refresh_interval_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="how often each replica re-reads the keys of the state store (AdminService)",
+    )
     exempt_methods: list[str] = Field(
         default_factory=lambda: [HEALTH_PREFIX],
         description="method prefixes (/package.Service/ or /package.Service/Method) "

@@ -32,6 +32,7 @@ from service.config.model import (
     WorkersConfig,
 )
 from service.config.state_model import BudgetConfig, StateConfig
+from service.config.tools_load import loop_policy, referenced_tool_files, tools_spec
 from service.domain import Parameters, ResponseFormat, ResponseFormatType, Tool
 from service.guards import Action, Guard, agent_guards, compile_guards
 from service.guards.external import ExternalJudge
@@ -39,6 +40,7 @@ from service.providers.base import TargetSpec
 from service.routing.config import resilience_spec, route_names, route_policy
 from service.routing.policy import ResilienceSpec
 from service.secrets import Secret
+from service.tools.spec import ToolsSpec
 from service.usage.price_data import PriceData
 from service.usage.pricing import PriceTable, price_table
 
@@ -71,6 +73,7 @@ class Snapshot:
     # Files besides ``source`` that this snapshot was read from (keys, secrets): a reload
     # watches them too, so a rotated Secret is picked up.
     files: tuple[str, ...] = ()
+    tools: ToolsSpec = field(default_factory=ToolsSpec)  # MCP servers and HTTP tools
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Snapshot:
@@ -171,6 +174,12 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         reload=config.reload,
         workers=config.workers,
         files=referenced_files(config, source),
+        tools=tools_spec(
+            config.mcp_servers,
+            config.http_tools,
+            source=source,
+            secret=lambda ref, where: _secret(ref, where, environ),
+        ),
     )
 
 
@@ -202,6 +211,7 @@ def referenced_files(config: Config, source: str) -> tuple[str, ...]:
         for g in config.guards.values()
         if isinstance(g, ExternalGuardConfig) and g.api_key and g.api_key.file
     ]
+    files += referenced_tool_files(config.mcp_servers, config.http_tools)
     keys = keys_path(config.auth, Path(source).parent)
     if keys is not None:
         files.append(str(keys))
@@ -303,6 +313,7 @@ def _agent(
         cache=CachePolicy(agent.cache.mode, agent.cache.ttl_s),
         routing=routing,
         guards=agent_guards(agent.guards, guards),
+        loop=loop_policy(agent.server_tools, agent.loop),
     )
 
 
@@ -314,7 +325,11 @@ def agent_version_hash(
     the definitions of the guards it lists (a changed guard must not be served a cached
     answer the old one let through)."""
     definition: dict[str, Any] = {
-        "agent": agent.model_dump(mode="json", exclude={"guards"}),
+        # Tool fields only where set: an agent without server tools keeps its old hash.
+        "agent": agent.model_dump(
+            mode="json",
+            exclude={"guards"} if agent.server_tools else {"guards", "server_tools", "loop"},
+        ),
         "route": [
             target_configs[t].model_dump(mode="json", exclude={"api_key", "base_url"})
             for t in route_names(agent.route)

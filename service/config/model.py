@@ -23,6 +23,12 @@ from service.config.state_model import (
     PriceConfig,
     StateConfig,
 )
+from service.config.tools_model import (
+    HttpToolConfig,
+    LoopConfig,
+    McpServerConfig,
+    check_tool_references,
+)
 from service.routing.config import ResilienceConfig, Route, route_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -32,12 +38,66 @@ OverridableParameter = Literal[
 ]
 
 
+_ORIGIN = re.compile(r"^https?://[^/\s:]+(:\d{1,5})?$")
+
+
+class CorsConfig(FrozenModel):
+    """Which web pages (origins) a browser lets call the HTTP doors (CORS). Empty: none
+    (requests from other tools are not affected). Applies from the next start."""
+
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="exact origins such as https://app.example.com (no path), or '*'",
+    )
+    allow_origin_regex: str | None = Field(
+        None, description=r"origins matching it in full, e.g. https://.*\.example\.com"
+    )
+    max_age_s: int = Field(600, ge=0, le=86400, description="how long a browser caches a preflight")
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], without a path or "
+                    "trailing slash (a browser sends e.g. http://localhost:3000)"
+                )
+        return value
+
+    @field_validator("allow_origin_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allow_origins) or self.allow_origin_regex is not None
+
+
 class HttpConfig(FrozenModel):
-    """The HTTP listener: the OpenAI-compatible door and Connect, in the gRPC server's
-    process (README, "Calling it"; docs/doors.md)."""
+    """The HTTP listener: the OpenAI- and Anthropic-compatible doors, Connect and gRPC-Web,
+    in the gRPC server's process (docs/doors.md)."""
 
     host: str | None = Field(None, description="unset: the gRPC server's host")
     port: int | None = Field(None, ge=0, le=65535, description="unset: no HTTP listener")
+    cors: CorsConfig = CorsConfig()
+
+
+class TlsConfig(FrozenModel):
+    """TLS on both listeners (gRPC and HTTP): PEM files, relative to the config file's folder,
+    re-read when they change (docs/security.md)."""
+
+    cert_file: str = Field(min_length=1, description="certificate chain (PEM), leaf first")
+    key_file: str = Field(min_length=1, description="the certificate's private key (PEM)")
+    client_ca_file: str | None = Field(
+        None, description="CA bundle (PEM) client certificates must chain to: mTLS, required"
+    )
 
 
 class ServerConfig(FrozenModel):
@@ -52,6 +112,7 @@ class ServerConfig(FrozenModel):
     max_send_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_messages: int = Field(1000, ge=1, description="most messages in one request")
     http: HttpConfig = HttpConfig()
+    tls: TlsConfig | None = Field(None, description="unset: plaintext (a mesh's TLS, say)")
 
 
 class ResponseFormatConfig(FrozenModel):
@@ -211,6 +272,12 @@ class AgentConfig(FrozenModel):
     guards: AgentGuardsConfig | None = Field(
         None, description="guard names per stage (input, output, tool_call): docs/guards.md"
     )
+    server_tools: list[str] = Field(
+        default_factory=list,
+        description="tools the server runs for this agent: '<mcp server>.<tool>', "
+        "'<mcp server>.*' or an HTTP tool's name (README, Tools)",
+    )
+    loop: LoopConfig = LoopConfig()
 
 
 class TransportConfig(FrozenModel):
@@ -279,6 +346,12 @@ class Config(FrozenModel):
     guards: dict[str, GuardConfig] = Field(
         default_factory=dict, description="named guards, listed per agent and stage"
     )
+    mcp_servers: dict[str, McpServerConfig] = Field(
+        default_factory=dict, description="MCP servers whose tools agents may call"
+    )
+    http_tools: dict[str, HttpToolConfig] = Field(
+        default_factory=dict, description="tools that are one HTTP request each"
+    )
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Config:
@@ -292,6 +365,13 @@ class Config(FrozenModel):
                     f"auth.enabled: auth may be off only when {name} is a loopback "
                     f"address (127.0.0.1, ::1, localhost), not {host!r}"
                 )
+        cors = http.cors
+        if not self.auth.enabled and ("*" in cors.allow_origins or cors.allow_origin_regex):
+            raise ValueError(
+                "server.http.cors: with auth off, name the allowed origins one by one (any "
+                "web page a developer opens could otherwise call this server and spend its "
+                "upstream keys)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -317,6 +397,11 @@ class Config(FrozenModel):
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"guards.{name}: names are letters, digits, '_', '-', '.'")
         check_references(self.guards, {name: a.guards for name, a in self.agents.items()})
+        check_tool_references(
+            self.mcp_servers,
+            self.http_tools,
+            {name: a.server_tools for name, a in self.agents.items()},
+        )
         budget_names = [b.name for b in self.budgets]
         if len(set(budget_names)) != len(budget_names):
             raise ValueError("budgets: each budget needs its own name")

@@ -1,8 +1,12 @@
 """The one ASGI app of the HTTP listener: routes each request to its door.
 
-``/v1/...`` is the OpenAI-compatible door (:mod:`service.http.openai_door`);
-``/switchboard.v1.<Service>/<Method>`` is Connect and gRPC-Web (:mod:`service.http.connect`);
-anything else is answered 404 with OpenAI's error body.
+``/v1/messages`` is the Anthropic-compatible door (:mod:`service.http.anthropic_door`), and
+so is ``/v1/models`` for a request with an ``anthropic-version`` header (Anthropic's SDKs
+send it); the rest of ``/v1/...`` is the OpenAI-compatible door
+(:mod:`service.http.openai_door`); ``/switchboard.v1.<Service>/<Method>`` is Connect and
+gRPC-Web (:mod:`service.http.connect`); ``/console/`` is the web console's static files
+(:mod:`service.http.console`). Anything else is answered 404 in the error shape of the door
+the request looks for.
 """
 
 from __future__ import annotations
@@ -11,21 +15,33 @@ from collections.abc import Sequence
 
 import grpc
 
-from service.http.asgi import Receive, Scope, Send, respond
+from service.http import anthropic_door
+from service.http.anthropic_door import AnthropicDoor
+from service.http.asgi import Handler, Receive, Scope, Send, header, respond
 from service.http.connect import ServiceApp, prefixes
+from service.http.console import PREFIX as CONSOLE
 from service.http.context import Failure
 from service.http.errors import error_headers, error_json
 from service.http.openai_door import OpenAIDoor
 
 _MODELS = "/v1/models/"
+_ANTHROPIC_VERSION = b"anthropic-version"
 
 
 class HttpApp:
     """The ASGI application (``lifespan`` is not used: the App starts and stops it)."""
 
-    def __init__(self, openai: OpenAIDoor, connect: Sequence[ServiceApp] = ()) -> None:
+    def __init__(
+        self,
+        openai: OpenAIDoor,
+        anthropic: AnthropicDoor,
+        connect: Sequence[ServiceApp] = (),
+        console: Handler | None = None,
+    ) -> None:
         self._openai = openai
+        self._anthropic = anthropic
         self._connect = prefixes(connect)
+        self._console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,7 +52,13 @@ class HttpApp:
         if service is not None:
             await service(scope, receive, send)
             return
-        if path == "/v1/chat/completions":
+        if self._console is not None and (path == CONSOLE or path.startswith(CONSOLE + "/")):
+            await self._console(scope, receive, send)
+            return
+        anthropic = path == "/v1/messages" or header(scope, _ANTHROPIC_VERSION) is not None
+        if anthropic:
+            await self._anthropic_route(scope, receive, send, path, method)
+        elif path == "/v1/chat/completions":
             if method == "POST":
                 await self._openai.chat_completions(scope, receive, send)
                 return
@@ -54,8 +76,24 @@ class HttpApp:
         else:
             await _refuse(send, 404, f"no route for {method} {path[:200]}")
 
+    async def _anthropic_route(
+        self, scope: Scope, receive: Receive, send: Send, path: str, method: str
+    ) -> None:
+        door = self._anthropic
+        if path == "/v1/messages" and method == "POST":
+            await door.messages(scope, receive, send)
+        elif path == "/v1/models" and method == "GET":
+            await door.models(scope, receive, send)
+        elif path.startswith(_MODELS) and len(path) > len(_MODELS) and method == "GET":
+            await door.model(scope, receive, send, path[len(_MODELS) :])
+        else:
+            await _refuse(send, 404, f"no route for {method} {path[:200]}", anthropic=True)
 
-async def _refuse(send: Send, status: int, message: str) -> None:
+
+async def _refuse(send: Send, status: int, message: str, *, anthropic: bool = False) -> None:
     code = grpc.StatusCode.NOT_FOUND if status == 404 else grpc.StatusCode.UNIMPLEMENTED
     failure = Failure(code, message, reason="NOT_FOUND" if status == 404 else "UNIMPLEMENTED")
+    if anthropic:
+        await anthropic_door.refuse(send, failure)
+        return
     await respond(send, status, error_json(failure), error_headers(failure))

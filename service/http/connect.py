@@ -10,8 +10,11 @@ timeout (``connect-timeout-ms``, or ``grpc-timeout`` for gRPC-Web). A refusal be
 ``ConnectError`` with the same code, message and details (ErrorInfo, BadRequest, RetryInfo…)
 the gRPC door sends: Connect's codes are gRPC's.
 
-connectrpc decodes the body itself: a body that is not the method's message is answered
-``invalid_argument`` by the library, before the chain (so it is not in the call metrics).
+The codecs (:mod:`service.http.connect_codecs`) are strict and never raise: a body that is not
+the method's message (an unknown field or enum value included) goes down the chain as an
+undecodable request, refused INVALID_ARGUMENT by its decode layer, traced and counted. The
+request id is sent as ``x-request-id`` (a header; a trailer in gRPC-Web). Calls are labelled
+``connect`` or ``grpc_web`` by their content type (metrics, call log, spans).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from typing import Any
 
 import grpc
 from connectrpc.code import Code
-from connectrpc.compat import google_protobuf_codecs
 from connectrpc.errors import ConnectError, ErrorDetail
 from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
 from connectrpc.request import RequestContext
@@ -30,6 +32,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from protobuf.wkt import Any as ConnectAny
 
+from service.http.connect_codecs import BinaryCodec, JsonCodec
 from service.http.context import DoorContext, Failure
 
 UnaryBehavior = Callable[[Any, Any], Awaitable[Any]]
@@ -54,27 +57,57 @@ def _context(ctx: RequestContext[Any, Any]) -> DoorContext:
     return DoorContext(metadata, timeout, ctx.client_address or "")
 
 
-def _unary(behavior: UnaryBehavior) -> Callable[[Any, RequestContext[Any, Any]], Awaitable[Any]]:
+def door_of(ctx: RequestContext[Any, Any]) -> str:
+    """``grpc_web`` or ``connect``: the protocol the request speaks (its content type)."""
+    content_type: str = ctx.request_headers.get("content-type", "")
+    return "grpc_web" if content_type.startswith("application/grpc") else "connect"
+
+
+def _tell_request_id(ctx: RequestContext[Any, Any], door: str, request_id: str) -> None:
+    """``x-request-id`` as the gRPC door sends it: a header for Connect, a trailer for
+    gRPC-Web (which a browser reads with the status)."""
+    if request_id:
+        if door == "grpc_web":
+            ctx.response_trailers["x-request-id"] = request_id
+        else:
+            ctx.response_headers["x-request-id"] = request_id
+
+
+def _unary(
+    behaviors: Mapping[str, UnaryBehavior],
+) -> Callable[[Any, RequestContext[Any, Any]], Awaitable[Any]]:
     async def call(request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        context = _context(ctx)
+        context, door = _context(ctx), door_of(ctx)
         try:
-            return await behavior(request, context)
+            response = await behaviors[door](request, context)
         except grpc.aio.AbortError:
-            raise connect_error(context.failure()) from None
+            failure = context.failure()
+            _tell_request_id(ctx, door, failure.request_id)
+            raise connect_error(failure) from None
+        _tell_request_id(ctx, door, getattr(response, "request_id", ""))
+        return response
 
     return call
 
 
 def _stream(
-    behavior: StreamBehavior,
+    behaviors: Mapping[str, StreamBehavior],
 ) -> Callable[[Any, RequestContext[Any, Any]], AsyncIterator[Any]]:
     async def call(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
-        context = _context(ctx)
+        context, door = _context(ctx), door_of(ctx)
+        first = True
         try:
-            async for response in behavior(request, context):
+            async for response in behaviors[door](request, context):
+                if first:  # the start event, sent with the response's headers
+                    first = False
+                    start = getattr(response, "start", None)
+                    _tell_request_id(ctx, door, getattr(start, "request_id", ""))
                 yield response
         except grpc.aio.AbortError:
-            raise connect_error(context.failure()) from None
+            failure = context.failure()
+            if first:
+                _tell_request_id(ctx, door, failure.request_id)
+            raise connect_error(failure) from None
 
     return call
 
@@ -101,7 +134,7 @@ class ServiceApp(ConnectASGIApplication[object]):
         super().__init__(
             service=object(),
             endpoints=lambda _service: endpoints,
-            codecs=google_protobuf_codecs(),
+            codecs=[BinaryCodec(), JsonCodec()],
         )
         self._path = path
 
@@ -110,26 +143,30 @@ class ServiceApp(ConnectASGIApplication[object]):
         return self._path
 
 
+DOORS = ("connect", "grpc_web")
+
+
 def service_app(
     service: ServiceDescriptor,
-    unary: Callable[[str], UnaryBehavior | None],
-    stream: Callable[[str], StreamBehavior | None],
+    unary: Callable[[str, str], UnaryBehavior | None],
+    stream: Callable[[str, str], StreamBehavior | None],
 ) -> ServiceApp:
-    """A Connect app for ``service``: each method's behavior is ``unary(name)`` or
-    ``stream(name)`` (the chain-wrapped servicer method named "/pkg.Service/Method");
-    methods without one are not served. Client and bidi streaming are not in the contract."""
+    """A Connect app for ``service``: each method's behavior is ``unary(name, door)`` or
+    ``stream(name, door)`` (the chain-wrapped servicer method named "/pkg.Service/Method",
+    labelled with the door: ``connect`` or ``grpc_web``); methods without one are not
+    served. Client and bidi streaming are not in the contract."""
     endpoints: dict[str, Any] = {}
     for method in service.methods:
         name = f"/{service.full_name}/{method.name}"
         info = method_info(method)
         if method.server_streaming:
-            behavior = stream(name)
-            if behavior is not None:
-                endpoints[name] = Endpoint.server_stream(info, _stream(behavior))
+            streams = {door: stream(name, door) for door in DOORS}
+            if all(streams.values()):
+                endpoints[name] = Endpoint.server_stream(info, _stream(streams))  # type: ignore[arg-type]
         else:
-            found = unary(name)
-            if found is not None:
-                endpoints[name] = Endpoint.unary(info, _unary(found))
+            unaries = {door: unary(name, door) for door in DOORS}
+            if all(unaries.values()):
+                endpoints[name] = Endpoint.unary(info, _unary(unaries))  # type: ignore[arg-type]
     return ServiceApp(f"/{service.full_name}", endpoints)
 
 

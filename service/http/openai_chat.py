@@ -15,13 +15,23 @@ caller loses a setting silently.
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
 from switchboard.v1 import agent_pb2 as pb
+
+from service.http.body import (
+    AgentCall,
+    BadBody,
+    extensions,
+    integer,
+    model_and_messages,
+    number,
+    schema_struct,
+    string,
+)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 _ROLES = {
@@ -42,6 +52,9 @@ FINISH_REASONS = {
     pb.FINISH_REASON_LENGTH: "length",
     pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
     pb.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    # A tool loop's ends that OpenAI has no word for: the answer so far, stopped.
+    pb.FINISH_REASON_APPROVAL_PENDING: "stop",
+    pb.FINISH_REASON_MAX_STEPS: "length",
 }
 # Fields accepted only with their neutral value (what OpenAI does when they are absent).
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -78,50 +91,16 @@ _KNOWN = frozenset(
 )
 
 
-class BadBody(ValueError):
-    """The body is not a request this door can carry; ``field`` names the part at fault
-    (OpenAI's ``param``), "" for the body as a whole."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(problem)
-        self.field = field
-        self.problem = problem
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The JSON object in ``body``.
-
-    Raises:
-        BadBody: not JSON, or not an object.
-    """
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadBody("", "the request body is not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise BadBody("", "the request body must be a JSON object")
-    return value
-
-
-def chat_request(body: Mapping[str, Any]) -> pb.StreamRequest:
-    """The contract's request for a Chat Completions body (a StreamRequest: it has the same
-    fields as InvokeRequest, see :func:`as_invoke`).
+def chat_request(body: Mapping[str, Any], *, stream: bool) -> AgentCall:
+    """The contract's request for a Chat Completions body: a StreamRequest when ``stream``,
+    else an InvokeRequest.
 
     Raises:
         BadBody: naming the first field that cannot be carried.
     """
-    for key, value in body.items():
-        if key not in _KNOWN:
-            raise BadBody(key, "not supported by this gateway")
-        if key in _NEUTRAL and value not in _NEUTRAL[key]:
-            raise BadBody(key, f"only {_NEUTRAL[key][0]!r} is supported")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadBody("model", "the agent name is required (a string)")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadBody("messages", "a non-empty list of messages is required")
-    request = pb.StreamRequest(
+    model, messages = model_and_messages(body, _KNOWN, _NEUTRAL)
+    kind = pb.StreamRequest if stream else pb.InvokeRequest
+    request = kind(
         agent=model, messages=[_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
     )
     tools = body.get("tools")
@@ -139,21 +118,9 @@ def chat_request(body: Mapping[str, Any]) -> pb.StreamRequest:
         request.metadata.update(metadata)
     user = body.get("user")
     if user is not None:
-        request.metadata["user"] = _string(user, "user")
-    session = body.get("session_id")
-    if session is not None:
-        request.session_id = _string(session, "session_id")
-    cache = body.get("cache")
-    if cache is not None:
-        if not isinstance(cache, bool):
-            raise BadBody("cache", "must be true or false")
-        request.cache = cache
+        request.metadata["user"] = string(user, "user")
+    extensions(body, request)
     return request
-
-
-def as_invoke(request: pb.StreamRequest) -> pb.InvokeRequest:
-    """The same request as an InvokeRequest (the two messages share their fields)."""
-    return pb.InvokeRequest.FromString(request.SerializeToString())
 
 
 def wants_stream(body: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -176,12 +143,6 @@ def wants_stream(body: Mapping[str, Any]) -> tuple[bool, bool]:
     if not isinstance(usage, bool):
         raise BadBody("stream_options.include_usage", "must be true or false")
     return stream, usage
-
-
-def _string(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise BadBody(field, "must be a string")
-    return value
 
 
 def _message(raw: Any, path: str) -> pb.Message:
@@ -207,18 +168,18 @@ def _message(raw: Any, path: str) -> pb.Message:
         )
     call_id = raw.get("tool_call_id")
     if call_id is not None:
-        message.tool_call_id = _string(call_id, f"{path}.tool_call_id")
+        message.tool_call_id = string(call_id, f"{path}.tool_call_id")
     return message
 
 
 def _part(raw: Any, path: str) -> pb.ContentPart:
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "text":
-        return pb.ContentPart(text=_string(raw.get("text"), f"{path}.text"))
+        return pb.ContentPart(text=string(raw.get("text"), f"{path}.text"))
     if kind == "image_url":
         image = raw.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
-        return pb.ContentPart(image=pb.Image(url=_string(url, f"{path}.image_url.url")))
+        return pb.ContentPart(image=pb.Image(url=string(url, f"{path}.image_url.url")))
     raise BadBody(f"{path}.type", "a content part is of type 'text' or 'image_url'")
 
 
@@ -227,9 +188,9 @@ def _tool_call(raw: Any, path: str) -> pb.ToolCall:
     if not isinstance(function, dict):
         raise BadBody(f"{path}.function", "a tool call has a function with name and arguments")
     return pb.ToolCall(
-        id=_string(raw.get("id", ""), f"{path}.id"),
-        name=_string(function.get("name"), f"{path}.function.name"),
-        arguments_json=_string(function.get("arguments", ""), f"{path}.function.arguments"),
+        id=string(raw.get("id", ""), f"{path}.id"),
+        name=string(function.get("name"), f"{path}.function.name"),
+        arguments_json=string(function.get("arguments", ""), f"{path}.function.arguments"),
     )
 
 
@@ -240,59 +201,30 @@ def _tool(raw: Any, path: str) -> pb.Tool:
     if not isinstance(function, dict):
         raise BadBody(f"{path}.function", "a function tool has a 'function' object")
     tool = pb.Tool(
-        name=_string(function.get("name"), f"{path}.function.name"),
-        description=_string(function.get("description", ""), f"{path}.function.description"),
+        name=string(function.get("name"), f"{path}.function.name"),
+        description=string(function.get("description", ""), f"{path}.function.description"),
     )
     schema = function.get("parameters")
     if schema is not None:
-        tool.parameters.CopyFrom(_struct(schema, f"{path}.function.parameters"))
+        tool.parameters.CopyFrom(schema_struct(schema, f"{path}.function.parameters"))
     return tool
 
 
-def _struct(value: Any, path: str) -> struct_pb2.Struct:
-    if not isinstance(value, dict):
-        raise BadBody(path, "a JSON Schema object")
-    struct = struct_pb2.Struct()
-    try:
-        struct.update(value)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise BadBody(path, "a JSON Schema object") from exc
-    return struct
-
-
-def _number(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadBody(key, "must be a number")
-    return float(value)
-
-
-def _integer(body: Mapping[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadBody(key, "must be an integer")
-    return value
-
-
-def _parameters(body: Mapping[str, Any], request: pb.StreamRequest) -> None:
+def _parameters(body: Mapping[str, Any], request: AgentCall) -> None:
     params = pb.Parameters()
     given = False
-    if (temperature := _number(body, "temperature")) is not None:
+    if (temperature := number(body, "temperature")) is not None:
         params.temperature, given = temperature, True
-    if (top_p := _number(body, "top_p")) is not None:
+    if (top_p := number(body, "top_p")) is not None:
         params.top_p, given = top_p, True
-    limit = _integer(body, "max_completion_tokens")
+    limit = integer(body, "max_completion_tokens")
     if limit is None:
-        limit = _integer(body, "max_tokens")
+        limit = integer(body, "max_tokens")
     if limit is not None:
         if not 0 < limit < 2**31:
             raise BadBody("max_completion_tokens", "must be a positive integer")
         params.max_tokens, given = limit, True
-    if (seed := _integer(body, "seed")) is not None:
+    if (seed := integer(body, "seed")) is not None:
         if not -(2**63) <= seed < 2**63:
             raise BadBody("seed", "must fit in 64 bits")
         params.seed, given = seed, True
@@ -320,13 +252,44 @@ def _response_format(raw: Any) -> pb.ResponseFormat:
         spec = raw.get("json_schema")
         if not isinstance(spec, dict):
             raise BadBody("response_format.json_schema", "an object with name and schema")
-        result.schema_name = _string(spec.get("name", ""), "response_format.json_schema.name")
+        result.schema_name = string(spec.get("name", ""), "response_format.json_schema.name")
         result.strict = bool(spec.get("strict", False))
         if spec.get("schema") is not None:
             result.json_schema.CopyFrom(
-                _struct(spec["schema"], "response_format.json_schema.schema")
+                schema_struct(spec["schema"], "response_format.json_schema.schema")
             )
     return result
+
+
+# The contract's field paths (in a BadRequest from the servicer) → OpenAI's request fields.
+_PARAMS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^agent$", "model"),
+        (r"^parameters\.response_format\.json_schema\w*", "response_format.json_schema.schema"),
+        (r"^parameters\.response_format\.schema_name\b", "response_format.json_schema.name"),
+        (r"^parameters\.response_format\.strict\b", "response_format.json_schema.strict"),
+        (r"^parameters\.", ""),
+        (r"^(messages\[\d+\]\.content\[\d+\])\.image\b", r"\1.image_url"),
+        (r"^(messages\[\d+\]\.tool_calls\[\d+\])\.name\b", r"\1.function.name"),
+        (r"^(messages\[\d+\]\.tool_calls\[\d+\])\.arguments_json\b", r"\1.function.arguments"),
+        (r"^(tools\[\d+\])\.parameters(_json)?\b", r"\1.function.parameters"),
+        (r"^(tools\[\d+\])\.(name|description)\b", r"\1.function.\2"),
+    )
+)
+
+
+def openai_param(field: str, body: Mapping[str, Any]) -> str:
+    """The OpenAI request field for the contract's ``field`` (a BadRequest field path), as
+    the caller wrote it: ``parameters.max_tokens`` is ``max_tokens`` or
+    ``max_completion_tokens``, whichever the body has."""
+    if field == "parameters.max_tokens":
+        return "max_tokens" if "max_completion_tokens" not in body else "max_completion_tokens"
+    for pattern, replacement in _PARAMS:
+        field, found = pattern.subn(replacement, field, count=1)
+        if found:
+            return field
+    return field
 
 
 def completion_id(request_id: str) -> str:

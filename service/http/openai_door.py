@@ -16,9 +16,8 @@ agent) is an HTTP error status; an error after the first event is a last SSE eve
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -35,50 +34,40 @@ from service.http.asgi import (
     respond,
     until_disconnect,
 )
-from service.http.context import DoorContext, Failure, metadata_of
+from service.http.body import BadBody, in_callers_terms, parse_body
+from service.http.context import DoorContext, Failure
+from service.http.door import (
+    SSE_HEADERS,
+    Behaviors,
+    SseAnswer,
+    all_agents,
+    answer_stream,
+    door_context,
+    dump,
+)
 from service.http.errors import error_body, error_headers, error_json, http_status
 from service.interceptors.decode import Undecodable
 
 _JSON = [(b"content-type", b"application/json")]
-_SSE = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-]
+_NO_BODY: Mapping[str, Any] = {}
 
 
-# A chain-wrapped servicer method, called with a DoorContext in place of grpc's context.
-UnaryBehavior = Callable[[Any, Any], Awaitable[Any]]
-StreamBehavior = Callable[[Any, Any], AsyncIterator[Any]]
+def _in_openai_terms(failure: Failure, body: Mapping[str, Any]) -> Failure:
+    """``failure`` with the contract's field names (``param`` and the message's start) in
+    OpenAI's (``parameters.top_p`` → ``top_p``)."""
+    param, message = in_callers_terms(
+        failure.field, failure.message, lambda field: chat.openai_param(field, body)
+    )
+    return dataclasses.replace(failure, field=param, message=message)
 
 
-class Behaviors:
-    """The AgentService methods as the chain wraps them, built once."""
-
-    def __init__(
-        self,
-        invoke: UnaryBehavior,
-        stream: StreamBehavior,
-        list_agents: UnaryBehavior,
-        get_agent: UnaryBehavior,
-    ) -> None:
-        self.invoke = invoke
-        self.stream = stream
-        self.list_agents = list_agents
-        self.get_agent = get_agent
-
-
-def _context(scope: Scope) -> DoorContext:
-    client = scope.get("client")
-    peer = f"ipv4:{client[0]}:{client[1]}" if client else ""
-    return DoorContext(metadata_of(scope["headers"]), None, peer)
-
-
-async def _fail(send: Send, failure: Failure) -> None:
+async def _fail(send: Send, failure: Failure, body: Mapping[str, Any] = _NO_BODY) -> None:
+    failure = _in_openai_terms(failure, body)
     await respond(send, http_status(failure), error_json(failure), error_headers(failure))
 
 
-def _dump(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def _sse_headers(request_id: str) -> list[tuple[bytes, bytes]]:
+    return [*SSE_HEADERS, (b"x-request-id", request_id.encode())] if request_id else SSE_HEADERS
 
 
 class OpenAIDoor:
@@ -99,80 +88,66 @@ class OpenAIDoor:
             return
         request: Any
         stream, include_usage = False, False
+        body: dict[str, Any] = {}
         try:
-            body = chat.parse_body(raw)
+            body = parse_body(raw)
             stream, include_usage = chat.wants_stream(body)
-            request = chat.chat_request(body)
-        except chat.BadBody as bad:
+            request = chat.chat_request(body, stream=stream)
+        except BadBody as bad:
             request = Undecodable(bad.problem, len(raw), bad.field)
-        context = _context(scope)
+        context = door_context(scope)
         if stream:
-            work = self._stream(request, context, include_usage, send)
+            work = self._stream(request, context, include_usage, send, body)
         else:
-            if not isinstance(request, Undecodable):
-                request = chat.as_invoke(request)
-            work = self._invoke(request, context, send)
+            work = self._invoke(request, context, send, body)
         await until_disconnect(receive, work)
 
-    async def _invoke(self, request: Any, context: DoorContext, send: Send) -> None:
+    async def _invoke(
+        self, request: Any, context: DoorContext, send: Send, body: Mapping[str, Any]
+    ) -> None:
         try:
             response: pb.InvokeResponse = await self._do.invoke(request, context)
         except grpc.aio.AbortError:
-            await _fail(send, context.failure())
+            await _fail(send, context.failure(), body)
             return
         headers = [*_JSON, (b"x-request-id", response.request_id.encode())]
-        await respond(send, 200, _dump(chat.completion(response)), headers)
+        await respond(send, 200, dump(chat.completion(response)), headers)
 
     async def _stream(
-        self, request: Any, context: DoorContext, include_usage: bool, send: Send
+        self,
+        request: Any,
+        context: DoorContext,
+        include_usage: bool,
+        send: Send,
+        body: Mapping[str, Any],
     ) -> None:
-        agent = getattr(request, "agent", "")
-        chunks = chat.Chunks(agent, include_usage)
-        events: AsyncIterator[pb.StreamResponse] = self._do.stream(request, context)
-        async with aclosing(events):  # type: ignore[type-var]
-            try:
-                first = await anext(events)
-            except grpc.aio.AbortError:
-                await _fail(send, context.failure())
-                return
-            except StopAsyncIteration:
-                first = None
-            headers = list(_SSE)
-            if first is not None and first.WhichOneof("event") == "start":
-                headers.append((b"x-request-id", first.start.request_id.encode()))
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            try:
-                if first is not None:
-                    await _events(send, chunks.of(first))
-                async for event in events:
-                    await _events(send, chunks.of(event))
-            except grpc.aio.AbortError:
-                payload = b"data: " + _dump(error_body(context.failure())) + b"\n\n"
-                await send({"type": "http.response.body", "body": payload})
-                return
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        chunks = chat.Chunks(getattr(request, "agent", ""), include_usage)
+
+        def events(event: pb.StreamResponse) -> Iterable[bytes]:
+            return (b"data: " + dump(chunk) + b"\n\n" for chunk in chunks.of(event))
+
+        def error(failure: Failure) -> bytes:
+            return b"data: " + dump(error_body(_in_openai_terms(failure, body))) + b"\n\n"
+
+        async def refuse(send: Send, failure: Failure) -> None:
+            await _fail(send, failure, body)
+
+        how = SseAnswer(events, error, _sse_headers, refuse, done=b"data: [DONE]\n\n")
+        await answer_stream(self._do.stream, request, context, send, how)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         """OpenAI's model list: the agents the caller's key may call."""
-        context = _context(scope)
-        agents: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            try:
-                page: pb.ListAgentsResponse = await self._do.list_agents(
-                    pb.ListAgentsRequest(page_size=1000, page_token=token), context
-                )
-            except grpc.aio.AbortError:
-                await _fail(send, context.failure())
-                return
-            agents.extend(_model(agent) for agent in page.agents)
-            token = page.next_page_token
-            if not token:
-                break
-        await respond(send, 200, _dump({"object": "list", "data": agents}))
+        context = door_context(scope)
+        try:
+            agents = await all_agents(self._do.list_agents, context)
+        except grpc.aio.AbortError:
+            await _fail(send, context.failure())
+            return
+        data = [_model(agent) for agent in agents]
+        await respond(send, 200, dump({"object": "list", "data": data}))
 
     async def model(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
-        context = _context(scope)
+        context = door_context(scope)
         try:
             found: pb.GetAgentResponse = await self._do.get_agent(
                 pb.GetAgentRequest(name=name), context
@@ -180,14 +155,8 @@ class OpenAIDoor:
         except grpc.aio.AbortError:
             await _fail(send, context.failure())
             return
-        await respond(send, 200, _dump(_model(found.agent)))
+        await respond(send, 200, dump(_model(found.agent)))
 
 
 def _model(agent: pb.Agent) -> dict[str, Any]:
     return {"id": agent.name, "object": "model", "created": 0, "owned_by": "switchboard"}
-
-
-async def _events(send: Send, chunks: list[dict[str, Any]]) -> None:
-    if chunks:
-        body = b"".join(b"data: " + _dump(chunk) + b"\n\n" for chunk in chunks)
-        await send({"type": "http.response.body", "body": body, "more_body": True})

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import socket
+import ssl
 from collections.abc import Generator
 
 import uvicorn
@@ -30,9 +31,14 @@ class _Server(uvicorn.Server):
 class HttpListener:
     """Serves ``app`` on one socket; :meth:`start` binds it, :meth:`stop` drains it."""
 
-    def __init__(self, app: Handler, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, app: Handler, *, reuse_port: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """``tls``: serve HTTPS with this context (:meth:`service.serving.tls.ServerTls.
+        ssl_context`, which follows certificate reloads by itself)."""
         self._app = app
         self._reuse_port = reuse_port
+        self._tls = tls
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
@@ -57,6 +63,7 @@ class HttpListener:
             server_header=False,
             ws="none",
             timeout_graceful_shutdown=math.ceil(grace_s),
+            ssl_context_factory=None if self._tls is None else self._context,
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
@@ -69,6 +76,10 @@ class HttpListener:
                 await asyncio.sleep(0.01)
         self.port = int(sock.getsockname()[1])
         return self.port
+
+    def _context(self, _config: uvicorn.Config, _default: object) -> ssl.SSLContext:
+        assert self._tls is not None
+        return self._tls
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting connections; requests in flight get ``grace_s`` to finish, then

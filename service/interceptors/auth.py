@@ -18,7 +18,7 @@ from service import context as call_context
 from service.api.errors import abort
 from service.auth.keys import ApiKey
 from service.auth.policy import AuthPolicy
-from service.errors import Reason, Unauthenticated
+from service.errors import PermissionDenied, Reason, Unauthenticated
 from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
 
 MISSING = "missing API key: send 'authorization: Bearer <key>' or 'x-api-key: <key>'"
@@ -81,8 +81,21 @@ def bind_key(record: ApiKey) -> None:
             tenant=record.tenant,
             key_id=record.id,
             agents=record.agents,
+            scopes=record.scopes,
         )
     )
+
+
+def check_scope(policy: AuthPolicy, method: str, record: ApiKey) -> None:
+    """Raises PermissionDenied when ``method`` needs a scope the key lacks."""
+    scope = policy.required_scope(method)
+    if scope is not None and scope not in record.scopes:
+        error = PermissionDenied(
+            f"{method.strip('/').partition('/')[0]} needs a key with the {scope!r} scope",
+            reason=Reason.SCOPE_MISSING,
+        )
+        error.metadata["scope"] = scope
+        raise error
 
 
 class AuthLayer(Layer):
@@ -91,13 +104,16 @@ class AuthLayer(Layer):
         self._policy = policy  # read per call: reload swaps it
 
     async def _authenticate(self, method: Method, context: Context) -> None:
-        """Bind the call's key, or end the call UNAUTHENTICATED (raises AbortError)."""
+        """Bind the call's key, or end the call UNAUTHENTICATED or PERMISSION_DENIED (a
+        scope the key lacks) by raising AbortError."""
         policy = self._policy()
         if not policy.enabled or policy.exempt(method.name):
             return
         try:
-            bind_key(authenticate(policy, context))
-        except Unauthenticated as exc:
+            record = authenticate(policy, context)
+            check_scope(policy, method.name, record)
+            bind_key(record)
+        except (Unauthenticated, PermissionDenied) as exc:
             await abort(context, exc)
 
     async def unary(

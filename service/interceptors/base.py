@@ -30,6 +30,11 @@ StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
+DOORS = ("grpc", "grpc_web", "connect", "openai", "anthropic")
+"""The doors a call can come through: the ``door`` label of the call metrics, the call log's
+``door`` field and the span's ``switchboard.door`` attribute."""
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     """Facts about one RPC method, computed once when it is first called."""
@@ -42,6 +47,7 @@ class Method:
     request_fields: frozenset[str]  # empty when the request streams or is unknown
     response_type: str  # full protobuf name, "" when unknown
     request_type: str = ""  # full protobuf name, "" when unknown
+    door: str = "grpc"  # the door the call came through: one of DOORS
 
     @property
     def rpc(self) -> str:
@@ -49,7 +55,9 @@ class Method:
         return f"{self.service}/{self.short_name}"
 
     @classmethod
-    def of(cls, name: str, request_streaming: bool, response_streaming: bool) -> Method:
+    def of(
+        cls, name: str, request_streaming: bool, response_streaming: bool, door: str = "grpc"
+    ) -> Method:
         service, _, short = name.lstrip("/").partition("/")
         fields: frozenset[str] = frozenset()
         response_type = request_type = ""
@@ -71,11 +79,28 @@ class Method:
             request_fields=fields,
             response_type=response_type,
             request_type=request_type,
+            door=door,
         )
 
     @classmethod
-    def of_handler(cls, name: str, handler: Handler) -> Method:
-        return cls.of(name, bool(handler.request_streaming), bool(handler.response_streaming))
+    def of_handler(cls, name: str, handler: Handler, door: str = "grpc") -> Method:
+        streams = bool(handler.request_streaming), bool(handler.response_streaming)
+        return cls.of(name, *streams, door=door)
+
+
+class MethodName(str):
+    """A method's full name ("/package.Service/Method") that also carries its
+    :class:`Method` (the door included): what the chain hands the interceptors as
+    ``HandlerCallDetails.method``, and grpc-interceptor hands each layer's ``intercept`` as
+    ``method_name``. The same method is composed once per door, so the facts cannot be
+    looked up by name alone."""
+
+    facts: Method
+
+    def __new__(cls, facts: Method) -> MethodName:
+        named = super().__new__(cls, facts.name)
+        named.facts = facts
+        return named
 
 
 class Layer(AsyncServerInterceptor):
@@ -83,6 +108,7 @@ class Layer(AsyncServerInterceptor):
     :meth:`unary` and :meth:`stream`, and may narrow :meth:`applies`."""
 
     def __init__(self) -> None:
+        # For a layer installed alone on a grpc server, which hands it plain names.
         self._methods: dict[str, Method] = {}
 
     def applies(self, method: Method) -> bool:
@@ -98,10 +124,13 @@ class Layer(AsyncServerInterceptor):
         if handler is None:
             return None  # type: ignore[return-value] # unknown method: UNIMPLEMENTED
         name: str = handler_call_details.method
-        method = self._methods.get(name) or Method.of_handler(name, handler)
+        if isinstance(name, MethodName):
+            method = name.facts
+        else:
+            method = self._methods.get(name) or Method.of_handler(name, handler)
+            self._methods[name] = method
         if not self.applies(method):
             return handler
-        self._methods[name] = method
 
         async def same(_details: grpc.HandlerCallDetails) -> Handler:
             return handler
@@ -120,7 +149,9 @@ class Layer(AsyncServerInterceptor):
     ) -> Any:
         """grpc-interceptor's per-call entry: :meth:`unary` awaited, or :meth:`stream`'s
         generator, which grpc-interceptor iterates."""
-        facts = self._methods[method_name]
+        facts = (
+            method_name.facts if isinstance(method_name, MethodName) else self._methods[method_name]
+        )
         if facts.response_streaming:
             return self.stream(facts, method, request_or_iterator, context)
         return await self.unary(facts, method, request_or_iterator, context)

@@ -18,9 +18,11 @@ only the agents the key may call.
 
 Layers 2 to 7 are grpc-interceptor ``AsyncServerInterceptor`` subclasses
 (:class:`~service.interceptors.base.Layer`); the first is the instrumentation's own. The
-chain asks each interceptor's ``intercept_service`` once per method and keeps the handler
-it builds (grpc would ask them on every call, and each builds a new handler). Every method
-whose request is one message gets a tolerant deserializer
+chain asks each interceptor's ``intercept_service`` once per method and door and keeps the
+handler it builds (grpc would ask them on every call, and each builds a new handler). The
+HTTP doors run the same chain; a door that is not an RPC protocol (OpenAI, Anthropic) gets
+its server span from :class:`~service.interceptors.door_span.DoorSpanLayer` instead of the
+gRPC instrumentation. Every method whose request is one message gets a tolerant deserializer
 (:func:`service.interceptors.decode.tolerant`): grpc runs it before any layer, so a failure
 there would otherwise escape the chain.
 """
@@ -40,6 +42,7 @@ from service.interceptors.base import (
     Continuation,
     Handler,
     Method,
+    MethodName,
     StreamBehavior,
     UnaryBehavior,
 )
@@ -62,6 +65,7 @@ else:
 def build_chain(
     *,
     tracing: Interceptor | None,
+    http_tracing: Interceptor | None = None,
     auth: Callable[[], AuthPolicy],
     limiter: RateLimiter,
     sinks: Sequence[Sink],
@@ -74,10 +78,10 @@ def build_chain(
     its interceptor; the HTTP doors wrap the same servicer methods with it
     (:meth:`Chain.unary_behavior`, :meth:`Chain.stream_behavior`). ``tracing``: the server
     span's interceptor (:func:`service.observability.tracing.server_interceptor`), None for
-    no server spans. ``sinks`` see the agent-facing calls, ``every_call`` health and
-    reflection too (:class:`~service.interceptors.observe.ObserveLayer`)."""
-    layers: list[Interceptor] = [] if tracing is None else [tracing]
-    layers += [
+    no server spans; ``http_tracing`` the same for the doors that are not RPC protocols.
+    ``sinks`` see the agent-facing calls, ``every_call`` health and reflection too
+    (:class:`~service.interceptors.observe.ObserveLayer`)."""
+    layers: list[Interceptor] = [
         ContextLayer(),
         ObserveLayer(sinks, every_call),
         FaultLayer(faults),
@@ -85,23 +89,37 @@ def build_chain(
         AuthLayer(auth),
         RateLimitLayer(limiter, auth, default_deadline_s, agent),
     ]
-    return Chain(layers)
+    return Chain(layers, tracing=tracing, http_tracing=http_tracing)
 
 
 class _Details(grpc.HandlerCallDetails):
     """What the interceptors are asked about when a method is composed: its name. (The
     call's metadata is the servicer context's, read per call.)"""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: MethodName) -> None:
         self.method = method
         self.invocation_metadata = ()
 
 
-class Chain(Interceptor):
-    """Applies ``interceptors`` (outermost first) to every method's handler, once per method."""
+RPC_DOORS = frozenset({"grpc", "grpc_web", "connect"})
+"""Doors that are RPC protocols: their server span is the gRPC instrumentation's."""
 
-    def __init__(self, interceptors: Sequence[Interceptor]) -> None:
-        self._interceptors = tuple(interceptors)
+
+class Chain(Interceptor):
+    """Applies ``tracing`` and ``layers`` (outermost first) to every method's handler, once
+    per method and door; ``http_tracing`` replaces ``tracing`` for the doors that are not
+    RPC protocols."""
+
+    def __init__(
+        self,
+        layers: Sequence[Interceptor],
+        *,
+        tracing: Interceptor | None = None,
+        http_tracing: Interceptor | None = None,
+    ) -> None:
+        self._layers = tuple(layers)
+        self._tracing = () if tracing is None else (tracing,)
+        self._http_tracing = () if http_tracing is None else (http_tracing,)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
@@ -118,32 +136,35 @@ class Chain(Interceptor):
         self._wrapped[name] = (handler, wrapped)
         return wrapped
 
-    async def compose(self, name: str, handler: Handler) -> Handler:
+    async def compose(self, name: str, handler: Handler, door: str = "grpc") -> Handler:
         """``handler`` of method ``name`` ("/package.Service/Method") inside every
-        interceptor, as the server runs it."""
+        interceptor, as the server runs it for calls through ``door``."""
         handler = _normalized(name, handler)
-        details = _Details(name)
-        for interceptor in reversed(self._interceptors):
+        details = _Details(MethodName(Method.of_handler(name, handler, door)))
+        tracing = self._tracing if door in RPC_DOORS else self._http_tracing
+        for interceptor in reversed((*tracing, *self._layers)):
             handler = await interceptor.intercept_service(_returning(handler), details)
         return handler
 
-    def unary_behavior(self, name: str, behavior: UnaryBehavior) -> UnaryBehavior:
+    def unary_behavior(self, name: str, behavior: UnaryBehavior, door: str) -> UnaryBehavior:
         """``behavior`` (a servicer method answering one message) inside the chain, as the
         gRPC server runs method ``name``: for a door that calls the servicer without grpc's
-        transport. Build it once, call it per request (composed on the first call)."""
+        transport. ``door`` (one of :data:`~service.interceptors.base.DOORS`) labels its
+        metrics, log lines and spans. Build it once, call it per request (composed on the
+        first call)."""
         composed: UnaryBehavior | None = None
 
         async def call(request: Any, context: Context) -> Any:
             nonlocal composed
             if composed is None:
                 handler = grpc.unary_unary_rpc_method_handler(behavior)
-                composed = (await self.compose(name, handler)).unary_unary  # type: ignore[assignment]
+                composed = (await self.compose(name, handler, door)).unary_unary  # type: ignore[assignment]
                 assert composed is not None
             return await composed(request, context)
 
         return call
 
-    def stream_behavior(self, name: str, behavior: StreamBehavior) -> StreamBehavior:
+    def stream_behavior(self, name: str, behavior: StreamBehavior, door: str) -> StreamBehavior:
         """As :meth:`unary_behavior`, for a method whose response streams."""
         composed: StreamBehavior | None = None
 
@@ -151,7 +172,7 @@ class Chain(Interceptor):
             nonlocal composed
             if composed is None:
                 handler = grpc.unary_stream_rpc_method_handler(behavior)
-                composed = (await self.compose(name, handler)).unary_stream  # type: ignore[assignment]
+                composed = (await self.compose(name, handler, door)).unary_stream  # type: ignore[assignment]
                 assert composed is not None
             async for response in composed(request, context):
                 yield response

@@ -25,7 +25,8 @@ QUIET_AT_INFO = ("httpx2", "httpx")
 """Loggers held at WARNING unless the level is DEBUG (the SDKs' HTTP client)."""
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
+    # uvicorn adds ``color_message``: the message again, with terminal colour codes.
+    | {"message", "asctime", "taskName", "color_message"}
 )
 
 
@@ -84,6 +85,7 @@ class CallLog:
         span = trace.get_current_span().get_span_context()
         fields: dict[str, Any] = {
             "event": "call",
+            "door": record.method.door,
             "method": record.method.name,
             "code": record.code.name,
             "duration_ms": round(record.duration_s * 1000, 3),

@@ -44,14 +44,14 @@ class Metrics:
         r = self.registry
         self.calls = Counter(
             "switchboard_calls",
-            "Calls served, by method, agent, tenant and final status code.",
-            ["method", "agent", "tenant", "code"],
+            "Calls served, by door, method, agent, tenant and final status code.",
+            ["door", "method", "agent", "tenant", "code"],
             registry=r,
         )
         self.call_seconds = Histogram(
             "switchboard_call_duration_seconds",
-            "Call latency as the server saw it, by method and agent.",
-            ["method", "agent"],
+            "Call latency as the server saw it, by door, method and agent.",
+            ["door", "method", "agent"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -113,7 +113,7 @@ class Metrics:
             ["target"],
             registry=r,
         )
-        self._children: dict[tuple[str, str, str, str], _Children] = {}
+        self._children: dict[tuple[str, str, str, str, str], _Children] = {}
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
@@ -131,13 +131,14 @@ class Metrics:
         agent = self.agent_label(record.agent) if record.agent else ""
         if record.method.response_streaming:
             self.streams_in_flight.labels(method).dec()
-        key = (method, agent, record.tenant, record.code.name)
+        door = record.method.door
+        key = (door, method, agent, record.tenant, record.code.name)
         children = self._children.get(key)
         if children is None:
             # Label lookups lock and validate: do them once per label set, not per call.
             children = self._children[key] = _Children(
                 calls=self.calls.labels(*key),
-                seconds=self.call_seconds.labels(method, agent),
+                seconds=self.call_seconds.labels(door, method, agent),
                 ttft=self.ttft_seconds.labels(agent),
                 tokens_in=self.tokens.labels(agent, record.tenant, "input"),
                 tokens_out=self.tokens.labels(agent, record.tenant, "output"),

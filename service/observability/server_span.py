@@ -12,6 +12,8 @@ ends, while the span is still open and current, it sets:
   or UNAUTHENTICATED leaves the status unset (the gRPC conventions' server table);
 - ``gen_ai.agent.name``, ``gen_ai.agent.version`` (GenAI conventions), and
   ``switchboard.tenant``, ``switchboard.key_id``, ``switchboard.request_id``;
+- ``switchboard.door``, the door the call came through, and for Connect the ``rpc.system``
+  the conventions give it (``connect_rpc``; gRPC-Web is ``grpc``);
 - the span's name as the conventions spell it, ``package.Service/Method`` (the
   instrumentation keeps grpc's leading ``/``).
 
@@ -43,6 +45,10 @@ SERVER_ERRORS = frozenset(
 """Codes that make a server span's status ERROR (the gRPC conventions' server table)."""
 
 
+# OpenTelemetry's rpc.system values for the doors that are RPC protocols besides gRPC.
+_RPC_SYSTEMS = {"connect": "connect_rpc"}
+
+
 class ServerSpan:
     """The observe layer's sink that annotates the current (server) span."""
 
@@ -54,6 +60,9 @@ class ServerSpan:
         if not span.is_recording():
             return
         span.update_name(record.method.rpc)
+        span.set_attribute("switchboard.door", record.method.door)
+        if (system := _RPC_SYSTEMS.get(record.method.door)) is not None:
+            span.set_attribute("rpc.system", system)
         if record.agent:
             span.set_attribute("gen_ai.agent.name", record.agent)
         if record.agent_version:

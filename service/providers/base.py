@@ -40,6 +40,11 @@ class ModelCall:
     messages: tuple[Message, ...]
     parameters: Parameters
     tools: tuple[Tool, ...] = ()
+    whole: bool = False
+    """The caller takes the answer whole (``Invoke``) and no first-token, idle or hedge
+    timing depends on when its first token comes: a provider may ask its upstream for a
+    non-streamed answer and yield it as a few events (the router decides; see
+    :mod:`service.routing.whole`)."""
 
 
 class Provider(Protocol):

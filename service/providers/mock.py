@@ -11,8 +11,11 @@ calls or a share of them (with a retry-after), a hang, a stream dropped after N 
 heavy-tailed time to first token. Draws come from a seeded RNG, so runs repeat.
 
 In both, a last user message ``call <tool> <text>`` naming one of the offered tools makes the
-model call that tool with ``{"input": "<text>"}``; a last TOOL message is acknowledged. Text is
-streamed word by word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``.
+model call that tool with ``{"input": "<text>"}``, or with ``<text>`` itself when it is a JSON
+object; several such calls joined by `` && `` are made at once (parallel tool calls). Last TOOL
+messages (one per call answered) are acknowledged with their texts. Text is streamed word by
+word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``; a call marked
+``whole`` (a non-streamed answer) gets it as one delta when its last word would have come.
 """
 
 from __future__ import annotations
@@ -183,22 +186,35 @@ class MockProvider:
         if ttft:
             await asyncio.sleep(ttft)
 
-        tool_call = self._tool_call(call)
-        if tool_call is not None:
-            name, arguments = tool_call
-            yield ToolCallDelta(index=0, id=f"call_{zlib.crc32(arguments.encode()):08x}", name=name)
-            # Split the arguments as a real model would stream them.
-            middle = len(arguments) // 2
-            yield ToolCallDelta(index=0, arguments_delta=arguments[:middle])
-            yield ToolCallDelta(index=0, arguments_delta=arguments[middle:])
-            yield UsageEvent(
-                Usage(input_tokens=input_tokens, output_tokens=count_tokens(arguments))
-            )
+        tool_calls = self._tool_calls(call)
+        if tool_calls:
+            for index, (name, arguments) in enumerate(tool_calls):
+                key = f"{index}:{name}:{arguments}".encode()
+                yield ToolCallDelta(index=index, id=f"call_{zlib.crc32(key):08x}", name=name)
+                # Split the arguments as a real model would stream them.
+                middle = len(arguments) // 2
+                yield ToolCallDelta(index=index, arguments_delta=arguments[:middle])
+                yield ToolCallDelta(index=index, arguments_delta=arguments[middle:])
+            spent = sum(count_tokens(arguments) for _, arguments in tool_calls)
+            yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=spent))
             yield Finish(FinishReason.TOOL_CALLS)
             return
 
         text, reason = self._reply(call)
         words = _WORD.findall(text)
+        if call.whole:
+            # A non-streamed answer: all of it at once, when the last word would have come.
+            drop = faults.drop_after_tokens
+            shown = len(words) if drop is None else min(drop, len(words))
+            if shown > 1 and self._token_interval_s:
+                await asyncio.sleep((shown - 1) * self._token_interval_s)
+            if shown < len(words):
+                raise Unavailable("upstream dropped the connection (mock: connection reset)")
+            if text:
+                yield TextDelta(text)
+            yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
+            yield Finish(reason)
+            return
         for i, word in enumerate(words):
             if i and self._token_interval_s:
                 await asyncio.sleep(self._token_interval_s)
@@ -208,19 +224,35 @@ class MockProvider:
         yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
         yield Finish(reason)
 
-    def _tool_call(self, call: ModelCall) -> tuple[str, str] | None:
+    def _tool_calls(self, call: ModelCall) -> list[tuple[str, str]]:
         last = call.messages[-1] if call.messages else None
         if last is None or last.role is not Role.USER or not call.tools:
-            return None
-        match = re.match(r"\s*call\s+(\S+)\s*(.*)", last.text, re.DOTALL)
-        if match is None or match[1] not in {t.name for t in call.tools}:
-            return None
-        return match[1], json.dumps({"input": match[2].strip()})
+            return []
+        offered = {t.name for t in call.tools}
+        calls = []
+        for part in last.text.split(" && "):
+            match = re.match(r"\s*call\s+(\S+)\s*(.*)", part, re.DOTALL)
+            if match is None or match[1] not in offered:
+                return []
+            text = match[2].strip()
+            try:
+                arguments = json.loads(text) if text.startswith("{") else None
+            except ValueError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                arguments = {"input": text}
+            calls.append((match[1], json.dumps(arguments)))
+        return calls
 
     def _reply(self, call: ModelCall) -> tuple[str, FinishReason]:
         last = call.messages[-1] if call.messages else None
         if last is not None and last.role is Role.TOOL:
-            text = f"The tool answered: {last.text}"
+            answers = []
+            for message in reversed(call.messages):
+                if message.role is not Role.TOOL:
+                    break
+                answers.append(message.text)
+            text = f"The tool answered: {'; '.join(reversed(answers))}"
         else:
             user = [m.text for m in call.messages if m.role is Role.USER]
             said = user[-1] if user else ""

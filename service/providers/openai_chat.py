@@ -87,6 +87,10 @@ class OpenAIChatProvider:
         )
         reader = ChunkReader(target, call)
         limit = AttemptLimit.of(deadline, self._target.timeout_s)
+        if call.whole:
+            for event in await self._whole(request, reader, limit):
+                yield event
+            return
         try:
             response = await limit.run(self._post({**request, "stream": True}, limit), target)
             try:
@@ -122,6 +126,24 @@ class OpenAIChatProvider:
             limit.close()
         for event in reader.finish():
             yield event
+
+    async def _whole(
+        self, request: dict[str, Any], reader: ChunkReader, limit: AttemptLimit
+    ) -> list[ProviderEvent]:
+        """A non-streamed completion (the caller takes the answer whole): one request, one
+        body decoded at once, the same events a stream of it would give, joined."""
+        body = {k: v for k, v in request.items() if k != "stream_options"}
+        try:
+            try:
+                response = await limit.run(self._post(body, limit), self._target.name)
+                completion = openai_chunks.decode_completion(response.content)
+            finally:
+                limit.close()
+        except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
+            raise map_error(exc, self._target) from exc
+        events = list(reader.feed(completion.as_chunk()))
+        reader.done()
+        return events + list(reader.finish())
 
     async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
         """POST ``body`` to the chat completions endpoint through the SDK's client (its base

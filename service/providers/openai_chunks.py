@@ -1,4 +1,5 @@
-"""Chat Completions stream chunks as small typed structs, decoded straight from JSON bytes.
+"""Chat Completions stream chunks (and non-streamed completions) as small typed structs,
+decoded straight from JSON bytes.
 
 The fields the chunk reader (``openai_wire.ChunkReader``) reads, and nothing more: unknown
 fields are skipped by the decoder. The shapes are OpenAI's ``chat.completion.chunk`` object
@@ -64,7 +65,53 @@ class Chunk(msgspec.Struct, frozen=True):
     error: dict[str, Any] | None = None
 
 
+class ToolCall(msgspec.Struct, frozen=True):
+    id: str | None = None
+    function: FunctionDelta | None = None
+
+
+class Message(msgspec.Struct, frozen=True):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class CompletionChoice(msgspec.Struct, frozen=True):
+    index: int = 0
+    message: Message | None = None
+    finish_reason: str | None = None
+
+
+class Completion(msgspec.Struct, frozen=True):
+    """A non-streamed ``chat.completion`` (API reference, "The chat completion object")."""
+
+    choices: list[CompletionChoice] | None = None
+    usage: CompletionUsage | None = None
+
+    def as_chunk(self) -> Chunk:
+        """The same answer as one chunk carrying it all, for the stream's chunk reader."""
+        choices = [
+            Choice(
+                index=c.index,
+                delta=None
+                if c.message is None
+                else Delta(
+                    content=c.message.content,
+                    refusal=c.message.refusal,
+                    tool_calls=[
+                        ToolCallChunk(index=i, id=t.id, function=t.function)
+                        for i, t in enumerate(c.message.tool_calls or ())
+                    ],
+                ),
+                finish_reason=c.finish_reason,
+            )
+            for c in self.choices or ()
+        ]
+        return Chunk(choices=choices, usage=self.usage)
+
+
 _DECODER = msgspec.json.Decoder(Chunk)
+_COMPLETION = msgspec.json.Decoder(Completion)
 
 
 def decode(data: bytes) -> Chunk:
@@ -74,3 +121,12 @@ def decode(data: bytes) -> Chunk:
         msgspec.DecodeError: not JSON, or not shaped like a chunk.
     """
     return _DECODER.decode(data)
+
+
+def decode_completion(data: bytes) -> Completion:
+    """The non-streamed completion in ``data`` (a response body).
+
+    Raises:
+        msgspec.DecodeError: not JSON, or not shaped like a completion.
+    """
+    return _COMPLETION.decode(data)

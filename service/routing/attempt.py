@@ -15,6 +15,7 @@ from typing import Any
 from service.deadline import Deadline
 from service.domain import Finish, ProviderEvent
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
+from service.providers.base import ModelCall
 from service.routing.breaker import Ticket
 from service.routing.policy import RouteTarget
 from service.routing.registry import TargetState
@@ -38,6 +39,7 @@ class Attempt:
     bounded_by_call: bool
     started: float
     watchdog: Watchdog
+    call: ModelCall  # as sent to this target
 
 
 def timed_out(attempt: Attempt, exc: Expired, what: str) -> SwitchboardError:

@@ -101,6 +101,12 @@ class RouteTarget:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def streamed_timing(self) -> bool:
+        """Whether a limit here is measured between events (first token, idle): such an
+        attempt must stream, even for a caller that takes the answer whole."""
+        return self.first_token_timeout_s is not None or self.idle_timeout_s is not None
+
 
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:

@@ -118,12 +118,15 @@ class Router:
         policy: RoutePolicy | None = None,
         *,
         whole_answer: bool = False,
+        spent: list[whole.Abandoned] | None = None,
     ) -> Opened:
         """Open the call on the first target of the route that starts answering, or with
         ``whole_answer``, that answers to the end (the events are then already read; a
         failure after the first event is retried or falls back like one before it).
 
-        ``policy`` (default: plain ordered fallback over ``route``) says how.
+        ``policy`` (default: plain ordered fallback over ``route``) says how. ``spent``
+        (a whole call's): the attempts given up after they cost something are appended to
+        it as they happen, so a caller cancelled meanwhile still knows what to charge.
 
         Raises:
             SwitchboardError: the first caller error (neither retryable nor the upstream's
@@ -140,6 +143,8 @@ class Router:
         """
         policy = policy or RoutePolicy.ordered(route)
         state = _Call(policy, deadline, whole_answer=whole_answer)
+        if spent is not None:
+            state.abandoned = spent
         order = attempt_order(policy, self._rng)
         index = 0
         while index < len(order):
@@ -261,13 +266,17 @@ class Router:
         # A provider applies its target's own timeout_s itself (and says so when it fires):
         # give it the call's deadline then, and the capped one only for other timeouts.
         own = timeout is not None and timeout == target.spec.timeout_s
-        events = provider.stream(_for_target(mc, target.spec), call.deadline if own else deadline)
+        whole = call.whole_answer and call.policy.hedge is None and not target.streamed_timing
+        sent = _for_target(mc, target.spec, whole=whole)
+        events = provider.stream(sent, call.deadline if own else deadline)
         watchdog = Watchdog(
             deadline_at=deadline.at + GUARD_S,
             first_s=target.first_token_timeout_s,
             idle_s=target.idle_timeout_s,
         )
-        return Attempt(target, state, ticket, events, deadline, bounded_by_call, now, watchdog)
+        return Attempt(
+            target, state, ticket, events, deadline, bounded_by_call, now, watchdog, sent
+        )
 
     async def _whole(self, call: _Call, opened: Opened, mc: ModelCall) -> SwitchboardError | None:
         """Read a whole call's committed attempt to its end. None: ``opened.events`` now
@@ -279,6 +288,9 @@ class Router:
         except SwitchboardError as exc:
             call.abandoned.append(whole.abandoned(opened.target.ref, mc, seen, exc.message))
             return exc
+        except BaseException:  # cancelled: what came so far is charged by the pipeline
+            call.abandoned.append(whole.abandoned(opened.target.ref, mc, seen, "cancelled"))
+            raise
         opened.events = whole.replay(whole.with_spent(seen, call.abandoned))
         opened.abandoned = tuple(call.abandoned)
         return None
@@ -302,7 +314,7 @@ class Router:
             started.append(primary)
             hedge = call.policy.hedge
             if hedge is None:
-                outcome = await self._first(primary)
+                outcome = await self._first(primary, call)
                 winner = outcome if outcome.first is not None else None
                 return outcome
 
@@ -311,10 +323,10 @@ class Router:
                 if second is None:
                     return None
                 started.append(second)
-                return self._first(second)
+                return self._first(second, call)
 
             won, others = await race(
-                self._first(primary),
+                self._first(primary, call),
                 hedge_delay_s(hedge, state.latency),
                 start_hedge,
                 lambda o: o.first is not None,
@@ -357,12 +369,18 @@ class Router:
             return self._start(call, candidate, cstate, ticket, mc)
         return None
 
-    async def _first(self, attempt: Attempt) -> _Outcome:
+    async def _first(self, attempt: Attempt, call: _Call) -> _Outcome:
         """Wait for the attempt's first event, within its deadline. Failures are recorded
-        in its breaker; cancellation records nothing (the caller closes the attempt)."""
+        in its breaker; cancellation records nothing (the caller closes the attempt). A
+        non-streamed attempt cut short by time or a cancellation is kept in
+        ``call.abandoned`` (:func:`whole.cut`)."""
         name = attempt.target.name
         try:
             first = await attempt.watchdog.read(attempt.events)
+        except asyncio.CancelledError:
+            if attempt.call.whole:
+                call.abandoned.append(whole.cut(attempt.target.spec.ref, attempt.call, "cancelled"))
+            raise
         except StopAsyncIteration:
             error: SwitchboardError = Unavailable(
                 f"target {name!r} ended its answer before it began"
@@ -374,6 +392,8 @@ class Router:
         else:
             attempt.state.latency.add(time.monotonic() - attempt.started)
             return _Outcome(attempt, first=first)
+        if attempt.call.whole and isinstance(error, DeadlineExceeded):
+            call.abandoned.append(whole.cut(attempt.target.spec.ref, attempt.call, error.message))
         error.about(target=name)
         blame(attempt, error)
         return _Outcome(attempt, error=error)
@@ -421,13 +441,15 @@ class Spent(SwitchboardError):
         self.abandoned = abandoned
 
 
-def _for_target(call: ModelCall, target: TargetSpec) -> ModelCall:
-    """The call with the target's default parameters under the agent's and the caller's."""
-    if not target.parameters.set_fields():
+def _for_target(call: ModelCall, target: TargetSpec, *, whole: bool) -> ModelCall:
+    """The call with the target's default parameters under the agent's and the caller's,
+    marked ``whole`` when the attempt may take a non-streamed answer."""
+    if not target.parameters.set_fields() and call.whole == whole:
         return call
     return ModelCall(
         system_prompt=call.system_prompt,
         messages=call.messages,
         parameters=target.parameters.overridden_by(call.parameters),
         tools=call.tools,
+        whole=whole,
     )

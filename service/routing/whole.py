@@ -8,6 +8,12 @@ sent and the output delivered (:mod:`service.usage.estimate`, marked ``estimated
 answer finally returned carries the sum of its own usage and every abandoned attempt's
 (:func:`with_spent`), so the state pipeline charges them with it; a call that fails for good
 reports what it spent the same way (``Opened``-less: see ``Router.open``).
+
+An attempt whose caller left while it was read (cancelled: the caller, its deadline, a
+drain) is kept too, in the list the caller gave ``Router.open``, since no error carries it:
+the state pipeline charges it. A non-streamed attempt (:attr:`ModelCall.whole`) shows
+nothing until its answer is complete; cut short after it was sent, it costs its output
+bound (:func:`cut`), as the upstream may go on generating and bill the whole answer.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass
 
 from service.domain import Finish, ProviderEvent, TargetRef, Usage, UsageEvent
 from service.providers.base import ModelCall
+from service.providers.coalesce import coalesced
+from service.usage.bound import output_bound
 from service.usage.estimate import answer_tokens, estimated_usage, prompt_tokens
 
 
@@ -51,6 +59,16 @@ def abandoned(
         return Abandoned(target, reported[-1], error)
     sent = prompt_tokens(call.system_prompt, call.messages, call.tools)
     return Abandoned(target, estimated_usage(sent, answer_tokens(seen)), error)
+
+
+def cut(target: TargetRef, call: ModelCall, error: str) -> Abandoned:
+    """A non-streamed attempt (``call.whole``) cut short after it was sent (cancelled, or
+    out of time): nothing of its answer was seen, and the upstream may bill all it
+    generated, so it costs its prompt and the most it could have answered (the output bound
+    its reservation held), estimated."""
+    sent = prompt_tokens(call.system_prompt, call.messages, call.tools)
+    most = output_bound(target.model, call.parameters.max_tokens)
+    return Abandoned(target, estimated_usage(sent, most), error)
 
 
 def total(usages: Iterable[Usage]) -> Usage:
@@ -87,5 +105,7 @@ def with_spent(events: list[ProviderEvent], spent: Sequence[Abandoned]) -> list[
 
 
 async def replay(events: list[ProviderEvent]) -> AsyncGenerator[ProviderEvent, None]:
-    for event in events:
+    """``events`` with each run of deltas joined (:func:`coalesced`): the caller takes the
+    answer whole, so every layer above passes a few events instead of one per token."""
+    for event in coalesced(events):
         yield event

@@ -6,7 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.approvals.postgres import PostgresApprovals
+from service.approvals.sqlite import SqliteApprovals
 from service.idempotency.tiered import TieredIdempotency
+from service.state.admin_postgres import PostgresAdmin
+from service.state.admin_sqlite import SqliteAdmin
 from service.state.memory import MemoryFast
 from service.state.postgres import PostgresDurable
 from service.state.redis import RedisFast
@@ -33,6 +37,8 @@ def build_stores(snapshot: Snapshot) -> Stores:
             fast=MemoryFast(max_entries=state.memory_max_entries),
             # In the SQLite file, so a restart forgets no request id.
             idempotency=sqlite,
+            admin=SqliteAdmin(sqlite.file),
+            approvals=SqliteApprovals(sqlite.file),
         )
     assert snapshot.postgres_dsn is not None  # resolved by load() for the shared backend
     postgres = PostgresDurable(
@@ -53,4 +59,6 @@ def build_stores(snapshot: Snapshot) -> Stores:
         fast=redis,
         # PostgreSQL decides, Redis serves recorded answers fast: a Redis loss forgets none.
         idempotency=TieredIdempotency(postgres, redis),
+        admin=PostgresAdmin(postgres),
+        approvals=PostgresApprovals(postgres),
     )

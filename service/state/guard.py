@@ -30,12 +30,18 @@ async def guarded(
     except SwitchboardError:
         raise
     except TimeoutError as exc:
-        raise Unavailable(
-            f"state store {store} did not answer within {timeout_s:g}s",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from exc
+        raise unavailable(store, exc, timeout_s) from exc
     except caught as exc:
-        raise Unavailable(
-            f"state store {store} is unavailable ({type(exc).__name__})",
-            retry_after_s=STORE_RETRY_AFTER_S,
-        ) from exc
+        raise unavailable(store, exc) from exc
+
+
+def unavailable(store: str, exc: BaseException, timeout_s: float = 0.0) -> Unavailable:
+    """The ``Unavailable`` that :func:`guarded` raises for ``exc`` (a ``TimeoutError`` after
+    ``timeout_s``, or a driver failure), with ``exc`` as its cause."""
+    if isinstance(exc, TimeoutError):
+        message = f"state store {store} did not answer within {timeout_s:g}s"
+    else:
+        message = f"state store {store} is unavailable ({type(exc).__name__})"
+    error = Unavailable(message, retry_after_s=STORE_RETRY_AFTER_S)
+    error.__cause__ = exc
+    return error

@@ -9,7 +9,8 @@ replicas starting together migrate once. Every call is bounded by ``timeout_s``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import asyncpg
@@ -90,6 +91,18 @@ class PostgresDurable:
                     await pool.close()
             except TimeoutError:
                 pool.terminate()
+
+    async def fetch(self, query: str, *args: object) -> list[Any]:
+        """The rows of ``query`` (bounded; Unavailable when the store fails)."""
+        return await self._fetch(query, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection in a transaction, the whole block bounded by ``timeout_s``."""
+        async with self._guard():
+            pool = await self._get_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
 
     async def _fetch(self, query: str, *args: object) -> list[Any]:
         async with self._guard():

@@ -87,7 +87,80 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# API keys managed through AdminService (service/auth/admin.py). Every write takes the next
+# value of the one-row api_key_revision counter in its transaction and stamps the rows it
+# changes with it; the counter's row lock makes revisions commit in order, so a replica that
+# has read every row up to revision N never misses one below it (service/auth/live.py).
+_KEYS = """
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  agents TEXT,
+  scopes TEXT NOT NULL,
+  note TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  expires_at DOUBLE PRECISION,
+  revoked_at DOUBLE PRECISION,
+  rotated_from TEXT NOT NULL,
+  revision BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_revision ON api_keys (revision);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, id);
+CREATE TABLE IF NOT EXISTS api_key_revision (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  revision BIGINT NOT NULL
+);
+INSERT INTO api_key_revision (one, revision) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE INDEX IF NOT EXISTS usage_ledger_at ON usage_ledger (at)
+"""
+
+# Runs that can wait, and the approvals they wait for (service/runs, service/approvals).
+_RUNS = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  updated_at DOUBLE PRECISION NOT NULL,
+  checkpoint {blob} NOT NULL,
+  result {blob} NOT NULL,
+  error TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  lease_until DOUBLE PRECISION NOT NULL,
+  steps INTEGER NOT NULL,
+  pending TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_tenant ON runs (tenant, created_at, run_id);
+CREATE TABLE IF NOT EXISTS approvals (
+  approval_id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  tool TEXT NOT NULL,
+  tool_call_id TEXT NOT NULL,
+  arguments_json TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  state TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL,
+  expires_at DOUBLE PRECISION NOT NULL,
+  request_id TEXT NOT NULL,
+  tool_class TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  decided_at DOUBLE PRECISION NOT NULL,
+  approver TEXT NOT NULL,
+  comment TEXT NOT NULL,
+  edited_arguments_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_tenant ON approvals (tenant, created_at, approval_id);
+CREATE INDEX IF NOT EXISTS approvals_run ON approvals (run_id)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _KEYS, _RUNS)
 
 _BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
 _SERIAL = {

@@ -1,14 +1,16 @@
 """Durable records in one SQLite file (WAL mode): sessions, usage ledger, audit log, and
 idempotency records.
 
-For the embedded mode. All statements run on one dedicated thread with one connection, so
+For the embedded mode. Statements run on one dedicated thread with one connection, so
 they are serialised: an append (session upsert + turn insert) is one transaction, and no
-turn is lost to a concurrent one. Every call is bounded by ``timeout_s``.
+turn is lost to a concurrent one. Every call is bounded by ``timeout_s``. Ledger lines are
+the exception: they are committed in groups on the event loop through a second connection
+while the file is free (:mod:`service.state.sqlite_ledger`); SQLite's write lock serialises
+the two connections.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.state import schema
-from service.state.guard import guarded
 from service.state.records import (
     GROUP_DIMENSIONS,
     AuditEntry,
@@ -27,6 +28,7 @@ from service.state.records import (
     UsageTotal,
 )
 from service.state.sqlite_file import SqliteFile
+from service.state.sqlite_ledger import GroupCommit
 from service.state.stores import session_of_another_agent
 
 T = TypeVar("T")
@@ -58,9 +60,12 @@ class SqliteDurable:
             busy_timeout_ms=2000,
         )
         self._run = self._db.run
-        # Ledger lines waiting for the next commit, and whether one is under way.
-        self._ledger: list[tuple[UsageRecord, AuditEntry | None, asyncio.Future[None]]] = []
-        self._writing = False
+        self._ledger = GroupCommit(self.path, self._db, _insert_line, timeout_s=timeout_s)
+
+    @property
+    def file(self) -> SqliteFile:
+        """The file's one connection and thread (the admin store shares them)."""
+        return self._db
 
     async def migrate(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -79,6 +84,7 @@ class SqliteDurable:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def aclose(self) -> None:
+        self._ledger.close()
         await self._db.aclose()
 
     # sessions
@@ -169,45 +175,9 @@ class SqliteDurable:
     # usage ledger
 
     async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
-        """Returns once the line (and audit entry) is committed. Group commit: lines that
-        arrive while a commit is under way go together in the next one, so concurrent calls
-        share one transaction and one trip to the store's thread instead of one each."""
-        loop = asyncio.get_running_loop()
-        committed: asyncio.Future[None] = loop.create_future()
-        self._ledger.append((record, audit, committed))
-        if not self._writing:
-            self._commit_ledger(loop)
-        async with guarded("sqlite", self._timeout_s, (sqlite3.Error,)):
-            # Shielded: a caller that gives up must not cancel the batch's other lines.
-            await asyncio.shield(committed)
-
-    def _commit_ledger(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._ledger = self._ledger, []
-        self._writing = True
-
-        def write(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                for record, audit, _ in batch:
-                    _insert_usage(conn, record)
-                    if audit is not None:
-                        _insert_audit(conn, audit)
-
-        def written(result: asyncio.Future[None]) -> None:  # on the loop
-            self._writing = False
-            error = (
-                sqlite3.OperationalError("the ledger write was cancelled")
-                if result.cancelled()
-                else result.exception()
-            )
-            for _, _, committed in batch:
-                if error is None:
-                    committed.set_result(None)
-                else:
-                    committed.set_exception(error)
-            if self._ledger:
-                self._commit_ledger(loop)
-
-        self._db.submit(loop, write).add_done_callback(written)
+        """Returns once the line (and audit entry) is committed: lines recorded together
+        share one commit, made on the loop when the file is free (:mod:`.sqlite_ledger`)."""
+        await self._ledger.write(record, audit)
 
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]
@@ -296,6 +266,12 @@ _USAGE_INSERT = (
 def _insert_usage(conn: sqlite3.Connection, r: UsageRecord) -> None:
     """Insert the line; one whose ``line_id`` is already there is left alone (a replay)."""
     conn.execute(_USAGE_INSERT, schema.ledger_values(r))
+
+
+def _insert_line(conn: sqlite3.Connection, r: UsageRecord, e: AuditEntry | None) -> None:
+    _insert_usage(conn, r)
+    if e is not None:
+        _insert_audit(conn, e)
 
 
 def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:

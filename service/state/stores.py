@@ -11,7 +11,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.approvals.store import ApprovalStore
 from service.errors import FailedPrecondition
+from service.state.admin_store import AdminStore
 from service.state.records import (
     AuditEntry,
     BudgetLine,
@@ -193,6 +195,8 @@ class Stores:
     durable: Durable
     fast: Fast
     idempotency: IdempotencyStore  # durable (embedded), or durable behind a cache (shared)
+    admin: AdminStore  # API keys and cross-tenant reports, in the durable store
+    approvals: ApprovalStore  # tool-call approvals, in the durable store
 
     async def ping(self) -> None:
         """Raises Unavailable when a store does not answer."""

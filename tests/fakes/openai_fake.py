@@ -26,7 +26,8 @@ token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error rep
 object after N frames), ``omit_finish`` / ``omit_done`` (a clean but truncated stream: no chunk
 with a ``finish_reason``, no ``data: [DONE]``), ``omit_usage`` (no usage chunk although the
 request asked for one, as Ollama, llama.cpp and other compatible servers do: the stream is
-still whole); ``cached_tokens`` and ``reasoning_tokens`` fill the usage's details.
+still whole; in a unary reply, no ``usage``); ``cached_tokens`` and ``reasoning_tokens`` fill
+the usage's details.
 
 Inspect ``fake.received`` (every request: path, headers, JSON body, connection number),
 ``fake.connections``, ``fake.abandoned`` and ``fake.completed``; ``await fake.wait_for(...)``.
@@ -233,7 +234,7 @@ def _completion(scenario: Scenario, model: str) -> dict[str, Any]:
         "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(scenario)}
         ],
-        "usage": _usage(scenario),
+        **({} if scenario.omit_usage else {"usage": _usage(scenario)}),
     }
 
 

@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchboard/v1/agent.proto\x12\x0eswitchboard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd4\x02\n\rInvokeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nparameters\x18\x04 \x01(\x0b\x32\x1a.switchboard.v1.Parameters\x12=\n\x08metadata\x18\x05 \x03(\x0b\x32+.switchboard.v1.InvokeRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.switchboard.v1.Tool\x12\x12\n\x05\x63\x61\x63he\x18\x08 \x01(\x08H\x00\x88\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_cache\"\xd2\x02\n\x0eInvokeResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x07message\x18\x02 \x01(\x0b\x32\x17.switchboard.v1.Message\x12\x33\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.switchboard.v1.FinishReason\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12&\n\x06target\x18\x07 \x01(\x0b\x32\x16.switchboard.v1.Target\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12\x34\n\x0eguard_verdicts\x18\n \x03(\x0b\x32\x1c.switchboard.v1.GuardVerdict\"\xd4\x02\n\rStreamRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nparameters\x18\x04 \x01(\x0b\x32\x1a.switchboard.v1.Parameters\x12=\n\x08metadata\x18\x05 \x03(\x0b\x32+.switchboard.v1.StreamRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.switchboard.v1.Tool\x12\x12\n\x05\x63\x61\x63he\x18\x08 \x01(\x08H\x00\x88\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_cache\"\x8a\x02\n\x0eStreamResponse\x12,\n\x05start\x18\x01 \x01(\x0b\x32\x1b.switchboard.v1.StreamStartH\x00\x12/\n\ntext_delta\x18\x02 \x01(\x0b\x32\x19.switchboard.v1.TextDeltaH\x00\x12\x38\n\x0ftool_call_delta\x18\x03 \x01(\x0b\x32\x1d.switchboard.v1.ToolCallDeltaH\x00\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x15.switchboard.v1.UsageH\x00\x12.\n\x06\x66inish\x18\x05 \x01(\x0b\x32\x1c.switchboard.v1.StreamFinishH\x00\x42\x07\n\x05\x65vent\"o\n\x0bStreamStart\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12&\n\x06target\x18\x04 \x01(\x0b\x32\x16.switchboard.v1.Target\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"Q\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x61rguments_delta\x18\x04 \x01(\t\"\xc6\x01\n\x0cStreamFinish\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.switchboard.v1.FinishReason\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\x12&\n\x06target\x18\x04 \x01(\x0b\x32\x16.switchboard.v1.Target\x12\x34\n\x0eguard_verdicts\x18\x05 \x03(\x0b\x32\x1c.switchboard.v1.GuardVerdict\"]\n\x0cGuardVerdict\x12\r\n\x05guard\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\"\x9f\x01\n\x07Message\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.switchboard.v1.Role\x12,\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x1b.switchboard.v1.ContentPart\x12,\n\ntool_calls\x18\x03 \x03(\x0b\x32\x18.switchboard.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"M\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12&\n\x05image\x18\x02 \x01(\x0b\x32\x15.switchboard.v1.ImageH\x00\x42\x06\n\x04part\"D\n\x05Image\x12\r\n\x03url\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x12\n\nmedia_type\x18\x03 \x01(\tB\x08\n\x06source\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"o\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\"\xdf\x01\n\nParameters\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1e.switchboard.v1.ResponseFormatB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x07\n\x05_seed\"\x89\x02\n\x0eResponseFormat\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.switchboard.v1.ResponseFormat.Type\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12,\n\x0bjson_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\x12\x18\n\x10json_schema_json\x18\x05 \x01(\t\"W\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tTYPE_TEXT\x10\x01\x12\x14\n\x10TYPE_JSON_OBJECT\x10\x02\x12\x14\n\x10TYPE_JSON_SCHEMA\x10\x03\"\xf6\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12&\n\x1e\x63\x61\x63he_creation_5m_input_tokens\x18\x06 \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_1h_input_tokens\x18\x07 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x08 \x01(\x03\x12\x11\n\testimated\x18\t \x01(\x08\"7\n\x06Target\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x12ListAgentsResponse\x12%\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x15.switchboard.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x10GetAgentResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.switchboard.v1.Agent\"\xfd\x01\n\x05\x41gent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12%\n\x05route\x18\x04 \x03(\x0b\x32\x16.switchboard.v1.Target\x12\x36\n\x12\x64\x65\x66\x61ult_parameters\x18\x05 \x01(\x0b\x32\x1a.switchboard.v1.Parameters\x12\x1e\n\x16overridable_parameters\x18\x06 \x03(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.switchboard.v1.Tool\x12\x1c\n\x14\x61\x63\x63\x65pts_caller_tools\x18\x08 \x01(\x08*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x32\xc6\x02\n\x0c\x41gentService\x12G\n\x06Invoke\x12\x1d.switchboard.v1.InvokeRequest\x1a\x1e.switchboard.v1.InvokeResponse\x12I\n\x06Stream\x12\x1d.switchboard.v1.StreamRequest\x1a\x1e.switchboard.v1.StreamResponse0\x01\x12S\n\nListAgents\x12!.switchboard.v1.ListAgentsRequest\x1a\".switchboard.v1.ListAgentsResponse\x12M\n\x08GetAgent\x12\x1f.switchboard.v1.GetAgentRequest\x1a .switchboard.v1.GetAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchboard/v1/agent.proto\x12\x0eswitchboard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n\rInvokeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nparameters\x18\x04 \x01(\x0b\x32\x1a.switchboard.v1.Parameters\x12=\n\x08metadata\x18\x05 \x03(\x0b\x32+.switchboard.v1.InvokeRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.switchboard.v1.Tool\x12\x12\n\x05\x63\x61\x63he\x18\x08 \x01(\x08H\x00\x88\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_cache\"\x87\x03\n\x0eInvokeResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x07message\x18\x02 \x01(\x0b\x32\x17.switchboard.v1.Message\x12\x33\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.switchboard.v1.FinishReason\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12&\n\x06target\x18\x07 \x01(\x0b\x32\x16.switchboard.v1.Target\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12\x34\n\x0eguard_verdicts\x18\n \x03(\x0b\x32\x1c.switchboard.v1.GuardVerdict\x12#\n\x05steps\x18\x0b \x03(\x0b\x32\x14.switchboard.v1.Step\x12\x0e\n\x06run_id\x18\x0c \x01(\t\"\xe4\x02\n\rStreamRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nparameters\x18\x04 \x01(\x0b\x32\x1a.switchboard.v1.Parameters\x12=\n\x08metadata\x18\x05 \x03(\x0b\x32+.switchboard.v1.StreamRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.switchboard.v1.Tool\x12\x12\n\x05\x63\x61\x63he\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x0e\n\x06run_id\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_cache\"\xaf\x03\n\x0eStreamResponse\x12,\n\x05start\x18\x01 \x01(\x0b\x32\x1b.switchboard.v1.StreamStartH\x00\x12/\n\ntext_delta\x18\x02 \x01(\x0b\x32\x19.switchboard.v1.TextDeltaH\x00\x12\x38\n\x0ftool_call_delta\x18\x03 \x01(\x0b\x32\x1d.switchboard.v1.ToolCallDeltaH\x00\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x15.switchboard.v1.UsageH\x00\x12.\n\x06\x66inish\x18\x05 \x01(\x0b\x32\x1c.switchboard.v1.StreamFinishH\x00\x12\x31\n\x0btool_result\x18\x06 \x01(\x0b\x32\x1a.switchboard.v1.ToolResultH\x00\x12=\n\x11\x61pproval_required\x18\x07 \x01(\x0b\x32 .switchboard.v1.ApprovalRequiredH\x00\x12\x31\n\x0bstep_finish\x18\x08 \x01(\x0b\x32\x1a.switchboard.v1.StepFinishH\x00\x42\x07\n\x05\x65vent\"o\n\x0bStreamStart\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12&\n\x06target\x18\x04 \x01(\x0b\x32\x16.switchboard.v1.Target\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"Q\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x61rguments_delta\x18\x04 \x01(\t\"\xd6\x01\n\x0cStreamFinish\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.switchboard.v1.FinishReason\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\x12&\n\x06target\x18\x04 \x01(\x0b\x32\x16.switchboard.v1.Target\x12\x34\n\x0eguard_verdicts\x18\x05 \x03(\x0b\x32\x1c.switchboard.v1.GuardVerdict\x12\x0e\n\x06run_id\x18\x06 \x01(\t\"\xcd\x01\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x07outcome\x18\x03 \x01(\x0e\x32\x1b.switchboard.v1.ToolOutcome\x12\x0f\n\x07preview\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12+\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04step\x18\x08 \x01(\x05\"\xc2\x01\n\x10\x41pprovalRequired\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04step\x18\x08 \x01(\x05\"\xaf\x01\n\nStepFinish\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.switchboard.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.switchboard.v1.Usage\x12&\n\x06target\x18\x04 \x01(\x0b\x32\x16.switchboard.v1.Target\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\"\xbe\x02\n\x04Step\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.switchboard.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.switchboard.v1.Usage\x12&\n\x06target\x18\x04 \x01(\x0b\x32\x16.switchboard.v1.Target\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.switchboard.v1.ToolCall\x12\x30\n\x0ctool_results\x18\x07 \x03(\x0b\x32\x1a.switchboard.v1.ToolResult\x12\x33\n\tapprovals\x18\x08 \x03(\x0b\x32 .switchboard.v1.ApprovalRequired\"]\n\x0cGuardVerdict\x12\r\n\x05guard\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\"\x9f\x01\n\x07Message\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.switchboard.v1.Role\x12,\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x1b.switchboard.v1.ContentPart\x12,\n\ntool_calls\x18\x03 \x03(\x0b\x32\x18.switchboard.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"M\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12&\n\x05image\x18\x02 \x01(\x0b\x32\x15.switchboard.v1.ImageH\x00\x42\x06\n\x04part\"D\n\x05Image\x12\r\n\x03url\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x12\n\nmedia_type\x18\x03 \x01(\tB\x08\n\x06source\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"o\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\"\xdf\x01\n\nParameters\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1e.switchboard.v1.ResponseFormatB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x07\n\x05_seed\"\x89\x02\n\x0eResponseFormat\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.switchboard.v1.ResponseFormat.Type\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12,\n\x0bjson_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\x12\x18\n\x10json_schema_json\x18\x05 \x01(\t\"W\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tTYPE_TEXT\x10\x01\x12\x14\n\x10TYPE_JSON_OBJECT\x10\x02\x12\x14\n\x10TYPE_JSON_SCHEMA\x10\x03\"\xf6\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12&\n\x1e\x63\x61\x63he_creation_5m_input_tokens\x18\x06 \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_1h_input_tokens\x18\x07 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x08 \x01(\x03\x12\x11\n\testimated\x18\t \x01(\x08\"7\n\x06Target\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x12ListAgentsResponse\x12%\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x15.switchboard.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x10GetAgentResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.switchboard.v1.Agent\"\xc2\x02\n\x05\x41gent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12%\n\x05route\x18\x04 \x03(\x0b\x32\x16.switchboard.v1.Target\x12\x36\n\x12\x64\x65\x66\x61ult_parameters\x18\x05 \x01(\x0b\x32\x1a.switchboard.v1.Parameters\x12\x1e\n\x16overridable_parameters\x18\x06 \x03(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.switchboard.v1.Tool\x12\x1c\n\x14\x61\x63\x63\x65pts_caller_tools\x18\x08 \x01(\x08\x12\x30\n\x0cserver_tools\x18\t \x03(\x0b\x32\x1a.switchboard.v1.ServerTool\x12\x11\n\tmax_steps\x18\n \x01(\x05\"w\n\nServerTool\x12\"\n\x04tool\x18\x01 \x01(\x0b\x32\x14.switchboard.v1.Tool\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\ntool_class\x18\x03 \x01(\t\x12\x10\n\x08\x61pproval\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08*\x83\x02\n\x0bToolOutcome\x12\x1c\n\x18TOOL_OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOOL_OUTCOME_OK\x10\x01\x12\x16\n\x12TOOL_OUTCOME_ERROR\x10\x02\x12\x18\n\x14TOOL_OUTCOME_TIMEOUT\x10\x03\x12\x1a\n\x16TOOL_OUTCOME_TOO_LARGE\x10\x04\x12\x1c\n\x18TOOL_OUTCOME_NOT_ALLOWED\x10\x05\x12\"\n\x1eTOOL_OUTCOME_INVALID_ARGUMENTS\x10\x06\x12\x18\n\x14TOOL_OUTCOME_BLOCKED\x10\x07\x12\x17\n\x13TOOL_OUTCOME_DENIED\x10\x08*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xe0\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\"\n\x1e\x46INISH_REASON_APPROVAL_PENDING\x10\x05\x12\x1b\n\x17\x46INISH_REASON_MAX_STEPS\x10\x06\x32\xc6\x02\n\x0c\x41gentService\x12G\n\x06Invoke\x12\x1d.switchboard.v1.InvokeRequest\x1a\x1e.switchboard.v1.InvokeResponse\x12I\n\x06Stream\x12\x1d.switchboard.v1.StreamRequest\x1a\x1e.switchboard.v1.StreamResponse0\x01\x12S\n\nListAgents\x12!.switchboard.v1.ListAgentsRequest\x1a\".switchboard.v1.ListAgentsResponse\x12M\n\x08GetAgent\x12\x1f.switchboard.v1.GetAgentRequest\x1a .switchboard.v1.GetAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,62 +38,74 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_STREAMREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_STREAMREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=3670
-  _globals['_ROLE']._serialized_end=3765
-  _globals['_FINISHREASON']._serialized_start=3768
-  _globals['_FINISHREASON']._serialized_end=3927
-  _globals['_INVOKEREQUEST']._serialized_start=77
-  _globals['_INVOKEREQUEST']._serialized_end=417
-  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_start=360
-  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_end=407
-  _globals['_INVOKERESPONSE']._serialized_start=420
-  _globals['_INVOKERESPONSE']._serialized_end=758
-  _globals['_STREAMREQUEST']._serialized_start=761
-  _globals['_STREAMREQUEST']._serialized_end=1101
-  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_start=360
-  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_end=407
-  _globals['_STREAMRESPONSE']._serialized_start=1104
-  _globals['_STREAMRESPONSE']._serialized_end=1370
-  _globals['_STREAMSTART']._serialized_start=1372
-  _globals['_STREAMSTART']._serialized_end=1483
-  _globals['_TEXTDELTA']._serialized_start=1485
-  _globals['_TEXTDELTA']._serialized_end=1510
-  _globals['_TOOLCALLDELTA']._serialized_start=1512
-  _globals['_TOOLCALLDELTA']._serialized_end=1593
-  _globals['_STREAMFINISH']._serialized_start=1596
-  _globals['_STREAMFINISH']._serialized_end=1794
-  _globals['_GUARDVERDICT']._serialized_start=1796
-  _globals['_GUARDVERDICT']._serialized_end=1889
-  _globals['_MESSAGE']._serialized_start=1892
-  _globals['_MESSAGE']._serialized_end=2051
-  _globals['_CONTENTPART']._serialized_start=2053
-  _globals['_CONTENTPART']._serialized_end=2130
-  _globals['_IMAGE']._serialized_start=2132
-  _globals['_IMAGE']._serialized_end=2200
-  _globals['_TOOLCALL']._serialized_start=2202
-  _globals['_TOOLCALL']._serialized_end=2262
-  _globals['_TOOL']._serialized_start=2264
-  _globals['_TOOL']._serialized_end=2375
-  _globals['_PARAMETERS']._serialized_start=2378
-  _globals['_PARAMETERS']._serialized_end=2601
-  _globals['_RESPONSEFORMAT']._serialized_start=2604
-  _globals['_RESPONSEFORMAT']._serialized_end=2869
-  _globals['_RESPONSEFORMAT_TYPE']._serialized_start=2782
-  _globals['_RESPONSEFORMAT_TYPE']._serialized_end=2869
-  _globals['_USAGE']._serialized_start=2872
-  _globals['_USAGE']._serialized_end=3118
-  _globals['_TARGET']._serialized_start=3120
-  _globals['_TARGET']._serialized_end=3175
-  _globals['_LISTAGENTSREQUEST']._serialized_start=3177
-  _globals['_LISTAGENTSREQUEST']._serialized_end=3235
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=3237
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=3321
-  _globals['_GETAGENTREQUEST']._serialized_start=3323
-  _globals['_GETAGENTREQUEST']._serialized_end=3354
-  _globals['_GETAGENTRESPONSE']._serialized_start=3356
-  _globals['_GETAGENTRESPONSE']._serialized_end=3412
-  _globals['_AGENT']._serialized_start=3415
-  _globals['_AGENT']._serialized_end=3668
-  _globals['_AGENTSERVICE']._serialized_start=3930
-  _globals['_AGENTSERVICE']._serialized_end=4256
+  _globals['_TOOLOUTCOME']._serialized_start=5080
+  _globals['_TOOLOUTCOME']._serialized_end=5339
+  _globals['_ROLE']._serialized_start=5341
+  _globals['_ROLE']._serialized_end=5436
+  _globals['_FINISHREASON']._serialized_start=5439
+  _globals['_FINISHREASON']._serialized_end=5663
+  _globals['_INVOKEREQUEST']._serialized_start=142
+  _globals['_INVOKEREQUEST']._serialized_end=482
+  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_start=425
+  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_end=472
+  _globals['_INVOKERESPONSE']._serialized_start=485
+  _globals['_INVOKERESPONSE']._serialized_end=876
+  _globals['_STREAMREQUEST']._serialized_start=879
+  _globals['_STREAMREQUEST']._serialized_end=1235
+  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_start=425
+  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_end=472
+  _globals['_STREAMRESPONSE']._serialized_start=1238
+  _globals['_STREAMRESPONSE']._serialized_end=1669
+  _globals['_STREAMSTART']._serialized_start=1671
+  _globals['_STREAMSTART']._serialized_end=1782
+  _globals['_TEXTDELTA']._serialized_start=1784
+  _globals['_TEXTDELTA']._serialized_end=1809
+  _globals['_TOOLCALLDELTA']._serialized_start=1811
+  _globals['_TOOLCALLDELTA']._serialized_end=1892
+  _globals['_STREAMFINISH']._serialized_start=1895
+  _globals['_STREAMFINISH']._serialized_end=2109
+  _globals['_TOOLRESULT']._serialized_start=2112
+  _globals['_TOOLRESULT']._serialized_end=2317
+  _globals['_APPROVALREQUIRED']._serialized_start=2320
+  _globals['_APPROVALREQUIRED']._serialized_end=2514
+  _globals['_STEPFINISH']._serialized_start=2517
+  _globals['_STEPFINISH']._serialized_end=2692
+  _globals['_STEP']._serialized_start=2695
+  _globals['_STEP']._serialized_end=3013
+  _globals['_GUARDVERDICT']._serialized_start=3015
+  _globals['_GUARDVERDICT']._serialized_end=3108
+  _globals['_MESSAGE']._serialized_start=3111
+  _globals['_MESSAGE']._serialized_end=3270
+  _globals['_CONTENTPART']._serialized_start=3272
+  _globals['_CONTENTPART']._serialized_end=3349
+  _globals['_IMAGE']._serialized_start=3351
+  _globals['_IMAGE']._serialized_end=3419
+  _globals['_TOOLCALL']._serialized_start=3421
+  _globals['_TOOLCALL']._serialized_end=3481
+  _globals['_TOOL']._serialized_start=3483
+  _globals['_TOOL']._serialized_end=3594
+  _globals['_PARAMETERS']._serialized_start=3597
+  _globals['_PARAMETERS']._serialized_end=3820
+  _globals['_RESPONSEFORMAT']._serialized_start=3823
+  _globals['_RESPONSEFORMAT']._serialized_end=4088
+  _globals['_RESPONSEFORMAT_TYPE']._serialized_start=4001
+  _globals['_RESPONSEFORMAT_TYPE']._serialized_end=4088
+  _globals['_USAGE']._serialized_start=4091
+  _globals['_USAGE']._serialized_end=4337
+  _globals['_TARGET']._serialized_start=4339
+  _globals['_TARGET']._serialized_end=4394
+  _globals['_LISTAGENTSREQUEST']._serialized_start=4396
+  _globals['_LISTAGENTSREQUEST']._serialized_end=4454
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=4456
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=4540
+  _globals['_GETAGENTREQUEST']._serialized_start=4542
+  _globals['_GETAGENTREQUEST']._serialized_end=4573
+  _globals['_GETAGENTRESPONSE']._serialized_start=4575
+  _globals['_GETAGENTRESPONSE']._serialized_end=4631
+  _globals['_AGENT']._serialized_start=4634
+  _globals['_AGENT']._serialized_end=4956
+  _globals['_SERVERTOOL']._serialized_start=4958
+  _globals['_SERVERTOOL']._serialized_end=5077
+  _globals['_AGENTSERVICE']._serialized_start=5666
+  _globals['_AGENTSERVICE']._serialized_end=5992
 # @@protoc_insertion_point(module_scope)

@@ -11,8 +11,10 @@ conversation.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -25,6 +27,60 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ToolOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_OUTCOME_UNSPECIFIED: _ToolOutcome.ValueType  # 0
+    """Not set."""
+    TOOL_OUTCOME_OK: _ToolOutcome.ValueType  # 1
+    """The tool ran and answered."""
+    TOOL_OUTCOME_ERROR: _ToolOutcome.ValueType  # 2
+    """The tool reported an error, failed, or its server could not be reached."""
+    TOOL_OUTCOME_TIMEOUT: _ToolOutcome.ValueType  # 3
+    """The tool did not answer within its timeout (or the call's deadline)."""
+    TOOL_OUTCOME_TOO_LARGE: _ToolOutcome.ValueType  # 4
+    """The result was over the tool's `max_result_bytes`."""
+    TOOL_OUTCOME_NOT_ALLOWED: _ToolOutcome.ValueType  # 5
+    """The agent may not call this tool: not on its list, unknown, or disabled
+    (a pinned MCP tool that changed).
+    """
+    TOOL_OUTCOME_INVALID_ARGUMENTS: _ToolOutcome.ValueType  # 6
+    """The arguments are not a JSON object valid under the tool's schema."""
+    TOOL_OUTCOME_BLOCKED: _ToolOutcome.ValueType  # 7
+    """A guard blocked the call (tool_call stage) or its result (input guards)."""
+    TOOL_OUTCOME_DENIED: _ToolOutcome.ValueType  # 8
+    """A person denied the call (ApprovalService.Deny), or its approval expired."""
+
+class ToolOutcome(_ToolOutcome, metaclass=_ToolOutcomeEnumTypeWrapper):
+    """ToolOutcome is what became of one tool call. Every outcome but OK is fed
+    back to the model as an error result: a tool call never fails the run.
+    """
+
+TOOL_OUTCOME_UNSPECIFIED: ToolOutcome.ValueType  # 0
+"""Not set."""
+TOOL_OUTCOME_OK: ToolOutcome.ValueType  # 1
+"""The tool ran and answered."""
+TOOL_OUTCOME_ERROR: ToolOutcome.ValueType  # 2
+"""The tool reported an error, failed, or its server could not be reached."""
+TOOL_OUTCOME_TIMEOUT: ToolOutcome.ValueType  # 3
+"""The tool did not answer within its timeout (or the call's deadline)."""
+TOOL_OUTCOME_TOO_LARGE: ToolOutcome.ValueType  # 4
+"""The result was over the tool's `max_result_bytes`."""
+TOOL_OUTCOME_NOT_ALLOWED: ToolOutcome.ValueType  # 5
+"""The agent may not call this tool: not on its list, unknown, or disabled
+(a pinned MCP tool that changed).
+"""
+TOOL_OUTCOME_INVALID_ARGUMENTS: ToolOutcome.ValueType  # 6
+"""The arguments are not a JSON object valid under the tool's schema."""
+TOOL_OUTCOME_BLOCKED: ToolOutcome.ValueType  # 7
+"""A guard blocked the call (tool_call stage) or its result (input guards)."""
+TOOL_OUTCOME_DENIED: ToolOutcome.ValueType  # 8
+"""A person denied the call (ApprovalService.Deny), or its approval expired."""
+Global___ToolOutcome: _TypeAlias = ToolOutcome  # noqa: Y015
 
 class _Role:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -74,6 +130,12 @@ class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishRe
     """The model asked for tool calls."""
     FINISH_REASON_CONTENT_FILTER: _FinishReason.ValueType  # 4
     """The provider's content filter."""
+    FINISH_REASON_APPROVAL_PENDING: _FinishReason.ValueType  # 5
+    """A tool call waits for a person's approval and the call's deadline came
+    first: the run is parked under `run_id` (InvokeResponse, StreamFinish).
+    """
+    FINISH_REASON_MAX_STEPS: _FinishReason.ValueType  # 6
+    """The agent's `max_steps` model steps were taken without a final answer."""
 
 class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
     """FinishReason is why the model stopped, normalised across providers."""
@@ -88,6 +150,12 @@ FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 3
 """The model asked for tool calls."""
 FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 4
 """The provider's content filter."""
+FINISH_REASON_APPROVAL_PENDING: FinishReason.ValueType  # 5
+"""A tool call waits for a person's approval and the call's deadline came
+first: the run is parked under `run_id` (InvokeResponse, StreamFinish).
+"""
+FINISH_REASON_MAX_STEPS: FinishReason.ValueType  # 6
+"""The agent's `max_steps` model steps were taken without a final answer."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 @_typing.final
@@ -204,6 +272,8 @@ class InvokeResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     CACHE_HIT_FIELD_NUMBER: _builtins.int
     GUARD_VERDICTS_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id: the caller's, or the one the server generated."""
     finish_reason: Global___FinishReason.ValueType
@@ -218,6 +288,12 @@ class InvokeResponse(_message.Message):
     """
     cache_hit: _builtins.bool
     """True when the answer was served from the response cache."""
+    run_id: _builtins.str
+    """For agents with server tools: the run's id. With finish_reason
+    FINISH_REASON_APPROVAL_PENDING the run is parked: resume it with
+    RunService.ResumeRun (or Stream with `run_id`) once the approval is
+    decided.
+    """
     @_builtins.property
     def message(self) -> Global___Message:
         """The assistant's message: text parts and/or tool calls."""
@@ -238,6 +314,12 @@ class InvokeResponse(_message.Message):
         An answer replayed from the cache carries the input's verdicts only.
         """
 
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
+        """For agents with server tools: every model step of the run, oldest first,
+        the last one being the step that gave `message`. `usage` totals them.
+        """
+
     def __init__(
         self,
         *,
@@ -251,10 +333,12 @@ class InvokeResponse(_message.Message):
         attempts: _builtins.int = ...,
         cache_hit: _builtins.bool = ...,
         guard_verdicts: _abc.Iterable[Global___GuardVerdict] | None = ...,
+        steps: _abc.Iterable[Global___Step] | None = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "target", b"target", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "message", b"message", "request_id", b"request_id", "target", b"target", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "message", b"message", "request_id", b"request_id", "run_id", b"run_id", "steps", b"steps", "target", b"target", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -297,6 +381,7 @@ class StreamRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """Name of the agent to run. Required."""
     session_id: _builtins.str
@@ -310,6 +395,15 @@ class StreamRequest(_message.Message):
     """
     cache: _builtins.bool
     """Use the response cache for this request. See InvokeRequest.cache."""
+    run_id: _builtins.str
+    """Continue a run that was parked (an InvokeResponse or StreamFinish with
+    FINISH_REASON_APPROVAL_PENDING gave its id) instead of starting one:
+    `agent` may then be empty (or must name the run's agent), and `messages`
+    may only carry TOOL results for caller tools the run waits for. The
+    stream goes on from the run's last step. The same as
+    RunService.ResumeRun, streamed. NOT_FOUND for an unknown run (or one of
+    another tenant), FAILED_PRECONDITION for a run that is not parked.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation so far, oldest first. See InvokeRequest.messages."""
@@ -337,10 +431,11 @@ class StreamRequest(_message.Message):
         request_id: _builtins.str = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
         cache: _builtins.bool | None = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "cache", b"cache", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "agent", b"agent", "cache", b"cache", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache", b"_cache", "agent", b"agent", "cache", b"cache", "messages", b"messages", "metadata", b"metadata", "parameters", b"parameters", "request_id", b"request_id", "run_id", b"run_id", "session_id", b"session_id", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cache: _TypeAlias = _typing.Literal["cache"]  # noqa: Y015
     _WhichOneofArgType__cache: _TypeAlias = _typing.Literal["_cache", b"_cache"]  # noqa: Y015
@@ -359,6 +454,9 @@ class StreamResponse(_message.Message):
     TOOL_CALL_DELTA_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     FINISH_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    APPROVAL_REQUIRED_FIELD_NUMBER: _builtins.int
+    STEP_FINISH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___StreamStart:
         """First event: which request, agent and target this stream answers."""
@@ -379,6 +477,28 @@ class StreamResponse(_message.Message):
     def finish(self) -> Global___StreamFinish:
         """Last event of a stream that completed."""
 
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult:
+        """The outcome of a tool call the server ran for the agent (agents with
+        server tools: README, Tools). Comes after the model step that made the
+        call, before that step's `step_finish`.
+        """
+
+    @_builtins.property
+    def approval_required(self) -> Global___ApprovalRequired:
+        """A tool call waits for a person's decision (ApprovalService). The run
+        waits within the call's deadline; if the deadline would pass first, the
+        stream ends with FINISH_REASON_APPROVAL_PENDING and the run id to
+        resume it with.
+        """
+
+    @_builtins.property
+    def step_finish(self) -> Global___StepFinish:
+        """The end of one model step of a run with server tools, and of the tool
+        calls it made. The text and tool-call deltas before it belong to that
+        step; the next step's (or the final answer's) deltas follow it.
+        """
+
     def __init__(
         self,
         *,
@@ -387,12 +507,15 @@ class StreamResponse(_message.Message):
         tool_call_delta: Global___ToolCallDelta | None = ...,
         usage: Global___Usage | None = ...,
         finish: Global___StreamFinish | None = ...,
+        tool_result: Global___ToolResult | None = ...,
+        approval_required: Global___ApprovalRequired | None = ...,
+        step_finish: Global___StepFinish | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "start", b"start", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_required", b"approval_required", "event", b"event", "finish", b"finish", "start", b"start", "step_finish", b"step_finish", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "tool_result", b"tool_result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "finish", b"finish", "start", b"start", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_required", b"approval_required", "event", b"event", "finish", b"finish", "start", b"start", "step_finish", b"step_finish", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "tool_result", b"tool_result", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "text_delta", "tool_call_delta", "usage", "finish"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "text_delta", "tool_call_delta", "usage", "finish", "tool_result", "approval_required", "step_finish"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -504,12 +627,18 @@ class StreamFinish(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     GUARD_VERDICTS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
     attempts: _builtins.int
     """Upstream attempts made (see InvokeResponse.attempts)."""
     cache_hit: _builtins.bool
     """True when the answer was replayed from the response cache."""
+    run_id: _builtins.str
+    """The run's id, for agents with server tools: with
+    FINISH_REASON_APPROVAL_PENDING, what to resume (RunService.ResumeRun, or
+    Stream with `run_id`) once the approval is decided.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
         """The target that produced the answer; the same as in `start`."""
@@ -529,14 +658,231 @@ class StreamFinish(_message.Message):
         cache_hit: _builtins.bool = ...,
         target: Global___Target | None = ...,
         guard_verdicts: _abc.Iterable[Global___GuardVerdict] | None = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "run_id", b"run_id", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamFinish: _TypeAlias = StreamFinish  # noqa: Y015
+
+@_typing.final
+class ToolResult(_message.Message):
+    """ToolResult is the outcome of one tool call the server ran."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The model's id for the call (ToolCall.id)."""
+    name: _builtins.str
+    """The tool's name, as the model called it."""
+    outcome: Global___ToolOutcome.ValueType
+    """What happened."""
+    preview: _builtins.str
+    """The start of the result as the model sees it (after the input guards'
+    redactions), at most 512 characters. Empty when the outcome is not OK.
+    """
+    size_bytes: _builtins.int
+    """The whole result's size in bytes (UTF-8), as the tool returned it."""
+    error: _builtins.str
+    """For an outcome other than OK: what went wrong, as told to the model (for
+    example "timed out after 5s"). Never a credential or a server's stack.
+    """
+    step: _builtins.int
+    """The model step that made the call, from 1."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long the tool took (zero when it did not run)."""
+
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        outcome: Global___ToolOutcome.ValueType = ...,
+        preview: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        error: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        step: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "error", b"error", "name", b"name", "outcome", b"outcome", "preview", b"preview", "size_bytes", b"size_bytes", "step", b"step", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
+
+@_typing.final
+class ApprovalRequired(_message.Message):
+    """ApprovalRequired says a tool call waits for a person's decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    approval_id: _builtins.str
+    """The approval's id (ApprovalService.GetApproval)."""
+    run_id: _builtins.str
+    """The run that waits."""
+    tool_call_id: _builtins.str
+    """The model's id for the call."""
+    tool: _builtins.str
+    """The tool's name."""
+    arguments_json: _builtins.str
+    """The arguments the model gave, as JSON text (after the tool_call guards)."""
+    reason: _builtins.str
+    """Why approval is needed, e.g. "policy: always" or the condition that held."""
+    step: _builtins.int
+    """The model step that made the call, from 1."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the approval expires undecided (then it counts as denied)."""
+
+    def __init__(
+        self,
+        *,
+        approval_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        tool: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        step: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_id", b"approval_id", "arguments_json", b"arguments_json", "expire_time", b"expire_time", "reason", b"reason", "run_id", b"run_id", "step", b"step", "tool", b"tool", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalRequired: _TypeAlias = ApprovalRequired  # noqa: Y015
+
+@_typing.final
+class StepFinish(_message.Message):
+    """StepFinish closes one model step of a run with server tools."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    step: _builtins.int
+    """The step's number, from 1."""
+    finish_reason: Global___FinishReason.ValueType
+    """Why the model stopped this step (FINISH_REASON_TOOL_CALLS when it called
+    tools).
+    """
+    attempts: _builtins.int
+    """Upstream attempts this step made."""
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """This step's tokens and cost (the `usage` event before `finish` totals
+        every step).
+        """
+
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """The target that answered this step."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.int = ...,
+        finish_reason: Global___FinishReason.ValueType = ...,
+        usage: Global___Usage | None = ...,
+        target: Global___Target | None = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "finish_reason", b"finish_reason", "step", b"step", "target", b"target", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepFinish: _TypeAlias = StepFinish  # noqa: Y015
+
+@_typing.final
+class Step(_message.Message):
+    """Step is one model step of a run, as InvokeResponse.steps lists it: a
+    compact trace (tool results as previews).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_RESULTS_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    step: _builtins.int
+    """The step's number, from 1."""
+    finish_reason: Global___FinishReason.ValueType
+    """Why the model stopped this step."""
+    attempts: _builtins.int
+    """Upstream attempts this step made."""
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """This step's tokens and cost."""
+
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """The target that answered this step."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The tool calls the model made in this step."""
+
+    @_builtins.property
+    def tool_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolResult]:
+        """What became of the calls the server ran, in the order of `tool_calls`."""
+
+    @_builtins.property
+    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApprovalRequired]:
+        """Approvals the step's calls wait for (a parked run's last step)."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.int = ...,
+        finish_reason: Global___FinishReason.ValueType = ...,
+        usage: Global___Usage | None = ...,
+        target: Global___Target | None = ...,
+        attempts: _builtins.int = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        tool_results: _abc.Iterable[Global___ToolResult] | None = ...,
+        approvals: _abc.Iterable[Global___ApprovalRequired] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "attempts", b"attempts", "finish_reason", b"finish_reason", "step", b"step", "target", b"target", "tool_calls", b"tool_calls", "tool_results", b"tool_results", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Step: _TypeAlias = Step  # noqa: Y015
 
 @_typing.final
 class GuardVerdict(_message.Message):
@@ -1103,6 +1449,8 @@ class Agent(_message.Message):
     OVERRIDABLE_PARAMETERS_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     ACCEPTS_CALLER_TOOLS_FIELD_NUMBER: _builtins.int
+    SERVER_TOOLS_FIELD_NUMBER: _builtins.int
+    MAX_STEPS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The agent's name, used in requests."""
     description: _builtins.str
@@ -1111,6 +1459,8 @@ class Agent(_message.Message):
     """The agent's version: given in config, or a hash of its definition."""
     accepts_caller_tools: _builtins.bool
     """Whether a request may add its own tools."""
+    max_steps: _builtins.int
+    """The most model steps one run takes (agents with server tools)."""
     @_builtins.property
     def route(self) -> _containers.RepeatedCompositeFieldContainer[Global___Target]:
         """The targets the agent's route may use, in order of preference."""
@@ -1127,6 +1477,12 @@ class Agent(_message.Message):
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
         """The tools the agent offers the model."""
 
+    @_builtins.property
+    def server_tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServerTool]:
+        """The tools the server runs for this agent (MCP and HTTP tools on its
+        allowlist), with their policy. `tools` lists the caller's tools.
+        """
+
     def __init__(
         self,
         *,
@@ -1138,11 +1494,57 @@ class Agent(_message.Message):
         overridable_parameters: _abc.Iterable[_builtins.str] | None = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
         accepts_caller_tools: _builtins.bool = ...,
+        server_tools: _abc.Iterable[Global___ServerTool] | None = ...,
+        max_steps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["default_parameters", b"default_parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_caller_tools", b"accepts_caller_tools", "default_parameters", b"default_parameters", "description", b"description", "name", b"name", "overridable_parameters", b"overridable_parameters", "route", b"route", "tools", b"tools", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_caller_tools", b"accepts_caller_tools", "default_parameters", b"default_parameters", "description", b"description", "max_steps", b"max_steps", "name", b"name", "overridable_parameters", b"overridable_parameters", "route", b"route", "server_tools", b"server_tools", "tools", b"tools", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Agent: _TypeAlias = Agent  # noqa: Y015
+
+@_typing.final
+class ServerTool(_message.Message):
+    """ServerTool is a tool the server runs for an agent, and its policy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TOOL_CLASS_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """Where it runs: "mcp:<server name>" or "http"."""
+    tool_class: _builtins.str
+    """"read_only" or "write"."""
+    approval: _builtins.str
+    """When a call needs a person's approval: "never", "always" or "when" (a
+    condition on the arguments).
+    """
+    enabled: _builtins.bool
+    """False while the tool is disabled: its MCP server changed its pinned
+    definition (a "rug pull"), or the server is down.
+    """
+    @_builtins.property
+    def tool(self) -> Global___Tool:
+        """The tool as offered to the model."""
+
+    def __init__(
+        self,
+        *,
+        tool: Global___Tool | None = ...,
+        source: _builtins.str = ...,
+        tool_class: _builtins.str = ...,
+        approval: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tool", b"tool"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "enabled", b"enabled", "source", b"source", "tool", b"tool", "tool_class", b"tool_class"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerTool: _TypeAlias = ServerTool  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchboard/v1/usage.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08group_by\x18\x03 \x03(\x0e\x32\x1e.switchboard.v1.UsageDimension\"\xd2\x02\n\nUsageGroup\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x04 \x01(\x03\x12\x14\n\x0c\x66\x61iled_calls\x18\x05 \x01(\x03\x12\x12\n\ncache_hits\x18\x06 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\n \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_5m_input_tokens\x18\x0b \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_1h_input_tokens\x18\x0c \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\r \x01(\x03\x12\x17\n\x0f\x65stimated_calls\x18\x0e \x01(\x03\"\x9c\x01\n\x10GetUsageResponse\x12*\n\x06groups\x18\x01 \x03(\x0b\x32\x1a.switchboard.v1.UsageGroup\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x80\x01\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_DIMENSION_AGENT\x10\x01\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x02\x12\x17\n\x13USAGE_DIMENSION_KEY\x10\x03\x32]\n\x0cUsageService\x12M\n\x08GetUsage\x12\x1f.switchboard.v1.GetUsageRequest\x1a .switchboard.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchboard/v1/usage.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08group_by\x18\x03 \x03(\x0e\x32\x1e.switchboard.v1.UsageDimension\"\xd2\x02\n\nUsageGroup\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x04 \x01(\x03\x12\x14\n\x0c\x66\x61iled_calls\x18\x05 \x01(\x03\x12\x12\n\ncache_hits\x18\x06 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\n \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_5m_input_tokens\x18\x0b \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_1h_input_tokens\x18\x0c \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\r \x01(\x03\x12\x17\n\x0f\x65stimated_calls\x18\x0e \x01(\x03\"\x9c\x01\n\x10GetUsageResponse\x12*\n\x06groups\x18\x01 \x03(\x0b\x32\x1a.switchboard.v1.UsageGroup\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9c\x01\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_DIMENSION_AGENT\x10\x01\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x02\x12\x17\n\x13USAGE_DIMENSION_KEY\x10\x03\x12\x1a\n\x16USAGE_DIMENSION_TENANT\x10\x04\x32]\n\x0cUsageService\x12M\n\x08GetUsage\x12\x1f.switchboard.v1.GetUsageRequest\x1a .switchboard.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.v1.usage_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGEDIMENSION']._serialized_start=744
-  _globals['_USAGEDIMENSION']._serialized_end=872
+  _globals['_USAGEDIMENSION']._serialized_end=900
   _globals['_GETUSAGEREQUEST']._serialized_start=80
   _globals['_GETUSAGEREQUEST']._serialized_end=241
   _globals['_USAGEGROUP']._serialized_start=244
   _globals['_USAGEGROUP']._serialized_end=582
   _globals['_GETUSAGERESPONSE']._serialized_start=585
   _globals['_GETUSAGERESPONSE']._serialized_end=741
-  _globals['_USAGESERVICE']._serialized_start=874
-  _globals['_USAGESERVICE']._serialized_end=967
+  _globals['_USAGESERVICE']._serialized_start=902
+  _globals['_USAGESERVICE']._serialized_end=995
 # @@protoc_insertion_point(module_scope)

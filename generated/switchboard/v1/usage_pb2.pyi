@@ -34,6 +34,10 @@ class _UsageDimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageD
     """The model that answered."""
     USAGE_DIMENSION_KEY: _UsageDimension.ValueType  # 3
     """The API key id of the caller."""
+    USAGE_DIMENSION_TENANT: _UsageDimension.ValueType  # 4
+    """The tenant (AdminService.GetUsageReport only; GetUsage reports the
+    caller's own tenant).
+    """
 
 class UsageDimension(_UsageDimension, metaclass=_UsageDimensionEnumTypeWrapper):
     """UsageDimension is a field usage can be grouped by."""
@@ -46,6 +50,10 @@ USAGE_DIMENSION_MODEL: UsageDimension.ValueType  # 2
 """The model that answered."""
 USAGE_DIMENSION_KEY: UsageDimension.ValueType  # 3
 """The API key id of the caller."""
+USAGE_DIMENSION_TENANT: UsageDimension.ValueType  # 4
+"""The tenant (AdminService.GetUsageReport only; GetUsage reports the
+caller's own tenant).
+"""
 Global___UsageDimension: _TypeAlias = UsageDimension  # noqa: Y015
 
 @_typing.final

@@ -1,0 +1,117 @@
+"""Approvals as a service: list, read and decide a tenant's approvals. The gRPC
+ApprovalService (:mod:`service.api.approvals`) wraps it; the web console reaches it through
+the Connect door. Every decision is audited (action ``Approve``/``Deny``, resource the
+approval id, detail in the outcome) before the answer."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from service.approvals.records import ApprovalRecord, ApprovalState
+from service.approvals.store import ApprovalStore
+from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from service.state.records import AuditEntry
+
+COMMENT_MAX = 1000
+ARGUMENTS_MAX = 1 << 20
+
+
+class Audit(Protocol):
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+
+class Approvals:
+    """See the module docstring. ``tenant`` and ``key_id`` are the caller's (the approver)."""
+
+    def __init__(
+        self, store: ApprovalStore, audit: Audit, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def get(self, tenant: str, approval_id: str) -> ApprovalRecord:
+        """Raises NotFound when the tenant has no approval ``approval_id``."""
+        found = await self._store.get_approval(tenant, approval_id) if approval_id else None
+        if found is None:
+            raise NotFound(f"no approval {approval_id!r}")
+        return found
+
+    async def list(
+        self,
+        tenant: str,
+        *,
+        before: str,
+        limit: int,
+        state: ApprovalState | None,
+        run_id: str,
+    ) -> list[ApprovalRecord]:
+        """Newest first; ``before`` is the last id of the previous page."""
+        return await self._store.list_approvals(
+            tenant, before=before, limit=limit, state=state, run_id=run_id, now=self._clock()
+        )
+
+    async def decide(
+        self,
+        tenant: str,
+        key_id: str,
+        request_id: str,
+        approval_id: str,
+        approve: bool,
+        *,
+        comment: str = "",
+        arguments_json: str = "",
+    ) -> ApprovalRecord:
+        """Approve (with ``arguments_json`` edited, if given) or deny. Raises InvalidArgument
+        (a comment over 1000 characters; edited arguments that are not a JSON object),
+        NotFound, FailedPrecondition (already decided or expired)."""
+        if len(comment) > COMMENT_MAX:
+            raise InvalidArgument(
+                f"comment: at most {COMMENT_MAX} characters",
+                [FieldViolation("comment", f"at most {COMMENT_MAX} characters")],
+            )
+        if arguments_json:
+            _check_object(arguments_json)
+        now = self._clock()
+        state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
+        decided = await self._store.decide_approval(
+            tenant, approval_id, state, approver=key_id or "auth-off", comment=comment,
+            edited_arguments_json=arguments_json, now=now,
+        )  # fmt: skip
+        if decided is None:
+            current = await self.get(tenant, approval_id)
+            raise FailedPrecondition(
+                f"approval {approval_id!r} is already {current.state_at(now).value}"
+            )
+        edited = " edited" if arguments_json else ""
+        await self._audit.audit(
+            AuditEntry(
+                now, tenant, key_id, request_id, "Approve" if approve else "Deny",
+                f"approval:{approval_id}", f"{state.value}{edited}",
+                entry_id=uuid.uuid4().hex,
+            )
+        )  # fmt: skip
+        return decided
+
+
+def _check_object(text: str) -> None:
+    problem = ""
+    if len(text) > ARGUMENTS_MAX:
+        problem = f"at most {ARGUMENTS_MAX} bytes"
+    else:
+        try:
+            if not isinstance(json.loads(text), dict):
+                problem = "must be a JSON object"
+        except ValueError:
+            problem = "is not valid JSON"
+    if problem:
+        raise InvalidArgument(
+            f"arguments_json: {problem}", [FieldViolation("arguments_json", problem)]
+        )

@@ -1,0 +1,387 @@
+"""The agent loop: model step → tool calls → policy → guards → run (in parallel) → results
+→ next model step, until a final answer, ``max_steps`` or the deadline.
+
+Each model step is one call of ``step`` (the runner's state pipeline and router: full
+resilience, a budget reservation, a ledger line, priced and charged to the limits). The
+events a caller sees: the first step's Start; every step's deltas; a ToolResultEvent per
+call the server ran (and ApprovalRequiredEvent for those that wait); a StepFinish per step;
+then the run's total usage and one Finish. A tool that fails, times out, is refused or
+denied becomes an error result the model sees: it never fails the run.
+
+Calls to caller tools end the run as without a loop (the server's calls of that step are
+run first, so a session holds their results). Calls to tools the agent does not list are
+refused and audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable, Mapping, MutableMapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from service.agents.spec import AgentSpec
+from service.context import current
+from service.deadline import Deadline
+from service.domain import (
+    AgentRequest,
+    Event,
+    Finish,
+    FinishReason,
+    Fold,
+    GuardVerdict,
+    Message,
+    Role,
+    Start,
+    StepFinish,
+    StepTrace,
+    TargetRef,
+    TextPart,
+    ToolCall,
+    ToolOutcome,
+    ToolResultEvent,
+    Usage,
+    UsageEvent,
+)
+from service.guards import GuardContext
+from service.guards.check import merge_verdicts
+from service.routing.whole import total
+from service.state.records import AuditEntry
+from service.tools.guarding import Validators, check_call, check_result
+from service.tools.host import ToolHost
+from service.tools.policy import approval_reason
+from service.tools.results import PREVIEW_CHARS, ToolOutput, failed, model_text
+from service.tools.spec import WRITE, ServerTool
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[AgentRequest, AgentSpec, Deadline], AsyncGenerator[Event, None]]
+
+
+class Audit(Protocol):
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+
+@dataclass(slots=True)
+class Pending:
+    """A call that waits for a person's decision."""
+
+    call: ToolCall
+    tool: ServerTool
+    arguments_json: str
+    reason: str
+    approval_id: str = ""
+
+
+@dataclass(slots=True)
+class LoopState:
+    """A run in progress: what a checkpoint holds (:mod:`service.tools.checkpoint`)."""
+
+    request: AgentRequest
+    conversation: list[Message]
+    history_len: int
+    step: int = 0
+    trace: list[StepTrace] = field(default_factory=list)
+    verdicts: list[GuardVerdict] = field(default_factory=list)
+    run_id: str = ""
+    started: bool = False
+    target: TargetRef | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return total(s.usage for s in self.trace)
+
+    @property
+    def attempts(self) -> int:
+        return sum(s.attempts for s in self.trace)
+
+
+class Approvals(Protocol):
+    """What the loop needs of approvals (:class:`service.approvals.gate.Gate`)."""
+
+    def wait(
+        self,
+        agent: AgentSpec,
+        state: LoopState,
+        pending: Sequence[Pending],
+        done: MutableMapping[str, ToolOutput],
+        *,
+        deadline: Deadline,
+        guards: GuardContext,
+    ) -> AsyncGenerator[Event, None]:
+        """Ask for the decisions (events: ApprovalRequiredEvent); then, for each pending
+        call, put its output in ``done``: run when approved, refused otherwise. A Finish
+        event means the run parked (``state.run_id`` set): the rest waits for a resume."""
+        ...
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """One model step's answer, folded."""
+
+    message: Message
+    reason: FinishReason
+    usage: Usage
+    target: TargetRef | None
+    attempts: int
+    verdicts: tuple[GuardVerdict, ...]
+
+
+class ToolLoop:
+    """See the module docstring. Built once by the composition root."""
+
+    def __init__(self, host: ToolHost, audit: Audit | None = None) -> None:
+        self.host = host
+        self._audit = audit
+        self.validators = Validators()
+        self.approvals: Approvals | None = None  # set by the composition root
+
+    def offered(self, agent: AgentSpec) -> dict[str, ServerTool]:
+        assert agent.loop is not None
+        return self.host.tools_for(agent.loop)
+
+    async def run(
+        self,
+        state: LoopState,
+        agent: AgentSpec,
+        step: Step,
+        guards: GuardContext,
+        deadline: Deadline,
+    ) -> AsyncGenerator[Event, None]:
+        """The run's events from ``state`` on (a new run, or a resumed one whose pending
+        step is settled). Raises what a model step raises (the run's steps so far are
+        charged: each step records itself)."""
+        assert agent.loop is not None
+        caller_tools = {t.name for t in (*agent.tools, *state.request.tools)}
+        while True:
+            server_tools = {n: t for n, t in self.offered(agent).items() if n not in caller_tools}
+            offered = replace(
+                agent,
+                tools=agent.tools + tuple(t.as_tool() for t in server_tools.values() if t.enabled),
+            )
+            state.step += 1
+            outcome: StepOutcome | None = None
+            request = replace(
+                state.request,
+                messages=tuple(state.conversation),
+                session_id="",
+                cache=None,
+            )
+            async with aclosing(step(request, offered, deadline)) as events:
+                fold = Fold()
+                async for event in events:
+                    fold.add(event)
+                    if isinstance(event, Start):
+                        state.target = state.target or event.target
+                        if not state.started:
+                            state.started = True
+                            yield event
+                    elif isinstance(event, UsageEvent):
+                        pass  # the step's own; the run's total comes at the end
+                    elif isinstance(event, Finish):
+                        answer = fold.result()
+                        outcome = StepOutcome(
+                            answer.message,
+                            event.reason,
+                            answer.usage,
+                            event.target,
+                            event.attempts,
+                            event.verdicts,
+                        )
+                    else:
+                        yield event
+            assert outcome is not None
+            state.verdicts.extend(outcome.verdicts)
+            calls = outcome.message.tool_calls
+            ends = (
+                outcome.reason is not FinishReason.TOOL_CALLS
+                or not calls
+                or any(c.name in caller_tools for c in calls)
+            )
+            if not ends and state.step >= agent.loop.max_steps:
+                outcome = replace(outcome, reason=FinishReason.MAX_STEPS)
+                ends = True
+            state.conversation.append(outcome.message)
+            results: list[ToolResultEvent] = []
+            parked = False
+            if calls and outcome.reason is FinishReason.TOOL_CALLS:
+                async for event in self._run_calls(
+                    agent,
+                    state,
+                    outcome.message.tool_calls,
+                    server_tools,
+                    guards,
+                    deadline=deadline,
+                ):
+                    if isinstance(event, ToolResultEvent):
+                        results.append(event)
+                    if isinstance(event, Finish):
+                        parked = True
+                        continue
+                    yield event
+            trace = StepTrace(
+                state.step,
+                FinishReason.APPROVAL_PENDING if parked else outcome.reason,
+                outcome.usage,
+                outcome.target,
+                outcome.attempts,
+                outcome.message,
+                tuple(results),
+            )
+            state.trace.append(trace)
+            yield StepFinish(trace.step, outcome.reason, trace.usage, trace.target, trace.attempts)
+            if parked or ends:
+                yield UsageEvent(state.usage)
+                yield Finish(
+                    FinishReason.APPROVAL_PENDING if parked else outcome.reason,
+                    state.attempts,
+                    False,
+                    outcome.target,
+                    merge_verdicts(state.verdicts),
+                    run_id=state.run_id,
+                )
+                return
+
+    async def _run_calls(
+        self,
+        agent: AgentSpec,
+        state: LoopState,
+        calls: Sequence[ToolCall],
+        tools: Mapping[str, ServerTool],
+        guards: GuardContext,
+        *,
+        deadline: Deadline,
+    ) -> AsyncGenerator[Event, None]:
+        """Run one step's server calls (in parallel, at most ``loop.parallel`` at once),
+        yield their results in call order, append the TOOL messages; calls that need
+        approval go to the approvals (a Finish from them means the run parked)."""
+        assert agent.loop is not None
+        lane = asyncio.Semaphore(agent.loop.parallel)
+        outputs: dict[str, ToolOutput] = {}
+        pending: list[Pending] = []
+
+        async def one(call: ToolCall) -> None:
+            tool = tools.get(call.name)
+            if tool is None or not tool.enabled:
+                why = (
+                    f"this agent may not call {call.name!r}"
+                    if tool is None
+                    else f"the tool is disabled: {tool.disabled_reason}"
+                )
+                outputs[call.id] = failed(ToolOutcome.NOT_ALLOWED, why)
+                await self.audited(state, call.name, "not_allowed")
+                return
+            checked = await check_call(
+                agent, guards, tool.parameters, call.arguments_json, self.validators
+            )
+            state.verdicts.extend(checked.verdicts)
+            if checked.problem:
+                kind = ToolOutcome.BLOCKED if checked.blocked else ToolOutcome.INVALID_ARGUMENTS
+                outputs[call.id] = failed(kind, checked.problem)
+                if checked.blocked:
+                    await self.audited(state, call.name, "blocked")
+                return
+            reason = approval_reason(tool, checked.arguments)
+            if reason is not None:
+                pending.append(Pending(call, tool, checked.arguments_json, reason))
+                return
+            async with lane:
+                outputs[call.id] = await self.execute(
+                    agent, state, tool, checked.arguments, guards, deadline=deadline
+                )
+
+        async with asyncio.TaskGroup() as group:
+            for call in calls:
+                if call.name in tools or not _is_caller(agent, state, call.name):
+                    group.create_task(one(call))
+        if pending:
+            if self.approvals is None:
+                for p in pending:
+                    outputs[p.call.id] = failed(
+                        ToolOutcome.DENIED, "this call needs approval, and no approver is set up"
+                    )
+            else:
+                async with aclosing(
+                    self.approvals.wait(
+                        agent, state, pending, outputs, deadline=deadline, guards=guards
+                    )
+                ) as decided:
+                    async for event in decided:
+                        yield event
+                        if isinstance(event, Finish):  # parked: the rest waits for a resume
+                            return
+        for call in calls:
+            output = outputs.get(call.id)
+            if output is None:
+                continue  # a caller tool's call: the caller answers it
+            yield self.result_event(state, call, output)
+
+    def result_event(self, state: LoopState, call: ToolCall, output: ToolOutput) -> ToolResultEvent:
+        """The call's result event; appends its TOOL message to the conversation."""
+        state.conversation.append(
+            Message(Role.TOOL, (TextPart(model_text(output)),), tool_call_id=call.id)
+        )
+        return ToolResultEvent(
+            call.id,
+            call.name,
+            output.outcome,
+            output.text[:PREVIEW_CHARS] if output.ok else "",
+            output.size_bytes,
+            "" if output.ok else output.text[:PREVIEW_CHARS],
+            output.duration_s,
+            state.step,
+        )
+
+    async def execute(
+        self,
+        agent: AgentSpec,
+        state: LoopState,
+        tool: ServerTool,
+        arguments: Mapping[str, Any],
+        guards: GuardContext,
+        *,
+        deadline: Deadline,
+    ) -> ToolOutput:
+        """Run one allowed, checked call and pass its result through the input guards."""
+        output = await self.host.run(tool, arguments, deadline)
+        if tool.policy.tool_class == WRITE or not output.ok:
+            await self.audited(state, tool.name, output.outcome.value)
+        if not output.ok:
+            return output
+        text, verdicts, blocked = await check_result(agent, guards, output.text)
+        state.verdicts.extend(verdicts)
+        if blocked:
+            return ToolOutput(
+                ToolOutcome.BLOCKED,
+                f"the result was {blocked}",
+                output.size_bytes,
+                output.duration_s,
+            )
+        return replace(output, text=text)
+
+    async def audited(
+        self, state: LoopState, tool: str, outcome: str, approval_id: str = ""
+    ) -> None:
+        """An audit entry for a tool call (write tools, refusals, failures, approval
+        requests). A store error here does not fail the run: the ledger's outbox keeps the
+        entry (Ledger.audit)."""
+        if self._audit is None:
+            return
+        ctx = current()
+        resource = f"tool:{tool} {approval_id}".strip()[:200]
+        entry = AuditEntry(
+            time.time(), ctx.tenant, ctx.key_id, state.request.request_id,
+            "tool_call", resource, outcome, entry_id=uuid.uuid4().hex,
+        )  # fmt: skip
+        try:
+            await self._audit.audit(entry)
+        except Exception:
+            log.exception("audit of a tool call failed")
+
+
+def _is_caller(agent: AgentSpec, state: LoopState, name: str) -> bool:
+    return any(t.name == name for t in (*agent.tools, *state.request.tools))

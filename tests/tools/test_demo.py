@@ -1,0 +1,98 @@
+"""The default config's operator agent: the demo MCP server shipped beside the config, on
+the mock model, with no keys."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from switchboard.v1 import agent_pb2 as pb
+from switchboard.v1 import agent_pb2_grpc, approval_pb2, approval_pb2_grpc
+
+from tests.conftest import DEFAULT_CONFIG
+from tests.harness import serve_config
+
+pytestmark = pytest.mark.asyncio
+
+
+def ask(text: str) -> pb.InvokeRequest:
+    return pb.InvokeRequest(
+        agent="operator",
+        messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=text)])],
+    )
+
+
+async def test_demo_agent_runs_its_mcp_tools_and_keeps_the_write_tool_waiting() -> None:
+    # The harness serves a copy of the file: the demo server's cwd points back at config/.
+    environ = {"SWITCHBOARD_MCP_SERVERS__DEMO__CWD": str(DEFAULT_CONFIG.parent)}
+    async with serve_config(DEFAULT_CONFIG.read_text(), environ) as served:
+        stub = agent_pb2_grpc.AgentServiceStub(served.channel)
+        answer = await stub.Invoke(
+            ask('call get_weather {"city": "Paris"} && call utc_time {}'), timeout=60
+        )
+        assert answer.message.content[0].text.startswith("The tool answered: Paris: 18°C")
+        assert [r.outcome for r in answer.steps[0].tool_results] == [pb.TOOL_OUTCOME_OK] * 2
+        # add_note is a write that needs approval: undecided before the deadline, it does
+        # not run (the approval expires; the model is told).
+        note = await stub.Invoke(ask('call add_note {"text": "hello"}'), timeout=2.5)
+        assert note.steps[0].tool_results[0].outcome == pb.TOOL_OUTCOME_DENIED
+        assert "in time" in note.steps[0].tool_results[0].error
+        assert note.steps[0].approvals[0].tool == "add_note"
+        approvals = approval_pb2_grpc.ApprovalServiceStub(served.channel)
+        got = await approvals.GetApproval(
+            approval_pb2.GetApprovalRequest(id=note.steps[0].approvals[0].approval_id)
+        )
+        assert got.approval.state == approval_pb2.Approval.STATE_EXPIRED
+        listed = await stub.Invoke(ask("call list_notes {}"), timeout=60)
+        assert listed.steps[0].tool_results[0].preview == "(no notes)"
+        agent = await stub.GetAgent(pb.GetAgentRequest(name="operator"))
+        assert agent.agent.name == "operator"
+
+
+async def test_a_second_client_approves_with_edits_and_the_waiting_call_runs_the_tool() -> None:
+    environ = {"SWITCHBOARD_MCP_SERVERS__DEMO__CWD": str(DEFAULT_CONFIG.parent)}
+    async with serve_config(DEFAULT_CONFIG.read_text(), environ) as served:
+        stub = agent_pb2_grpc.AgentServiceStub(served.channel)
+        second = grpc.aio.insecure_channel(served.address)  # another client
+        approvals = approval_pb2_grpc.ApprovalServiceStub(second)
+        request = pb.StreamRequest(
+            agent="operator",
+            messages=[
+                pb.Message(
+                    role=pb.ROLE_USER,
+                    content=[pb.ContentPart(text='call add_note {"text": "draft"}')],
+                )
+            ],
+        )
+        seen: list[str] = []
+        results = []
+        async for event in stub.Stream(request, timeout=60):
+            kind = event.WhichOneof("event")
+            seen.append(kind)
+            if kind == "approval_required":
+                asked = event.approval_required
+                pending = await approvals.ListApprovals(
+                    approval_pb2.ListApprovalsRequest(state=approval_pb2.Approval.STATE_PENDING)
+                )
+                assert [a.id for a in pending.approvals] == [asked.approval_id]
+                assert pending.approvals[0].arguments_json == '{"text": "draft"}'
+                with pytest.raises(grpc.aio.AioRpcError) as bad:
+                    await approvals.Approve(
+                        approval_pb2.ApproveRequest(id=asked.approval_id, arguments_json="[1]")
+                    )
+                assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                decided = await approvals.Approve(
+                    approval_pb2.ApproveRequest(
+                        id=asked.approval_id, arguments_json='{"text": "final"}', comment="ok"
+                    )
+                )
+                assert decided.approval.state == approval_pb2.Approval.STATE_APPROVED
+                with pytest.raises(grpc.aio.AioRpcError) as twice:
+                    await approvals.Deny(approval_pb2.DenyRequest(id=asked.approval_id))
+                assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            if kind == "tool_result":
+                results.append(event.tool_result)
+        assert seen.index("approval_required") < seen.index("tool_result")
+        assert [r.outcome for r in results] == [pb.TOOL_OUTCOME_OK]
+        listed = await stub.Invoke(ask("call list_notes {}"), timeout=60)
+        assert listed.steps[0].tool_results[0].preview == "final"
+        await second.close()
