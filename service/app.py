@@ -66,10 +66,13 @@ from service.interceptors.door_span import DoorSpanLayer
 from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
-from service.observability.otel_env import OtelEnvError, tracing_settings
 from service.observability.server_span import ServerSpan
 from service.observability.traced_provider import TracedProvider
-from service.observability.tracing import build_tracer_provider, server_interceptor
+from service.observability.tracing import (
+    build_tracer_provider,
+    resolve_tracing,
+    server_interceptor,
+)
 from service.providers.base import Provider
 from service.providers.registry import build_provider
 from service.ratelimit.limiter import build_limiter
@@ -90,7 +93,6 @@ from service.tools.host import ToolHost
 from service.tools.loop import ToolLoop
 from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
-from service.version import package_version
 
 if TYPE_CHECKING:
     from service.workflows.runs import Workflows
@@ -135,12 +137,7 @@ class App:
         supervisor, not this process, serves the metrics (of all workers)."""
         self._owns_tracer_provider = tracer_provider is None
         self._worker = worker
-        try:
-            self.tracing = tracing_settings(
-                snapshot.observability.tracing, environ or {}, version=package_version()
-            )
-        except OtelEnvError as exc:
-            raise ConfigError(f"observability.tracing: {exc}") from None
+        self.tracing = resolve_tracing(snapshot.observability.tracing, environ or {})
         self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
         self.metrics = Metrics(known_agents=lambda: self.snapshot.agents)
         tracer = self.tracer_provider.get_tracer("switchboard")

@@ -24,6 +24,7 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import agent_pb2_grpc as pb_grpc
 from switchboard_client import (
     AsyncClient,
+    DeadlineExceededError,
     NotFoundError,
     PermissionDeniedError,
     UnauthenticatedError,
@@ -34,6 +35,7 @@ from service.config.chain_model import TracingConfig
 from service.observability.otel_env import OtelEnvError, tracing_settings
 from tests.chain_helpers import AGENTS, auth_config, make_keys
 from tests.harness import serve_config
+from tests.waiting import wait_for
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -348,28 +350,31 @@ async def test_caller_errors_leave_the_span_status_unset(tmp_path: Path) -> None
 
 
 async def test_a_deadline_and_a_cancel_are_on_the_server_span() -> None:
+    """The server's own deadline (the default one: no race with the caller's clock) is
+    DEADLINE_EXCEEDED and an ERROR; a caller's cancel is CANCELLED and leaves it unset."""
+    provider, exporter = recording()
+    config = SLOW.replace("targets:", "server: {default_deadline_s: 0.3}\ntargets:", 1)
+    async with serve_config(config, tracer_provider=provider) as s:
+        with pytest.raises(DeadlineExceededError):
+            await s.client.invoke("stuck", "hello")
+    [deadline] = servers(exporter)
+
     provider, exporter = recording()
     async with serve_config(SLOW, tracer_provider=provider) as s:
         stub = pb_grpc.AgentServiceStub(s.channel)
-        with pytest.raises(grpc.aio.AioRpcError):
-            await stub.Invoke(invoke("stuck"), timeout=0.3)
         words = " ".join(f"w{i}" for i in range(200))
         call = stub.Stream(pb.StreamRequest(agent="trickle", messages=invoke("", words).messages))
         kinds = [(await call.read()).WhichOneof("event") for _ in range(2)]
         assert kinds == ["start", "text_delta"]
         call.cancel()
-        for _ in range(200):
-            if len(servers(exporter)) == 2:
-                break
-            await asyncio.sleep(0.05)
-    codes = {
-        dict(x.attributes or {})["rpc.grpc.status_code"]: x.status.status_code
-        for x in servers(exporter)
-    }
-    assert codes == {
-        grpc.StatusCode.DEADLINE_EXCEEDED.value[0]: StatusCode.ERROR,
-        grpc.StatusCode.CANCELLED.value[0]: StatusCode.UNSET,
-    }
+        await wait_for(lambda: len(servers(exporter)) == 1, what="the cancelled call's span")
+    [cancelled] = servers(exporter)
+    for span, code, status in (
+        (deadline, grpc.StatusCode.DEADLINE_EXCEEDED, StatusCode.ERROR),
+        (cancelled, grpc.StatusCode.CANCELLED, StatusCode.UNSET),
+    ):
+        assert dict(span.attributes or {})["rpc.grpc.status_code"] == code.value[0]
+        assert span.status.status_code == status
 
 
 async def test_health_checks_and_reflection_make_no_spans_unless_asked() -> None:

@@ -13,6 +13,7 @@ it once per method, not per call (:mod:`service.interceptors.chain`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
@@ -28,12 +29,28 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import TracerProvider as AnyTracerProvider
 
-from service.observability.otel_env import TracingSettings
+from service.config import ConfigError
+from service.config.chain_model import TracingConfig
+from service.observability.otel_env import OtelEnvError, TracingSettings, tracing_settings
+from service.version import package_version
 
 if TYPE_CHECKING:
     import grpc
 
 log = logging.getLogger(__name__)
+
+
+def resolve_tracing(config: TracingConfig, environ: Mapping[str, str]) -> TracingSettings:
+    """``config`` with the ``OTEL_*`` variables of ``environ``
+    (:func:`service.observability.otel_env.tracing_settings`).
+
+    Raises:
+        ConfigError: a variable or key has a value that cannot be used (named).
+    """
+    try:
+        return tracing_settings(config, environ, version=package_version())
+    except OtelEnvError as exc:
+        raise ConfigError(f"observability.tracing: {exc}") from None
 
 
 def build_tracer_provider(settings: TracingSettings) -> TracerProvider:
