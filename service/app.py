@@ -12,7 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import httpx2
@@ -199,7 +199,7 @@ class App:
         self.tool_loop.approvals = gate = Gate(
             self.stores.approvals, self.stores.runs, self.tool_loop
         )
-        self.approvals = Approvals(self.stores.approvals, self.ledger)
+        self.approvals = Approvals(self.stores.approvals, self.ledger, schema_of=self._tool_schema)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
@@ -338,6 +338,12 @@ class App:
         self.run_kinds = RunKinds()
         self.run_kinds.register(AGENT_KIND, AgentRuns(self.runner, gate, self.stores.runs).kind())
         return Runs(self.stores.runs, self.run_kinds)
+
+    def _tool_schema(self, agent: str, tool: str) -> Mapping[str, Any] | None:
+        """The JSON schema of ``agent``'s server tool ``tool`` now (None: not offered)."""
+        spec = self.runtimes.current().snapshot.agents.get(agent)
+        found = [t for t in self.runner.server_tools(spec) if t.name == tool] if spec else []
+        return found[0].parameters if found else None
 
     def _build_http(self) -> HttpApp:
         """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
