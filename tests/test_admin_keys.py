@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -302,3 +303,15 @@ async def test_the_keys_command_uses_the_store_and_checks_agents(
         )
         == 0
     )
+
+
+async def test_a_keys_file_entry_past_its_expires_at_is_refused(tmp_path: Path) -> None:
+    live_key, live = new_key("acme")
+    old_key, old = new_key("acme")
+    path = tmp_path / "keys.yaml"
+    write_keys_file(path, [live, replace(old, expires_at=time.time() - 1)])
+    assert "expires_at" in path.read_text()
+    async with serve_config(_config(path)) as served:
+        assert (await _client(served, live_key).invoke("echo", "hi")).agent == "echo"
+        with pytest.raises(UnauthenticatedError):
+            await _client(served, old_key).invoke("echo", "hi")

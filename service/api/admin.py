@@ -17,6 +17,7 @@ from switchboard.v1 import usage_pb2
 
 from service.api.errors import abort
 from service.api.structs import timestamp_seconds
+from service.api.usage import usage_group
 from service.auth.admin import DEFAULT_GRACE_S, Actor, KeyAdmin
 from service.auth.keys import ApiKey
 from service.context import current
@@ -120,17 +121,7 @@ def _row(row: UsageRow) -> pb.UsageReportRow:
     return pb.UsageReportRow(
         bucket_start_time=_time(row.bucket_start),
         tenant=row.tenant,
-        usage=usage_pb2.UsageGroup(
-            agent=row.agent,
-            model=row.model,
-            key_id=row.key_id,
-            calls=row.calls,
-            failed_calls=row.failed_calls,
-            cache_hits=row.cache_hits,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cost_usd=usd(row.cost_nanos),
-        ),
+        usage=usage_group(row.totals),
     )
 
 

@@ -14,6 +14,7 @@ from service.api.errors import abort
 from service.api.structs import timestamp_seconds
 from service.context import current
 from service.errors import FieldViolation, InvalidArgument
+from service.state.records import UsageTotal
 from service.state.stores import UsageLedger
 from service.usage.pricing import usd
 
@@ -30,6 +31,26 @@ def _time(seconds: float) -> timestamp_pb2.Timestamp:
     out = timestamp_pb2.Timestamp()
     out.FromNanoseconds(round(seconds * 1e9))
     return out
+
+
+def usage_group(t: UsageTotal) -> pb.UsageGroup:
+    """A group's totals as the contract's UsageGroup."""
+    return pb.UsageGroup(
+        agent=t.agent,
+        model=t.model,
+        key_id=t.key_id,
+        calls=t.calls,
+        failed_calls=t.failed_calls,
+        cache_hits=t.cache_hits,
+        input_tokens=t.input_tokens,
+        output_tokens=t.output_tokens,
+        cost_usd=usd(t.cost_nanos),
+        cached_input_tokens=t.cached_input_tokens,
+        cache_creation_5m_input_tokens=t.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens=t.cache_creation_1h_input_tokens,
+        reasoning_tokens=t.reasoning_tokens,
+        estimated_calls=t.estimated_calls,
+    )
 
 
 class UsageServicer(pb_grpc.UsageServiceServicer):
@@ -75,25 +96,7 @@ class UsageServicer(pb_grpc.UsageServiceServicer):
             await abort(context, exc)
             raise
         return pb.GetUsageResponse(
-            groups=[
-                pb.UsageGroup(
-                    agent=t.agent,
-                    model=t.model,
-                    key_id=t.key_id,
-                    calls=t.calls,
-                    failed_calls=t.failed_calls,
-                    cache_hits=t.cache_hits,
-                    input_tokens=t.input_tokens,
-                    output_tokens=t.output_tokens,
-                    cost_usd=usd(t.cost_nanos),
-                    cached_input_tokens=t.cached_input_tokens,
-                    cache_creation_5m_input_tokens=t.cache_creation_5m_input_tokens,
-                    cache_creation_1h_input_tokens=t.cache_creation_1h_input_tokens,
-                    reasoning_tokens=t.reasoning_tokens,
-                    estimated_calls=t.estimated_calls,
-                )
-                for t in totals
-            ],
+            groups=[usage_group(t) for t in totals],
             start_time=_time(start),
             end_time=_time(end),
         )

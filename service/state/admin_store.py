@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.auth.keys import ApiKey
+from service.state.records import UsageTotal
+from service.state.schema import LEDGER_SUMS, total_of
 
 REPORT_DIMENSIONS = ("tenant", "agent", "model", "key_id")
 """What a usage report can be grouped by, in the order rows are sorted."""
@@ -34,15 +36,7 @@ class UsageRow:
 
     bucket_start: float  # unix seconds; the range's start when not bucketed
     tenant: str
-    agent: str
-    model: str
-    key_id: str
-    calls: int
-    failed_calls: int
-    cache_hits: int
-    input_tokens: int
-    output_tokens: int
-    cost_nanos: int
+    totals: UsageTotal
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +147,12 @@ def report_sql(
     where = "at >= {start} AND at < {end}" + (f" AND tenant = {tenant_param}" if tenant_param
                                               else "")  # fmt: skip
     grouping = f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)}" if keys else ""
+    sums = ", ".join(f"sum({column})" for column in LEDGER_SUMS)
     sql = (
         f"SELECT {select}, count(*), "  # noqa: S608 (dimensions from a whitelist)
         "sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), "
         "sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
-        "sum(input_tokens), sum(output_tokens), sum(cost_nanos) "
+        f"sum(CASE WHEN estimated THEN 1 ELSE 0 END), {sums} "
         f"FROM usage_ledger WHERE {where}{grouping}"
     )
     return dims, sql
@@ -166,8 +161,8 @@ def report_sql(
 def row_of(dims: Sequence[str], row: Sequence[Any]) -> UsageRow | None:
     """A report row from a SELECT of :func:`report_sql` (None for an empty total)."""
     labels = dict(zip(dims, row[1 : 1 + len(dims)], strict=True))
-    counts = [int(v or 0) for v in row[1 + len(dims) :]]
-    if not counts[0]:
+    values = [int(v or 0) for v in row[1 + len(dims) :]]
+    if not values[0]:
         return None
-    return UsageRow(float(row[0]), labels.get("tenant", ""), labels.get("agent", ""),
-                    labels.get("model", ""), labels.get("key_id", ""), *counts)  # fmt: skip
+    totals = total_of(labels, values[:4], values[4:])
+    return UsageRow(float(row[0]), labels.get("tenant", ""), totals)

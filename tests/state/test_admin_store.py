@@ -135,16 +135,23 @@ async def test_usage_report_across_tenants_by_bucket_and_recent_calls(
     await asyncio.gather(*(durable.record_usage(line) for line in lines))
     total = await admin.usage_report(0.0, 8000.0, [], None, None)
     assert len(total) == 1
-    assert (total[0].calls, total[0].failed_calls, total[0].cost_nanos) == (4, 1, 1350)
+    assert (total[0].totals.calls, total[0].totals.failed_calls, total[0].totals.cost_nanos) == (
+        4,
+        1,
+        1350,
+    )
     assert total[0].bucket_start == 0.0
     rows = await admin.usage_report(0.0, 8000.0, ["tenant", "agent"], 3600.0, None)
-    assert [(r.bucket_start, r.tenant, r.agent, r.calls, r.cost_nanos) for r in rows] == [
+    assert [
+        (r.bucket_start, r.tenant, r.totals.agent, r.totals.calls, r.totals.cost_nanos)
+        for r in rows
+    ] == [
         (3600.0, "acme", "echo", 2, 300),
         (3600.0, "globex", "echo", 1, 50),
         (7200.0, "acme", "assistant", 1, 1000),
     ]
     by_model = await admin.usage_report(0.0, 8000.0, ["model"], None, "acme")
-    assert [(r.model, r.calls, r.tenant) for r in by_model] == [("m1", 3, "")]
+    assert [(r.totals.model, r.totals.calls, r.tenant) for r in by_model] == [("m1", 3, "")]
     assert await admin.usage_report(0.0, 100.0, ["tenant"], 60.0, None) == []
 
     recent = await admin.recent_calls(3, None)
