@@ -7,7 +7,10 @@ probe latency idle and under that load (p50 / p99 / max, ms), the calls' wall ti
 server's CPU seconds for them (from /proc). ``--profile`` instead runs one big Invoke
 in-process under cProfile and prints where the time goes.
 
-    .venv/bin/python bench/heavy_input.py [--mb 3] [--calls 8] [--profile]
+    .venv/bin/python bench/heavy_input.py [--mb 3] [--calls 8] [--guards] [--profile]
+
+``--guards`` puts input guards on the agent (pii, secrets, denied terms, prompt injection),
+so the big prompts are also scanned by them.
 
 Nothing is asserted: the machine is small and shared; compare runs made one after another.
 """
@@ -49,6 +52,13 @@ targets:
   mock-echo: {provider: mock, model: echo}
 agents:
   echo: {route: [mock-echo], parameters: {max_tokens: 512}, accepts_caller_tools: true}
+"""
+GUARDS = """
+guards:
+  pii: {kind: pii, action: redact}
+  secrets: {kind: secrets, action: block}
+  words: {kind: denied_terms, terms: [falcon, eagle], action: redact}
+  inject: {kind: prompt_injection, action: block}
 """
 CHANNEL = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
 
@@ -169,6 +179,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--shape", choices=["words", "parts", "schemas"], default="words")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--guards", action="store_true", help="input guards on the agent")
     parser.add_argument(
         "--py-spy", metavar="OUT", help="record the server with py-spy (collapsed stacks)"
     )
@@ -178,7 +189,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "switchboard.yaml"
-        config.write_text(textwrap.dedent(CONFIG))
+        text = textwrap.dedent(CONFIG)
+        if args.guards:
+            text = text.replace(
+                "accepts_caller_tools: true}",
+                "accepts_caller_tools: true, guards: {input: [pii, secrets, words, inject]}}",
+            ) + textwrap.dedent(GUARDS)
+        config.write_text(text)
         wrapper = (
             ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", args.py_spy, "--"]
             if args.py_spy

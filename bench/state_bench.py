@@ -4,7 +4,13 @@ with a session. Every stateful call also reserves and settles a budget and write
 line and audit entry. Reported: calls/s and p50/p99, and the ratio to the stateless run.
 Nothing is asserted: this machine is small and shared, so read the ratios.
 
-    .venv/bin/python bench/state_bench.py [--calls 1000]
+It also measures what the shielded write costs a call: the recorder runs each call's closing
+write (ledger line, budget settlement) in a task of its own that the call awaits shielded, so
+a cancelled caller cannot cut it short. ``--shield-runs`` alternated runs of ``--shield-calls``
+records through the recorder with a write that does nothing, against the same write awaited
+inline; the medians' difference is the task and the shield alone, per call.
+
+    .venv/bin/python bench/state_bench.py [--calls 1000] [--shield-runs 7 --shield-calls 20000]
 
 The shared runs need PostgreSQL (database `test`, user postgres, trust) and Redis on
 127.0.0.1; they use a throw-away schema and key prefix.
@@ -15,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -29,6 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "generated"), str(ROOT / "clients" / "python")]
 
 from service.agents.pipeline import Stateless  # noqa: E402
+from service.state.memory import MemoryFast  # noqa: E402
+from service.state.outbox import Outbox  # noqa: E402
+from service.state.records import AuditEntry, UsageRecord  # noqa: E402
+from service.state.sqlite import SqliteDurable  # noqa: E402
+from service.usage.budgets import Budgets  # noqa: E402
+from service.usage.ledger import Ledger  # noqa: E402
+from service.usage.recorder import Recorder  # noqa: E402
 from tests.harness import serve_config  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -83,7 +98,46 @@ async def measure(config: str, calls: int, *, session: bool, stateless: bool = F
     return calls / elapsed, latencies[len(latencies) // 2] * 1e3, latencies[calls * 99 // 100] * 1e3
 
 
-async def main(calls: int) -> None:
+async def shield_cost(runs: int, calls: int) -> tuple[float, float]:
+    """Medians over ``runs`` alternated runs of µs per call: (shielded task, inline)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return await _shield_cost(Path(tmp), runs, calls)
+
+
+async def _shield_cost(tmp: Path, runs: int, calls: int) -> tuple[float, float]:
+    durable = SqliteDurable(tmp, timeout_s=5)
+    ledger = Ledger(durable, Outbox(tmp, timeout_s=5))
+    recorder = Recorder(ledger, Budgets(MemoryFast(), hold_s=60))
+    usage = UsageRecord(0.0, "t", "", "r", "a", "x", "m", 1, 1, 1, "ok", 1, False)
+    audit = AuditEntry(0.0, "t", "", "r", "call", "agent:a", "ok")
+
+    async def write() -> None:
+        return None
+
+    async def shielded() -> None:
+        await recorder.record(usage, audit, None, write=write)
+
+    async def inline() -> None:
+        await write()
+
+    samples: dict[str, list[float]] = {"shielded": [], "inline": []}
+    for _ in range(runs):
+        for name, one in (("shielded", shielded), ("inline", inline)):
+            began = time.perf_counter()
+            for _ in range(calls):
+                await one()
+            samples[name].append((time.perf_counter() - began) / calls * 1e6)
+    await ledger.aclose()
+    await durable.aclose()
+    return statistics.median(samples["shielded"]), statistics.median(samples["inline"])
+
+
+async def main(calls: int, shield_runs: int, shield_calls: int) -> None:
+    shielded, inline = await shield_cost(shield_runs, shield_calls)
+    print(f"shielded write task: {shielded:.2f} µs a call, inline {inline:.2f} µs: "
+          f"{shielded - inline:.2f} µs for the task and the shield")  # fmt: skip
+    if not calls:
+        return
     rows = [("no state", await measure("", calls, session=False, stateless=True))]
     rows.append(("embedded", await measure("", calls, session=False)))
     rows.append(("embedded + session", await measure("", calls, session=True)))
@@ -99,5 +153,8 @@ async def main(calls: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=1000)
-    asyncio.run(main(parser.parse_args().calls))
+    parser.add_argument("--calls", type=int, default=1000, help="0: the shield only")
+    parser.add_argument("--shield-runs", type=int, default=7)
+    parser.add_argument("--shield-calls", type=int, default=20000)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.shield_runs, args.shield_calls))

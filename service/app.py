@@ -12,7 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import httpx2
@@ -82,10 +82,14 @@ from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
 from service.state.health import healthy, watch
 from service.state.outbox import Outbox
+from service.tasks import stop as stop_task
 from service.tools.host import ToolHost
 from service.tools.loop import ToolLoop
 from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
+
+if TYPE_CHECKING:
+    from service.workflows.runs import Workflows
 
 log = logging.getLogger(__name__)
 # How long start() waits for MCP servers to list their tools (a slower one joins later).
@@ -170,6 +174,7 @@ class App:
             budgets=lambda: self.snapshot.budgets,
             reservation_ttl_s=snapshot.state.reservation_ttl_s,
             ledger=self.ledger,
+            budget_rebuild_s=snapshot.state.budget_rebuild_s,
             on_cache_lookup=CacheMetrics(self.metrics.registry).observe,
         )
         # External guards' HTTP client: one pool for every call and reload, closed on stop.
@@ -193,6 +198,20 @@ class App:
             tools=self.tool_loop,
             sessions=Sessions(self.stores.durable),
         )
+        # Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
+        # CPU) only when the config has some.
+        self.workflows: Workflows | None = None
+        if snapshot.workflows:
+            from service.workflows.engine import Engine  # noqa: PLC0415
+            from service.workflows.runs import Workflows  # noqa: PLC0415
+
+            engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
+            self.workflows = Workflows(
+                lambda: dict(self.snapshot.workflows),
+                self.runner.stream,
+                engine,
+                descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
+            )
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,
@@ -259,7 +278,9 @@ class App:
             options=server_options(settings, snapshot.transport, reuse_port=self._worker),
         )
         idempotency = Idempotency(self.stores.idempotency, ttl_s=snapshot.state.idempotency_ttl_s)
-        self.agent_servicer = AgentServicer(self.runner, self.admission, idempotency)
+        self.agent_servicer = AgentServicer(
+            self.runner, self.admission, idempotency, self.workflows
+        )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
         sessions = SessionServicer(Sessions(self.stores.durable), self.ledger)
         session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
@@ -337,11 +358,15 @@ class App:
         if self.snapshot.state.migrate:
             await self.stores.durable.migrate()
         self.ledger.start()  # replays what an earlier run left in the outbox
+        self.pipeline.budgets.start()  # watches for lost budget counters
         try:
             await self.live_keys.refresh()
         except Unavailable as exc:
             log.warning("cannot read API keys from the state store yet: %s", exc.message)
         await self.tool_host.configure(self.snapshot.tools, wait_s=TOOLS_READY_S)
+        if self.workflows is not None:
+            # Launches DBOS, which resumes the runs this executor left unfinished.
+            await self.workflows.engine.start()
         settings = self.snapshot.server
         host = host or settings.host
         self._check_auth(self.snapshot, host)
@@ -434,9 +459,19 @@ class App:
 
     def _accept_reload(self, snapshot: Snapshot) -> None:
         """A reload may not turn auth off on the address this server is bound to (the new
-        file's ``server.host`` only applies on restart, and ``--host`` may override it)."""
+        file's ``server.host`` only applies on restart, and ``--host`` may override it); nor
+        add the first workflow to a server started without any (DBOS starts with the server).
+
+        Raises:
+            ConfigError: what to change, or that a restart is needed.
+        """
         if self._host is not None:
             self._check_auth(snapshot, self._host)
+        if snapshot.workflows and self.workflows is None:
+            raise ConfigError(
+                "workflows: this server started without workflows; adding the first one "
+                "needs a restart (their durable store starts with the server)"
+            )
 
     def _check_auth(self, snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
         """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
@@ -478,14 +513,12 @@ class App:
         deadline = asyncio.get_running_loop().time() + grace
         log.info("draining", extra={"grace_s": grace, "in_flight": self.admission.in_flight})
         await self.health.enter_graceful_shutdown()
-        if self._reloading is not None:
-            self._reloading.cancel()
-            # wait(), not await: a cancellation of stop() itself must not be swallowed.
-            await asyncio.wait([self._reloading])
-        for task in (self._target_health, self._tls_watch, self._keys_refresh):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
+        # Cancelled until they end (service.tasks.stop); a cancellation of stop() itself is
+        # not swallowed.
+        for task in (self._reloading, self._target_health, self._tls_watch, self._keys_refresh):
+            await stop_task(task)
+        if self.workflows is not None:
+            self.workflows.stopping = True  # runs cut off now stay resumable
         drained = await self.admission.drain(grace)
         if not drained:
             log.warning("grace period over: cancelling calls still in flight")
@@ -495,9 +528,7 @@ class App:
         # Anything else still open gets what is left of the grace period.
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         await asyncio.gather(self.server.stop(left), self.http.stop(left))
-        if self._state_watch is not None:
-            self._state_watch.cancel()
-            await asyncio.wait([self._state_watch])
+        await stop_task(self._state_watch)
         # Calls cancelled past the grace still record what they cost: the stores close only
         # after the last of those writes (bounded: each store call is).
         settle_s = 3 * self.snapshot.state.timeout_s
@@ -506,6 +537,11 @@ class App:
             log.error(
                 "ledger writes still under way at shutdown: %d", self.pipeline.recorder.in_flight
             )
+        if self.workflows is not None:
+            # Runs still executing here (resumed ones have no call to drain) stop without a
+            # checkpoint for the step in flight: a restart or a replica resumes them.
+            await self.workflows.halt()
+            await self.workflows.engine.stop()
         await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()
@@ -513,6 +549,7 @@ class App:
         await self.guard_http.aclose()
         await self.tool_host.aclose()
         await self.tool_http.aclose()
+        await self.pipeline.budgets.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
         self.metrics.close()

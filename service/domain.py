@@ -188,6 +188,9 @@ class AgentRequest:
     metadata: Mapping[str, str] = field(default_factory=dict)
     tools: tuple[Tool, ...] = ()
     cache: bool | None = None  # use the response cache: None = the agent's default
+    # Tools a workflow offers its step's agent (handoffs, delegations: service.workflows),
+    # never a caller's: offered beside the agent's own tools; their calls end the answer.
+    workflow_tools: tuple[Tool, ...] = ()
 
 
 # Events of an answer. Providers yield TextDelta, ToolCallDelta, UsageEvent and Finish;
@@ -200,11 +203,13 @@ class Start:
     agent: str
     agent_version: str
     target: TargetRef
+    run_id: str = ""  # a workflow's run (service.workflows): reattach to it by this id
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    step_id: str = ""  # the workflow step that wrote it; "" outside workflows
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +218,7 @@ class ToolCallDelta:
     id: str = ""
     name: str = ""
     arguments_delta: str = ""
+    step_id: str = ""  # the workflow step that wrote it; "" outside workflows
 
 
 @dataclass(frozen=True, slots=True)

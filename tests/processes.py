@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,12 +83,19 @@ def serve_process(
     wrapper: Sequence[str] = (),
 ) -> Iterator[Running]:
     """``switchboard serve --config config --port 0 *args``, once it has written its port
-    (next to ``config``). ``wrapper`` prefixes the command (it must exec it in the end).
+    (next to ``config``, or in a private temporary folder when ``config`` is a file of the
+    repository, such as deploy/k8s/switchboard.yaml: a test never writes into the checkout).
+    ``wrapper`` prefixes the command (it must exec it in the end).
 
     The process (and its children) are killed at the end if the test has not stopped it.
     """
-    port_file = config.with_name(f"{config.stem}.port")
-    port_file.unlink(missing_ok=True)
+    scratch = None
+    if config.resolve().is_relative_to(ROOT.resolve()):
+        scratch = tempfile.TemporaryDirectory(prefix="switchboard-port-")
+        port_file = Path(scratch.name) / f"{config.stem}.port"
+    else:
+        port_file = config.with_name(f"{config.stem}.port")
+        port_file.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update(environ or {})
     process = subprocess.Popen(
@@ -124,6 +132,8 @@ def serve_process(
         reader.join(timeout=10)
         if process.stdout:
             process.stdout.close()
+        if scratch is not None:
+            scratch.cleanup()
 
 
 def children(pid: int) -> set[int]:

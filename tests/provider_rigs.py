@@ -120,6 +120,9 @@ def anthropic_config(base_url: str) -> str:
           - name: get_weather
             description: Weather for a city.
             parameters: {json.dumps(WEATHER)}
+          - name: now
+            description: The time.
+            parameters: {{type: object, properties: {{}}}}
       short:
         route: [claude-short]
       json:

@@ -51,13 +51,19 @@ async def test_tool_call_folds_equal_to_invoke(client: AsyncClient) -> None:
     assert invoked.finish_reason == pb.FINISH_REASON_TOOL_CALLS
     (call,) = invoked.message.tool_calls
     assert call.name == "get_weather"
-    assert call.arguments_json == '{"input": "Paris"}'
+    assert call.arguments_json == '{"city": "Paris"}'
     assert call.id.startswith("call_")
 
 
 async def test_list_and_get_agents(client: AsyncClient) -> None:
     agents = await client.list_agents()
-    assert [a.name for a in agents] == ["assistant", "echo", "operator"]
+    assert [a.name for a in agents] == ["assistant", "echo", "echo-twice", "operator"]
+    assert [a.kind for a in agents] == [
+        pb.AGENT_KIND_AGENT,
+        pb.AGENT_KIND_AGENT,
+        pb.AGENT_KIND_SEQUENTIAL,
+        pb.AGENT_KIND_AGENT,
+    ]
 
     agent = await client.get_agent("assistant")
     assert agent.route[0].provider == "mock"

@@ -14,8 +14,8 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import usage_pb2
 from switchboard_client import AsyncClient, InvalidArgumentError, user
 
-from service.agents.schema import SchemaCheck
 from service.config import ConfigError, load
+from service.schemas import Schemas
 from tests.harness import serve_config
 from tests.provider_rigs import openai_rig
 
@@ -227,7 +227,7 @@ async def test_integral_numbers_in_a_callers_schema_go_upstream_as_integers() ->
 
 
 def test_a_schema_is_checked_once_and_remembered() -> None:
-    schemas = SchemaCheck(remember=2)
+    schemas = Schemas(remember=2)
     good = {"type": "object", "properties": {"a": {"type": "string"}}}
     bad = {"type": "banana"}
     assert schemas.unchecked([good, bad])

@@ -1,17 +1,26 @@
 """Chaos for money (issue 12): three replicas under load while Redis is killed and restarted,
 PostgreSQL refuses connections, callers cancel at random points and one replica is
-SIGTERMed; then the books must balance.
+SIGTERMed; then the books must balance to the nano-dollar.
 
 Everything broken here is the test's own: a redis-server on a free port, a TCP proxy in front
 of the shared PostgreSQL (closed to block it), a fake OpenAI upstream in this process. The
-shared Redis (6379) and PostgreSQL (5432) are never stopped or blocked. Bounded to about a
-minute. Reconciled from PostgreSQL after every replica stopped:
+shared Redis (6379) and PostgreSQL (5432) are never stopped or blocked. The load runs for
+``LOAD_S``; the whole test is bounded (replicas' start-up on a loaded machine aside).
 
-- every answered request id has exactly one ledger line (status ok) and one audit entry;
-- the ledger's tokens for answered calls are exactly what the fake reported, and the ledger
-  charges at least what the fake billed in full (a cut call is charged an estimate, which
-  errs high, or the usage reported);
-- every request the fake received has a ledger line;
+The fake bills as an upstream would: a request that began answering costs its prompt and the
+text it sent (a whole answer: the usage it reported). Its tokenizer counts as Switchboard
+estimates (three UTF-8 bytes a token, four tokens a message; each piece of text is three
+bytes), so a call cut short, charged an estimate of the prompt sent and the text delivered,
+costs exactly what the fake billed. A caller that cancels does so at a random point: before
+the answer began (the fake then sends nothing until the caller has gone) or after a random
+number of pieces (the fake sends that many, then waits until the caller has gone), so what
+the fake sent is exactly what Switchboard delivered, whatever the timing. Reconciled from
+PostgreSQL after every replica stopped:
+
+- the ledger's sum equals the sum the fake billed, and each call the caller can name is
+  charged exactly its own bill;
+- every answered request id has exactly one ledger line (status ok) and one audit entry, and
+  no request id has two lines;
 - the budget is never exceeded.
 """
 
@@ -19,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
+import re
 import sqlite3
 import textwrap
 import time
@@ -34,7 +45,8 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import agent_pb2_grpc
 
 from tests.backends import POSTGRES_DSN, postgres_schema
-from tests.fakes.openai_fake import OpenAIFake, Scenario
+from tests.fakes.httpserver import Received
+from tests.fakes.openai_fake import OpenAIFake, Reply, Scenario
 from tests.harness import for_tests
 from tests.own_servers import own_redis, postgres_proxy
 from tests.provider_rigs import OPENAI_KEY
@@ -43,12 +55,46 @@ from tests.state.test_replicas import Replica
 pytestmark = [pytest.mark.asyncio, pytest.mark.system]
 
 WORDS = 10
-USAGE = (20, WORDS)  # what the fake reports (and bills) for a whole answer
+PIECES = tuple(f"w{i:02d}" for i in range(WORDS))  # three bytes, one token, each
 PRICE_IN, PRICE_OUT = 1_000_000, 2_000_000  # nano-dollars per token (1000 / 2000 per Mtok)
 LIMIT_USD = 11.0  # ~250 whole answers: the budget binds late in the run
 CLIENTS = 6
 LOAD_S = 22.0
-PROMPT = "please answer this chaos call with ten words, numbered"  # 55 bytes: >= 20 tokens
+STALL_S = 30.0  # a cut answer waits this long at most for its caller to leave
+_PROMPT = re.compile(r"chaos (\S+) (whole|cut (\d+))")
+
+
+def _tokens(text: str) -> int:
+    """The fake's tokenizer: three UTF-8 bytes a token (Switchboard's estimate)."""
+    return math.ceil(len(text.encode()) / 3)
+
+
+def _prompt_tokens(request: Received) -> int:
+    return sum(4 + _tokens(m["content"]) for m in request.body["messages"])
+
+
+def _scenario(request: Received) -> Scenario:
+    """Whole answers in ten pieces; a cut answer stops after its pieces until the caller
+    leaves (the prompt says which)."""
+    match = _PROMPT.search(request.body["messages"][-1]["content"])
+    assert match is not None
+    cut = None if match.group(3) is None else int(match.group(3))
+    return Scenario(
+        chunks=PIECES,
+        usage=(_prompt_tokens(request), WORDS),
+        chunk_delay_s=0.02,
+        stall_after=None if cut is None else cut + 1,  # the role chunk, then the pieces
+        stall_s=STALL_S,
+    )
+
+
+def _billed(reply: Reply) -> tuple[int, int]:
+    """What the fake bills a request: (input, output) tokens."""
+    if reply.whole:
+        return reply.scenario.usage
+    sent = 0 if reply.frames is None else reply.frames.written
+    pieces = max(0, min(sent, WORDS + 1) - 1)  # after the role chunk
+    return (_prompt_tokens(reply.request), pieces) if pieces else (0, 0)
 
 
 @dataclass
@@ -57,12 +103,13 @@ class Book:
 
     answered: list[str] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    ids: dict[str, str] = field(default_factory=dict)  # the prompt's call id → request id
 
 
 def _config(fake_url: str, redis_url: str, dsn: str, schema: str, data_dir: Path) -> str:
     return for_tests(
         textwrap.dedent(f"""
-        server: {{grace_s: 2}}
+        server: {{grace_s: 10}}
         targets:
           up:
             provider: openai
@@ -85,33 +132,68 @@ def _config(fake_url: str, redis_url: str, dsn: str, schema: str, data_dir: Path
           redis_prefix: chaos
           timeout_s: 1
           health_interval_s: 0.2
+          budget_rebuild_s: 1
           data_dir: {data_dir}
         """)
     )
 
 
+async def _stream(
+    stub: agent_pb2_grpc.AgentServiceStub,
+    request: pb.StreamRequest,
+    cut: int | None,
+    rng: random.Random,
+    book: Book,
+    call_id: str,
+) -> None:
+    call = stub.Stream(request, timeout=5)
+    if cut == 0:  # a random point before the answer begins (the fake sends nothing)
+        await asyncio.sleep(rng.uniform(0, 0.3))
+        call.cancel()
+        book.outcomes["cancelled"] += 1
+        return
+    text = 0
+    async for event in call:
+        kind = event.WhichOneof("event")
+        if kind == "start":
+            book.ids[call_id] = event.start.request_id
+        elif kind == "text_delta":
+            text += len(event.text_delta.text.encode())
+            if cut is not None and text >= 3 * cut:  # every piece the fake will send
+                call.cancel()
+                book.outcomes["cancelled"] += 1
+                return
+        elif kind == "finish":
+            book.answered.append(book.ids[call_id])
+            book.outcomes["answered"] += 1
+            return
+
+
 async def _call(replica: Replica, n: int, rng: random.Random, book: Book) -> None:
-    request_id = f"c-{n}"
-    request = pb.StreamRequest(
-        agent="chaos",
-        request_id=request_id,
-        messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=PROMPT)])],
-    )
-    cancel_after = rng.randint(0, 8) if rng.random() < 0.3 else None
+    """One call: a whole Stream, a Stream cut at a random point, or a whole Invoke; half of
+    them name their request id (a claim in PostgreSQL), half let Switchboard name it."""
+    kind = rng.choices(["stream", "cut", "invoke"], weights=[55, 30, 15])[0]
+    cut = rng.randint(0, WORDS - 1) if kind == "cut" else None
+    call_id = f"p{n}"
+    prompt = f"chaos {call_id} " + ("whole" if cut is None else f"cut {cut}")
+    request_id = f"c-{n}" if rng.random() < 0.5 else ""
+    if request_id:
+        book.ids[call_id] = request_id
+    messages = [pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=prompt)])]
     async with grpc.aio.insecure_channel(replica.address) as channel:
-        call = agent_pb2_grpc.AgentServiceStub(channel).Stream(request, timeout=5)
-        seen = 0
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
         try:
-            async for event in call:
-                if cancel_after is not None and seen >= cancel_after:
-                    call.cancel()
-                    book.outcomes["cancelled"] += 1
-                    return
-                seen += 1
-                if event.WhichOneof("event") == "finish":
-                    book.answered.append(request_id)
-                    book.outcomes["answered"] += 1
-                    return
+            if kind == "invoke":
+                answer = await stub.Invoke(
+                    pb.InvokeRequest(agent="chaos", request_id=request_id, messages=messages),
+                    timeout=5,
+                )
+                book.ids[call_id] = answer.request_id
+                book.answered.append(answer.request_id)
+                book.outcomes["answered"] += 1
+            else:
+                request = pb.StreamRequest(agent="chaos", request_id=request_id, messages=messages)
+                await _stream(stub, request, cut, rng, book, call_id)
         except grpc.aio.AioRpcError as exc:
             book.outcomes[exc.code().name] += 1
 
@@ -137,14 +219,7 @@ def _outbox_rows(data_dir: Path) -> int:
 async def test_chaos_keeps_the_books(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     book = Book()
-    fake = OpenAIFake(
-        Scenario(
-            text=" ".join(f"w{i:02d}" for i in range(WORDS)),
-            pieces=WORDS,
-            usage=USAGE,
-            chunk_delay_s=0.02,
-        )
-    )
+    fake = OpenAIFake(choose=_scenario)
     async with (
         fake,
         postgres_schema() as schema,
@@ -170,7 +245,7 @@ async def test_chaos_keeps_the_books(tmp_path: Path) -> None:
                     await asyncio.sleep(max(0.0, began + second - time.monotonic()))
 
                 await at(3)
-                redis.kill()  # every counter and cached answer is gone
+                redis.kill()  # every counter, hold and cached answer is gone
                 await at(5)
                 redis.start()
                 await at(9)
@@ -208,21 +283,33 @@ async def test_chaos_keeps_the_books(tmp_path: Path) -> None:
 
     logs = "".join((tmp_path / f"{n}.log").read_text() for n in ("a", "b", "c"))
     assert book.outcomes["answered"] >= 20, (book.outcomes, logs[-3000:])
+    assert book.outcomes["cancelled"] >= 10, book.outcomes
+    by_id = {r["request_id"]: r for r in lines}
     per_id = Counter(r["request_id"] for r in lines)
-    ok = {r["request_id"]: r for r in lines if r["status"] == "ok"}
     # Every answered request id exactly once, in the ledger and in the audit log.
     for request_id in book.answered:
         assert per_id[request_id] == 1, request_id
-        assert request_id in ok, request_id
+        assert by_id[request_id]["status"] == "ok", request_id
         assert audited[request_id] == 1, request_id
     assert max(per_id.values()) == 1  # no call recorded twice
-    # Answered calls are charged exactly what the fake reported.
-    for line in ok.values():
-        assert (line["input_tokens"], line["output_tokens"]) == USAGE
-        assert line["cost_nanos"] == USAGE[0] * PRICE_IN + USAGE[1] * PRICE_OUT
-    # Every request the fake received is a ledger line; what it billed in full is charged.
-    assert len(lines) >= len(fake.received)
-    whole = USAGE[0] * PRICE_IN + USAGE[1] * PRICE_OUT
-    assert sum(r["cost_nanos"] for r in lines) >= fake.completed * whole
+    # The ledger charges exactly what the fake billed: in all, and call by call.
+    bills = {}
+    for reply in fake.replies:
+        match = _PROMPT.search(reply.request.body["messages"][-1]["content"])
+        assert match is not None
+        bills[match.group(1)] = _billed(reply)
+    assert len(bills) == len(fake.replies)  # no request reached the upstream twice
+    owed = sum(i * PRICE_IN + o * PRICE_OUT for i, o in bills.values())
+    charged = sum(r["cost_nanos"] for r in lines)
+    assert charged == owed, (charged, owed, book.outcomes)
+    named = 0
+    for call_id, bill in bills.items():
+        request_id = book.ids.get(call_id)
+        if request_id is not None and request_id in by_id:
+            line = by_id[request_id]
+            assert (line["input_tokens"], line["output_tokens"]) == bill, (call_id, line)
+            named += 1
+    assert named >= len(bills) // 2
+    assert sum(1 for r in lines if r["cost_nanos"]) == sum(1 for b in bills.values() if any(b))
     # No budget exceeded.
-    assert sum(r["cost_nanos"] for r in lines) <= LIMIT_USD * 1e9
+    assert charged <= LIMIT_USD * 1e9

@@ -22,6 +22,8 @@ from tests.provider_rigs import (
 
 pytestmark = pytest.mark.asyncio
 
+NOW = {"type": "object", "properties": {}}
+
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig[AnthropicFake]]:
@@ -115,10 +117,11 @@ async def test_tool_use_unary_equals_folded_stream(rig: Rig[AnthropicFake]) -> N
 
 
 async def test_tool_use_without_arguments_gives_an_empty_object(rig: Rig[AnthropicFake]) -> None:
-    rig.fake.push(Scenario(text="", tool_uses=(FakeToolUse("get_weather", "", id="toolu_e"),)))
-    response = await rig.client.invoke("chat", "weather?")
+    rig.fake.push(Scenario(text="", tool_uses=(FakeToolUse("now", "", id="toolu_e"),)))
+    response = await rig.client.invoke("chat", "what time is it?")
 
     assert response.message.tool_calls[0].arguments_json == "{}"
+    assert response.finish_reason == pb.FINISH_REASON_TOOL_CALLS
 
 
 async def test_conversation_maps_to_messages_api_shape(rig: Rig[AnthropicFake]) -> None:
@@ -188,7 +191,8 @@ async def test_conversation_maps_to_messages_api_shape(rig: Rig[AnthropicFake]) 
         },
     ]
     assert body["tools"] == [
-        {"name": "get_weather", "description": "Weather for a city.", "input_schema": WEATHER}
+        {"name": "get_weather", "description": "Weather for a city.", "input_schema": WEATHER},
+        {"name": "now", "description": "The time.", "input_schema": NOW},
     ]
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.2, 0.8, 99)
     assert body["stop_sequences"] == ["END"]
@@ -290,7 +294,7 @@ async def test_json_object_beside_agent_tools_lets_the_model_call_them(
     assert response.finish_reason == pb.FINISH_REASON_TOOL_CALLS
     assert [c.name for c in response.message.tool_calls] == ["get_weather"]
     body = rig.fake.received[-1].body
-    assert [t["name"] for t in body["tools"]] == ["get_weather", "switchboard_json_object"]
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "now", "switchboard_json_object"]
     assert body["tool_choice"] == {"type": "any"}
 
 

@@ -121,7 +121,9 @@ async def test_tool_calls_unary_accumulate_arguments_across_chunks(rig: Rig[Open
     ]
 
 
-async def test_tool_calls_streamed_as_deltas(rig: Rig[OpenAIFake]) -> None:
+async def test_a_tool_call_streamed_in_pieces_is_sent_whole_once_checked(
+    rig: Rig[OpenAIFake],
+) -> None:
     rig.fake.push(
         Scenario(
             text="",
@@ -133,10 +135,12 @@ async def test_tool_calls_streamed_as_deltas(rig: Rig[OpenAIFake]) -> None:
 
     assert error is None
     deltas = [e.tool_call_delta for e in events if e.WhichOneof("event") == "tool_call_delta"]
-    assert len(deltas) == 4  # the first names the call, three pieces of arguments follow
-    assert (deltas[0].index, deltas[0].id, deltas[0].name) == (0, "call_z", "get_weather")
-    assert all(d.index == 0 and not d.id and not d.name for d in deltas[1:])
-    assert "".join(d.arguments_delta for d in deltas) == '{"city": "Lima"}'
+    # The upstream sent a name and three pieces of arguments; the tool_call stage checks a
+    # call whole (offered, valid under its schema, guards) before any of it is sent.
+    assert len(rig.fake.received) == 1
+    (delta,) = deltas
+    assert (delta.index, delta.id, delta.name) == (0, "call_z", "get_weather")
+    assert delta.arguments_delta == '{"city": "Lima"}'
     assert events[-1].finish.finish_reason == pb.FINISH_REASON_TOOL_CALLS
 
 

@@ -11,10 +11,12 @@ import sys
 import textwrap
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from switchboard.v1 import agent_pb2, agent_pb2_grpc
 from switchboard_client import AsyncClient, Client, ResourceExhaustedError
 
 from tests import waiting
@@ -304,3 +306,61 @@ async def test_a_client_running_many_calls_on_one_connection_is_never_refused(
 
             answers = await asyncio.gather(*(caller(i) for i in range(64)))
     assert answers == [[f"call {i} {n}" for n in range(20)] for i in range(64)]
+
+
+async def test_a_burst_of_streams_up_to_the_limit_is_taken_whole(tmp_path: Path) -> None:
+    """1,200 Streams opened at once (issue 17's idle streams): grpc core held the calls its
+    loop had not yet taken and, past 1,000 of them, dropped some at random with a bare
+    CANCELLED. Every call up to ``max_concurrent_calls`` is now taken (each gets its first
+    text delta); the ones past it are refused with RESOURCE_EXHAUSTED, never dropped."""
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            auth: {{enabled: false}}
+            server: {{host: 127.0.0.1, port: 0, grace_s: 1}}
+            transport: {{max_concurrent_calls: 1150}}
+            state: {{data_dir: {tmp_path / "data"}}}
+            targets:
+              slow: {{provider: mock, model: echo, mock: {{tokens_per_s: 0.001}}}}
+            agents:
+              helper: {{route: [slow]}}
+            """
+        )
+    )
+    request = agent_pb2.StreamRequest(
+        agent="helper",
+        messages=[
+            agent_pb2.Message(
+                role=agent_pb2.ROLE_USER, content=[agent_pb2.ContentPart(text="one two")]
+            )
+        ],
+    )
+    with serve_process(config) as server:
+        channels = [
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{server.port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(2)  # the server allows 1,000 streams a connection
+        ]
+        stubs = [agent_pb2_grpc.AgentServiceStub(c) for c in channels]
+        calls = [stubs[i % 2].Stream(request, timeout=120) for i in range(1200)]
+
+        async def first_text(call: Any) -> str:
+            try:
+                async for event in call:
+                    if event.WhichOneof("event") == "text_delta":
+                        return "text"
+            except grpc.aio.AioRpcError as error:
+                return error.code().name
+            return "ended"
+
+        try:
+            outcomes = await asyncio.wait_for(asyncio.gather(*map(first_text, calls)), 100)
+        finally:
+            for call in calls:
+                call.cancel()
+            for channel in channels:
+                await channel.close()
+    counts = {o: outcomes.count(o) for o in set(outcomes)}
+    assert counts == {"text": 1150, "RESOURCE_EXHAUSTED": 50}

@@ -14,22 +14,30 @@
    it reported none, an estimate of the prompt sent and the answer delivered
    (:mod:`service.usage.estimate`); its reservation is settled to that.
 
+Every call is also charged for its attempts given up after they began answering (an Invoke
+retried or sent to the fallback mid-answer, a hedge that lost, a whole answer cut short by the
+caller): the router writes them into the call's :class:`~service.routing.tab.Tab`, and each is
+priced at its own target's price. The call's ledger line carries the sum (tokens and cost);
+its target and model are those of the answer (or of the last attempt, when none answered).
+
 Recording and settling run to their end even when the call is cancelled
 (:class:`~service.usage.recorder.Recorder`). A line the durable store cannot take goes to the
 local outbox (:class:`~service.usage.ledger.Ledger`). A session append that fails fails the
 call (the turn would silently be lost); the call is then recorded with that error.
-The charged tokens are told to the rate limiter through the call's meter.
+The charged tokens are told to the rate limiter through the call's meter, and a session's
+history is reserved on it (an upper bound, like the request's) before the call goes upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Protocol
 
 from service.agents.spec import AgentSpec
@@ -42,6 +50,7 @@ from service.domain import (
     Event,
     Finish,
     Fold,
+    GuardVerdict,
     Message,
     Start,
     TargetRef,
@@ -50,30 +59,49 @@ from service.domain import (
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
-from service.routing.whole import Abandoned, total
+from service.guards import merge_verdicts
+from service.routing.tab import Tab, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
-from service.usage.bound import input_bound, output_bound
+from service.usage.bound import history_bound, input_bound, output_bound
 from service.usage.budgets import Budgets, Reservation
 from service.usage.estimate import AnswerCounter, estimated_usage, prompt_tokens
 from service.usage.ledger import Ledger
 from service.usage.meter import charge
+from service.usage.meter import reserve as reserve_tokens
 from service.usage.pricing import PriceTable, usd
 from service.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[tuple[Message, ...], Deadline, list[Abandoned]], AsyncGenerator[Event, None]]
-"""``route(history, deadline, spent)``: the call's events from upstream; attempts given up
-after they cost something are appended to ``spent`` as they happen (see ``Router.open``)."""
+Route = Callable[[tuple[Message, ...], Deadline, Tab], AsyncGenerator[Event, None]]
+"""``route(history, deadline, tab)``: the call's events from upstream; attempts given up after
+they cost something are written into ``tab`` as they happen (see ``Router.open``)."""
 
 
 class Pipeline(Protocol):
     def run(
-        self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        route: Route,
+        deadline: Deadline,
+        verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
-        """The call's events; ``route(history, deadline, spent)`` produces them upstream."""
+        """The call's events; ``route(history, deadline, tab)`` produces them upstream
+        (and writes the attempts it gave up into ``tab``). ``verdicts``: the input guards'
+        (they join the Finish's, and the call's records)."""
+        ...
+
+    async def refuse(
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        verdicts: tuple[GuardVerdict, ...],
+        refusal: SwitchboardError,
+    ) -> None:
+        """Record a call a guard refused before it began (its audit entry, durably)."""
         ...
 
 
@@ -81,11 +109,32 @@ class Stateless:
     """No state: route the request as it is."""
 
     async def run(
-        self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        route: Route,
+        deadline: Deadline,
+        verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
-        async with aclosing(route((), deadline, [])) as events:
+        async with aclosing(route((), deadline, Tab())) as events:
             async for event in events:
-                yield event
+                yield with_verdicts(event, verdicts)
+
+    async def refuse(
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        verdicts: tuple[GuardVerdict, ...],
+        refusal: SwitchboardError,
+    ) -> None:
+        pass  # no durable store: the call log line is the record
+
+
+def with_verdicts(event: Event, verdicts: tuple[GuardVerdict, ...]) -> Event:
+    """``event``, a Finish with the input guards' ``verdicts`` joined to its own."""
+    if verdicts and isinstance(event, Finish):
+        return replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
+    return event
 
 
 class StatePipeline:
@@ -99,23 +148,39 @@ class StatePipeline:
         budgets: Callable[[], Sequence[BudgetConfig]],
         reservation_ttl_s: float,
         ledger: Ledger,
+        budget_rebuild_s: float = 0.0,
         on_cache_lookup: Callable[[str, bool], None] | None = None,
     ) -> None:
+        """``budget_rebuild_s``: how long lost budget counters admit nothing while every
+        process holds again what is in flight (:mod:`service.usage.budgets`); the owner
+        runs ``budgets.start()`` and ``budgets.aclose()``."""
         self._sessions = Sessions(stores.durable)
-        self._budgets = Budgets(stores.fast, hold_s=reservation_ttl_s, ledger=ledger)
-        self.recorder = Recorder(ledger, self._budgets)
+        self.budgets = Budgets(
+            stores.fast,
+            hold_s=reservation_ttl_s,
+            books=ledger,
+            configs=budgets,
+            rebuild_s=budget_rebuild_s,
+        )
+        ledger.on_landed = self.budgets.landed
+        self.recorder = Recorder(ledger, self.budgets)
         self.cache = ResponseCache(stores.fast, on_cache_lookup)
         self._pricing = pricing
         self._budget_configs = budgets
 
     async def run(
-        self, request: AgentRequest, agent: AgentSpec, route: Route, deadline: Deadline
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        route: Route,
+        deadline: Deadline,
+        verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
         ctx = current()
         began = time.monotonic()
         prices = self._pricing()
         reservation: Reservation | None = None
-        call = _Call()
+        call = _Call(verdicts)
         status = "ok"
         try:
             use_cache = wanted(agent, request.cache)
@@ -131,17 +196,19 @@ class StatePipeline:
                         "has no history",
                     )
             parameters = agent.parameters.overridden_by(request.parameters)
+            await reserve_tokens(history_bound(history))  # tokens-per-minute: still a bound
             messages = history + request.messages
             call.prompt = (agent.system_prompt, messages, agent.tools + request.tools)
-            reservation = await self._budgets.reserve(
+            reservation = await self.budgets.reserve(
                 self._budget_configs(),
                 ctx.tenant,
                 ctx.key_id,
                 reservation_bound(prices, agent, call.prompt, parameters.max_tokens),
+                wait_s=deadline.remaining(),
             )
 
             def produce() -> AsyncGenerator[Event, None]:
-                return _priced(route(history, deadline, call.spent), prices, call)
+                return _priced(route(history, deadline, call.tab), prices, call)
 
             if use_cache:
                 key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
@@ -151,7 +218,10 @@ class StatePipeline:
                 source = produce()
             async with aclosing(source) as events:
                 async for event in events:
+                    event = with_verdicts(event, verdicts)  # noqa: PLW2901
                     call.add(event)
+                    if isinstance(event, UsageEvent) and call.tab.abandoned:
+                        event = call.billed(event, prices)  # noqa: PLW2901 (what the caller pays)
                     if isinstance(event, Finish):
                         # Recorded, then settled, before the caller sees the Finish.
                         usage, audit = _records(request, agent, call, "ok", began, prices)
@@ -202,6 +272,23 @@ class StatePipeline:
 
         return append
 
+    async def refuse(
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        verdicts: tuple[GuardVerdict, ...],
+        refusal: SwitchboardError,
+    ) -> None:
+        """The refused call's audit entry, durable (or in the outbox) before the caller is
+        told. No ledger line: nothing was sent upstream, nothing is charged."""
+        ctx = current()
+        entry = AuditEntry(
+            time.time(), ctx.tenant, ctx.key_id, request.request_id, "call",
+            f"agent:{agent.name}", type(refusal).__name__,
+            entry_id=secrets.token_hex(16), detail=audit_detail(verdicts),
+        )  # fmt: skip
+        await self.recorder.audit(entry)
+
     async def _record_quietly(
         self, usage: UsageRecord, audit: AuditEntry, reservation: Reservation | None
     ) -> None:
@@ -212,11 +299,16 @@ class StatePipeline:
 
 
 class _Call:
-    """What one call saw: its events folded, whether the upstream answered, what it sent."""
+    """What one call saw: its events folded, whether the upstream answered, what it sent,
+    and the attempts it gave up (``tab``)."""
 
-    __slots__ = ("answered", "counter", "finish", "fold", "prompt", "recorded", "spent", "start")
+    __slots__ = (
+        "answered", "counter", "finish", "fold", "prompt", "recorded", "start", "tab", "verdicts",
+    )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, verdicts: tuple[GuardVerdict, ...] = ()) -> None:
+        self.verdicts = verdicts  # the input guards'; a Finish carries all of them
+        self.tab = Tab()
         self.fold = Fold()
         self.counter = AnswerCounter()
         self.start: Start | None = None
@@ -224,9 +316,6 @@ class _Call:
         self.answered = False  # an upstream began answering (not a cache replay)
         self.recorded = False
         self.prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]] = ("", (), ())
-        # Attempts of a whole call given up after they cost something (the router adds
-        # them as they happen): what a call cancelled before its answer is charged.
-        self.spent: list[Abandoned] = []
 
     def add(self, event: Event) -> None:
         self.fold.add(event)
@@ -237,17 +326,29 @@ class _Call:
             self.finish = event
 
     def usage(self) -> Usage:
-        """The usage to charge: the upstream's report; else, when an upstream answered but
-        never reported (the call ended early), an estimate of the prompt sent and the
-        answer delivered; else what the attempts given up before the answer cost (a whole
-        call cancelled while the router read them); else none."""
+        """The answer's usage to charge (the abandoned attempts' apart): the upstream's
+        report; else a whole answer's, read to its end before the call was cut short;
+        else, when an upstream answered but never reported (the call ended early), an
+        estimate of the prompt sent and the answer delivered; else none."""
         reported = self.fold.usage
         if reported.input_tokens or reported.output_tokens:
             return reported
+        if self.tab.answer is not None:
+            return self.tab.answer
         if not self.answered:
-            return total(a.usage for a in self.spent) if self.spent else reported
+            return reported
         system, messages, tools = self.prompt
         return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
+
+    def spent_nanos(self, prices: PriceTable) -> int:
+        """What the abandoned attempts cost, each at its own target's price."""
+        return sum(prices.cost_nanos(a.target, a.usage) for a in self.tab.abandoned)
+
+    def billed(self, event: UsageEvent, prices: PriceTable) -> UsageEvent:
+        """The answer's usage event with the abandoned attempts' tokens and cost added."""
+        own = prices.cost_nanos(self.start.target, event.usage) if self.start else 0
+        usage = total((event.usage, self.tab.usage()))
+        return UsageEvent(replace(usage, cost_usd=usd(own + self.spent_nanos(prices))))
 
 
 def _records(  # noqa: PLR0917 (one call's facts)
@@ -262,12 +363,14 @@ def _records(  # noqa: PLR0917 (one call's facts)
     ctx = current()
     now = time.time()
     start, finish = call.start, call.finish
-    usage = call.usage()
-    target = (finish.target if finish else None) or (start.target if start else None)
-    if target is None and call.spent:
-        target = call.spent[-1].target
-    model = target.model if target else ""
+    own = call.usage()
+    answering = (finish.target if finish else None) or (start.target if start else None)
     cache_hit = bool(finish and finish.cache_hit)
+    cost = 0 if cache_hit or answering is None else prices.cost_nanos(answering, own)
+    cost += call.spent_nanos(prices)
+    usage = total((own, call.tab.usage())) if call.tab.abandoned else own
+    target = answering or (call.tab.abandoned[-1].target if call.tab.abandoned else None)
+    model = target.model if target else ""
     record = UsageRecord(
         at=now,
         tenant=ctx.tenant,
@@ -278,7 +381,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
         model=model,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
-        cost_nanos=0 if cache_hit or target is None else prices.cost_nanos(target, usage),
+        cost_nanos=cost,
         status=status,
         latency_ms=round((time.monotonic() - began) * 1000),
         cache_hit=cache_hit,
@@ -292,8 +395,18 @@ def _records(  # noqa: PLR0917 (one call's facts)
     audit = AuditEntry(
         now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status,
         entry_id=secrets.token_hex(16),
+        detail=audit_detail(finish.verdicts if finish else call.verdicts),
     )  # fmt: skip
     return record, audit
+
+
+def audit_detail(verdicts: Sequence[GuardVerdict]) -> str:
+    """An audit entry's ``detail`` for a call's guard verdicts (categories and counts, never
+    the matched text): ``{"guards": [{"guard", "stage", "category", "action", "count"}]}``,
+    or "" when there are none."""
+    if not verdicts:
+        return ""
+    return json.dumps({"guards": [asdict(v) for v in verdicts]}, separators=(",", ":"))
 
 
 async def _priced(

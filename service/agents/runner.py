@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from service import context as call_context
 from service.agents.pipeline import Pipeline, Stateless
-from service.agents.schema import SchemaCheck
 from service.agents.spec import AgentSpec
 from service.agents.validate import heavy, validate
 from service.config import Snapshot
@@ -28,16 +29,23 @@ from service.domain import (
     Message,
     Role,
     Start,
-    UsageEvent,
+    Tool,
 )
 from service.echo import echo
 from service.errors import NotFound, PermissionDenied, Reason, Unavailable
-from service.guards import GuardContext, GuardObserver, NoObserver, OutputGuard, guard_input
-from service.guards.check import merge_verdicts
+from service.guards import (
+    GuardContext,
+    GuardObserver,
+    NoObserver,
+    OutputGuard,
+    guard_input,
+    merge_verdicts,
+)
 from service.offload import Offload
 from service.providers.base import ModelCall
-from service.routing.router import Router, Spent
-from service.routing.whole import Abandoned, total
+from service.routing.router import Router
+from service.routing.tab import Tab
+from service.schemas import Schemas
 from service.sessions import Sessions
 from service.tools.loop import LoopState, ToolLoop
 from service.usage.estimate import prompt_tokens
@@ -103,7 +111,6 @@ class Runner:
         self._pipeline: Pipeline = pipeline or Stateless()
         self._guard_observer: GuardObserver = guard_observer or NoObserver()
         self._http = http
-        self._schemas = SchemaCheck()  # verdicts on callers' JSON schemas, remembered
         self.offload = offload or Offload()
         self.tools = tools  # the agent loop, for agents with server tools
         self._sessions = sessions
@@ -153,16 +160,22 @@ class Runner:
         runtime.calls.enter()
         try:
             agent = resolve(runtime.snapshot, request.agent)
-            server = runtime.snapshot.server
-            if heavy(request, self._schemas):
+            if request.workflow_tools:
+                agent = with_workflow_tools(agent, request.workflow_tools)
+            server, schemas = runtime.snapshot.server, runtime.snapshot.schemas
+            if heavy(request, schemas):
                 # Pure-Python work that grows with the input: off the loop (service.offload).
-                await self.offload.run(validate, request, agent, server, self._schemas)
+                await self.offload.run(validate, request, agent, server, schemas)
             else:
-                validate(request, agent, server, self._schemas)
+                validate(request, agent, server, schemas)
             # Input guards first: what they let through (redacted) is what the session
             # stores, the cache keys on and the upstream sees.
-            guards = self._guard_context(agent, request, deadline)
-            request, verdicts = await guard_input(agent.guards, request, guards)
+            guards = self._guard_context(agent, request, deadline, schemas)
+            guarded = await guard_input(agent.guards, request, guards)
+            if guarded.refusal is not None:
+                await self._pipeline.refuse(request, agent, guarded.verdicts, guarded.refusal)
+                raise guarded.refusal
+            request, verdicts = guarded.request, guarded.verdicts
             if agent.loop is not None and self.tools is not None:
                 state = LoopState(request, [], 0)
                 async with aclosing(
@@ -182,11 +195,9 @@ class Runner:
                 guards=guards,
                 whole_answer=whole_answer,
             )
-            async with aclosing(self._pipeline.run(request, agent, route, deadline)) as events:
+            events = self._pipeline.run(request, agent, route, deadline, verdicts)
+            async with aclosing(events):
                 async for event in events:
-                    if verdicts and isinstance(event, Finish):
-                        yield replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
-                        continue
                     yield event
         finally:
             runtime.calls.leave()
@@ -226,6 +237,9 @@ class Runner:
                 request=step_request,
                 guards=guards,
                 whole_answer=whole_answer,
+                # The guard checks the calls of the caller's tools before they go out; the
+                # loop checks every other call itself (a refused one is fed back to the model).
+                caller_tools=frozenset(t.name for t in (*agent.tools, *step_request.tools)),
             )
             return self._pipeline.run(step_request, offered, route, step_deadline)
 
@@ -248,41 +262,43 @@ class Runner:
         self,
         history: tuple[Message, ...],
         deadline: Deadline,
-        spent: list[Abandoned],
+        tab: Tab,
         *,
         router: Router,
         agent: AgentSpec,
         request: AgentRequest,
         guards: GuardContext,
         whole_answer: bool,
+        caller_tools: frozenset[str] | None = None,
     ) -> AsyncGenerator[Event, None]:
+        """One model step, routed, its answer through the output guard, which checks its
+        tool calls too (offered, schema, guards); in a tool loop's step (``caller_tools``
+        set) only the calls of those tools: the loop checks every other call itself."""
         call = ModelCall(
             system_prompt=agent.system_prompt,
             messages=history + request.messages,
             parameters=agent.parameters.overridden_by(request.parameters),
             tools=agent.tools + request.tools,
         )
-        try:
-            opened = await router.open(
-                agent.route, call, deadline, agent.routing, whole_answer=whole_answer, spent=spent
-            )
-        except Spent as failed:
-            # Attempts that began answering and were given up still cost what the upstream
-            # billed: the pipeline charges this usage with the call's error.
-            yield Start(request.request_id, agent.name, agent.version, failed.abandoned[-1].target)
-            yield UsageEvent(total(a.usage for a in failed.abandoned))
-            raise failed.error from None
+        # Attempts given up after they began answering are written into ``tab``: the
+        # pipeline charges them with the call, however it ends.
+        opened = await router.open(
+            agent.route, call, deadline, agent.routing, whole_answer=whole_answer, tab=tab
+        )
         target = opened.target.ref
         source: AsyncGenerator[Event, None] = opened.events
-        if agent.guards.output or agent.guards.enabled:
-            output = OutputGuard(
-                agent.guards,
-                guards,
-                {t.name: t for t in call.tools},
-                prompt_tokens(call.system_prompt, call.messages, call.tools),
-            )
-            source = output.events(source)
-        async with aclosing(source) as events:  # closed even if the caller leaves now
+        # Every answer: its tool calls are checked whole (offered, schema, guards) even for
+        # an agent with no guards; its text only where the agent has output guards.
+        output = OutputGuard(
+            agent.guards,
+            guards,
+            {t.name: t for t in call.tools},
+            prompt_tokens(call.system_prompt, call.messages, call.tools),
+            only=caller_tools,
+        )
+        source = output.events(source)
+        # Both closed even if the caller leaves now, before the guard has read anything.
+        async with aclosing(opened.events), aclosing(source) as events:
             yield Start(request.request_id, agent.name, agent.version, target)
             async for event in events:
                 if isinstance(event, Finish):
@@ -296,7 +312,7 @@ class Runner:
         )
 
     def _guard_context(
-        self, agent: AgentSpec, request: AgentRequest, deadline: Deadline
+        self, agent: AgentSpec, request: AgentRequest, deadline: Deadline, schemas: Schemas
     ) -> GuardContext:
         parameters = agent.parameters.overridden_by(request.parameters)
         return GuardContext(
@@ -306,6 +322,7 @@ class Runner:
             self._http,
             deadline,
             offload=self.offload,
+            schemas=schemas,
         )
 
     async def invoke(self, request: AgentRequest, deadline: Deadline) -> AgentResponse:
@@ -315,6 +332,14 @@ class Runner:
             async for event in events:
                 fold.add(event)
         return fold.result()
+
+
+def with_workflow_tools(agent: AgentSpec, tools: tuple[Tool, ...]) -> AgentSpec:
+    """``agent`` offering a workflow's ``tools`` too (its fingerprint, which keys the
+    response cache, says so)."""
+    material = json.dumps([[t.name, t.description, t.parameters] for t in tools], sort_keys=True)
+    digest = hashlib.sha256(material.encode()).hexdigest()[:16]
+    return replace(agent, tools=agent.tools + tools, fingerprint=f"{agent.fingerprint}+{digest}")
 
 
 def resolve(snapshot: Snapshot, name: str) -> AgentSpec:

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.agents.image_url import url_problem
-from service.agents.schema import SchemaCheck
 from service.agents.spec import AgentSpec
 from service.config.model import ServerConfig
 from service.context import request_id_problem
 from service.domain import AgentRequest, ImagePart, Message, Parameters, ResponseFormatType, Role
 from service.echo import echo
 from service.errors import FieldViolation, InvalidArgument
+from service.schemas import Schemas
 from service.sessions.history import session_id_problem
 
 # fullmatch, not "^...$": "$" matches before a final newline, so "t1\n" passed.
@@ -39,7 +39,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 
 
 def validate(
-    request: AgentRequest, agent: AgentSpec, server: ServerConfig, schemas: SchemaCheck
+    request: AgentRequest, agent: AgentSpec, server: ServerConfig, schemas: Schemas
 ) -> None:
     """Raises InvalidArgument listing every violation, or returns. CPU-bound: see
     :func:`heavy`."""
@@ -178,16 +178,14 @@ def schemas_of(request: AgentRequest) -> list[Mapping[str, Any]]:
 HEAVY_ITEMS = 2000
 
 
-def heavy(request: AgentRequest, schemas: SchemaCheck) -> bool:
+def heavy(request: AgentRequest, schemas: Schemas) -> bool:
     """Whether validating ``request`` may take long enough to stall the event loop: a schema
     not checked before (``check_schema`` is pure Python), or thousands of parts."""
     items = len(request.messages) + sum(len(m.content) for m in request.messages)
     return items > HEAVY_ITEMS or schemas.unchecked(schemas_of(request))
 
 
-def _parameters(
-    parameters: Parameters, agent: AgentSpec, schemas: SchemaCheck
-) -> list[FieldViolation]:
+def _parameters(parameters: Parameters, agent: AgentSpec, schemas: Schemas) -> list[FieldViolation]:
     out = []
     for name in parameters.set_fields():
         if name not in agent.overridable_parameters:
@@ -235,7 +233,7 @@ def _parameters(
     return out
 
 
-def _tools(request: AgentRequest, agent: AgentSpec, schemas: SchemaCheck) -> list[FieldViolation]:
+def _tools(request: AgentRequest, agent: AgentSpec, schemas: Schemas) -> list[FieldViolation]:
     if not request.tools:
         return []
     if not agent.accepts_caller_tools:

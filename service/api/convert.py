@@ -23,6 +23,7 @@ from service.domain import (
     ContentPart,
     Event,
     Finish,
+    FinishReason,
     GuardVerdict,
     ImagePart,
     Message,
@@ -345,8 +346,8 @@ def verdicts_to_proto(verdicts: Iterable[GuardVerdict]) -> list[pb.GuardVerdict]
 
 def event_to_proto(event: Event) -> pb.StreamResponse:
     match event:
-        case TextDelta(text=text):
-            return pb.StreamResponse(text_delta=pb.TextDelta(text=text))
+        case TextDelta(text=text, step_id=step_id):
+            return pb.StreamResponse(text_delta=pb.TextDelta(text=text, step_id=step_id))
         case ToolCallDelta():
             return pb.StreamResponse(
                 tool_call_delta=pb.ToolCallDelta(
@@ -354,6 +355,7 @@ def event_to_proto(event: Event) -> pb.StreamResponse:
                     id=event.id,
                     name=event.name,
                     arguments_delta=event.arguments_delta,
+                    step_id=event.step_id,
                 )
             )
         case UsageEvent(usage=usage):
@@ -364,7 +366,8 @@ def event_to_proto(event: Event) -> pb.StreamResponse:
                     request_id=event.request_id,
                     agent=event.agent,
                     agent_version=event.agent_version,
-                    target=target_to_proto(event.target),
+                    target=target_to_proto(event.target) if event.target.name else None,
+                    run_id=event.run_id,
                 )
             )
         case Finish():
@@ -401,4 +404,9 @@ def agent_to_proto(agent: AgentSpec) -> pb.Agent:
             for t in agent.tools
         ],
         accepts_caller_tools=agent.accepts_caller_tools,
+        kind=pb.AGENT_KIND_AGENT,
     )
+
+
+def finish_reason_to_proto(reason: FinishReason) -> pb.FinishReason.ValueType:
+    return _FINISH[reason]

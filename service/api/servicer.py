@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import grpc
 from switchboard.v1 import agent_pb2 as pb
@@ -15,12 +16,18 @@ from switchboard.v1 import agent_pb2_grpc as pb_grpc
 from service import context as call_context
 from service.agents.runner import Runner
 from service.api import convert, paging
+from service.api import workflows as workflows_api
 from service.api.admission import Admission
 from service.api.errors import abort
 from service.deadline import Deadline
 from service.domain import AgentRequest
-from service.errors import InvalidArgument, SwitchboardError
+from service.echo import echo
+from service.errors import InvalidArgument, NotFound, Reason, SwitchboardError
 from service.idempotency import Idempotency, idempotency_key
+from service.workflows.ids import run_id_for
+
+if TYPE_CHECKING:
+    from service.workflows.runs import Workflows
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -44,11 +51,36 @@ def deadline_of(context: Context, default_s: float) -> Deadline:
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(
-        self, runner: Runner, admission: Admission, idempotency: Idempotency | None = None
+        self,
+        runner: Runner,
+        admission: Admission,
+        idempotency: Idempotency | None = None,
+        workflows: Workflows | None = None,
     ) -> None:
         self._runner = runner
         self._admission = admission
         self._idempotency = idempotency
+        self._workflows = workflows
+
+    def _workflow(self, name: str) -> Workflows | None:
+        """The workflows, when ``name`` is one of them."""
+        if self._workflows is not None and self._workflows.has(name):
+            return self._workflows
+        return None
+
+    async def _answer(
+        self, request: pb.InvokeRequest, agent_request: AgentRequest, deadline: Deadline
+    ) -> pb.InvokeResponse:
+        workflows = self._workflow(request.agent)
+        if workflows is None:
+            return convert.response_to_proto(await self._runner.invoke(agent_request, deadline))
+        ctx = call_context.current()
+        # A caller's request id names the run: a retry after a crash reattaches to it.
+        run_id = (
+            run_id_for(ctx.tenant, ctx.key_id, request.request_id) if request.request_id else ""
+        )
+        answer = await workflows.invoke(agent_request, deadline, run_id=run_id)
+        return workflows_api.answer_to_proto(answer)
 
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:  # noqa: N802
         try:
@@ -56,12 +88,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 agent_request = await self._convert(request)
                 deadline = deadline_of(context, self._runner.default_deadline_s())
                 if self._idempotency is None or not request.request_id:
-                    response = await self._runner.invoke(agent_request, deadline)
-                    return convert.response_to_proto(response)
+                    return await self._answer(request, agent_request, deadline)
 
                 async def work() -> bytes:
-                    response = await self._runner.invoke(agent_request, deadline)
-                    return convert.response_to_proto(response).SerializeToString()
+                    response = await self._answer(request, agent_request, deadline)
+                    return response.SerializeToString()
 
                 # A caller's request id is its idempotency key: at most once per tenant+key.
                 ctx = call_context.current()
@@ -81,8 +112,24 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.StreamResponse]:
         try:
             with self._admission.admit():
+                if request.run_id:
+                    if self._workflows is None or not await self._workflows.owns(request.run_id):
+                        # (Runs of other kinds, the tools loop's, continue here.)
+                        raise NotFound(
+                            f"no run {echo(request.run_id)}", reason=Reason.RUN_NOT_FOUND
+                        )
+                    async with aclosing(self._workflows.attach(request.run_id)) as attached:
+                        async for event in attached:
+                            yield workflows_api.event_to_proto(event)
+                    return
                 agent_request = await self._convert(request)
                 deadline = deadline_of(context, self._runner.default_deadline_s())
+                workflows = self._workflow(request.agent)
+                if workflows is not None:
+                    async with aclosing(workflows.stream(agent_request, deadline)) as run:
+                        async for event in run:
+                            yield workflows_api.event_to_proto(event)
+                    return
                 async with aclosing(self._runner.stream(agent_request, deadline)) as events:
                     async for event in events:
                         yield convert.event_to_proto(event)
@@ -95,15 +142,18 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         try:
             size = paging.page_size(request.page_size)
             after = paging.decode_token(request.page_token, "ListAgents")
-            agents = [a for a in self._runner.agents() if a.name > after]
+            listed = [(a.name, convert.agent_to_proto(a)) for a in self._runner.agents()]
+            if self._workflows is not None:
+                listed += [
+                    (w.name, workflows_api.workflow_to_proto(w)) for w in self._workflows.specs()
+                ]
+            agents = sorted((entry for entry in listed if entry[0] > after), key=_first)
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise
         page = agents[:size]
-        token = paging.encode_token(page[-1].name) if len(agents) > size else ""
-        return pb.ListAgentsResponse(
-            agents=[convert.agent_to_proto(a) for a in page], next_page_token=token
-        )
+        token = paging.encode_token(page[-1][0]) if len(agents) > size else ""
+        return pb.ListAgentsResponse(agents=[a for _, a in page], next_page_token=token)
 
     async def GetAgent(  # noqa: N802
         self, request: pb.GetAgentRequest, context: Context
@@ -111,11 +161,15 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         try:
             if not request.name:
                 raise InvalidArgument.field("name", "the agent name is required")
-            agent = self._runner.agent(request.name)
+            workflows = self._workflow(request.name)
+            if workflows is not None:
+                described = workflows_api.workflow_to_proto(workflows.spec(request.name))
+            else:
+                described = convert.agent_to_proto(self._runner.agent(request.name))
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise
-        return pb.GetAgentResponse(agent=convert.agent_to_proto(agent))
+        return pb.GetAgentResponse(agent=described)
 
     async def _convert(self, request: pb.InvokeRequest | pb.StreamRequest) -> AgentRequest:
         """The domain request. A big body is converted in a worker thread: the conversion is
@@ -134,3 +188,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     @staticmethod
     def _request_id() -> str:
         return call_context.current().request_id or new_request_id()
+
+
+def _first(entry: tuple[str, object]) -> str:
+    return entry[0]

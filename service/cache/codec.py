@@ -1,4 +1,6 @@
-"""A cached answer ⇄ bytes: its target and the events between Start and Finish."""
+"""A cached answer ⇄ bytes: its target, the events between Start and Finish, and the
+Finish's reason and guard verdicts (the output guards' verdicts on the answer as made: a
+replay carries them, as the answer it replays was judged by them)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 
 from service.domain import (
     FinishReason,
+    GuardVerdict,
     TargetRef,
     TextDelta,
     ToolCallDelta,
@@ -23,6 +26,7 @@ class Entry:
     target: TargetRef
     events: tuple[Body, ...]
     reason: FinishReason
+    verdicts: tuple[GuardVerdict, ...] = ()
 
 
 def _event(event: Body) -> list[object]:
@@ -44,12 +48,18 @@ def _event(event: Body) -> list[object]:
             ]
 
 
-def encode(target: TargetRef, events: Sequence[Body], reason: FinishReason) -> bytes:
+def encode(
+    target: TargetRef,
+    events: Sequence[Body],
+    reason: FinishReason,
+    verdicts: Sequence[GuardVerdict] = (),
+) -> bytes:
     return json.dumps(
         {
             "target": [target.name, target.provider, target.model],
             "events": [_event(e) for e in events],
             "reason": reason.value,
+            "verdicts": [[v.guard, v.stage, v.category, v.action, v.count] for v in verdicts],
         },
         ensure_ascii=False,
     ).encode()
@@ -69,7 +79,15 @@ def decode(data: bytes) -> Entry:
             events.append(UsageEvent(_usage(item[1:])))
         else:
             raise ValueError(f"unknown cached event {kind!r}")
-    return Entry(TargetRef(*raw["target"]), tuple(events), FinishReason(raw["reason"]))
+    verdicts = tuple(_verdict(v) for v in raw.get("verdicts", ()))  # none in older entries
+    return Entry(TargetRef(*raw["target"]), tuple(events), FinishReason(raw["reason"]), verdicts)
+
+
+def _verdict(fields: list[object]) -> GuardVerdict:
+    guard, stage, category, action, count = fields
+    if not all(isinstance(f, str) for f in (guard, stage, category, action)):
+        raise TypeError(f"a cached guard verdict is not four names and a count: {fields!r}")
+    return GuardVerdict(str(guard), str(stage), str(category), str(action), _count(count))
 
 
 def _usage(fields: list[object]) -> Usage:

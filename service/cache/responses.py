@@ -6,7 +6,8 @@ replicas, the first process to take the key's fill lease in the store produces; 
 poll the cache until the answer lands (or the lease is free again, and one of them takes it
 over). Waiting honours each call's deadline. If the producer fails, each waiter produces its
 own. A replay is the answer's events with usage at zero cost and a Finish marked
-``cache_hit`` with ``attempts=0``.
+``cache_hit`` with ``attempts=0``, carrying the output guards' verdicts recorded with the
+answer (the key covers the guards' definitions, so they are the verdicts its guards gave).
 
 The cache is an optimisation: a store failure is logged and the call goes upstream.
 """
@@ -128,7 +129,7 @@ class ResponseCache:
                 elif isinstance(event, Finish):
                     # A guard's block is never cached: the next call is judged afresh.
                     if start is not None and event.reason != FinishReason.CONTENT_FILTER:
-                        entry = codec.encode(start.target, body, event.reason)
+                        entry = codec.encode(start.target, body, event.reason, event.verdicts)
                         if mine is not None:
                             mine.set_result(entry)
                         await self._put(key, entry, ttl_s)
@@ -173,5 +174,7 @@ def _replay(data: bytes, start: Start) -> list[Event]:
     return [
         Start(start.request_id, start.agent, start.agent_version, entry.target),
         *entry.events,
-        Finish(entry.reason, attempts=0, cache_hit=True, target=entry.target),
+        Finish(
+            entry.reason, attempts=0, cache_hit=True, target=entry.target, verdicts=entry.verdicts
+        ),
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,12 @@ from service.guards.external import ExternalJudge
 from service.providers.base import TargetSpec
 from service.routing.config import resilience_spec, route_names, route_policy
 from service.routing.policy import ResilienceSpec
+from service.schemas import Schemas
 from service.secrets import Secret
 from service.tools.spec import ToolsSpec
 from service.usage.price_data import PriceData
 from service.usage.pricing import PriceTable, price_table
+from service.workflows.spec import WorkflowSpec, workflow_spec
 
 ENV_PREFIX = "SWITCHBOARD_"
 
@@ -59,6 +61,7 @@ class Snapshot:
     server: ServerConfig
     targets: Mapping[str, TargetSpec]
     agents: Mapping[str, AgentSpec]
+    workflows: Mapping[str, WorkflowSpec] = field(default_factory=dict)
     resilience: ResilienceSpec = field(default_factory=ResilienceSpec)
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
@@ -73,6 +76,8 @@ class Snapshot:
     # Files besides ``source`` that this snapshot was read from (keys, secrets): a reload
     # watches them too, so a rotated Secret is picked up.
     files: tuple[str, ...] = ()
+    # The agents' JSON schemas compiled (and callers', remembered): validation and guards.
+    schemas: Schemas = field(default_factory=Schemas, compare=False)
     tools: ToolsSpec = field(default_factory=ToolsSpec)  # MCP servers and HTTP tools
 
 
@@ -162,6 +167,7 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         server=config.server,
         targets=targets,
         agents=agents,
+        workflows={n: workflow_spec(n, w) for n, w in sorted(config.workflows.items())},
         resilience=resilience_spec(config.resilience),
         auth=auth,
         rate_limits=config.rate_limits,
@@ -174,6 +180,7 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
         reload=config.reload,
         workers=config.workers,
         files=referenced_files(config, source),
+        schemas=Schemas(_schemas_of(agents.values())),
         tools=tools_spec(
             config.mcp_servers,
             config.http_tools,
@@ -181,6 +188,17 @@ def build_snapshot(config: Config, *, source: str, environ: Mapping[str, str]) -
             secret=lambda ref, where: _secret(ref, where, environ),
         ),
     )
+
+
+def _schemas_of(agents: Iterable[AgentSpec]) -> list[Mapping[str, Any]]:
+    """The JSON schemas the agents' config holds: tools' parameters, response formats'."""
+    found: list[Mapping[str, Any]] = []
+    for agent in agents:
+        found += [t.parameters for t in agent.tools if t.parameters]
+        fmt = agent.parameters.response_format
+        if fmt is not None and fmt.json_schema is not None:
+            found.append(fmt.json_schema)
+    return found
 
 
 def _external(name: str, guard: GuardConfig, source: str, environ: Mapping[str, str]) -> Guard:

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from service.agents.schema import schema_problem
 from service.config.base import FrozenModel, SecretRef
 from service.config.chain_model import (
     AuthConfig,
@@ -29,7 +28,9 @@ from service.config.tools_model import (
     McpServerConfig,
     check_tool_references,
 )
+from service.config.workflows_model import WorkflowConfig, check_workflows
 from service.routing.config import ResilienceConfig, Route, route_names
+from service.schemas import schema_problem
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ProviderKind = Literal["mock", "openai", "anthropic", "openai_compatible"]
@@ -333,6 +334,9 @@ class Config(FrozenModel):
     workers: WorkersConfig = WorkersConfig()
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(min_length=1)
+    workflows: dict[str, WorkflowConfig] = Field(
+        default_factory=dict, description="multi-agent workflows, called like agents"
+    )
     resilience: ResilienceConfig = ResilienceConfig()
     auth: AuthConfig = AuthConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
@@ -376,7 +380,8 @@ class Config(FrozenModel):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        for kind, names in (("targets", self.targets), ("agents", self.agents)):
+        named = (("targets", self.targets), ("agents", self.agents), ("workflows", self.workflows))
+        for kind, names in named:
             for name in names:
                 if not NAME_PATTERN.match(name):
                     raise ValueError(
@@ -393,6 +398,7 @@ class Config(FrozenModel):
                         f"agents.{agent_name}.route[{i}]: no target named {target!r} "
                         f"(targets: {', '.join(sorted(self.targets)) or 'none'})"
                     )
+        check_workflows(self.workflows, set(self.agents))
         for name in self.guards:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"guards.{name}: names are letters, digits, '_', '-', '.'")

@@ -59,6 +59,14 @@ class StateConfig(FrozenModel):
     reservation_ttl_s: float = Field(
         600.0, gt=0, description="unsettled budget reservations expire after this"
     )
+    budget_rebuild_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="shared: after Redis lost the budget counters, nothing is admitted for "
+        "this long while every replica holds again its calls in flight and its outbox's "
+        "lines (each checks every quarter of it)",
+    )
     health_interval_s: float = Field(5.0, gt=0, description="how often stores are pinged")
     memory_max_entries: int = Field(
         100_000,

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from service.agents.schema import schema_problem
 from service.config.base import FrozenModel, SecretRef
+from service.schemas import schema_problem
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PIN = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -13,6 +13,7 @@ class Stage(enum.StrEnum):
     INPUT = "input"  # the caller's messages, before anything is stored or sent
     OUTPUT = "output"  # the answer's text and tool-call arguments, as they stream
     TOOL_CALL = "tool_call"  # each tool call the model makes, checked whole
+    TOOL_RESULT = "tool_result"  # a tool's result, by the input guards (verdicts only)
 
 
 class Action(enum.StrEnum):

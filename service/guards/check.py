@@ -14,12 +14,17 @@ from typing import Any, Protocol
 from service.deadline import Deadline
 from service.domain import GuardVerdict, ResponseFormat
 from service.guards.base import Action, Finding, SpanMatcher, Stage
-from service.guards.length import LengthLimit
+from service.guards.length import CATEGORY, LengthLimit
 from service.guards.normalize import Normalized, normalize
 from service.offload import Offload
+from service.schemas import Schemas
 
-# A text longer than this is checked off the event loop (when every guard runs in-process).
+# A text longer than this is checked off the event loop (when every guard runs in-process),
+# in pieces of PIECE_CHARS: a regular expression or the terms automaton holds the GIL for
+# the whole of one scan, so one scan of megabytes would stall the event loop's thread even
+# from a worker thread; pieces give it a turn every few milliseconds.
 OFFLOAD_CHARS = 64 * 1024
+PIECE_CHARS = 16 * 1024
 
 
 class GuardObserver(Protocol):
@@ -49,6 +54,7 @@ class GuardContext:
     http: Any = None  # an httpx2.AsyncClient, for external guards
     deadline: Deadline | None = None  # the call's: external guards give up by then
     offload: Offload | None = None  # where a long text is checked (off the event loop)
+    schemas: Schemas = field(default_factory=Schemas)  # compiled JSON schemas (the config's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +132,30 @@ async def check(guards: Sequence[Guard], stage: Stage, raw: str, ctx: GuardConte
 
 
 def _check_locally(guards: Sequence[Guard], stage: Stage, raw: str, ctx: GuardContext) -> Checked:
-    """:func:`check` for guards that all run in-process (no external judge)."""
-    norm = normalize(raw)
-    hits: list[Hit] = []
+    """:func:`check` for guards that all run in-process (no external judge), a long text:
+    scanned in pieces as a stream is (:class:`~service.guards.scan.SpanScan`: the same
+    result as one scan of the whole), its length counted piece by piece."""
+    from service.guards.scan import SpanScan  # noqa: PLC0415 (scan builds on this module)
+
+    scan = SpanScan([g for g in guards if g.matcher is not None], stage, ctx.observer)
+    out: list[str] = []
+    chars = 0
+    for at in range(0, len(raw), PIECE_CHARS):
+        piece = raw[at : at + PIECE_CHARS]
+        chars += len(normalize(piece).text)
+        out.append(scan.take(piece))
+        if scan.blocked:
+            break
+    out.append(scan.finish())
+    utf8_bytes = len(raw.encode("utf-8", "surrogatepass"))
     for guard in guards:
-        began = time.perf_counter()
-        hits.extend(span_hits(guard, norm, raw))
-        ctx.observer.latency(guard.name, stage, time.perf_counter() - began)
-    return settle(hits, stage, raw, norm, ctx.observer)
+        if guard.length is not None and guard.length.exceeded(chars, utf8_bytes):
+            scan.hit(Hit(guard.name, guard.action, Finding(0, 0, CATEGORY, "", raw=True)))
+    verdicts = verdicts_of(scan.hits, stage)
+    for verdict in verdicts:
+        ctx.observer.verdict(verdict)
+    blocked = next((v for v in verdicts if v.action == Action.BLOCK), None)
+    return Checked(raw, verdicts, blocked) if blocked else Checked("".join(out), verdicts)
 
 
 def settle(

@@ -22,16 +22,14 @@ if TYPE_CHECKING:  # the config imports the matchers' categories: no cycle at ru
 
 @dataclass(frozen=True, slots=True)
 class AgentGuards:
-    """One agent's guards per stage, in the order its config lists them. ``enabled``: the
-    agent has a ``guards:`` section (its tool calls are then checked too)."""
+    """One agent's guards per stage, in the order its config lists them."""
 
     input: tuple[Guard, ...] = ()
     output: tuple[Guard, ...] = ()
     tool_call: tuple[Guard, ...] = ()
-    enabled: bool = False
 
     def at(self, stage: Stage) -> tuple[Guard, ...]:
-        if stage == Stage.INPUT:
+        if stage in {Stage.INPUT, Stage.TOOL_RESULT}:
             return self.input
         if stage == Stage.OUTPUT:
             return self.output
@@ -99,5 +97,4 @@ def agent_guards(config: AgentGuardsConfig | None, guards: Mapping[str, Guard]) 
         input=tuple(guards[n] for n in config.input),
         output=tuple(guards[n] for n in config.output),
         tool_call=tuple(guards[n] for n in config.tool_call),
-        enabled=True,
     )

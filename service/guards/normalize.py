@@ -7,14 +7,18 @@ text and map what they find back to the raw text, so a redaction replaces exactl
 span and everything around it is left as the caller or the model wrote it.
 
 NFKC is applied one character at a time (so each normalised character knows the raw one it
-came from); composition across characters (a letter and a combining accent) is not redone,
-which matters to no pattern a guard uses: they match ASCII-range text.
+came from), and only to the non-ASCII characters (ASCII is its own NFKC form): a long text with
+a few accents costs little more than an ASCII one. Composition across characters (a letter and
+a combining accent) is not redone, which matters to no pattern a guard uses: they match
+ASCII-range text.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Zero-width and invisible formatting characters (Unicode category Cf that render as
@@ -23,6 +27,9 @@ from dataclasses import dataclass
 INVISIBLE = re.compile(
     "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\U000e0000-\U000e007f]"
 )
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 def has_hidden_text(text: str) -> bool:
@@ -37,7 +44,7 @@ class Normalized:
 
     text: str
     raw_length: int
-    origin: tuple[int, ...] | None = None
+    origin: Sequence[int] | None = None  # an array of C longs: a long text's map is compact
 
     def raw_index(self, index: int) -> int:
         """The raw index where normalised index ``index`` (0..len) begins."""
@@ -51,16 +58,20 @@ def normalize(text: str) -> Normalized:
     if text.isascii():
         return Normalized(text, len(text))
     out: list[str] = []
-    origin: list[int] = []
-    for i, char in enumerate(text):
-        if char.isascii():
-            out.append(char)
-            origin.append(i)
-            continue
-        if INVISIBLE.match(char):
-            continue
-        folded = unicodedata.normalize("NFKC", char)
-        out.append(folded)
-        origin.extend([i] * len(folded))
-    origin.append(len(text))
-    return Normalized("".join(out), len(text), tuple(origin))
+    origin = array("q")
+    at = 0
+    for run in _NON_ASCII.finditer(text):
+        start, end = run.span()
+        out.append(text[at:start])
+        origin.extend(range(at, start))
+        for i in range(start, end):
+            char = text[i]
+            if INVISIBLE.match(char):
+                continue
+            folded = unicodedata.normalize("NFKC", char)
+            out.append(folded)
+            origin.extend([i] * len(folded))
+        at = end
+    out.append(text[at:])
+    origin.extend(range(at, len(text) + 1))
+    return Normalized("".join(out), len(text), origin)

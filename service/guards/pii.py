@@ -49,6 +49,12 @@ _IBAN = re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?!\w)")
 _SSN = re.compile(r"\d{3}-\d{2}-\d{4}(?![\w-])")
 _IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\w)")
 _IPV6 = re.compile(r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+# Phone numbers, cards, SSNs and IPv4 addresses are made of these characters only, and begin
+# with a digit (or up to two of "+(" before it): they are looked for only inside the runs of
+# them that begin with a digit and are long enough (one scan of the text, not one a shape).
+# An IBAN begins two letters before such a run.
+_NUMERIC_RUN = re.compile(r"\d[\d ().+-]*")
+_SHORTEST = 7  # "1.2.3.4"; a phone number has 7 digits or more, a card 13, an SSN 9
 _WORD = "_" + "".join(sorted(_EMAIL_LOCAL - set("._%+-")))
 _NOT_AFTER = {
     _PHONE: _WORD + "+.-",
@@ -81,34 +87,40 @@ class PiiMatcher:
         self._regions = tuple(r.upper() for r in phone_regions)
         wanted = set(categories)
         self._email = EMAIL in wanted
-        checks: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
-            (IBAN, _IBAN, _is_iban),
+        self._iban = IBAN in wanted
+        self._ipv6 = IP_ADDRESS in wanted
+        numeric: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
             (PAYMENT_CARD, _CARD, _is_card),
             (US_SSN, _SSN, ssn.is_valid),
             (IP_ADDRESS, _IPV4, _is_ip),
-            (IP_ADDRESS, _IPV6, _is_ipv6),
             (PHONE, _PHONE, self._is_phone),
         ]
-        self._checks = tuple(c for c in checks if c[0] in wanted)
+        self._numeric = tuple(c for c in numeric if c[0] in wanted)
 
     def find(self, text: Normalized, raw: str) -> list[Finding]:
         s = text.text
         found = _emails(s) if self._email else []
-        digits = _has_digit(s)
-        for category, pattern, valid in self._checks:
-            if not digits or (pattern is _IPV6 and s.count(":") < 2):
-                continue
-            trims = category in _TRIMMED
-            not_after = _NOT_AFTER[pattern]
-            for match in pattern.finditer(s):
-                start = match.start()
-                if (start and s[start - 1] in not_after) or _inside(found, start, match.end()):
+        if not _has_digit(s):
+            return found
+        runs = [run.span() for run in _NUMERIC_RUN.finditer(s)]
+        if self._iban:
+            for start, _ in runs:
+                if start >= 2 and s[start - 2 : start].isupper():
+                    match = _IBAN.match(s, start - 2)
+                    if match is not None:
+                        _confirm(found, s, match, IBAN, _is_iban)
+        if self._ipv6 and s.count(":") >= 2:
+            for match in _IPV6.finditer(s):
+                _confirm(found, s, match, IP_ADDRESS, _is_ipv6)
+        windows = [(max(0, a - 2), b + 1) for a, b in runs if b - a >= _SHORTEST]
+        for category, pattern, valid in self._numeric:
+            for pos, endpos in windows:
+                if not _may_hold(pattern, s, pos, endpos):
                     continue
-                for candidate in _prefixes(match.group()) if trims else (match.group(),):
-                    end = start + len(candidate)
-                    if valid(candidate):
-                        found.append(Finding(start, end, category, placeholder(category)))
-                        break
+                # endpos takes in the character after the run (never part of a match), so
+                # the patterns' lookaheads see what follows as in the whole text.
+                for match in pattern.finditer(s, pos, endpos):
+                    _confirm(found, s, match, category, valid)
         return found
 
     def hold(self, text: str) -> int:
@@ -137,6 +149,37 @@ def _is_phone(candidate: str, regions: tuple[str, ...]) -> bool:
 
 
 _TRIMMED = frozenset((PHONE, PAYMENT_CARD, IBAN))
+
+
+def _may_hold(pattern: re.Pattern[str], s: str, pos: int, endpos: int) -> bool:
+    """Whether ``s[pos:endpos]`` can hold a match of ``pattern`` at all (cheap tests first:
+    a card has 13 digits or more, an SSN its dashes, an IPv4 address its three dots)."""
+    if pattern is _CARD:
+        return endpos - pos >= 14
+    if pattern is _SSN:
+        return s.count("-", pos, endpos) >= 2
+    if pattern is _IPV4:
+        return s.count(".", pos, endpos) >= 3
+    return True
+
+
+def _confirm(
+    found: list[Finding],
+    s: str,
+    match: re.Match[str],
+    category: str,
+    valid: Callable[[str], bool],
+) -> None:
+    """Add ``match`` (or, for the shapes that may take in a word too many, its longest
+    prefix) to ``found`` when the library confirms it and nothing found already covers it."""
+    start = match.start()
+    if (start and s[start - 1] in _NOT_AFTER[match.re]) or _inside(found, start, match.end()):
+        return
+    text = match.group()
+    for candidate in _prefixes(text) if category in _TRIMMED else (text,):
+        if valid(candidate):
+            found.append(Finding(start, start + len(candidate), category, placeholder(category)))
+            return
 
 
 def _prefixes(candidate: str) -> Iterable[str]:
@@ -174,7 +217,10 @@ def _inside(found: list[Finding], start: int, end: int) -> bool:
     return any(f.start < end and start < f.end for f in found)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_card(candidate: str) -> bool:
+    """The network's length and the Luhn checksum (a stream re-checks the number it holds
+    after every delta: answers are remembered)."""
     digits = candidate.replace(" ", "").replace("-", "")
     return _card_length_fits(digits) and luhn.is_valid(digits)
 

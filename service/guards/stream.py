@@ -15,18 +15,17 @@ stream ends with usage (the upstream's, or estimated from what it sent) and a Fi
 reason CONTENT_FILTER carrying the verdicts. Guards that need the whole text (JSON schema,
 an external endpoint) make the stream hold the whole answer and release it at the end.
 
-Tool calls are held until the answer finishes and checked whole: the tool must be one
-offered to the call, its arguments valid JSON that follows the tool's schema, and they pass
-the output and tool_call guards.
+Tool calls are held until the answer finishes and checked whole
+(:func:`~service.guards.tools.check_tool_call`: the tool must be one offered to the call,
+its arguments valid JSON that follows the tool's schema, and they pass the output and
+tool_call guards), for every agent. A loop that runs tools on the server passes
+``tools=None`` and checks each call itself (a blocked call becomes a refused result there).
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from dataclasses import replace
 
 from service.domain import (
     Event,
@@ -38,29 +37,29 @@ from service.domain import (
     ToolCallDelta,
     UsageEvent,
 )
-from service.guards.base import Action, Finding, Stage
+from service.guards.base import Finding, Stage
 from service.guards.check import (
     Checked,
     GuardContext,
     Hit,
     check,
     merge_verdicts,
-    span_hits,
     verdicts_of,
 )
 from service.guards.compile import AgentGuards
-from service.guards.jsonout import validator_for
 from service.guards.normalize import normalize
+from service.guards.scan import SpanScan
+from service.guards.tools import check_tool_call
 from service.usage.estimate import AnswerCounter, estimated_usage
 
 CONTEXT_CHARS = 32  # released text kept for the next scan (word boundaries, lookbehinds)
-TOOL_POLICY = "tool_policy"  # the verdicts' guard name for tool-call checks
-NOT_OFFERED = "tool_not_offered"
-BAD_ARGUMENTS = "invalid_arguments"
 
 
 class OutputGuard:
-    """Guards one answer. ``tools``: the tools offered to the call, by name.
+    """Guards one answer. ``tools``: the tools offered to the call, by name (None: tool
+    calls are passed on whole, unchecked, for a server-side loop to check each one);
+    ``only``: when set, only calls to these tools are checked (a loop's step: the caller's
+    tools), the others passed on unchecked for the loop to check.
     ``prompt_tokens``: the prompt's estimated size, for the usage of a blocked answer whose
     upstream reported none."""
 
@@ -68,24 +67,26 @@ class OutputGuard:
         self,
         guards: AgentGuards,
         ctx: GuardContext,
-        tools: Mapping[str, Tool],
+        tools: Mapping[str, Tool] | None,
         prompt_tokens: int,
+        *,
+        only: frozenset[str] | None = None,
     ) -> None:
         self._guards = guards
         self._ctx = ctx
         self._tools = tools
+        self._only = only
         self._prompt_tokens = prompt_tokens
-        self._spans = [g for g in guards.output if g.matcher is not None]
+        spans = [g for g in guards.output if g.matcher is not None]
+        self._scan = SpanScan(spans, Stage.OUTPUT, ctx.observer)  # span and length hits
         self._lengths = [g for g in guards.output if g.length is not None]
         self._whole = any(g.judge is not None for g in guards.output)
-        self._context = ""  # the raw text released last (unredacted), for the next scan
-        self._held = ""  # raw text not yet released
         self._chars = 0  # normalised characters seen
         self._bytes = 0
         self._long: set[str] = set()  # length guards already over their limit
-        self._hits: list[Hit] = []
-        self._verdicts: list[tuple[GuardVerdict, ...]] = []
-        self._blocked = False
+        self._verdicts: list[tuple[GuardVerdict, ...]] = []  # whole-text ones (reported)
+        self._refused = False  # a whole-text guard or a tool call blocked
+        self._whole_text: list[str] = []  # held whole, for the whole-text guards
 
     async def events(self, source: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
         """``source``'s events, guarded (see the module docstring). Closing this closes
@@ -135,15 +136,18 @@ class OutputGuard:
             finish.reason, finish.attempts, finish.cache_hit, finish.target, self._report()
         )
 
+    @property
+    def _blocked(self) -> bool:
+        return self._refused or self._scan.blocked
+
     def _report(self) -> tuple[GuardVerdict, ...]:
-        verdicts = merge_verdicts(verdicts_of(self._hits, Stage.OUTPUT), *self._verdicts)
-        for verdict in verdicts:
+        spans = verdicts_of(self._scan.hits, Stage.OUTPUT)
+        for verdict in spans:
             self._ctx.observer.verdict(verdict)
-        return verdicts
+        return merge_verdicts(spans, *self._verdicts)
 
     def _take(self, text: str) -> str:
         """Take in a delta; return the text now safe to send (redacted)."""
-        self._held += text
         if self._lengths:
             folded = normalize(text)
             self._chars += len(folded.text)
@@ -152,149 +156,40 @@ class OutputGuard:
                 assert guard.length is not None
                 if guard.name not in self._long and guard.length.exceeded(self._chars, self._bytes):
                     self._long.add(guard.name)
-                    self._hit(Hit(guard.name, guard.action, Finding(0, 0, "too_long", "", True)))
+                    finding = Finding(0, 0, "too_long", "", raw=True)
+                    self._scan.hit(Hit(guard.name, guard.action, finding))
             if self._blocked:
                 return ""
         if self._whole:
+            self._whole_text.append(text)
             return ""
-        return self._advance(final=False)
-
-    def _hit(self, hit: Hit) -> None:
-        self._hits.append(hit)
-        if hit.action == Action.BLOCK:
-            self._blocked = True
-
-    def _advance(self, *, final: bool) -> str:
-        if not self._spans:
-            out, self._held = self._held, ""
-            return out
-        scan = self._context + self._held
-        start_at = len(self._context)
-        norm = normalize(scan)
-        hits: list[Hit] = []
-        for guard in self._spans:
-            began = time.perf_counter()
-            hits.extend(span_hits(guard, norm, scan))
-            self._ctx.observer.latency(guard.name, Stage.OUTPUT, time.perf_counter() - began)
-        spans = [(_raw(h.finding, norm.raw_index), h) for h in hits]
-        spans = [(s, h) for s, h in spans if s[1] > start_at]  # already released: done
-        release = len(scan)
-        if not final:
-            held = max(g.matcher.hold(norm.text) for g in self._spans if g.matcher is not None)
-            release = norm.raw_index(len(norm.text) - held)
-            for (s, e), _ in spans:
-                if e >= len(scan):  # touches the end: may still grow
-                    release = min(release, s)
-            moved = True
-            while moved:  # never cut through a match
-                moved = False
-                for (s, e), _ in spans:
-                    if s < release < e:
-                        release, moved = s, True
-        release = max(release, start_at)
-        final_hits = [(s, h) for s, h in spans if s[1] <= release]
-        for _, hit in final_hits:
-            self._hit(hit)
-        if self._blocked:
-            return ""
-        out = _redacted(scan, start_at, release, [(s, h) for s, h in final_hits])
-        self._context = scan[max(start_at, release - CONTEXT_CHARS) : release]
-        if len(self._context) < CONTEXT_CHARS:
-            self._context = scan[max(0, release - CONTEXT_CHARS) : release]
-        self._held = scan[release:]
-        return out
+        return self._scan.take(text)
 
     async def _rest(self) -> str:
         """The held text at the answer's end, checked whole where whole-text guards are on."""
         if not self._whole:
-            return self._advance(final=True)
-        text, self._held = self._held, ""
-        checked: Checked = await check(self._guards.output, Stage.OUTPUT, text, self._quiet())
+            return self._scan.finish()
+        text = "".join(self._whole_text)
+        checked: Checked = await check(self._guards.output, Stage.OUTPUT, text, self._ctx)
         self._verdicts.append(checked.verdicts)
         if checked.blocked is not None:
-            self._blocked = True
+            self._refused = True
         return checked.text
-
-    def _quiet(self) -> GuardContext:
-        """The context with verdicts unreported (they are reported once, at the end)."""
-        return replace(self._ctx, observer=_LatencyOnly(self._ctx))
 
     async def _check_calls(
         self, calls: dict[int, list[str]]
     ) -> list[tuple[int, tuple[str, str, str]]]:
         checked: list[tuple[int, tuple[str, str, str]]] = []
         for index, (call_id, name, arguments) in sorted(calls.items()):
-            if self._guards.enabled:
-                problem = _tool_problem(self._tools.get(name), arguments)
-                if problem:
-                    self._verdicts.append(
-                        (GuardVerdict(TOOL_POLICY, Stage.TOOL_CALL, problem, Action.BLOCK),)
-                    )
-                    self._blocked = True
-                    return []
-            text = arguments
-            for stage, guards in (
-                (Stage.OUTPUT, self._guards.output),
-                (Stage.TOOL_CALL, self._guards.tool_call),
-            ):
-                result = await check(guards, stage, text, self._quiet())
-                self._verdicts.append(result.verdicts)
-                if result.blocked is not None:
-                    self._blocked = True
-                    return []
-                text = result.text
-            checked.append((index, (call_id, name, text)))
+            if self._tools is None or (self._only is not None and name not in self._only):
+                checked.append((index, (call_id, name, arguments)))
+                continue
+            result = await check_tool_call(
+                self._guards, self._ctx, self._tools.get(name), arguments
+            )
+            self._verdicts.append(result.verdicts)
+            if result.blocked is not None:
+                self._refused = True
+                return []
+            checked.append((index, (call_id, name, result.arguments_json)))
         return checked
-
-
-class _LatencyOnly:
-    def __init__(self, ctx: GuardContext) -> None:
-        self._observer = ctx.observer
-
-    def verdict(self, verdict: GuardVerdict) -> None:
-        pass
-
-    def latency(self, guard: str, stage: str, seconds: float) -> None:
-        self._observer.latency(guard, stage, seconds)
-
-
-def _raw(finding: Finding, raw_index: object) -> tuple[int, int]:
-    if finding.raw:
-        return finding.start, finding.end
-    index = raw_index  # normalised → raw
-    assert callable(index)
-    return index(finding.start), index(finding.end)
-
-
-def _redacted(scan: str, start: int, end: int, hits: Sequence[tuple[tuple[int, int], Hit]]) -> str:
-    """``scan[start:end]`` with the redacting hits replaced by their placeholders."""
-    spans = sorted(
-        (max(s, start), e, h.finding.placeholder) for (s, e), h in hits if h.action == Action.REDACT
-    )
-    out: list[str] = []
-    at = start
-    for s, e, mark in spans:
-        if e <= at:
-            continue
-        out.append(scan[at : max(at, s)])
-        if s >= at:
-            out.append(mark)
-        at = e
-    out.append(scan[at:end])
-    return "".join(out)
-
-
-def _tool_problem(tool: Tool | None, arguments: str) -> str:
-    """Why a tool call may not be sent ("" when it may)."""
-    if tool is None:
-        return NOT_OFFERED
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return BAD_ARGUMENTS
-    if not isinstance(value, dict):
-        return BAD_ARGUMENTS
-    validator = validator_for(dict(tool.parameters)) if tool.parameters else None
-    if validator is not None and not validator.is_valid(value):
-        return BAD_ARGUMENTS
-    return ""

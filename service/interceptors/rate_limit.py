@@ -1,8 +1,9 @@
 """Rate limiting, after auth: the tenant and key id are the call's (from its key).
 
 Every call that needs a key takes one request and an upper bound of its tokens
-(:func:`token_bound`) from the tenant's and the key's limits; a streamed answer also holds a
-stream slot until it ends. After the call the bound is replaced by what the call was charged
+(:func:`token_bound`) from the tenant's and the key's limits, and the bound of a session's
+history once the pipeline has loaded it (through the call's meter); a streamed answer also
+holds a stream slot until it ends. After the call the bound is replaced by what the call was charged
 (the pipeline's meter: the usage the upstream reported, or an estimate for a call cut short).
 Refusals are RESOURCE_EXHAUSTED with RetryInfo and QuotaFailure, mapped by
 :mod:`service.api.errors`.
@@ -10,7 +11,7 @@ Refusals are RESOURCE_EXHAUSTED with RetryInfo and QuotaFailure, mapped by
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from service import context as call_context
@@ -99,6 +100,12 @@ class RateLimitLayer:
             await abort(context, exc)
             raise  # unreachable: abort raises
 
+    def _extender(self, ticket: Ticket) -> Callable[[int], Awaitable[None]] | None:
+        """How the pipeline reserves what a call sends beyond its request (its history)."""
+        if not ticket.token_rates:
+            return None
+        return lambda tokens: self._limiter.extend(ticket, tokens)
+
     def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
         if not self._limiter.active:
             return behavior
@@ -111,7 +118,7 @@ class RateLimitLayer:
             if ticket is None:
                 return await behavior(request, context)
             used: int | None = None
-            meter = open_meter()
+            meter = open_meter(self._extender(ticket))
             try:
                 response = await behavior(request, context)
                 if invoke:
@@ -140,7 +147,7 @@ class RateLimitLayer:
                     yield response
                 return
             used: int | None = None
-            meter = open_meter()
+            meter = open_meter(self._extender(ticket))
             try:
                 async for response in behavior(request, context):
                     if events and response.WhichOneof("event") == "usage":

@@ -11,8 +11,10 @@ calls or a share of them (with a retry-after), a hang, a stream dropped after N 
 heavy-tailed time to first token. Draws come from a seeded RNG, so runs repeat.
 
 In both, a last user message ``call <tool> <text>`` naming one of the offered tools makes the
-model call that tool with ``{"input": "<text>"}``, or with ``<text>`` itself when it is a JSON
-object; several such calls joined by `` && `` are made at once (parallel tool calls). Last TOOL
+model call that tool with ``{"<name>": "<text>"}`` (``<name>``: the tool's first required
+parameter, else its first parameter, else ``input``, so the call fits a schema with one string
+parameter), or with ``<text>`` itself when it is a JSON object; several such calls joined by
+`` && `` are made at once (parallel tool calls). Last TOOL
 messages (one per call answered) are acknowledged with their texts. Text is streamed word by
 word (a word is one output token) after ``ttft_s``, at ``tokens_per_s``; a call marked
 ``whole`` (a non-streamed answer) gets it as one delta when its last word would have come.
@@ -26,8 +28,9 @@ import json
 import random
 import re
 import zlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from service.deadline import Deadline
 from service.domain import (
@@ -228,7 +231,7 @@ class MockProvider:
         last = call.messages[-1] if call.messages else None
         if last is None or last.role is not Role.USER or not call.tools:
             return []
-        offered = {t.name for t in call.tools}
+        offered = {t.name: t for t in call.tools}
         calls = []
         for part in last.text.split(" && "):
             match = re.match(r"\s*call\s+(\S+)\s*(.*)", part, re.DOTALL)
@@ -240,7 +243,7 @@ class MockProvider:
             except ValueError:
                 arguments = None
             if not isinstance(arguments, dict):
-                arguments = {"input": text}
+                arguments = {_argument_name(offered[match[1]].parameters): text}
             calls.append((match[1], json.dumps(arguments)))
         return calls
 
@@ -283,3 +286,13 @@ class MockProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _argument_name(schema: Mapping[str, Any]) -> str:
+    """The parameter the mock fills: the schema's first required one, else its first."""
+    required = schema.get("required") or ()
+    properties = schema.get("properties") or {}
+    for name in (*required, *properties):
+        if isinstance(name, str):
+            return name
+    return "input"

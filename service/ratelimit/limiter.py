@@ -15,7 +15,6 @@ failed command is not an outage: the Redis client retries a dropped connection o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from service.config.chain_model import LimitsConfig, RateLimitsConfig
 from service.errors import QuotaViolation, Reason, ResourceExhausted, Unavailable
 from service.ratelimit.base import NEVER, Backend, BackendError, Rate, Slot
+from service.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,32 @@ class RateLimiter:
             raise self._refusal(limit, decision.wait_s, tokens)
         return Ticket(token_rates, tokens, slots, lease_id)
 
+    async def extend(self, ticket: Ticket, tokens: int) -> None:
+        """Take ``tokens`` more of the ticket's token limits (what the call turned out to
+        send beyond the request: a session's history), or refuse as ``acquire`` does; the
+        ticket then reconciles the larger bound.
+
+        Raises:
+            ResourceExhausted: a tokens-per-minute limit has no room for them.
+            Unavailable: the backend is down and configured to fail closed.
+        """
+        if tokens <= 0 or not ticket.token_rates:
+            return
+        rates = tuple(Rate(r.key, r.limit, tokens, r.name, r.subject) for r in ticket.token_rates)
+        if self._down:
+            self._backend_down()
+            return
+        try:
+            decision = await self._backend.acquire(rates, (), "", 0.0)
+        except BackendError as exc:
+            await self._failed(exc)
+            self._backend_down()
+            return
+        self._failures = 0
+        if decision.refused is not None:
+            raise self._refusal(rates[decision.refused], decision.wait_s, ticket.estimate + tokens)
+        ticket.estimate += tokens
+
     async def finish(self, ticket: Ticket, used_tokens: int | None) -> None:
         """Reconcile the token estimate with ``used_tokens`` (None: the call reported no
         usage, so the estimate is refunded) and release the stream slots. Best effort: a
@@ -171,11 +197,8 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         """Stop the probe (if the backend is down) and close the backend."""
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
-            self._probe = None
+        await stop(self._probe)
+        self._probe = None
         await self._backend.aclose()
 
     def _refusal(self, limit: Rate | Slot, wait_s: float, tokens: int) -> ResourceExhausted:

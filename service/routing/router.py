@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.deadline import Deadline
-from service.domain import ProviderEvent
+from service.domain import ProviderEvent, UsageEvent
 from service.errors import (
     DeadlineExceeded,
     Reason,
@@ -45,6 +45,7 @@ from service.routing.hedge import hedge_delay_s, race
 from service.routing.policy import HedgeTo, RoutePolicy, RouteTarget
 from service.routing.registry import TargetRegistry, TargetState
 from service.routing.retry import Retry, decide
+from service.routing.tab import Tab
 from service.watchdog import Expired, Watchdog
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,12 @@ class Opened:
     """An answer that has begun: its target, the attempts it took, and its events.
 
     ``events`` starts with the first event already received. The owner must close it
-    (``aclose``), which closes the upstream request if it is still open. ``abandoned``:
-    the attempts of a whole call given up after they began answering (their usage is
-    already added to the answer's).
+    (``aclose``), which closes the upstream request if it is still open.
     """
 
     target: TargetSpec
     attempts: int
     events: AsyncGenerator[ProviderEvent, None]
-    abandoned: tuple[whole.Abandoned, ...] = ()
 
 
 @dataclass(slots=True)
@@ -79,13 +77,13 @@ class _Call:
 
     policy: RoutePolicy
     deadline: Deadline
+    tab: Tab
     attempts: int = 0
     last_error: SwitchboardError | None = None
     cause: TargetState | None = None
     skipped: list[BreakerOpen] = field(default_factory=list)
     stop: bool = False
     whole_answer: bool = False
-    abandoned: list[whole.Abandoned] = field(default_factory=list)
     wider: tuple[RouteTarget, ...] | None = None  # switch to these (context window exceeded)
     widened: bool = False
 
@@ -118,15 +116,15 @@ class Router:
         policy: RoutePolicy | None = None,
         *,
         whole_answer: bool = False,
-        spent: list[whole.Abandoned] | None = None,
+        tab: Tab | None = None,
     ) -> Opened:
         """Open the call on the first target of the route that starts answering, or with
         ``whole_answer``, that answers to the end (the events are then already read; a
         failure after the first event is retried or falls back like one before it).
 
-        ``policy`` (default: plain ordered fallback over ``route``) says how. ``spent``
-        (a whole call's): the attempts given up after they cost something are appended to
-        it as they happen, so a caller cancelled meanwhile still knows what to charge.
+        ``policy`` (default: plain ordered fallback over ``route``) says how. Attempts that
+        began answering and were given up (or cut short by the caller's cancellation) are
+        written into ``tab`` with what they cost, whatever this returns or raises.
 
         Raises:
             SwitchboardError: the first caller error (neither retryable nor the upstream's
@@ -137,14 +135,10 @@ class Router:
                 cool-down left); no upstream call was made.
             DeadlineExceeded: less than ``min_attempt_s`` was left before the first attempt;
                 no upstream call was made.
-            Spent: (a whole call only) the call failed after attempts that had begun
-                answering; it carries the error to report and what they cost.
         Cancelling the caller cancels (and closes) every attempt in flight.
         """
         policy = policy or RoutePolicy.ordered(route)
-        state = _Call(policy, deadline, whole_answer=whole_answer)
-        if spent is not None:
-            state.abandoned = spent
+        state = _Call(policy, deadline, Tab() if tab is None else tab, whole_answer=whole_answer)
         order = attempt_order(policy, self._rng)
         index = 0
         while index < len(order):
@@ -156,10 +150,7 @@ class Router:
             index += 1
             if state.wider is not None:  # the rest of the route has windows as small
                 order, index, state.wider = list(state.wider), 0, None
-        failure = self._failure(state)
-        if state.abandoned:
-            raise Spent(failure, tuple(state.abandoned)) from failure
-        raise failure
+        raise self._failure(state)
 
     async def _on_target(
         self, call: _Call, target: RouteTarget, rest: list[RouteTarget], model_call: ModelCall
@@ -211,8 +202,6 @@ class Router:
                 return None
             if not (error.retryable or error.counts_against_breaker):
                 # The caller's fault: no other target would do better.
-                if call.abandoned:
-                    raise Spent(error, tuple(call.abandoned)) from error
                 raise error
             call.last_error = error
             call.cause = outcome.attempt.state
@@ -280,19 +269,23 @@ class Router:
 
     async def _whole(self, call: _Call, opened: Opened, mc: ModelCall) -> SwitchboardError | None:
         """Read a whole call's committed attempt to its end. None: ``opened.events`` now
-        replays the whole answer (with what abandoned attempts cost). Else the attempt's
-        error (it is kept in ``call.abandoned``); the caller's cancellation propagates."""
+        replays the whole answer (its usage is in ``call.tab.answer``). Else the attempt's
+        error (the attempt is in ``call.tab``); the caller's cancellation propagates, with
+        what the attempt delivered until then in ``call.tab``."""
         seen: list[ProviderEvent] = []
         try:
             await whole.drain(opened.events, seen)
         except SwitchboardError as exc:
-            call.abandoned.append(whole.abandoned(opened.target.ref, mc, seen, exc.message))
+            call.tab.give_up(opened.target.ref, mc, seen, exc.message)
             return exc
-        except BaseException:  # cancelled: what came so far is charged by the pipeline
-            call.abandoned.append(whole.abandoned(opened.target.ref, mc, seen, "cancelled"))
+        except BaseException:
+            # The caller left mid-answer: what the upstream delivered until now is billed.
+            if seen:
+                call.tab.give_up(opened.target.ref, mc, seen, "cancelled by the caller")
             raise
-        opened.events = whole.replay(whole.with_spent(seen, call.abandoned))
-        opened.abandoned = tuple(call.abandoned)
+        usage = [e.usage for e in seen if isinstance(e, UsageEvent)]
+        call.tab.answer = usage[-1] if usage else None
+        opened.events = whole.replay(seen)
         return None
 
     async def _attempt(
@@ -332,6 +325,10 @@ class Router:
                 lambda o: o.first is not None,
             )
             winner = won
+            for lost in others:
+                if lost.first is not None:  # began answering in the same instant: it cost
+                    ref = lost.attempt.target.spec.ref
+                    call.tab.give_up(ref, mc, [lost.first], "lost the hedge race")
             if won is not None:
                 return won
             return others[-1]
@@ -373,13 +370,13 @@ class Router:
         """Wait for the attempt's first event, within its deadline. Failures are recorded
         in its breaker; cancellation records nothing (the caller closes the attempt). A
         non-streamed attempt cut short by time or a cancellation is kept in
-        ``call.abandoned`` (:func:`whole.cut`)."""
+        ``call.tab`` (:meth:`Tab.cut`)."""
         name = attempt.target.name
         try:
             first = await attempt.watchdog.read(attempt.events)
         except asyncio.CancelledError:
             if attempt.call.whole:
-                call.abandoned.append(whole.cut(attempt.target.spec.ref, attempt.call, "cancelled"))
+                call.tab.cut(attempt.target.spec.ref, attempt.call, "cancelled")
             raise
         except StopAsyncIteration:
             error: SwitchboardError = Unavailable(
@@ -393,7 +390,7 @@ class Router:
             attempt.state.latency.add(time.monotonic() - attempt.started)
             return _Outcome(attempt, first=first)
         if attempt.call.whole and isinstance(error, DeadlineExceeded):
-            call.abandoned.append(whole.cut(attempt.target.spec.ref, attempt.call, error.message))
+            call.tab.cut(attempt.target.spec.ref, attempt.call, error.message)
         error.about(target=name)
         blame(attempt, error)
         return _Outcome(attempt, error=error)
@@ -429,16 +426,6 @@ class Router:
             f"deadline too close: an attempt needs at least {call.policy.min_attempt_s:g}s",
             reason=Reason.NO_TIME_LEFT,
         )
-
-
-class Spent(SwitchboardError):
-    """A whole call failed after attempts that began answering: ``error`` is what the call
-    failed with (re-raise it to the caller), ``abandoned`` what those attempts cost."""
-
-    def __init__(self, error: SwitchboardError, abandoned: tuple[whole.Abandoned, ...]) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.abandoned = abandoned
 
 
 def _for_target(call: ModelCall, target: TargetSpec, *, whole: bool) -> ModelCall:

@@ -44,4 +44,29 @@ def server_options(
         ),
         ("grpc.keepalive_permit_without_calls", int(transport.permit_keepalive_without_calls)),
         ("grpc.http2.max_ping_strikes", transport.max_ping_strikes),
+        *pending_limits(transport.max_concurrent_calls),
+    ]
+
+
+# grpc core's defaults for calls it holds before the application takes them (src/core/server/
+# server.h: GRPC_ARG_SERVER_MAX_PENDING_REQUESTS and ..._HARD_LIMIT).
+_PENDING_SOFT, _PENDING_HARD = 1000, 3000
+
+
+def pending_limits(max_concurrent_calls: int) -> list[tuple[str, int]]:
+    """How many arrived calls grpc core may hold before the server's loop takes each one.
+
+    Past the soft limit grpc core drops new calls at random (random early detection), all of
+    them past the hard limit, and the client sees a bare CANCELLED with no reason: a burst
+    of 2,000 Streams at once lost ~150 of them that way under a limit of 2,100 calls. The
+    limits follow ``max_concurrent_calls`` (its value at start: channel arguments are fixed
+    for the server's life) with room for calls past it, so every call up to that limit is
+    taken, and the ones past it are refused by admission with RESOURCE_EXHAUSTED and a
+    retry delay instead. Never below grpc core's defaults (1,000 and 3,000).
+    """
+    soft = max(_PENDING_SOFT, 2 * max_concurrent_calls)
+    hard = max(_PENDING_HARD, 2 * soft)
+    return [
+        ("grpc.server.max_pending_requests", soft),
+        ("grpc.server.max_pending_requests_hard_limit", hard),
     ]

@@ -25,9 +25,12 @@ V = TypeVar("V")
 
 @dataclass(slots=True)
 class _Line:
-    spent: int = 0
+    spent: int | None = None  # None: no counter (never seeded, or a seed under way)
     expires_at: float = 0.0
     held: dict[str, tuple[int, float]] = field(default_factory=dict)  # id → (amount, until)
+    seeding: str = ""  # the token of the seed under way
+    seeding_until: float = 0.0
+    pre: int = 0  # spend that landed while it was seeded
 
 
 class MemoryFast:
@@ -48,77 +51,119 @@ class MemoryFast:
         # One process's memory: its counters live and die with it (a new one re-seeds).
         self._epoch = uuid.uuid4().hex
 
-    # budgets
+    # budgets (see service.state.redis_budgets for the semantics; one process: atomic)
 
-    def _line(self, line: BudgetLine, now: float) -> _Line | None:
-        """The line's live state, or None when it has no counter (never seeded, expired)."""
+    def _line(self, line: BudgetLine, now: float, *, create: bool = False) -> _Line | None:
+        """The line's live state (expired holds dropped); None when it has none."""
         state = self._lines.get(line.key)
-        if state is None or state.expires_at <= now:
-            self._lines.pop(line.key, None)
-            return None
+        if state is not None and state.expires_at <= now:
+            del self._lines[line.key]
+            state = None
+        if state is None:
+            if not create:
+                return None
+            state = self._lines[line.key] = _Line(expires_at=now + line.ttl_s)
         state.held = {k: v for k, v in state.held.items() if v[1] > now}
         return state
 
-    async def epoch(self) -> str:
-        return self._epoch
+    @staticmethod
+    def _spend(state: _Line | None, amount: int) -> bool:
+        if state is None:
+            return False
+        if state.spent is not None:
+            state.spent += amount
+        elif state.seeding:
+            state.pre += amount
+        else:
+            return False
+        return True
+
+    async def epoch(self, rebuild_s: float = 0.0) -> str:
+        return self._epoch  # lost only with the process: nobody else to wait for
 
     async def reserve(
         self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
     ) -> int:
         now = self._tick()
         found = [self._line(line, now) for line in lines]
-        states = [state for state in found if state is not None]
+        states = [s for s in found if s is not None and s.spent is not None]
         if epoch != self._epoch or len(states) < len(lines):
             return NEEDS_SEED
         for i, (line, state) in enumerate(zip(lines, states, strict=True)):
             held = sum(a for a, _ in state.held.values())
-            if state.spent + held + amount > line.limit_nanos:
+            if (state.spent or 0) + held + amount > line.limit_nanos:
                 return i
         for state in states:
             state.held[reservation] = (amount, now + hold_s)
         return -1
 
     async def hold(
-        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+        self, lines: Sequence[BudgetLine], hold_id: str, amount: int, hold_s: float
     ) -> None:
         now = self._tick()
         for line in lines:
-            state = self._line(line, now)
-            if state is not None:
-                state.held[reservation] = (amount, now + hold_s)
+            state = self._line(line, now, create=True)
+            assert state is not None
+            state.held[hold_id] = (amount, now + hold_s)
 
     async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> bool:
         now = self._tick()
         missing = False
         for line in lines:
             state = self._line(line, now)
-            if state is None:
-                missing = True
-                continue
-            state.held.pop(reservation, None)
-            state.spent += amount
+            if state is not None:
+                state.held.pop(reservation, None)
+            missing |= not self._spend(state, amount)
         return missing
 
-    async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
+    async def settle_pending(
+        self, lines: Sequence[BudgetLine], reservation: str, line_id: str, amount: int
+    ) -> None:
+        now = self._tick()
+        for line in lines:
+            state = self._line(line, now, create=True)
+            assert state is not None
+            state.held.pop(reservation, None)
+            state.held[f"ob:{line_id}"] = (amount, now + line.ttl_s)
+
+    async def landed(
+        self, lines: Sequence[BudgetLine], line_id: str, amount: int, epoch: str
+    ) -> None:
         now = self._tick()
         for line in lines:
             state = self._line(line, now)
-            if state is not None:
-                state.held.pop(reservation, None)
+            held = state is not None and state.held.pop(f"ob:{line_id}", None) is not None
+            if held or epoch != self._epoch:
+                self._spend(state, amount)
+
+    async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
+        await self.settle(lines, reservation, 0)
 
     async def spent(self, line: BudgetLine) -> tuple[int, int]:
         state = self._line(line, self._tick())
         if state is None:
             return 0, 0
-        return state.spent, sum(a for a, _ in state.held.values())
+        return state.spent or 0, sum(a for a, _ in state.held.values())
 
-    async def seed(self, line: BudgetLine, spent: int) -> None:
+    async def begin_seed(self, line: BudgetLine, token: str, lease_s: float) -> int:
+        now = self._tick()
+        state = self._line(line, now, create=True)
+        assert state is not None
+        if state.spent is not None:
+            return 0
+        if state.seeding and state.seeding != token and state.seeding_until > now:
+            return -1
+        state.seeding, state.seeding_until, state.pre = token, now + lease_s, 0
+        return 1
+
+    async def end_seed(self, line: BudgetLine, token: str, spent: int) -> bool:
         now = self._tick()
         state = self._line(line, now)
-        if state is None:
-            self._lines[line.key] = _Line(spent=spent, expires_at=now + line.ttl_s)
-        elif spent > state.spent:
-            state.spent = spent
+        if state is None or state.seeding != token or state.seeding_until <= now:
+            return False
+        state.spent, state.seeding, state.pre = spent + state.pre, "", 0
+        state.expires_at = now + line.ttl_s
+        return True
 
     # cache
 

@@ -90,13 +90,15 @@ class Outbox:
         row = await self._run(lambda conn: conn.execute("SELECT count(*) FROM outbox").fetchone())
         return int(row[0])
 
-    async def usage(self, tenant: str, start: float, end: float) -> list[UsageRecord]:
-        """The tenant's waiting ledger lines with ``start <= at < end``."""
+    async def usage(
+        self, tenant: str | None = None, start: float = 0.0, end: float = float("inf")
+    ) -> list[UsageRecord]:
+        """The waiting ledger lines with ``start <= at < end`` (of ``tenant``, if given)."""
         rows = await self._run(
             lambda conn: conn.execute(
-                "SELECT usage FROM outbox WHERE tenant = ? AND at >= ? AND at < ? "
-                "AND usage IS NOT NULL ORDER BY id",
-                (tenant, start, end),
+                "SELECT usage FROM outbox WHERE (? IS NULL OR tenant = ?) AND at >= ? "
+                "AND at < ? AND usage IS NOT NULL ORDER BY id",
+                (tenant, tenant, start, end),
             ).fetchall()
         )
         return [UsageRecord(**json.loads(row[0])) for row in rows]

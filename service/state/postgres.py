@@ -241,8 +241,7 @@ class PostgresDurable:
 
     async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
         rows = await self._fetch(
-            "SELECT at, tenant, key_id, request_id, action, resource, outcome FROM audit_log "
-            "WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+            f"{ddl.AUDIT_SELECT} WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
             tenant,
             limit,
         )
@@ -303,20 +302,21 @@ class PostgresDurable:
 
 
 _AUDIT_INSERT = (
-    "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome, entry_id) "
-    "VALUES (${n}, ${n1}, ${n2}, ${n3}, ${n4}, ${n5}, ${n6}, ${n7}) "
+    "INSERT INTO audit_log "
+    "(at, tenant, key_id, request_id, action, resource, outcome, entry_id, detail) "
+    "VALUES (${n}, ${n1}, ${n2}, ${n3}, ${n4}, ${n5}, ${n6}, ${n7}, ${n8}) "
     "ON CONFLICT (entry_id) DO NOTHING"
 )
 
 
 def _audit_args(e: AuditEntry) -> list[object]:
     return [e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
-            e.entry_id or None]  # fmt: skip
+            e.entry_id or None, e.detail]  # fmt: skip
 
 
 def _audit_sql(first: int) -> str:
     """The audit insert with its parameters numbered from ``first``."""
-    names = {"n": first, **{f"n{i}": first + i for i in range(1, 8)}}
+    names = {"n": first, **{f"n{i}": first + i for i in range(1, 9)}}
     return _AUDIT_INSERT.format(**names)
 
 

@@ -80,7 +80,11 @@ GROUP_DIMENSIONS = ("agent", "model", "key_id")
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """Who called what, and the outcome. No prompt text."""
+    """Who called what, and the outcome. No prompt text.
+
+    ``detail`` is a compact JSON object with what else was decided, or "": for an agent call,
+    ``{"guards": [[guard, stage, category, action, count], ...]}`` (the guards' verdicts:
+    categories and counts, never the matched text)."""
 
     at: float
     tenant: str
@@ -90,10 +94,13 @@ class AuditEntry:
     resource: str  # e.g. the agent or session id
     outcome: str  # "ok" or the error kind
     entry_id: str = ""  # unique per entry, like UsageRecord.line_id
+    detail: str = ""
 
 
-# What BudgetStore.reserve returns when its counters must be rebuilt from the ledger first.
+# What BudgetStore.reserve returns when its counters must be rebuilt from the ledger first;
+# and, at most WAIT, while a new epoch's rebuild time runs (WAIT - result: ms to wait).
 NEEDS_SEED = -2
+WAIT = -3
 
 
 @dataclass(frozen=True, slots=True)

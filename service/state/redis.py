@@ -1,115 +1,19 @@
-"""Fast shared state on Redis: budget counters (atomic Lua), response cache, idempotency keys.
-
-Every replica talks to the same Redis, so a budget holds across replicas: a reservation is
-checked and held by one script, atomically. The counters are a cache of the usage ledger:
-a reservation is refused with ``NEEDS_SEED`` when the epoch key is not the one the caller
-knows or a line has no counter (Redis restarted, was flushed, evicted a key, failed over),
-and the caller rebuilds them from the ledger before anything is admitted. Reservations
-carry an expiry (Redis time, so all replicas agree) and are dropped by the next script that
-touches the line once expired, so those a crashed replica left behind stop counting. Keys
-live under ``<prefix>:``.
+"""Fast shared state on Redis: budget counters (:mod:`service.state.redis_budgets`: atomic
+Lua, shared by every replica), response cache and its fill leases, idempotency keys (the fast
+path in front of PostgreSQL's records). Keys live under ``<prefix>:``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import uuid
-from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
 from service.state.guard import guarded
-from service.state.records import BudgetLine, Claim
+from service.state.records import Claim
+from service.state.redis_budgets import RedisBudgets
 from service.state.redis_client import async_client
-
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rid, amount, hold = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = (#KEYS - 1) / 3
--- The counters are a cache of the ledger: lost (restart, flush, eviction, failover) when
--- the epoch changed or a line has no counter. Nothing is admitted until they are rebuilt.
-if redis.call('GET', KEYS[#KEYS]) ~= ARGV[4] then return -2 end
-for i = 0, n - 1 do
-  if redis.call('EXISTS', KEYS[3*i+1]) == 0 then return -2 end
-end
-for i = 0, n - 1 do
-  local spent_k, held_k, until_k = KEYS[3*i+1], KEYS[3*i+2], KEYS[3*i+3]
-  local expired = redis.call('ZRANGEBYSCORE', until_k, '-inf', now)
-  for _, id in ipairs(expired) do redis.call('HDEL', held_k, id) end
-  redis.call('ZREMRANGEBYSCORE', until_k, '-inf', now)
-  local held = 0
-  for _, v in ipairs(redis.call('HVALS', held_k)) do held = held + tonumber(v) end
-  local spent = tonumber(redis.call('GET', spent_k) or '0')
-  if spent + held + amount > tonumber(ARGV[5 + 2*i]) then return i end
-end
-for i = 0, n - 1 do
-  local ttl = tonumber(ARGV[6 + 2*i])
-  redis.call('HSET', KEYS[3*i+2], rid, amount)
-  redis.call('ZADD', KEYS[3*i+3], now + hold, rid)
-  redis.call('PEXPIRE', KEYS[3*i+2], ttl)
-  redis.call('PEXPIRE', KEYS[3*i+3], ttl)
-end
-return -1
-"""
-
-_HOLD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 0, #KEYS / 3 - 1 do
-  redis.call('HSET', KEYS[3*i+2], ARGV[1], tonumber(ARGV[2]))
-  redis.call('ZADD', KEYS[3*i+3], now + tonumber(ARGV[3]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[3*i+2], tonumber(ARGV[4 + i]))
-  redis.call('PEXPIRE', KEYS[3*i+3], tonumber(ARGV[4 + i]))
-end
-return 0
-"""
-
-_SETTLE = """
-local rid, amount = ARGV[1], tonumber(ARGV[2])
-local missing = 0
-for i = 0, #KEYS / 3 - 1 do
-  redis.call('HDEL', KEYS[3*i+2], rid)
-  redis.call('ZREM', KEYS[3*i+3], rid)
-  -- A lost counter is not recreated from this amount alone: the caller re-seeds it from
-  -- the ledger (which already holds this call's line).
-  if redis.call('EXISTS', KEYS[3*i+1]) == 0 then
-    missing = 1
-  elseif amount > 0 then
-    redis.call('INCRBY', KEYS[3*i+1], amount)
-    redis.call('PEXPIRE', KEYS[3*i+1], tonumber(ARGV[3 + i]))
-  end
-end
-return missing
-"""
-
-_SEED = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > current then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-end
-return 0
-"""
-
-_EPOCH = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-end
-return epoch
-"""
-
-_SPENT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local live = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf')
-local held = 0
-for _, id in ipairs(live) do held = held + tonumber(redis.call('HGET', KEYS[2], id) or '0') end
-return {tonumber(redis.call('GET', KEYS[1]) or '0'), held}
-"""
-
 
 _UNLEAD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -121,7 +25,7 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-class RedisFast:
+class RedisFast(RedisBudgets):
     """See the module docstring. One connection pool per process."""
 
     def __init__(self, url: str, *, prefix: str, timeout_s: float, pool_size: int = 10) -> None:
@@ -129,66 +33,11 @@ class RedisFast:
         self._timeout_s = timeout_s
         # A bounded pool that heals after a Redis restart (service.state.redis_client).
         self._redis = async_client(url, timeout_s=timeout_s, max_connections=pool_size)
-        self._reserve = self._redis.register_script(_RESERVE)
-        self._settle = self._redis.register_script(_SETTLE)
-        self._hold = self._redis.register_script(_HOLD)
-        self._seed = self._redis.register_script(_SEED)
-        self._epoch = self._redis.register_script(_EPOCH)
-        self._spent = self._redis.register_script(_SPENT)
+        super().__init__(self._redis, prefix=prefix, timeout_s=timeout_s)
         self._unlead = self._redis.register_script(_UNLEAD)
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:{key}"
-
-    def _triples(self, lines: Sequence[BudgetLine]) -> list[str]:
-        keys = []
-        for line in lines:
-            base = self._key(f"budget:{line.key}")
-            keys += [f"{base}:spent", f"{base}:held", f"{base}:until"]
-        return keys
-
-    async def epoch(self) -> str:
-        async with guarded("redis", self._timeout_s, (RedisError,)):
-            value = await self._epoch(keys=[self._key("budget-epoch")], args=[uuid.uuid4().hex])
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    async def reserve(
-        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
-    ) -> int:
-        args: list[str | int] = [reservation, amount, _ms(hold_s), epoch]
-        for line in lines:
-            args += [line.limit_nanos, _ms(line.ttl_s)]
-        keys = [*self._triples(lines), self._key("budget-epoch")]
-        async with guarded("redis", self._timeout_s, (RedisError,)):
-            result = await self._reserve(keys=keys, args=args)
-        return int(result)
-
-    async def hold(
-        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
-    ) -> None:
-        args: list[str | int] = [reservation, amount, _ms(hold_s)]
-        args += [_ms(line.ttl_s) for line in lines]
-        async with guarded("redis", self._timeout_s, (RedisError,)):
-            await self._hold(keys=self._triples(lines), args=args)
-
-    async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> bool:
-        args: list[str | int] = [reservation, amount, *(_ms(line.ttl_s) for line in lines)]
-        async with guarded("redis", self._timeout_s, (RedisError,)):
-            missing = await self._settle(keys=self._triples(lines), args=args)
-        return bool(int(missing))
-
-    async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
-        await self.settle(lines, reservation, 0)
-
-    async def spent(self, line: BudgetLine) -> tuple[int, int]:
-        async with guarded("redis", self._timeout_s, (RedisError,)):
-            spent, held = await self._spent(keys=self._triples([line]), args=[])
-        return int(spent), int(held)
-
-    async def seed(self, line: BudgetLine, spent: int) -> None:
-        spent_key = self._triples([line])[0]
-        async with guarded("redis", self._timeout_s, (RedisError,)):
-            await self._seed(keys=[spent_key], args=[spent, _ms(line.ttl_s)])
 
     async def get(self, key: str) -> bytes | None:
         async with guarded("redis", self._timeout_s, (RedisError,)):

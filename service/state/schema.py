@@ -160,7 +160,13 @@ CREATE INDEX IF NOT EXISTS approvals_tenant ON approvals (tenant, created_at, ap
 CREATE INDEX IF NOT EXISTS approvals_run ON approvals (run_id)
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _KEYS, _RUNS)
+# What an audit entry's decision was besides its outcome (AuditEntry.detail): the guards'
+# verdicts on a call, as compact JSON.
+_AUDIT_DETAIL = """
+ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT ''
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _KEYS, _RUNS, _AUDIT_DETAIL)
 
 _BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
 _SERIAL = {
@@ -224,3 +230,10 @@ def statements(dialect: str, version: int) -> list[str]:
 
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+
+
+AUDIT_SELECT = (
+    "SELECT at, tenant, key_id, request_id, action, resource, outcome, "
+    "coalesce(entry_id, ''), detail FROM audit_log"
+)
+"""An audit entry's columns in :class:`~service.state.records.AuditEntry` order."""

@@ -249,8 +249,7 @@ class SqliteDurable:
     async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
         rows = await self._run(
             lambda conn: conn.execute(
-                "SELECT at, tenant, key_id, request_id, action, resource, outcome FROM audit_log "
-                "WHERE tenant = ? ORDER BY id DESC LIMIT ?",
+                f"{schema.AUDIT_SELECT} WHERE tenant = ? ORDER BY id DESC LIMIT ?",
                 (tenant, limit),
             ).fetchall()
         )
@@ -277,9 +276,9 @@ def _insert_line(conn: sqlite3.Connection, r: UsageRecord, e: AuditEntry | None)
 def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
     conn.execute(
         "INSERT INTO audit_log (at, tenant, key_id, request_id, action, resource, outcome, "
-        "entry_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
+        "entry_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
         (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
-         e.entry_id or None),
+         e.entry_id or None, e.detail),
     )  # fmt: skip
 
 

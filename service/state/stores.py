@@ -93,36 +93,59 @@ class AuditLog(Protocol):
 class BudgetStore(Protocol):
     """Budget counters: a cache of the usage ledger's sums, rebuilt when lost.
 
-    A line's counter holds its spend; reservations are held beside it. The store has an
-    ``epoch`` that changes when its counters are lost (a restart, flush or failover of Redis;
-    a new process for the memory store), and a line without a counter is lost too (evicted,
-    or never seeded). Nothing is admitted on a lost counter: ``reserve`` says ``NEEDS_SEED``.
+    A line's counter holds its spend (what the ledger holds); holds are kept beside it, each
+    with an expiry: reservations of calls in flight, and ledger lines waiting in a local
+    outbox (``ob:<line id>``). The store has an ``epoch`` that changes when its counters are
+    lost (a restart, flush or failover of Redis; a new process for the memory store), and a
+    line without a counter is lost too (never seeded, evicted). Nothing is admitted on a
+    lost counter: ``reserve`` says ``NEEDS_SEED``; nor in a new epoch's rebuild time, while
+    every process holds again what it knows that the ledger does not (``reserve`` says how
+    long to wait). A counter is rebuilt under a fence (``begin_seed``, read the ledger,
+    ``end_seed``): spend that lands while the ledger is read is added, never lost.
     """
 
-    async def epoch(self) -> str:
-        """The counters' current generation (started now if there is none)."""
+    async def epoch(self, rebuild_s: float = 0.0) -> str:
+        """The counters' current generation. If there is none, one is started now, that
+        admits nothing for ``rebuild_s``."""
         ...
 
     async def reserve(
         self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
     ) -> int:
         """Atomically: ``NEEDS_SEED`` (-2) when ``epoch`` is not the store's or a line has no
-        counter; else if every line has room for ``amount`` (spent + live reservations +
-        amount <= limit), hold ``amount`` on each under ``reservation`` for ``hold_s`` and
-        return -1; else hold nothing and return the index of the first line without room."""
+        counter; ``WAIT - n`` (at most -3) while the epoch is in its rebuild time: ask again
+        in ``n`` ms; else if every line has room for ``amount`` (spent + holds + amount <=
+        limit), hold ``amount`` on each under ``reservation`` for ``hold_s`` and return -1;
+        else hold nothing and return the index of the first line without room."""
         ...
 
     async def hold(
-        self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float
+        self, lines: Sequence[BudgetLine], hold_id: str, amount: int, hold_s: float
     ) -> None:
-        """Hold ``amount`` under ``reservation`` without checking the limits (a reservation
-        made before the counters were lost, held again)."""
+        """Hold ``amount`` under ``hold_id`` for ``hold_s`` without checking the limits (held
+        again after a loss: a call still in flight, a line waiting in an outbox); replaces a
+        hold of the same id."""
         ...
 
     async def settle(self, lines: Sequence[BudgetLine], reservation: str, amount: int) -> bool:
-        """Drop the reservation and add ``amount`` (the real cost) to each line's spend.
-        True when a line had no counter (it is not created from ``amount`` alone: the caller
-        re-seeds it from the ledger)."""
+        """Drop the reservation and add ``amount`` (the real cost, whose ledger line is
+        written) to each line's spend. True when a line had no counter (it is not created
+        from ``amount`` alone: the caller seeds it from the ledger, which holds this call)."""
+        ...
+
+    async def settle_pending(
+        self, lines: Sequence[BudgetLine], reservation: str, line_id: str, amount: int
+    ) -> None:
+        """Drop the reservation and hold ``amount`` under ``ob:<line_id>``, a ledger line that
+        waits in an outbox, for as long as the line's period is kept (``landed`` ends it)."""
+        ...
+
+    async def landed(
+        self, lines: Sequence[BudgetLine], line_id: str, amount: int, epoch: str
+    ) -> None:
+        """The outbox line ``line_id`` reached the ledger: its hold becomes spend. When it
+        has no hold and ``epoch`` (the caller's) is not the store's, the line may be counted
+        nowhere: it is spent anyway (at worst counted twice, never not at all)."""
         ...
 
     async def release(self, lines: Sequence[BudgetLine], reservation: str) -> None:
@@ -130,12 +153,18 @@ class BudgetStore(Protocol):
         ...
 
     async def spent(self, line: BudgetLine) -> tuple[int, int]:
-        """(spent, reserved) of one line."""
+        """(spent, held) of one line."""
         ...
 
-    async def seed(self, line: BudgetLine, spent: int) -> None:
-        """Set the line's spend to ``spent`` unless it already counts more (the ledger's sum
-        is the truth; a counter ahead of it includes settlements not yet read back)."""
+    async def begin_seed(self, line: BudgetLine, token: str, lease_s: float) -> int:
+        """Take the line's seeding lease for ``lease_s`` under ``token``: 1, the caller now
+        reads the ledger and calls ``end_seed``; 0, the line has a counter; -1, another seed
+        is under way (ask again)."""
+        ...
+
+    async def end_seed(self, line: BudgetLine, token: str, spent: int) -> bool:
+        """Set the counter to ``spent`` (the ledger's sum, read after ``begin_seed``) plus
+        what was spent on the line since. False: the lease was lost; nothing was set."""
         ...
 
 

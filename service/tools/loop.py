@@ -49,7 +49,7 @@ from service.domain import (
 )
 from service.guards import GuardContext
 from service.guards.check import merge_verdicts
-from service.routing.whole import total
+from service.routing.tab import total
 from service.state.records import AuditEntry
 from service.tools.guarding import Validators, check_call, check_result
 from service.tools.host import ToolHost

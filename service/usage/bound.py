@@ -76,6 +76,12 @@ def input_bound(system_prompt: str, messages: Sequence[Message], tools: Iterable
     return total
 
 
+def history_bound(messages: Sequence[Message]) -> int:
+    """At most this many input tokens for ``messages`` sent besides a request's own (a
+    session's history): their share of :func:`input_bound`."""
+    return input_bound("", messages) - MESSAGE_OVERHEAD_TOKENS
+
+
 def output_bound(model: str, max_tokens: int | None) -> int:
     """At most this many output tokens of ``model`` (see the module docstring)."""
     if max_tokens is not None:
@@ -98,7 +104,7 @@ def call_bound(
     messages hold ``text_bytes`` bytes of text and ``images`` images: the agent's system
     prompt and tools, the request's messages, and the output bound of the dearest target
     (``max_tokens`` from the request, else the agent's). Session history is not included
-    (the pipeline's reservation is the bound that includes it). Without the agent (an
+    (the pipeline adds :func:`history_bound` once it has loaded it). Without the agent (an
     unknown name: the call fails before the upstream), only the request's text."""
     request_in = text_bytes + MESSAGE_OVERHEAD_TOKENS * messages + IMAGE_TOKENS_BOUND * images
     if agent is None:

@@ -4,18 +4,30 @@ A budget limits a tenant (or each API key of a tenant) per UTC day or month. The
 is checked and held atomically on every applicable budget at once (across replicas when the
 store is Redis), so a burst cannot overspend: each call's estimate is held until it settles,
 and the estimate is an upper bound of its cost. Reservations that are never settled (the
-replica crashed) expire after ``hold_s``. The counters are a cache of the usage ledger, which
-is the truth: lost counters are rebuilt from it before anything more is admitted.
+replica crashed) expire after ``hold_s``.
+
+The counters are a cache of the usage ledger, which is the truth. What the ledger does not
+hold yet is held beside the counters: the reservations of calls in flight, and the lines
+waiting in a local outbox (the durable store was down when they were written; each is held
+until its replay lands it in the ledger). When the store loses the counters (a new epoch),
+every process holds all of that again within the epoch's rebuild time (``rebuild_s``),
+during which nothing is admitted: each process watches the epoch (:meth:`Budgets.watch`, every
+quarter of ``rebuild_s``) and the first call that finds it changed does the same. Lost
+counters are then rebuilt from the ledger (under the store's seeding fence) before anything
+more is admitted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import quote
 
 from service.config.state_model import BudgetConfig
@@ -26,14 +38,19 @@ from service.errors import (
     SwitchboardError,
     Unavailable,
 )
-from service.state.records import NEEDS_SEED, BudgetLine
-from service.state.stores import BudgetStore, UsageLedger
+from service.state.records import NEEDS_SEED, WAIT, BudgetLine, UsageRecord, UsageTotal
+from service.state.stores import BudgetStore
+from service.tasks import stop
 from service.usage.pricing import usd
+
+log = logging.getLogger(__name__)
 
 # Counters are kept a day past their period, so late settlements still land.
 KEEP_AFTER_PERIOD_S = 86400.0
 MAX_UNSETTLED = 100_000  # settlements kept for a retry while the store is down
-REBUILD_ATTEMPTS = 3  # reserve, rebuild the lost counters, reserve again (and once more)
+REBUILD_WAIT_S = 10.0  # the longest a reservation waits for lost counters, past rebuild_s
+SEED_LEASE_S = 5.0  # a seeder that dies (or cannot read the ledger) frees its line after this
+BUSY_WAIT_S = 0.05  # between looks at a line another process is seeding
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +106,24 @@ def applicable(
     return out
 
 
+class Books(Protocol):
+    """Where the counters are rebuilt from (:class:`service.usage.ledger.Ledger`)."""
+
+    async def stored_totals(
+        self, tenant: str, start: float, end: float, group_by: Sequence[str]
+    ) -> list[UsageTotal]:
+        """The durable store's totals (what its outbox holds is not among them)."""
+        ...
+
+    async def waiting(self) -> list[UsageRecord]:
+        """The ledger lines waiting in this process's outbox."""
+        ...
+
+
 class Budgets:
     """Reservations against the configured budgets. Store errors pass through.
 
-    The store's counters are a cache of the ledger: when the store says they were lost (a
-    new epoch, or a line without a counter), this rebuilds them from the ledger, holds again
-    the reservations of this process's calls still in flight, and only then admits.
+    See the module docstring for how lost counters are rebuilt.
     """
 
     def __init__(
@@ -102,32 +131,57 @@ class Budgets:
         store: BudgetStore,
         *,
         hold_s: float,
-        ledger: UsageLedger | None = None,
+        books: Books | None = None,
+        configs: Callable[[], Sequence[BudgetConfig]] = tuple,
+        rebuild_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """``ledger``: where a line's spend is read back from when its counter is missing."""
+        """``books``: where spend is read back from when a counter is lost, and the lines
+        waiting in the outbox. ``configs()``: the budgets now (for the outbox's lines).
+        ``rebuild_s``: how long a new epoch admits nothing, while every process holds again
+        what it knows that the ledger does not."""
         self._store = store
         self._hold_s = hold_s
-        self._ledger = ledger
+        self._books = books
+        self._configs = configs
+        self._rebuild_s = rebuild_s
         self._clock = clock
         self._monotonic = monotonic
-        self._epoch = ""  # the store's epoch as this process last saw it
+        self._sleep = sleep
+        self._epoch = ""  # the store's epoch as this process last held everything in
+        self._epoch_lock = asyncio.Lock()
         self._live: dict[str, Reservation] = {}
-        # Settlements the store did not take (it was down): (reservation, amount), retried
-        # before the next reservation while the epoch holds (after a loss, the ledger's
-        # re-seed counts them).
-        self._unsettled: list[tuple[Reservation, int]] = []
+        # Settlements the store did not take (it was down): (reservation, amount, the
+        # outbox line or ""), retried before the next reservation while the epoch holds.
+        # After a loss the ledger's re-seed counts the written ones, and the outbox's holds
+        # the waiting ones.
+        self._unsettled: list[tuple[Reservation, int, str]] = []
+        self._watch: asyncio.Task[None] | None = None
+        # This process's seeding lease token (a failed seed is resumed, not waited out) and
+        # the seeds under way, by line.
+        self._token = uuid.uuid4().hex
+        self._seeding: dict[str, asyncio.Future[None]] = {}
 
     async def reserve(
-        self, budgets: Sequence[BudgetConfig], tenant: str, key_id: str, amount: int
+        self,
+        budgets: Sequence[BudgetConfig],
+        tenant: str,
+        key_id: str,
+        amount: int,
+        *,
+        wait_s: float | None = None,
     ) -> Reservation | None:
         """Hold ``amount`` nano-dollars on every budget binding the caller; None when none does.
+        Waits, at most ``wait_s`` (default: the rebuild time and ``REBUILD_WAIT_S``), while
+        lost counters are rebuilt.
 
         Raises:
             ResourceExhausted: a budget has no room; QuotaFailure names it, RetryInfo says
                 when its period ends.
-            Unavailable: a store does not answer, or the counters could not be rebuilt.
+            Unavailable: a store does not answer, or the counters could not be rebuilt in
+                time.
         """
         now = self._clock()
         bound = applicable(budgets, tenant, key_id, now)
@@ -137,16 +191,21 @@ class Budgets:
         reservation = uuid.uuid4().hex
         if self._unsettled:
             await self._settle_late()
-        for _ in range(REBUILD_ATTEMPTS):
+        wait_s = self._rebuild_s + REBUILD_WAIT_S if wait_s is None else wait_s
+        give_up = self._monotonic() + wait_s
+        while True:
             full = await self._store.reserve(lines, reservation, amount, self._hold_s, self._epoch)
-            if full != NEEDS_SEED:
+            if full > NEEDS_SEED:
                 break
-            await self._rebuild(bound, tenant, key_id, now)
-        else:
-            raise Unavailable(
-                "budget counters were lost and could not be rebuilt from the ledger",
-                retry_after_s=1.0,
-            )
+            if self._monotonic() >= give_up:
+                raise Unavailable(
+                    "budget counters were lost and are being rebuilt from the ledger",
+                    retry_after_s=1.0,
+                )
+            if full == NEEDS_SEED:
+                await self._rebuild(bound, tenant, key_id, now)
+            else:  # a new epoch's rebuild time: every process holds its part again
+                await self._sleep(min((WAIT - full) / 1000, give_up - self._monotonic()))
         if full < 0:
             held = Reservation(
                 reservation, lines, amount, tuple(bound), tenant, key_id,
@@ -165,52 +224,127 @@ class Budgets:
             reason=Reason.BUDGET_EXHAUSTED,
         )
 
-    async def _rebuild(self, bound: Sequence[Bound], tenant: str, key_id: str, now: float) -> None:
-        """After a loss: hold this process's live reservations again (a new epoch), then
-        seed the call's lines from the ledger."""
-        epoch = await self._store.epoch()
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._unsettled.clear()  # in the ledger the lines are re-seeded from
+    async def check_epoch(self) -> None:
+        """If the store's counters were lost (a new epoch), hold again what this process
+        knows that the ledger does not: its reservations in flight and the lines waiting in
+        its outbox. Raises Unavailable when the store does not answer (done on the next
+        check: every hold is idempotent)."""
+        epoch = await self._store.epoch(self._rebuild_s)
+        if epoch == self._epoch:
+            return
+        async with self._epoch_lock:
+            if epoch == self._epoch:
+                return
             at = self._monotonic()
             for held in list(self._live.values()):
                 if held.until > at:
                     await self._store.hold(held.lines, held.id, held.amount, held.until - at)
+            for record in await self._books.waiting() if self._books is not None else []:
+                for line in self._lines_of(record):
+                    await self._store.hold([line], f"ob:{record.line_id}", record.cost_nanos,
+                                           line.ttl_s)  # fmt: skip
+            # Settlements the store did not take: the ledger's re-seed counts the written
+            # lines, the outbox's holds the waiting ones.
+            self._unsettled.clear()
+            if self._epoch:
+                log.warning("budget counters were lost: held again what is in flight")
+            self._epoch = epoch
+
+    async def watch(self) -> None:
+        """Check the epoch every quarter of the rebuild time, until cancelled."""
+        every = max(self._rebuild_s / 4, 0.05)
+        while True:
+            await self._sleep(every)
+            try:
+                await self.check_epoch()
+            except SwitchboardError as exc:
+                log.debug("budget epoch not checked: %s", exc.message)
+
+    def start(self) -> None:
+        """Start :meth:`watch` in a task this object owns (``aclose`` ends it)."""
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(self.watch(), name="budgets")
+
+    async def aclose(self) -> None:
+        await stop(self._watch)
+        self._watch = None
+
+    def _lines_of(self, record: UsageRecord) -> list[BudgetLine]:
+        if record.cost_nanos <= 0:
+            return []
+        bound = applicable(self._configs(), record.tenant, record.key_id, record.at)
+        return [b.line for b in bound]
+
+    async def _rebuild(self, bound: Sequence[Bound], tenant: str, key_id: str, now: float) -> None:
+        """After a loss: hold again what is in flight (a new epoch), then seed the call's
+        lines from the ledger."""
+        await self.check_epoch()
         for b in bound:
             await self._seed(b, tenant, key_id, now)
 
     async def _seed(self, bound: Bound, tenant: str, key_id: str, now: float) -> None:
+        """Rebuild one line's counter from the ledger, under the store's fence; once at a
+        time in this process (returns soon when another process is seeding it: the caller
+        asks again)."""
+        seeding = self._seeding.get(bound.line.key)
+        if seeding is None:
+            seeding = asyncio.ensure_future(self._seed_once(bound, tenant, key_id, now))
+            self._seeding[bound.line.key] = seeding
+            seeding.add_done_callback(lambda _: self._seeding.pop(bound.line.key, None))
+        await asyncio.shield(seeding)
+
+    async def _seed_once(self, bound: Bound, tenant: str, key_id: str, now: float) -> None:
+        began = await self._store.begin_seed(bound.line, self._token, SEED_LEASE_S)
+        if began < 0:
+            await self._sleep(BUSY_WAIT_S)
+        if began <= 0:
+            return
         spent = 0
-        if self._ledger is not None:
+        if self._books is not None:
             group = ("key_id",) if bound.budget.per_key else ()
-            totals = await self._ledger.totals(tenant, bound.started_at, now + 1, group)
+            totals = await self._books.stored_totals(tenant, bound.started_at, now + 1, group)
             spent = sum(
                 t.cost_nanos for t in totals if not bound.budget.per_key or t.key_id == key_id
             )
-        await self._store.seed(bound.line, spent)
+        await self._store.end_seed(bound.line, self._token, spent)
 
-    async def settle(self, reservation: Reservation, amount: int) -> None:
+    async def settle(self, reservation: Reservation, amount: int, pending: str = "") -> None:
         """Spend ``amount`` (the real cost) in place of the reservation. Call it after the
         call's ledger line is written: a counter lost meanwhile is re-seeded from the
-        ledger, which then holds this call."""
+        ledger, which then holds this call. ``pending``: the line's id, when it was written
+        to the outbox instead: it is held until :meth:`landed`."""
         self._live.pop(reservation.id, None)
         try:
+            if pending:
+                await self._store.settle_pending(reservation.lines, reservation.id, pending, amount)
+                return
             missing = await self._store.settle(reservation.lines, reservation.id, amount)
         except SwitchboardError:
             if len(self._unsettled) < MAX_UNSETTLED:
-                self._unsettled.append((reservation, amount))
+                self._unsettled.append((reservation, amount, pending))
             raise
         if missing:
             now = self._clock()
             for b in reservation.bound:
                 await self._seed(b, reservation.tenant, reservation.key_id, now)
 
+    async def landed(self, records: Sequence[UsageRecord]) -> None:
+        """Outbox lines reached the ledger: their holds become spend (each at most once).
+
+        Raises:
+            Unavailable: the store did not answer (the outbox replays the lines again).
+        """
+        for record in records:
+            lines = self._lines_of(record)
+            if lines:
+                await self._store.landed(lines, record.line_id, record.cost_nanos, self._epoch)
+
     async def _settle_late(self) -> None:
         """Retry the settlements the store did not take; those it still refuses stay."""
         pending, self._unsettled = self._unsettled, []
-        for i, (reservation, amount) in enumerate(pending):
+        for i, (reservation, amount, line_id) in enumerate(pending):
             try:
-                await self.settle(reservation, amount)
+                await self.settle(reservation, amount, line_id)
             except SwitchboardError:
                 self._unsettled[:0] = pending[i + 1 :]
                 return

@@ -7,8 +7,10 @@ writes the outbox back to the store, oldest first, once it answers again (and at
 lines a previous run left). The store ignores a line whose id it has, so each line lands
 exactly once. Only when the outbox cannot be written either does a write raise.
 
-``totals`` adds the lines still waiting in this process's outbox to the store's, so a budget
-seeded while the store was down (or just back) counts them.
+``totals`` (what the usage API reports) adds the lines still waiting in this process's outbox
+to the store's. Budgets count those lines as holds instead (:mod:`service.usage.budgets`),
+held until the replay lands them: ``on_landed`` is told of each batch landed, before it
+leaves the outbox.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from service.errors import SwitchboardError
 from service.state.outbox import Outbox
 from service.state.records import GROUP_DIMENSIONS, AuditEntry, UsageRecord, UsageTotal
 from service.state.stores import AuditLog, UsageLedger
+from service.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ class Ledger:
         self._outbox = outbox
         self._replay: asyncio.Task[None] | None = None
         self._closed = False
+        # Told of every batch of outbox lines the store took (the budgets' holds of them
+        # become spend); a failure leaves the batch in the outbox, replayed again.
+        self.on_landed: Callable[[Sequence[UsageRecord]], Awaitable[None]] | None = None
 
     @property
     def outbox(self) -> Outbox:
@@ -49,8 +55,9 @@ class Ledger:
         if self._outbox.exists():
             self._kick()
 
-    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> None:
-        """Write the line (and ``audit``, in the same transaction) durably.
+    async def record_usage(self, record: UsageRecord, audit: AuditEntry | None = None) -> bool:
+        """Write the line (and ``audit``, in the same transaction) durably; True when it
+        went to the outbox (it waits there until the store takes it).
 
         Raises:
             Unavailable: neither the store nor the outbox took it.
@@ -59,6 +66,8 @@ class Ledger:
             await self._store.record_usage(record, audit)
         except SwitchboardError as exc:
             await self._to_outbox(record, audit, exc)
+            return True
+        return False
 
     async def audit(self, entry: AuditEntry) -> None:
         """Write the entry durably. Raises Unavailable as ``record_usage`` does."""
@@ -69,6 +78,18 @@ class Ledger:
 
     async def recent_audit(self, tenant: str, limit: int) -> list[AuditEntry]:
         return await self._store.recent_audit(tenant, limit)
+
+    async def stored_totals(
+        self, tenant: str, start: float, end: float, group_by: Sequence[str]
+    ) -> list[UsageTotal]:
+        """The store's totals alone."""
+        return await self._store.totals(tenant, start, end, group_by)
+
+    async def waiting(self) -> list[UsageRecord]:
+        """The ledger lines waiting in this process's outbox, oldest first."""
+        if not self._outbox.exists():
+            return []
+        return await self._outbox.usage()
 
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]
@@ -82,30 +103,35 @@ class Ledger:
 
     async def replay(self) -> int:
         """Write one batch of the outbox to the store, oldest first; the number written.
+        ``on_landed`` hears of the lines written before they leave the outbox.
 
         Raises:
-            Unavailable: the store (or the outbox) does not answer.
+            Unavailable: the store (or the outbox, or ``on_landed``) does not answer.
         """
         batch = await self._outbox.oldest(REPLAY_BATCH)
         done: list[int] = []
+        landed: list[UsageRecord] = []
         try:
             for item_id, usage, audit in batch:
                 if usage is not None:
                     await self._store.record_usage(usage, audit)
+                    landed.append(usage)
                 elif audit is not None:
                     await self._store.audit(audit)
                 done.append(item_id)
         finally:
             if done:
+                # Told first: a crash or failure in between replays the lines again (the
+                # store ignores them), never leaves their holds counting nothing.
+                if landed and self.on_landed is not None:
+                    await self.on_landed(landed)
                 await self._outbox.remove(done)
         return len(done)
 
     async def aclose(self) -> None:
         """Stop replaying (what is left stays in the outbox for the next run)."""
         self._closed = True
-        if self._replay is not None:
-            self._replay.cancel()
-            await asyncio.wait([self._replay])
+        await stop(self._replay)
         await self._outbox.aclose()
 
     async def _to_outbox(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 
 from service.errors import SwitchboardError
 from service.state.records import AuditEntry, UsageRecord
@@ -55,21 +55,30 @@ class Recorder:
             again, with its error). A ledger line neither the store nor the outbox took is
             logged, and the reservation still settled.
         """
-        task = asyncio.get_running_loop().create_task(
-            self._record(usage, audit, reservation, write)
-        )
+        await self._owned(self._record(usage, audit, reservation, write))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Release ``reservation`` (nothing was charged); shielded like ``record``."""
+        await self._owned(self._settle(reservation, 0))
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Write an audit entry alone (a call refused before it began); shielded like
+        ``record``. An entry neither the store nor the outbox took is logged."""
+        await self._owned(self._audit(entry))
+
+    async def _owned(self, work: Coroutine[None, None, None]) -> None:
+        """Run ``work`` in a task this object owns (``drain`` waits for it), shielded."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         self._idle.clear()
         task.add_done_callback(self._done)
         await asyncio.shield(task)
 
-    async def release(self, reservation: Reservation) -> None:
-        """Release ``reservation`` (nothing was charged); shielded like ``record``."""
-        task = asyncio.get_running_loop().create_task(self._settle(reservation, 0))
-        self._tasks.add(task)
-        self._idle.clear()
-        task.add_done_callback(self._done)
-        await asyncio.shield(task)
+    async def _audit(self, entry: AuditEntry) -> None:
+        try:
+            await self._ledger.audit(entry)
+        except SwitchboardError as exc:
+            log.exception("audit write failed (store and outbox): %s", exc.message)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for every write under way; whether they all ended."""
@@ -94,20 +103,22 @@ class Recorder:
         reservation: Reservation | None,
         write: Callable[[], Awaitable[None]] | None,
     ) -> None:
+        pending = ""  # the line's id while it waits in the outbox
         if write is not None:
             await write()  # a failed append raises before settling: the caller records it
         else:
             try:
-                await self._ledger.record_usage(usage, audit)
+                if await self._ledger.record_usage(usage, audit):
+                    pending = usage.line_id
             except SwitchboardError as exc:
                 log.exception("usage ledger write failed (store and outbox): %s", exc.message)
         if reservation is not None:
-            await self._settle(reservation, usage.cost_nanos)
+            await self._settle(reservation, usage.cost_nanos, pending)
 
-    async def _settle(self, reservation: Reservation, amount: int) -> None:
+    async def _settle(self, reservation: Reservation, amount: int, pending: str = "") -> None:
         try:
             if amount > 0:
-                await self._budgets.settle(reservation, amount)
+                await self._budgets.settle(reservation, amount, pending)
             else:
                 await self._budgets.release(reservation)
         except SwitchboardError as exc:

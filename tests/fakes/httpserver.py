@@ -58,7 +58,8 @@ class Frames:
     ``disconnect_after``: drop the connection after that many frames (no terminating chunk).
     ``error_after`` with ``error_frame``: write ``error_frame`` after that many frames and end.
     ``stall_after`` with ``stall_s``: after that many frames, fall silent for ``stall_s``
-    (a stream that stalls mid-answer), then go on.
+    (a stream that stalls mid-answer), then go on; or stop, if the client leaves meanwhile.
+    ``written`` counts the frames written so far (what an upstream would bill).
     """
 
     frames: Sequence[bytes]
@@ -70,6 +71,7 @@ class Frames:
     error_after: int | None = None
     error_frame: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    written: int = 0
 
 
 class Conn:
@@ -258,6 +260,7 @@ class FakeServer:
                     self.abandoned += 1
                     return False
                 await conn.chunk(frame)
+                reply.written += 1
             await conn.end_chunks()
         except ConnectionError:
             self.abandoned += 1

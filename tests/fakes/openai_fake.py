@@ -31,6 +31,9 @@ the usage's details.
 
 Inspect ``fake.received`` (every request: path, headers, JSON body, connection number),
 ``fake.connections``, ``fake.abandoned`` and ``fake.completed``; ``await fake.wait_for(...)``.
+``fake.replies`` has, per chat completion, the scenario it was answered with and how far the
+reply got (the frames written, or whether the whole JSON body was). ``choose``: a function of
+the request that picks its scenario (before the pushed ones and the default).
 """
 
 from __future__ import annotations
@@ -41,12 +44,24 @@ import itertools
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.httpserver import Conn, FakeServer, Frames, Received, split, sse
 
 _ids = itertools.count(1)
+
+
+@dataclass
+class Reply:
+    """One chat completion answered: its request, its scenario, and how far the reply got:
+    ``frames`` (streamed: ``frames.written`` of them) or ``whole`` (a JSON body written)."""
+
+    request: Received
+    scenario: Scenario
+    frames: Frames | None = None
+    whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,9 +111,15 @@ class Scenario:
 class OpenAIFake(FakeServer):
     """See the module docstring."""
 
-    def __init__(self, default: Scenario | None = None) -> None:
+    def __init__(
+        self,
+        default: Scenario | None = None,
+        choose: Callable[[Received], Scenario | None] | None = None,
+    ) -> None:
         super().__init__()
         self.default = default or Scenario()
+        self.choose = choose
+        self.replies: list[Reply] = []
         self._queue: deque[Scenario] = deque()
 
     def push(self, *scenarios: Scenario) -> None:
@@ -113,7 +134,11 @@ class OpenAIFake(FakeServer):
                 _error(f"Unknown request URL: {request.path}", "invalid_request_error"),
                 _headers(),
             )
-        scenario = self._queue.popleft() if self._queue else self.default
+        scenario = self.choose(request) if self.choose is not None else None
+        if scenario is None:
+            scenario = self._queue.popleft() if self._queue else self.default
+        reply = Reply(request, scenario)
+        self.replies.append(reply)
         if not await self.delay(conn, scenario.latency_s):
             return False
         if scenario.hang:
@@ -125,7 +150,7 @@ class OpenAIFake(FakeServer):
         model = (request.body or {}).get("model", "fake-model")
         if (request.body or {}).get("stream"):
             include_usage = ((request.body or {}).get("stream_options") or {}).get("include_usage")
-            reply = Frames(
+            reply.frames = Frames(
                 frames=_frames(scenario, model, include_usage=bool(include_usage)),
                 first_chunk_delay_s=scenario.first_chunk_delay_s,
                 chunk_delay_s=scenario.chunk_delay_s,
@@ -135,8 +160,9 @@ class OpenAIFake(FakeServer):
                 error_after=scenario.error_after,
                 error_frame=sse({"error": scenario.stream_error}),
             )
-            return await self.stream(conn, reply, headers)
-        return await self.reply_json(conn, 200, _completion(scenario, model), headers)
+            return await self.stream(conn, reply.frames, headers)
+        reply.whole = await self.reply_json(conn, 200, _completion(scenario, model), headers)
+        return reply.whole
 
 
 def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -85,13 +85,13 @@ async def streamed(
     events: Sequence[Event],
     *,
     tool_call: Sequence[Guard] = (),
-    tools: Sequence[Tool] = (),
-    enabled: bool = True,
+    tools: Sequence[Tool] | None = (),
     ctx: GuardContext | None = None,
 ) -> tuple[list[Event], Seen]:
     upstream = Seen(events)
-    agent = AgentGuards(output=tuple(output), tool_call=tuple(tool_call), enabled=enabled)
-    guard = OutputGuard(agent, ctx or GuardContext("agent"), {t.name: t for t in tools}, 7)
+    agent = AgentGuards(output=tuple(output), tool_call=tuple(tool_call))
+    offered = None if tools is None else {t.name: t for t in tools}
+    guard = OutputGuard(agent, ctx or GuardContext("agent"), offered, 7)
     out = [e async for e in guard.events(upstream.run())]
     return out, upstream
 

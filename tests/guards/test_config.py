@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, load
+from service.guards import NO_GUARDS
 
 BASE = """
 targets:
@@ -87,8 +88,7 @@ def test_guards_are_compiled_into_the_agents_and_change_their_version(tmp_path: 
     a = snapshot.agents["a"]
     assert [g.name for g in a.guards.input] == ["pii"]
     assert [g.name for g in a.guards.output] == ["pii", "words"]
-    assert a.guards.enabled
-    assert not snapshot.agents["b"].guards.enabled
+    assert snapshot.agents["b"].guards == NO_GUARDS
     changed = load(write(tmp_path, guarded.replace("terms: [x]", "terms: [y]")), {})
     assert changed.agents["a"].version != a.version  # cached answers of the old guard: not served
     assert changed.agents["b"].version == snapshot.agents["b"].version

@@ -221,6 +221,6 @@ async def test_tool_calls_must_be_offered_and_follow_their_schema(
 
 
 async def test_an_unguarded_answer_passes_through_unchanged() -> None:
-    events, _ = await streamed((), answer("a", "b"), enabled=False)
+    events, _ = await streamed((), answer("a", "b"))
     assert events == answer("a", "b")
     assert finish_of(events).verdicts == ()

@@ -282,6 +282,31 @@ async def test_a_cut_short_call_counts_against_tokens_per_minute() -> None:
             await served.client.invoke("streamer", FIFTEEN, parameters=params)
 
 
+async def test_a_burst_on_a_long_session_cannot_exceed_tokens_per_minute() -> None:
+    """The history a session call sends is reserved too, before the call goes upstream: a
+    burst of one-word messages on a session of 400 tokens stays within the limit."""
+    extra = "rate_limits:\n  tenant: {tokens_per_min: 2000}\n"
+    async with _serve("embedded", extra) as served:
+        words = " ".join("x" for _ in range(200))
+        first = await served.client.invoke(
+            "echo", words, session_id="long", parameters=pb.Parameters(max_tokens=200)
+        )
+        used = [first.usage.input_tokens + first.usage.output_tokens]  # 200 in, 200 out
+
+        async def call() -> int:
+            try:
+                answer = await served.client.invoke(
+                    "echo", "y", session_id="long", parameters=pb.Parameters(max_tokens=1)
+                )
+            except ResourceExhaustedError:
+                return 0
+            return answer.usage.input_tokens + answer.usage.output_tokens
+
+        used += await asyncio.gather(*(call() for _ in range(10)))
+        assert sum(1 for u in used if u) >= 2
+        assert sum(used) <= 2000
+
+
 # 1. a Redis loss forgets no spend and runs no answered request again
 
 

@@ -57,7 +57,9 @@ class Replica:
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
-    async def ready(self, timeout_s: float = 30.0) -> None:
+    async def ready(self, timeout_s: float = 120.0) -> None:
+        """Wait (bounded) until the replica's state health is SERVING: a start on a loaded
+        machine takes tens of seconds (imports alone took 30 s at a load of 10 on 2 cores)."""
         deadline = time.monotonic() + timeout_s
         async with grpc.aio.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)

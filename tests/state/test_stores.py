@@ -16,11 +16,11 @@ from service.errors import FailedPrecondition, Unavailable
 from service.secrets import Secret
 from service.state import schema
 from service.state.postgres import PostgresDurable
-from service.state.records import NEEDS_SEED, AuditEntry, BudgetLine, UsageRecord
+from service.state.records import NEEDS_SEED, WAIT, AuditEntry, BudgetLine, UsageRecord
 from service.state.redis import RedisFast
 from service.state.sqlite import SqliteDurable
 from service.state.stores import Durable, Fast
-from tests.backends import POSTGRES_DSN, postgres_schema
+from tests.backends import POSTGRES_DSN, REDIS_URL, postgres_schema, redis_prefix
 
 pytestmark = pytest.mark.asyncio
 
@@ -253,10 +253,15 @@ DAY = BudgetLine("tenant:t:daily:2026-01-01", limit_nanos=100, ttl_s=3600)
 KEY = BudgetLine("tenant:t:key:k:2026-01", limit_nanos=30, ttl_s=3600)
 
 
+async def _seed(fast: Fast, line: BudgetLine, spent: int) -> None:
+    assert await fast.begin_seed(line, "t", 5) == 1
+    assert await fast.end_seed(line, "t", spent) is True
+
+
 async def _seeded(fast: Fast, *lines: BudgetLine) -> str:
     """The store's epoch, with ``lines`` seeded at 0 spent."""
     for line in lines:
-        await fast.seed(line, 0)
+        await _seed(fast, line, 0)
     return await fast.epoch()
 
 
@@ -303,10 +308,10 @@ async def test_expired_reservations_stop_counting(fast: Fast) -> None:
 async def test_a_line_without_a_counter_admits_nothing_until_seeded(fast: Fast) -> None:
     e = await fast.epoch()
     assert await fast.reserve([DAY], "r", 1, 60, e) == NEEDS_SEED
-    await fast.seed(DAY, 0)
+    await _seed(fast, DAY, 0)
     assert await fast.reserve([DAY, KEY], "r", 1, 60, e) == NEEDS_SEED  # KEY has none
     assert await fast.spent(DAY) == (0, 0)  # all or nothing
-    await fast.seed(KEY, 0)
+    await _seed(fast, KEY, 0)
     assert await fast.reserve([DAY, KEY], "r", 1, 60, e) == -1
 
 
@@ -317,15 +322,33 @@ async def test_another_epoch_admits_nothing(fast: Fast) -> None:
     assert await fast.reserve([DAY], "r", 1, 60, "") == NEEDS_SEED
 
 
-async def test_seed_never_lowers_a_counter(fast: Fast) -> None:
-    await fast.seed(DAY, 70)
-    assert await fast.spent(DAY) == (70, 0)
+async def test_a_seed_is_fenced_and_counts_what_lands_meanwhile(fast: Fast) -> None:
     e = await fast.epoch()
-    assert await fast.reserve([DAY], "r", 31, 60, e) == 0
-    await fast.seed(DAY, 5)  # the counter counts more: no effect
+    assert await fast.begin_seed(DAY, "mine", 5) == 1
+    assert await fast.begin_seed(DAY, "theirs", 5) == -1  # one seed at a time
+    assert await fast.reserve([DAY], "r", 1, 60, e) == NEEDS_SEED  # not while it is seeded
+    # Spend that lands while the ledger is read is kept, not lost to the seed.
+    assert await fast.settle([DAY], "x", 20) is False
+    assert await fast.end_seed(DAY, "theirs", 999) is False
+    assert await fast.end_seed(DAY, "mine", 50) is True
     assert await fast.spent(DAY) == (70, 0)
-    await fast.seed(DAY, 80)  # the ledger counts more: it wins
-    assert await fast.spent(DAY) == (80, 0)
+    assert await fast.begin_seed(DAY, "again", 5) == 0  # it has a counter now
+    assert await fast.reserve([DAY], "r", 31, 60, e) == 0
+    assert await fast.reserve([DAY], "r", 30, 60, e) == -1
+
+
+async def test_a_line_waiting_in_an_outbox_is_held_until_it_lands(fast: Fast) -> None:
+    e = await _seeded(fast, DAY)
+    assert await fast.reserve([DAY], "r", 60, 60, e) == -1
+    await fast.settle_pending([DAY], "r", "line-1", 25)  # the reservation becomes its hold
+    assert await fast.spent(DAY) == (0, 25)
+    await fast.landed([DAY], "line-1", 25, e)
+    assert await fast.spent(DAY) == (25, 0)
+    await fast.landed([DAY], "line-1", 25, e)  # once only
+    assert await fast.spent(DAY) == (25, 0)
+    # A line never held in this epoch (its process had not held its outbox again): spent.
+    await fast.landed([DAY], "line-2", 10, "an-epoch-that-ended")
+    assert await fast.spent(DAY) == (35, 0)
 
 
 async def test_a_settlement_never_recreates_a_lost_counter(fast: Fast) -> None:
@@ -342,8 +365,28 @@ async def test_hold_holds_without_checking(fast: Fast) -> None:
     e = await _seeded(fast, DAY)
     await fast.settle([DAY], "x", 90)
     await fast.hold([DAY], "again", 50, 60)  # a reservation held again after a loss
+    await fast.hold([DAY], "again", 50, 60)  # idempotent
     assert await fast.spent(DAY) == (90, 50)
     assert await fast.reserve([DAY], "r", 1, 60, e) == 0
+
+
+async def test_a_new_redis_epoch_admits_nothing_for_its_rebuild_time() -> None:
+    async with redis_prefix() as prefix:
+        fast = RedisFast(REDIS_URL, prefix=prefix, timeout_s=5)
+        try:
+            e = await fast.epoch(0.3)
+            await _seed(fast, DAY, 0)
+            waited = await fast.reserve([DAY], "r", 1, 60, e)
+            assert WAIT - 300 <= waited <= WAIT  # ms left of the rebuild time
+            assert await fast.spent(DAY) == (0, 0)
+
+            async def admitted() -> bool:
+                return await fast.reserve([DAY], "r", 1, 60, e) == -1
+
+            await eventually(admitted)
+            assert await fast.epoch(0.3) == e  # started once
+        finally:
+            await fast.aclose()
 
 
 # fast: cache and idempotency

@@ -17,6 +17,7 @@ from service.config import load
 from service.config.state_model import BudgetConfig, StateConfig
 from service.domain import (
     FinishReason,
+    GuardVerdict,
     ImagePart,
     Message,
     Parameters,
@@ -104,6 +105,19 @@ def test_cache_codec_round_trip() -> None:
     assert entry.reason is FinishReason.TOOL_CALLS
     assert entry.events[:2] == events[:2]
     assert entry.events[2] == UsageEvent(Usage(3, 4, 1, cost_usd=0.0))
+    assert entry.verdicts == ()
+
+
+def test_cache_codec_keeps_the_answers_guard_verdicts() -> None:
+    target = TargetRef("t", "mock", "echo")
+    verdicts = (GuardVerdict("pii", "output", "email", "redact", 2),)
+    data = cache_codec.encode(target, (TextDelta("[EMAIL]"),), FinishReason.STOP, verdicts)
+    assert cache_codec.decode(data).verdicts == verdicts
+    older = data.replace(b', "verdicts": [["pii", "output", "email", "redact", 2]]', b"")
+    assert b"verdicts" not in older  # an entry written before verdicts were kept
+    assert cache_codec.decode(older).verdicts == ()
+    with pytest.raises(TypeError):
+        cache_codec.decode(data.replace(b", 2]]", b', "2"]]'))
 
 
 def test_session_codec_round_trip() -> None:

@@ -158,6 +158,42 @@ FINISH_REASON_MAX_STEPS: FinishReason.ValueType  # 6
 """The agent's `max_steps` model steps were taken without a final answer."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
+class _AgentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_KIND_UNSPECIFIED: _AgentKind.ValueType  # 0
+    """Not reported (an older server): a single agent."""
+    AGENT_KIND_AGENT: _AgentKind.ValueType  # 1
+    """A single agent."""
+    AGENT_KIND_SEQUENTIAL: _AgentKind.ValueType  # 2
+    """A workflow: steps in order, each an agent."""
+    AGENT_KIND_PARALLEL: _AgentKind.ValueType  # 3
+    """A workflow: branches at once, then a merge."""
+    AGENT_KIND_HANDOFF: _AgentKind.ValueType  # 4
+    """A workflow: agents that hand the conversation to one another."""
+    AGENT_KIND_SUPERVISOR: _AgentKind.ValueType  # 5
+    """A workflow: a supervisor agent whose tools are other agents."""
+
+class AgentKind(_AgentKind, metaclass=_AgentKindEnumTypeWrapper):
+    """AgentKind is what a name listed by ListAgents serves."""
+
+AGENT_KIND_UNSPECIFIED: AgentKind.ValueType  # 0
+"""Not reported (an older server): a single agent."""
+AGENT_KIND_AGENT: AgentKind.ValueType  # 1
+"""A single agent."""
+AGENT_KIND_SEQUENTIAL: AgentKind.ValueType  # 2
+"""A workflow: steps in order, each an agent."""
+AGENT_KIND_PARALLEL: AgentKind.ValueType  # 3
+"""A workflow: branches at once, then a merge."""
+AGENT_KIND_HANDOFF: AgentKind.ValueType  # 4
+"""A workflow: agents that hand the conversation to one another."""
+AGENT_KIND_SUPERVISOR: AgentKind.ValueType  # 5
+"""A workflow: a supervisor agent whose tools are other agents."""
+Global___AgentKind: _TypeAlias = AgentKind  # noqa: Y015
+
 @_typing.final
 class InvokeRequest(_message.Message):
     """InvokeRequest asks an agent for one whole answer."""
@@ -274,6 +310,7 @@ class InvokeResponse(_message.Message):
     GUARD_VERDICTS_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEPS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id: the caller's, or the one the server generated."""
     finish_reason: Global___FinishReason.ValueType
@@ -289,10 +326,11 @@ class InvokeResponse(_message.Message):
     cache_hit: _builtins.bool
     """True when the answer was served from the response cache."""
     run_id: _builtins.str
-    """For agents with server tools: the run's id. With finish_reason
-    FINISH_REASON_APPROVAL_PENDING the run is parked: resume it with
-    RunService.ResumeRun (or Stream with `run_id`) once the approval is
-    decided.
+    """The run's id: for agents with server tools, and for workflows. With
+    finish_reason FINISH_REASON_APPROVAL_PENDING the run is parked: resume it
+    with RunService.ResumeRun (or Stream with `run_id`) once the approval is
+    decided. A workflow's Invoke with the same `request_id` after a crash
+    reattaches to this run.
     """
     @_builtins.property
     def message(self) -> Global___Message:
@@ -311,13 +349,20 @@ class InvokeResponse(_message.Message):
         """What the agent's guards decided about this call: the input's redactions
         and logged findings, and the answer's. An answer a guard blocked has
         finish_reason FINISH_REASON_CONTENT_FILTER and the blocking verdict here.
-        An answer replayed from the cache carries the input's verdicts only.
+        An answer replayed from the cache carries this call's input verdicts and
+        the output verdicts the cached answer was given when it was made.
         """
 
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
         """For agents with server tools: every model step of the run, oldest first,
         the last one being the step that gave `message`. `usage` totals them.
+        """
+
+    @_builtins.property
+    def workflow_steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowStep]:
+        """A workflow's steps, in the order they finished, each with its agent, its
+        answer and its usage (`usage` above is their total). Empty for an agent.
         """
 
     def __init__(
@@ -335,10 +380,11 @@ class InvokeResponse(_message.Message):
         guard_verdicts: _abc.Iterable[Global___GuardVerdict] | None = ...,
         steps: _abc.Iterable[Global___Step] | None = ...,
         run_id: _builtins.str = ...,
+        workflow_steps: _abc.Iterable[Global___WorkflowStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "target", b"target", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "message", b"message", "request_id", b"request_id", "run_id", b"run_id", "steps", b"steps", "target", b"target", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "attempts", b"attempts", "cache_hit", b"cache_hit", "finish_reason", b"finish_reason", "guard_verdicts", b"guard_verdicts", "message", b"message", "request_id", b"request_id", "run_id", b"run_id", "steps", b"steps", "target", b"target", "usage", b"usage", "workflow_steps", b"workflow_steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -403,6 +449,8 @@ class StreamRequest(_message.Message):
     stream goes on from the run's last step. The same as
     RunService.ResumeRun, streamed. NOT_FOUND for an unknown run (or one of
     another tenant), FAILED_PRECONDITION for a run that is not parked.
+    A workflow run: the stream replays its finished steps (each step's whole
+    text) and follows it to its end; `agent` and `messages` are ignored.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -457,6 +505,8 @@ class StreamResponse(_message.Message):
     TOOL_RESULT_FIELD_NUMBER: _builtins.int
     APPROVAL_REQUIRED_FIELD_NUMBER: _builtins.int
     STEP_FINISH_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEP_START_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEP_FINISH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___StreamStart:
         """First event: which request, agent and target this stream answers."""
@@ -499,6 +549,16 @@ class StreamResponse(_message.Message):
         step; the next step's (or the final answer's) deltas follow it.
         """
 
+    @_builtins.property
+    def workflow_step_start(self) -> Global___WorkflowStepStart:
+        """A workflow step began: the deltas that carry its `step_id` follow."""
+
+    @_builtins.property
+    def workflow_step_finish(self) -> Global___WorkflowStepFinish:
+        """A workflow step ended (answered or failed). The answer of a workflow is
+        the text of the last step to finish before `finish`.
+        """
+
     def __init__(
         self,
         *,
@@ -510,16 +570,134 @@ class StreamResponse(_message.Message):
         tool_result: Global___ToolResult | None = ...,
         approval_required: Global___ApprovalRequired | None = ...,
         step_finish: Global___StepFinish | None = ...,
+        workflow_step_start: Global___WorkflowStepStart | None = ...,
+        workflow_step_finish: Global___WorkflowStepFinish | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_required", b"approval_required", "event", b"event", "finish", b"finish", "start", b"start", "step_finish", b"step_finish", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "tool_result", b"tool_result", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_required", b"approval_required", "event", b"event", "finish", b"finish", "start", b"start", "step_finish", b"step_finish", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "tool_result", b"tool_result", "usage", b"usage", "workflow_step_finish", b"workflow_step_finish", "workflow_step_start", b"workflow_step_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_required", b"approval_required", "event", b"event", "finish", b"finish", "start", b"start", "step_finish", b"step_finish", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "tool_result", b"tool_result", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_required", b"approval_required", "event", b"event", "finish", b"finish", "start", b"start", "step_finish", b"step_finish", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta", "tool_result", b"tool_result", "usage", b"usage", "workflow_step_finish", b"workflow_step_finish", "workflow_step_start", b"workflow_step_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "text_delta", "tool_call_delta", "usage", "finish", "tool_result", "approval_required", "step_finish"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "text_delta", "tool_call_delta", "usage", "finish", "tool_result", "approval_required", "step_finish", "workflow_step_start", "workflow_step_finish"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamResponse: _TypeAlias = StreamResponse  # noqa: Y015
+
+@_typing.final
+class WorkflowStepStart(_message.Message):
+    """WorkflowStepStart opens one step of a workflow run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """The step's id, unique within the run ("merge" for a parallel merge)."""
+    agent: _builtins.str
+    """The agent the step calls (empty for a concatenating merge)."""
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStepStart: _TypeAlias = WorkflowStepStart  # noqa: Y015
+
+@_typing.final
+class WorkflowStepFinish(_message.Message):
+    """WorkflowStepFinish closes one step of a workflow run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def step(self) -> Global___WorkflowStep:
+        """The step as it ended."""
+
+    def __init__(
+        self,
+        *,
+        step: Global___WorkflowStep | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStepFinish: _TypeAlias = WorkflowStepFinish  # noqa: Y015
+
+@_typing.final
+class WorkflowStep(_message.Message):
+    """WorkflowStep is one finished step of a workflow run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """The step's id."""
+    agent: _builtins.str
+    """The agent it called."""
+    text: _builtins.str
+    """The step's answer."""
+    finish_reason: Global___FinishReason.ValueType
+    """Why the step's model stopped."""
+    attempts: _builtins.int
+    """Upstream attempts the step made."""
+    error_reason: _builtins.str
+    """Empty when the step answered; else the failure's reason (as in
+    google.rpc.ErrorInfo, e.g. UPSTREAM_UNAVAILABLE) and message.
+    """
+    error_message: _builtins.str
+    """The failure's message."""
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Tokens (and cost) the step used."""
+
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """The target that answered."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Tool calls in the step's answer."""
+
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        text: _builtins.str = ...,
+        usage: Global___Usage | None = ...,
+        finish_reason: Global___FinishReason.ValueType = ...,
+        target: Global___Target | None = ...,
+        attempts: _builtins.int = ...,
+        error_reason: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempts", b"attempts", "error_message", b"error_message", "error_reason", b"error_reason", "finish_reason", b"finish_reason", "step_id", b"step_id", "target", b"target", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStep: _TypeAlias = WorkflowStep  # noqa: Y015
 
 @_typing.final
 class StreamStart(_message.Message):
@@ -531,15 +709,20 @@ class StreamStart(_message.Message):
     AGENT_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id: the caller's, or the one the server generated."""
     agent: _builtins.str
     """The agent that answers."""
     agent_version: _builtins.str
     """The agent's version."""
+    run_id: _builtins.str
+    """A workflow's run id (reattach with StreamRequest.run_id). Empty for an
+    agent.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
-        """The target (provider and model) that answers."""
+        """The target (provider and model) that answers. Unset for a workflow."""
 
     def __init__(
         self,
@@ -548,10 +731,11 @@ class StreamStart(_message.Message):
         agent: _builtins.str = ...,
         agent_version: _builtins.str = ...,
         target: Global___Target | None = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "request_id", b"request_id", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_version", b"agent_version", "request_id", b"request_id", "run_id", b"run_id", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -564,16 +748,20 @@ class TextDelta(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The text to append."""
+    step_id: _builtins.str
+    """In a workflow's stream: the step that wrote it. Empty for an agent."""
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
+        step_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_id", b"step_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -592,6 +780,7 @@ class ToolCallDelta(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_DELTA_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position of the tool call in the assistant message, from 0."""
     id: _builtins.str
@@ -600,6 +789,8 @@ class ToolCallDelta(_message.Message):
     """The tool's name (first delta of the call only)."""
     arguments_delta: _builtins.str
     """A piece of the arguments' JSON text."""
+    step_id: _builtins.str
+    """In a workflow's stream: the step that wrote it. Empty for an agent."""
     def __init__(
         self,
         *,
@@ -607,10 +798,11 @@ class ToolCallDelta(_message.Message):
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments_delta: _builtins.str = ...,
+        step_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_delta", b"arguments_delta", "id", b"id", "index", b"index", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_delta", b"arguments_delta", "id", b"id", "index", b"index", "name", b"name", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -901,7 +1093,11 @@ class GuardVerdict(_message.Message):
     """The guard's name in the server's config."""
     stage: _builtins.str
     """Where it looked: "input" (the request's messages), "output" (the
-    answer's text and tool-call arguments) or "tool_call" (each tool call).
+    answer's text and tool-call arguments), "tool_call" (each tool call: the
+    guard "tool_policy" with category "tool_not_offered" or
+    "invalid_arguments" for a call to a tool not offered or with arguments
+    its schema refuses) or "tool_result" (a tool's result run on the server,
+    by the input guards).
     """
     category: _builtins.str
     """What it found, e.g. "email", "payment_card", "openai_key", "denied_term",
@@ -1451,6 +1647,7 @@ class Agent(_message.Message):
     ACCEPTS_CALLER_TOOLS_FIELD_NUMBER: _builtins.int
     SERVER_TOOLS_FIELD_NUMBER: _builtins.int
     MAX_STEPS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The agent's name, used in requests."""
     description: _builtins.str
@@ -1461,6 +1658,8 @@ class Agent(_message.Message):
     """Whether a request may add its own tools."""
     max_steps: _builtins.int
     """The most model steps one run takes (agents with server tools)."""
+    kind: Global___AgentKind.ValueType
+    """What it is: a single agent, or a workflow of agents (called the same way)."""
     @_builtins.property
     def route(self) -> _containers.RepeatedCompositeFieldContainer[Global___Target]:
         """The targets the agent's route may use, in order of preference."""
@@ -1496,10 +1695,11 @@ class Agent(_message.Message):
         accepts_caller_tools: _builtins.bool = ...,
         server_tools: _abc.Iterable[Global___ServerTool] | None = ...,
         max_steps: _builtins.int = ...,
+        kind: Global___AgentKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["default_parameters", b"default_parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_caller_tools", b"accepts_caller_tools", "default_parameters", b"default_parameters", "description", b"description", "max_steps", b"max_steps", "name", b"name", "overridable_parameters", b"overridable_parameters", "route", b"route", "server_tools", b"server_tools", "tools", b"tools", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_caller_tools", b"accepts_caller_tools", "default_parameters", b"default_parameters", "description", b"description", "kind", b"kind", "max_steps", b"max_steps", "name", b"name", "overridable_parameters", b"overridable_parameters", "route", b"route", "server_tools", b"server_tools", "tools", b"tools", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
