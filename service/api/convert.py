@@ -110,6 +110,20 @@ def request_from_proto(
     )
 
 
+def messages_from_proto(messages: Iterable[pb.Message]) -> tuple[Message, ...]:
+    """Messages alone (RunService.ResumeRun's).
+
+    Raises:
+        InvalidArgument: naming every structurally bad field.
+    """
+    violations: list[FieldViolation] = []
+    out = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(messages))
+    if violations:
+        first = violations[0]
+        raise InvalidArgument(f"{first.field}: {first.description}", violations)
+    return out
+
+
 def _schema_sizes(msg: pb.InvokeRequest | pb.StreamRequest) -> None:
     """Refuse schemas too big to check cheaply (``check_schema`` is pure Python: about 5 ms
     a KiB), before converting any of them."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from switchboard.v1 import agent_pb2 as pb
-from switchboard.v1 import agent_pb2_grpc, approval_pb2, approval_pb2_grpc
+from switchboard.v1 import agent_pb2_grpc, approval_pb2, approval_pb2_grpc, run_pb2, run_pb2_grpc
 
 from tests.conftest import DEFAULT_CONFIG
 from tests.harness import serve_config
@@ -31,19 +31,47 @@ async def test_demo_agent_runs_its_mcp_tools_and_keeps_the_write_tool_waiting() 
         )
         assert answer.message.content[0].text.startswith("The tool answered: Paris: 18°C")
         assert [r.outcome for r in answer.steps[0].tool_results] == [pb.TOOL_OUTCOME_OK] * 2
-        # add_note is a write that needs approval: undecided before the deadline, it does
-        # not run (the approval expires; the model is told).
+        # add_note is a write that needs approval: undecided before the deadline, the run
+        # parks (OK status, FINISH_REASON_APPROVAL_PENDING and its run id); the tool has not run.
         note = await stub.Invoke(ask('call add_note {"text": "hello"}'), timeout=2.5)
-        assert note.steps[0].tool_results[0].outcome == pb.TOOL_OUTCOME_DENIED
-        assert "in time" in note.steps[0].tool_results[0].error
+        assert note.finish_reason == pb.FINISH_REASON_APPROVAL_PENDING
+        assert note.run_id.startswith("run_")
         assert note.steps[0].approvals[0].tool == "add_note"
-        approvals = approval_pb2_grpc.ApprovalServiceStub(served.channel)
-        got = await approvals.GetApproval(
-            approval_pb2.GetApprovalRequest(id=note.steps[0].approvals[0].approval_id)
-        )
-        assert got.approval.state == approval_pb2.Approval.STATE_EXPIRED
+        assert not note.steps[0].tool_results
+        runs = run_pb2_grpc.RunServiceStub(served.channel)
+        got = (await runs.GetRun(run_pb2.GetRunRequest(id=note.run_id))).run
+        assert got.state == run_pb2.Run.STATE_WAITING
+        assert list(got.pending_approval_ids) == [note.steps[0].approvals[0].approval_id]
         listed = await stub.Invoke(ask("call list_notes {}"), timeout=60)
         assert listed.steps[0].tool_results[0].preview == "(no notes)"
+        # Resumed before anyone decided, within a short deadline: it parks again.
+        again = await runs.ResumeRun(run_pb2.ResumeRunRequest(id=note.run_id), timeout=2.5)
+        assert again.response.finish_reason == pb.FINISH_REASON_APPROVAL_PENDING
+        assert again.run.state == run_pb2.Run.STATE_WAITING
+        approvals = approval_pb2_grpc.ApprovalServiceStub(served.channel)
+        await approvals.Deny(
+            approval_pb2.DenyRequest(id=got.pending_approval_ids[0], comment="not today")
+        )
+        resumed = await runs.ResumeRun(run_pb2.ResumeRunRequest(id=note.run_id), timeout=60)
+        assert resumed.run.state == run_pb2.Run.STATE_SUCCEEDED
+        assert resumed.response.finish_reason == pb.FINISH_REASON_STOP
+        assert resumed.response.run_id == note.run_id
+        assert [s.step for s in resumed.response.steps] == [1, 2]  # the whole run, replayed
+        assert resumed.response.steps[0].tool_results[0].outcome == pb.TOOL_OUTCOME_DENIED
+        # An ended run's answer again, with nothing run again.
+        replayed = await runs.ResumeRun(run_pb2.ResumeRunRequest(id=note.run_id), timeout=60)
+        assert replayed.response.message == resumed.response.message
+        assert replayed.response.usage == resumed.response.usage
+        listed = await stub.Invoke(ask("call list_notes {}"), timeout=60)
+        assert listed.steps[0].tool_results[0].preview == "(no notes)"
+        page = await runs.ListRuns(run_pb2.ListRunsRequest())
+        assert [r.id for r in page.runs] == [note.run_id]
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await runs.GetRun(run_pb2.GetRunRequest(id="run_" + "0" * 32))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await runs.CancelRun(run_pb2.CancelRunRequest(id=note.run_id))
+        assert ended.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         agent = await stub.GetAgent(pb.GetAgentRequest(name="operator"))
         assert agent.agent.name == "operator"
 
