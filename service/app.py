@@ -12,7 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import httpx2
@@ -26,6 +26,8 @@ from switchboard.v1 import (
     agent_pb2_grpc,
     approval_pb2,
     approval_pb2_grpc,
+    run_pb2,
+    run_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     usage_pb2,
@@ -34,11 +36,14 @@ from switchboard.v1 import (
 
 from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
+from service.agents.runs import KIND as AGENT_KIND
+from service.agents.runs import AgentRuns
 from service.agents.spec import AgentSpec
 from service.api import reflection
 from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
 from service.api.approvals import ApprovalServicer
+from service.api.runs import RunServicer
 from service.api.servicer import AgentServicer
 from service.api.sessions import SessionServicer
 from service.api.usage import UsageServicer
@@ -80,6 +85,8 @@ from service.reload import Reloader, Runtimes
 from service.routing.breaker import OPEN, STATE_VALUES, redis_storage
 from service.routing.registry import TargetRegistry
 from service.routing.router import Router
+from service.runs.kinds import RunKinds
+from service.runs.service import Runs
 from service.serving.health import DrainingHealth
 from service.serving.options import server_options
 from service.serving.tls import build_tls
@@ -109,6 +116,7 @@ SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full
 USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 APPROVAL_SERVICE = approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
+RUN_SERVICE = run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 
 
 def build_runtime(
@@ -193,8 +201,10 @@ class App:
             on_rug_pull=self.tool_metrics.rug_pull,
         )
         self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
-        self.tool_loop.approvals = Gate(self.stores.approvals, self.tool_loop)
-        self.approvals = Approvals(self.stores.approvals, self.ledger)
+        self.tool_loop.approvals = gate = Gate(
+            self.stores.approvals, self.stores.runs, self.tool_loop
+        )
+        self.approvals = Approvals(self.stores.approvals, self.ledger, schema_of=self._tool_schema)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
@@ -203,6 +213,7 @@ class App:
             tools=self.tool_loop,
             sessions=Sessions(self.stores.durable),
         )
+        self.runs = self._build_runs(gate)
         # Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
         # CPU) only when the config has some.
         self.workflows: Workflows | None = None
@@ -286,7 +297,7 @@ class App:
         )
         idempotency = Idempotency(self.stores.idempotency, ttl_s=snapshot.state.idempotency_ttl_s)
         self.agent_servicer = AgentServicer(
-            self.runner, self.admission, idempotency, self.workflows
+            self.runner, self.admission, idempotency, self.workflows, runs=self.runs
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
         sessions = SessionServicer(Sessions(self.stores.durable), self.ledger)
@@ -301,6 +312,8 @@ class App:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         approvals = ApprovalServicer(self.approvals)
         approval_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, server)
+        runs = RunServicer(self.runs, self.runner.default_deadline_s())
+        run_pb2_grpc.add_RunServiceServicer_to_server(runs, server)
         # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
         self._doors_services: list[tuple[ServiceDescriptor, object]] = [
             (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
@@ -308,6 +321,7 @@ class App:
             (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
             (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
             (approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"], approvals),
+            (run_pb2.DESCRIPTOR.services_by_name["RunService"], runs),
         ]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.reflection:
@@ -318,11 +332,25 @@ class App:
                     USAGE_SERVICE,
                     ADMIN_SERVICE,
                     APPROVAL_SERVICE,
+                    RUN_SERVICE,
                     HEALTH_SERVICE,
                 ),
                 server,
             )
         return server
+
+    def _build_runs(self, gate: Gate) -> Runs:
+        """Runs by kind (service.runs.kinds): agent tool loops here; workflows may register
+        theirs on ``self.run_kinds``."""
+        self.run_kinds = RunKinds()
+        self.run_kinds.register(AGENT_KIND, AgentRuns(self.runner, gate, self.stores.runs).kind())
+        return Runs(self.stores.runs, self.run_kinds)
+
+    def _tool_schema(self, agent: str, tool: str) -> Mapping[str, Any] | None:
+        """The JSON schema of ``agent``'s server tool ``tool`` now (None: not offered)."""
+        spec = self.runtimes.current().snapshot.agents.get(agent)
+        found = [t for t in self.runner.server_tools(spec) if t.name == tool] if spec else []
+        return found[0].parameters if found else None
 
     def _build_http(self) -> HttpApp:
         """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""

@@ -32,7 +32,7 @@ from service.domain import (
     Tool,
 )
 from service.echo import echo
-from service.errors import NotFound, PermissionDenied, Reason, Unavailable
+from service.errors import FailedPrecondition, NotFound, PermissionDenied, Reason, Unavailable
 from service.guards import (
     GuardContext,
     GuardObserver,
@@ -47,7 +47,10 @@ from service.routing.router import Router
 from service.routing.tab import Tab
 from service.schemas import Schemas
 from service.sessions import Sessions
-from service.tools.loop import LoopState, ToolLoop
+from service.tools.loop import ToolLoop
+from service.tools.replay import replay
+from service.tools.run_state import LoopState
+from service.tools.spec import ServerTool
 from service.usage.estimate import prompt_tokens
 
 
@@ -127,6 +130,12 @@ class Runner:
         """
         return resolve(self._runtime().snapshot, name)
 
+    def server_tools(self, agent: AgentSpec) -> list[ServerTool]:
+        """The tools the server runs for ``agent`` now (none without a loop)."""
+        if agent.loop is None or self.tools is None:
+            return []
+        return list(self.tools.offered(agent).values())
+
     def default_deadline_s(self) -> float:
         """The deadline given to calls that arrive without one."""
         return self._runtime().snapshot.server.default_deadline_s
@@ -198,6 +207,36 @@ class Runner:
             events = self._pipeline.run(request, agent, route, deadline, verdicts)
             async with aclosing(events):
                 async for event in events:
+                    yield event
+        finally:
+            runtime.calls.leave()
+
+    async def continue_run(
+        self, state: LoopState, deadline: Deadline
+    ) -> AsyncGenerator[Event, None]:
+        """A stored run's events from its checkpoint ``state`` (claimed by the caller): its
+        steps so far replayed, then on through the loop (:mod:`service.agents.runs`).
+
+        Raises:
+            FailedPrecondition: the agent has no server tools any more. What ``stream``
+            raises.
+        """
+        runtime = self._runtime()
+        runtime.calls.enter()
+        try:
+            agent = resolve(runtime.snapshot, state.request.agent)
+            if agent.loop is None or self.tools is None:
+                raise FailedPrecondition(
+                    f"agent {echo(agent.name)} runs no server tools any more"
+                ).about(run_id=state.run_id)
+            guards = self._guard_context(agent, state.request, deadline, runtime.snapshot.schemas)
+            for event in replay(state, agent, state.request.request_id, ended=False):
+                yield event
+            state.started = True
+            async with aclosing(
+                self._looped(runtime, agent, state, guards, deadline, whole_answer=False)
+            ) as looped:
+                async for event in looped:
                     yield event
         finally:
             runtime.calls.leave()

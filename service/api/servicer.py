@@ -24,6 +24,7 @@ from service.domain import AgentRequest
 from service.echo import echo
 from service.errors import InvalidArgument, NotFound, Reason, SwitchboardError
 from service.idempotency import Idempotency, idempotency_key
+from service.runs.service import Runs
 from service.workflows.ids import run_id_for
 
 if TYPE_CHECKING:
@@ -56,10 +57,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         admission: Admission,
         idempotency: Idempotency | None = None,
         workflows: Workflows | None = None,
+        runs: Runs | None = None,
     ) -> None:
         self._runner = runner
         self._admission = admission
         self._idempotency = idempotency
+        self._runs = runs
         self._workflows = workflows
 
     def _workflow(self, name: str) -> Workflows | None:
@@ -112,18 +115,25 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.StreamResponse]:
         try:
             with self._admission.admit():
+                deadline = deadline_of(context, self._runner.default_deadline_s())
                 if request.run_id:
-                    if self._workflows is None or not await self._workflows.owns(request.run_id):
-                        # (Runs of other kinds, the tools loop's, continue here.)
+                    if self._workflows is not None and await self._workflows.owns(request.run_id):
+                        async with aclosing(self._workflows.attach(request.run_id)) as attached:
+                            async for event in attached:
+                                yield workflows_api.event_to_proto(event)
+                        return
+                    if self._runs is None:
                         raise NotFound(
                             f"no run {echo(request.run_id)}", reason=Reason.RUN_NOT_FOUND
                         )
-                    async with aclosing(self._workflows.attach(request.run_id)) as attached:
-                        async for event in attached:
-                            yield workflows_api.event_to_proto(event)
+                    # Continue (or replay) a stored run: RunService.ResumeRun, streamed.
+                    messages = convert.messages_from_proto(request.messages)
+                    resumed = self._runs.resume(request.run_id, messages, deadline)
+                    async with aclosing(resumed) as events:
+                        async for event in events:
+                            yield convert.event_to_proto(event)
                     return
                 agent_request = await self._convert(request)
-                deadline = deadline_of(context, self._runner.default_deadline_s())
                 workflows = self._workflow(request.agent)
                 if workflows is not None:
                     async with aclosing(workflows.stream(agent_request, deadline)) as run:
@@ -142,7 +152,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         try:
             size = paging.page_size(request.page_size)
             after = paging.decode_token(request.page_token, "ListAgents")
-            listed = [(a.name, convert.agent_to_proto(a)) for a in self._runner.agents()]
+            listed = [
+                (a.name, convert.agent_to_proto(a, self._runner.server_tools(a)))
+                for a in self._runner.agents()
+            ]
             if self._workflows is not None:
                 listed += [
                     (w.name, workflows_api.workflow_to_proto(w)) for w in self._workflows.specs()
@@ -165,7 +178,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             if workflows is not None:
                 described = workflows_api.workflow_to_proto(workflows.spec(request.name))
             else:
-                described = convert.agent_to_proto(self._runner.agent(request.name))
+                agent = self._runner.agent(request.name)
+                described = convert.agent_to_proto(agent, self._runner.server_tools(agent))
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from service.approvals.postgres import PostgresApprovals
 from service.approvals.sqlite import SqliteApprovals
 from service.idempotency.tiered import TieredIdempotency
+from service.runs.postgres import PostgresRuns
+from service.runs.sqlite import SqliteRuns
 from service.state.admin_postgres import PostgresAdmin
 from service.state.admin_sqlite import SqliteAdmin
 from service.state.memory import MemoryFast
@@ -39,6 +41,7 @@ def build_stores(snapshot: Snapshot) -> Stores:
             idempotency=sqlite,
             admin=SqliteAdmin(sqlite.file),
             approvals=SqliteApprovals(sqlite.file),
+            runs=SqliteRuns(sqlite.file),
         )
     assert snapshot.postgres_dsn is not None  # resolved by load() for the shared backend
     postgres = PostgresDurable(
@@ -61,4 +64,5 @@ def build_stores(snapshot: Snapshot) -> Stores:
         idempotency=TieredIdempotency(postgres, redis),
         admin=PostgresAdmin(postgres),
         approvals=PostgresApprovals(postgres),
+        runs=PostgresRuns(postgres),
     )

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from service.approvals.store import ApprovalStore
 from service.errors import FailedPrecondition
+from service.runs.store import RunStore
 from service.state.admin_store import AdminStore
 from service.state.records import (
     AuditEntry,
@@ -226,6 +227,7 @@ class Stores:
     idempotency: IdempotencyStore  # durable (embedded), or durable behind a cache (shared)
     admin: AdminStore  # API keys and cross-tenant reports, in the durable store
     approvals: ApprovalStore  # tool-call approvals, in the durable store
+    runs: RunStore  # runs that can wait (parked tool loops), beside the approvals
 
     async def ping(self) -> None:
         """Raises Unavailable when a store does not answer."""

@@ -19,9 +19,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from service.agents.spec import AgentSpec
@@ -47,14 +47,16 @@ from service.domain import (
     Usage,
     UsageEvent,
 )
+from service.errors import FailedPrecondition, Reason
 from service.guards import GuardContext
 from service.guards.check import merge_verdicts
-from service.routing.tab import total
+from service.runs.records import RunState
 from service.state.records import AuditEntry
 from service.tools.guarding import Validators, check_call, check_result
 from service.tools.host import ToolHost
 from service.tools.policy import approval_reason
 from service.tools.results import PREVIEW_CHARS, ToolOutput, failed, model_text
+from service.tools.run_state import LoopState, Parked, Pending
 from service.tools.spec import WRITE, ServerTool
 
 log = logging.getLogger(__name__)
@@ -66,56 +68,28 @@ class Audit(Protocol):
     async def audit(self, entry: AuditEntry) -> None: ...
 
 
-@dataclass(slots=True)
-class Pending:
-    """A call that waits for a person's decision."""
-
-    call: ToolCall
-    tool: ServerTool
-    arguments_json: str
-    reason: str
-    approval_id: str = ""
-
-
-@dataclass(slots=True)
-class LoopState:
-    """A run in progress: what a checkpoint holds (:mod:`service.tools.checkpoint`)."""
-
-    request: AgentRequest
-    conversation: list[Message]
-    history_len: int
-    step: int = 0
-    trace: list[StepTrace] = field(default_factory=list)
-    verdicts: list[GuardVerdict] = field(default_factory=list)
-    run_id: str = ""
-    started: bool = False
-    target: TargetRef | None = None
-
-    @property
-    def usage(self) -> Usage:
-        return total(s.usage for s in self.trace)
-
-    @property
-    def attempts(self) -> int:
-        return sum(s.attempts for s in self.trace)
-
-
 class Approvals(Protocol):
-    """What the loop needs of approvals (:class:`service.approvals.gate.Gate`)."""
+    """What the loop needs of approvals and runs (:class:`service.approvals.gate.Gate`)."""
 
     def wait(
-        self,
-        agent: AgentSpec,
-        state: LoopState,
-        pending: Sequence[Pending],
-        done: MutableMapping[str, ToolOutput],
-        *,
-        deadline: Deadline,
-        guards: GuardContext,
+        self, agent: AgentSpec, state: LoopState, *, deadline: Deadline, guards: GuardContext
     ) -> AsyncGenerator[Event, None]:
-        """Ask for the decisions (events: ApprovalRequiredEvent); then, for each pending
-        call, put its output in ``done``: run when approved, refused otherwise. A Finish
-        event means the run parked (``state.run_id`` set): the rest waits for a resume."""
+        """Settle ``state.parked``: ask for the decisions (events: ApprovalRequiredEvent);
+        then put each pending call's output in ``parked.outputs`` (run when approved,
+        refused otherwise) and clear ``parked.pending``. A Finish event means the run
+        parked (``state.run_id`` set): the rest waits for a resume."""
+        ...
+
+    async def save(
+        self,
+        state: LoopState,
+        run_state: RunState,
+        deadline: Deadline | None,
+        *,
+        result: bytes = b"",
+        error: str = "",
+    ) -> None:
+        """Checkpoint a stored run (``state.run_id`` set)."""
         ...
 
 
@@ -152,117 +126,183 @@ class ToolLoop:
         guards: GuardContext,
         deadline: Deadline,
     ) -> AsyncGenerator[Event, None]:
-        """The run's events from ``state`` on (a new run, or a resumed one whose pending
-        step is settled). Raises what a model step raises (the run's steps so far are
-        charged: each step records itself)."""
+        """The run's events from ``state`` on: a new run, or a resumed one (its parked step
+        is settled first). Raises what a model step raises (the run's steps so far are
+        charged: each step records itself); a stored run is saved FAILED then."""
+        assert agent.loop is not None
+        try:
+            if state.parked is not None:
+                async for event in self._end_step(agent, state, guards, deadline):
+                    yield event
+                    if isinstance(event, Finish):
+                        return
+            while True:
+                async for event in self._step(agent, state, step, guards, deadline):
+                    yield event
+                    if isinstance(event, Finish):
+                        return
+        except Exception as e:
+            if state.run_id and self.approvals is not None and not _cancelled(e):
+                await self.approvals.save(state, RunState.FAILED, None, error=str(e)[:500])
+            raise
+
+    async def _step(
+        self,
+        agent: AgentSpec,
+        state: LoopState,
+        step: Step,
+        guards: GuardContext,
+        deadline: Deadline,
+    ) -> AsyncGenerator[Event, None]:
+        """One model step and its calls."""
         assert agent.loop is not None
         caller_tools = {t.name for t in (*agent.tools, *state.request.tools)}
-        while True:
-            server_tools = {n: t for n, t in self.offered(agent).items() if n not in caller_tools}
-            offered = replace(
-                agent,
-                tools=agent.tools + tuple(t.as_tool() for t in server_tools.values() if t.enabled),
-            )
-            state.step += 1
-            outcome: StepOutcome | None = None
-            request = replace(
-                state.request,
-                messages=tuple(state.conversation),
-                session_id="",
-                cache=None,
-            )
-            async with aclosing(step(request, offered, deadline)) as events:
-                fold = Fold()
-                async for event in events:
-                    fold.add(event)
-                    if isinstance(event, Start):
-                        state.target = state.target or event.target
-                        if not state.started:
-                            state.started = True
-                            yield event
-                    elif isinstance(event, UsageEvent):
-                        pass  # the step's own; the run's total comes at the end
-                    elif isinstance(event, Finish):
-                        answer = fold.result()
-                        outcome = StepOutcome(
-                            answer.message,
-                            event.reason,
-                            answer.usage,
-                            event.target,
-                            event.attempts,
-                            event.verdicts,
-                        )
-                    else:
+        server_tools = {n: t for n, t in self.offered(agent).items() if n not in caller_tools}
+        offered = replace(
+            agent,
+            tools=agent.tools + tuple(t.as_tool() for t in server_tools.values() if t.enabled),
+        )
+        state.step += 1
+        outcome: StepOutcome | None = None
+        request = replace(
+            state.request,
+            messages=tuple(state.conversation),
+            session_id="",
+            cache=None,
+        )
+        async with aclosing(step(request, offered, deadline)) as events:
+            fold = Fold()
+            async for event in events:
+                fold.add(event)
+                if isinstance(event, Start):
+                    state.target = state.target or event.target
+                    if not state.started:
+                        state.started = True
                         yield event
-            assert outcome is not None
-            state.verdicts.extend(outcome.verdicts)
-            calls = outcome.message.tool_calls
-            ends = (
-                outcome.reason is not FinishReason.TOOL_CALLS
-                or not calls
-                or any(c.name in caller_tools for c in calls)
-            )
-            if not ends and state.step >= agent.loop.max_steps:
-                outcome = replace(outcome, reason=FinishReason.MAX_STEPS)
-                ends = True
-            state.conversation.append(outcome.message)
-            results: list[ToolResultEvent] = []
-            parked = False
-            if calls and outcome.reason is FinishReason.TOOL_CALLS:
-                async for event in self._run_calls(
-                    agent,
-                    state,
-                    outcome.message.tool_calls,
-                    server_tools,
-                    guards,
-                    deadline=deadline,
-                ):
-                    if isinstance(event, ToolResultEvent):
-                        results.append(event)
-                    if isinstance(event, Finish):
-                        parked = True
-                        continue
+                elif isinstance(event, UsageEvent):
+                    pass  # the step's own; the run's total comes at the end
+                elif isinstance(event, Finish):
+                    answer = fold.result()
+                    outcome = StepOutcome(
+                        answer.message,
+                        event.reason,
+                        answer.usage,
+                        event.target,
+                        event.attempts,
+                        event.verdicts,
+                    )
+                else:
                     yield event
-            trace = StepTrace(
-                state.step,
-                FinishReason.APPROVAL_PENDING if parked else outcome.reason,
-                outcome.usage,
-                outcome.target,
-                outcome.attempts,
+        assert outcome is not None
+        state.verdicts.extend(outcome.verdicts)
+        calls = outcome.message.tool_calls
+        ends = (
+            outcome.reason is not FinishReason.TOOL_CALLS
+            or not calls
+            or any(c.name in caller_tools for c in calls)
+        )
+        reason = outcome.reason
+        if not ends and state.step >= agent.loop.max_steps:
+            reason, ends = FinishReason.MAX_STEPS, True
+        state.conversation.append(outcome.message)
+        state.trace.append(
+            StepTrace(
+                state.step, reason, outcome.usage, outcome.target, outcome.attempts,
                 outcome.message,
-                tuple(results),
             )
-            state.trace.append(trace)
-            yield StepFinish(trace.step, outcome.reason, trace.usage, trace.target, trace.attempts)
-            if parked or ends:
-                yield UsageEvent(state.usage)
-                yield Finish(
-                    FinishReason.APPROVAL_PENDING if parked else outcome.reason,
-                    state.attempts,
-                    False,
-                    outcome.target,
-                    merge_verdicts(state.verdicts),
-                    run_id=state.run_id,
-                )
-                return
+        )  # fmt: skip
+        state.parked = Parked(calls if reason is FinishReason.TOOL_CALLS else (), reason, ends)
+        if state.parked.calls:
+            await self._run_calls(agent, state, server_tools, guards, deadline=deadline)
+        async for event in self._end_step(agent, state, guards, deadline):
+            yield event
+
+    async def _end_step(
+        self, agent: AgentSpec, state: LoopState, guards: GuardContext, deadline: Deadline
+    ) -> AsyncGenerator[Event, None]:
+        """Settle the step's calls that wait for approvals, yield its results in call order
+        and its StepFinish; then the run's Finish if it ends here (or parked)."""
+        parked = state.parked
+        assert parked is not None
+        if parked.pending:
+            if self.approvals is None:
+                for p in parked.pending:
+                    parked.outputs[p.call.id] = failed(
+                        ToolOutcome.DENIED, "this call needs approval, and no approver is set up"
+                    )
+                parked.pending = []
+            else:
+                async with aclosing(
+                    self.approvals.wait(agent, state, deadline=deadline, guards=guards)
+                ) as decided:
+                    async for event in decided:
+                        if isinstance(event, Finish):  # parked: the rest waits for a resume
+                            last = state.trace[-1]
+                            state.trace[-1] = replace(
+                                last,
+                                reason=FinishReason.APPROVAL_PENDING,
+                                approvals=tuple(parked.approvals),
+                            )
+                            yield StepFinish(
+                                last.step, FinishReason.APPROVAL_PENDING, last.usage,
+                                last.target, last.attempts,
+                            )  # fmt: skip
+                            yield UsageEvent(state.usage)
+                            yield replace(
+                                event,
+                                attempts=state.attempts,
+                                target=last.target,
+                                verdicts=merge_verdicts(state.verdicts),
+                            )
+                            return
+                        yield event
+        results = []
+        for call in parked.calls:
+            output = parked.outputs.get(call.id)
+            if output is not None:  # None: a caller tool's call: the caller answers it
+                results.append(self.result_event(state, call, output))
+                yield results[-1]
+        last = replace(
+            state.trace[-1],
+            reason=parked.reason,
+            results=tuple(results),
+            approvals=tuple(parked.approvals),
+        )
+        state.trace[-1] = last
+        state.parked = None
+        yield StepFinish(last.step, parked.reason, last.usage, last.target, last.attempts)
+        if parked.ends:
+            if state.run_id and self.approvals is not None:
+                await self.approvals.save(state, RunState.SUCCEEDED, None)
+            yield UsageEvent(state.usage)
+            yield Finish(
+                parked.reason,
+                state.attempts,
+                False,
+                last.target,
+                merge_verdicts(state.verdicts),
+                run_id=state.run_id,
+            )
+        elif state.run_id and self.approvals is not None:
+            await self.approvals.save(state, RunState.RUNNING, deadline)
 
     async def _run_calls(
         self,
         agent: AgentSpec,
         state: LoopState,
-        calls: Sequence[ToolCall],
         tools: Mapping[str, ServerTool],
         guards: GuardContext,
         *,
         deadline: Deadline,
-    ) -> AsyncGenerator[Event, None]:
-        """Run one step's server calls (in parallel, at most ``loop.parallel`` at once),
-        yield their results in call order, append the TOOL messages; calls that need
-        approval go to the approvals (a Finish from them means the run parked)."""
+    ) -> None:
+        """Run the parked step's server calls that need no approval (in parallel, at most
+        ``loop.parallel`` at once) into ``parked.outputs``; those that need approval go to
+        ``parked.pending``."""
         assert agent.loop is not None
+        assert state.parked is not None
         lane = asyncio.Semaphore(agent.loop.parallel)
-        outputs: dict[str, ToolOutput] = {}
-        pending: list[Pending] = []
+        outputs = state.parked.outputs
+        pending = state.parked.pending
 
         async def one(call: ToolCall) -> None:
             tool = tools.get(call.name)
@@ -287,7 +327,7 @@ class ToolLoop:
                 return
             reason = approval_reason(tool, checked.arguments)
             if reason is not None:
-                pending.append(Pending(call, tool, checked.arguments_json, reason))
+                pending.append(Pending(call, tool.name, checked.arguments_json, reason))
                 return
             async with lane:
                 outputs[call.id] = await self.execute(
@@ -295,30 +335,11 @@ class ToolLoop:
                 )
 
         async with asyncio.TaskGroup() as group:
-            for call in calls:
+            for call in state.parked.calls:
                 if call.name in tools or not _is_caller(agent, state, call.name):
                     group.create_task(one(call))
-        if pending:
-            if self.approvals is None:
-                for p in pending:
-                    outputs[p.call.id] = failed(
-                        ToolOutcome.DENIED, "this call needs approval, and no approver is set up"
-                    )
-            else:
-                async with aclosing(
-                    self.approvals.wait(
-                        agent, state, pending, outputs, deadline=deadline, guards=guards
-                    )
-                ) as decided:
-                    async for event in decided:
-                        yield event
-                        if isinstance(event, Finish):  # parked: the rest waits for a resume
-                            return
-        for call in calls:
-            output = outputs.get(call.id)
-            if output is None:
-                continue  # a caller tool's call: the caller answers it
-            yield self.result_event(state, call, output)
+        order = {c.id: i for i, c in enumerate(state.parked.calls)}
+        pending.sort(key=lambda p: order[p.call.id])
 
     def result_event(self, state: LoopState, call: ToolCall, output: ToolOutput) -> ToolResultEvent:
         """The call's result event; appends its TOOL message to the conversation."""
@@ -364,23 +385,27 @@ class ToolLoop:
         return replace(output, text=text)
 
     async def audited(
-        self, state: LoopState, tool: str, outcome: str, approval_id: str = ""
+        self, state: LoopState, tool: str, outcome: str, approval_id: str = "", detail: str = ""
     ) -> None:
         """An audit entry for a tool call (write tools, refusals, failures, approval
-        requests). A store error here does not fail the run: the ledger's outbox keeps the
-        entry (Ledger.audit)."""
+        requests; ``detail``: compact JSON). A store error here does not fail the run: the
+        ledger's outbox keeps the entry (Ledger.audit)."""
         if self._audit is None:
             return
         ctx = current()
         resource = f"tool:{tool} {approval_id}".strip()[:200]
         entry = AuditEntry(
             time.time(), ctx.tenant, ctx.key_id, state.request.request_id,
-            "tool_call", resource, outcome, entry_id=uuid.uuid4().hex,
+            "tool_call", resource, outcome, entry_id=uuid.uuid4().hex, detail=detail,
         )  # fmt: skip
         try:
             await self._audit.audit(entry)
         except Exception:
             log.exception("audit of a tool call failed")
+
+
+def _cancelled(e: Exception) -> bool:
+    return isinstance(e, FailedPrecondition) and e.reason is Reason.RUN_CANCELLED
 
 
 def _is_caller(agent: AgentSpec, state: LoopState, name: str) -> bool:
