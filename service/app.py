@@ -143,10 +143,8 @@ class App:
         ``environ``: what reloads read overrides and secrets from (as ``load`` did).
         ``worker``: one of ``serve --workers N``: the port is shared (SO_REUSEPORT) and the
         supervisor, not this process, serves the metrics (of all workers)."""
-        self._owns_tracer_provider = tracer_provider is None
         self._worker = worker
-        self.tracing = resolve_tracing(snapshot.observability.tracing, environ or {})
-        self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
+        self._build_tracing(snapshot, tracer_provider, environ or {})
         self.metrics = Metrics(known_agents=lambda: self.snapshot.agents)
         tracer = self.tracer_provider.get_tracer("switchboard")
         # Per-target breaker states, published as health services by an owned task.
@@ -260,6 +258,21 @@ class App:
         self.metrics_port: int | None = None
         self._stopped = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
+
+    def _build_tracing(
+        self,
+        snapshot: Snapshot,
+        tracer_provider: TracerProvider | None,
+        environ: Mapping[str, str],
+    ) -> None:
+        """Resolve the tracing settings (config and OTEL_* variables) and the provider.
+
+        Raises:
+            ConfigError: an OTEL_* variable or tracing key cannot be used.
+        """
+        self._owns_tracer_provider = tracer_provider is None
+        self.tracing = resolve_tracing(snapshot.observability.tracing, environ)
+        self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
 
     @property
     def snapshot(self) -> Snapshot:
