@@ -1,45 +1,51 @@
 """The interceptor chain's CPU cost per call, without the network.
 
-Calls the composed method handler directly, with a trivial servicer and a stand-in servicer
-context, and prints CPU microseconds per call for: nothing, OpenTelemetry's aio server
-interceptor alone, our tracing layer alone, the whole chain (auth on, three rate limits on
-the memory backend), and the aio interceptor in front of the rest of the chain.
+Calls the composed method handler directly, as grpc.aio would (``intercept_service`` per
+call, then the behavior), with a trivial servicer and a stand-in servicer context, and
+prints CPU microseconds per call for: nothing; opentelemetry-instrumentation-grpc's aio
+server interceptor alone; the whole chain as the app builds it (auth on, three rate limits
+on the memory backend), with spans not sampled (no exporter: the default) and sampled
+(recorded, then dropped); and a streamed call of 20 events through the whole chain.
 
-    PYTHONPATH=. .venv/bin/python bench/chain_micro.py
+It measures whichever source tree it runs in, so two trees compare by running it in each
+(``cd <tree> && PYTHONPATH=.:generated:clients/python python bench/chain_micro.py``),
+alternating, with the same interpreter:
+
+    PYTHONPATH=. .venv/bin/python bench/chain_micro.py --rounds 3
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from collections import namedtuple
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from switchboard.v1 import agent_pb2 as pb
 
 from service.app import App
 from service.auth.keys import new_key, write_keys_file
 from service.config import load
-from service.interceptors.auth import AuthLayer
-from service.interceptors.chain import Chain, build_interceptors
-from service.interceptors.context import ContextLayer
-from service.interceptors.observe import ObserveLayer
-from service.interceptors.rate_limit import RateLimitLayer
-from service.interceptors.tracing import TracingLayer
-from service.observability.faults import FaultLog
-from service.observability.logging import CallLog
 
-CALLS = 20_000
+CALLS = 10_000
+EVENTS = 20
 Metadatum = namedtuple("Metadatum", ["key", "value"])  # what grpc.aio hands servicers
 REQUEST = pb.InvokeRequest(
     agent="echo",
     messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="hello there")])],
 )
+STREAM_REQUEST = pb.StreamRequest(agent="echo", messages=REQUEST.messages)
 RESPONSE = pb.InvokeResponse(agent="echo")
+DELTA = pb.StreamResponse(text_delta=pb.TextDelta(text="word "))
 
 
 class Context:
@@ -60,16 +66,31 @@ class Context:
 
 
 class Details:
-    method = "/switchboard.v1.AgentService/Invoke"
-    invocation_metadata = ()
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+class Dropped(SpanProcessor):
+    """Spans are recorded (attributes, events, end) and then dropped: no export cost."""
 
 
 async def servicer(_request: Any, _context: Any) -> pb.InvokeResponse:
     return RESPONSE
 
 
-async def measure(interceptors: list[Any], metadata: tuple[Any, ...]) -> float:
-    handler = grpc.unary_unary_rpc_method_handler(servicer)
+async def stream_servicer(_request: Any, _context: Any) -> AsyncIterator[pb.StreamResponse]:
+    for _ in range(EVENTS):
+        yield DELTA
+
+
+async def measure(interceptors: list[Any], metadata: tuple[Any, ...], stream: bool) -> float:
+    if stream:
+        handler = grpc.unary_stream_rpc_method_handler(stream_servicer)
+        method, request = "/switchboard.v1.AgentService/Stream", STREAM_REQUEST
+    else:
+        handler = grpc.unary_unary_rpc_method_handler(servicer)
+        method, request = "/switchboard.v1.AgentService/Invoke", REQUEST
 
     def link(i: int) -> Any:
         if i == len(interceptors):
@@ -86,18 +107,25 @@ async def measure(interceptors: list[Any], metadata: tuple[Any, ...]) -> float:
         return step
 
     first, context = link(0), Context(metadata)
-    for _ in range(500):
-        await (await first(Details())).unary_unary(REQUEST, context)
+
+    async def once() -> None:
+        composed = await first(Details(method))
+        if stream:
+            async for _ in composed.unary_stream(request, context):
+                pass
+        else:
+            await composed.unary_unary(request, context)
+
+    for _ in range(300):
+        await once()
     started = time.process_time()
     for _ in range(CALLS):
-        await (await first(Details())).unary_unary(REQUEST, context)
+        await once()
     return (time.process_time() - started) / CALLS * 1e6
 
 
-async def main() -> None:
-    folder = Path(tempfile.mkdtemp())
-    key, record = new_key("acme")
-    write_keys_file(folder / "keys.yaml", [record])
+def app(folder: Path, key_record: Any, tracer_provider: TracerProvider | None) -> App:
+    write_keys_file(folder / "keys.yaml", [key_record])
     config = folder / "switchboard.yaml"
     config.write_text(
         "auth: {keys_file: keys.yaml}\n"
@@ -107,42 +135,37 @@ async def main() -> None:
         "targets: {e: {provider: mock, model: echo}}\n"
         "agents: {echo: {route: [e]}}\n"
     )
-    app = App(load(config, {}))
+    return App(load(config, {}), tracer_provider=tracer_provider)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each variant (median)")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp())
+    key, record = new_key("acme")
+    recording = TracerProvider(sampler=ALWAYS_ON)
+    recording.add_span_processor(Dropped())
+    quiet, sampled = app(folder, record, None), app(folder, record, recording)
     metadata = (Metadatum("authorization", f"Bearer {key}"), Metadatum("user-agent", "bench"))
-
-    def auth() -> Any:
-        return app.snapshot.auth
-
-    def rest() -> list[Any]:
-        return [
-            ContextLayer(),
-            ObserveLayer([app.metrics, CallLog()]),
-            AuthLayer(auth),
-            RateLimitLayer(app.limiter, auth, lambda: 120.0),
-        ]
-
     variants = {
-        "nothing": list,
-        "otel aio interceptor alone": lambda: [
-            aio_server_interceptor(tracer_provider=app.tracer_provider)
-        ],
-        "our tracing layer alone": lambda: [Chain([TracingLayer(app.tracer_provider)])],
-        "whole chain (auth, 3 limits)": lambda: build_interceptors(
-            tracer_provider=app.tracer_provider,
-            auth=auth,
-            limiter=app.limiter,
-            sinks=[app.metrics, CallLog()],
-            default_deadline_s=lambda: 120.0,
-            faults=FaultLog(),
+        "nothing": (list, False),
+        "otel aio interceptor alone": (
+            lambda: [aio_server_interceptor(tracer_provider=quiet.tracer_provider)],
+            False,
         ),
-        "otel interceptor + the rest": lambda: [
-            aio_server_interceptor(tracer_provider=app.tracer_provider),
-            Chain(rest()),
-        ],
+        "whole chain, spans not sampled": (lambda: [quiet.chain], False),
+        "whole chain, spans recorded": (lambda: [sampled.chain], False),
+        f"whole chain, a stream of {EVENTS} events": (lambda: [quiet.chain], True),
     }
-    for name, build in variants.items():
-        runs = sorted([await measure(build(), metadata) for _ in range(3)])
-        print(f"{name:32s} {runs[1]:7.1f} us/call (CPU, median of 3)")
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (build, stream) in variants.items():
+            results[name].append(await measure(build(), metadata, stream))
+    for name, runs in results.items():
+        print(f"{name:40s} {statistics.median(runs):7.1f} us/call (CPU, median of {args.rounds})")
+    await quiet.stop(0)
+    await sampled.stop(0)
 
 
 if __name__ == "__main__":

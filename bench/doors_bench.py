@@ -61,7 +61,7 @@ def switchboard() -> Iterator[tuple[str, str, int]]:
     try:
         address, http = f"127.0.0.1:{port}", f"127.0.0.1:{http_port}"
         with grpc.insecure_channel(address) as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
+            grpc.channel_ready_future(channel).result(timeout=120)  # a busy machine starts slowly
         check = urllib.request.Request(
             f"http://{http}/v1/chat/completions",
             data=OPENAI.encode(),

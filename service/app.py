@@ -12,7 +12,7 @@ import functools
 import logging
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import httpx2
@@ -67,11 +67,17 @@ from service.http.server import HttpListener
 from service.idempotency import Idempotency
 from service.interceptors.base import StreamBehavior, UnaryBehavior
 from service.interceptors.chain import Chain, build_chain
+from service.interceptors.door_span import DoorSpanLayer
 from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
+from service.observability.server_span import ServerSpan
 from service.observability.traced_provider import TracedProvider
-from service.observability.tracing import build_tracer_provider
+from service.observability.tracing import (
+    build_tracer_provider,
+    resolve_tracing,
+    server_interceptor,
+)
 from service.providers.base import Provider
 from service.providers.registry import build_provider
 from service.ratelimit.limiter import build_limiter
@@ -137,11 +143,8 @@ class App:
         ``environ``: what reloads read overrides and secrets from (as ``load`` did).
         ``worker``: one of ``serve --workers N``: the port is shared (SO_REUSEPORT) and the
         supervisor, not this process, serves the metrics (of all workers)."""
-        self._owns_tracer_provider = tracer_provider is None
         self._worker = worker
-        self.tracer_provider = tracer_provider or build_tracer_provider(
-            snapshot.observability.tracing
-        )
+        self._build_tracing(snapshot, tracer_provider, environ or {})
         self.metrics = Metrics(known_agents=lambda: self.snapshot.agents)
         tracer = self.tracer_provider.get_tracer("switchboard")
         # Per-target breaker states, published as health services by an owned task.
@@ -199,7 +202,7 @@ class App:
         self.tool_loop.approvals = gate = Gate(
             self.stores.approvals, self.stores.runs, self.tool_loop
         )
-        self.approvals = Approvals(self.stores.approvals, self.ledger)
+        self.approvals = Approvals(self.stores.approvals, self.ledger, schema_of=self._tool_schema)
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
@@ -256,6 +259,21 @@ class App:
         self._stopped = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
 
+    def _build_tracing(
+        self,
+        snapshot: Snapshot,
+        tracer_provider: TracerProvider | None,
+        environ: Mapping[str, str],
+    ) -> None:
+        """Resolve the tracing settings (config and OTEL_* variables) and the provider.
+
+        Raises:
+            ConfigError: an OTEL_* variable or tracing key cannot be used.
+        """
+        self._owns_tracer_provider = tracer_provider is None
+        self.tracing = resolve_tracing(snapshot.observability.tracing, environ)
+        self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
+
     @property
     def snapshot(self) -> Snapshot:
         return self.runtimes.current().snapshot
@@ -276,10 +294,12 @@ class App:
         settings = snapshot.server
         # One chain and one servicer for every door (gRPC here, HTTP in _build_http).
         self.chain: Chain = build_chain(
-            tracer_provider=self.tracer_provider,
+            tracing=server_interceptor(self.tracer_provider, self.tracing),
+            http_tracing=DoorSpanLayer(self.tracer_provider),
             auth=self.live_keys.policy,
             limiter=self.limiter,
             sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
+            every_call=[ServerSpan()],
             default_deadline_s=self.runner.default_deadline_s,
             faults=FaultLog(),
             agent=self._agent_named,
@@ -338,6 +358,12 @@ class App:
         self.run_kinds = RunKinds()
         self.run_kinds.register(AGENT_KIND, AgentRuns(self.runner, gate, self.stores.runs).kind())
         return Runs(self.stores.runs, self.run_kinds)
+
+    def _tool_schema(self, agent: str, tool: str) -> Mapping[str, Any] | None:
+        """The JSON schema of ``agent``'s server tool ``tool`` now (None: not offered)."""
+        spec = self.runtimes.current().snapshot.agents.get(agent)
+        found = [t for t in self.runner.server_tools(spec) if t.name == tool] if spec else []
+        return found[0].parameters if found else None
 
     def _build_http(self) -> HttpApp:
         """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""

@@ -10,7 +10,6 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -33,6 +32,7 @@ from service.serving.probe import ProbeTls, probe
 from service.serving.supervisor import Supervisor
 from service.serving.worker import WorkerLink
 from service.state import build_stores
+from service.version import package_version
 
 DEFAULT_CONFIG = "config/switchboard.yaml"
 
@@ -44,14 +44,6 @@ Tracing also honours the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT,
 """
 
 
-def version() -> str:
-    """The installed package's version (``pyproject.toml``'s ``project.version``)."""
-    try:
-        return metadata.version("switchboard")
-    except metadata.PackageNotFoundError:  # run from a source tree without installing
-        return "unknown"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -60,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {version()}", help="print the version"
+        "--version",
+        action="version",
+        version=f"%(prog)s {package_version()}",
+        help="print the version",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_default = os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG)

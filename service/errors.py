@@ -62,6 +62,7 @@ class Reason(enum.StrEnum):
     RUN_NOT_FOUND = "RUN_NOT_FOUND"  # no run with that id for the caller's tenant
     RUN_BUSY = "RUN_BUSY"  # another call is running the run now (docs/tools.md)
     RUN_CANCELLED = "RUN_CANCELLED"  # the run was cancelled (CancelRun)
+    APPROVAL_DENIED = "APPROVAL_DENIED"  # a call with on_deny: fail was denied (docs/tools.md)
     # the upstream (a target's provider)
     UPSTREAM_INVALID_REQUEST = "UPSTREAM_INVALID_REQUEST"
     CONTEXT_WINDOW_EXCEEDED = "CONTEXT_WINDOW_EXCEEDED"

@@ -52,7 +52,6 @@ async def serve(
             "auth": snapshot.auth.enabled,
             "api_keys": len(snapshot.auth.keys),
             "rate_limit_backend": snapshot.rate_limits.backend,
-            "tracing_exporter": snapshot.observability.tracing.exporter,
         },
     )
     app = App(snapshot, environ=environ, worker=worker is not None)

@@ -88,7 +88,8 @@ def page_results(url: str, profile: Path, report: queue.Queue[str]) -> list[dict
     browser = subprocess.Popen(
         [
             CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--no-first-run", "--no-default-browser-check",
+            "--disable-background-networking", "--disable-quic", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--no-default-browser-check",
             f"--user-data-dir={profile}", url,
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ from service.app import AGENT_SERVICE
 from service.cli import check_config
 from service.config import load
 from service.config.model import ReloadConfig, TransportConfig, WorkersConfig
+from service.observability.otel_env import tracing_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -248,7 +249,7 @@ def test_the_compose_file_is_valid_and_wired() -> None:
     # The OTLP endpoint is the collector's gRPC receiver.
     collector = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
     grpc_port = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].rsplit(":")[-1]
-    assert board["environment"]["SWITCHBOARD_OBSERVABILITY__TRACING__OTLP_ENDPOINT"] == (
+    assert board["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == (
         f"http://otel-collector:{grpc_port}"
     )
     for pipeline in collector["service"]["pipelines"].values():
@@ -276,7 +277,8 @@ async def test_the_compose_switchboard_config_is_one_serve_accepts(tmp_path: Pat
     snapshot = await check_config(str(host_dir / config.name), env)
     assert snapshot.workers.count == 2
     assert snapshot.observability.metrics.port == 9464
-    assert snapshot.observability.tracing.exporter == "otlp"
+    tracing = tracing_settings(snapshot.observability.tracing, env)
+    assert (tracing.exporter, tracing.endpoint) == ("otlp", "http://otel-collector:4317")
     assert snapshot.auth.enabled
     assert snapshot.state.backend == "shared"
     assert snapshot.state.redis_url == "redis://redis:6379/0"

@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 
 from tests.chain_helpers import make_keys, sample
 from tests.harness import Served, serve_config
+from tests.waiting import wait_for
 
 CONFIG = """
 server:
@@ -420,3 +421,50 @@ agents:
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         await stopping
     assert text.split() == ["w"] * 20
+
+
+async def test_a_client_that_leaves_cancels_its_call() -> None:
+    """Invoke and Stream alike: the call ends CANCELLED (the upstream answer stops), and the
+    server goes on serving."""
+    config = """
+server:
+  http: {port: 0}
+targets:
+  slow: {provider: mock, model: echo, mock: {tokens_per_s: 5}}
+  hang: {provider: mock, model: echo, mock: {hang: true}}
+agents:
+  slow: {route: [slow]}
+  hang: {route: [hang]}
+"""
+    async with serve_config(config, http=True, grace_s=5) as served:
+
+        def cancelled(method: str) -> float:
+            text = generate_latest(served.app.metrics.registry).decode()
+            labels = {"door": "openai", "method": method, "code": "CANCELLED"}
+            return sample(text, "switchboard_calls_total", **labels) or 0
+
+        host, port = served.http_url.removeprefix("http://").split(":")
+        for agent, stream in (("hang", False), ("slow", True)):
+            body = json.dumps(
+                {
+                    "model": agent,
+                    "stream": stream,
+                    "messages": [{"role": "user", "content": "w " * 50}],
+                }
+            ).encode()
+            reader, writer = await asyncio.open_connection(host, int(port))
+            head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+            writer.write(head.encode() + body)
+            await writer.drain()
+            if stream:
+                assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            writer.close()
+            await writer.wait_closed()
+        await wait_for(lambda: cancelled("Invoke") == 1, what="the Invoke cancelled")
+        await wait_for(lambda: cancelled("Stream") == 1, what="the Stream cancelled")
+        async with sdk(served) as client:  # and the server goes on
+            answer = await client.chat.completions.create(
+                model="slow", messages=[{"role": "user", "content": "hi"}]
+            )
+    assert answer.choices[0].message.content == "hi"

@@ -50,6 +50,7 @@ from service.sessions import Sessions
 from service.tools.loop import ToolLoop
 from service.tools.replay import replay
 from service.tools.run_state import LoopState
+from service.tools.spec import ServerTool
 from service.usage.estimate import prompt_tokens
 
 
@@ -128,6 +129,12 @@ class Runner:
             NotFound: no such agent.
         """
         return resolve(self._runtime().snapshot, name)
+
+    def server_tools(self, agent: AgentSpec) -> list[ServerTool]:
+        """The tools the server runs for ``agent`` now (none without a loop)."""
+        if agent.loop is None or self.tools is None:
+            return []
+        return list(self.tools.offered(agent).values())
 
     def default_deadline_s(self) -> float:
         """The deadline given to calls that arrive without one."""

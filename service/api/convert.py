@@ -44,6 +44,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.errors import FieldViolation, InvalidArgument
+from service.tools.spec import ServerTool
 
 _ROLES = {
     pb.ROLE_SYSTEM: Role.SYSTEM,
@@ -405,7 +406,9 @@ def event_to_proto(event: Event) -> pb.StreamResponse:
             return pb.StreamResponse(step_finish=tool_events.step_finish_to_proto(event))
 
 
-def agent_to_proto(agent: AgentSpec) -> pb.Agent:
+def agent_to_proto(agent: AgentSpec, server_tools: Iterable[ServerTool] = ()) -> pb.Agent:
+    """``agent`` as the contract's Agent; ``server_tools``: the tools the server runs for it
+    (as they stand now: a tool whose MCP server is down or changed it is not enabled)."""
     return pb.Agent(
         name=agent.name,
         description=agent.description,
@@ -419,6 +422,19 @@ def agent_to_proto(agent: AgentSpec) -> pb.Agent:
         ],
         accepts_caller_tools=agent.accepts_caller_tools,
         kind=pb.AGENT_KIND_AGENT,
+        server_tools=[
+            pb.ServerTool(
+                tool=pb.Tool(
+                    name=t.name, description=t.description, parameters=_struct(t.parameters)
+                ),
+                source=t.source,
+                tool_class=t.policy.tool_class or "write",
+                approval=t.policy.approval or "always",
+                enabled=t.enabled,
+            )
+            for t in sorted(server_tools, key=lambda t: t.name)
+        ],
+        max_steps=agent.loop.max_steps if agent.loop is not None else 0,
     )
 
 

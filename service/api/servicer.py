@@ -152,7 +152,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         try:
             size = paging.page_size(request.page_size)
             after = paging.decode_token(request.page_token, "ListAgents")
-            listed = [(a.name, convert.agent_to_proto(a)) for a in self._runner.agents()]
+            listed = [
+                (a.name, convert.agent_to_proto(a, self._runner.server_tools(a)))
+                for a in self._runner.agents()
+            ]
             if self._workflows is not None:
                 listed += [
                     (w.name, workflows_api.workflow_to_proto(w)) for w in self._workflows.specs()
@@ -175,7 +178,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             if workflows is not None:
                 described = workflows_api.workflow_to_proto(workflows.spec(request.name))
             else:
-                described = convert.agent_to_proto(self._runner.agent(request.name))
+                agent = self._runner.agent(request.name)
+                described = convert.agent_to_proto(agent, self._runner.server_tools(agent))
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise

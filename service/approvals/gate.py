@@ -16,6 +16,7 @@ Approvals expire ``approval_ttl_s`` after they were asked (then: denied).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -29,7 +30,7 @@ from service.approvals.store import ApprovalStore
 from service.context import current
 from service.deadline import Deadline
 from service.domain import ApprovalRequiredEvent, Event, Finish, FinishReason, ToolOutcome
-from service.errors import FailedPrecondition, Reason
+from service.errors import FailedPrecondition, PermissionDenied, Reason
 from service.guards import GuardContext
 from service.runs.records import RunRecord, RunState, new_run_id
 from service.runs.store import RunStore
@@ -109,10 +110,11 @@ class Gate:
             for p in new:
                 p.approval_id = new_approval_id()
                 tool = tools.get(p.tool)
+                ttl = tool.policy.approval_ttl_s if tool else self._ttl_s
                 records.append(
                     ApprovalRecord(
                         p.approval_id, ctx.tenant, state.run_id, agent.name, p.tool, p.call.id,
-                        p.arguments_json, p.reason, ApprovalState.PENDING, now, now + self._ttl_s,
+                        p.arguments_json, p.reason, ApprovalState.PENDING, now, now + ttl,
                         request_id=state.request.request_id,
                         tool_class=(tool.policy.tool_class if tool else "") or "write",
                         step=state.step,
@@ -121,14 +123,17 @@ class Gate:
                 parked.approvals.append(
                     ApprovalRequiredEvent(
                         p.approval_id, state.run_id, p.call.id, p.tool, p.arguments_json,
-                        p.reason, now + self._ttl_s, state.step,
+                        p.reason, now + ttl, state.step,
                     )
                 )  # fmt: skip
             await self.save(state, RunState.RUNNING, deadline, approvals=records)
             for record, event in zip(records, parked.approvals[-len(records) :], strict=True):
+                detail = {"run_id": state.run_id, "reason": record.reason,
+                          "arguments_json": record.arguments_json}  # fmt: skip
                 await self._loop.audited(
-                    state, record.tool, "approval_requested", record.approval_id
-                )
+                    state, record.tool, "approval_requested", record.approval_id,
+                    json.dumps(detail, separators=(",", ":"), ensure_ascii=False),
+                )  # fmt: skip
                 yield event
         ids = [p.approval_id for p in parked.pending]
         decided = await self._decisions(ctx.tenant, ids, deadline)
@@ -142,6 +147,12 @@ class Gate:
             tool = tools.get(p.tool)
             if final.state is not ApprovalState.APPROVED:
                 why = "no decision came in time" if final.state is not ApprovalState.DENIED else ""
+                if tool is not None and tool.policy.on_deny == "fail":
+                    raise PermissionDenied(
+                        f"a person did not approve the call of {p.tool!r}{': ' if why else ''}"
+                        f"{why} (the tool's on_deny is fail)",
+                        reason=Reason.APPROVAL_DENIED,
+                    ).about(run_id=state.run_id, tool=p.tool, approval_id=p.approval_id)
                 parked.outputs[p.call.id] = failed(
                     ToolOutcome.DENIED,
                     f"a person did not approve this call{', ' if why else ''}{why}",

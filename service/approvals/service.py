@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from service.approvals.records import ApprovalRecord, ApprovalState
 from service.approvals.store import ApprovalStore
 from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from service.state.records import AuditEntry
+from service.tools.guarding import Validators
+
+SchemaOf = Callable[[str, str], Mapping[str, Any] | None]
 
 COMMENT_MAX = 1000
 ARGUMENTS_MAX = 1 << 20
@@ -28,11 +31,19 @@ class Approvals:
     """See the module docstring. ``tenant`` and ``key_id`` are the caller's (the approver)."""
 
     def __init__(
-        self, store: ApprovalStore, audit: Audit, clock: Callable[[], float] = time.time
+        self,
+        store: ApprovalStore,
+        audit: Audit,
+        clock: Callable[[], float] = time.time,
+        schema_of: SchemaOf | None = None,
     ) -> None:
+        """``schema_of(agent, tool)``: the tool's JSON schema for that agent now (None: the
+        tool is no longer offered), to check edited arguments against."""
         self._store = store
         self._audit = audit
         self._clock = clock
+        self._schema_of = schema_of
+        self._validators = Validators()
 
     def now(self) -> float:
         return self._clock()
@@ -79,6 +90,8 @@ class Approvals:
             )
         if arguments_json:
             _check_object(arguments_json)
+            if approve and self._schema_of is not None:
+                await self._check_schema(tenant, approval_id, arguments_json)
         now = self._clock()
         state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
         decided = await self._store.decide_approval(
@@ -95,10 +108,37 @@ class Approvals:
             AuditEntry(
                 now, tenant, key_id, request_id, "Approve" if approve else "Deny",
                 f"approval:{approval_id}", f"{state.value}{edited}",
-                entry_id=uuid.uuid4().hex,
+                entry_id=uuid.uuid4().hex, detail=_detail(decided),
             )
         )  # fmt: skip
         return decided
+
+    async def _check_schema(self, tenant: str, approval_id: str, arguments_json: str) -> None:
+        """Raises InvalidArgument (a BadRequest on ``arguments_json``) when the edited
+        arguments do not fit the tool's schema, NotFound for an unknown approval."""
+        assert self._schema_of is not None
+        record = await self.get(tenant, approval_id)
+        schema = self._schema_of(record.agent, record.tool)
+        if schema is None:
+            return  # the tool is gone: the call will be refused when the run goes on
+        problem = self._validators.problem(schema, json.loads(arguments_json))
+        if problem is not None:
+            raise InvalidArgument(
+                f"arguments_json: does not fit the schema of {record.tool!r}: {problem}",
+                [FieldViolation("arguments_json", f"does not fit the tool's schema: {problem}")],
+            )
+
+
+def _detail(r: ApprovalRecord) -> str:
+    """The decision's audit detail (compact JSON): the tool, the run, the comment, and the
+    arguments as asked and as edited (edits only)."""
+    detail: dict[str, str] = {"tool": r.tool, "run_id": r.run_id}
+    if r.comment:
+        detail["comment"] = r.comment
+    if r.edited_arguments_json:
+        detail["arguments_json"] = r.arguments_json
+        detail["edited_arguments_json"] = r.edited_arguments_json
+    return json.dumps(detail, separators=(",", ":"), ensure_ascii=False)
 
 
 def _check_object(text: str) -> None:

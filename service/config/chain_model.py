@@ -106,11 +106,39 @@ class RateLimitsConfig(FrozenModel):
 
 
 class TracingConfig(FrozenModel):
-    exporter: Literal["none", "otlp"] = "none"
-    otlp_endpoint: str = "http://127.0.0.1:4317"
-    otlp_insecure: bool = True
-    service_name: str = "switchboard"
-    sample_ratio: float = Field(1.0, ge=0, le=1, description="of traces started here")
+    """Where spans go. Each key left unset takes the standard OTEL_* variable, then the
+    default (docs/observability.md; :mod:`service.observability.otel_env`)."""
+
+    exporter: Literal["none", "otlp", "console"] | None = Field(
+        None,
+        description="unset: OTEL_TRACES_EXPORTER, else otlp when an OTLP endpoint is set, "
+        "else none",
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="unset: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otlp_protocol: Literal["grpc", "http/protobuf"] | None = Field(
+        None, description="unset: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc"
+    )
+    otlp_insecure: bool | None = Field(
+        None,
+        description="unset: OTEL_EXPORTER_OTLP_(TRACES_)INSECURE, else the endpoint's scheme "
+        "(http: plaintext)",
+    )
+    service_name: str | None = Field(
+        None, description="unset: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, else switchboard"
+    )
+    sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="of traces started here (parent-based); unset: OTEL_TRACES_SAMPLER(_ARG)",
+    )
+    exclude_services: list[str] | None = Field(
+        None,
+        description="gRPC services with no server spans; unset: "
+        "OTEL_PYTHON_GRPC_EXCLUDED_SERVICES, else health and reflection",
+    )
 
 
 class MetricsConfig(FrozenModel):

@@ -55,8 +55,9 @@ class HttpApp:
         if self._console is not None and (path == CONSOLE or path.startswith(CONSOLE + "/")):
             await self._console(scope, receive, send)
             return
-        anthropic = path == "/v1/messages" or header(scope, _ANTHROPIC_VERSION) is not None
-        if anthropic:
+        if path.startswith("/v1/messages") or (
+            path.startswith("/v1/models") and header(scope, _ANTHROPIC_VERSION) is not None
+        ):
             await self._anthropic_route(scope, receive, send, path, method)
         elif path == "/v1/chat/completions":
             if method == "POST":

@@ -15,12 +15,21 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from service.api.errors import REQUEST_ID_TRAILER
+
+
+class Metadatum(NamedTuple):
+    """One header as grpc.aio hands metadata to servicers (``key``, ``value``; also a pair):
+    opentelemetry-instrumentation-grpc reads the attributes."""
+
+    key: str
+    value: str
+
 
 Metadata = tuple[tuple[str, str], ...]
 _DETAILS_TRAILER = "grpc-status-details-bin"
@@ -57,9 +66,9 @@ class DoorContext:
     __slots__ = ("_code", "_deadline", "_details", "_metadata", "_peer", "_trailers")
 
     def __init__(self, metadata: Metadata, timeout_s: float | None = None, peer: str = "") -> None:
-        self._metadata = metadata
+        self._metadata = tuple(Metadatum(key, value) for key, value in metadata)
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        self._peer = peer
+        self._peer = grpc_peer(peer)
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailers: Sequence[tuple[str, Any]] = ()
@@ -140,6 +149,19 @@ def _facts(status: status_pb2.Status) -> tuple[str, float | None, str]:
             if bad.field_violations:
                 field = bad.field_violations[0].field
     return reason, retry, field
+
+
+def grpc_peer(address: str) -> str:
+    """``address`` in grpc's peer form (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``; a door may
+    give ``host:port`` or grpc's form). Anything else, an unknown peer included, is a
+    ``unix:`` peer, which the instrumentation does not try to parse."""
+    if address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return f"unix:{address}"
+    host = host.strip("[]")
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
 def metadata_of(headers: Sequence[tuple[bytes, bytes]]) -> Metadata:

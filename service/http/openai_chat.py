@@ -352,6 +352,12 @@ class Chunks:
         self._id = completion_id("")
         self._created = int(time.time())
         self._usage: pb.Usage | None = None
+        # Tool-call deltas wait for the step's end: a tool loop's steps whose calls the server
+        # ran must not reach an OpenAI client (it would run them); the answering step's
+        # calls for the caller come out before the finish.
+        self._calls: list[dict[str, Any]] = []
+        self._ran: set[str] = set()  # ids of the step's calls the server ran
+        self._stepped = False  # a step ended: the next delta starts another
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -369,6 +375,8 @@ class Chunks:
             self._id = completion_id(event.start.request_id)
             self._agent = event.start.agent or self._agent
             return [self._chunk({"role": "assistant", "content": ""})]
+        if kind in ("text_delta", "tool_call_delta") and self._stepped:
+            self._calls, self._ran, self._stepped = [], set(), False
         if kind == "text_delta":
             return [self._chunk({"content": event.text_delta.text})]
         if kind == "tool_call_delta":
@@ -379,12 +387,20 @@ class Chunks:
             if delta.name:
                 call["function"]["name"] = delta.name
             call["function"]["arguments"] = delta.arguments_delta
-            return [self._chunk({"tool_calls": [call]})]
+            self._calls.append(call)
+            return []
+        if kind == "tool_result":
+            self._ran.add(event.tool_result.tool_call_id)
+            return []
+        if kind == "step_finish":
+            self._stepped = True
+            return []
         if kind == "usage":
             self._usage = event.usage
             return []
         if kind == "finish":
-            chunks = [self._chunk({}, FINISH_REASONS[event.finish.finish_reason])]
+            chunks = [self._chunk({"tool_calls": [c]}) for c in self._callers()]
+            chunks.append(self._chunk({}, FINISH_REASONS[event.finish.finish_reason]))
             if self._include_usage and self._usage is not None:
                 last = self._chunk({})
                 last["choices"] = []
@@ -392,3 +408,11 @@ class Chunks:
                 chunks.append(last)
             return chunks
         return []
+
+    def _callers(self) -> list[dict[str, Any]]:
+        """The last step's tool-call deltas for calls the server did not run."""
+        ran: set[int] = set()
+        for call in self._calls:
+            if call.get("id") in self._ran:
+                ran.add(call["index"])
+        return [c for c in self._calls if c["index"] not in ran]

@@ -19,7 +19,7 @@ from service.api.errors import abort
 from service.auth.keys import ApiKey
 from service.auth.policy import AuthPolicy
 from service.errors import PermissionDenied, Reason, Unauthenticated
-from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
+from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
 
 MISSING = "missing API key: send 'authorization: Bearer <key>' or 'x-api-key: <key>'"
 MALFORMED = "malformed authorization header: expected 'Bearer <key>'"
@@ -98,41 +98,33 @@ def check_scope(policy: AuthPolicy, method: str, record: ApiKey) -> None:
         raise error
 
 
-class AuthLayer:
+class AuthLayer(Layer):
     def __init__(self, policy: Callable[[], AuthPolicy]) -> None:
+        super().__init__()
         self._policy = policy  # read per call: reload swaps it
 
-    def _required(self, method: Method) -> AuthPolicy | None:
+    async def _authenticate(self, method: Method, context: Context) -> None:
+        """Bind the call's key, or end the call UNAUTHENTICATED or PERMISSION_DENIED (a
+        scope the key lacks) by raising AbortError."""
         policy = self._policy()
         if not policy.enabled or policy.exempt(method.name):
-            return None
-        return policy
+            return
+        try:
+            record = authenticate(policy, context)
+            check_scope(policy, method.name, record)
+            bind_key(record)
+        except (Unauthenticated, PermissionDenied) as exc:
+            await abort(context, exc)
 
-    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        async def authenticated(request: Any, context: Context) -> Any:
-            policy = self._required(method)
-            if policy is not None:
-                try:
-                    record = authenticate(policy, context)
-                    check_scope(policy, method.name, record)
-                    bind_key(record)
-                except (Unauthenticated, PermissionDenied) as exc:
-                    await abort(context, exc)
-            return await behavior(request, context)
+    async def unary(
+        self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        await self._authenticate(method, context)
+        return await call(request, context)
 
-        return authenticated
-
-    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
-            policy = self._required(method)
-            if policy is not None:
-                try:
-                    record = authenticate(policy, context)
-                    check_scope(policy, method.name, record)
-                    bind_key(record)
-                except (Unauthenticated, PermissionDenied) as exc:
-                    await abort(context, exc)
-            async for response in behavior(request, context):
-                yield response
-
-        return authenticated
+    async def stream(
+        self, method: Method, call: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        await self._authenticate(method, context)
+        async for response in call(request, context):
+            yield response

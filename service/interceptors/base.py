@@ -1,22 +1,33 @@
-"""What every interceptor of the chain is: a :class:`Layer` that wraps a method's behavior.
+"""What every layer of the chain is: a grpc-interceptor ``AsyncServerInterceptor``.
 
-A layer is asked once per method (not per call) for a wrapper, separately for unary and
-streaming responses, and may return the behavior unchanged (an exempt method costs nothing).
-:mod:`service.interceptors.chain` composes the layers in order.
+Each layer implements grpc-interceptor's ``intercept(method, request, context, method_name)``
+through two wrappers, :meth:`Layer.unary` for a method answering one message and
+:meth:`Layer.stream` for one whose answer streams, and can be installed alone on a
+``grpc.aio`` server. grpc-interceptor's ``intercept_service`` builds a new method handler for
+every call; :class:`~service.interceptors.chain.Chain` asks it once per method instead and
+keeps the result, so a call costs the layers' own work and no handler building. A layer may
+also say it does not apply to a method (:meth:`Layer.applies`, asked once per method): it
+then adds nothing to that method's calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import descriptor_pool
+from grpc_interceptor import AsyncServerInterceptor
 
+if TYPE_CHECKING:  # generic only in the stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
 Context = grpc.aio.ServicerContext[Any, Any]
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
 DOORS = ("grpc", "grpc_web", "connect", "openai", "anthropic")
@@ -37,6 +48,11 @@ class Method:
     response_type: str  # full protobuf name, "" when unknown
     request_type: str = ""  # full protobuf name, "" when unknown
     door: str = "grpc"  # the door the call came through: one of DOORS
+
+    @property
+    def rpc(self) -> str:
+        """``package.Service/Method``: the RPC conventions' span name, the metrics' label."""
+        return f"{self.service}/{self.short_name}"
 
     @classmethod
     def of(
@@ -66,17 +82,91 @@ class Method:
             door=door,
         )
 
+    @classmethod
+    def of_handler(cls, name: str, handler: Handler, door: str = "grpc") -> Method:
+        streams = bool(handler.request_streaming), bool(handler.response_streaming)
+        return cls.of(name, *streams, door=door)
 
-class Layer(Protocol):
-    """One interceptor. Wrappers are built once per method and called on every call."""
 
-    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        """Wrap a method whose response is one message."""
-        ...
+class MethodName(str):
+    """A method's full name ("/package.Service/Method") that also carries its
+    :class:`Method` (the door included): what the chain hands the interceptors as
+    ``HandlerCallDetails.method``, and grpc-interceptor hands each layer's ``intercept`` as
+    ``method_name``. The same method is composed once per door, so the facts cannot be
+    looked up by name alone."""
 
-    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        """Wrap a method whose response streams."""
-        ...
+    facts: Method
+
+    def __new__(cls, facts: Method) -> MethodName:
+        named = super().__new__(cls, facts.name)
+        named.facts = facts
+        return named
+
+
+class Layer(AsyncServerInterceptor):
+    """One interceptor of the chain (see the module docstring). Subclasses implement
+    :meth:`unary` and :meth:`stream`, and may narrow :meth:`applies`."""
+
+    def __init__(self) -> None:
+        # For a layer installed alone on a grpc server, which hands it plain names.
+        self._methods: dict[str, Method] = {}
+
+    def applies(self, method: Method) -> bool:
+        """Whether this layer wraps ``method`` at all (asked once per method)."""
+        return True
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        """grpc-interceptor's, for the methods this layer applies to; the next handler
+        unchanged for the others."""
+        handler: Handler | None = await continuation(handler_call_details)
+        if handler is None:
+            return None  # type: ignore[return-value] # unknown method: UNIMPLEMENTED
+        name: str = handler_call_details.method
+        if isinstance(name, MethodName):
+            method = name.facts
+        else:
+            method = self._methods.get(name) or Method.of_handler(name, handler)
+            self._methods[name] = method
+        if not self.applies(method):
+            return handler
+
+        async def same(_details: grpc.HandlerCallDetails) -> Handler:
+            return handler
+
+        wrapped: Handler = await super().intercept_service(  # type: ignore[no-untyped-call]
+            same, handler_call_details
+        )
+        return wrapped
+
+    async def intercept(
+        self,
+        method: Callable[[Any, Context], Any],
+        request_or_iterator: Any,
+        context: Context,
+        method_name: str,
+    ) -> Any:
+        """grpc-interceptor's per-call entry: :meth:`unary` awaited, or :meth:`stream`'s
+        generator, which grpc-interceptor iterates."""
+        facts = (
+            method_name.facts if isinstance(method_name, MethodName) else self._methods[method_name]
+        )
+        if facts.response_streaming:
+            return self.stream(facts, method, request_or_iterator, context)
+        return await self.unary(facts, method, request_or_iterator, context)
+
+    async def unary(
+        self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        """One call of a method answering one message; ``call`` runs the rest of the chain."""
+        return await call(request, context)
+
+    def stream(
+        self, method: Method, call: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        """One call of a method whose answer streams; ``call`` runs the rest of the chain."""
+        return call(request, context)
 
 
 def text_fields(method: Method) -> bool:

@@ -3,19 +3,20 @@
 The request id is the caller's (the request's ``request_id`` field, else the ``x-request-id``
 header, whichever is well formed: see :func:`service.context.request_id_problem`) or a new
 one. A malformed ``request_id`` field is never bound here; the servicer rejects the call.
-The trace is the server span the tracing interceptor opened, which is current here; the call
-log reads its ids from it. This layer owns the
-context's scope: it resets it when the call ends, whatever later layers bound.
+The trace is the server span opentelemetry-instrumentation-grpc opened, which is current here;
+the call log reads its ids from it. This layer owns the context's scope: it resets it when the
+call ends, whatever later layers bound. It also hands the layers inside it the servicer
+context under the instrumentation's proxy (:func:`servicer_context`).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from service import context as call_context
-from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
+from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -39,34 +40,47 @@ def _own_request_id(request: Any) -> str:
     return value if value and call_context.request_id_problem(value) is None else ""
 
 
-class ContextLayer:
-    def _request_id(self, method: Method) -> Callable[[Any, Context], str]:
-        if "request_id" in method.request_fields:
-            # The servicer uses the request's own id first; the log must agree with it.
-            return lambda request, context: _own_request_id(request) or request_id_of(context)
-        return lambda _request, context: request_id_of(context)
+def _request_id(method: Method, request: Any, context: Context) -> str:
+    if "request_id" in method.request_fields:
+        # The servicer uses the request's own id first; the log must agree with it.
+        return _own_request_id(request) or request_id_of(context)
+    return request_id_of(context)
 
-    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        request_id = self._request_id(method)
 
-        async def with_context(request: Any, context: Context) -> Any:
-            token = call_context.bind(call_context.CallContext(request_id(request, context)))
-            try:
-                return await behavior(request, context)
-            finally:
-                call_context.reset(token)
+def servicer_context(context: Context) -> Context:
+    """The servicer context under opentelemetry-instrumentation-grpc's proxy, if any.
 
-        return with_context
+    The proxy (a wrapt ``ObjectProxy`` subclass that records aborts on the server span)
+    makes every method it does not override cost about 9 us instead of 0.5 us (measured:
+    wrapt's attribute fallback for subclasses), and the layers and the servicer call a dozen
+    of them per call. The chain passes the context under it inward; the status it would
+    have recorded is recorded by the observe layer's span sink
+    (:mod:`service.observability.server_span`) from the call's final status.
+    """
+    inner: Context = getattr(context, "__wrapped__", context)
+    return inner
 
-    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        request_id = self._request_id(method)
 
-        async def with_context(request: Any, context: Context) -> AsyncIterator[Any]:
-            token = call_context.bind(call_context.CallContext(request_id(request, context)))
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            finally:
-                call_context.reset(token)
+class ContextLayer(Layer):
+    async def unary(
+        self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        context = servicer_context(context)
+        bound = call_context.CallContext(_request_id(method, request, context))
+        token = call_context.bind(bound)
+        try:
+            return await call(request, context)
+        finally:
+            call_context.reset(token)
 
-        return with_context
+    async def stream(
+        self, method: Method, call: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        context = servicer_context(context)
+        bound = call_context.CallContext(_request_id(method, request, context))
+        token = call_context.bind(bound)
+        try:
+            async for response in call(request, context):
+                yield response
+        finally:
+            call_context.reset(token)

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from service.api.errors import abort
 from service.errors import InvalidArgument
-from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
+from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
 
 Deserializer = Callable[[bytes], Any]
 
@@ -72,23 +72,24 @@ def _refusal(request: Undecodable) -> InvalidArgument:
     return InvalidArgument(request.problem)
 
 
-class DecodeLayer:
+class DecodeLayer(Layer):
     """Ends a call whose body did not decode with INVALID_ARGUMENT (BadRequest only when a
     door named the field: protobuf's errors name none)."""
 
-    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        async def decoded(request: Any, context: Context) -> Any:
-            if isinstance(request, Undecodable):
-                await abort(context, _refusal(request))
-            return await behavior(request, context)
+    def applies(self, method: Method) -> bool:
+        return not method.request_streaming  # a streamed request keeps grpc's handling
 
-        return decoded
+    async def unary(
+        self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        if isinstance(request, Undecodable):
+            await abort(context, _refusal(request))
+        return await call(request, context)
 
-    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        async def decoded(request: Any, context: Context) -> AsyncIterator[Any]:
-            if isinstance(request, Undecodable):
-                await abort(context, _refusal(request))
-            async for response in behavior(request, context):
-                yield response
-
-        return decoded
+    async def stream(
+        self, method: Method, call: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        if isinstance(request, Undecodable):
+            await abort(context, _refusal(request))
+        async for response in call(request, context):
+            yield response

@@ -17,7 +17,7 @@ import grpc
 
 from service.api.errors import abort
 from service.errors import SwitchboardError
-from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
+from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
 from service.observability.faults import FaultLog
 
 
@@ -25,8 +25,9 @@ def _unexpected(exc: BaseException | None) -> bool:
     return isinstance(exc, Exception) and not isinstance(exc, SwitchboardError)
 
 
-class FaultLayer:
+class FaultLayer(Layer):
     def __init__(self, faults: FaultLog) -> None:
+        super().__init__()
         self._faults = faults
 
     async def _fault(self, context: Context, exc: Exception) -> None:
@@ -40,23 +41,21 @@ class FaultLayer:
             self._faults.report(exc)
         await abort(context, exc)
 
-    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        async def guarded(request: Any, context: Context) -> Any:
-            try:
-                return await behavior(request, context)
-            except Exception as exc:
-                await self._fault(context, exc)
-                raise
+    async def unary(
+        self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        try:
+            return await call(request, context)
+        except Exception as exc:
+            await self._fault(context, exc)
+            raise
 
-        return guarded
-
-    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except Exception as exc:
-                await self._fault(context, exc)
-                raise
-
-        return guarded
+    async def stream(
+        self, method: Method, call: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in call(request, context):
+                yield response
+        except Exception as exc:
+            await self._fault(context, exc)
+            raise

@@ -4,24 +4,28 @@ the call log).
 
 It sits outside auth and rate limiting so refused calls are observed too. The final status is
 read from the servicer context after ``context.abort`` (which every refusal and error goes
-through, via :mod:`service.api.errors`).
+through, via :mod:`service.api.errors`). Health checks and server reflection are not agent
+calls: only the sinks that see every call (the server span's) see them, not the metrics or
+the call log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import grpc
 
 from service import context as call_context
+from service.config.chain_model import HEALTH_PREFIX, REFLECTION_PREFIXES
 from service.errors import SwitchboardError
-from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior
+from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
 
 INVOKE_RESPONSE = "switchboard.v1.InvokeResponse"
 STREAM_RESPONSE = "switchboard.v1.StreamResponse"
+NOT_OBSERVED = (HEALTH_PREFIX, *REFLECTION_PREFIXES)
 
 
 class CallRecord:
@@ -29,13 +33,19 @@ class CallRecord:
 
     __slots__ = (
         "agent",
+        "agent_version",
+        "attempts",
+        "cache_hit",
+        "cached_input_tokens",
         "code",
+        "cost_usd",
         "duration_s",
         "first_token_s",
         "guards",
         "input_tokens",
         "key_id",
         "method",
+        "model",
         "output_tokens",
         "reason",
         "request_id",
@@ -59,11 +69,19 @@ class CallRecord:
         self.key_id = ""
         self.reason = ""  # the ErrorInfo reason of a failed call
         self.guards: tuple[str, ...] = ()  # guard verdicts: "guard:stage:category:action:count"
+        self.agent_version = ""
+        self.model = ""  # the answering target's model
+        self.cost_usd = 0.0  # as the answer reported it
+        self.cached_input_tokens = 0
+        self.cache_hit = False
+        self.attempts = 0  # upstream attempts, as the answer reported them (0: none known)
 
     def see_invoke(self, response: Any) -> None:
-        self.target = response.target.name
-        self.input_tokens = response.usage.input_tokens
-        self.output_tokens = response.usage.output_tokens
+        self.agent_version = response.agent_version
+        self._see_target(response.target)
+        self._see_usage(response.usage)
+        self.attempts = response.attempts
+        self.cache_hit = response.cache_hit
         self.guards = _verdicts(response.guard_verdicts)
 
     def see_event(self, event: Any) -> None:
@@ -72,12 +90,27 @@ class CallRecord:
             if self.first_token_s is None:
                 self.first_token_s = time.perf_counter() - self.started
         elif kind == "start":
-            self.target = event.start.target.name
+            self.agent_version = event.start.agent_version
+            self._see_target(event.start.target)
         elif kind == "usage":
-            self.input_tokens = event.usage.input_tokens
-            self.output_tokens = event.usage.output_tokens
+            self._see_usage(event.usage)
         elif kind == "finish":
-            self.guards = _verdicts(event.finish.guard_verdicts)
+            finish = event.finish
+            if finish.target.name:
+                self._see_target(finish.target)
+            self.attempts = finish.attempts
+            self.cache_hit = finish.cache_hit
+            self.guards = _verdicts(finish.guard_verdicts)
+
+    def _see_target(self, target: Any) -> None:
+        self.target = target.name
+        self.model = target.model
+
+    def _see_usage(self, usage: Any) -> None:
+        self.input_tokens = usage.input_tokens
+        self.output_tokens = usage.output_tokens
+        self.cached_input_tokens = usage.cached_input_tokens
+        self.cost_usd = usage.cost_usd
 
     def see_error(self, error: BaseException | None) -> None:
         """Take the reason (and the target, when no answer named one) of the error that
@@ -126,65 +159,64 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
     return grpc.StatusCode.UNKNOWN
 
 
-class ObserveLayer:
-    def __init__(self, sinks: Sequence[Sink]) -> None:
-        self._sinks = tuple(sinks)
+def _agent_of(method: Method, request: Any) -> str:
+    # A body that did not decode (decode.Undecodable) names no agent.
+    return str(getattr(request, "agent", "")) if "agent" in method.request_fields else ""
 
-    def _agent_of(self, method: Method) -> Callable[[Any], str]:
-        if "agent" in method.request_fields:
-            # A body that did not decode (decode.Undecodable) names no agent.
-            return lambda request: str(getattr(request, "agent", ""))
-        return lambda _request: ""
 
-    def _start(self, method: Method, agent: str) -> CallRecord:
-        record = CallRecord(method, agent)
-        for sink in self._sinks:
+class ObserveLayer(Layer):
+    """``sinks`` see the calls of the agent-facing services; ``every_call`` sinks see those
+    and health and reflection too."""
+
+    def __init__(self, sinks: Sequence[Sink], every_call: Sequence[Sink] = ()) -> None:
+        super().__init__()
+        self._sinks = (*sinks, *every_call)
+        self._every_call = tuple(every_call)
+
+    def _start(self, method: Method, request: Any) -> tuple[CallRecord, tuple[Sink, ...]]:
+        record = CallRecord(method, _agent_of(method, request))
+        sinks = self._every_call if method.name.startswith(NOT_OBSERVED) else self._sinks
+        for sink in sinks:
             sink.started(record)
-        return record
+        return record, sinks
 
-    def _finish(self, record: CallRecord, code: grpc.StatusCode) -> None:
+    @staticmethod
+    def _finish(record: CallRecord, sinks: tuple[Sink, ...], code: grpc.StatusCode) -> None:
         record.end(code)
-        for sink in self._sinks:
+        for sink in sinks:
             sink.finished(record)
 
-    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        agent_of = self._agent_of(method)
-        invoke = method.response_type == INVOKE_RESPONSE
+    async def unary(
+        self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        record, sinks = self._start(method, request)
+        error: BaseException | None = None
+        try:
+            response = await call(request, context)
+            if method.response_type == INVOKE_RESPONSE:
+                record.see_invoke(response)
+            return response
+        except BaseException as exc:
+            error = exc
+            record.see_error(exc)
+            raise
+        finally:
+            self._finish(record, sinks, final_code(context, error))
 
-        async def observed(request: Any, context: Context) -> Any:
-            record = self._start(method, agent_of(request))
-            error: BaseException | None = None
-            try:
-                response = await behavior(request, context)
-                if invoke:
-                    record.see_invoke(response)
-                return response
-            except BaseException as exc:
-                error = exc
-                record.see_error(exc)
-                raise
-            finally:
-                self._finish(record, final_code(context, error))
-
-        return observed
-
-    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        agent_of = self._agent_of(method)
+    async def stream(
+        self, method: Method, call: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        record, sinks = self._start(method, request)
         events = method.response_type == STREAM_RESPONSE
-
-        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            record = self._start(method, agent_of(request))
-            error: BaseException | None = None
-            try:
-                async for response in behavior(request, context):
-                    if events:
-                        record.see_event(response)
-                    yield response
-            except BaseException as exc:
-                error = exc
-                record.see_error(exc)
-                raise
-            finally:
-                self._finish(record, final_code(context, error))
-
-        return observed
+        error: BaseException | None = None
+        try:
+            async for response in call(request, context):
+                if events:
+                    record.see_event(response)
+                yield response
+        except BaseException as exc:
+            error = exc
+            record.see_error(exc)
+            raise
+        finally:
+            self._finish(record, sinks, final_code(context, error))

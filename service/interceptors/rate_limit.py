@@ -18,7 +18,14 @@ from service import context as call_context
 from service.api.errors import abort
 from service.auth.policy import AuthPolicy
 from service.errors import SwitchboardError
-from service.interceptors.base import Context, Method, StreamBehavior, UnaryBehavior, text_fields
+from service.interceptors.base import (
+    Context,
+    Layer,
+    Method,
+    StreamBehavior,
+    UnaryBehavior,
+    text_fields,
+)
 from service.interceptors.observe import INVOKE_RESPONSE, STREAM_RESPONSE
 from service.ratelimit import RateLimiter, Ticket
 from service.usage.bound import call_bound
@@ -65,7 +72,7 @@ def _charged(meter: Meter, reported: int | None) -> int | None:
     return meter.tokens if meter.tokens is not None else reported
 
 
-class RateLimitLayer:
+class RateLimitLayer(Layer):
     def __init__(
         self,
         limiter: RateLimiter,
@@ -75,10 +82,14 @@ class RateLimitLayer:
     ) -> None:
         """``agent(name)``: the named agent of the current config, or None (for the token
         bound of a request)."""
+        super().__init__()
         self._limiter = limiter
         self._policy = policy
         self._default_deadline_s = default_deadline_s
         self._agent = agent
+
+    def applies(self, method: Method) -> bool:
+        return self._limiter.active
 
     def _exempt(self, method: Method) -> bool:
         # Asked per call: the exempt methods come from the auth config, which reloads.
@@ -106,54 +117,44 @@ class RateLimitLayer:
             return None
         return lambda tokens: self._limiter.extend(ticket, tokens)
 
-    def unary(self, method: Method, behavior: UnaryBehavior) -> UnaryBehavior:
-        if not self._limiter.active:
-            return behavior
-        invoke = method.response_type == INVOKE_RESPONSE
+    async def unary(
+        self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        if self._exempt(method):
+            return await call(request, context)
+        ticket = await self._acquire(method, request, context, stream=False)
+        if ticket is None:
+            return await call(request, context)
+        used: int | None = None
+        meter = open_meter(self._extender(ticket))
+        try:
+            response = await call(request, context)
+            if method.response_type == INVOKE_RESPONSE:
+                used = response.usage.input_tokens + response.usage.output_tokens
+            return response
+        finally:
+            # What the call was charged, however it ended (a cancelled call too).
+            await self._limiter.finish(ticket, _charged(meter, used))
 
-        async def limited(request: Any, context: Context) -> Any:
-            if self._exempt(method):
-                return await behavior(request, context)
-            ticket = await self._acquire(method, request, context, stream=False)
-            if ticket is None:
-                return await behavior(request, context)
-            used: int | None = None
-            meter = open_meter(self._extender(ticket))
-            try:
-                response = await behavior(request, context)
-                if invoke:
-                    used = response.usage.input_tokens + response.usage.output_tokens
-                return response
-            finally:
-                # What the call was charged, however it ended (a cancelled call too).
-                await self._limiter.finish(ticket, _charged(meter, used))
-
-        return limited
-
-    def stream(self, method: Method, behavior: StreamBehavior) -> StreamBehavior:
-        if not self._limiter.active:
-            return behavior
+    async def stream(
+        self, method: Method, call: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        ticket = (
+            None
+            if self._exempt(method)
+            else await self._acquire(method, request, context, stream=text_fields(method))
+        )
+        if ticket is None:
+            async for response in call(request, context):
+                yield response
+            return
         events = method.response_type == STREAM_RESPONSE
-        holds_slot = text_fields(method)
-
-        async def limited(request: Any, context: Context) -> AsyncIterator[Any]:
-            ticket = (
-                None
-                if self._exempt(method)
-                else await self._acquire(method, request, context, stream=holds_slot)
-            )
-            if ticket is None:
-                async for response in behavior(request, context):
-                    yield response
-                return
-            used: int | None = None
-            meter = open_meter(self._extender(ticket))
-            try:
-                async for response in behavior(request, context):
-                    if events and response.WhichOneof("event") == "usage":
-                        used = response.usage.input_tokens + response.usage.output_tokens
-                    yield response
-            finally:
-                await self._limiter.finish(ticket, _charged(meter, used))
-
-        return limited
+        used: int | None = None
+        meter = open_meter(self._extender(ticket))
+        try:
+            async for response in call(request, context):
+                if events and response.WhichOneof("event") == "usage":
+                    used = response.usage.input_tokens + response.usage.output_tokens
+                yield response
+        finally:
+            await self._limiter.finish(ticket, _charged(meter, used))

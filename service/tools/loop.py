@@ -385,18 +385,18 @@ class ToolLoop:
         return replace(output, text=text)
 
     async def audited(
-        self, state: LoopState, tool: str, outcome: str, approval_id: str = ""
+        self, state: LoopState, tool: str, outcome: str, approval_id: str = "", detail: str = ""
     ) -> None:
         """An audit entry for a tool call (write tools, refusals, failures, approval
-        requests). A store error here does not fail the run: the ledger's outbox keeps the
-        entry (Ledger.audit)."""
+        requests; ``detail``: compact JSON). A store error here does not fail the run: the
+        ledger's outbox keeps the entry (Ledger.audit)."""
         if self._audit is None:
             return
         ctx = current()
         resource = f"tool:{tool} {approval_id}".strip()[:200]
         entry = AuditEntry(
             time.time(), ctx.tenant, ctx.key_id, state.request.request_id,
-            "tool_call", resource, outcome, entry_id=uuid.uuid4().hex,
+            "tool_call", resource, outcome, entry_id=uuid.uuid4().hex, detail=detail,
         )  # fmt: skip
         try:
             await self._audit.audit(entry)

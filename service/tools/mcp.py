@@ -36,6 +36,7 @@ from service.domain import ToolOutcome
 from service.secrets import Secret
 from service.tools.results import ToolOutput, failed, too_large
 from service.tools.spec import McpServerSpec, ServerTool
+from service.tools.stderr import StderrPipe
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -145,7 +146,9 @@ class McpServer:
                     env={k: _reveal(v) for k, v in spec.env} or None,
                     cwd=spec.cwd,
                 )
-                transport: Any = stdio_client(params, errlog=sys.stderr)
+                stderr = StderrPipe(self.name)
+                stack.callback(stderr.started)  # closed however the connection ends
+                transport: Any = stdio_client(params, errlog=stderr.writer)
             else:
                 http = await stack.enter_async_context(
                     httpx2.AsyncClient(headers={k: _reveal(v) for k, v in spec.headers})

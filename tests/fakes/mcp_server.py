@@ -45,7 +45,8 @@ async def slow(seconds: float) -> str:
 
 @server.tool()
 def die() -> str:
-    """Exit mid-call."""
+    """Exit mid-call (saying so on stderr first)."""
+    print("dying on request", file=sys.stderr, flush=True)
     os._exit(3)
 
 

@@ -3,7 +3,10 @@ the mock model, with no keys."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
+import openai
 import pytest
 from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import agent_pb2_grpc, approval_pb2, approval_pb2_grpc, run_pb2, run_pb2_grpc
@@ -72,8 +75,14 @@ async def test_demo_agent_runs_its_mcp_tools_and_keeps_the_write_tool_waiting() 
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await runs.CancelRun(run_pb2.CancelRunRequest(id=note.run_id))
         assert ended.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        agent = await stub.GetAgent(pb.GetAgentRequest(name="operator"))
-        assert agent.agent.name == "operator"
+        agent = (await stub.GetAgent(pb.GetAgentRequest(name="operator"))).agent
+        tools = {t.tool.name: t for t in agent.server_tools}
+        assert sorted(tools) == ["add_note", "get_weather", "list_notes", "utc_time"]
+        assert (tools["add_note"].tool_class, tools["add_note"].approval) == ("write", "always")
+        assert tools["get_weather"].tool_class == "read_only"
+        assert tools["add_note"].source == "mcp:demo"
+        assert all(t.enabled for t in tools.values())
+        assert agent.max_steps == 6
 
 
 async def test_a_second_client_approves_with_edits_and_the_waiting_call_runs_the_tool() -> None:
@@ -108,6 +117,15 @@ async def test_a_second_client_approves_with_edits_and_the_waiting_call_runs_the
                         approval_pb2.ApproveRequest(id=asked.approval_id, arguments_json="[1]")
                     )
                 assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                # Edited arguments must fit the tool's schema (text is a string).
+                with pytest.raises(grpc.aio.AioRpcError) as unfit:
+                    await approvals.Approve(
+                        approval_pb2.ApproveRequest(
+                            id=asked.approval_id, arguments_json='{"text": 5}'
+                        )
+                    )
+                assert unfit.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "schema" in (unfit.value.details() or "")
                 decided = await approvals.Approve(
                     approval_pb2.ApproveRequest(
                         id=asked.approval_id, arguments_json='{"text": "final"}', comment="ok"
@@ -124,3 +142,36 @@ async def test_a_second_client_approves_with_edits_and_the_waiting_call_runs_the
         listed = await stub.Invoke(ask("call list_notes {}"), timeout=60)
         assert listed.steps[0].tool_results[0].preview == "final"
         await second.close()
+        # The decision's audit entry carries the comment and the edit.
+        audit = await served.app.stores.durable.recent_audit("default", 50)
+        approved = [e for e in audit if e.action == "Approve"]
+        assert len(approved) == 1
+        asked_for = [e for e in audit if e.outcome == "approval_requested"]
+        assert json.loads(asked_for[0].detail)["arguments_json"] == '{"text": "draft"}'
+        assert json.loads(approved[0].detail) == {
+            "tool": "add_note",
+            "run_id": asked.run_id,
+            "comment": "ok",
+            "arguments_json": '{"text": "draft"}',
+            "edited_arguments_json": '{"text": "final"}',
+        }
+
+
+async def test_the_openai_door_streams_no_tool_calls_the_server_ran() -> None:
+    environ = {"SWITCHBOARD_MCP_SERVERS__DEMO__CWD": str(DEFAULT_CONFIG.parent)}
+    async with serve_config(DEFAULT_CONFIG.read_text(), environ, http=True) as served:
+        client = openai.AsyncOpenAI(
+            base_url=served.http_url + "/v1", api_key="unused", max_retries=0, timeout=60
+        )
+        stream = await client.chat.completions.create(
+            model="operator",
+            messages=[{"role": "user", "content": 'call get_weather {"city": "Paris"}'}],
+            stream=True,
+        )
+        chunks = [chunk async for chunk in stream]
+        await client.close()
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    # The server ran get_weather: an OpenAI client must not see it as a call to make.
+    assert not [d for d in deltas if d.tool_calls]
+    assert "Paris: 18°C" in "".join(d.content or "" for d in deltas)
+    assert chunks[-1].choices[0].finish_reason == "stop"

@@ -5,6 +5,7 @@ to call tools over several steps (parallel calls included), an MCP server built 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,8 @@ async def test_anthropic_steps_and_refused_calls() -> None:
             assert any(a.action == "tool_call" and a.outcome == "not_allowed" for a in audit)
 
 
-async def test_faults_dies_hangs_too_large_and_rug_pull() -> None:
+async def test_faults_dies_hangs_too_large_and_rug_pull(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="service.tools.mcp.stderr")
     async with openai_fake.OpenAIFake() as fake:
         fake.push(
             Scenario(tool_calls=(call("slow", {"seconds": 30}, "h"), call("secret_seen", {}, "s"))),
@@ -165,6 +167,12 @@ async def test_faults_dies_hangs_too_large_and_rug_pull() -> None:
             assert large.tool_results[0].outcome == pb.TOOL_OUTCOME_TOO_LARGE
             assert large.tool_results[0].size_bytes >= 10_000_000
             assert died.tool_results[0].outcome == pb.TOOL_OUTCOME_ERROR
+            # What the server said on stderr is in our log, with its name.
+            await wait_for(
+                lambda: any("local: dying on request" in r.getMessage() for r in caplog.records),
+                timeout_s=20,
+                what="the server's stderr in our log",
+            )
             # The dead server was restarted: the next call answers.
             assert after.tool_results[0].outcome == pb.TOOL_OUTCOME_OK
             # After the rug pull, lookup is disabled and no longer offered.

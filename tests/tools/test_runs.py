@@ -36,7 +36,16 @@ mcp_servers:
     trust_read_only_hint: true
     tools:
       add_note: {{class: write, approval: always, timeout_s: 5}}
+  strict:
+    transport: stdio
+    command: [python, mcp_demo_server.py]
+    cwd: '{DEFAULT_CONFIG.parent}'
+    tools:
+      add_note: {{class: write, approval: always, on_deny: fail}}
 agents:
+  strict:
+    route: [mock-compose]
+    server_tools: [strict.add_note]
   operator:
     route: [mock-compose]
     server_tools: [demo.*]
@@ -216,3 +225,33 @@ async def test_a_run_waits_through_a_server_restart(tmp_path: Path) -> None:
                 await asyncio.sleep(0.25)
             assert again.run.state == run_pb2.Run.STATE_SUCCEEDED
             assert again.response.steps[0].tool_results[0].outcome == pb.TOOL_OUTCOME_OK
+
+
+async def test_a_denied_call_whose_policy_says_fail_ends_the_run_permission_denied() -> None:
+    async with serve_config(CONFIG) as served:
+        stream = agent_pb2_grpc.AgentServiceStub(served.channel).Stream(
+            pb.StreamRequest(
+                agent="strict",
+                messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=NOTE)])],
+            ),
+            timeout=60,
+        )
+        approvals = approval_pb2_grpc.ApprovalServiceStub(served.channel)
+        asked: list[str] = []
+
+        async def deny_when_asked() -> None:
+            async for event in stream:
+                if event.WhichOneof("event") == "approval_required":
+                    asked.append(event.approval_required.run_id)
+                    await approvals.Deny(
+                        approval_pb2.DenyRequest(id=event.approval_required.approval_id)
+                    )
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await deny_when_asked()
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "on_deny is fail" in (refused.value.details() or "")
+        got = await run_pb2_grpc.RunServiceStub(served.channel).GetRun(
+            run_pb2.GetRunRequest(id=asked[0])
+        )
+        assert got.run.state == run_pb2.Run.STATE_FAILED
