@@ -297,6 +297,7 @@ class App:
             tracing=server_interceptor(self.tracer_provider, self.tracing),
             http_tracing=DoorSpanLayer(self.tracer_provider),
             auth=self.live_keys.policy,
+            auth_catch_up=self.live_keys.catch_up,
             limiter=self.limiter,
             sinks=[self.metrics, CallLog(snapshot.observability.logs.calls)],
             every_call=[ServerSpan()],

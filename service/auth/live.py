@@ -8,7 +8,13 @@ When the store cannot be read, the replica keeps the keys it has (a revocation t
 the store), logs it once per outage, and tries again at the next interval.
 
 The auth layer asks :meth:`LiveKeys.policy` on every call: it returns a cached policy,
-rebuilt only when the config's auth or the store's keys changed.
+rebuilt only when the config's auth or the store's keys changed. A key this replica does not
+know may have been made a moment ago on another replica or worker: before refusing it, the
+auth layer awaits :meth:`LiveKeys.catch_up`, a store read that started after the call
+arrived, so a new key works on its first call everywhere. Unknown keys share those reads, at
+most one per ``CATCH_UP_GAP_S``, so a flood of bad keys costs the store at most
+1/``CATCH_UP_GAP_S`` indexed reads a second per process. A revocation still takes up to one
+interval to reach other replicas (a known key is not re-read per call).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 from service.auth.keys import ApiKey, KeyRing
@@ -24,6 +31,9 @@ from service.errors import Unavailable
 from service.state.admin_store import AdminStore
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_GAP_S = 0.05
+"""Seconds between two store reads made for unknown keys (per process)."""
 
 
 class LiveKeys:
@@ -40,6 +50,8 @@ class LiveKeys:
         self._policy = AuthPolicy()
         self._failing = False
         self._refreshing = asyncio.Lock()  # one read at a time: a late one must not undo a newer
+        self._read_started = -float("inf")  # monotonic start of the newest store read
+        self._catching_up: asyncio.Future[None] | None = None
 
     @property
     def revision(self) -> int:
@@ -66,11 +78,33 @@ class LiveKeys:
             Unavailable: the store cannot be read.
         """
         async with self._refreshing:
+            self._read_started = time.monotonic()
             revision, changed = await self._store.keys_since(self._revision)
             for record in changed:
                 self._stored[record.id] = record
             self._revision = revision
         return bool(changed)
+
+    async def catch_up(self) -> bool:
+        """Wait for a store read that started after this call; True when the keys changed
+        meanwhile (the caller then checks its key again). False when the store cannot be
+        read: the caller refuses with the keys it has."""
+        asked, before = time.monotonic(), self._revision
+        while self._read_started < asked:
+            if self._catching_up is None:
+                self._catching_up = asyncio.ensure_future(self._read_after_gap())
+            try:
+                await asyncio.shield(self._catching_up)
+            except Unavailable:
+                return False
+        return self._revision != before
+
+    async def _read_after_gap(self) -> None:
+        try:
+            await asyncio.sleep(max(0.0, self._read_started + CATCH_UP_GAP_S - time.monotonic()))
+            await self.refresh()
+        finally:
+            self._catching_up = None
 
     async def run(self, interval_s: Callable[[], float]) -> None:
         """Refresh every ``interval_s()`` seconds until cancelled."""

@@ -11,7 +11,7 @@ call the agent a request names is checked where the agent is resolved
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from service import context as call_context
@@ -99,9 +99,17 @@ def check_scope(policy: AuthPolicy, method: str, record: ApiKey) -> None:
 
 
 class AuthLayer(Layer):
-    def __init__(self, policy: Callable[[], AuthPolicy]) -> None:
+    def __init__(
+        self,
+        policy: Callable[[], AuthPolicy],
+        catch_up: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """``policy``: the keys now (read per call: reloads and the store change it);
+        ``catch_up``: awaited before refusing a key, True when ``policy`` may now know it
+        (:meth:`service.auth.live.LiveKeys.catch_up`)."""
         super().__init__()
-        self._policy = policy  # read per call: reload swaps it
+        self._policy = policy
+        self._catch_up = catch_up
 
     async def _authenticate(self, method: Method, context: Context) -> None:
         """Bind the call's key, or end the call UNAUTHENTICATED or PERMISSION_DENIED (a
@@ -110,7 +118,15 @@ class AuthLayer(Layer):
         if not policy.enabled or policy.exempt(method.name):
             return
         try:
-            record = authenticate(policy, context)
+            try:
+                record = authenticate(policy, context)
+            except Unauthenticated as exc:
+                if exc.reason != Reason.CREDENTIALS_INVALID or self._catch_up is None:
+                    raise
+                if not await self._catch_up():
+                    raise
+                policy = self._policy()
+                record = authenticate(policy, context)
             check_scope(policy, method.name, record)
             bind_key(record)
         except (Unauthenticated, PermissionDenied) as exc:

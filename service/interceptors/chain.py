@@ -30,7 +30,7 @@ there would otherwise escape the chain.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -67,6 +67,7 @@ def build_chain(
     tracing: Interceptor | None,
     http_tracing: Interceptor | None = None,
     auth: Callable[[], AuthPolicy],
+    auth_catch_up: Callable[[], Awaitable[bool]] | None = None,
     limiter: RateLimiter,
     sinks: Sequence[Sink],
     default_deadline_s: Callable[[], float],
@@ -79,14 +80,15 @@ def build_chain(
     (:meth:`Chain.unary_behavior`, :meth:`Chain.stream_behavior`). ``tracing``: the server
     span's interceptor (:func:`service.observability.tracing.server_interceptor`), None for
     no server spans; ``http_tracing`` the same for the doors that are not RPC protocols.
-    ``sinks`` see the agent-facing calls, ``every_call`` health and reflection too
+    ``auth_catch_up``: see :class:`~service.interceptors.auth.AuthLayer`. ``sinks`` see the
+    agent-facing calls, ``every_call`` health and reflection too
     (:class:`~service.interceptors.observe.ObserveLayer`)."""
     layers: list[Interceptor] = [
         ContextLayer(),
         ObserveLayer(sinks, every_call),
         FaultLayer(faults),
         DecodeLayer(),
-        AuthLayer(auth),
+        AuthLayer(auth, auth_catch_up),
         RateLimitLayer(limiter, auth, default_deadline_s, agent),
     ]
     return Chain(layers, tracing=tracing, http_tracing=http_tracing)

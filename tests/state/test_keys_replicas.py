@@ -70,3 +70,28 @@ async def test_a_revocation_reaches_the_other_replica_within_a_second(
                 pb.CreateKeyRequest(tenant="acme"), metadata=meta
             )
             await _until(a, other.secret, accepted=True, limit_s=1.0)
+
+
+@pytest.mark.parametrize("kind", ["shared", "embedded"])
+async def test_a_new_key_works_on_its_first_call_to_another_replica(
+    kind: str, tmp_path: Path
+) -> None:
+    """The deploy test's failure (compose's two workers): a key made through one worker was
+    refused by the other until its next poll. Polling is all but off here (60 s), so only the
+    unknown-key catch-up can make B accept it; a key nobody made stays refused."""
+    admin_key, admin = new_key("ops", scopes=["admin"])
+    write_keys_file(tmp_path / "keys.yaml", [admin])
+    async with state(kind, tmp_path) as section:
+        config = (
+            f"auth: {{enabled: true, keys_file: {tmp_path / 'keys.yaml'}, "
+            f"refresh_interval_s: 60}}\n{section}{AGENTS}"
+        )
+        environ = {"SWITCHBOARD_STATE__DATA_DIR": str(tmp_path / "data")}
+        async with serve_config(config, environ) as a, serve_config(config, environ) as b:
+            stub = pb_grpc.AdminServiceStub(a.channel)
+            meta = [("authorization", f"Bearer {admin_key}")]
+            for _ in range(3):  # each one right after it is made, never waited for
+                made = await stub.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=meta)
+                assert await _accepted(b, made.secret)
+            forged, _record = new_key("acme")
+            assert not await _accepted(b, forged)
