@@ -146,8 +146,7 @@ async def test_cancel_run_stops_every_branch_and_resume_run_finishes_it() -> Non
         await wait_for(lambda: fake.abandoned == 2, what="both upstream calls dropped")
         # The caller following it is told why its answer will not come.
         with pytest.raises(grpc.aio.AioRpcError) as stopped:
-            while await call.read() is not grpc.aio.EOF:
-                pass
+            await _to_the_end(call)
         assert stopped.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert reason_of(stopped.value) == "RUN_CANCELLED"
         listed = await runs.ListRuns(
@@ -166,3 +165,8 @@ async def test_cancel_run_stops_every_branch_and_resume_run_finishes_it() -> Non
         again = await runs.ResumeRun(run_pb2.ResumeRunRequest(id=run_id))
         assert again.response.message == resumed.response.message
         assert calls_by_agent(fake) == {"optimist": 2, "critic": 2, "judge": 1}
+
+
+async def _to_the_end(call: grpc.aio.UnaryStreamCall[pb.StreamRequest, pb.StreamResponse]) -> None:
+    while await call.read() is not grpc.aio.EOF:
+        pass
