@@ -45,6 +45,12 @@ def config(base_url: str, tool_url: str) -> str:
           clerk: {{system_prompt: clerk, route: [fake], server_tools: [order]}}
           editor: {{system_prompt: editor, route: [fake]}}
         workflows:
+          panel:
+            kind: parallel
+            branches:
+              - {{id: look, agent: researcher}}
+              - {{id: act, agent: clerk}}
+            merge: {{agent: editor}}
           buy:
             kind: sequential
             steps:
@@ -85,6 +91,35 @@ async def test_a_caller_gets_approval_pending_and_the_run_goes_on_once_approved(
             assert done.response.finish_reason == pb.FINISH_REASON_STOP
             assert calls_by_agent(fake) == {"researcher": 1, "clerk": 2, "editor": 1}
             assert [s["body"] for s in tool.seen] == [{"item": "tea"}]
+
+
+async def test_a_parallel_branch_waits_for_its_approval_and_the_merge_runs_after() -> None:
+    async with AgentsFake() as fake, http_tool_server() as tool:
+        fake.first["clerk"] = [ORDER]
+        async with serve_config(config(fake.base_url, tool.url)) as served:
+            agents = agent_pb2_grpc.AgentServiceStub(served.channel)
+            runs = run_pb2_grpc.RunServiceStub(served.channel)
+            request = pb.InvokeRequest(agent="panel", messages=[user("tea")])
+            began = time.monotonic()
+            parked = await agents.Invoke(request, timeout=3)
+            assert parked.finish_reason == pb.FINISH_REASON_APPROVAL_PENDING
+            assert step_ids(parked) == ["look"]
+            await _until_waiting(runs, parked.run_id)
+            got = await runs.GetRun(run_pb2.GetRunRequest(id=parked.run_id))
+            (approval,) = got.run.pending_approval_ids
+            # Decided past the deadline the run began with (the caller's): the decision
+            # renews it, for the branch and for the merge after it.
+            while time.monotonic() < began + 3.5:
+                await asyncio.sleep(0.05)
+            await approval_pb2_grpc.ApprovalServiceStub(served.channel).Approve(
+                approval_pb2.ApproveRequest(id=approval)
+            )
+            done = await runs.ResumeRun(run_pb2.ResumeRunRequest(id=parked.run_id), timeout=60)
+            assert done.run.state == run_pb2.Run.STATE_SUCCEEDED
+            assert step_ids(done.response) == ["look", "act", "merge"]
+            assert done.response.message.content[0].text.startswith("editor says:")
+            assert calls_by_agent(fake) == {"researcher": 1, "clerk": 2, "editor": 1}
+            assert len(tool.seen) == 1
 
 
 async def test_a_run_parked_for_approval_survives_a_sigkill_and_completes_once(

@@ -63,6 +63,7 @@ class StepResult:
     error: StepError | None = None  # None: the step answered
     run_id: str = ""  # the agent run holding the step's tool loop, when it parked
     approvals: tuple[str, ...] = ()  # the approvals a parked step waits for
+    deadline_at: float = 0.0  # a branch that waited for a person: the deadline it renewed
 
     @property
     def ok(self) -> bool:
@@ -94,6 +95,7 @@ class StepResult:
             error=StepError(**error) if error else None,
             run_id=value.get("run_id", ""),
             approvals=tuple(value.get("approvals", ())),
+            deadline_at=value.get("deadline_at", 0.0),
         )
 
 

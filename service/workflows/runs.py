@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from dbos import DBOS, DBOSContextSetAuth, SetWorkflowAttributes, SetWorkflowID
@@ -184,7 +185,11 @@ class Workflows:
             try:
                 while True:
                     item = asyncio.ensure_future(_next(queue, outcome))
-                    if await parking.parked_first(item, run.run_id, deadline):
+                    try:
+                        parked = await parking.parked_first(item, run.run_id, deadline)
+                    finally:
+                        item.cancel()  # done, unless this caller is cancelled
+                    if parked:
                         # The run waits for a person: this call ends, the run goes on.
                         for event in parking.parked_ending(run.run_id, steps):
                             yield event
@@ -333,6 +338,8 @@ class Workflows:
             )
         finally:
             call_context.reset(token)
+        if ctx.deadline_at != run.deadline_at:  # it waited for a person (RunContext._approved)
+            result = replace(result, deadline_at=ctx.deadline_at)
         return result.to_json()
 
 
