@@ -5,8 +5,9 @@ After each piece the unreleased text (plus a little released context, for word b
 is scanned; each span guard says how much of the tail could begin a match that more text
 would complete (``hold``), and a match that touches the end may still grow, so it is held
 too (up to ``GROWING_CHARS``). Everything before the earliest held character is final: its
-matches are recorded and redacted, and it is released. At the end (``finish``) the rest is final. The result is the
-whole-text result, whatever the cuts (tests/guards/test_stream.py checks every 3-way split).
+matches are recorded and redacted, and it is released. At the end (``finish``) the rest is
+final. The result is the whole-text result, whatever the cuts (tests/guards/test_stream.py
+checks every 3-way split).
 """
 
 from __future__ import annotations
