@@ -230,11 +230,20 @@ async def test_the_loop_guards_calls_and_results_as_the_contract_says(tmp_path: 
         )
         cfg = config(upstream=fake.base_url, record_file=str(record)).replace(
             "        loop: {max_steps: 6}",
-            "        loop: {max_steps: 6}\n        guards: {input: [inject], output: [pii]}",
+            "        loop: {max_steps: 6}\n        guards: {input: [inject, pii], output: [pii]}",
         )
         async with serve_config(guards + cfg, ENVIRON) as served:
             stub = agent_pb2_grpc.AgentServiceStub(served.channel)
-            answer = await stub.Invoke(GO, timeout=60)
+            go = pb.InvokeRequest(agent="ops", messages=[user("go, ann@example.com")])
+            answer = await stub.Invoke(go, timeout=60)
+            audit = await served.app.stores.durable.recent_audit("default", 50)
+    # The input guards' verdict is in the first step's audit entry, and once in the answer.
+    steps = [a for a in audit if a.action == "call" and a.request_id == answer.request_id]
+    first_step = min(steps, key=lambda a: a.at)
+    assert len(steps) == 2
+    assert '"guard":"pii","stage":"input","category":"email"' in first_step.detail
+    input_email = [v for v in answer.guard_verdicts if (v.stage, v.category) == ("input", "email")]
+    assert [v.count for v in input_email] == [1]
     assert record.read_text() == "[EMAIL] 1.0\n"
     outcomes = [r.outcome for r in answer.steps[0].tool_results]
     assert outcomes == [pb.TOOL_OUTCOME_OK, pb.TOOL_OUTCOME_BLOCKED]
