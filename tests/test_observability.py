@@ -176,20 +176,20 @@ async def test_metrics_are_scraped_over_http(tmp_path: Path) -> None:
     def calls(**labels: str) -> float | None:
         return sample(text, "switchboard_calls_total", **labels)
 
-    assert calls(method="Invoke", agent="echo", tenant="acme", code="OK") == 2
-    assert calls(method="Stream", agent="echo", tenant="acme", code="OK") == 1
-    assert calls(method="Invoke", agent="assistant", code="PERMISSION_DENIED") == 1
-    assert calls(method="Invoke", agent="echo", tenant="default", code="UNAUTHENTICATED") == 1
+    assert calls(rpc_method="Invoke", agent="echo", tenant="acme", code="OK") == 2
+    assert calls(rpc_method="Stream", agent="echo", tenant="acme", code="OK") == 1
+    assert calls(rpc_method="Invoke", agent="assistant", code="PERMISSION_DENIED") == 1
+    assert calls(rpc_method="Invoke", agent="echo", tenant="default", code="UNAUTHENTICATED") == 1
     # A name the caller made up is not a label value.
-    assert calls(method="Invoke", agent="(unknown)", code="UNAUTHENTICATED") == 1
+    assert calls(rpc_method="Invoke", agent="(unknown)", code="UNAUTHENTICATED") == 1
     assert "made-up-agent" not in text
-    assert calls(method="Invoke", agent="echo", code="RESOURCE_EXHAUSTED") == 1
+    assert calls(rpc_method="Invoke", agent="echo", code="RESOURCE_EXHAUSTED") == 1
     assert sample(text, "switchboard_ratelimit_refusals_total", limit="requests_per_min") == 1
     assert sample(text, "switchboard_tokens_total", agent="echo", direction="output") == 3 + 2 + 1
     assert sample(text, "switchboard_upstream_calls_total", target="mock-echo", outcome="ok") == 3
-    assert sample(text, "switchboard_call_duration_seconds_count", method="Invoke") is not None
+    assert sample(text, "switchboard_call_duration_seconds_count", rpc_method="Invoke") is not None
     assert sample(text, "switchboard_time_to_first_token_seconds_count", agent="echo") == 1
-    assert sample(text, "switchboard_streams_in_flight", method="Stream") == 0
+    assert sample(text, "switchboard_streams_in_flight", rpc_method="Stream") == 0
 
 
 async def test_two_servers_keep_separate_metrics() -> None:
