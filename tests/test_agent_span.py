@@ -5,6 +5,8 @@ status unset."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -13,8 +15,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from switchboard_client import InvalidArgumentError, NotFoundError, UnavailableError
 
-from tests.fakes.openai_fake import OpenAIFake, Scenario
+from tests.fakes.openai_fake import FakeToolCall, OpenAIFake, Scenario
 from tests.harness import serve_config
+from tests.tools.rig import http_tool_server
 
 KEY = {"OPENAI_API_KEY": "sk-test-0123456789abcdef"}
 
@@ -128,3 +131,32 @@ async def test_caller_errors_make_no_agent_span_and_leave_the_server_status_unse
         grpc.StatusCode.INVALID_ARGUMENT.value[0],
     }
     assert all(s.status.status_code == StatusCode.UNSET for s in codes.values())
+
+
+async def test_each_step_of_the_tool_loop_is_a_child_of_one_agent_span() -> None:
+    provider, exporter = recording()
+    async with OpenAIFake() as fake, http_tool_server() as web:
+        weather = FakeToolCall(id="c1", name="weather", arguments=json.dumps({"city": "Paris"}))
+        fake.push(Scenario(tool_calls=(weather,)), Scenario(text="Sunny."))
+        cfg = f"""
+        targets:
+          model: {{provider: openai, model: gpt-loop, base_url: "{fake.base_url}/v1",
+                   api_key: {{env: OPENAI_API_KEY}}}}
+        http_tools:
+          weather:
+            description: Weather for a city.
+            url: {web.url}/weather/{{city}}
+            parameters: {{type: object, properties: {{city: {{type: string}}}}, required: [city]}}
+            class: read_only
+        agents:
+          ops: {{route: [model], server_tools: [weather], loop: {{max_steps: 3}}}}
+        """
+        async with serve_config(cfg, KEY, tracer_provider=provider) as served:
+            answer = await served.client.invoke("ops", "weather in Paris?")
+    assert answer.message.content[0].text == "Sunny."
+    spans = exporter.get_finished_spans()
+    [agent] = by_kind(spans, SpanKind.INTERNAL)
+    steps = by_kind(spans, SpanKind.CLIENT)
+    assert len(steps) == 2
+    assert all(s.parent is not None and s.parent.span_id == agent.context.span_id for s in steps)
+    assert attributes(agent)["gen_ai.agent.name"] == "ops"
