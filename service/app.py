@@ -215,20 +215,7 @@ class App:
             traced=AgentSpans(tracer).traced,
         )
         self.runs = self._build_runs(gate)
-        # Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
-        # CPU) only when the config has some.
-        self.workflows: Workflows | None = None
-        if snapshot.workflows:
-            from service.workflows.engine import Engine  # noqa: PLC0415
-            from service.workflows.runs import Workflows  # noqa: PLC0415
-
-            engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
-            self.workflows = Workflows(
-                lambda: dict(self.snapshot.workflows),
-                self.runner.stream,
-                engine,
-                descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
-            )
+        self.workflows = self._build_workflows(snapshot)
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,
@@ -360,6 +347,26 @@ class App:
                 server,
             )
         return server
+
+    def _build_workflows(self, snapshot: Snapshot) -> Workflows | None:
+        """Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
+        CPU) only when the config has some; their runs join RunService (kind ``workflow``)."""
+        if not snapshot.workflows:
+            return None
+        from service.workflows.engine import Engine  # noqa: PLC0415
+        from service.workflows.records import KIND as WORKFLOW_KIND  # noqa: PLC0415
+        from service.workflows.run_kind import WorkflowRunKind  # noqa: PLC0415
+        from service.workflows.runs import Workflows  # noqa: PLC0415
+
+        engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
+        workflows = Workflows(
+            lambda: dict(self.snapshot.workflows),
+            self.runner.stream,
+            engine,
+            descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
+        )
+        self.run_kinds.register(WORKFLOW_KIND, WorkflowRunKind(workflows).kind())
+        return workflows
 
     def _build_runs(self, gate: Gate) -> Runs:
         """Runs by kind (service.runs.kinds): agent tool loops here; workflows may register

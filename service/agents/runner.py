@@ -26,6 +26,7 @@ from service.domain import (
     Finish,
     FinishReason,
     Fold,
+    GuardVerdict,
     Message,
     Role,
     Start,
@@ -39,7 +40,6 @@ from service.guards import (
     NoObserver,
     OutputGuard,
     guard_input,
-    merge_verdicts,
 )
 from service.offload import Offload
 from service.providers.base import ModelCall
@@ -199,13 +199,16 @@ class Runner:
             if agent.loop is not None and self.tools is not None:
                 state = LoopState(request, [], 0)
                 looped_events = self._looped(
-                    runtime, agent, state, guards, deadline, whole_answer=whole_answer
+                    runtime,
+                    agent,
+                    state,
+                    guards,
+                    deadline,
+                    whole_answer=whole_answer,
+                    input_verdicts=verdicts,
                 )
                 async with aclosing(self._traced(agent, request, looped_events)) as looped:
                     async for event in looped:
-                        if verdicts and isinstance(event, Finish):
-                            yield replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
-                            continue
                         yield event
                 return
             route = functools.partial(
@@ -265,10 +268,13 @@ class Runner:
         deadline: Deadline,
         *,
         whole_answer: bool,
+        input_verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
         """A run of the agent loop (:mod:`service.tools.loop`); each model step goes through
         the state pipeline (budgets, ledger) and the router. A session's history is loaded
-        first, and the whole turn (every step's messages) appended once the run answers."""
+        first, and the whole turn (every step's messages) appended once the run answers.
+        ``input_verdicts`` (the input guards') go with the first step: its ledger line and
+        audit entry carry them, and through its Finish the run's."""
         assert self.tools is not None
         request = state.request
         tenant = call_context.current().tenant
@@ -295,7 +301,8 @@ class Runner:
                 # loop checks every other call itself (a refused one is fed back to the model).
                 caller_tools=frozenset(t.name for t in (*agent.tools, *step_request.tools)),
             )
-            return self._pipeline.run(step_request, offered, route, step_deadline)
+            first = input_verdicts if state.step == 1 else ()
+            return self._pipeline.run(step_request, offered, route, step_deadline, first)
 
         async with aclosing(self.tools.run(state, agent, step, guards, deadline)) as events:
             async for event in events:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from contextlib import aclosing
 
 import grpc
+from switchboard.v1 import agent_pb2 as agent_pb
 from switchboard.v1 import run_pb2 as pb
 from switchboard.v1 import run_pb2_grpc as pb_grpc
 
 from service.api import convert, paging
+from service.api import workflows as workflows_api
 from service.api.approvals import _time
 from service.api.errors import abort
 from service.api.servicer import deadline_of
@@ -17,6 +19,9 @@ from service.domain import Fold
 from service.errors import InvalidArgument
 from service.runs.records import RunRecord, RunState
 from service.runs.service import Runs
+from service.workflows.events import RunEvent, WorkflowFold
+from service.workflows.events import StepFinish as WorkflowStepFinish
+from service.workflows.events import StepStart as WorkflowStepStart
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -63,19 +68,18 @@ class RunServicer(pb_grpc.RunServiceServicer):
     ) -> pb.ListRunsResponse:
         try:
             size = paging.page_size(request.page_size)
-            before = paging.decode_token(request.page_token, "ListRuns")
+            after = paging.decode_token(request.page_token, "ListRuns")
             if request.state not in _FILTERS and request.state != pb.Run.STATE_UNSPECIFIED:
                 raise InvalidArgument.field("state", "unknown value")
             if request.kind not in ("", "agent", "workflow"):
                 raise InvalidArgument.field("kind", 'must be "agent", "workflow" or empty')
-            found = await self._runs.list(
-                before=before, limit=size + 1, kind=request.kind, state=_FILTERS.get(request.state)
+            page, position = await self._runs.list(
+                after=after, limit=size, kind=request.kind, state=_FILTERS.get(request.state)
             )
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise
-        page = found[:size]
-        token = paging.encode_token(page[-1].run_id) if len(found) > size else ""
+        token = paging.encode_token(position) if position else ""
         return pb.ListRunsResponse(runs=[run_message(r) for r in page], next_page_token=token)
 
     async def CancelRun(  # noqa: N802
@@ -95,15 +99,25 @@ class RunServicer(pb_grpc.RunServiceServicer):
             run_id = _id(request.id)
             messages = convert.messages_from_proto(request.messages)
             deadline = deadline_of(context, self._default_deadline_s)
-            fold = Fold()
-            async with aclosing(self._runs.resume(run_id, messages, deadline)) as events:
-                async for event in events:
-                    fold.add(event)
-            response = fold.result()
+            async with aclosing(self._runs.resume(run_id, messages, deadline)) as resumed:
+                events: list[RunEvent] = [event async for event in resumed]
+            response = _answer(events)
             run = await self._runs.get(run_id)
         except Exception as exc:  # mapped to a status in one place
             await abort(context, exc)
             raise
-        return pb.ResumeRunResponse(
-            run=run_message(run), response=convert.response_to_proto(response)
-        )
+        return pb.ResumeRunResponse(run=run_message(run), response=response)
+
+
+def _answer(events: list[RunEvent]) -> agent_pb.InvokeResponse:
+    """A run's events folded as Invoke answers: a workflow's (its steps) or an agent's."""
+    if any(isinstance(e, WorkflowStepFinish) for e in events):
+        steps = WorkflowFold()
+        for event in events:
+            steps.add(event)
+        return workflows_api.answer_to_proto(steps.answer())
+    fold = Fold()
+    for event in events:
+        if not isinstance(event, WorkflowStepStart | WorkflowStepFinish):
+            fold.add(event)
+    return convert.response_to_proto(fold.result())

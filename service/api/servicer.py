@@ -118,7 +118,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 deadline = deadline_of(context, self._runner.default_deadline_s())
                 if request.run_id:
                     if self._workflows is not None and await self._workflows.owns(request.run_id):
-                        async with aclosing(self._workflows.attach(request.run_id)) as attached:
+                        attached = self._workflows.attach(request.run_id, deadline)
+                        async with aclosing(attached):
                             async for event in attached:
                                 yield workflows_api.event_to_proto(event)
                         return
@@ -131,7 +132,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     resumed = self._runs.resume(request.run_id, messages, deadline)
                     async with aclosing(resumed) as events:
                         async for event in events:
-                            yield convert.event_to_proto(event)
+                            yield workflows_api.event_to_proto(event)
                     return
                 agent_request = await self._convert(request)
                 workflows = self._workflow(request.agent)

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "switchboard"
 # Runs are recovered only by executors of the same application version: bump it when the
 # workflow functions' shape changes in a way an unfinished run could not replay.
-APP_VERSION = "switchboard-workflows-1"
+APP_VERSION = "switchboard-workflows-2"
 LOCK_NAMESPACE = "switchboard.dbos.executor:"
 
 WorkflowBody = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]

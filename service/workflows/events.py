@@ -18,10 +18,14 @@ from typing import Any
 from service.domain import (
     AgentResponse,
     Event,
+    Finish,
     FinishReason,
+    Message,
+    Role,
     Start,
     TargetRef,
     TextDelta,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -114,6 +118,47 @@ def replayed(result: StepResult) -> list[RunEvent]:
     return events
 
 
+class WorkflowFold:
+    """A run's events folded into its answer: the last step's, every step, the run id (the
+    Finish's reason when it is not the last step's: a run parked for approvals)."""
+
+    def __init__(self) -> None:
+        self.start: Start | None = None
+        self.steps: list[StepResult] = []
+        self.finish: Finish | None = None
+
+    def add(self, event: RunEvent) -> None:
+        if isinstance(event, Start):
+            self.start = event
+        elif isinstance(event, StepFinish):
+            self.steps.append(event.result)
+        elif isinstance(event, Finish):
+            self.finish = event
+
+    def answer(self) -> WorkflowAnswer:
+        start, steps = self.start, self.steps
+        assert start is not None
+        final = steps[-1] if steps else StepResult("", "")
+        message = Message(
+            Role.ASSISTANT, (TextPart(final.text),) if final.text else (), final.tool_calls
+        )
+        reason = final.finish_reason
+        if self.finish is not None and self.finish.reason is FinishReason.APPROVAL_PENDING:
+            reason = self.finish.reason
+        response = AgentResponse(
+            request_id=start.request_id,
+            agent=start.agent,
+            agent_version=start.agent_version,
+            target=final.target or TargetRef("", "", ""),
+            message=message,
+            finish_reason=reason,
+            usage=total_usage(steps),
+            attempts=sum(s.attempts for s in steps),
+            run_id=start.run_id,
+        )
+        return WorkflowAnswer(response, tuple(steps), start.run_id)
+
+
 def total_usage(results: list[StepResult]) -> Usage:
     """Every step's usage added up (priced: ``cost_usd`` summed too)."""
     sums: dict[str, Any] = {}
@@ -135,6 +180,7 @@ __all__ = [
     "StepStart",
     "UsageEvent",
     "WorkflowAnswer",
+    "WorkflowFold",
     "replayed",
     "total_usage",
 ]

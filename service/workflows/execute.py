@@ -157,13 +157,16 @@ class RunContext:
         return (note, *messages)
 
     async def log(self, event: StepStart | StepFinish) -> None:
-        """Publish ``event`` live and append it to the run's durable log."""
+        """Publish ``event`` live and append it to the run's durable log (a finish also
+        counts the run's steps, for RunService)."""
         self.publish(event)
         if isinstance(event, StepStart):
             value: dict[str, Any] = {"start": {"step_id": event.step_id, "agent": event.agent}}
             await DBOS.write_stream_async(EVENTS, value)
             return
         await DBOS.write_stream_async(EVENTS, {"finish": event.result.to_json()})
+        steps = {"steps": len(self.results)}
+        await DBOS.update_workflow_attributes_async(self.run.run_id, steps, merge=True)
 
     async def agent_step(
         self,

@@ -25,13 +25,7 @@ from service import errors
 from service.deadline import Deadline
 from service.domain import (
     AgentRequest,
-    AgentResponse,
     Finish,
-    Message,
-    Role,
-    Start,
-    TargetRef,
-    TextPart,
 )
 from service.echo import echo
 from service.errors import (
@@ -48,11 +42,11 @@ from service.workflows.engine import Engine
 from service.workflows.events import (
     RunEvent,
     StepError,
-    StepFinish,
     StepResult,
     StepStart,
     UsageEvent,
     WorkflowAnswer,
+    WorkflowFold,
     replayed,
     total_usage,
 )
@@ -70,10 +64,8 @@ from service.workflows.execute import (
 from service.workflows.ids import new_run_id
 from service.workflows.live import DONE, LiveRuns
 from service.workflows.patterns import parallel, sequential
-from service.workflows.records import is_run_of, tag
+from service.workflows.records import ACTIVE, is_run_of, tag
 from service.workflows.spec import WorkflowSpec
-
-ACTIVE = ("PENDING", "ENQUEUED", "DELAYED")
 
 
 class Workflows:
@@ -164,7 +156,7 @@ class Workflows:
             if not is_run_of(existing, run.tenant):
                 raise NotFound(f"no run {echo(run.run_id)}", reason=Reason.RUN_NOT_FOUND)
             if existing.status == "CANCELLED":
-                await _resume(run.run_id)
+                await resume_cancelled(run.run_id)
             async with aclosing(self._replay(run, existing.status)) as events:
                 async for event in events:
                     yield event
@@ -200,7 +192,9 @@ class Workflows:
             if not finished and not self.stopping:
                 await self.cancel(run.run_id)
 
-    async def attach(self, run_id: str) -> AsyncGenerator[RunEvent, None]:
+    async def attach(
+        self, run_id: str, deadline: Deadline | None = None
+    ) -> AsyncGenerator[RunEvent, None]:
         """Follow the run ``run_id`` of the caller's tenant from its durable log: each
         finished step whole, then the end. Leaving does not cancel it.
 
@@ -275,6 +269,9 @@ class Workflows:
                                  "message": exc.message}}  # fmt: skip
         finally:
             call_context.reset(token)
+        if "error" in outcome:  # RunService shows it failed (service.workflows.records)
+            error = {"error": outcome["error"]["message"]}
+            await DBOS.update_workflow_attributes_async(run.run_id, error, merge=True)
         outcome["steps"] = [r.to_json() for r in ctx.results]
         self.live.publish(run.run_id, DONE)
         return outcome
@@ -352,7 +349,7 @@ async def _result(handle: Any) -> dict[str, Any]:
     return result
 
 
-async def _resume(run_id: str) -> None:
+async def resume_cancelled(run_id: str) -> None:
     """Resume a cancelled run from its last finished step, with its cancelled branches
     (:meth:`Workflows.cancel` cancels them with it; DBOS resumes only the run named)."""
     children = await DBOS.list_workflows_async(
@@ -372,34 +369,11 @@ def _cancelled(run_id: str) -> FailedPrecondition:
 
 async def _folded(events: AsyncGenerator[RunEvent, None]) -> WorkflowAnswer:
     """A run's events folded: the answer (the last step's), every step, the run id."""
-    steps: list[StepResult] = []
-    start: Start | None = None
+    fold = WorkflowFold()
     async with aclosing(events) as running:
         async for event in running:
-            if isinstance(event, Start):
-                start = event
-            elif isinstance(event, StepFinish):
-                steps.append(event.result)
-    assert start is not None
-    assert steps
-    return _answer(start, steps)
-
-
-def _answer(start: Start, steps: list[StepResult]) -> WorkflowAnswer:
-    final = steps[-1]
-    text = final.text
-    message = Message(Role.ASSISTANT, (TextPart(text),) if text else (), final.tool_calls)
-    response = AgentResponse(
-        request_id=start.request_id,
-        agent=start.agent,
-        agent_version=start.agent_version,
-        target=final.target or TargetRef("", "", ""),
-        message=message,
-        finish_reason=final.finish_reason,
-        usage=total_usage(steps),
-        attempts=sum(s.attempts for s in steps),
-    )
-    return WorkflowAnswer(response, tuple(steps), start.run_id)
+            fold.add(event)
+    return fold.answer()
 
 
 def _check(request: AgentRequest) -> None:
