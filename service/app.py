@@ -616,7 +616,7 @@ class App:
         await self.pipeline.budgets.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
-        self.metrics.close()
+        await asyncio.to_thread(self.metrics.close)  # waits for the server's thread
         if self._owns_tracer_provider:
             # Flushing exports synchronously: off the event loop, so it does not stall it.
             await asyncio.to_thread(self.tracer_provider.shutdown)

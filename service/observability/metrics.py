@@ -14,11 +14,10 @@ import logging
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from threading import Thread
-from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from service.observability.collectors import register_standard
 
@@ -194,31 +193,20 @@ class Metrics:
     # Exposition ---------------------------------------------------------------------------
 
     def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP on a background thread; returns the bound port.
+        """Serve /metrics over HTTP on a background thread (prometheus_client's own server:
+        IPv4 or IPv6 as ``host`` says, no access log); returns the bound port.
 
         Raises:
             OSError: the address cannot be bound.
         """
-        self._server = make_server(
-            host,
-            port,
-            make_wsgi_app(self.registry),
-            ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
-        # A short poll interval so stop() does not wait half a second for the thread.
-        self._thread = Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="metrics-http",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server, self._thread = start_http_server(port, host, registry=self.registry)
         bound = int(self._server.server_port)
         log.info("metrics served", extra={"metrics_host": host, "metrics_port": bound})
         return bound
 
     def close(self) -> None:
+        """Stop serving and release the port. Blocks up to half a second (the server's poll
+        interval): call it off the event loop."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -226,10 +214,3 @@ class Metrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log lines for scrapes on stderr."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        return None
