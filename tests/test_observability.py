@@ -1,6 +1,6 @@
-"""Traces, metrics and logs of real calls: the span tree (server span → GenAI model-call
-span) in an in-memory exporter and through OTLP, /metrics scraped over HTTP, one JSON log
-line per call with no secrets or prompts."""
+"""Traces, metrics and logs of real calls: the span tree (server span → invoke_agent → GenAI
+model-call span) in an in-memory exporter and through OTLP, /metrics scraped over HTTP, one
+JSON log line per call with no secrets or prompts."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ async def test_a_call_continues_the_callers_trace_with_a_genai_child_span() -> N
         )
     spans = exporter.get_finished_spans()
     server = one(spans, kind=SpanKind.SERVER)
+    agent = one(spans, kind=SpanKind.INTERNAL)
     model = one(spans, kind=SpanKind.CLIENT)
 
     assert format(server.context.trace_id, "032x") == TRACE_ID
@@ -73,8 +74,11 @@ async def test_a_call_continues_the_callers_trace_with_a_genai_child_span() -> N
     assert server.attributes["rpc.method"] == "Invoke"
     assert server.attributes["rpc.grpc.status_code"] == 0
 
+    assert agent.name == "invoke_agent echo"
+    assert agent.parent is not None
+    assert agent.parent.span_id == server.context.span_id
     assert model.parent is not None
-    assert model.parent.span_id == server.context.span_id
+    assert model.parent.span_id == agent.context.span_id
     assert model.context.trace_id == server.context.trace_id
     assert model.name == "chat echo"
     attributes = dict(model.attributes or {})
