@@ -53,6 +53,14 @@ from service.tools.run_state import LoopState
 from service.tools.spec import ServerTool
 from service.usage.estimate import prompt_tokens
 
+Events = AsyncGenerator[Event, None]
+Traced = Callable[[AgentSpec, AgentRequest, Events], Events]
+"""Wraps one agent call's events (:meth:`service.observability.agent_span.AgentSpans.traced`)."""
+
+
+def _untraced(agent: AgentSpec, request: AgentRequest, events: Events) -> Events:
+    return events
+
 
 class InFlight:
     """How many calls are running on one runtime, so a reload can tell when the providers
@@ -105,11 +113,14 @@ class Runner:
         *,
         tools: ToolLoop | None = None,
         sessions: Sessions | None = None,
+        traced: Traced | None = None,
     ) -> None:
         """``guard_observer`` records the guards' verdicts and times; ``http`` (an
         ``httpx2.AsyncClient``, owned by the caller) serves external guards. ``offload``:
         where CPU-heavy validation runs (shared with the servicer's heavy conversions, so
-        they take turns)."""
+        they take turns). ``traced`` wraps each call's events from its first model call
+        on (the ``invoke_agent`` span: :mod:`service.observability.agent_span`)."""
+        self._traced: Traced = traced or _untraced
         self._runtime = runtime
         self._pipeline: Pipeline = pipeline or Stateless()
         self._guard_observer: GuardObserver = guard_observer or NoObserver()
@@ -187,17 +198,16 @@ class Runner:
             request, verdicts = guarded.request, guarded.verdicts
             if agent.loop is not None and self.tools is not None:
                 state = LoopState(request, [], 0)
-                async with aclosing(
-                    self._looped(
-                        runtime,
-                        agent,
-                        state,
-                        guards,
-                        deadline,
-                        whole_answer=whole_answer,
-                        input_verdicts=verdicts,
-                    )
-                ) as looped:
+                looped_events = self._looped(
+                    runtime,
+                    agent,
+                    state,
+                    guards,
+                    deadline,
+                    whole_answer=whole_answer,
+                    input_verdicts=verdicts,
+                )
+                async with aclosing(self._traced(agent, request, looped_events)) as looped:
                     async for event in looped:
                         yield event
                 return
@@ -209,7 +219,9 @@ class Runner:
                 guards=guards,
                 whole_answer=whole_answer,
             )
-            events = self._pipeline.run(request, agent, route, deadline, verdicts)
+            events = self._traced(
+                agent, request, self._pipeline.run(request, agent, route, deadline, verdicts)
+            )
             async with aclosing(events):
                 async for event in events:
                     yield event
@@ -238,9 +250,10 @@ class Runner:
             for event in replay(state, agent, state.request.request_id, ended=False):
                 yield event
             state.started = True
-            async with aclosing(
-                self._looped(runtime, agent, state, guards, deadline, whole_answer=False)
-            ) as looped:
+            looped_events = self._looped(
+                runtime, agent, state, guards, deadline, whole_answer=False
+            )
+            async with aclosing(self._traced(agent, state.request, looped_events)) as looped:
                 async for event in looped:
                     yield event
         finally:
