@@ -32,7 +32,7 @@ COPY --from=build /opt/venv /opt/venv
 # Where the keys file and upstream keys are mounted; owned by the user so that a named
 # volume mounted here (compose) is writable for `switchboard keys`.
 RUN install -d -o 10001 -g 10001 -m 0750 /etc/switchboard/secrets
-COPY deploy/k8s/switchboard.yaml /etc/switchboard/switchboard.yaml
+COPY deploy/k8s/base/switchboard.yaml /etc/switchboard/switchboard.yaml
 USER 10001:10001
 WORKDIR /tmp
 # 50051: gRPC (AgentService, Health, reflection). 8080: HTTP (OpenAI-compatible API,

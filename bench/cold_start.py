@@ -1,5 +1,7 @@
 """Cold start: CPU seconds and wall seconds for ``switchboard serve`` to answer its first
-health check, and CPU seconds to import the command line, for one or more source trees.
+health check, CPU seconds to import the server (``service.app``, what ``serve`` loads), and CPU
+seconds for one ``switchboard health`` (a container health check or exec probe; here against a
+closed port, so it fails at once after its imports), for one or more source trees.
 
 Each round runs every tree once, alternating, and the medians are printed. The config is
 ``config/switchboard.yaml`` (mock targets only, as ``make run`` serves) on free ports;
@@ -50,8 +52,17 @@ def environment(tree: Path) -> dict[str, str]:
 def import_cpu(tree: Path) -> float:
     before = child_cpu()
     subprocess.run(
-        [sys.executable, "-c", "import service.cli"], env=environment(tree), cwd=tree, check=True
+        [sys.executable, "-c", "import service.app"], env=environment(tree), cwd=tree, check=True
     )
+    return child_cpu() - before
+
+
+def health_cpu(tree: Path) -> float:
+    before = child_cpu()
+    subprocess.run(
+        [sys.executable, "-m", "service", "health", "--address", "127.0.0.1:1", "--timeout", "1"],
+        env=environment(tree), cwd=tree, check=False, capture_output=True,
+    )  # fmt: skip
     return child_cpu() - before
 
 
@@ -94,7 +105,8 @@ def main() -> None:
     parser.add_argument("--openai", action="store_true", help="configure an OpenAI target too")
     args = parser.parse_args()
     results: dict[Path, dict[str, list[float]]] = {
-        t: {"import_cpu": [], "serve_cpu": [], "serve_wall": []} for t in args.trees
+        t: {name: [] for name in ("import_cpu", "health_cpu", "serve_cpu", "serve_wall")}
+        for t in args.trees
     }
     for _ in range(args.rounds):
         for tree in args.trees:
@@ -105,6 +117,7 @@ def main() -> None:
                 text = text.replace("\ntargets:\n", "\ntargets:\n" + OPENAI_TARGET, 1)
             config.write_text(text)
             results[tree]["import_cpu"].append(import_cpu(tree))
+            results[tree]["health_cpu"].append(health_cpu(tree))
             cpu, wall = serve_once(tree, config)
             results[tree]["serve_cpu"].append(cpu)
             results[tree]["serve_wall"].append(wall)

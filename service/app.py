@@ -68,6 +68,7 @@ from service.idempotency import Idempotency
 from service.interceptors.base import StreamBehavior, UnaryBehavior
 from service.interceptors.chain import Chain, build_chain
 from service.interceptors.door_span import DoorSpanLayer
+from service.observability.agent_span import AgentSpans
 from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
@@ -145,7 +146,7 @@ class App:
         supervisor, not this process, serves the metrics (of all workers)."""
         self._worker = worker
         self._build_tracing(snapshot, tracer_provider, environ or {})
-        self.metrics = Metrics(known_agents=lambda: self.snapshot.agents)
+        self.metrics = Metrics(known_agents=lambda: self.snapshot.agents, budgets=snapshot.budgets)
         tracer = self.tracer_provider.get_tracer("switchboard")
         # Per-target breaker states, published as health services by an owned task.
         self._target_states: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -179,6 +180,7 @@ class App:
         self.ledger = Ledger(
             self.stores.durable, Outbox(data_dir(snapshot), timeout_s=snapshot.state.timeout_s)
         )
+        self.ledger.on_recorded = self.metrics.charged
         self.pipeline = StatePipeline(
             self.stores,
             pricing=lambda: self.snapshot.pricing,
@@ -210,6 +212,7 @@ class App:
             http=self.guard_http,
             tools=self.tool_loop,
             sessions=Sessions(self.stores.durable),
+            traced=AgentSpans(tracer).traced,
         )
         self.runs = self._build_runs(gate)
         self.workflows = self._build_workflows(snapshot, gate)
@@ -219,7 +222,7 @@ class App:
             environ or {},
             registry=self.metrics.registry,
             accept=self._accept_reload,
-            swapped=lambda snap: self.tool_host.configure(snap.tools),
+            swapped=self._swapped,
         )
         self._state_watch: asyncio.Task[None] | None = None
         self.health = DrainingHealth()
@@ -260,6 +263,11 @@ class App:
         self._owns_tracer_provider = tracer_provider is None
         self.tracing = resolve_tracing(snapshot.observability.tracing, environ)
         self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
+
+    async def _swapped(self, snapshot: Snapshot) -> None:
+        """What follows a reload's new snapshot: the tool sources, the budgets' metric."""
+        self.metrics.budgets_changed(snapshot.budgets)
+        await self.tool_host.configure(snapshot.tools)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -610,7 +618,7 @@ class App:
         await self.pipeline.budgets.aclose()
         await self.ledger.aclose()
         await self.stores.aclose()
-        self.metrics.close()
+        await asyncio.to_thread(self.metrics.close)  # waits for the server's thread
         if self._owns_tracer_provider:
             # Flushing exports synchronously: off the event loop, so it does not stall it.
             await asyncio.to_thread(self.tracer_provider.shutdown)

@@ -102,6 +102,19 @@ class Schemas:
         judge by what it cannot read)."""
         return self.compiled(schema).validator
 
+    def violation(self, schema: Mapping[str, Any], value: Any) -> str | None:
+        """Why ``value`` does not fit ``schema`` (where, then jsonschema's best-matching
+        message, at most 500 characters), or None when it fits or ``schema`` is not a JSON
+        schema (nothing to judge by)."""
+        validator = self.validator(schema)
+        if validator is None or validator.is_valid(value):  # the common case: no errors built
+            return None
+        error = exceptions.best_match(validator.iter_errors(value))
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path) or "(the arguments)"
+        return cut(f"{where}: {error.message}", 500)
+
     def unchecked(self, schemas: Iterable[Mapping[str, Any]]) -> bool:
         """Whether any of ``schemas`` is not compiled yet (compiling it costs CPU)."""
         for schema in schemas:

@@ -65,8 +65,9 @@ class Authority:
         path.write_bytes(self.pem)
         return path
 
-    def issue(self, common_name: str, *, server: bool) -> Pem:
-        """A leaf certificate: for a server (SANs localhost and 127.0.0.1) or a client."""
+    def issue(self, common_name: str, *, server: bool, names: tuple[str, ...] = ()) -> Pem:
+        """A leaf certificate: for a server (SANs localhost, 127.0.0.1 and ``names``) or a
+        client."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -82,7 +83,11 @@ class Authority:
         if server:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        x509.DNSName("localhost"),
+                        *(x509.DNSName(name) for name in names),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
                 ),
                 critical=False,
             ).add_extension(

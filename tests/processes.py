@@ -84,7 +84,7 @@ def serve_process(
 ) -> Iterator[Running]:
     """``switchboard serve --config config --port 0 *args``, once it has written its port
     (next to ``config``, or in a private temporary folder when ``config`` is a file of the
-    repository, such as deploy/k8s/switchboard.yaml: a test never writes into the checkout).
+    repository, such as deploy/k8s/base/switchboard.yaml: a test never writes into the checkout).
     ``wrapper`` prefixes the command (it must exec it in the end).
 
     The process (and its children) are killed at the end if the test has not stopped it.

@@ -305,9 +305,9 @@ async def test_keys_tenancy_and_limits_are_the_grpc_doors(tmp_path: Path) -> Non
         exposition = generate_latest(served.app.metrics.registry).decode()
     calls = "switchboard_calls_total"
     labels = {"door": "anthropic", "tenant": "acme"}
-    assert sample(exposition, calls, method="Invoke", code="OK", **labels) == 1
-    assert sample(exposition, calls, method="Invoke", code="PERMISSION_DENIED", **labels) == 1
-    assert sample(exposition, calls, method="Stream", code="RESOURCE_EXHAUSTED", **labels) == 1
+    assert sample(exposition, calls, rpc_method="Invoke", code="OK", **labels) == 1
+    assert sample(exposition, calls, rpc_method="Invoke", code="PERMISSION_DENIED", **labels) == 1
+    assert sample(exposition, calls, rpc_method="Stream", code="RESOURCE_EXHAUSTED", **labels) == 1
 
 
 FAULTS = """

@@ -188,8 +188,8 @@ async def test_keys_and_metrics_are_the_chains(tmp_path: Path) -> None:
     assert keyed[0] == 200
     assert json.loads(keyed[2])["message"]["content"] == [{"text": "hello there"}]
     calls = "switchboard_calls_total"
-    assert sample(exposition, calls, method="Invoke", tenant="acme", code="OK") == 1
-    assert sample(exposition, calls, method="Invoke", code="UNAUTHENTICATED") == 1
+    assert sample(exposition, calls, rpc_method="Invoke", tenant="acme", code="OK") == 1
+    assert sample(exposition, calls, rpc_method="Invoke", code="UNAUTHENTICATED") == 1
 
 
 async def test_grpc_web_unary() -> None:
@@ -247,8 +247,8 @@ async def test_an_unknown_enum_value_or_field_is_named_not_dropped() -> None:
     assert "unknown value 'user'" in json.loads(payload)["error"]["message"]
     # Refused by the chain's decode layer: traced and counted like any refusal.
     labels = {"door": "connect", "code": "INVALID_ARGUMENT"}
-    assert sample(exposition, "switchboard_calls_total", method="Invoke", **labels) == 2
-    assert sample(exposition, "switchboard_calls_total", method="Stream", **labels) == 1
+    assert sample(exposition, "switchboard_calls_total", rpc_method="Invoke", **labels) == 2
+    assert sample(exposition, "switchboard_calls_total", rpc_method="Stream", **labels) == 1
 
 
 async def test_a_binary_body_that_does_not_parse_is_refused_by_the_chain() -> None:

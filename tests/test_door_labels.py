@@ -64,7 +64,7 @@ async def test_each_door_labels_its_calls(caplog: pytest.LogCaptureFixture) -> N
         )
         exposition = generate_latest(served.app.metrics.registry).decode()
     for door in ("grpc", "openai", "connect", "grpc_web"):
-        labels = {"door": door, "method": "Invoke", "agent": "echo"}
+        labels = {"door": door, "rpc_method": "Invoke", "agent": "echo"}
         assert sample(exposition, "switchboard_calls_total", **labels, code="OK") == 1, door
         assert sample(exposition, "switchboard_call_duration_seconds_count", **labels) == 1
     spans = [s for s in exporter.get_finished_spans() if s.name == INVOKE[1:]]

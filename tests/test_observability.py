@@ -1,6 +1,6 @@
-"""Traces, metrics and logs of real calls: the span tree (server span → GenAI model-call
-span) in an in-memory exporter and through OTLP, /metrics scraped over HTTP, one JSON log
-line per call with no secrets or prompts."""
+"""Traces, metrics and logs of real calls: the span tree (server span → invoke_agent → GenAI
+model-call span) in an in-memory exporter and through OTLP, /metrics scraped over HTTP, one
+JSON log line per call with no secrets or prompts."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ async def test_a_call_continues_the_callers_trace_with_a_genai_child_span() -> N
         )
     spans = exporter.get_finished_spans()
     server = one(spans, kind=SpanKind.SERVER)
+    agent = one(spans, kind=SpanKind.INTERNAL)
     model = one(spans, kind=SpanKind.CLIENT)
 
     assert format(server.context.trace_id, "032x") == TRACE_ID
@@ -73,8 +74,11 @@ async def test_a_call_continues_the_callers_trace_with_a_genai_child_span() -> N
     assert server.attributes["rpc.method"] == "Invoke"
     assert server.attributes["rpc.grpc.status_code"] == 0
 
+    assert agent.name == "invoke_agent echo"
+    assert agent.parent is not None
+    assert agent.parent.span_id == server.context.span_id
     assert model.parent is not None
-    assert model.parent.span_id == server.context.span_id
+    assert model.parent.span_id == agent.context.span_id
     assert model.context.trace_id == server.context.trace_id
     assert model.name == "chat echo"
     attributes = dict(model.attributes or {})
@@ -176,20 +180,20 @@ async def test_metrics_are_scraped_over_http(tmp_path: Path) -> None:
     def calls(**labels: str) -> float | None:
         return sample(text, "switchboard_calls_total", **labels)
 
-    assert calls(method="Invoke", agent="echo", tenant="acme", code="OK") == 2
-    assert calls(method="Stream", agent="echo", tenant="acme", code="OK") == 1
-    assert calls(method="Invoke", agent="assistant", code="PERMISSION_DENIED") == 1
-    assert calls(method="Invoke", agent="echo", tenant="default", code="UNAUTHENTICATED") == 1
+    assert calls(rpc_method="Invoke", agent="echo", tenant="acme", code="OK") == 2
+    assert calls(rpc_method="Stream", agent="echo", tenant="acme", code="OK") == 1
+    assert calls(rpc_method="Invoke", agent="assistant", code="PERMISSION_DENIED") == 1
+    assert calls(rpc_method="Invoke", agent="echo", tenant="default", code="UNAUTHENTICATED") == 1
     # A name the caller made up is not a label value.
-    assert calls(method="Invoke", agent="(unknown)", code="UNAUTHENTICATED") == 1
+    assert calls(rpc_method="Invoke", agent="(unknown)", code="UNAUTHENTICATED") == 1
     assert "made-up-agent" not in text
-    assert calls(method="Invoke", agent="echo", code="RESOURCE_EXHAUSTED") == 1
+    assert calls(rpc_method="Invoke", agent="echo", code="RESOURCE_EXHAUSTED") == 1
     assert sample(text, "switchboard_ratelimit_refusals_total", limit="requests_per_min") == 1
     assert sample(text, "switchboard_tokens_total", agent="echo", direction="output") == 3 + 2 + 1
     assert sample(text, "switchboard_upstream_calls_total", target="mock-echo", outcome="ok") == 3
-    assert sample(text, "switchboard_call_duration_seconds_count", method="Invoke") is not None
+    assert sample(text, "switchboard_call_duration_seconds_count", rpc_method="Invoke") is not None
     assert sample(text, "switchboard_time_to_first_token_seconds_count", agent="echo") == 1
-    assert sample(text, "switchboard_streams_in_flight", method="Stream") == 0
+    assert sample(text, "switchboard_streams_in_flight", rpc_method="Stream") == 0
 
 
 async def test_two_servers_keep_separate_metrics() -> None:

@@ -297,14 +297,14 @@ async def test_keys_tenancy_and_limits_are_the_grpc_doors(tmp_path: Path) -> Non
         # The same metrics as the gRPC door: one counter, the tenant from the key.
         exposition = generate_latest(served.app.metrics.registry).decode()
     assert (
-        sample(exposition, "switchboard_calls_total", method="Invoke", tenant="acme", code="OK")
+        sample(exposition, "switchboard_calls_total", rpc_method="Invoke", tenant="acme", code="OK")
         == 1
     )
     assert (
         sample(
             exposition,
             "switchboard_calls_total",
-            method="Stream",
+            rpc_method="Stream",
             tenant="acme",
             code="RESOURCE_EXHAUSTED",
         )
@@ -440,7 +440,7 @@ agents:
 
         def cancelled(method: str) -> float:
             text = generate_latest(served.app.metrics.registry).decode()
-            labels = {"door": "openai", "method": method, "code": "CANCELLED"}
+            labels = {"door": "openai", "rpc_method": method, "code": "CANCELLED"}
             return sample(text, "switchboard_calls_total", **labels) or 0
 
         host, port = served.http_url.removeprefix("http://").split(":")

@@ -111,7 +111,7 @@ async def test_every_undecodable_body_is_invalid_argument_before_auth(
 
     for method in METHODS:
         counted = sample(
-            text, "switchboard_calls_total", method=method.name, code="INVALID_ARGUMENT"
+            text, "switchboard_calls_total", rpc_method=method.name, code="INVALID_ARGUMENT"
         )
         assert counted == len(bodies(method)), method.name
     calls = [r for r in caplog.records if r.name == CALLS_LOGGER]

@@ -49,6 +49,7 @@ from service.domain import (
     AgentRequest,
     Event,
     Finish,
+    FinishReason,
     Fold,
     GuardVerdict,
     Message,
@@ -429,9 +430,12 @@ def _records(  # noqa: PLR0917 (one call's facts)
         estimated=usage.estimated,
         line_id=secrets.token_hex(16),  # 32 hex digits, as uuid4().hex but cheaper
     )
+    # An answer a guard (or the provider's filter) stopped is answered, and charged, but the
+    # audit says so: outcome "content_filter", not "ok".
+    filtered = status == "ok" and finish and finish.reason is FinishReason.CONTENT_FILTER
     audit = AuditEntry(
-        now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}", status,
-        entry_id=secrets.token_hex(16),
+        now, ctx.tenant, ctx.key_id, request.request_id, "call", f"agent:{agent.name}",
+        "content_filter" if filtered else status, entry_id=secrets.token_hex(16),
         detail=audit_detail(finish.verdicts if finish else call.verdicts),
     )  # fmt: skip
     return record, audit

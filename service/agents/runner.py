@@ -26,6 +26,7 @@ from service.domain import (
     Finish,
     FinishReason,
     Fold,
+    GuardVerdict,
     Message,
     Role,
     Start,
@@ -39,7 +40,6 @@ from service.guards import (
     NoObserver,
     OutputGuard,
     guard_input,
-    merge_verdicts,
 )
 from service.offload import Offload
 from service.providers.base import ModelCall
@@ -52,6 +52,14 @@ from service.tools.replay import replay
 from service.tools.run_state import LoopState
 from service.tools.spec import ServerTool
 from service.usage.estimate import prompt_tokens
+
+Events = AsyncGenerator[Event, None]
+Traced = Callable[[AgentSpec, AgentRequest, Events], Events]
+"""Wraps one agent call's events (:meth:`service.observability.agent_span.AgentSpans.traced`)."""
+
+
+def _untraced(agent: AgentSpec, request: AgentRequest, events: Events) -> Events:
+    return events
 
 
 class InFlight:
@@ -105,11 +113,14 @@ class Runner:
         *,
         tools: ToolLoop | None = None,
         sessions: Sessions | None = None,
+        traced: Traced | None = None,
     ) -> None:
         """``guard_observer`` records the guards' verdicts and times; ``http`` (an
         ``httpx2.AsyncClient``, owned by the caller) serves external guards. ``offload``:
         where CPU-heavy validation runs (shared with the servicer's heavy conversions, so
-        they take turns)."""
+        they take turns). ``traced`` wraps each call's events from its first model call
+        on (the ``invoke_agent`` span: :mod:`service.observability.agent_span`)."""
+        self._traced: Traced = traced or _untraced
         self._runtime = runtime
         self._pipeline: Pipeline = pipeline or Stateless()
         self._guard_observer: GuardObserver = guard_observer or NoObserver()
@@ -187,13 +198,17 @@ class Runner:
             request, verdicts = guarded.request, guarded.verdicts
             if agent.loop is not None and self.tools is not None:
                 state = LoopState(request, [], 0)
-                async with aclosing(
-                    self._looped(runtime, agent, state, guards, deadline, whole_answer=whole_answer)
-                ) as looped:
+                looped_events = self._looped(
+                    runtime,
+                    agent,
+                    state,
+                    guards,
+                    deadline,
+                    whole_answer=whole_answer,
+                    input_verdicts=verdicts,
+                )
+                async with aclosing(self._traced(agent, request, looped_events)) as looped:
                     async for event in looped:
-                        if verdicts and isinstance(event, Finish):
-                            yield replace(event, verdicts=merge_verdicts(verdicts, event.verdicts))
-                            continue
                         yield event
                 return
             route = functools.partial(
@@ -204,7 +219,9 @@ class Runner:
                 guards=guards,
                 whole_answer=whole_answer,
             )
-            events = self._pipeline.run(request, agent, route, deadline, verdicts)
+            events = self._traced(
+                agent, request, self._pipeline.run(request, agent, route, deadline, verdicts)
+            )
             async with aclosing(events):
                 async for event in events:
                     yield event
@@ -235,9 +252,10 @@ class Runner:
             for event in replay(state, agent, state.request.request_id, ended=False):
                 yield event
             state.started = True
-            async with aclosing(
-                self._looped(runtime, agent, state, guards, deadline, whole_answer=False)
-            ) as looped:
+            looped_events = self._looped(
+                runtime, agent, state, guards, deadline, whole_answer=False
+            )
+            async with aclosing(self._traced(agent, state.request, looped_events)) as looped:
                 async for event in looped:
                     yield event
         finally:
@@ -252,10 +270,13 @@ class Runner:
         deadline: Deadline,
         *,
         whole_answer: bool,
+        input_verdicts: tuple[GuardVerdict, ...] = (),
     ) -> AsyncGenerator[Event, None]:
         """A run of the agent loop (:mod:`service.tools.loop`); each model step goes through
         the state pipeline (budgets, ledger) and the router. A session's history is loaded
-        first, and the whole turn (every step's messages) appended once the run answers."""
+        first, and the whole turn (every step's messages) appended once the run answers.
+        ``input_verdicts`` (the input guards') go with the first step: its ledger line and
+        audit entry carry them, and through its Finish the run's."""
         assert self.tools is not None
         request = state.request
         tenant = call_context.current().tenant
@@ -282,7 +303,8 @@ class Runner:
                 # loop checks every other call itself (a refused one is fed back to the model).
                 caller_tools=frozenset(t.name for t in (*agent.tools, *step_request.tools)),
             )
-            return self._pipeline.run(step_request, offered, route, step_deadline)
+            first = input_verdicts if state.step == 1 else ()
+            return self._pipeline.run(step_request, offered, route, step_deadline, first)
 
         async with aclosing(self.tools.run(state, agent, step, guards, deadline)) as events:
             async for event in events:

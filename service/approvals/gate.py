@@ -32,11 +32,11 @@ from service.deadline import Deadline
 from service.domain import ApprovalRequiredEvent, Event, Finish, FinishReason, ToolOutcome
 from service.errors import FailedPrecondition, PermissionDenied, Reason
 from service.guards import GuardContext
+from service.guards.tools import check_arguments
 from service.runs.records import RunRecord, RunState, new_run_id
 from service.runs.store import RunStore
 from service.tools import checkpoint
-from service.tools.guarding import check_call
-from service.tools.results import failed
+from service.tools.results import failed, refusal
 from service.tools.run_state import LoopState
 
 if TYPE_CHECKING:
@@ -166,13 +166,12 @@ class Gate:
                     ToolOutcome.NOT_ALLOWED, f"the tool {p.tool!r} is no longer offered"
                 )
                 continue
-            checked = await check_call(
-                agent, guards, tool.parameters, final.arguments_to_run, self._loop.validators
+            checked = await check_arguments(
+                agent.guards, guards, tool.parameters, final.arguments_to_run
             )
             state.verdicts.extend(checked.verdicts)
-            if checked.problem:
-                kind = ToolOutcome.BLOCKED if checked.blocked else ToolOutcome.INVALID_ARGUMENTS
-                parked.outputs[p.call.id] = failed(kind, checked.problem)
+            if checked.blocked is not None:
+                parked.outputs[p.call.id] = failed(refusal(checked.blocked), checked.problem)
                 continue
             parked.outputs[p.call.id] = await self._loop.execute(
                 agent, state, tool, checked.arguments, guards, deadline=deadline

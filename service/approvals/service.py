@@ -14,8 +14,8 @@ from typing import Any, Protocol
 from service.approvals.records import ApprovalRecord, ApprovalState
 from service.approvals.store import ApprovalStore
 from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from service.schemas import Schemas
 from service.state.records import AuditEntry
-from service.tools.guarding import Validators
 
 SchemaOf = Callable[[str, str], Mapping[str, Any] | None]
 
@@ -43,7 +43,7 @@ class Approvals:
         self._audit = audit
         self._clock = clock
         self._schema_of = schema_of
-        self._validators = Validators()
+        self._schemas = Schemas()  # callers' kind: compiled once per distinct schema
 
     def now(self) -> float:
         return self._clock()
@@ -121,7 +121,7 @@ class Approvals:
         schema = self._schema_of(record.agent, record.tool)
         if schema is None:
             return  # the tool is gone: the call will be refused when the run goes on
-        problem = self._validators.problem(schema, json.loads(arguments_json))
+        problem = self._schemas.violation(schema, json.loads(arguments_json))
         if problem is not None:
             raise InvalidArgument(
                 f"arguments_json: does not fit the schema of {record.tool!r}: {problem}",

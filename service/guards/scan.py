@@ -4,9 +4,10 @@ input cut into pieces so that no one scan is long.
 After each piece the unreleased text (plus a little released context, for word boundaries)
 is scanned; each span guard says how much of the tail could begin a match that more text
 would complete (``hold``), and a match that touches the end may still grow, so it is held
-too. Everything before the earliest held character is final: its matches are recorded and
-redacted, and it is released. At the end (``finish``) the rest is final. The result is the
-whole-text result, whatever the cuts (tests/guards/test_stream.py checks every 3-way split).
+too (up to ``GROWING_CHARS``). Everything before the earliest held character is final: its
+matches are recorded and redacted, and it is released. At the end (``finish``) the rest is
+final. The result is the whole-text result, whatever the cuts (tests/guards/test_stream.py
+checks every 3-way split).
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from service.guards.base import Action, Finding, Stage
 from service.guards.check import Guard, GuardObserver, Hit, span_hits
 from service.guards.normalize import normalize
 
+GROWING_CHARS = 20_000
+"""The longest match held while it may still grow. Every held character is scanned again with
+the next piece, so an unbounded hold would make a stream's cost quadratic. The built-in
+guards' matches are shorter (the longest, a PEM private key, stops at 16 KB); an operator's
+pattern that grows past this is cut here: the part seen is final (redacted or blocked) and
+the text after it is scanned afresh."""
 CONTEXT_CHARS = 32  # released text kept for the next scan (word boundaries, lookbehinds)
 
 
@@ -76,14 +83,15 @@ class SpanScan:
             held = max(g.matcher.hold(norm.text) for g in self._guards if g.matcher is not None)
             release = norm.raw_index(len(norm.text) - held)
             for (s, e), _ in spans:
-                if e >= len(scan):  # touches the end: may still grow
+                # Touches the end: may still grow; held up to GROWING_CHARS, then cut there.
+                if e >= len(scan) and e - s <= GROWING_CHARS:
                     release = min(release, s)
             moved = True
-            while moved:  # never cut through a match
+            while moved:  # never cut through a match (one grown past the limit is final)
                 moved = False
                 for (s, e), _ in spans:
                     if s < release < e:
-                        release, moved = s, True
+                        release, moved = (e if e - s > GROWING_CHARS else s), True
         release = max(release, start_at)
         final_hits = [(s, h) for s, h in spans if s[1] <= release]
         for _, hit in final_hits:

@@ -5,7 +5,8 @@ Formats, from each provider's documentation of its key prefixes: OpenAI (``sk-``
 (``AKIA``/``ASIA``… and 16 characters) and secret keys given as ``aws_secret_access_key``,
 GitHub (``ghp_``, ``gho_``, ``ghu_``, ``ghs_``, ``ghr_``, ``github_pat_``), Slack (``xox?-``
 tokens and incoming-webhook URLs), PEM private keys (RFC 7468 ``-----BEGIN … PRIVATE
-KEY-----``; a key without its END line is matched to the end of the text) and JSON Web
+KEY-----``; a key without its END line is matched to the end of the text, or to
+``PEM_BODY_CHARS`` past its header, whichever comes first) and JSON Web
 Tokens (RFC 7519: three base64url parts, the first two JSON objects, so ``eyJ``).
 """
 
@@ -16,12 +17,18 @@ import re
 from service.guards.base import Finding, placeholder, tail_run
 from service.guards.normalize import Normalized
 
+PEM_BODY_CHARS = 16384
+"""The longest PEM body matched (an RSA-16384 private key is about 12.6 KB in PEM). Bounded
+so that a header without its END line costs one bounded scan, not a scan to the end of the
+text per header, and a stream does not hold (and rescan) everything after it."""
+
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "private_key",
         re.compile(
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-            r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*)"
+            rf"(?:[\s\S]{{0,{PEM_BODY_CHARS}}}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+            rf"|[\s\S]{{0,{PEM_BODY_CHARS}}})"
         ),
     ),
     ("anthropic_key", re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}")),

@@ -26,13 +26,14 @@ blocked result to the model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from service.domain import GuardVerdict, Tool
 from service.guards.base import Action, Stage
 from service.guards.check import Checked, GuardContext, check, merge_verdicts
 from service.guards.compile import AgentGuards
-from service.schemas import Schemas
 
 TOOL_POLICY = "tool_policy"  # the verdicts' guard name for checks 1 and 2
 NOT_OFFERED = "tool_not_offered"
@@ -41,12 +42,16 @@ BAD_ARGUMENTS = "invalid_arguments"
 
 @dataclass(frozen=True, slots=True)
 class ToolCallCheck:
-    """A tool call after its checks. ``arguments_json``: what to send or run (redacted).
-    ``blocked``: the first blocking verdict; when set, the call must not be sent or run."""
+    """A tool call after its checks. ``arguments_json``: what to send or run (redacted), and
+    ``arguments`` the same parsed. ``blocked``: the first blocking verdict; when set, the call
+    must not be sent or run, and ``problem`` says why in words a model can act on (the
+    schema's complaint and where, or the guard and category; never the matched text)."""
 
     arguments_json: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
     verdicts: tuple[GuardVerdict, ...] = ()
     blocked: GuardVerdict | None = None
+    problem: str = ""
 
 
 async def check_tool_call(
@@ -56,20 +61,47 @@ async def check_tool_call(
     names (None when no offered tool has that name), ``arguments_json`` its arguments as
     the model wrote them. Never raises for what the model wrote; an external guard that
     errors follows its fail mode."""
-    problem = tool_problem(tool, arguments_json, ctx.schemas)
-    if problem:
-        verdict = GuardVerdict(TOOL_POLICY, Stage.TOOL_CALL.value, problem, Action.BLOCK.value)
-        ctx.observer.verdict(verdict)
-        return ToolCallCheck(arguments_json, (verdict,), verdict)
+    if tool is None:
+        return _refused(ctx, NOT_OFFERED, arguments_json, "the tool is not offered to this call")
+    return await check_arguments(guards, ctx, tool.parameters, arguments_json)
+
+
+async def check_arguments(
+    guards: AgentGuards, ctx: GuardContext, schema: Mapping[str, Any], arguments_json: str
+) -> ToolCallCheck:
+    """Checks 2 and 3 of the module docstring, for a tool known to be offered (the
+    server-side tool loop asks this directly, with its tool's ``schema``)."""
+    try:
+        value = json.loads(arguments_json or "{}")
+    except ValueError:
+        return _refused(ctx, BAD_ARGUMENTS, arguments_json, "the arguments are not valid JSON")
+    if not isinstance(value, dict):
+        return _refused(ctx, BAD_ARGUMENTS, arguments_json, "the arguments must be a JSON object")
+    if schema and (why := ctx.schemas.violation(schema, value)) is not None:
+        return _refused(ctx, BAD_ARGUMENTS, arguments_json, why)
     text = arguments_json
     found: list[tuple[GuardVerdict, ...]] = []
     for stage in (Stage.OUTPUT, Stage.TOOL_CALL):
         checked = await check(guards.at(stage), stage, text, ctx)
         found.append(checked.verdicts)
         if checked.blocked is not None:
-            return ToolCallCheck(arguments_json, merge_verdicts(*found), checked.blocked)
+            why = f"blocked by guard {checked.blocked.guard} ({checked.blocked.category})"
+            return ToolCallCheck(
+                arguments_json, value, merge_verdicts(*found), checked.blocked, why
+            )
         text = checked.text
-    return ToolCallCheck(text, merge_verdicts(*found))
+    if text != arguments_json:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return _refused(ctx, BAD_ARGUMENTS, arguments_json, "redaction broke the arguments")
+    return ToolCallCheck(text, value, merge_verdicts(*found))
+
+
+def _refused(ctx: GuardContext, category: str, arguments_json: str, why: str) -> ToolCallCheck:
+    verdict = GuardVerdict(TOOL_POLICY, Stage.TOOL_CALL.value, category, Action.BLOCK.value)
+    ctx.observer.verdict(verdict)
+    return ToolCallCheck(arguments_json, {}, (verdict,), verdict, why)
 
 
 async def check_tool_result(guards: AgentGuards, ctx: GuardContext, text: str) -> Checked:
@@ -77,19 +109,3 @@ async def check_tool_result(guards: AgentGuards, ctx: GuardContext, text: str) -
     sees it: ``Checked.text`` is what to feed back (redacted); with ``Checked.blocked`` set,
     feed back a refusal instead (naming the guard and category, never the text)."""
     return await check(guards.input, Stage.TOOL_RESULT, text, ctx)
-
-
-def tool_problem(tool: Tool | None, arguments_json: str, schemas: Schemas) -> str:
-    """Why a tool call may not be sent: ``tool_not_offered``, ``invalid_arguments``, or ""."""
-    if tool is None:
-        return NOT_OFFERED
-    try:
-        value = json.loads(arguments_json or "{}")
-    except ValueError:
-        return BAD_ARGUMENTS
-    if not isinstance(value, dict):
-        return BAD_ARGUMENTS
-    validator = schemas.validator(tool.parameters) if tool.parameters else None
-    if validator is not None and not validator.is_valid(value):
-        return BAD_ARGUMENTS
-    return ""

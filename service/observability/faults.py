@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 log = logging.getLogger("switchboard.faults")
 
@@ -57,23 +58,19 @@ class FaultLog:
         self._window_s = window_s
         self._clock = clock
         self._log = logger
-        self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
+        self._seen: LRUCache[tuple[str, str], _Seen] = LRUCache(MAX_KINDS)
 
     def report(self, exc: BaseException) -> bool:
         """Log ``exc`` with its traceback unless its kind was logged within the window;
         returns whether it was logged."""
         kind = kind_of(exc)
         now = self._clock()
-        seen = self._seen.get(kind)
-        if seen is not None:
-            self._seen.move_to_end(kind)
-            if now - seen.logged_at < self._window_s:
-                seen.suppressed += 1
-                return False
+        seen = self._seen.get(kind)  # a hit is the kind's newest use
+        if seen is not None and now - seen.logged_at < self._window_s:
+            seen.suppressed += 1
+            return False
         suppressed = seen.suppressed if seen is not None else 0
-        self._seen[kind] = _Seen(now)
-        if len(self._seen) > MAX_KINDS:
-            self._seen.popitem(last=False)
+        self._seen[kind] = _Seen(now)  # past MAX_KINDS, the least recently seen goes
         self._log.error(
             "unexpected error while serving a call",
             exc_info=exc,

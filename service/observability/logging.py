@@ -103,9 +103,15 @@ class CallLog:
             fields["guards"] = list(record.guards)
         if record.agent:
             fields["agent"] = record.agent
+            fields["agent_version"] = record.agent_version
             fields["target"] = record.target
+            fields["model"] = record.model
             fields["input_tokens"] = record.input_tokens
             fields["output_tokens"] = record.output_tokens
+            fields["cached_input_tokens"] = record.cached_input_tokens
+            fields["cost_usd"] = record.cost_usd
+            fields["cache_hit"] = record.cache_hit
+            fields["attempts"] = record.attempts
             if record.first_token_s is not None:
                 fields["ttft_ms"] = round(record.first_token_s * 1000, 3)
         # The record is made here rather than by Logger.info: that would walk the stack for

@@ -1,24 +1,30 @@
 """Prometheus metrics: one registry per App (never the global one), served on its own port.
 
-Label values are bounded: methods are the registered ones, agents and targets are names from
-config (an unknown agent name a caller sends is counted as ``(unknown)``), tenants come from
-keys, and limit names are fixed.
+Label values are bounded: methods are the registered ones, agents, targets, models and budgets
+are names from config (an unknown agent name a caller sends is counted as ``(unknown)``),
+tenants come from keys, and limit names are fixed. A call's method is two labels, as the RPC
+conventions' ``rpc.service`` and ``rpc.method``: ``rpc_service`` (``switchboard.v1.AgentService``)
+and ``rpc_method`` (``Invoke``); not ``service``, which Kubernetes service discovery (a
+ServiceMonitor) adds to every series as the target's label.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from threading import Thread
-from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from service.observability.collectors import register_standard
 
 if TYPE_CHECKING:
+    from service.config.state_model import BudgetConfig
     from service.interceptors.observe import CallRecord
+    from service.state.records import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +44,24 @@ class _Children:
 class Metrics:
     """Every metric the service exports, in one registry."""
 
-    def __init__(self, known_agents: Callable[[], Container[str]]) -> None:
+    def __init__(
+        self, known_agents: Callable[[], Container[str]], budgets: Iterable[BudgetConfig] = ()
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        register_standard(self.registry)
         self._known_agents = known_agents
         r = self.registry
         self.calls = Counter(
             "switchboard_calls",
-            "Calls served, by door, method, agent, tenant and final status code.",
-            ["door", "method", "agent", "tenant", "code"],
+            "Agent calls served (not health or reflection), by door, RPC service and method, "
+            "agent, tenant and final status code.",
+            ["door", "rpc_service", "rpc_method", "agent", "tenant", "code"],
             registry=r,
         )
         self.call_seconds = Histogram(
             "switchboard_call_duration_seconds",
-            "Call latency as the server saw it, by door, method and agent.",
-            ["door", "method", "agent"],
+            "Call latency as the server saw it, by door, RPC service and method, and agent.",
+            ["door", "rpc_service", "rpc_method", "agent"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -70,8 +80,8 @@ class Metrics:
         )
         self.streams_in_flight = Gauge(
             "switchboard_streams_in_flight",
-            "Streamed calls being served now, by method.",
-            ["method"],
+            "Streamed calls being served now, by RPC service and method.",
+            ["rpc_service", "rpc_method"],
             registry=r,
             multiprocess_mode="livesum",  # serve --workers: the sum over live workers
         )
@@ -113,7 +123,22 @@ class Metrics:
             ["target"],
             registry=r,
         )
-        self._children: dict[tuple[str, str, str, str, str], _Children] = {}
+        self.cost_usd = Counter(
+            "switchboard_cost_usd",
+            "Money charged, in US dollars, by tenant, agent and model: every ledger line, "
+            "failed and cut-short calls included.",
+            ["tenant", "agent", "model"],
+            registry=r,
+        )
+        self.budget_limit_usd = Gauge(
+            "switchboard_budget_limit_usd",
+            "Each configured budget's limit in US dollars per period (tenant '*': each tenant).",
+            ["budget", "tenant", "period", "per_key"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.budgets_changed(budgets)
+        self._children: dict[tuple[str, ...], _Children] = {}
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
@@ -122,23 +147,36 @@ class Metrics:
 
     # The observe layer's sink ------------------------------------------------------------
 
+    def charged(self, line: UsageRecord) -> None:
+        """Count a ledger line's cost (the ledger's ``on_recorded``)."""
+        self.cost_usd.labels(line.tenant, self.agent_label(line.agent), line.model).inc(
+            line.cost_nanos / 1e9
+        )
+
+    def budgets_changed(self, budgets: Iterable[BudgetConfig]) -> None:
+        """Publish the budgets of a (new) config as ``switchboard_budget_limit_usd``."""
+        self.budget_limit_usd.clear()
+        for b in budgets:
+            labels = (b.name, b.tenant, b.period, "true" if b.per_key else "false")
+            self.budget_limit_usd.labels(*labels).set(b.limit_usd)
+
     def started(self, record: CallRecord) -> None:
         if record.method.response_streaming:
-            self.streams_in_flight.labels(record.method.short_name).inc()
+            m = record.method
+            self.streams_in_flight.labels(m.service, m.short_name).inc()
 
     def finished(self, record: CallRecord) -> None:
-        method = record.method.short_name
+        m = record.method
         agent = self.agent_label(record.agent) if record.agent else ""
-        if record.method.response_streaming:
-            self.streams_in_flight.labels(method).dec()
-        door = record.method.door
-        key = (door, method, agent, record.tenant, record.code.name)
+        if m.response_streaming:
+            self.streams_in_flight.labels(m.service, m.short_name).dec()
+        key = (m.door, m.service, m.short_name, agent, record.tenant, record.code.name)
         children = self._children.get(key)
         if children is None:
             # Label lookups lock and validate: do them once per label set, not per call.
             children = self._children[key] = _Children(
                 calls=self.calls.labels(*key),
-                seconds=self.call_seconds.labels(door, method, agent),
+                seconds=self.call_seconds.labels(*key[:4]),
                 ttft=self.ttft_seconds.labels(agent),
                 tokens_in=self.tokens.labels(agent, record.tenant, "input"),
                 tokens_out=self.tokens.labels(agent, record.tenant, "output"),
@@ -155,31 +193,20 @@ class Metrics:
     # Exposition ---------------------------------------------------------------------------
 
     def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP on a background thread; returns the bound port.
+        """Serve /metrics over HTTP on a background thread (prometheus_client's own server:
+        IPv4 or IPv6 as ``host`` says, no access log); returns the bound port.
 
         Raises:
             OSError: the address cannot be bound.
         """
-        self._server = make_server(
-            host,
-            port,
-            make_wsgi_app(self.registry),
-            ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
-        # A short poll interval so stop() does not wait half a second for the thread.
-        self._thread = Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="metrics-http",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server, self._thread = start_http_server(port, host, registry=self.registry)
         bound = int(self._server.server_port)
         log.info("metrics served", extra={"metrics_host": host, "metrics_port": bound})
         return bound
 
     def close(self) -> None:
+        """Stop serving and release the port. Blocks up to half a second (the server's poll
+        interval): call it off the event loop."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -187,10 +214,3 @@ class Metrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log lines for scrapes on stderr."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        return None

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -25,6 +26,17 @@ from service.providers.base import ModelCall, Provider, TargetSpec
 from service.watchdog import expired_kind
 
 OPERATION = "chat"
+# Where the SDKs go when a target names no base_url (service/providers/*).
+DEFAULT_HOSTS = {"openai": ("api.openai.com", 443), "anthropic": ("api.anthropic.com", 443)}
+
+
+def server_address(target: TargetSpec) -> tuple[str, int] | None:
+    """The host and port ``target`` calls (None for the in-process mock)."""
+    if target.base_url:
+        url = urlsplit(target.base_url)
+        if url.hostname:
+            return url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    return DEFAULT_HOSTS.get(target.provider)
 
 
 class TracedProvider:
@@ -42,6 +54,8 @@ class TracedProvider:
             "gen_ai.request.model": target.model,
             "switchboard.target": target.name,
         }
+        if (address := server_address(target)) is not None:
+            self._attributes["server.address"], self._attributes["server.port"] = address
         self._calls = {
             outcome: metrics.upstream_calls.labels(target.name, outcome)
             for outcome in ("ok", "cancelled")
@@ -74,7 +88,7 @@ class TracedProvider:
             async with aclosing(self.inner.stream(call, deadline)) as events:
                 async for event in events:
                     if isinstance(event, UsageEvent) and not event.partial:
-                        _usage_attributes(span, event.usage)
+                        usage_attributes(span, event.usage)
                     elif isinstance(event, Finish):
                         span.set_attribute("gen_ai.response.model", self._target.model)
                         span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
@@ -113,7 +127,7 @@ class TracedProvider:
         await self.inner.aclose()
 
 
-def _usage_attributes(span: Span, usage: Usage) -> None:
+def usage_attributes(span: Span, usage: Usage) -> None:
     """OpenTelemetry GenAI usage attributes; the parts (cache reads and writes, reasoning)
     and Switchboard's estimated flag only when the provider reported them."""
     span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)

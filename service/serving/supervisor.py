@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from service.config import ConfigError, Snapshot
+from service.observability.collectors import register_standard
 from service.serving.sharing import refuse_unshared
 from service.serving.worker import WorkerLink, write_port_file
 
@@ -200,6 +201,7 @@ class Supervisor:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._metrics_dir)  # type: ignore[no-untyped-call]
         registry.register(SupervisorCollector(self))
+        register_standard(registry)  # process_* here: the supervisor's own process
         try:
             server, _thread = start_http_server(settings.port, settings.host, registry=registry)
         except OSError as exc:

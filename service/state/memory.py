@@ -1,26 +1,27 @@
 """Fast state in process memory: budget counters, response cache, idempotency keys.
 
 For the embedded mode (one process). Every operation runs without awaiting in between, so it
-is atomic on the event loop. Expired entries are dropped when touched, and swept now and then.
-The response cache and the idempotency records each hold at most ``max_entries`` entries: past
-that, the least recently used is evicted (an evicted idempotency record only means a duplicate
-of that request may run again).
+is atomic on the event loop. The response cache and the idempotency records are cachetools'
+``TLRUCache``: each entry expires at its own time, expired entries go first when one is added,
+and past ``max_entries`` the least recently used is evicted (an evicted idempotency record only
+means a duplicate of that request may run again). Budget lines expire when touched, and are
+swept now and then.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any
+
+from cachetools import TLRUCache
 
 from service.state.records import NEEDS_SEED, BudgetLine, Claim
 
 SWEEP_EVERY = 1024
 DEFAULT_MAX_ENTRIES = 100_000
-V = TypeVar("V")
 
 
 @dataclass(slots=True)
@@ -42,11 +43,14 @@ class MemoryFast:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._clock = clock
-        self._max = max_entries
         self._lines: dict[str, _Line] = {}
-        # Oldest use first: a hit moves an entry to the end, eviction pops the front.
-        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self._claims: OrderedDict[str, tuple[Claim, float]] = OrderedDict()
+        # Values are (value, expires_at): each entry's own time to use.
+        self._cache: TLRUCache[str, tuple[bytes, float]] = TLRUCache(
+            max_entries, _expires_at, timer=clock
+        )
+        self._claims: TLRUCache[str, tuple[Claim, float]] = TLRUCache(
+            max_entries, _expires_at, timer=clock
+        )
         self._ops = 0
         # One process's memory: its counters live and die with it (a new one re-seeds).
         self._epoch = uuid.uuid4().hex
@@ -185,16 +189,11 @@ class MemoryFast:
     # cache
 
     async def get(self, key: str) -> bytes | None:
-        now = self._tick()
-        entry = self._cache.get(key)
-        if entry is None or entry[1] <= now:
-            self._cache.pop(key, None)
-            return None
-        self._cache.move_to_end(key)
-        return entry[0]
+        entry = self._cache.get(key)  # None when absent or expired; a hit is the newest use
+        return None if entry is None else entry[0]
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._bounded(self._cache, key, (value, self._tick() + ttl_s))
+        self._cache[key] = (value, self._clock() + ttl_s)
 
     async def lead(self, key: str, token: str, lease_s: float) -> bool:
         return True  # one process: its in-process single-flight is the whole story
@@ -205,16 +204,14 @@ class MemoryFast:
     # idempotency
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
-        now = self._tick()
         held = self._claims.get(key)
-        if held is not None and held[1] > now:
-            self._claims.move_to_end(key)
+        if held is not None:
             return held[0]
-        self._bounded(self._claims, key, (Claim("pending", fingerprint), now + lease_s))
+        self._claims[key] = (Claim("pending", fingerprint), self._clock() + lease_s)
         return Claim("new", fingerprint)
 
     async def complete(self, key: str, fingerprint: str, result: bytes, ttl_s: float) -> None:
-        self._bounded(self._claims, key, (Claim("done", fingerprint, result), self._tick() + ttl_s))
+        self._claims[key] = (Claim("done", fingerprint, result), self._clock() + ttl_s)
 
     async def abandon(self, key: str) -> None:
         self._claims.pop(key, None)
@@ -225,19 +222,14 @@ class MemoryFast:
     async def aclose(self) -> None:
         self._cache.clear()
 
-    def _bounded(self, entries: OrderedDict[str, V], key: str, value: V) -> None:
-        """Set ``key`` as the most recently used entry, evicting the least recently used
-        while there are more than ``max_entries``."""
-        entries[key] = value
-        entries.move_to_end(key)
-        while len(entries) > self._max:
-            entries.popitem(last=False)
-
     def _tick(self) -> float:
         now = self._clock()
         self._ops += 1
         if self._ops % SWEEP_EVERY == 0:
-            self._cache = OrderedDict((k, v) for k, v in self._cache.items() if v[1] > now)
-            self._claims = OrderedDict((k, v) for k, v in self._claims.items() if v[1] > now)
             self._lines = {k: v for k, v in self._lines.items() if v.expires_at > now}
         return now
+
+
+def _expires_at(_key: Any, value: tuple[Any, float], _now: float) -> float:
+    """The time to use of a ``(value, expires_at)`` entry: cachetools' ``ttu``."""
+    return value[1]

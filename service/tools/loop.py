@@ -50,12 +50,12 @@ from service.domain import (
 from service.errors import FailedPrecondition, Reason
 from service.guards import GuardContext
 from service.guards.check import merge_verdicts
+from service.guards.tools import check_arguments, check_tool_result
 from service.runs.records import RunState
 from service.state.records import AuditEntry
-from service.tools.guarding import Validators, check_call, check_result
 from service.tools.host import ToolHost
 from service.tools.policy import approval_reason
-from service.tools.results import PREVIEW_CHARS, ToolOutput, failed, model_text
+from service.tools.results import PREVIEW_CHARS, ToolOutput, failed, model_text, refusal
 from service.tools.run_state import LoopState, Parked, Pending
 from service.tools.spec import WRITE, ServerTool
 
@@ -111,7 +111,6 @@ class ToolLoop:
     def __init__(self, host: ToolHost, audit: Audit | None = None) -> None:
         self.host = host
         self._audit = audit
-        self.validators = Validators()
         self.approvals: Approvals | None = None  # set by the composition root
 
     def offered(self, agent: AgentSpec) -> dict[str, ServerTool]:
@@ -315,14 +314,14 @@ class ToolLoop:
                 outputs[call.id] = failed(ToolOutcome.NOT_ALLOWED, why)
                 await self.audited(state, call.name, "not_allowed")
                 return
-            checked = await check_call(
-                agent, guards, tool.parameters, call.arguments_json, self.validators
+            checked = await check_arguments(
+                agent.guards, guards, tool.parameters, call.arguments_json
             )
             state.verdicts.extend(checked.verdicts)
-            if checked.problem:
-                kind = ToolOutcome.BLOCKED if checked.blocked else ToolOutcome.INVALID_ARGUMENTS
+            if checked.blocked is not None:
+                kind = refusal(checked.blocked)
                 outputs[call.id] = failed(kind, checked.problem)
-                if checked.blocked:
+                if kind is ToolOutcome.BLOCKED:
                     await self.audited(state, call.name, "blocked")
                 return
             reason = approval_reason(tool, checked.arguments)
@@ -373,16 +372,19 @@ class ToolLoop:
             await self.audited(state, tool.name, output.outcome.value)
         if not output.ok:
             return output
-        text, verdicts, blocked = await check_result(agent, guards, output.text)
-        state.verdicts.extend(verdicts)
-        if blocked:
+        if not agent.guards.input or not output.text:
+            return output
+        checked = await check_tool_result(agent.guards, guards, output.text)
+        state.verdicts.extend(checked.verdicts)
+        if checked.blocked is not None:
+            verdict = checked.blocked
             return ToolOutput(
                 ToolOutcome.BLOCKED,
-                f"the result was {blocked}",
+                f"the result was blocked by guard {verdict.guard} ({verdict.category})",
                 output.size_bytes,
                 output.duration_s,
             )
-        return replace(output, text=text)
+        return replace(output, text=checked.text)
 
     async def audited(
         self, state: LoopState, tool: str, outcome: str, approval_id: str = "", detail: str = ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.domain import ToolOutcome
+from service.domain import GuardVerdict, ToolOutcome
+from service.guards.tools import TOOL_POLICY
 
 PREVIEW_CHARS = 512  # ToolResult.preview's cap (the contract says so)
 
@@ -27,6 +28,13 @@ class ToolOutput:
 
 def failed(outcome: ToolOutcome, message: str, duration_s: float = 0.0) -> ToolOutput:
     return ToolOutput(outcome, message, 0, duration_s)
+
+
+def refusal(verdict: GuardVerdict) -> ToolOutcome:
+    """The outcome of a call its checks refused: INVALID_ARGUMENTS when the arguments did not
+    parse or fit the tool's schema (the model may try again), BLOCKED when a guard blocked
+    it."""
+    return ToolOutcome.INVALID_ARGUMENTS if verdict.guard == TOOL_POLICY else ToolOutcome.BLOCKED
 
 
 def too_large(size: int, limit: int, duration_s: float) -> ToolOutput:

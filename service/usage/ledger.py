@@ -45,6 +45,8 @@ class Ledger:
         # Told of every batch of outbox lines the store took (the budgets' holds of them
         # become spend); a failure leaves the batch in the outbox, replayed again.
         self.on_landed: Callable[[Sequence[UsageRecord]], Awaitable[None]] | None = None
+        # Told of every line once it is written (store or outbox): the cost metric.
+        self.on_recorded: Callable[[UsageRecord], None] | None = None
 
     @property
     def outbox(self) -> Outbox:
@@ -66,8 +68,12 @@ class Ledger:
             await self._store.record_usage(record, audit)
         except SwitchboardError as exc:
             await self._to_outbox(record, audit, exc)
-            return True
-        return False
+            outboxed = True
+        else:
+            outboxed = False
+        if self.on_recorded is not None:
+            self.on_recorded(record)
+        return outboxed
 
     async def audit(self, entry: AuditEntry) -> None:
         """Write the entry durably. Raises Unavailable as ``record_usage`` does."""

@@ -127,7 +127,10 @@ async def test_an_agent_with_no_guards_still_has_its_tool_calls_checked() -> Non
         assert response.finish_reason == pb.FINISH_REASON_CONTENT_FILTER
         assert not response.message.tool_calls
         assert verdicts(response) == policy
-        assert detail(await audited(served, "tool-1")) == {(*next(iter(policy)), 1)}
+        entry = await audited(served, "tool-1")
+        assert detail(entry) == {(*next(iter(policy)), 1)}
+        # Answered (and charged), but stopped: the audit says so, not "ok".
+        assert entry.outcome == "content_filter"
 
 
 async def test_each_verdict_is_a_span_event_and_each_guard_is_timed() -> None:

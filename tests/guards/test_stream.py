@@ -21,6 +21,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.guards import AgentGuards, GuardContext, OutputGuard
+from service.guards.check import Guard
 from tests.guards.corpus import (
     answer,
     checked,
@@ -224,3 +225,44 @@ async def test_an_unguarded_answer_passes_through_unchanged() -> None:
     events, _ = await streamed((), answer("a", "b"))
     assert events == answer("a", "b")
     assert finish_of(events).verdicts == ()
+
+
+@pytest.mark.parametrize(
+    ("guard", "head", "line"),
+    [
+        (one("secrets", action="redact"), "Key: -----BEGIN PRIVATE KEY-----\n", "QUJD" * 16 + "\n"),
+        (one("regex", patterns={"ticket": r"T-\d+"}, action="redact"), "See T-", "1234567890"),
+    ],
+    ids=["unterminated_pem", "operator_regex"],
+)
+async def test_a_match_that_keeps_growing_is_not_held_to_the_end(
+    guard: tuple[Guard, ...], head: str, line: str
+) -> None:
+    """A PEM header with no END line, or an operator's pattern that matches on and on, held
+    everything after it until the stream ended and rescanned it all on every delta
+    (quadratic). The hold is bounded: the first part is released, redacted, mid-stream."""
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def upstream() -> AsyncGenerator[Event, None]:
+        while True:
+            event = await queue.get()
+            yield event
+            if isinstance(event, Finish):
+                return
+
+    out = OutputGuard(AgentGuards(output=guard), GuardContext("agent"), {}, 7).events(upstream())
+    queue.put_nowait(TextDelta(head))
+    for _ in range(60_000 // len(line)):
+        queue.put_nowait(TextDelta(line))
+    released = ""
+    while "[" not in released:  # the redaction, before the stream has ended
+        event = await asyncio.wait_for(anext(out), 30)
+        assert not isinstance(event, Finish)
+        released += event.text if isinstance(event, TextDelta) else ""
+    before = released.split("[")[0]
+    assert "QUJD" not in before
+    assert "1234" not in before
+    for event in answer()[-2:]:
+        queue.put_nowait(event)
+    async for _ in out:
+        pass

@@ -178,6 +178,18 @@ async def test_memory_store_is_bounded_and_evicts_the_least_recently_used() -> N
     assert (await fast.claim("i9", "f", 60)).state == "done"
 
 
+async def test_memory_store_drops_expired_entries_before_evicting_live_ones() -> None:
+    now = [1000.0]
+    fast = MemoryFast(clock=lambda: now[0], max_entries=2)
+    await fast.put("short", b"s", 10)
+    await fast.put("long", b"l", 1000)
+    assert await fast.get("short") == b"s"  # the most recently used, "long" the least
+    now[0] += 20  # "short" has expired
+    await fast.put("new", b"n", 1000)
+    # The expired entry made room; the live one, least recently used, stays.
+    assert [await fast.get(k) for k in ("short", "long", "new")] == [None, b"l", b"n"]
+
+
 def test_memory_max_entries_is_configurable() -> None:
     assert StateConfig().memory_max_entries == 100_000
     assert StateConfig(memory_max_entries=10).memory_max_entries == 10

@@ -1,0 +1,276 @@
+"""The commands that run the server or read its config: ``serve``, ``check-config``, ``keys``
+and ``migrate``. ``service.cli`` parses the command line and imports this module only for
+them (``health`` must start fast)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from service.app import App
+from service.auth import keys as api_keys
+from service.auth.admin import Actor, KeyAdmin
+from service.auth.scopes import unknown_scopes
+from service.config import ConfigError, Snapshot, load
+from service.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SwitchboardError,
+    Unavailable,
+)
+from service.main import serve
+from service.observability.logging import configure
+from service.serving.supervisor import Supervisor
+from service.state import build_stores
+
+
+async def check_config(path: str, environ: Mapping[str, str]) -> Snapshot:
+    """Validate ``path`` exactly as ``serve`` would: the same ``load``, then the same
+    composition root builds every provider and the server (nothing is bound or called).
+
+    Raises:
+        ConfigError: the file is invalid.
+        SwitchboardError: a target cannot be built (its provider is not available, say).
+    """
+    snapshot = load(path, environ)
+    app = App(snapshot, environ=environ)
+    await app.stop(0)
+    return snapshot
+
+
+def _config_agents(args: argparse.Namespace) -> list[str]:
+    """The agents of ``--config``, to check ``--agent`` against.
+
+    Raises:
+        ConfigError: the config cannot be read.
+    """
+    try:
+        raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"{args.config}: cannot read the config to check --agent against ({exc}); pass --config"
+        ) from exc
+    return list((raw.get("agents") or {}) if isinstance(raw, dict) else {})
+
+
+def _describe(r: api_keys.ApiKey, now: float) -> str:
+    agents = ",".join(sorted(r.agents)) if r.agents is not None else "*"
+    if r.revoked_at is not None:
+        status = f"revoked {api_keys.iso(r.revoked_at)}"
+    elif not r.active(now):
+        status = f"expired {api_keys.iso(r.expires_at or 0)}"
+    else:
+        status = f"active since {api_keys.iso(r.created_at)}"
+        if r.expires_at is not None:
+            status += f", expires {api_keys.iso(r.expires_at)}"
+    scopes = ",".join(sorted(r.scopes)) or "-"
+    return f"{r.id}  {r.tenant:16}  {r.source:5}  {agents:16}  {scopes:6}  {status}"
+
+
+_HEADER = "id            tenant            from   agents            scopes  status"
+
+
+def _print_created(key: str, record: api_keys.ApiKey, where: str) -> None:
+    print(f"created key {record.id} for tenant {record.tenant} in {where}", file=sys.stderr)
+    print("store it now: it is not kept and cannot be shown again", file=sys.stderr)
+    print(key)
+
+
+def _write(path: Path, records: list[api_keys.ApiKey]) -> None:
+    try:
+        api_keys.write_keys_file(path, records)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write keys file: {exc.strerror}") from exc
+
+
+def keys_file_command(args: argparse.Namespace) -> int:
+    """``switchboard keys --keys-file F ...``: the YAML file, as GitOps keeps it."""
+    path = Path(args.keys_file)
+    try:
+        records = api_keys.read_keys_file(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.action == "create":
+        _check_create(args, _config_agents(args) if args.agents else [])
+        key, record = api_keys.new_key(
+            args.tenant,
+            agents=args.agents or [api_keys.ANY_AGENT],
+            scopes=args.scopes,
+            note=args.note,
+            expires_at=None if args.expires_in is None else time.time() + args.expires_in,
+        )
+        _write(path, [*records, record])
+        _print_created(key, record, str(path))
+        return 0
+    if args.action == "list":
+        print(_HEADER)
+        for r in records:
+            if (args.all or r.revoked_at is None) and args.tenant in (None, r.tenant):
+                print(_describe(r, time.time()))
+        return 0
+    if args.action == "rotate":
+        print("switchboard: rotate works on the state store's keys (drop --keys-file)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        updated = api_keys.revoke(records, args.key_id)
+    except KeyError:
+        print(f"switchboard: no active key with id {args.key_id!r} in {path}", file=sys.stderr)
+        return 1
+    _write(path, updated)
+    print(f"revoked {args.key_id} (servers pick it up when they load the config)")
+    return 0
+
+
+def _check_create(args: argparse.Namespace, agents: list[str]) -> None:
+    """Raises ConfigError for a bad tenant, an agent the config lacks or an unknown scope."""
+    if not api_keys.TENANT_PATTERN.match(args.tenant):
+        raise ConfigError(f"--tenant {args.tenant!r}: letters, digits, '_', '-', '.' (at most 64)")
+    for agent in args.agents or ():
+        if agent != api_keys.ANY_AGENT and agent not in agents:
+            raise ConfigError(
+                f"--agent {agent!r}: {args.config} has no such agent "
+                f"(agents: {', '.join(sorted(agents)) or 'none'})"
+            )
+    unknown = unknown_scopes(args.scopes)
+    if unknown:
+        raise ConfigError(f"--scope {unknown[0]!r}: unknown (known: admin)")
+
+
+async def keys_store_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``switchboard keys ...``: the state store, through the code AdminService runs."""
+    snapshot = load(args.config, environ)
+    stores = build_stores(snapshot)
+    try:
+        if snapshot.state.migrate:
+            await stores.durable.migrate()
+        admin = KeyAdmin(
+            stores.admin,
+            agents=lambda: list(snapshot.agents),
+            read_only_keys=lambda: snapshot.auth.keys.every,
+            audit=stores.durable.audit,
+        )
+        actor = Actor(key_id="cli")
+        try:
+            return await _keys_action(args, admin, actor)
+        except InvalidArgument as exc:
+            raise ConfigError(exc.message.replace("agents[", "--agent[")) from None
+        except (NotFound, FailedPrecondition) as exc:
+            print(f"switchboard: {exc.message}", file=sys.stderr)
+            return 1
+    finally:
+        await stores.aclose()
+
+
+async def _keys_action(args: argparse.Namespace, admin: KeyAdmin, actor: Actor) -> int:
+    now = time.time()
+    where = f"the state store of {args.config}"
+    if args.action == "create":
+        key, record = await admin.create(
+            actor,
+            args.tenant,
+            agents=args.agents or (),
+            scopes=args.scopes,
+            note=args.note,
+            expires_at=None if args.expires_in is None else now + args.expires_in,
+        )
+        _print_created(key, record, where)
+        return 0
+    if args.action == "list":
+        print(_HEADER)
+        after = ""
+        while page := await admin.list(args.tenant, after, 500, include_revoked=args.all):
+            for r in page:
+                print(_describe(r, now))
+            after = page[-1].id
+        return 0
+    if args.action == "revoke":
+        record = await admin.revoke(actor, args.key_id)
+        print(f"revoked {record.id} (every server stops accepting it within a second)")
+        return 0
+    key, new, old = await admin.rotate(actor, args.key_id, args.grace)
+    _print_created(key, new, where)
+    print(f"{old.id} stays valid until {api_keys.iso(old.expires_at or now)}", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names (any but ``health``); returns the exit status: 0 done,
+    1 a store or server is unavailable or a key is not found, 2 a bad config or argument."""
+    try:
+        if args.command == "check-config":
+            snapshot = asyncio.run(check_config(args.path, os.environ))
+            print(
+                f"{args.path}: ok ({len(snapshot.agents)} agents, {len(snapshot.targets)} targets)"
+            )
+            return 0
+        if args.command == "keys" and args.keys_file:
+            return keys_file_command(args)
+        if args.command == "keys":
+            return asyncio.run(keys_store_command(args, os.environ))
+        if args.command == "migrate":
+            backend = asyncio.run(migrate(load(args.config, os.environ)))
+            print(f"{args.config}: state schema is up to date ({backend})")
+            return 0
+        if args.worker_fds is None:
+            workers = args.workers or load(args.config, os.environ).workers.count
+            if workers > 1:
+                return _supervise(args, workers)
+        asyncio.run(
+            serve(
+                args.config,
+                os.environ,
+                host=args.host,
+                port=args.port,
+                port_file=args.port_file,
+                worker=args.worker_fds,
+            )
+        )
+    except Unavailable as exc:
+        print(f"switchboard: {exc.message}", file=sys.stderr)
+        return 1
+    except (ConfigError, SwitchboardError) as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    async def run() -> int:
+        snapshot = await check_config(args.config, os.environ)  # fail here, not in N workers
+        configure(snapshot.observability.logs)
+        supervisor = Supervisor(
+            snapshot,
+            os.environ,
+            workers=workers,
+            host=args.host,
+            port=args.port,
+            port_file=args.port_file,
+        )
+        return await supervisor.run()
+
+    return asyncio.run(run())
+
+
+async def migrate(snapshot: Snapshot) -> str:
+    """Create or migrate the durable schema of ``snapshot.state``; returns the backend name.
+
+    Raises:
+        Unavailable: the store cannot be reached.
+    """
+    stores = build_stores(snapshot)
+    try:
+        await stores.durable.migrate()
+    finally:
+        await stores.aclose()
+    return stores.backend

@@ -1,0 +1,115 @@
+"""The ``invoke_agent`` span: one per agent call, around its model calls.
+
+Follows the OpenTelemetry GenAI agent-span conventions (the internal kind: the agent runs in
+this process), https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-agent-spans/:
+named ``invoke_agent {gen_ai.agent.name}``, with ``gen_ai.operation.name`` =
+``invoke_agent``, ``gen_ai.agent.name``, ``gen_ai.agent.version`` and
+``gen_ai.agent.description`` when configured, ``gen_ai.conversation.id`` (the session), and,
+from the answer, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``gen_ai.response.model``, ``server.address``/``server.port`` of the answering target,
+``gen_ai.response.id`` (the call's request id: the id of the agent's answer, which the caller
+sees), ``gen_ai.response.finish_reasons``, the usage with its cache reads and writes, and
+``switchboard.attempts``, ``switchboard.cache_hit``, ``switchboard.target``. A failure sets
+``error.type`` and an ERROR status.
+
+The span is current while the agent's events are being produced (and only then: never across
+a yield to the caller), so each model call's span (:mod:`.traced_provider`), retries,
+fallbacks, hedges and the tool loop's steps included, is its child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from service.agents.spec import AgentSpec
+from service.domain import AgentRequest, Event, Finish, Start, UsageEvent
+from service.errors import SwitchboardError
+from service.observability.traced_provider import server_address, usage_attributes
+
+OPERATION = "invoke_agent"
+
+
+class AgentSpans:
+    """Makes the ``invoke_agent`` span of each call with ``tracer``."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    async def traced(
+        self, agent: AgentSpec, request: AgentRequest, events: AsyncGenerator[Event, None]
+    ) -> AsyncGenerator[Event, None]:
+        """``events`` unchanged, read inside the span; raises what they raise, and closes
+        them when closed."""
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": OPERATION,
+            "gen_ai.agent.name": agent.name,
+        }
+        if agent.version:
+            attributes["gen_ai.agent.version"] = agent.version
+        if agent.description:
+            attributes["gen_ai.agent.description"] = agent.description
+        if request.session_id:
+            attributes["gen_ai.conversation.id"] = request.session_id
+        span = self._tracer.start_span(
+            f"{OPERATION} {agent.name}", kind=SpanKind.INTERNAL, attributes=attributes
+        )
+        current = trace.set_span_in_context(span)
+        try:
+            async with aclosing(events):
+                while True:
+                    # Current only for this step: a yield hands control to the caller, whose
+                    # context must not see this span.
+                    token = otel_context.attach(current)
+                    try:
+                        event = await anext(events)
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        otel_context.detach(token)
+                    _see(span, agent, event)
+                    yield event
+        except SwitchboardError as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(Status(StatusCode.ERROR, exc.message))
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the caller left: not the agent's failure
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(Status(StatusCode.ERROR))
+            raise
+        finally:
+            span.end()
+
+
+def _see(span: Span, agent: AgentSpec, event: Event) -> None:
+    if isinstance(event, Start):
+        _target(span, agent, event)
+        span.set_attribute("gen_ai.response.id", event.request_id)
+    elif isinstance(event, UsageEvent) and not event.partial:
+        usage_attributes(span, event.usage)
+    elif isinstance(event, Finish):
+        span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
+        span.set_attribute("switchboard.attempts", event.attempts)
+        span.set_attribute("switchboard.cache_hit", event.cache_hit)
+        if event.target is not None:
+            span.set_attribute("gen_ai.response.model", event.target.model)
+
+
+def _target(span: Span, agent: AgentSpec, start: Start) -> None:
+    ref = start.target
+    span.set_attribute("gen_ai.provider.name", ref.provider)
+    span.set_attribute("gen_ai.request.model", ref.model)
+    span.set_attribute("switchboard.target", ref.name)
+    spec = next((t for t in agent.route if t.name == ref.name), None)
+    address = server_address(spec) if spec is not None else None
+    if address is not None:
+        span.set_attribute("server.address", address[0])
+        span.set_attribute("server.port", address[1])

@@ -1,0 +1,162 @@
+"""The ``invoke_agent`` span (OpenTelemetry GenAI agent spans) on the real in-process server:
+server span → ``invoke_agent {agent}`` → one ``chat {model}`` span per model call, retries
+and fallbacks included; a caller's error makes no agent span and leaves the server span's
+status unset."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from switchboard_client import InvalidArgumentError, NotFoundError, UnavailableError
+
+from tests.fakes.openai_fake import FakeToolCall, OpenAIFake, Scenario
+from tests.harness import serve_config
+from tests.tools.rig import http_tool_server
+
+KEY = {"OPENAI_API_KEY": "sk-test-0123456789abcdef"}
+
+
+def recording() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def config(base_url: str) -> str:
+    return f"""
+    targets:
+      first: {{provider: openai, model: gpt-first, base_url: "{base_url}/v1",
+               api_key: {{env: OPENAI_API_KEY}}}}
+      second: {{provider: openai, model: gpt-second, base_url: "{base_url}/v1",
+                api_key: {{env: OPENAI_API_KEY}}}}
+    agents:
+      helper:
+        route: [first, second]
+        version: "2026-11-30"
+        description: Answers questions.
+    """
+
+
+def by_kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
+    return [s for s in spans if s.kind == kind]
+
+
+def attributes(span: ReadableSpan) -> dict[str, object]:
+    return dict(span.attributes or {})
+
+
+async def test_the_agent_span_holds_every_model_call_of_a_fallback() -> None:
+    provider, exporter = recording()
+    failing = Scenario(status=500, error={"message": "down", "type": "server_error"})
+    async with OpenAIFake() as fake:
+        fake.push(failing, Scenario(usage=(100, 7), cached_tokens=60))
+        async with serve_config(config(fake.base_url), KEY, tracer_provider=provider) as served:
+            answer = await served.client.invoke("helper", "hi", session_id="conversation-1")
+            port = int(fake.base_url.rsplit(":", 1)[1])
+    spans = exporter.get_finished_spans()
+    [server] = by_kind(spans, SpanKind.SERVER)
+    [agent] = by_kind(spans, SpanKind.INTERNAL)
+    models = by_kind(spans, SpanKind.CLIENT)
+
+    assert agent.name == "invoke_agent helper"
+    assert agent.parent is not None
+    assert agent.parent.span_id == server.context.span_id
+    assert [m.name for m in models] == ["chat gpt-first", "chat gpt-second"]
+    assert all(m.parent is not None and m.parent.span_id == agent.context.span_id for m in models)
+    assert models[0].status.status_code == StatusCode.ERROR
+    assert agent.status.status_code == StatusCode.UNSET
+
+    a = attributes(agent)
+    assert a["gen_ai.operation.name"] == "invoke_agent"
+    assert a["gen_ai.agent.name"] == "helper"
+    assert a["gen_ai.agent.version"] == "2026-11-30"
+    assert a["gen_ai.agent.description"] == "Answers questions."
+    assert a["gen_ai.conversation.id"] == "conversation-1"
+    assert a["gen_ai.response.id"] == answer.request_id
+    assert a["gen_ai.provider.name"] == "openai"
+    assert a["gen_ai.request.model"] == "gpt-second"
+    assert a["gen_ai.response.model"] == "gpt-second"
+    assert a["server.address"] == "127.0.0.1"
+    assert a["server.port"] == port
+    assert a["gen_ai.usage.input_tokens"] == 100
+    assert a["gen_ai.usage.output_tokens"] == 7
+    assert a["gen_ai.usage.cache_read.input_tokens"] == 60
+    assert a["gen_ai.response.finish_reasons"] == ("stop",)
+    assert a["switchboard.attempts"] == answer.attempts == 2
+    assert a["switchboard.target"] == "second"
+    assert attributes(models[1])["server.address"] == "127.0.0.1"
+
+
+async def test_a_stream_is_traced_the_same_and_a_failed_agent_is_an_error() -> None:
+    provider, exporter = recording()
+    failing = Scenario(status=500, error={"message": "down", "type": "server_error"})
+    async with OpenAIFake() as fake:
+        fake.push(Scenario())
+        async with serve_config(config(fake.base_url), KEY, tracer_provider=provider) as served:
+            assert [e async for e in served.client.stream("helper", "hi")]
+            fake.push(failing, failing)
+            with pytest.raises(UnavailableError):
+                await served.client.invoke("helper", "hi")
+    ok, failed = by_kind(exporter.get_finished_spans(), SpanKind.INTERNAL)
+    assert attributes(ok)["gen_ai.request.model"] == "gpt-first"
+    assert ok.status.status_code == StatusCode.UNSET
+    assert failed.status.status_code == StatusCode.ERROR
+    assert attributes(failed)["error.type"]
+    assert "gen_ai.response.id" not in attributes(failed)
+
+
+async def test_caller_errors_make_no_agent_span_and_leave_the_server_status_unset() -> None:
+    provider, exporter = recording()
+    async with (
+        OpenAIFake() as fake,
+        serve_config(config(fake.base_url), KEY, tracer_provider=provider) as served,
+    ):
+        with pytest.raises(NotFoundError):
+            await served.client.invoke("no-such-agent", "hi")
+        with pytest.raises(InvalidArgumentError):
+            await served.client.invoke("helper", [])
+    spans = exporter.get_finished_spans()
+    assert by_kind(spans, SpanKind.INTERNAL) == []
+    assert by_kind(spans, SpanKind.CLIENT) == []
+    codes = {attributes(s)["rpc.grpc.status_code"]: s for s in by_kind(spans, SpanKind.SERVER)}
+    assert set(codes) == {
+        grpc.StatusCode.NOT_FOUND.value[0],
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    }
+    assert all(s.status.status_code == StatusCode.UNSET for s in codes.values())
+
+
+async def test_each_step_of_the_tool_loop_is_a_child_of_one_agent_span() -> None:
+    provider, exporter = recording()
+    async with OpenAIFake() as fake, http_tool_server() as web:
+        weather = FakeToolCall(id="c1", name="weather", arguments=json.dumps({"city": "Paris"}))
+        fake.push(Scenario(tool_calls=(weather,)), Scenario(text="Sunny."))
+        cfg = f"""
+        targets:
+          model: {{provider: openai, model: gpt-loop, base_url: "{fake.base_url}/v1",
+                   api_key: {{env: OPENAI_API_KEY}}}}
+        http_tools:
+          weather:
+            description: Weather for a city.
+            url: {web.url}/weather/{{city}}
+            parameters: {{type: object, properties: {{city: {{type: string}}}}, required: [city]}}
+            class: read_only
+        agents:
+          ops: {{route: [model], server_tools: [weather], loop: {{max_steps: 3}}}}
+        """
+        async with serve_config(cfg, KEY, tracer_provider=provider) as served:
+            answer = await served.client.invoke("ops", "weather in Paris?")
+    assert answer.message.content[0].text == "Sunny."
+    spans = exporter.get_finished_spans()
+    [agent] = by_kind(spans, SpanKind.INTERNAL)
+    steps = by_kind(spans, SpanKind.CLIENT)
+    assert len(steps) == 2
+    assert all(s.parent is not None and s.parent.span_id == agent.context.span_id for s in steps)
+    assert attributes(agent)["gen_ai.agent.name"] == "ops"
