@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import aclosing
+from contextlib import AbstractContextManager, aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -62,6 +62,10 @@ class StepApprovals(Protocol):
 
     def resume(self, run_id: str, deadline: Deadline) -> AsyncGenerator[RunEvent, None]:
         """The parked agent run ``run_id`` resumed (RunService.ResumeRun's events)."""
+        ...
+
+    def holding_as(self, holder: str) -> AbstractContextManager[None]:
+        """Resume (claim and save) runs as ``holder`` within the block."""
         ...
 
 
@@ -242,8 +246,10 @@ class RunContext:
         self.deadline_at = float(decided_at) + self.spec.definition.timeout_s
 
         async def resume() -> dict[str, Any]:
-            events = approvals.resume(parked.run_id, self.deadline())
-            return (await self._fold(step_id, parked.agent, events)).to_json()
+            # Held as this step: re-executed after a crash, it takes the agent run back.
+            with approvals.holding_as(f"workflow:{run_id}:{step_id}"):
+                events = approvals.resume(parked.run_id, self.deadline())
+                return (await self._fold(step_id, parked.agent, events)).to_json()
 
         value = await DBOS.run_step_async({"name": f"agent:{step_id}:resume:{turn}"}, resume)
         return StepResult.from_json(value)
