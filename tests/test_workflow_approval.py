@@ -46,6 +46,12 @@ def config(base_url: str, tool_url: str) -> str:
           clerk: {{system_prompt: clerk, route: [fake], server_tools: [order]}}
           editor: {{system_prompt: editor, route: [fake]}}
         workflows:
+          pair:
+            kind: parallel
+            branches:
+              - {{id: left, agent: clerk}}
+              - {{id: right, agent: clerk}}
+            merge: {{concat: true}}
           panel:
             kind: parallel
             branches:
@@ -121,6 +127,43 @@ async def test_a_parallel_branch_waits_for_its_approval_and_the_merge_runs_after
             assert done.response.message.content[0].text.startswith("editor says:")
             assert calls_by_agent(fake) == {"researcher": 1, "clerk": 2, "editor": 1}
             assert len(tool.seen) == 1
+
+
+async def test_two_branches_wait_at_once_and_the_run_lists_both_approvals() -> None:
+    async with AgentsFake() as fake, http_tool_server() as tool:
+        fake.first["clerk"] = [ORDER, ORDER]
+        async with serve_config(config(fake.base_url, tool.url)) as served:
+            runs = run_pb2_grpc.RunServiceStub(served.channel)
+            call = agent_pb2_grpc.AgentServiceStub(served.channel).Stream(
+                pb.StreamRequest(agent="pair", messages=[user("tea")]), timeout=60
+            )
+            run_id, asked = "", []
+            async for event in call:
+                if event.HasField("start"):
+                    run_id = event.start.run_id
+                if event.HasField("approval_required"):
+                    asked.append(event.approval_required.approval_id)
+                    if len(asked) == 2:
+                        break
+            limit = time.monotonic() + 20
+            while (
+                len((await runs.GetRun(run_pb2.GetRunRequest(id=run_id))).run.pending_approval_ids)
+                < 2
+            ):
+                assert time.monotonic() < limit, "the run never listed both approvals"
+                await asyncio.sleep(0.05)
+            got = await runs.GetRun(run_pb2.GetRunRequest(id=run_id))
+            assert got.run.state == run_pb2.Run.STATE_WAITING
+            assert sorted(got.run.pending_approval_ids) == sorted(asked)
+            approvals = approval_pb2_grpc.ApprovalServiceStub(served.channel)
+            for approval in asked:
+                await approvals.Approve(approval_pb2.ApproveRequest(id=approval))
+            events = [e async for e in call]
+            assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
+            done = await runs.GetRun(run_pb2.GetRunRequest(id=run_id))
+            assert done.run.state == run_pb2.Run.STATE_SUCCEEDED
+            assert done.run.pending_approval_ids == []
+            assert len(tool.seen) == 2
 
 
 async def test_a_run_parked_for_approval_survives_a_sigkill_and_completes_once(

@@ -230,19 +230,21 @@ class RunContext:
     async def _approved(self, step_id: str, parked: StepResult, turn: int) -> StepResult:
         """Wait durably for the decisions a parked step needs, then resume its agent run as
         a step of its own (checkpointed: a finished model or tool call never runs again).
-        While it waits the run is WAITING (attribute ``waiting``); after it the run has its
+        While it waits the run is WAITING (attribute ``waiting:<step>``); after it the run has its
         whole ``timeout_s`` again (a person's time is not the run's)."""
         assert self._approvals is not None
         approvals, run_id = self._approvals, self.run.run_id
-        waiting = {"waiting": list(parked.approvals)}
-        await DBOS.update_workflow_attributes_async(run_id, waiting, merge=True)
+        key = f"waiting:{step_id}"  # service.workflows.records.WAITING
+        await DBOS.update_workflow_attributes_async(
+            run_id, {key: list(parked.approvals)}, merge=True
+        )
 
         async def wait() -> float:
             await approvals.decided(self.run.tenant, parked.approvals)
             return time.time()
 
         decided_at = await DBOS.run_step_async({"name": f"approval:{step_id}:{turn}"}, wait)
-        await DBOS.update_workflow_attributes_async(run_id, {"waiting": []}, merge=True)
+        await DBOS.update_workflow_attributes_async(run_id, {key: []}, merge=True)
         self.deadline_at = float(decided_at) + self.spec.definition.timeout_s
 
         async def resume() -> dict[str, Any]:
