@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from switchboard_client import InvalidArgumentError, NotFoundError, UnavailableError
 
+from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.openai_fake import FakeToolCall, OpenAIFake, Scenario
 from tests.harness import serve_config
 from tests.tools.rig import http_tool_server
@@ -160,3 +161,28 @@ async def test_each_step_of_the_tool_loop_is_a_child_of_one_agent_span() -> None
     assert len(steps) == 2
     assert all(s.parent is not None and s.parent.span_id == agent.context.span_id for s in steps)
     assert attributes(agent)["gen_ai.agent.name"] == "ops"
+
+
+async def test_model_spans_carry_the_upstreams_response_id() -> None:
+    provider, exporter = recording()
+    async with OpenAIFake() as openai, AnthropicFake() as anthropic:
+        cfg = f"""
+        targets:
+          gpt: {{provider: openai, model: gpt-x, base_url: "{openai.base_url}/v1",
+                 api_key: {{env: OPENAI_API_KEY}}}}
+          claude: {{provider: anthropic, model: claude-x, base_url: "{anthropic.base_url}",
+                    api_key: {{env: ANTHROPIC_API_KEY}}}}
+        agents:
+          gpt: {{route: [gpt]}}
+          claude: {{route: [claude]}}
+        """
+        env = {**KEY, "ANTHROPIC_API_KEY": "sk-ant-test-0123456789abcdef"}
+        async with serve_config(cfg, env, tracer_provider=provider) as served:
+            await served.client.invoke("gpt", "hi")
+            assert [e async for e in served.client.stream("claude", "hi")]
+    ids = {
+        s.name: str(attributes(s).get("gen_ai.response.id", ""))
+        for s in by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
+    }
+    assert ids["chat gpt-x"].startswith("chatcmpl-fake")
+    assert ids["chat claude-x"].startswith("msg_fake")
