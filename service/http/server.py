@@ -58,6 +58,7 @@ class HttpListener:
         config = uvicorn.Config(
             self._app,
             lifespan="off",
+            http="httptools",  # named, not uvicorn's "auto": a missing httptools fails here
             log_config=None,
             access_log=False,
             server_header=False,
