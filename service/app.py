@@ -215,7 +215,7 @@ class App:
             traced=AgentSpans(tracer).traced,
         )
         self.runs = self._build_runs(gate)
-        self.workflows = self._build_workflows(snapshot)
+        self.workflows = self._build_workflows(snapshot, gate)
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,
@@ -348,11 +348,12 @@ class App:
             )
         return server
 
-    def _build_workflows(self, snapshot: Snapshot) -> Workflows | None:
+    def _build_workflows(self, snapshot: Snapshot, gate: Gate) -> Workflows | None:
         """Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
         CPU) only when the config has some; their runs join RunService (kind ``workflow``)."""
         if not snapshot.workflows:
             return None
+        from service.workflows.approvals import GateApprovals  # noqa: PLC0415
         from service.workflows.engine import Engine  # noqa: PLC0415
         from service.workflows.records import KIND as WORKFLOW_KIND  # noqa: PLC0415
         from service.workflows.run_kind import WorkflowRunKind  # noqa: PLC0415
@@ -364,6 +365,7 @@ class App:
             self.runner.stream,
             engine,
             descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
+            approvals=GateApprovals(gate, self.runs),
         )
         self.run_kinds.register(WORKFLOW_KIND, WorkflowRunKind(workflows).kind())
         return workflows

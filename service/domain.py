@@ -191,6 +191,9 @@ class AgentRequest:
     # Tools a workflow offers its step's agent (handoffs, delegations: service.workflows),
     # never a caller's: offered beside the agent's own tools; their calls end the answer.
     workflow_tools: tuple[Tool, ...] = ()
+    # A workflow's step: a call that needs approval parks the run at once (the workflow
+    # waits for the decision durably) instead of waiting within the deadline.
+    park_for_approval: bool = False
 
 
 # Events of an answer. Providers yield TextDelta, ToolCallDelta, UsageEvent and Finish;

@@ -242,6 +242,8 @@ class Runner:
         runtime.calls.enter()
         try:
             agent = resolve(runtime.snapshot, state.request.agent)
+            if state.request.workflow_tools:
+                agent = with_workflow_tools(agent, state.request.workflow_tools)
             if agent.loop is None or self.tools is None:
                 raise FailedPrecondition(
                     f"agent {echo(agent.name)} runs no server tools any more"

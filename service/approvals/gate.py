@@ -46,6 +46,7 @@ POLL_S = 0.25
 MARGIN_S = 1.0
 APPROVAL_TTL_S = 86_400.0
 LEASE_MARGIN_S = 5.0
+APPROVAL_WAIT_S = 366 * 86_400.0  # past any approval's expiry: a bound, not a timeout
 
 
 def owner_id() -> str:
@@ -136,7 +137,9 @@ class Gate:
                 )  # fmt: skip
                 yield event
         ids = [p.approval_id for p in parked.pending]
-        decided = await self._decisions(ctx.tenant, ids, deadline)
+        # A workflow's step parks at once: the workflow waits durably (:meth:`decided`).
+        wait = deadline if not state.request.park_for_approval else Deadline.after(0.0)
+        decided = await self._decisions(ctx.tenant, ids, wait)
         if decided is None:
             await self.save(state, RunState.WAITING, None)
             yield Finish(FinishReason.APPROVAL_PENDING, run_id=state.run_id)
@@ -206,6 +209,11 @@ class Gate:
                 f"run {state.run_id} was cancelled, or another call took it over",
                 reason=Reason.RUN_CANCELLED,
             ).about(run_id=state.run_id)
+
+    async def decided(self, tenant: str, ids: Sequence[str]) -> None:
+        """Return once every approval of ``ids`` is decided or expired (expiring the late
+        ones for good): what a workflow's step parked for approvals waits for."""
+        await self._decisions(tenant, list(ids), Deadline.after(APPROVAL_WAIT_S))
 
     async def _decisions(
         self, tenant: str, ids: list[str], deadline: Deadline

@@ -50,6 +50,8 @@ def encode(state: LoopState) -> bytes:
                 "parameters": request.parameters,
                 "metadata": dict(request.metadata),
                 "tools": request.tools,
+                "workflow_tools": request.workflow_tools,
+                "park_for_approval": request.park_for_approval,
             },
             "conversation": [_message(m) for m in state.conversation],
             "history_len": state.history_len,
@@ -76,6 +78,8 @@ def decode(data: bytes) -> LoopState:
         request = AgentRequest(
             r["agent"], (), r["request_id"], r["session_id"],
             _as(r["parameters"], Parameters), r["metadata"], _as(r["tools"], tuple[Tool, ...]),
+            workflow_tools=_as(r.get("workflow_tools", []), tuple[Tool, ...]),
+            park_for_approval=bool(r.get("park_for_approval", False)),
         )  # fmt: skip
         trace = [
             StepTrace(

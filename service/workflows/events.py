@@ -61,10 +61,18 @@ class StepResult:
     target: TargetRef | None = None
     attempts: int = 0
     error: StepError | None = None  # None: the step answered
+    run_id: str = ""  # the agent run holding the step's tool loop, when it parked
+    approvals: tuple[str, ...] = ()  # the approvals a parked step waits for
+    deadline_at: float = 0.0  # a branch that waited for a person: the deadline it renewed
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def parked(self) -> bool:
+        """The step's agent parked its tool loop for approvals (a person decides)."""
+        return self.finish_reason is FinishReason.APPROVAL_PENDING and bool(self.run_id)
 
     def to_json(self) -> dict[str, Any]:
         value = asdict(self)
@@ -85,6 +93,9 @@ class StepResult:
             target=TargetRef(**target) if target else None,
             attempts=value.get("attempts", 0),
             error=StepError(**error) if error else None,
+            run_id=value.get("run_id", ""),
+            approvals=tuple(value.get("approvals", ())),
+            deadline_at=value.get("deadline_at", 0.0),
         )
 
 

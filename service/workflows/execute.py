@@ -15,10 +15,10 @@ by a crash or a cancellation has no checkpoint and runs again when the run resum
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from dbos import DBOS
 
@@ -26,7 +26,9 @@ from service import context as call_context
 from service.deadline import Deadline
 from service.domain import (
     AgentRequest,
+    ApprovalRequiredEvent,
     Event,
+    FinishReason,
     Fold,
     Message,
     Role,
@@ -39,7 +41,7 @@ from service.domain import (
 )
 from service.errors import QuotaViolation, Reason, ResourceExhausted, SwitchboardError
 from service.sessions import codec
-from service.workflows.events import StepError, StepFinish, StepResult, StepStart
+from service.workflows.events import RunEvent, StepError, StepFinish, StepResult, StepStart
 from service.workflows.live import LiveRuns
 from service.workflows.spec import WorkflowSpec
 
@@ -49,6 +51,18 @@ RUN_FUNCTION = "switchboard.run"
 BRANCH_FUNCTION = "switchboard.branch"
 
 AgentStream = Callable[[AgentRequest, Deadline], Any]  # Runner.stream
+
+
+class StepApprovals(Protocol):
+    """What a step parked for approvals needs (:mod:`service.workflows.approvals`)."""
+
+    async def decided(self, tenant: str, ids: Sequence[str]) -> None:
+        """Return once every approval of ``ids`` is decided (or expired)."""
+        ...
+
+    def resume(self, run_id: str, deadline: Deadline) -> AsyncGenerator[RunEvent, None]:
+        """The parked agent run ``run_id`` resumed (RunService.ResumeRun's events)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +136,19 @@ def limit(spec: WorkflowSpec, what: str, value: int) -> ResourceExhausted:
 class RunContext:
     """One execution of a run's body: its steps so far, its memory, its live channel."""
 
-    def __init__(self, run: RunInput, stream: AgentStream, live: LiveRuns) -> None:
+    def __init__(
+        self,
+        run: RunInput,
+        stream: AgentStream,
+        live: LiveRuns,
+        approvals: StepApprovals | None = None,
+    ) -> None:
         self.run = run
         self.spec = run.spec
         self._stream = stream
         self._live = live
+        self._approvals = approvals
+        self.deadline_at = run.deadline_at  # renewed after a wait for a person
         self.results: list[StepResult] = []
         self.memory: dict[str, str] = {}
         self.steps_taken = 0
@@ -189,31 +211,77 @@ class RunContext:
 
         value = await DBOS.run_step_async({"name": f"agent:{step_id}"}, call)
         result = StepResult.from_json(value)
+        turn = 0
+        while result.parked and self._approvals is not None:
+            result = await self._approved(step_id, result, turn)
+            turn += 1
         self.results.append(result)
         if logged:
             await self.log(StepFinish(result))
         return result
 
+    def deadline(self) -> Deadline:
+        return Deadline.after(self.deadline_at - time.time())
+
+    async def _approved(self, step_id: str, parked: StepResult, turn: int) -> StepResult:
+        """Wait durably for the decisions a parked step needs, then resume its agent run as
+        a step of its own (checkpointed: a finished model or tool call never runs again).
+        While it waits the run is WAITING (attribute ``waiting``); after it the run has its
+        whole ``timeout_s`` again (a person's time is not the run's)."""
+        assert self._approvals is not None
+        approvals, run_id = self._approvals, self.run.run_id
+        waiting = {"waiting": list(parked.approvals)}
+        await DBOS.update_workflow_attributes_async(run_id, waiting, merge=True)
+
+        async def wait() -> float:
+            await approvals.decided(self.run.tenant, parked.approvals)
+            return time.time()
+
+        decided_at = await DBOS.run_step_async({"name": f"approval:{step_id}:{turn}"}, wait)
+        await DBOS.update_workflow_attributes_async(run_id, {"waiting": []}, merge=True)
+        self.deadline_at = float(decided_at) + self.spec.definition.timeout_s
+
+        async def resume() -> dict[str, Any]:
+            events = approvals.resume(parked.run_id, self.deadline())
+            return (await self._fold(step_id, parked.agent, events)).to_json()
+
+        value = await DBOS.run_step_async({"name": f"agent:{step_id}:resume:{turn}"}, resume)
+        return StepResult.from_json(value)
+
     async def _call(
         self, step_id: str, agent: str, messages: tuple[Message, ...], tools: tuple[Tool, ...]
     ) -> StepResult:
         """One agent call through the runner (guards, budgets, ledger, routing), its deltas
-        published live. A domain error is the step's outcome, not an exception."""
+        published live. A call that needs approval parks at once (the run waits for the
+        decision itself: :meth:`_approved`)."""
         request = AgentRequest(
             agent=agent,
             messages=messages,
             request_id=f"{self.run.request_id}.{step_id}"[:128],
             metadata=self.run.metadata,
             workflow_tools=tools,
+            park_for_approval=self._approvals is not None,
         )
+        return await self._fold(step_id, agent, self._stream(request, self.deadline()))
+
+    async def _fold(
+        self, step_id: str, agent: str, stream: AsyncGenerator[RunEvent, None]
+    ) -> StepResult:
+        """An agent's events as the step's result, its deltas and approval requests
+        published live. A domain error is the step's outcome, not an exception."""
         fold = Fold()
         try:
-            async with aclosing(self._stream(request, self.run.deadline())) as events:
+            async with aclosing(stream) as events:
                 async for event in events:
+                    if isinstance(event, StepStart | StepFinish):
+                        continue  # not an agent's (a workflow's step events)
                     fold.add(event)
                     if isinstance(event, TextDelta | ToolCallDelta):
                         self.publish(replace(event, step_id=step_id))
+                    elif isinstance(event, ApprovalRequiredEvent):
+                        self.publish(event)
             answer = fold.result()
+            parked = answer.finish_reason is FinishReason.APPROVAL_PENDING and answer.steps
         except SwitchboardError as exc:
             usage = fold.usage
             error = StepError(type(exc).__name__, str(exc.reason), exc.message)
@@ -227,6 +295,8 @@ class RunContext:
             finish_reason=answer.finish_reason,
             target=answer.target,
             attempts=answer.attempts,
+            run_id=answer.run_id,
+            approvals=tuple(a.approval_id for a in answer.steps[-1].approvals) if parked else (),
         )
 
 

@@ -108,6 +108,8 @@ async def run_children(
             )
             del handles[done.workflow_id]
             result = StepResult.from_json(await done.get_result())
+            # A branch that waited for a person renewed its deadline: the run's follows.
+            ctx.deadline_at = max(ctx.deadline_at, result.deadline_at)
             ctx.results.append(result)
             await ctx.log(StepFinish(result))
             results[result.step_id] = result

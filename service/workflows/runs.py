@@ -12,9 +12,11 @@ tenant from its durable log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from dbos import DBOS, DBOSContextSetAuth, SetWorkflowAttributes, SetWorkflowID
@@ -37,11 +39,13 @@ from service.errors import (
     Unavailable,
 )
 from service.sessions import codec
+from service.workflows import parking
 from service.workflows.delegation import handoff, supervisor
 from service.workflows.engine import Engine
 from service.workflows.events import (
     RunEvent,
     StepError,
+    StepFinish,
     StepResult,
     StepStart,
     UsageEvent,
@@ -57,6 +61,7 @@ from service.workflows.execute import (
     AgentStream,
     RunContext,
     RunInput,
+    StepApprovals,
     StepFailed,
     bound_context,
     started,
@@ -79,6 +84,7 @@ class Workflows:
         live: LiveRuns | None = None,
         *,
         descriptions: Callable[[], Mapping[str, str]] = dict,
+        approvals: StepApprovals | None = None,
     ) -> None:
         """``specs``: the current config's workflows (read per call: reloads swap them);
         ``stream``: the runner's agent call (each step is one); ``descriptions``: the
@@ -86,6 +92,7 @@ class Workflows:
         self._specs = specs
         self._descriptions = descriptions
         self._stream = stream
+        self._approvals = approvals  # None: a step parked for approvals ends parked
         self.engine = engine
         self.live = live or LiveRuns()
         self.stopping = False  # set by the server's drain: runs cut off stay resumable
@@ -137,7 +144,7 @@ class Workflows:
             deadline_at=time.time() + min(deadline.remaining(), spec.definition.timeout_s),
             metadata=dict(request.metadata),
         )
-        return self._start(run)
+        return self._start(run, deadline)
 
     async def invoke(
         self, request: AgentRequest, deadline: Deadline, *, run_id: str = ""
@@ -150,14 +157,14 @@ class Workflows:
         status = await DBOS.get_workflow_status_async(run_id)
         return status is not None and is_run_of(status, call_context.current().tenant)
 
-    async def _start(self, run: RunInput) -> AsyncGenerator[RunEvent, None]:
+    async def _start(self, run: RunInput, deadline: Deadline) -> AsyncGenerator[RunEvent, None]:
         existing = await DBOS.get_workflow_status_async(run.run_id)
         if existing is not None:
             if not is_run_of(existing, run.tenant):
                 raise NotFound(f"no run {echo(run.run_id)}", reason=Reason.RUN_NOT_FOUND)
             if existing.status == "CANCELLED":
                 await resume_cancelled(run.run_id)
-            async with aclosing(self._replay(run, existing.status)) as events:
+            async with aclosing(self._replay(run, deadline)) as events:
                 async for event in events:
                     yield event
             return
@@ -174,13 +181,27 @@ class Workflows:
                 handle: Any = await DBOS.start_workflow_async(self._run, run.to_json())
             yield started(run)
             outcome = asyncio.ensure_future(_result(handle))
+            steps: list[StepResult] = []
             try:
                 while True:
-                    item = await _next(queue, outcome)
-                    if item is None or item is DONE:
+                    item = asyncio.ensure_future(_next(queue, outcome))
+                    try:
+                        parked = await parking.parked_first(item, run.run_id, deadline)
+                    finally:
+                        item.cancel()  # done, unless this caller is cancelled
+                    if parked:
+                        # The run waits for a person: this call ends, the run goes on.
+                        for event in parking.parked_ending(run.run_id, steps):
+                            yield event
+                        finished = True
+                        return
+                    if item.result() is None or item.result() is DONE:
                         break
-                    assert not isinstance(item, type(DONE))
-                    yield item
+                    event = item.result()
+                    assert not isinstance(event, type(DONE))
+                    if isinstance(event, StepFinish):
+                        steps.append(event.result)
+                    yield event
                 result = await outcome
             finally:
                 outcome.cancel()
@@ -205,21 +226,45 @@ class Workflows:
         if status is None or not is_run_of(status, call_context.current().tenant):
             raise NotFound(f"no run {echo(run_id)}", reason=Reason.RUN_NOT_FOUND)
         run = RunInput.from_json(_input_of(status))
-        async with aclosing(self._replay(run, status.status)) as events:
+        async with aclosing(self._replay(run, deadline)) as events:
             async for event in events:
                 yield event
 
-    async def _replay(self, run: RunInput, status: str) -> AsyncGenerator[RunEvent, None]:
+    async def _replay(
+        self, run: RunInput, deadline: Deadline | None
+    ) -> AsyncGenerator[RunEvent, None]:
+        """The run's durable log, then its end; or, when it waits for a person as
+        ``deadline`` nears, the parked ending (:mod:`service.workflows.parking`)."""
         yield started(run)
-        async for value in DBOS.read_stream_async(run.run_id, EVENTS):
-            if "start" in value:
-                yield StepStart(**value["start"])
-            else:  # a finished step: its whole text, then its finish
-                for event in replayed(StepResult.from_json(value["finish"]))[1:]:
+        steps: list[StepResult] = []
+        reader = DBOS.read_stream_async(run.run_id, EVENTS)
+        try:
+            while True:
+                value = asyncio.ensure_future(anext(reader, None))
+                if await parking.parked_first(value, run.run_id, deadline):
+                    for event in parking.parked_ending(run.run_id, steps):
+                        yield event
+                    return
+                logged: dict[str, Any] | None = value.result()
+                if logged is None:
+                    break
+                if "start" in logged:
+                    yield StepStart(**logged["start"])
+                    continue
+                # A finished step: its whole text, then its finish.
+                steps.append(StepResult.from_json(logged["finish"]))
+                for event in replayed(steps[-1])[1:]:
                     yield event
+        finally:
+            with contextlib.suppress(Exception):
+                await reader.aclose()
         handle: Any = await DBOS.retrieve_workflow_async(run.run_id)
-        result = await _result(handle)
-        for event in _ending(result):
+        outcome = asyncio.ensure_future(_result(handle))
+        if await parking.parked_first(outcome, run.run_id, deadline):
+            for event in parking.parked_ending(run.run_id, steps):
+                yield event
+            return
+        for event in _ending(outcome.result()):
             yield event
 
     async def halt(self) -> None:
@@ -250,7 +295,7 @@ class Workflows:
         task = asyncio.current_task()
         if task is not None:
             self.live.executing(run.run_id, task)
-        ctx = RunContext(run, self._stream, self.live)
+        ctx = RunContext(run, self._stream, self.live, self._approvals)
         try:
             if run.spec.kind == "sequential":
                 final = await sequential(ctx)
@@ -286,13 +331,15 @@ class Workflows:
         if task is not None:
             self.live.executing(run.run_id, task)
         try:
-            ctx = RunContext(run, self._stream, self.live)
+            ctx = RunContext(run, self._stream, self.live, self._approvals)
             messages = codec.decode(payload["messages"])
             result = await ctx.agent_step(
                 payload["step_id"], payload["agent"], messages, logged=False
             )
         finally:
             call_context.reset(token)
+        if ctx.deadline_at != run.deadline_at:  # it waited for a person (RunContext._approved)
+            result = replace(result, deadline_at=ctx.deadline_at)
         return result.to_json()
 
 
