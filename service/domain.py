@@ -256,6 +256,9 @@ class Finish:
     target: TargetRef | None = None
     verdicts: tuple[GuardVerdict, ...] = ()  # the guards' verdicts a caller may see
     run_id: str = ""  # a tool loop's run, when it was stored (parked or resumable)
+    # The upstream's id of its answer (chatcmpl-…, msg_…) as the provider read it; only the
+    # model-call span uses it (gen_ai.response.id), so it takes no part in equality.
+    response_id: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

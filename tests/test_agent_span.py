@@ -5,16 +5,24 @@ status unset."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncGenerator
+from pathlib import Path
 
 import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from switchboard_client import InvalidArgumentError, NotFoundError, UnavailableError
 
+from service.config import load
+from service.domain import AgentRequest, Event, Finish, FinishReason
+from service.observability.agent_span import AgentSpans
+from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.openai_fake import FakeToolCall, OpenAIFake, Scenario
 from tests.harness import serve_config
 from tests.tools.rig import http_tool_server
@@ -160,3 +168,53 @@ async def test_each_step_of_the_tool_loop_is_a_child_of_one_agent_span() -> None
     assert len(steps) == 2
     assert all(s.parent is not None and s.parent.span_id == agent.context.span_id for s in steps)
     assert attributes(agent)["gen_ai.agent.name"] == "ops"
+
+
+async def test_model_spans_carry_the_upstreams_response_id() -> None:
+    provider, exporter = recording()
+    async with OpenAIFake() as openai, AnthropicFake() as anthropic:
+        cfg = f"""
+        targets:
+          gpt: {{provider: openai, model: gpt-x, base_url: "{openai.base_url}/v1",
+                 api_key: {{env: OPENAI_API_KEY}}}}
+          claude: {{provider: anthropic, model: claude-x, base_url: "{anthropic.base_url}",
+                    api_key: {{env: ANTHROPIC_API_KEY}}}}
+        agents:
+          gpt: {{route: [gpt]}}
+          claude: {{route: [claude]}}
+        """
+        env = {**KEY, "ANTHROPIC_API_KEY": "sk-ant-test-0123456789abcdef"}
+        async with serve_config(cfg, env, tracer_provider=provider) as served:
+            await served.client.invoke("gpt", "hi")
+            assert [e async for e in served.client.stream("claude", "hi")]
+    ids = {
+        s.name: str(attributes(s).get("gen_ai.response.id", ""))
+        for s in by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
+    }
+    assert ids["chat gpt-x"].startswith("chatcmpl-fake")
+    assert ids["chat claude-x"].startswith("msg_fake")
+
+
+def test_an_unsampled_call_gets_its_events_back_unwrapped(tmp_path: Path) -> None:
+    """Nothing sampled (no exporter: the default): no span, and no work per event."""
+    path = tmp_path / "c.yaml"
+    path.write_text("targets: {m: {provider: mock, model: echo}}\nagents: {a: {route: [m]}}\n")
+    agent = load(path, {}).agents["a"]
+    request = AgentRequest(agent="a", messages=(), request_id="r1")
+
+    async def events() -> AsyncGenerator[Event, None]:
+        yield Finish(FinishReason.STOP)
+
+    unsampled = AgentSpans(TracerProvider(sampler=ALWAYS_OFF).get_tracer("t"))
+    source = events()
+    assert unsampled.traced(agent, request, source) is source
+    provider, exporter = recording()
+    sampled = AgentSpans(provider.get_tracer("t")).traced(agent, request, source)
+    assert sampled is not source
+
+    async def drain() -> list[Event]:
+        return [e async for e in sampled]
+
+    assert asyncio.run(drain()) == [Finish(FinishReason.STOP)]
+    [span] = exporter.get_finished_spans()
+    assert span.name == "invoke_agent a"

@@ -20,6 +20,7 @@ from switchboard_client import (
 )
 
 from service import cli
+from service.app import AGENT_SERVICE as AGENT
 from service.app import App
 from service.auth.keys import (
     KeyRing,
@@ -125,8 +126,8 @@ async def test_the_tenant_comes_from_the_key_not_from_headers(tmp_path: Path) ->
             metadata=metadata,
         )
         calls = served.app.metrics.calls
-        assert calls.labels("grpc", "Invoke", "echo", "acme", "OK")._value.get() == 1
-        assert calls.labels("grpc", "Invoke", "echo", "globex", "OK")._value.get() == 0
+        assert calls.labels("grpc", AGENT, "Invoke", "echo", "acme", "OK")._value.get() == 1
+        assert calls.labels("grpc", AGENT, "Invoke", "echo", "globex", "OK")._value.get() == 0
         assert records[0].tenant == "acme"
 
 

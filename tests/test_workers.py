@@ -95,6 +95,9 @@ def test_two_workers_are_supervised_restarted_and_drained(tmp_path: Path) -> Non
         samples = scrape(metrics_port)
         assert samples["switchboard_worker_restarts_total{}"] == 1
         assert samples["switchboard_workers{}"] == 2
+        # The standard collectors and the build's facts, from the supervisor's registry.
+        assert [k for k in samples if k.startswith("switchboard_build_info{")]
+        assert samples["process_resident_memory_bytes{}"] > 0
         # Every call counted once, whichever worker served it, the killed one included.
         wait_for(lambda: calls(scrape(metrics_port)) == 1 + 4, what="all five calls counted")
 

@@ -20,6 +20,7 @@ from switchboard.v1 import agent_pb2_grpc, approval_pb2, approval_pb2_grpc, run_
 from tests.fakes.openai_fake import FakeToolCall, Scenario
 from tests.harness import serve_config
 from tests.tools.rig import http_tool_server
+from tests.waiting import wait_for
 from tests.workflow_rig import AgentsFake, calls_by_agent, server, user
 
 ORDER = Scenario(tool_calls=(FakeToolCall("order", '{"item": "tea"}', id="call_1"),))
@@ -45,6 +46,12 @@ def config(base_url: str, tool_url: str) -> str:
           clerk: {{system_prompt: clerk, route: [fake], server_tools: [order]}}
           editor: {{system_prompt: editor, route: [fake]}}
         workflows:
+          pair:
+            kind: parallel
+            branches:
+              - {{id: left, agent: clerk}}
+              - {{id: right, agent: clerk}}
+            merge: {{concat: true}}
           panel:
             kind: parallel
             branches:
@@ -122,6 +129,43 @@ async def test_a_parallel_branch_waits_for_its_approval_and_the_merge_runs_after
             assert len(tool.seen) == 1
 
 
+async def test_two_branches_wait_at_once_and_the_run_lists_both_approvals() -> None:
+    async with AgentsFake() as fake, http_tool_server() as tool:
+        fake.first["clerk"] = [ORDER, ORDER]
+        async with serve_config(config(fake.base_url, tool.url)) as served:
+            runs = run_pb2_grpc.RunServiceStub(served.channel)
+            call = agent_pb2_grpc.AgentServiceStub(served.channel).Stream(
+                pb.StreamRequest(agent="pair", messages=[user("tea")]), timeout=60
+            )
+            run_id, asked = "", []
+            async for event in call:
+                if event.HasField("start"):
+                    run_id = event.start.run_id
+                if event.HasField("approval_required"):
+                    asked.append(event.approval_required.approval_id)
+                    if len(asked) == 2:
+                        break
+            limit = time.monotonic() + 20
+            while (
+                len((await runs.GetRun(run_pb2.GetRunRequest(id=run_id))).run.pending_approval_ids)
+                < 2
+            ):
+                assert time.monotonic() < limit, "the run never listed both approvals"
+                await asyncio.sleep(0.05)
+            got = await runs.GetRun(run_pb2.GetRunRequest(id=run_id))
+            assert got.run.state == run_pb2.Run.STATE_WAITING
+            assert sorted(got.run.pending_approval_ids) == sorted(asked)
+            approvals = approval_pb2_grpc.ApprovalServiceStub(served.channel)
+            for approval in asked:
+                await approvals.Approve(approval_pb2.ApproveRequest(id=approval))
+            events = [e async for e in call]
+            assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
+            done = await runs.GetRun(run_pb2.GetRunRequest(id=run_id))
+            assert done.run.state == run_pb2.Run.STATE_SUCCEEDED
+            assert done.run.pending_approval_ids == []
+            assert len(tool.seen) == 2
+
+
 async def test_a_run_parked_for_approval_survives_a_sigkill_and_completes_once(
     tmp_path: Path,
 ) -> None:
@@ -184,3 +228,54 @@ async def _until_waiting(runs: run_pb2_grpc.RunServiceStub, run_id: str) -> None
     ):
         assert time.monotonic() < limit, "the run never waited for its approval"
         await asyncio.sleep(0.05)
+
+
+async def test_a_kill_during_the_resumed_step_takes_it_back_at_once_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    async with AgentsFake() as fake, http_tool_server() as tool:
+        # The clerk asks for the order; once approved, the tool runs and its answer hangs.
+        fake.first["clerk"] = [ORDER, Scenario(hang=True)]
+        path = tmp_path / "switchboard.yaml"
+        path.write_text(
+            config(fake.base_url, tool.url)
+            + f"state: {{backend: embedded, data_dir: {tmp_path / 'data'}}}\n"
+            + "auth: {enabled: false}\n"
+        )
+        run_id = ""
+        async with (
+            server(path) as first,
+            grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel,
+        ):
+            call = agent_pb2_grpc.AgentServiceStub(channel).Stream(
+                pb.StreamRequest(agent="buy", messages=[user("tea")]), timeout=120
+            )
+            async for event in call:
+                if event.HasField("start"):
+                    run_id = event.start.run_id
+                if event.HasField("approval_required"):
+                    await approval_pb2_grpc.ApprovalServiceStub(channel).Approve(
+                        approval_pb2.ApproveRequest(id=event.approval_required.approval_id)
+                    )
+                    break
+            await wait_for(lambda: calls_by_agent(fake).get("clerk") == 2, what="the answer")
+            assert len(tool.seen) == 1
+            os.kill(first.process.pid, signal.SIGKILL)
+            first.process.wait()
+            call.cancel()
+        async with (
+            server(path) as second,
+            grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel,
+        ):
+            runs = run_pb2_grpc.RunServiceStub(channel)
+            try:
+                # Well within the killed step's lease (its deadline, the workflow's 600 s).
+                done = await runs.ResumeRun(run_pb2.ResumeRunRequest(id=run_id), timeout=60)
+            except Exception:
+                print(second.output[-6000:])
+                raise
+        assert done.run.state == run_pb2.Run.STATE_SUCCEEDED
+        assert step_ids(done.response) == ["research", "act", "check"]
+        # The cut-off answer was asked again; the tool, already run and saved, was not.
+        assert calls_by_agent(fake) == {"researcher": 1, "clerk": 3, "editor": 1}
+        assert len(tool.seen) == 1

@@ -16,12 +16,14 @@ Approvals expire ``approval_ttl_s`` after they were asked (then: denied).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from service.agents.spec import AgentSpec
@@ -47,6 +49,23 @@ MARGIN_S = 1.0
 APPROVAL_TTL_S = 86_400.0
 LEASE_MARGIN_S = 5.0
 APPROVAL_WAIT_S = 366 * 86_400.0  # past any approval's expiry: a bound, not a timeout
+
+
+# Who holds the runs this task claims and saves, when not this process: a workflow's step
+# that resumes its agent run holds it as that step (:func:`holding_as`).
+_HOLDER: ContextVar[str] = ContextVar("switchboard_run_holder", default="")
+
+
+@contextlib.contextmanager
+def holding_as(holder: str) -> Iterator[None]:
+    """Within this block this task claims and saves runs as ``holder``, not as the process:
+    a holder that is the same after a crash (a workflow step, which DBOS runs on one
+    executor at a time) takes its run back at once instead of waiting for its lease."""
+    token = _HOLDER.set(holder)
+    try:
+        yield
+    finally:
+        _HOLDER.reset(token)
 
 
 def owner_id() -> str:
@@ -75,7 +94,13 @@ class Gate:
         self._poll_s = poll_s
         self._margin_s = margin_s
         self._ttl_s = approval_ttl_s
-        self.owner = owner or owner_id()
+        self._owner = owner or owner_id()
+
+    @property
+    def owner(self) -> str:
+        """Who holds the runs this call claims and saves: this process, or the holder of
+        :func:`holding_as`."""
+        return _HOLDER.get() or self._owner
 
     def lease_until(self, deadline: Deadline) -> float:
         """Unix seconds until which a call with ``deadline`` holds a run."""

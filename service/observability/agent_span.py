@@ -42,11 +42,12 @@ class AgentSpans:
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
 
-    async def traced(
+    def traced(
         self, agent: AgentSpec, request: AgentRequest, events: AsyncGenerator[Event, None]
     ) -> AsyncGenerator[Event, None]:
         """``events`` unchanged, read inside the span; raises what they raise, and closes
-        them when closed."""
+        them when closed. A span not sampled costs nothing per event: ``events`` are
+        returned as they are (their model-call spans are not sampled either)."""
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": OPERATION,
             "gen_ai.agent.name": agent.name,
@@ -60,33 +61,43 @@ class AgentSpans:
         span = self._tracer.start_span(
             f"{OPERATION} {agent.name}", kind=SpanKind.INTERNAL, attributes=attributes
         )
-        current = trace.set_span_in_context(span)
-        try:
-            async with aclosing(events):
-                while True:
-                    # Current only for this step: a yield hands control to the caller, whose
-                    # context must not see this span.
-                    token = otel_context.attach(current)
-                    try:
-                        event = await anext(events)
-                    except StopAsyncIteration:
-                        return
-                    finally:
-                        otel_context.detach(token)
-                    _see(span, agent, event)
-                    yield event
-        except SwitchboardError as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, exc.message))
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            raise  # the caller left: not the agent's failure
-        except Exception as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR))
-            raise
-        finally:
+        if not span.is_recording():
             span.end()
+            return events
+        return _within(span, agent, events)
+
+
+async def _within(
+    span: Span, agent: AgentSpec, events: AsyncGenerator[Event, None]
+) -> AsyncGenerator[Event, None]:
+    """``events``, each produced with ``span`` current; ``span`` ended with them."""
+    current = trace.set_span_in_context(span)
+    try:
+        async with aclosing(events):
+            while True:
+                # Current only for this step: a yield hands control to the caller, whose
+                # context must not see this span.
+                token = otel_context.attach(current)
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    otel_context.detach(token)
+                _see(span, agent, event)
+                yield event
+    except SwitchboardError as exc:
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, exc.message))
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        raise  # the caller left: not the agent's failure
+    except Exception as exc:
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR))
+        raise
+    finally:
+        span.end()
 
 
 def _see(span: Span, agent: AgentSpec, event: Event) -> None:

@@ -92,6 +92,8 @@ class TracedProvider:
                     elif isinstance(event, Finish):
                         span.set_attribute("gen_ai.response.model", self._target.model)
                         span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
+                        if event.response_id:
+                            span.set_attribute("gen_ai.response.id", event.response_id)
                         finished = True
                     yield event
         except SwitchboardError as exc:

@@ -37,6 +37,7 @@ class Usage(msgspec.Struct, frozen=True):
 
 class Message(msgspec.Struct, frozen=True):
     usage: Usage | None = None
+    id: str | None = None  # msg_…
 
 
 class ContentBlock(msgspec.Struct, frozen=True):

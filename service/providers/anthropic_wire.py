@@ -161,6 +161,7 @@ class EventReader:
         self._told = False  # the partial usage was yielded
         self._stop_reason: str | None = None
         self._stopped = False
+        self._id = ""
 
     def feed(self, event: Any) -> Iterator[ProviderEvent]:
         for out in self._events(event):
@@ -175,6 +176,7 @@ class EventReader:
     def _events(self, event: Any) -> Iterator[TextDelta | ToolCallDelta]:
         match event.type:
             case "message_start":
+                self._id = str(getattr(event.message, "id", None) or "")
                 usage = getattr(event.message, "usage", None)
                 if usage is not None:
                     self._usage = usage_of(usage)
@@ -238,7 +240,7 @@ class EventReader:
         reason = STOP_REASONS.get(self._stop_reason or "", FinishReason.UNSPECIFIED)
         if reason is FinishReason.TOOL_CALLS and self._json_blocks and not self._tool_of_block:
             reason = FinishReason.STOP  # only the json_object tool was called: an answer
-        yield Finish(reason)
+        yield Finish(reason, response_id=self._id)
 
 
 def usage_of(usage: Any, before: Usage | None = None) -> Usage:

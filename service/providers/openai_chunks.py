@@ -63,6 +63,7 @@ class Chunk(msgspec.Struct, frozen=True):
     choices: list[Choice] | None = None
     usage: CompletionUsage | None = None
     error: dict[str, Any] | None = None
+    id: str | None = None  # the completion's id, the same in every chunk
 
 
 class ToolCall(msgspec.Struct, frozen=True):
@@ -87,6 +88,7 @@ class Completion(msgspec.Struct, frozen=True):
 
     choices: list[CompletionChoice] | None = None
     usage: CompletionUsage | None = None
+    id: str | None = None
 
     def as_chunk(self) -> Chunk:
         """The same answer as one chunk carrying it all, for the stream's chunk reader."""
@@ -107,7 +109,7 @@ class Completion(msgspec.Struct, frozen=True):
             )
             for c in self.choices or ()
         ]
-        return Chunk(choices=choices, usage=self.usage)
+        return Chunk(choices=choices, usage=self.usage, id=self.id)
 
 
 _DECODER = msgspec.json.Decoder(Chunk)

@@ -140,8 +140,10 @@ class ChunkReader:
         self._done = False
         self._usage: Usage | None = None
         self._refused = False
+        self._id = ""
 
     def feed(self, chunk: Any) -> Iterator[ProviderEvent]:
+        self._id = self._id or str(getattr(chunk, "id", None) or "")
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self._usage = usage_of(usage)
@@ -194,7 +196,7 @@ class ChunkReader:
         reason = FINISH_REASONS.get(self._finish, FinishReason.UNSPECIFIED)
         if self._refused and reason is FinishReason.STOP:
             reason = FinishReason.CONTENT_FILTER
-        yield Finish(reason)
+        yield Finish(reason, response_id=self._id)
 
 
 def usage_of(usage: Any) -> Usage:

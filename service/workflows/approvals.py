@@ -5,8 +5,9 @@ and RunService's resume of the step's agent run (:class:`service.workflows.execu
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractContextManager
 
-from service.approvals.gate import Gate
+from service.approvals.gate import Gate, holding_as
 from service.deadline import Deadline
 from service.runs.service import Runs
 from service.workflows.events import RunEvent
@@ -28,3 +29,7 @@ class GateApprovals:
         """The agent run ``run_id`` of the caller's (the run's) tenant, resumed: its steps so
         far replayed, then on (RunService.ResumeRun)."""
         return self._runs.resume(run_id, (), deadline)
+
+    def holding_as(self, holder: str) -> AbstractContextManager[None]:
+        """Claim and save runs as ``holder`` within the block (the gate's holding_as)."""
+        return holding_as(holder)

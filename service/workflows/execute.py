@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import aclosing
+from contextlib import AbstractContextManager, aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -62,6 +62,10 @@ class StepApprovals(Protocol):
 
     def resume(self, run_id: str, deadline: Deadline) -> AsyncGenerator[RunEvent, None]:
         """The parked agent run ``run_id`` resumed (RunService.ResumeRun's events)."""
+        ...
+
+    def holding_as(self, holder: str) -> AbstractContextManager[None]:
+        """Resume (claim and save) runs as ``holder`` within the block."""
         ...
 
 
@@ -226,24 +230,28 @@ class RunContext:
     async def _approved(self, step_id: str, parked: StepResult, turn: int) -> StepResult:
         """Wait durably for the decisions a parked step needs, then resume its agent run as
         a step of its own (checkpointed: a finished model or tool call never runs again).
-        While it waits the run is WAITING (attribute ``waiting``); after it the run has its
+        While it waits the run is WAITING (attribute ``waiting:<step>``); after it the run has its
         whole ``timeout_s`` again (a person's time is not the run's)."""
         assert self._approvals is not None
         approvals, run_id = self._approvals, self.run.run_id
-        waiting = {"waiting": list(parked.approvals)}
-        await DBOS.update_workflow_attributes_async(run_id, waiting, merge=True)
+        key = f"waiting:{step_id}"  # service.workflows.records.WAITING
+        await DBOS.update_workflow_attributes_async(
+            run_id, {key: list(parked.approvals)}, merge=True
+        )
 
         async def wait() -> float:
             await approvals.decided(self.run.tenant, parked.approvals)
             return time.time()
 
         decided_at = await DBOS.run_step_async({"name": f"approval:{step_id}:{turn}"}, wait)
-        await DBOS.update_workflow_attributes_async(run_id, {"waiting": []}, merge=True)
+        await DBOS.update_workflow_attributes_async(run_id, {key: []}, merge=True)
         self.deadline_at = float(decided_at) + self.spec.definition.timeout_s
 
         async def resume() -> dict[str, Any]:
-            events = approvals.resume(parked.run_id, self.deadline())
-            return (await self._fold(step_id, parked.agent, events)).to_json()
+            # Held as this step: re-executed after a crash, it takes the agent run back.
+            with approvals.holding_as(f"workflow:{run_id}:{step_id}"):
+                events = approvals.resume(parked.run_id, self.deadline())
+                return (await self._fold(step_id, parked.agent, events)).to_json()
 
         value = await DBOS.run_step_async({"name": f"agent:{step_id}:resume:{turn}"}, resume)
         return StepResult.from_json(value)

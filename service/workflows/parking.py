@@ -13,15 +13,16 @@ from dbos import DBOS
 from service.deadline import Deadline
 from service.domain import Finish, FinishReason, UsageEvent
 from service.workflows.events import RunEvent, StepResult, total_usage
+from service.workflows.records import pending_of
 
 MARGIN_S = 1.0  # the call ends this long before its deadline
 POLL_S = 0.25  # how often a call past its margin asks whether the run still waits
 
 
 async def waiting(run_id: str) -> bool:
-    """Whether the run waits for approvals now (its ``waiting`` attribute)."""
+    """Whether the run waits for approvals now (a step's ``waiting:`` attribute)."""
     status = await DBOS.get_workflow_status_async(run_id)
-    return status is not None and bool((status.attributes or {}).get("waiting"))
+    return status is not None and bool(pending_of(dict(status.attributes or {})))
 
 
 async def parked_first(future: asyncio.Future[Any], run_id: str, deadline: Deadline | None) -> bool:

@@ -3,9 +3,11 @@ from DBOS's own table of workflows: DBOS is the run's durable record, so there i
 copy to keep in step with it.
 
 A run starts with the attributes :func:`tag` gives (its tenant, workflow, request id, key and
-a fine created time); its body adds ``steps`` (finished steps so far) as it goes, ``waiting``
-(the approval ids a parked step waits for) while it waits, and ``error`` when it ends failed
-(the body returns a failed run's error rather than raising it, so DBOS records it SUCCESS).
+a fine created time); its body adds ``steps`` (finished steps so far) as it goes,
+``waiting:<step id>`` (the approval ids a parked step waits for: one key per step, so
+branches waiting at once do not overwrite each other) while it waits, and ``error`` when it
+ends failed (the body returns a failed run's error rather than raising it, so DBOS records
+it SUCCESS).
 Its DBOS user is its tenant too: listing filters on that column in the database (DBOS
 filters on attributes only on PostgreSQL) and pages on (created time, run id), newest first.
 """
@@ -25,6 +27,7 @@ KIND = "workflow"
 ACTIVE = ("PENDING", "ENQUEUED", "DELAYED")
 _FAILED = {"ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 _BATCH = 200  # rows read per query while paging
+WAITING = "waiting:"  # the prefix of the attributes that list a waiting step's approvals
 
 
 def tag(tenant: str, workflow: str, request_id: str, key_id: str) -> dict[str, Any]:
@@ -49,11 +52,20 @@ def is_run_of(status: Any, tenant: str) -> bool:
     return bool(status.name == RUN_FUNCTION and _attributes(status).get("tenant") == tenant)
 
 
+def pending_of(attributes: dict[str, Any]) -> tuple[str, ...]:
+    """The approval ids the run's steps wait for now, in their steps' order."""
+    found: list[str] = []
+    for key, value in attributes.items():
+        if key.startswith(WAITING) and isinstance(value, list):
+            found += [str(v) for v in value]
+    return tuple(found)
+
+
 def state_of(status: Any) -> RunState:
     """The run's state from DBOS's status and the run's attributes."""
     attributes = _attributes(status)
     if status.status in ACTIVE:
-        return RunState.WAITING if attributes.get("waiting") else RunState.RUNNING
+        return RunState.WAITING if pending_of(attributes) else RunState.RUNNING
     if status.status == "CANCELLED":
         return RunState.CANCELLED
     if status.status in _FAILED or attributes.get("error"):
@@ -81,7 +93,7 @@ def record_of(status: Any) -> RunRecord:
         updated_at=max(created, (status.updated_at or 0) / 1000),
         error=error,
         steps=int(attributes.get("steps", 0)),
-        pending=tuple(attributes.get("waiting") or ()) if state is RunState.WAITING else (),
+        pending=pending_of(attributes) if state is RunState.WAITING else (),
     )
 
 
