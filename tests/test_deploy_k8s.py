@@ -7,6 +7,7 @@ Prometheus Operator's, vendored); the TLS overlay's probes run against a real se
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -347,16 +348,21 @@ def probe_commands(rendered: dict[str, dict[str, Any]]) -> Iterator[list[str]]:
         yield container(rendered)[name]["exec"]["command"]
 
 
-async def run(argv: list[str]) -> tuple[int, str]:
+async def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``argv``'s exit status and stdout; stderr too unless ``env`` is given (then the
+    process gets only ``env``, and stderr goes to the test's)."""
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if env is None else None,
+        env=None if env is None else {"PATH": f"{BIN}:/usr/bin:/bin", **env},
     )
     out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode()
 
 
-async def test_the_tls_overlay_serves_tls_and_its_probes_pass_over_it(
+async def test_the_tls_overlay_serves_tls_its_probes_pass_and_keys_come_from_admin_service(
     renders: dict[str, dict[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
     rendered = renders["overlays/example-tls"]
@@ -380,10 +386,35 @@ async def test_the_tls_overlay_serves_tls_and_its_probes_pass_over_it(
         "SWITCHBOARD_STATE__DATA_DIR": str(tmp_path / "data"),
         "SWITCHBOARD_OBSERVABILITY__METRICS__PORT": "0",
     }
+    # The first admin key from the command line, into the state store the config names.
+    code, admin_key = await run(
+        [str(BIN / "switchboard"), "keys", "--config", str(path), "create", "--tenant", "ops",
+         "--scope", "admin"], env,
+    )  # fmt: skip
+    assert code == 0
     app = App(load(path, env), environ=env)
     port = await app.start("127.0.0.1", 0, http_port=0)
     try:
         address = f"127.0.0.1:{port}"
+        # Every further key through AdminService, over TLS only, then a call with it.
+        ca = str(folder / "ca.crt")
+        grpcurl = [str(BIN / "grpcurl"), "-cacert", ca]
+        code, out = await run(
+            [*grpcurl, "-H", f"authorization: Bearer {admin_key.strip()}",
+             "-d", '{"tenant": "acme", "agents": ["echo"]}',
+             address, "switchboard.v1.AdminService/CreateKey"],
+        )  # fmt: skip
+        assert code == 0, out
+        secret = json.loads(out)["secret"]
+        invoke = (
+            '{"agent": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}'
+        )
+        code, out = await run(
+            [*grpcurl, "-H", f"authorization: Bearer {secret}", "-d", invoke,
+             address, "switchboard.v1.AgentService/Invoke"],
+        )  # fmt: skip
+        assert code == 0, out
+        assert '"text": "hi"' in out
         for command in probe_commands(rendered):
             assert command[0] == "switchboard"
             argv = [str(BIN / "switchboard"), *command[1:]]

@@ -4,6 +4,7 @@ the fake upstream."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import agent_pb2_grpc, run_pb2, run_pb2_grpc
 
 from service.runs.records import RunRecord, RunState, new_run_id
+from tests.backends import postgres_schema, redis_prefix, shared_state_yaml
 from tests.chain_helpers import make_keys
 from tests.fakes.openai_fake import Scenario
-from tests.harness import serve_config
+from tests.harness import Served, serve_config
 from tests.test_workflows import config, reason_of
 from tests.waiting import wait_for
-from tests.workflow_rig import AgentsFake, calls_by_agent, user
+from tests.workflow_rig import AgentsFake, calls_by_agent, drop_schemas, user
 
 Metadata = list[tuple[str, str]]
 
@@ -99,33 +101,46 @@ async def test_runs_are_listed_newest_first_per_tenant_with_their_state(tmp_path
             assert no_messages.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_pages_merge_agent_runs_and_workflow_runs_newest_first() -> None:
-    async with AgentsFake() as fake, serve_config(config(fake)) as served:
-        agents = agent_pb2_grpc.AgentServiceStub(served.channel)
-        runs = run_pb2_grpc.RunServiceStub(served.channel)
-        expected: list[str] = []  # oldest first
-        for index in range(3):
-            answer = await agents.Invoke(pb.InvokeRequest(agent="joined", messages=[user("x")]))
-            expected.append(answer.run_id)
-            now = time.time()
-            stored = RunRecord(
-                new_run_id(), "default", "agent", "operator", RunState.WAITING,
-                f"agent-{index}", "", now, now,
-            )  # fmt: skip
-            await served.app.stores.runs.create_run(stored)
-            expected.append(stored.run_id)
-        seen: list[run_pb2.Run] = []
-        token = ""
-        for _ in range(4):
-            page = await runs.ListRuns(run_pb2.ListRunsRequest(page_size=2, page_token=token))
-            seen += page.runs
-            token = page.next_page_token
-            if not token:
-                break
-        assert [r.id for r in seen] == expected[::-1]
-        assert [r.kind for r in seen] == ["agent", "workflow"] * 3
-        only = await runs.ListRuns(run_pb2.ListRunsRequest(kind="agent"))
-        assert [r.id for r in only.runs] == expected[::-2]
+@pytest.mark.parametrize("backend", ["embedded", "shared"])
+async def test_pages_merge_agent_runs_and_workflow_runs_newest_first(backend: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(AgentsFake())
+        state = ""
+        if backend == "shared":
+            schema = await stack.enter_async_context(postgres_schema())
+            prefix = await stack.enter_async_context(redis_prefix())
+            stack.push_async_callback(drop_schemas, schema)
+            state = shared_state_yaml(schema, prefix)
+        served = await stack.enter_async_context(serve_config(config(fake, state)))
+        await _pages_merge(served)
+
+
+async def _pages_merge(served: Served) -> None:
+    agents = agent_pb2_grpc.AgentServiceStub(served.channel)
+    runs = run_pb2_grpc.RunServiceStub(served.channel)
+    expected: list[str] = []  # oldest first
+    for index in range(3):
+        answer = await agents.Invoke(pb.InvokeRequest(agent="joined", messages=[user("x")]))
+        expected.append(answer.run_id)
+        now = time.time()
+        stored = RunRecord(
+            new_run_id(), "default", "agent", "operator", RunState.WAITING,
+            f"agent-{index}", "", now, now,
+        )  # fmt: skip
+        await served.app.stores.runs.create_run(stored)
+        expected.append(stored.run_id)
+    seen: list[run_pb2.Run] = []
+    token = ""
+    for _ in range(4):
+        page = await runs.ListRuns(run_pb2.ListRunsRequest(page_size=2, page_token=token))
+        seen += page.runs
+        token = page.next_page_token
+        if not token:
+            break
+    assert [r.id for r in seen] == expected[::-1]
+    assert [r.kind for r in seen] == ["agent", "workflow"] * 3
+    only = await runs.ListRuns(run_pb2.ListRunsRequest(kind="agent"))
+    assert [r.id for r in only.runs] == expected[::-2]
 
 
 async def test_cancel_run_stops_every_branch_and_resume_run_finishes_it() -> None:

@@ -304,7 +304,7 @@ Global___ResumeRunRequest: _TypeAlias = ResumeRunRequest  # noqa: Y015
 
 @_typing.final
 class ResumeRunResponse(_message.Message):
-    """ResumeRunResponse is the run and, for an agent run, its answer."""
+    """ResumeRunResponse is the run and its answer."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -316,8 +316,9 @@ class ResumeRunResponse(_message.Message):
 
     @_builtins.property
     def response(self) -> _agent_pb2.InvokeResponse:
-        """The agent's answer, as Invoke returns it (finish_reason
-        FINISH_REASON_APPROVAL_PENDING if it parked again).
+        """The answer, as Invoke returns it (a workflow's with its
+        workflow_steps; finish_reason FINISH_REASON_APPROVAL_PENDING if it
+        parked again, or still waits at this call's deadline).
         """
 
     def __init__(

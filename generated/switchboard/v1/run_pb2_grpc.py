@@ -87,8 +87,9 @@ class RunServiceServicer:
 
     def CancelRun(self, request, context):
         """CancelRun stops a run: a parked run is cancelled at once, a running one
-        at its next step; its pending approvals expire. FAILED_PRECONDITION for a
-        run that already ended.
+        at its next step; its pending approvals expire. A workflow run is
+        cancelled with every branch of it. FAILED_PRECONDITION for a run that
+        already ended.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,7 +99,10 @@ class RunServiceServicer:
         """ResumeRun continues a parked run from its last step and returns its
         answer as Invoke would (waiting again, within this call's deadline, for
         approvals still pending). A run that already ended returns its answer.
-        FAILED_PRECONDITION while another call is running it.
+        FAILED_PRECONDITION while another call is running it. A workflow run:
+        a cancelled one goes on from its last finished step; one still going is
+        followed to its end (a workflow that waits for approvals continues by
+        itself once they are decided).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

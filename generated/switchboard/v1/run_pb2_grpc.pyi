@@ -45,14 +45,18 @@ class RunServiceStub:
     """ListRuns pages through the tenant's runs, newest first."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.CancelRunRequest, _run_pb2.CancelRunResponse]
     """CancelRun stops a run: a parked run is cancelled at once, a running one
-    at its next step; its pending approvals expire. FAILED_PRECONDITION for a
-    run that already ended.
+    at its next step; its pending approvals expire. A workflow run is
+    cancelled with every branch of it. FAILED_PRECONDITION for a run that
+    already ended.
     """
     ResumeRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.ResumeRunRequest, _run_pb2.ResumeRunResponse]
     """ResumeRun continues a parked run from its last step and returns its
     answer as Invoke would (waiting again, within this call's deadline, for
     approvals still pending). A run that already ended returns its answer.
-    FAILED_PRECONDITION while another call is running it.
+    FAILED_PRECONDITION while another call is running it. A workflow run:
+    a cancelled one goes on from its last finished step; one still going is
+    followed to its end (a workflow that waits for approvals continues by
+    itself once they are decided).
     """
 
 @_typing.type_check_only
@@ -72,14 +76,18 @@ class RunServiceAsyncStub(RunServiceStub):
     """ListRuns pages through the tenant's runs, newest first."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_run_pb2.CancelRunRequest, _run_pb2.CancelRunResponse]  # type: ignore[assignment]
     """CancelRun stops a run: a parked run is cancelled at once, a running one
-    at its next step; its pending approvals expire. FAILED_PRECONDITION for a
-    run that already ended.
+    at its next step; its pending approvals expire. A workflow run is
+    cancelled with every branch of it. FAILED_PRECONDITION for a run that
+    already ended.
     """
     ResumeRun: _aio.UnaryUnaryMultiCallable[_run_pb2.ResumeRunRequest, _run_pb2.ResumeRunResponse]  # type: ignore[assignment]
     """ResumeRun continues a parked run from its last step and returns its
     answer as Invoke would (waiting again, within this call's deadline, for
     approvals still pending). A run that already ended returns its answer.
-    FAILED_PRECONDITION while another call is running it.
+    FAILED_PRECONDITION while another call is running it. A workflow run:
+    a cancelled one goes on from its last finished step; one still going is
+    followed to its end (a workflow that waits for approvals continues by
+    itself once they are decided).
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -114,8 +122,9 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_run_pb2.CancelRunResponse, _abc.Awaitable[_run_pb2.CancelRunResponse]]:
         """CancelRun stops a run: a parked run is cancelled at once, a running one
-        at its next step; its pending approvals expire. FAILED_PRECONDITION for a
-        run that already ended.
+        at its next step; its pending approvals expire. A workflow run is
+        cancelled with every branch of it. FAILED_PRECONDITION for a run that
+        already ended.
         """
 
     @_abc_1.abstractmethod
@@ -127,7 +136,10 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         """ResumeRun continues a parked run from its last step and returns its
         answer as Invoke would (waiting again, within this call's deadline, for
         approvals still pending). A run that already ended returns its answer.
-        FAILED_PRECONDITION while another call is running it.
+        FAILED_PRECONDITION while another call is running it. A workflow run:
+        a cancelled one goes on from its last finished step; one still going is
+        followed to its end (a workflow that waits for approvals continues by
+        itself once they are decided).
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
