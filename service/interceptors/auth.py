@@ -111,36 +111,79 @@ class AuthLayer(Layer):
         self._policy = policy
         self._catch_up = catch_up
 
-    async def _authenticate(self, method: Method, context: Context) -> None:
-        """Bind the call's key, or end the call UNAUTHENTICATED or PERMISSION_DENIED (a
-        scope the key lacks) by raising AbortError."""
+    def _admit(self, method: Method, context: Context) -> Unauthenticated | PermissionDenied | None:
+        """None when the call may go on (auth off, an exempt method, or its key bound);
+        else why not, to be settled by :meth:`_settle`. Synchronous, so that an admitted
+        call goes on with no frame of this layer's."""
         policy = self._policy()
         if not policy.enabled or policy.exempt(method.name):
-            return
+            return None
         try:
+            record = authenticate(policy, context)
+            check_scope(policy, method.name, record)
+        except (Unauthenticated, PermissionDenied) as exc:
+            return exc
+        bind_key(record)
+        return None
+
+    async def _settle(
+        self, method: Method, context: Context, refusal: Unauthenticated | PermissionDenied
+    ) -> None:
+        """Bind the call's key if a key not known here is known once the keys caught up,
+        else end the call UNAUTHENTICATED or PERMISSION_DENIED (a scope the key lacks) by
+        raising AbortError."""
+        if (
+            isinstance(refusal, Unauthenticated)
+            and refusal.reason == Reason.CREDENTIALS_INVALID
+            and self._catch_up is not None
+            and await self._catch_up()
+        ):
+            policy = self._policy()
             try:
                 record = authenticate(policy, context)
-            except Unauthenticated as exc:
-                if exc.reason != Reason.CREDENTIALS_INVALID or self._catch_up is None:
-                    raise
-                if not await self._catch_up():
-                    raise
-                policy = self._policy()
-                record = authenticate(policy, context)
-            check_scope(policy, method.name, record)
-            bind_key(record)
-        except (Unauthenticated, PermissionDenied) as exc:
-            await abort(context, exc)
+                check_scope(policy, method.name, record)
+            except (Unauthenticated, PermissionDenied) as exc:
+                refusal = exc
+            else:
+                bind_key(record)
+                return
+        await abort(context, refusal)
 
-    async def unary(
+    def unary(
         self, method: Method, call: UnaryBehavior, request: Any, context: Context
+    ) -> Awaitable[Any]:
+        refusal = self._admit(method, context)
+        if refusal is None:
+            return call(request, context)
+        return self._settled_unary(method, call, request, context, refusal)
+
+    async def _settled_unary(
+        self,
+        method: Method,
+        call: UnaryBehavior,
+        request: Any,
+        context: Context,
+        refusal: Unauthenticated | PermissionDenied,
     ) -> Any:
-        await self._authenticate(method, context)
+        await self._settle(method, context, refusal)
         return await call(request, context)
 
-    async def stream(
+    def stream(
         self, method: Method, call: StreamBehavior, request: Any, context: Context
     ) -> AsyncIterator[Any]:
-        await self._authenticate(method, context)
+        refusal = self._admit(method, context)
+        if refusal is None:
+            return call(request, context)
+        return self._settled_stream(method, call, request, context, refusal)
+
+    async def _settled_stream(
+        self,
+        method: Method,
+        call: StreamBehavior,
+        request: Any,
+        context: Context,
+        refusal: Unauthenticated | PermissionDenied,
+    ) -> AsyncIterator[Any]:
+        await self._settle(method, context, refusal)
         async for response in call(request, context):
             yield response

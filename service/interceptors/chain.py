@@ -45,6 +45,7 @@ from service.interceptors.base import (
     MethodName,
     StreamBehavior,
     UnaryBehavior,
+    callable_by_grpc,
 )
 from service.interceptors.context import ContextLayer
 from service.interceptors.decode import DecodeLayer, tolerant
@@ -146,7 +147,7 @@ class Chain(Interceptor):
         tracing = self._tracing if door in RPC_DOORS else self._http_tracing
         for interceptor in reversed((*tracing, *self._layers)):
             handler = await interceptor.intercept_service(_returning(handler), details)
-        return handler
+        return callable_by_grpc(handler)
 
     def unary_behavior(self, name: str, behavior: UnaryBehavior, door: str) -> UnaryBehavior:
         """``behavior`` (a servicer method answering one message) inside the chain, as the

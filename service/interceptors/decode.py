@@ -13,7 +13,7 @@ one unauthenticated byte costs one log line, not a traceback.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -79,17 +79,22 @@ class DecodeLayer(Layer):
     def applies(self, method: Method) -> bool:
         return not method.request_streaming  # a streamed request keeps grpc's handling
 
-    async def unary(
+    # Plain functions: a call that decoded goes on with no frame of this layer's.
+    def unary(
         self, method: Method, call: UnaryBehavior, request: Any, context: Context
-    ) -> Any:
+    ) -> Awaitable[Any]:
         if isinstance(request, Undecodable):
-            await abort(context, _refusal(request))
-        return await call(request, context)
+            return abort(context, _refusal(request))
+        return call(request, context)
 
-    async def stream(
+    def stream(
         self, method: Method, call: StreamBehavior, request: Any, context: Context
     ) -> AsyncIterator[Any]:
         if isinstance(request, Undecodable):
-            await abort(context, _refusal(request))
-        async for response in call(request, context):
-            yield response
+            return _refused(context, request)
+        return call(request, context)
+
+
+async def _refused(context: Context, request: Undecodable) -> AsyncIterator[Any]:
+    await abort(context, _refusal(request))
+    yield  # unreachable: abort raises; makes this an async generator

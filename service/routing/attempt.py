@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,11 +78,16 @@ class Committed(AsyncGenerator[ProviderEvent, None]):
         self._attempt = attempt
         self._events = _committed(attempt, first)
 
-    async def asend(self, value: None) -> ProviderEvent:
-        return await self._events.asend(value)
+    # The generator's own awaitables, not a coroutine around each (the mixin's __anext__
+    # would add two per step, held for as long as a read waits).
+    def __anext__(self) -> Awaitable[ProviderEvent]:  # type: ignore[override]
+        return self._events.__anext__()
 
-    async def athrow(self, *args: Any) -> ProviderEvent:
-        return await self._events.athrow(*args)
+    def asend(self, value: None) -> Awaitable[ProviderEvent]:  # type: ignore[override]
+        return self._events.asend(value)
+
+    def athrow(self, *args: Any) -> Awaitable[ProviderEvent]:  # type: ignore[override]
+        return self._events.athrow(*args)
 
     async def aclose(self) -> None:
         try:
