@@ -8,38 +8,20 @@ period, then close providers.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import httpx2
-from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from opentelemetry.sdk.trace import TracerProvider
-from switchboard.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    agent_pb2,
-    agent_pb2_grpc,
-    approval_pb2,
-    approval_pb2_grpc,
-    run_pb2,
-    run_pb2_grpc,
-    session_pb2,
-    session_pb2_grpc,
-    usage_pb2,
-    usage_pb2_grpc,
-)
 
 from service.agents.pipeline import StatePipeline
 from service.agents.runner import Runner, Runtime
 from service.agents.runs import KIND as AGENT_KIND
 from service.agents.runs import AgentRuns
 from service.agents.spec import AgentSpec
-from service.api import reflection
 from service.api.admin import AdminServicer, target_infos
 from service.api.admission import Admission
 from service.api.approvals import ApprovalServicer
@@ -53,19 +35,11 @@ from service.auth.admin import KeyAdmin
 from service.auth.live import LiveKeys
 from service.cache.metrics import CacheMetrics
 from service.config import ConfigError, Snapshot
-from service.config.chain_model import is_loopback
 from service.errors import Unavailable
 from service.guards.metrics import GuardMetrics
-from service.http.anthropic_door import AnthropicDoor
-from service.http.app import HttpApp
-from service.http.connect import service_app
-from service.http.console import Console
 from service.http.cors import with_cors
-from service.http.door import Behaviors
-from service.http.openai_door import OpenAIDoor
 from service.http.server import HttpListener
 from service.idempotency import Idempotency
-from service.interceptors.base import StreamBehavior, UnaryBehavior
 from service.interceptors.chain import Chain, build_chain
 from service.interceptors.door_span import DoorSpanLayer
 from service.observability.agent_span import AgentSpans
@@ -89,9 +63,19 @@ from service.routing.registry import TargetRegistry
 from service.routing.router import Router
 from service.runs.kinds import RunKinds
 from service.runs.service import Runs
-from service.serving.health import DrainingHealth
+from service.serving.health import DrainingHealth, TargetHealth
 from service.serving.options import server_options
 from service.serving.tls import build_tls
+from service.serving.wiring import (
+    ADMIN_SERVICE,
+    AGENT_SERVICE,
+    SESSION_SERVICE,
+    USAGE_SERVICE,
+    add_services,
+    bind_grpc,
+    build_http,
+    check_open,
+)
 from service.sessions import Sessions
 from service.state import build_stores, data_dir
 from service.state.health import HEALTH_NAME as STATE_HEALTH
@@ -102,23 +86,16 @@ from service.tools.host import ToolHost
 from service.tools.loop import ToolLoop
 from service.tools.metrics import ToolMetrics
 from service.usage.ledger import Ledger
+from service.workflows.wiring import build_workflows
 
 if TYPE_CHECKING:
-    from service.workflows.runs import Workflows
+    pass
 
 log = logging.getLogger(__name__)
 # How long start() waits for MCP servers to list their tools (a slower one joins later).
 TOOLS_READY_S = 30.0
 
-AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
-HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-TARGET_HEALTH_PREFIX = "switchboard.target."
 RATELIMIT_HEALTH = "switchboard.ratelimit"  # health of the rate-limit backend
-SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
-USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
-ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
-APPROVAL_SERVICE = approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
-RUN_SERVICE = run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 
 
 def build_runtime(
@@ -149,8 +126,9 @@ class App:
         self._build_tracing(snapshot, tracer_provider, environ or {})
         self.metrics = Metrics(known_agents=lambda: self.snapshot.agents, budgets=snapshot.budgets)
         tracer = self.tracer_provider.get_tracer("switchboard")
-        # Per-target breaker states, published as health services by an owned task.
-        self._target_states: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        # Health, and each target's breaker in it (published by an owned task).
+        self.health = DrainingHealth()
+        self.target_health = TargetHealth(self.health)
         storage, self._close_storage = None, None
         if snapshot.resilience.redis is not None:
             storage, self._close_storage = redis_storage(snapshot.resilience.redis)
@@ -205,7 +183,12 @@ class App:
         self.tool_loop.approvals = gate = Gate(
             self.stores.approvals, self.stores.runs, self.tool_loop
         )
-        self.approvals = Approvals(self.stores.approvals, self.ledger, schema_of=self._tool_schema)
+        self.approvals = Approvals(
+            self.stores.approvals,
+            self.ledger,
+            # A lambda: the runner is built below.
+            schema_of=lambda agent, tool: self.runner.tool_schema(agent, tool),  # noqa: PLW0108
+        )
         self.runner = Runner(
             self.runtimes.current,
             self.pipeline,
@@ -216,7 +199,10 @@ class App:
             traced=AgentSpans(tracer).traced,
         )
         self.runs = self._build_runs(gate)
-        self.workflows = self._build_workflows(snapshot, gate)
+        self.workflows = build_workflows(
+            snapshot, lambda: self.snapshot, runner=self.runner, gate=gate, runs=self.runs,
+            kinds=self.run_kinds,
+        )  # fmt: skip
         self._host: str | None = None  # the address bound by start()
         self.reloader = Reloader(
             self.runtimes,
@@ -226,7 +212,6 @@ class App:
             swapped=self._swapped,
         )
         self._state_watch: asyncio.Task[None] | None = None
-        self.health = DrainingHealth()
         self.limiter = build_limiter(
             snapshot.rate_limits,
             on_refusal=lambda limit: self.metrics.ratelimit_refusals.labels(limit).inc(),
@@ -240,7 +225,10 @@ class App:
         self._tls_watch: asyncio.Task[None] | None = None
         self.server = self._build_server(snapshot)
         self.http = HttpListener(
-            with_cors(self._build_http(), snapshot.server.http.cors),
+            with_cors(
+                build_http(self.chain, self.agent_servicer, self._served, self._agent_named),
+                snapshot.server.http.cors,
+            ),
             reuse_port=self._worker,
             tls=None if self.tls is None else self.tls.ssl_context(),
         )
@@ -309,67 +297,23 @@ class App:
         self.agent_servicer = AgentServicer(
             self.runner, self.admission, idempotency, self.workflows, runs=self.runs
         )
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agent_servicer, server)
         sessions = SessionServicer(Sessions(self.stores.durable), self.ledger)
-        session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
-        usage = UsageServicer(self.stores.durable)
-        usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
         admin = AdminServicer(
             self.key_admin,
             self.stores.admin,
             lambda: target_infos(self.snapshot.targets, self.targets),
         )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-        approvals = ApprovalServicer(self.approvals)
-        approval_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, server)
-        runs = RunServicer(self.runs, self.runner.default_deadline_s())
-        run_pb2_grpc.add_RunServiceServicer_to_server(runs, server)
-        # What the HTTP doors serve: each service's servicer, wrapped in the same chain.
-        self._doors_services: list[tuple[ServiceDescriptor, object]] = [
-            (agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self.agent_servicer),
-            (session_pb2.DESCRIPTOR.services_by_name["SessionService"], sessions),
-            (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], usage),
-            (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin),
-            (approval_pb2.DESCRIPTOR.services_by_name["ApprovalService"], approvals),
-            (run_pb2.DESCRIPTOR.services_by_name["RunService"], runs),
-        ]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        if settings.reflection:
-            reflection.enable(
-                (
-                    AGENT_SERVICE,
-                    SESSION_SERVICE,
-                    USAGE_SERVICE,
-                    ADMIN_SERVICE,
-                    APPROVAL_SERVICE,
-                    RUN_SERVICE,
-                    HEALTH_SERVICE,
-                ),
-                server,
-            )
+        servicers = {
+            "AgentService": self.agent_servicer,
+            "SessionService": sessions,
+            "UsageService": UsageServicer(self.stores.durable),
+            "AdminService": admin,
+            "ApprovalService": ApprovalServicer(self.approvals),
+            "RunService": RunServicer(self.runs, self.runner.default_deadline_s()),
+        }
+        # What the HTTP doors serve: the same servicers, wrapped in the same chain.
+        self._served = add_services(server, servicers, self.health, reflect=settings.reflection)
         return server
-
-    def _build_workflows(self, snapshot: Snapshot, gate: Gate) -> Workflows | None:
-        """Workflows run on DBOS, a process singleton: built (and DBOS imported, ~0.7 s of
-        CPU) only when the config has some; their runs join RunService (kind ``workflow``)."""
-        if not snapshot.workflows:
-            return None
-        from service.workflows.approvals import GateApprovals  # noqa: PLC0415
-        from service.workflows.engine import Engine  # noqa: PLC0415
-        from service.workflows.records import KIND as WORKFLOW_KIND  # noqa: PLC0415
-        from service.workflows.run_kind import WorkflowRunKind  # noqa: PLC0415
-        from service.workflows.runs import Workflows  # noqa: PLC0415
-
-        engine = Engine(snapshot.state, data_dir(snapshot), snapshot.postgres_dsn)
-        workflows = Workflows(
-            lambda: dict(self.snapshot.workflows),
-            self.runner.stream,
-            engine,
-            descriptions=lambda: {n: a.description for n, a in self.snapshot.agents.items()},
-            approvals=GateApprovals(gate, self.runs),
-        )
-        self.run_kinds.register(WORKFLOW_KIND, WorkflowRunKind(workflows).kind())
-        return workflows
 
     def _build_runs(self, gate: Gate) -> Runs:
         """Runs by kind (service.runs.kinds): agent tool loops here; workflows may register
@@ -377,40 +321,6 @@ class App:
         self.run_kinds = RunKinds()
         self.run_kinds.register(AGENT_KIND, AgentRuns(self.runner, gate, self.stores.runs).kind())
         return Runs(self.stores.runs, self.run_kinds)
-
-    def _tool_schema(self, agent: str, tool: str) -> Mapping[str, Any] | None:
-        """The JSON schema of ``agent``'s server tool ``tool`` now (None: not offered)."""
-        spec = self.runtimes.current().snapshot.agents.get(agent)
-        found = [t for t in self.runner.server_tools(spec) if t.name == tool] if spec else []
-        return found[0].parameters if found else None
-
-    def _build_http(self) -> HttpApp:
-        """The HTTP doors: the servicers wrapped in the same chain, labelled by door."""
-        servicer, chain = self.agent_servicer, self.chain
-        name = f"/{AGENT_SERVICE}/"
-
-        def behaviors(door: str) -> Behaviors:
-            return Behaviors(
-                invoke=chain.unary_behavior(name + "Invoke", servicer.Invoke, door),
-                stream=chain.stream_behavior(name + "Stream", servicer.Stream, door),
-                list_agents=chain.unary_behavior(name + "ListAgents", servicer.ListAgents, door),
-                get_agent=chain.unary_behavior(name + "GetAgent", servicer.GetAgent, door),
-            )
-
-        connect = [
-            service_app(
-                descriptor,
-                unary=functools.partial(_wrapped_unary, chain, servicer),
-                stream=functools.partial(_wrapped_stream, chain, servicer),
-            )
-            for descriptor, servicer in self._doors_services
-        ]
-        return HttpApp(
-            OpenAIDoor(behaviors("openai")),
-            AnthropicDoor(behaviors("anthropic"), self._agent_named),
-            connect,
-            Console(),
-        )
 
     async def start(
         self, host: str | None = None, port: int | None = None, http_port: int | None = None
@@ -440,18 +350,7 @@ class App:
         self._host = host
         bound = settings.port if port is None else port
         address = f"{host}:{bound}"
-        # Tried on a plain socket first: grpc would log its own error line, and then say
-        # only "Failed to bind" (a worker shares the port, so it does not try).
-        problem = None if self._worker or not bound else _bind_error(host, bound)
-        try:
-            if problem is None and self.tls is not None:
-                self.port = self.server.add_secure_port(address, self.tls.grpc_credentials())
-            elif problem is None:
-                self.port = self.server.add_insecure_port(address)
-        except RuntimeError:
-            problem = _bind_error(host, bound) or "grpc could not bind it"
-        if problem is not None:
-            raise ConfigError(f"server: cannot listen on {address}: {problem}")
+        self.port = bind_grpc(self.server, host, bound, self.tls, shared=self._worker)
         metrics = self.snapshot.observability.metrics
         if metrics.port is not None and not self._worker:
             try:
@@ -466,7 +365,7 @@ class App:
         services = (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE)
         for service in ("", *services, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self._target_health = asyncio.create_task(self._publish_target_health())
+        self._target_health = asyncio.create_task(self.target_health.run())
         state_ok = await healthy(self.stores)
         await self._report_state(state_ok)
         self._state_watch = asyncio.create_task(
@@ -541,23 +440,8 @@ class App:
             )
 
     def _check_auth(self, snapshot: Snapshot, host: str, *, warn: bool = True) -> None:
-        """Refuse to serve without auth beyond loopback; say loudly (once: ``warn``) when
-        auth is off.
-
-        Raises:
-            ConfigError: auth is off and ``host`` is not a loopback address.
-        """
-        auth = snapshot.auth
-        if auth.enabled:
-            if warn and not len(self.live_keys.policy().keys):
-                log.warning("auth is on but no API keys are configured: every call will fail")
-            return
-        if not is_loopback(host):
-            raise ConfigError(
-                f"auth.enabled: auth may be off only on a loopback address, not {host!r}"
-            )
-        if warn:
-            log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+        """Raises ConfigError: auth is off and ``host`` is not loopback (see check_open)."""
+        check_open(snapshot.auth.enabled, host, len(self.live_keys.policy().keys), warn=warn)
 
     async def _ratelimit_state(self, up: bool) -> None:
         self.metrics.ratelimit_backend_up.set(1 if up else 0)
@@ -627,48 +511,4 @@ class App:
 
     def _breaker_changed(self, target: str, state: str) -> None:
         self.metrics.breaker_state.labels(target).set(STATE_VALUES[state])
-        self._target_states.put_nowait((target, state))  # for _publish_target_health
-
-    async def _publish_target_health(self) -> None:
-        """Mirror each target's breaker in health as ``switchboard.target.<name>``: an open
-        circuit is NOT_SERVING, closed or half-open SERVING. Runs until stop() cancels it."""
-        serving = health_pb2.HealthCheckResponse.SERVING
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        while True:
-            name, state = await self._target_states.get()
-            status = not_serving if state == OPEN else serving
-            await self.health.set(TARGET_HEALTH_PREFIX + name, status)
-
-
-def _wrapped_unary(chain: Chain, servicer: object, name: str, door: str) -> UnaryBehavior:
-    """The servicer's method for the RPC ``name`` ("/pkg.Service/Method") in the chain, as
-    called through ``door``."""
-    method: UnaryBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.unary_behavior(name, method, door)
-
-
-def _wrapped_stream(chain: Chain, servicer: object, name: str, door: str) -> StreamBehavior:
-    method: StreamBehavior = getattr(servicer, name.rpartition("/")[2])
-    return chain.stream_behavior(name, method, door)
-
-
-def _bind_error(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be bound, in the OS's words, or None when a plain socket can
-    bind at least one of its addresses (grpc serves when one of them binds)."""
-    try:
-        found = socket.getaddrinfo(
-            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    problem = "no address to bind"
-    for family, kind, proto, _, address in found:
-        try:
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(address)
-        except OSError as exc:
-            problem = exc.strerror or str(exc)
-        else:
-            return None
-    return problem
+        self.target_health.changed(target, is_open=state == OPEN)

@@ -9,9 +9,10 @@ import asyncio
 import functools
 import hashlib
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from service import context as call_context
 from service.agents.pipeline import Pipeline, Stateless
@@ -146,6 +147,12 @@ class Runner:
         if agent.loop is None or self.tools is None:
             return []
         return list(self.tools.offered(agent).values())
+
+    def tool_schema(self, agent: str, tool: str) -> Mapping[str, Any] | None:
+        """The JSON schema of ``agent``'s server tool ``tool`` now (None: not offered)."""
+        spec = self._runtime().snapshot.agents.get(agent)
+        found = [t for t in self.server_tools(spec) if t.name == tool] if spec else []
+        return found[0].parameters if found else None
 
     def default_deadline_s(self) -> float:
         """The deadline given to calls that arrive without one."""

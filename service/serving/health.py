@@ -17,6 +17,7 @@ from typing import Any
 from grpc_health.v1 import health, health_pb2
 
 _END = "switchboard: health watches end with the drain"
+TARGET_PREFIX = "switchboard.target."  # + a target's name: its breaker, as a health service
 NOT_SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
@@ -54,3 +55,25 @@ class DrainingHealth(health.aio.HealthServicer):  # type: ignore[misc,name-defin
         for task in self._watching:
             task.cancel(_END)
         return len(self._watching)
+
+
+class TargetHealth:
+    """Each target's circuit breaker mirrored as the health service
+    ``switchboard.target.<name>``: open is NOT_SERVING, closed or half-open SERVING. Breakers
+    report through :meth:`changed` (a plain callback); :meth:`run` publishes, in order, until
+    cancelled."""
+
+    def __init__(self, health_servicer: DrainingHealth) -> None:
+        self._health = health_servicer
+        self._changes: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+
+    def changed(self, target: str, *, is_open: bool) -> None:
+        self._changes.put_nowait((target, is_open))
+
+    async def run(self) -> None:
+        status = health_pb2.HealthCheckResponse
+        while True:
+            name, is_open = await self._changes.get()
+            await self._health.set(
+                TARGET_PREFIX + name, status.NOT_SERVING if is_open else status.SERVING
+            )
