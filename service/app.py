@@ -73,6 +73,7 @@ from service.observability.faults import FaultLog
 from service.observability.logging import CallLog
 from service.observability.metrics import Metrics
 from service.observability.server_span import ServerSpan
+from service.observability.tool_span import ToolSpans
 from service.observability.traced_provider import TracedProvider
 from service.observability.tracing import (
     build_tracer_provider,
@@ -200,7 +201,7 @@ class App:
             on_change=self.tool_metrics.server_changed,
             on_rug_pull=self.tool_metrics.rug_pull,
         )
-        self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger)
+        self.tool_loop = ToolLoop(self.tool_host, audit=self.ledger, spans=ToolSpans(tracer))
         self.tool_loop.approvals = gate = Gate(
             self.stores.approvals, self.stores.runs, self.tool_loop
         )

@@ -141,7 +141,7 @@ async def test_caller_errors_make_no_agent_span_and_leave_the_server_status_unse
     assert all(s.status.status_code == StatusCode.UNSET for s in codes.values())
 
 
-async def test_each_step_of_the_tool_loop_is_a_child_of_one_agent_span() -> None:
+async def test_each_step_and_tool_call_of_the_loop_is_a_child_of_one_agent_span() -> None:
     provider, exporter = recording()
     async with OpenAIFake() as fake, http_tool_server() as web:
         weather = FakeToolCall(id="c1", name="weather", arguments=json.dumps({"city": "Paris"}))
@@ -163,11 +163,26 @@ async def test_each_step_of_the_tool_loop_is_a_child_of_one_agent_span() -> None
             answer = await served.client.invoke("ops", "weather in Paris?")
     assert answer.message.content[0].text == "Sunny."
     spans = exporter.get_finished_spans()
-    [agent] = by_kind(spans, SpanKind.INTERNAL)
+    [agent] = [s for s in spans if s.name == "invoke_agent ops"]
+    [tool] = [s for s in spans if s.name == "execute_tool weather"]
     steps = by_kind(spans, SpanKind.CLIENT)
     assert len(steps) == 2
-    assert all(s.parent is not None and s.parent.span_id == agent.context.span_id for s in steps)
+    children = [*steps, tool]
+    assert all(s.parent is not None and s.parent.span_id == agent.context.span_id for s in children)
+    assert steps[0].end_time is not None
+    assert tool.start_time is not None
+    assert steps[0].end_time <= tool.start_time
     assert attributes(agent)["gen_ai.agent.name"] == "ops"
+    t = attributes(tool)
+    assert t["gen_ai.operation.name"] == "execute_tool"
+    assert t["gen_ai.tool.name"] == "weather"
+    assert t["gen_ai.tool.call.id"] == "c1"
+    assert t["gen_ai.tool.type"] == "extension"
+    assert t["gen_ai.tool.description"] == "Weather for a city."
+    assert t["switchboard.tool.source"] == "http"
+    assert t["switchboard.tool.outcome"] == "ok"
+    assert tool.kind == SpanKind.INTERNAL
+    assert tool.status.status_code == StatusCode.UNSET
 
 
 async def test_model_spans_carry_the_upstreams_response_id() -> None:

@@ -199,7 +199,7 @@ class Gate:
                 parked.outputs[p.call.id] = failed(refusal(checked.blocked), checked.problem)
                 continue
             parked.outputs[p.call.id] = await self._loop.execute(
-                agent, state, tool, checked.arguments, guards, deadline=deadline
+                agent, state, tool, checked.arguments, guards, deadline=deadline, call_id=p.call.id
             )
         parked.pending = []
 

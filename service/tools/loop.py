@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.agents.spec import AgentSpec
 from service.context import current
@@ -58,6 +58,9 @@ from service.tools.policy import approval_reason
 from service.tools.results import PREVIEW_CHARS, ToolOutput, failed, model_text, refusal
 from service.tools.run_state import LoopState, Parked, Pending
 from service.tools.spec import WRITE, ServerTool
+
+if TYPE_CHECKING:
+    from service.observability.tool_span import ToolSpans
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +111,14 @@ class StepOutcome:
 class ToolLoop:
     """See the module docstring. Built once by the composition root."""
 
-    def __init__(self, host: ToolHost, audit: Audit | None = None) -> None:
+    def __init__(
+        self, host: ToolHost, audit: Audit | None = None, spans: ToolSpans | None = None
+    ) -> None:
+        """``spans`` makes each tool call's ``execute_tool`` span
+        (:mod:`service.observability.tool_span`)."""
         self.host = host
         self._audit = audit
+        self._spans = spans
         self.approvals: Approvals | None = None  # set by the composition root
 
     def offered(self, agent: AgentSpec) -> dict[str, ServerTool]:
@@ -330,7 +338,13 @@ class ToolLoop:
                 return
             async with lane:
                 outputs[call.id] = await self.execute(
-                    agent, state, tool, checked.arguments, guards, deadline=deadline
+                    agent,
+                    state,
+                    tool,
+                    checked.arguments,
+                    guards,
+                    deadline=deadline,
+                    call_id=call.id,
                 )
 
         async with asyncio.TaskGroup() as group:
@@ -365,9 +379,12 @@ class ToolLoop:
         guards: GuardContext,
         *,
         deadline: Deadline,
+        call_id: str = "",
     ) -> ToolOutput:
-        """Run one allowed, checked call and pass its result through the input guards."""
-        output = await self.host.run(tool, arguments, deadline)
+        """Run one allowed, checked call (``call_id``: the model's id of it) and pass its
+        result through the input guards."""
+        run = self.host.run(tool, arguments, deadline)
+        output = await (run if self._spans is None else self._spans.traced(tool, call_id, run))
         if tool.policy.tool_class == WRITE or not output.ok:
             await self.audited(state, tool.name, output.outcome.value)
         if not output.ok:
