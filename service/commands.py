@@ -28,6 +28,7 @@ from service.errors import (
 )
 from service.main import serve
 from service.observability.logging import configure
+from service.serving.loop import loop_factory
 from service.serving.supervisor import Supervisor
 from service.state import build_stores
 
@@ -220,20 +221,23 @@ def run(args: argparse.Namespace) -> int:
             backend = asyncio.run(migrate(load(args.config, os.environ)))
             print(f"{args.config}: state schema is up to date ({backend})")
             return 0
+        config = load(args.config, os.environ)
         if args.worker_fds is None:
-            workers = args.workers or load(args.config, os.environ).workers.count
+            workers = args.workers or config.workers.count
             if workers > 1:
                 return _supervise(args, workers)
-        asyncio.run(
-            serve(
-                args.config,
-                os.environ,
-                host=args.host,
-                port=args.port,
-                port_file=args.port_file,
-                worker=args.worker_fds,
+        with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
+            runner.run(
+                serve(
+                    args.config,
+                    os.environ,
+                    host=args.host,
+                    port=args.port,
+                    port_file=args.port_file,
+                    worker=args.worker_fds,
+                    snapshot=config,
+                )
             )
-        )
     except Unavailable as exc:
         print(f"switchboard: {exc.message}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from service.app import App
-from service.config import load
+from service.config import Snapshot, load
 from service.observability.logging import configure
 from service.serving.worker import WorkerLink, write_port_file
 
@@ -27,20 +27,23 @@ async def serve(
     port: int | None,
     port_file: str | Path | None = None,
     worker: WorkerLink | None = None,
+    snapshot: Snapshot | None = None,
 ) -> None:
     """Serve until a termination signal, then drain within the configured grace period.
 
     ``port_file``: where to write the bound port once serving (useful with ``--port 0``).
     ``worker`` is set in a worker process of ``serve --workers N``: the port is shared
     (SO_REUSEPORT), readiness is reported to the supervisor, and the worker stops if the
-    supervisor dies.
+    supervisor dies. ``snapshot``: the config already loaded from ``config_path`` (loaded
+    here when None).
 
     Raises:
         ConfigError: the config is invalid.
     """
     # Until the handler below is installed, a SIGHUP (a reload) must not end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    snapshot = load(config_path, environ)
+    if snapshot is None:
+        snapshot = load(config_path, environ)
     configure(snapshot.observability.logs)
     log.info(
         "config loaded",

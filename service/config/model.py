@@ -114,6 +114,11 @@ class ServerConfig(FrozenModel):
     max_messages: int = Field(1000, ge=1, description="most messages in one request")
     http: HttpConfig = HttpConfig()
     tls: TlsConfig | None = Field(None, description="unset: plaintext (a mesh's TLS, say)")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="the event loop `serve` runs on: uvloop (libuv), or the standard "
+        "library's (SWITCHBOARD_SERVER__EVENT_LOOP=asyncio); fixed at start",
+    )
 
 
 class ResponseFormatConfig(FrozenModel):
