@@ -31,11 +31,11 @@ $(STAMP): $(RUNTIME) requirements-dev.lock
 ## Serve config/switchboard.yaml. Move the ports with `make run PORT=6000 HTTP_PORT=6080
 ## METRICS_PORT=6464` (the config's server.port, server.http.port and
 ## observability.metrics.port, through their SWITCHBOARD_… overrides).
-run: $(RUNTIME)
-	$(if $(PORT),SWITCHBOARD_SERVER__PORT=$(PORT)) \
+PORTS = $(strip $(if $(PORT),SWITCHBOARD_SERVER__PORT=$(PORT)) \
 	$(if $(HTTP_PORT),SWITCHBOARD_SERVER__HTTP__PORT=$(HTTP_PORT)) \
-	$(if $(METRICS_PORT),SWITCHBOARD_OBSERVABILITY__METRICS__PORT=$(METRICS_PORT)) \
-	$(BIN)/switchboard serve --config config/switchboard.yaml
+	$(if $(METRICS_PORT),SWITCHBOARD_OBSERVABILITY__METRICS__PORT=$(METRICS_PORT)))
+run: $(RUNTIME)
+	$(PORTS) $(BIN)/switchboard serve --config config/switchboard.yaml
 
 ## The dev tools (grpcurl, pytest, mypy, ruff…) in .venv, without running anything.
 dev: $(STAMP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, cast
 
 import grpc
@@ -123,8 +123,9 @@ class App:
         ``worker``: one of ``serve --workers N``: the port is shared (SO_REUSEPORT) and the
         supervisor, not this process, serves the metrics (of all workers)."""
         self._worker = worker
+        self._names: tuple[Snapshot | None, frozenset[str]] = (None, frozenset())
         self._build_tracing(snapshot, tracer_provider, environ or {})
-        self.metrics = Metrics(known_agents=lambda: self.snapshot.agents, budgets=snapshot.budgets)
+        self.metrics = Metrics(known_agents=self._callable_names, budgets=snapshot.budgets)
         tracer = self.tracer_provider.get_tracer("switchboard")
         # Health, and each target's breaker in it (published by an owned task).
         self.health = DrainingHealth()
@@ -394,6 +395,14 @@ class App:
             },
         )
         return self.port
+
+    def _callable_names(self) -> Container[str]:
+        """What a call may name now: agents and workflows (metrics label by them); built once
+        per config snapshot."""
+        snapshot = self.snapshot
+        if self._names[0] is not snapshot:
+            self._names = (snapshot, frozenset(snapshot.agents) | frozenset(snapshot.workflows))
+        return self._names[1]
 
     def _agent_names(self) -> list[str]:
         return list(self.snapshot.agents)

@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config", default=config_default, help=config_help)
     health = commands.add_parser("health", help="exit 0 when a server reports SERVING")
     health.add_argument(
-        "--address", default="127.0.0.1:50051", help="host:port of the gRPC listener"
+        "--address",
+        default="127.0.0.1:50051",
+        help="host:port of the gRPC listener (default: 127.0.0.1:50051)",
     )
     health.add_argument(
         "--service", default="", help="a health service name (default: '', the whole server)"

@@ -17,7 +17,7 @@ import yaml
 from service.app import App
 from service.auth import keys as api_keys
 from service.auth.admin import Actor, KeyAdmin
-from service.auth.scopes import unknown_scopes
+from service.auth.scopes import KNOWN_SCOPES, unknown_scopes
 from service.config import ConfigError, Snapshot, load
 from service.errors import (
     FailedPrecondition,
@@ -143,7 +143,8 @@ def _check_create(args: argparse.Namespace, agents: list[str]) -> None:
             )
     unknown = unknown_scopes(args.scopes)
     if unknown:
-        raise ConfigError(f"--scope {unknown[0]!r}: unknown (known: admin)")
+        known = ", ".join(sorted(KNOWN_SCOPES))
+        raise ConfigError(f"--scope {unknown[0]!r}: unknown (known: {known})")
 
 
 async def keys_store_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -210,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "check-config":
             snapshot = asyncio.run(check_config(args.path, os.environ))
             print(
-                f"{args.path}: ok ({len(snapshot.agents)} agents, {len(snapshot.targets)} targets)"
+                f"{args.path}: ok ({len(snapshot.agents)} agents, {len(snapshot.workflows)} "
+                f"workflows, {len(snapshot.targets)} targets)"
             )
             return 0
         if args.command == "keys" and args.keys_file:

@@ -257,7 +257,7 @@ def test_serve_on_a_grpc_port_in_use_is_one_clean_line(tmp_path: Path) -> None:
 
 
 async def test_the_health_command_exits_0_only_when_serving() -> None:
-    async def health(address: str) -> tuple[int, str]:
+    async def health(address: str, *service: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -267,6 +267,7 @@ async def test_the_health_command_exits_0_only_when_serving() -> None:
             address,
             "--timeout",
             "5",
+            *service,
             cwd=ROOT,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -276,6 +277,9 @@ async def test_the_health_command_exits_0_only_when_serving() -> None:
 
     async with serve_config(SLOW) as served:
         assert await health(served.address) == (0, "")
+        code, err = await health(served.address, "--service", "nope")
+        assert code == 1
+        assert "NOT_FOUND: no health service named 'nope'" in err  # grpc's own details are ""
         await served.app.health.enter_graceful_shutdown()  # what a drain does first
         code, err = await health(served.address)
         assert code == 1

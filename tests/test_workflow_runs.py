@@ -55,7 +55,19 @@ async def test_runs_are_listed_newest_first_per_tenant_with_their_state(tmp_path
             assert newest.id == started[2]
             assert newest.state == run_pb2.Run.STATE_SUCCEEDED
             assert (newest.kind, newest.steps, newest.request_id) == ("workflow", 3, "three")
-            assert newest.update_time.ToNanoseconds() >= newest.create_time.ToNanoseconds()
+            # Three steps take time: the run's update time is its last step's, not its start
+            # (DBOS keeps its own to the second on SQLite, which once pinned it to the start).
+            assert newest.update_time.ToNanoseconds() > newest.create_time.ToNanoseconds()
+            # Metrics label a workflow's calls by its name, as the call log does.
+            labelled = {
+                s.labels["agent"]
+                for m in served.app.metrics.registry.collect()
+                if m.name == "switchboard_calls"
+                for s in m.samples
+                if s.labels.get("rpc_method") == "Invoke"
+            }
+            assert {"brief", "joined"} <= labelled
+            assert "(unknown)" not in labelled
             rest = await runs.ListRuns(
                 run_pb2.ListRunsRequest(page_size=2, page_token=first.next_page_token),
                 metadata=acme,

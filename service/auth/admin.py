@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from service.auth.keys import ANY_AGENT, TENANT_PATTERN, ApiKey, new_key
-from service.auth.scopes import unknown_scopes
+from service.auth.scopes import KNOWN_SCOPES, unknown_scopes
 from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Reason
 from service.state.admin_store import AdminStore
 from service.state.records import AuditEntry
@@ -110,8 +110,9 @@ class KeyAdmin:
                 )
         unknown = unknown_scopes(list(scopes))
         if unknown:
+            scopes_known = ", ".join(sorted(KNOWN_SCOPES))
             violations.append(FieldViolation("scopes", f"unknown scope {unknown[0][:64]!r} "
-                                             "(known: admin)"))  # fmt: skip
+                                             f"(known: {scopes_known})"))  # fmt: skip
         if len(note) > MAX_NOTE:
             violations.append(FieldViolation("note", f"at most {MAX_NOTE} characters"))
         return violations

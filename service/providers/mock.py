@@ -262,9 +262,10 @@ class MockProvider:
             if self._model == "echo":
                 text = said
             else:
+                n, m = count_tokens(said), len(call.messages)
                 text = (
-                    f"You said “{said}”. That is {count_tokens(said)} words "
-                    f"in a conversation of {len(call.messages)} messages."
+                    f"You said “{said}”. That is {n} word{'s' * (n != 1)} "
+                    f"in a conversation of {m} message{'s' * (m != 1)}."
                 )
         fmt = call.parameters.response_format
         if fmt is not None and fmt.type is not ResponseFormatType.TEXT:

@@ -52,7 +52,12 @@ def probe(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
             )
         except grpc.RpcError as exc:
-            return f"{exc.code().name}: {exc.details()}"
+            details = exc.details() or (
+                f"no health service named {service!r}"
+                if exc.code() is grpc.StatusCode.NOT_FOUND
+                else "no details"
+            )
+            return f"{exc.code().name}: {details}"
     if reply.status == health_pb2.HealthCheckResponse.SERVING:
         return None
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

@@ -191,7 +191,8 @@ class RunContext:
             await DBOS.write_stream_async(EVENTS, value)
             return
         await DBOS.write_stream_async(EVENTS, {"finish": event.result.to_json()})
-        steps = {"steps": len(self.results)}
+        # "updated": DBOS's own updated time is whole seconds on SQLite.
+        steps = {"steps": len(self.results), "updated": time.time()}
         await DBOS.update_workflow_attributes_async(self.run.run_id, steps, merge=True)
 
     async def agent_step(

@@ -3,7 +3,8 @@ from DBOS's own table of workflows: DBOS is the run's durable record, so there i
 copy to keep in step with it.
 
 A run starts with the attributes :func:`tag` gives (its tenant, workflow, request id, key and
-a fine created time); its body adds ``steps`` (finished steps so far) as it goes,
+a fine created time); its body adds ``steps`` (finished steps so far) and ``updated`` (when
+the last one finished: DBOS's own updated time is whole seconds on SQLite) as it goes,
 ``waiting:<step id>`` (the approval ids a parked step waits for: one key per step, so
 branches waiting at once do not overwrite each other) while it waits, and ``error`` when it
 ends failed (the body returns a failed run's error rather than raising it, so DBOS records
@@ -90,7 +91,9 @@ def record_of(status: Any) -> RunRecord:
         request_id=str(attributes.get("request_id", "")),
         key_id=str(attributes.get("key_id", "")),
         created_at=created,
-        updated_at=max(created, (status.updated_at or 0) / 1000),
+        updated_at=max(
+            created, float(attributes.get("updated") or 0), (status.updated_at or 0) / 1000
+        ),
         error=error,
         steps=int(attributes.get("steps", 0)),
         pending=pending_of(attributes) if state is RunState.WAITING else (),
