@@ -7,6 +7,12 @@ was in flight. :meth:`DrainingHealth.end_watches` ends them: each watcher gets a
 NOT_SERVING and the stream ends with OK, so the server stops as soon as the real calls
 are done. A watcher that calls again while the server is still stopping gets NOT_SERVING
 and an immediate end.
+
+``Watch`` is our own loop (grpc's is ``while True`` and could only be ended by cancelling
+it, which could land while it was writing: the last NOT_SERVING then met the write still
+in flight, GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, and the watcher got INTERNAL). Each stream
+writes from its own task only, one message at a time, and returns when told to end.
+``Check`` and ``set`` are grpc's (the statuses are kept here too, for the watchers).
 """
 
 from __future__ import annotations
@@ -16,9 +22,8 @@ from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
-_END = "switchboard: health watches end with the drain"
 TARGET_PREFIX = "switchboard.target."  # + a target's name: its breaker, as a health service
-NOT_SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+_status = health_pb2.HealthCheckResponse
 
 
 class DrainingHealth(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
@@ -27,34 +32,54 @@ class DrainingHealth(health.aio.HealthServicer):  # type: ignore[misc,name-defin
 
     def __init__(self) -> None:
         super().__init__()
-        self._watching: set[asyncio.Task[Any]] = set()
+        self._statuses: dict[str, int] = {"": _status.SERVING}  # grpc's initial state
+        self._wake = asyncio.Event()  # set, and replaced, at every change
+        self._watching = 0
         self._ended = False
 
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:  # noqa: N802 (grpc's name)
-        """Stream the service's status (grpc's own Watch) until the caller leaves or
-        :meth:`end_watches` ends it; raises CancelledError only for a cancel of the call."""
-        task = asyncio.current_task()
-        assert task is not None
-        if self._ended:
-            await context.write(NOT_SERVING)
+    async def set(self, service: str, status: int) -> None:
+        """grpc's ``set`` (ignored once shutting down), and the watchers told."""
+        if self._gracefully_shutting_down:
             return
-        self._watching.add(task)
+        await super().set(service, status)
+        self._statuses[service] = status
+        self._changed()
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Every service NOT_SERVING from now on (grpc's), and the watchers told."""
+        await super().enter_graceful_shutdown()
+        self._statuses = dict.fromkeys(self._statuses, _status.NOT_SERVING)
+        self._changed()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:  # noqa: N802 (grpc's name)
+        """Stream the service's status (SERVICE_UNKNOWN until it is set) at each change,
+        until the caller leaves or :meth:`end_watches`: then a last NOT_SERVING and OK."""
+        self._watching += 1
+        last = None
         try:
-            await super().Watch(request, context)
-        except asyncio.CancelledError as exc:
-            if not (exc.args and exc.args[0] == _END and task.uncancel() == 0):
-                raise
+            while True:
+                wake = self._wake
+                if self._ended:  # the last word, even if it was the one before
+                    await context.write(_status(status=_status.NOT_SERVING))
+                    return
+                status = self._statuses.get(request.service, _status.SERVICE_UNKNOWN)
+                if status != last:
+                    await context.write(_status(status=status))
+                    last = status
+                await wake.wait()
         finally:
-            self._watching.discard(task)
-        await context.write(NOT_SERVING)  # the last word, whether or not grpc's loop sent it
+            self._watching -= 1
 
     def end_watches(self) -> int:
         """End every open ``Watch`` stream (and any opened later); returns how many were
         open. Call it after :meth:`enter_graceful_shutdown`."""
         self._ended = True
-        for task in self._watching:
-            task.cancel(_END)
-        return len(self._watching)
+        self._changed()
+        return self._watching
+
+    def _changed(self) -> None:
+        self._wake.set()
+        self._wake = asyncio.Event()
 
 
 class TargetHealth:

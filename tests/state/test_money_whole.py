@@ -204,7 +204,7 @@ targets:
     model: gpt-fake
     base_url: {gpt}/v1
     api_key: {{env: OPENAI_API_KEY}}
-    first_token_timeout_s: 5  # streamed for Invoke too
+    first_token_timeout_s: 60  # streamed for Invoke too (the fake never stalls)
   claude:
     provider: anthropic
     model: claude-fake
