@@ -6,8 +6,10 @@ Servers run as real processes; the fake upstream runs here and counts every call
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 from switchboard.v1 import agent_pb2 as pb
@@ -61,6 +63,10 @@ async def test_sigkill_between_steps_resumes_without_repeating_a_finished_step(
                 first.process.wait()
                 call.cancel()
         assert run_id.startswith("run_")
+        # Killed, it left its last commits in the WAL (never checkpointed into the file):
+        # the restart must read them back from there.
+        database = tmp_path / "data" / "workflows.sqlite"
+        assert database.with_name("workflows.sqlite-wal").stat().st_size > 0
         async with server(config) as second:
             try:
                 events = await follow(second.port, run_id)
@@ -75,6 +81,8 @@ async def test_sigkill_between_steps_resumes_without_repeating_a_finished_step(
     assert calls_by_agent(fake) == {"one": 1, "two": 2, "three": 1}
     third = [r for r in fake.received if r.body["messages"][0]["content"] == "three"]
     assert third[0].body["messages"][-1]["content"] == "alpha + ok"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 PARALLEL = """
