@@ -298,7 +298,8 @@ async def test_a_client_running_many_calls_on_one_connection_is_never_refused(
     per-connection stream limit was 100)."""
     config = tmp_path / "switchboard.yaml"
     text = DEFAULT_CONFIG.read_text().replace("../data", str(tmp_path / "data"))
-    config.write_text(text.replace("port: 8080", "port: 0"))  # no fixed HTTP port in tests
+    # No fixed HTTP or metrics port in tests (another server may hold them).
+    config.write_text(text.replace("port: 8080", "port: 0").replace("port: 9464", "port: 0"))
     with serve_process(config) as server:
         async with AsyncClient(f"127.0.0.1:{server.port}") as client:
 
