@@ -8,6 +8,7 @@ period, then close providers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, cast
@@ -75,6 +76,7 @@ from service.serving.wiring import (
     bind_grpc,
     build_http,
     check_open,
+    start_http,
 )
 from service.sessions import Sessions
 from service.state import build_stores, data_dir
@@ -151,7 +153,7 @@ class App:
         self._keys_refresh: asyncio.Task[None] | None = None
         self.key_admin = KeyAdmin(
             self.stores.admin,
-            agents=self._agent_names,
+            agents=lambda: list(self.snapshot.agents),
             read_only_keys=self.live_keys.read_only,
             audit=self.stores.durable.audit,
             changed=self.live_keys.refresh,
@@ -366,17 +368,20 @@ class App:
                     f"{exc.strerror}"
                 ) from exc
         await self.server.start()
-        await self._start_http(host, http_port)
+        self.http_port = await start_http(
+            self.http, self.snapshot.server, host, http_port,
+            check=lambda h: self._check_auth(self.snapshot, h, warn=False),  # start() warned
+        )  # fmt: skip
         services = (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE)
         for service in ("", *services, RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._target_health = asyncio.create_task(self.target_health.run())
         state_ok = await healthy(self.stores)
-        await self._report_state(state_ok)
+        await self.health.report(STATE_HEALTH, state_ok)
         self._state_watch = asyncio.create_task(
             watch(
                 self.stores,
-                self._report_state,
+                functools.partial(self.health.report, STATE_HEALTH),
                 self.snapshot.state.health_interval_s,
                 last=state_ok,
             )
@@ -408,33 +413,9 @@ class App:
             self._names = (snapshot, frozenset(snapshot.agents) | frozenset(snapshot.workflows))
         return self._names[1]
 
-    def _agent_names(self) -> list[str]:
-        return list(self.snapshot.agents)
-
     def _agent_named(self, name: str) -> AgentSpec | None:
         """The agent ``name`` of the current config (read per call: reloads swap it)."""
         return self.snapshot.agents.get(name)
-
-    async def _start_http(self, grpc_host: str, port: int | None) -> None:
-        """Serve the HTTP doors on ``server.http`` (``port`` overrides its port; with neither,
-        there is no HTTP listener).
-
-        Raises:
-            ConfigError: the address cannot be bound, or auth is off on a non-loopback host.
-        """
-        settings = self.snapshot.server
-        port = settings.http.port if port is None else port
-        if port is None:
-            return
-        host = settings.http.host or grpc_host
-        self._check_auth(self.snapshot, host, warn=False)  # start() has warned
-        try:
-            self.http_port = await self.http.start(host, port, grace_s=settings.grace_s)
-        except OSError as exc:
-            raise ConfigError(
-                f"server.http: cannot listen on {host}:{port}: {exc.strerror or exc}"
-            ) from exc
-        log.info("serving HTTP", extra={"event": "start", "address": f"{host}:{self.http_port}"})
 
     def _accept_reload(self, snapshot: Snapshot) -> None:
         """A reload may not turn auth off on the address this server is bound to (the new
@@ -458,12 +439,7 @@ class App:
 
     async def _ratelimit_state(self, up: bool) -> None:
         self.metrics.ratelimit_backend_up.set(1 if up else 0)
-        status = health_pb2.HealthCheckResponse
-        await self.health.set(RATELIMIT_HEALTH, status.SERVING if up else status.NOT_SERVING)
-
-    async def _report_state(self, ok: bool) -> None:
-        status = health_pb2.HealthCheckResponse
-        await self.health.set(STATE_HEALTH, status.SERVING if ok else status.NOT_SERVING)
+        await self.health.report(RATELIMIT_HEALTH, up)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain and stop: health NOT_SERVING and new agent calls refused (UNAVAILABLE) at
@@ -506,16 +482,14 @@ class App:
             # checkpoint for the step in flight: a restart or a replica resumes them.
             await self.workflows.halt()
             await self.workflows.engine.stop()
-        await self.runtimes.aclose()
         if self._close_storage is not None:
             self._close_storage()
-        await self.limiter.aclose()
-        await self.guard_http.aclose()
-        await self.tool_host.aclose()
-        await self.tool_http.aclose()
-        await self.pipeline.budgets.aclose()
-        await self.ledger.aclose()
-        await self.stores.aclose()
+        for aclose in (
+            self.runtimes.aclose, self.limiter.aclose, self.guard_http.aclose,
+            self.tool_host.aclose, self.tool_http.aclose, self.pipeline.budgets.aclose,
+            self.ledger.aclose, self.stores.aclose,
+        ):  # fmt: skip
+            await aclose()
         await asyncio.to_thread(self.metrics.close)  # waits for the server's thread
         if self._owns_tracer_provider:
             # Flushing exports synchronously: off the event loop, so it does not stall it.

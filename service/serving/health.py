@@ -45,6 +45,10 @@ class DrainingHealth(health.aio.HealthServicer):  # type: ignore[misc,name-defin
         self._statuses[service] = status
         self._changed()
 
+    async def report(self, service: str, ok: bool) -> None:
+        """``service`` SERVING when ``ok``, else NOT_SERVING."""
+        await self.set(service, _status.SERVING if ok else _status.NOT_SERVING)
+
     async def enter_graceful_shutdown(self) -> None:
         """Every service NOT_SERVING from now on (grpc's), and the watchers told."""
         await super().enter_graceful_shutdown()

@@ -37,12 +37,14 @@ from service.api import reflection
 from service.api.servicer import AgentServicer
 from service.config import ConfigError
 from service.config.chain_model import is_loopback
+from service.config.model import ServerConfig
 from service.http.anthropic_door import AnthropicDoor
 from service.http.app import HttpApp
 from service.http.connect import service_app
 from service.http.console import Console
 from service.http.door import Behaviors
 from service.http.openai_door import OpenAIDoor
+from service.http.server import HttpListener
 from service.interceptors.base import StreamBehavior, UnaryBehavior
 from service.interceptors.chain import Chain
 from service.serving.tls import ServerTls
@@ -158,6 +160,36 @@ def check_open(auth_enabled: bool, host: str, keys: int, *, warn: bool = True) -
         raise ConfigError(f"auth.enabled: auth may be off only on a loopback address, not {host!r}")
     if warn:
         log.warning("auth is OFF: any local process can call every agent", extra={"host": host})
+
+
+async def start_http(
+    listener: HttpListener,
+    settings: ServerConfig,
+    grpc_host: str,
+    port: int | None,
+    *,
+    check: Callable[[str], None],
+) -> int | None:
+    """Serve the HTTP doors on ``settings.http`` (``port`` overrides its port; with neither,
+    there is no HTTP listener): the bound port, or None. ``check(host)`` refuses a host the
+    doors may not be served on (auth off beyond loopback) by raising ConfigError.
+
+    Raises:
+        ConfigError: the address cannot be bound, or ``check`` refused it.
+    """
+    port = settings.http.port if port is None else port
+    if port is None:
+        return None
+    host = settings.http.host or grpc_host
+    check(host)
+    try:
+        bound = await listener.start(host, port, grace_s=settings.grace_s)
+    except OSError as exc:
+        raise ConfigError(
+            f"server.http: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+    log.info("serving HTTP", extra={"event": "start", "address": f"{host}:{bound}"})
+    return bound
 
 
 def bind_grpc(

@@ -47,6 +47,20 @@ WEATHER = Tool(
 )
 
 
+def queued() -> tuple[asyncio.Queue[Event], AsyncGenerator[Event, None]]:
+    """An upstream the test feeds event by event (it ends after a Finish)."""
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def upstream() -> AsyncGenerator[Event, None]:
+        while True:
+            event = await queue.get()
+            yield event
+            if isinstance(event, Finish):
+                return
+
+    return queue, upstream()
+
+
 async def test_an_email_split_across_three_deltas_is_redacted_and_never_sent() -> None:
     events, _ = await streamed(
         one("pii", action="redact"), answer("Write to bob.sm", "ith@exam", "ple.com today.")
@@ -76,14 +90,7 @@ async def test_any_split_into_three_deltas_gives_the_whole_text_redaction(text: 
 
 
 async def test_safe_text_is_released_before_the_next_delta_arrives() -> None:
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-
-    async def upstream() -> AsyncGenerator[Event, None]:
-        while True:
-            event = await queue.get()
-            yield event
-            if isinstance(event, Finish):
-                return
+    queue, upstream = queued()
 
     guard = OutputGuard(
         AgentGuards(output=tuple(guards(p={"kind": "pii"}, s={"kind": "secrets"}).values())),
@@ -91,7 +98,7 @@ async def test_safe_text_is_released_before_the_next_delta_arrives() -> None:
         {},
         7,
     )
-    out = guard.events(upstream())
+    out = guard.events(upstream)
     queue.put_nowait(TextDelta("Hello there, friend. "))
     first = await asyncio.wait_for(anext(out), 30)
     assert first == TextDelta("Hello there, friend. ")
@@ -241,16 +248,9 @@ async def test_a_match_that_keeps_growing_is_not_held_to_the_end(
     """A PEM header with no END line, or an operator's pattern that matches on and on, held
     everything after it until the stream ended and rescanned it all on every delta
     (quadratic). The hold is bounded: the first part is released, redacted, mid-stream."""
-    queue: asyncio.Queue[Event] = asyncio.Queue()
+    queue, upstream = queued()
 
-    async def upstream() -> AsyncGenerator[Event, None]:
-        while True:
-            event = await queue.get()
-            yield event
-            if isinstance(event, Finish):
-                return
-
-    out = OutputGuard(AgentGuards(output=guard), GuardContext("agent"), {}, 7).events(upstream())
+    out = OutputGuard(AgentGuards(output=guard), GuardContext("agent"), {}, 7).events(upstream)
     queue.put_nowait(TextDelta(head))
     for _ in range(60_000 // len(line)):
         queue.put_nowait(TextDelta(line))

@@ -26,7 +26,7 @@ async def test_a_session_continues_the_conversation(backend: str) -> None:
         first = await served.client.invoke("chat", "hello there", session_id="s1")
         second = await served.client.invoke("chat", "and again", session_id="s1")
 
-        assert "conversation of 1 messages" in first.message.content[0].text
+        assert "conversation of 1 message." in first.message.content[0].text
         # The model saw the stored turn (user + assistant) before the new message.
         assert "conversation of 3 messages" in second.message.content[0].text
 
@@ -154,7 +154,7 @@ async def test_another_tenants_session_is_not_found(backend: str) -> None:
 
         # The same id in the caller's tenant is a separate conversation.
         mine = await served.client.invoke("chat", "hello", session_id="shared")
-        assert "conversation of 1 messages" in mine.message.content[0].text
+        assert "conversation of 1 message." in mine.message.content[0].text
         acme = await invoke_as(served.app.runner, "acme", "chat", "more", session_id="shared")
         assert "conversation of 3 messages" in acme.message.text
 
