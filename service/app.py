@@ -199,7 +199,7 @@ class App:
             http=self.guard_http,
             tools=self.tool_loop,
             sessions=Sessions(self.stores.durable),
-            traced=AgentSpans(tracer).traced,
+            traced=AgentSpans(tracer).traced if self.traced_calls else None,
         )
         self.runs = self._build_runs(gate)
         self.workflows = build_workflows(
@@ -255,6 +255,8 @@ class App:
         self._owns_tracer_provider = tracer_provider is None
         self.tracing = resolve_tracing(snapshot.observability.tracing, environ)
         self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
+        # Without an exporter nothing is sampled: no per-call span objects (issue 17).
+        self.traced_calls = tracer_provider is not None or self.tracing.exporter != "none"
 
     async def _swapped(self, snapshot: Snapshot) -> None:
         """What follows a reload's new snapshot: the tool sources, the budgets' metric."""
@@ -280,9 +282,11 @@ class App:
     def _build_server(self, snapshot: Snapshot) -> grpc.aio.Server:
         settings = snapshot.server
         # One chain and one servicer for every door (gRPC here, HTTP in _build_http).
+        traced = self.traced_calls
         self.chain: Chain = build_chain(
-            tracing=server_interceptor(self.tracer_provider, self.tracing),
-            http_tracing=DoorSpanLayer(self.tracer_provider),
+            tracing=server_interceptor(self.tracer_provider, self.tracing) if traced else None,
+            http_tracing=DoorSpanLayer(self.tracer_provider) if traced else None,
+            trace_ids=None if traced else self.tracer_provider,
             auth=self.live_keys.policy,
             auth_catch_up=self.live_keys.catch_up,
             limiter=self.limiter,

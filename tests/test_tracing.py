@@ -6,6 +6,8 @@ and a status per the RPC conventions; health checks and reflection make no spans
 from __future__ import annotations
 
 import asyncio
+import gc
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -420,3 +422,47 @@ async def test_the_openai_door_makes_a_server_span_with_the_same_facts() -> None
     assert "rpc.system" not in attributes  # an HTTP API, not an RPC protocol
     assert attributes["client.address"] == "127.0.0.1"
     assert attributes["rpc.grpc.status_code"] == 0
+
+
+def _live_span_generators() -> set[str]:
+    """The async generators alive in this process that make a call's spans: the gRPC
+    instrumentation's server-span wrapper and the invoke_agent span's."""
+    names = set()
+    for obj in gc.get_objects():
+        if isinstance(obj, types.AsyncGeneratorType):
+            code = obj.ag_code
+            if "instrumentation/grpc" in code.co_filename or code.co_filename.endswith(
+                "observability/agent_span.py"
+            ):
+                names.add(code.co_name)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("exported", "environ"),
+    [
+        ("nothing", {}),
+        ("an in-memory exporter", None),
+        ("OTEL_TRACES_EXPORTER", {"OTEL_TRACES_EXPORTER": "console"}),
+    ],
+)
+async def test_an_open_stream_holds_span_wrappers_only_when_spans_leave(
+    exported: str, environ: dict[str, str] | None
+) -> None:
+    """Issue 17: with nothing exported a call makes no server span through the
+    instrumentation and no invoke_agent wrapper (each idle stream holds about 4 KiB less);
+    with an exporter both wrap the open stream as before."""
+    provider = recording()[0] if environ is None else None
+    async with serve_config(SLOW, environ, tracer_provider=provider) as served:
+        call = pb_grpc.AgentServiceStub(served.channel).Stream(
+            pb.StreamRequest(
+                agent="trickle",
+                messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="a b c d")])],
+            )
+        )
+        async for event in call:
+            if event.WhichOneof("event") == "text_delta":
+                break
+        live = _live_span_generators()
+        call.cancel()
+    assert live == (set() if exported == "nothing" else {"_stream_interceptor", "_within"})

@@ -2,8 +2,10 @@
 
 1. tracing      the server span, made by opentelemetry-instrumentation-grpc's aio server
                 interceptor (RPC conventions, the caller's ``traceparent`` continued; health
-                and reflection not traced unless configured: :mod:`service.observability.tracing`)
-2. context      request id → :class:`~service.context.CallContext` (owns its scope)
+                and reflection not traced unless configured: :mod:`service.observability.tracing`);
+                absent when no span leaves the process (no exporter)
+2. context      request id → :class:`~service.context.CallContext` (owns its scope); without
+                layer 1, the call's trace ids (a non-recording span)
 3. observe      sees the final status of every agent-facing call, refused ones included, and
                 hands a record to the metrics, the call log and the server span
 4. faults       an exception nothing mapped becomes INTERNAL "internal error", its traceback
@@ -56,6 +58,8 @@ from service.observability.faults import FaultLog
 from service.ratelimit import RateLimiter
 
 if TYPE_CHECKING:  # generic only in the stubs
+    from opentelemetry.trace import TracerProvider
+
     from service.agents.spec import AgentSpec
 
     Interceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -67,6 +71,7 @@ def build_chain(
     *,
     tracing: Interceptor | None,
     http_tracing: Interceptor | None = None,
+    trace_ids: TracerProvider | None = None,
     auth: Callable[[], AuthPolicy],
     auth_catch_up: Callable[[], Awaitable[bool]] | None = None,
     limiter: RateLimiter,
@@ -81,11 +86,13 @@ def build_chain(
     (:meth:`Chain.unary_behavior`, :meth:`Chain.stream_behavior`). ``tracing``: the server
     span's interceptor (:func:`service.observability.tracing.server_interceptor`), None for
     no server spans; ``http_tracing`` the same for the doors that are not RPC protocols.
+    ``trace_ids``: with neither, the provider whose (non-recording) spans give each call its
+    trace and span ids (:class:`~service.interceptors.context.ContextLayer`).
     ``auth_catch_up``: see :class:`~service.interceptors.auth.AuthLayer`. ``sinks`` see the
     agent-facing calls, ``every_call`` health and reflection too
     (:class:`~service.interceptors.observe.ObserveLayer`)."""
     layers: list[Interceptor] = [
-        ContextLayer(),
+        ContextLayer(trace_ids),
         ObserveLayer(sinks, every_call),
         FaultLayer(faults),
         DecodeLayer(),

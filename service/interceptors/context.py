@@ -4,8 +4,12 @@ The request id is the caller's (the request's ``request_id`` field, else the ``x
 header, whichever is well formed: see :func:`service.context.request_id_problem`) or a new
 one. A malformed ``request_id`` field is never bound here; the servicer rejects the call.
 The trace is the server span opentelemetry-instrumentation-grpc opened, which is current here;
-the call log reads its ids from it. This layer owns the context's scope: it resets it when the
-call ends, whatever later layers bound. It also hands the layers inside it the servicer
+the call log reads its ids from it. When no span leaves the process (no exporter), the chain
+has no server-span interceptor (its per-call objects cost about 4 KiB an idle stream): this
+layer then makes the call's ids itself, given ``ids`` (a tracer provider that samples
+nothing): a non-recording span continuing the caller's ``traceparent`` (the global
+propagator), current for the call. This layer owns the context's scope: it resets it when
+the call ends, whatever later layers bound. It also hands the layers inside it the servicer
 context under the instrumentation's proxy (:func:`servicer_context`).
 """
 
@@ -13,7 +17,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from contextvars import Token
 from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind
 
 from service import context as call_context
 from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
@@ -62,21 +72,39 @@ def servicer_context(context: Context) -> Context:
 
 
 class ContextLayer(Layer):
+    def __init__(self, ids: trace.TracerProvider | None = None) -> None:
+        """``ids``: see the module docstring; None when a server-span interceptor runs
+        outside this layer."""
+        super().__init__()
+        self._tracer = None if ids is None else ids.get_tracer("switchboard")
+
+    def _trace(self, method: Method, context: Context) -> Token[otel_context.Context] | None:
+        """The call's non-recording span made current (its detach token), or None."""
+        if self._tracer is None:
+            return None
+        parent = extract(dict(context.invocation_metadata() or ()))
+        span = self._tracer.start_span(method.rpc, parent, kind=SpanKind.SERVER)
+        return otel_context.attach(trace.set_span_in_context(span, parent))
+
     async def unary(
         self, method: Method, call: UnaryBehavior, request: Any, context: Context
     ) -> Any:
         context = servicer_context(context)
+        traced = self._trace(method, context)
         bound = call_context.CallContext(_request_id(method, request, context))
         token = call_context.bind(bound)
         try:
             return await call(request, context)
         finally:
             call_context.reset(token)
+            if traced is not None:
+                otel_context.detach(traced)
 
     async def stream(
         self, method: Method, call: StreamBehavior, request: Any, context: Context
     ) -> AsyncIterator[Any]:
         context = servicer_context(context)
+        traced = self._trace(method, context)
         bound = call_context.CallContext(_request_id(method, request, context))
         token = call_context.bind(bound)
         try:
@@ -84,3 +112,5 @@ class ContextLayer(Layer):
                 yield response
         finally:
             call_context.reset(token)
+            if traced is not None:
+                otel_context.detach(traced)
