@@ -210,10 +210,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "check-config":
             snapshot = asyncio.run(check_config(args.path, os.environ))
-            print(
-                f"{args.path}: ok ({len(snapshot.agents)} agents, {len(snapshot.workflows)} "
-                f"workflows, {len(snapshot.targets)} targets)"
-            )
+            counts = {
+                "agent": len(snapshot.agents),
+                "workflow": len(snapshot.workflows),
+                "target": len(snapshot.targets),
+            }
+            listed = ", ".join(f"{n} {kind}{'s' * (n != 1)}" for kind, n in counts.items())
+            print(f"{args.path}: ok ({listed})")
             return 0
         if args.command == "keys" and args.keys_file:
             return keys_file_command(args)

@@ -56,7 +56,7 @@ def test_check_config_accepts_the_default_config() -> None:
     assert ": ok (" in result.stdout
     assert f"{len(config['agents'])} agents" in result.stdout
     assert f"{len(config['targets'])} targets" in result.stdout
-    assert f"{len(config['workflows'])} workflows" in result.stdout
+    assert f"{len(config['workflows'])} workflow" in result.stdout
 
 
 def test_check_config_names_the_file_and_field(tmp_path: Path) -> None:
