@@ -242,21 +242,15 @@ class App:
         self._reloading: asyncio.Task[None] | None = None
 
     def _build_tracing(
-        self,
-        snapshot: Snapshot,
-        tracer_provider: TracerProvider | None,
-        environ: Mapping[str, str],
+        self, snapshot: Snapshot, provider: TracerProvider | None, environ: Mapping[str, str]
     ) -> None:
         """Resolve the tracing settings (config and OTEL_* variables) and the provider.
-
-        Raises:
-            ConfigError: an OTEL_* variable or tracing key cannot be used.
-        """
-        self._owns_tracer_provider = tracer_provider is None
+        Raises ConfigError: an OTEL_* variable or tracing key cannot be used."""
+        self._owns_tracer_provider = provider is None
         self.tracing = resolve_tracing(snapshot.observability.tracing, environ)
-        self.tracer_provider = tracer_provider or build_tracer_provider(self.tracing)
+        self.tracer_provider = provider or build_tracer_provider(self.tracing)
         # Without an exporter nothing is sampled: no per-call span objects (issue 17).
-        self.traced_calls = tracer_provider is not None or self.tracing.exporter != "none"
+        self.traced_calls = provider is not None or self.tracing.exporter != "none"
 
     async def _swapped(self, snapshot: Snapshot) -> None:
         """What follows a reload's new snapshot: the tool sources, the budgets' metric."""
