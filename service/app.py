@@ -68,14 +68,12 @@ from service.serving.health import DrainingHealth, TargetHealth
 from service.serving.options import server_options
 from service.serving.tls import build_tls
 from service.serving.wiring import (
-    ADMIN_SERVICE,
-    AGENT_SERVICE,
-    SESSION_SERVICE,
-    USAGE_SERVICE,
+    SERVICES,
     add_services,
     bind_grpc,
     build_http,
     check_open,
+    full_name,
     start_http,
 )
 from service.sessions import Sessions
@@ -366,8 +364,8 @@ class App:
             self.http, self.snapshot.server, host, http_port,
             check=lambda h: self._check_auth(self.snapshot, h, warn=False),  # start() warned
         )  # fmt: skip
-        services = (AGENT_SERVICE, SESSION_SERVICE, USAGE_SERVICE, ADMIN_SERVICE)
-        for service in ("", *services, RATELIMIT_HEALTH):
+        # Every service served (ApprovalService and RunService were once left out: UNKNOWN).
+        for service in ("", *(full_name(s) for s in SERVICES), RATELIMIT_HEALTH):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._target_health = asyncio.create_task(self.target_health.run())
         state_ok = await healthy(self.stores)

@@ -369,3 +369,25 @@ async def test_a_burst_of_streams_up_to_the_limit_is_taken_whole(tmp_path: Path)
                 await channel.close()
     counts = {o: outcomes.count(o) for o in set(outcomes)}
     assert counts == {"text": 1150, "RESOURCE_EXHAUSTED": 50}
+
+
+async def test_every_service_reflection_lists_reports_serving_in_health() -> None:
+    """ApprovalService and RunService were served but never set in health (SERVICE_UNKNOWN,
+    a NOT_FOUND to Check): every switchboard service reflection lists must answer SERVING."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # noqa: PLC0415
+
+    async with serve_config(SLOW) as served:
+        stub = reflection_pb2_grpc.ServerReflectionStub(served.channel)
+
+        async def ask() -> Any:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        async for reply in stub.ServerReflectionInfo(ask()):
+            listed = [s.name for s in reply.list_services_response.service]
+            break
+        ours = [name for name in listed if name.startswith("switchboard.v1.")]
+        assert {"switchboard.v1.ApprovalService", "switchboard.v1.RunService"} <= set(ours)
+        health = health_pb2_grpc.HealthStub(served.channel)
+        for name in ours:
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, name

@@ -100,9 +100,6 @@ class TargetHealth:
         self._changes.put_nowait((target, is_open))
 
     async def run(self) -> None:
-        status = health_pb2.HealthCheckResponse
         while True:
             name, is_open = await self._changes.get()
-            await self._health.set(
-                TARGET_PREFIX + name, status.NOT_SERVING if is_open else status.SERVING
-            )
+            await self._health.report(TARGET_PREFIX + name, not is_open)

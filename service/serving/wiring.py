@@ -69,9 +69,6 @@ def full_name(service: str) -> str:
 
 
 AGENT_SERVICE = full_name("AgentService")
-SESSION_SERVICE = full_name("SessionService")
-USAGE_SERVICE = full_name("UsageService")
-ADMIN_SERVICE = full_name("AdminService")
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 Served = list[tuple[ServiceDescriptor, object]]
