@@ -10,13 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
 from switchboard.v1 import admin_pb2 as pb
 from switchboard.v1 import admin_pb2_grpc as pb_grpc
 from switchboard.v1 import usage_pb2
 
 from service.api.errors import abort
-from service.api.structs import timestamp_seconds
+from service.api.structs import duration, timestamp, timestamp_seconds
 from service.api.usage import usage_group
 from service.auth.admin import DEFAULT_GRACE_S, Actor, KeyAdmin
 from service.auth.keys import ApiKey
@@ -80,18 +79,6 @@ def target_infos(specs: Mapping[str, TargetSpec], registry: TargetRegistry) -> l
     return out
 
 
-def _time(seconds: float) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
 def key_message(record: ApiKey, now: float) -> pb.ApiKey:
     """``record`` as the contract's ApiKey (never a hash or secret)."""
     message = pb.ApiKey(
@@ -100,14 +87,14 @@ def key_message(record: ApiKey, now: float) -> pb.ApiKey:
         agents=sorted(record.agents or ()),
         scopes=sorted(record.scopes),
         note=record.note,
-        create_time=_time(record.created_at),
+        create_time=timestamp(record.created_at),
         source=_SOURCES.get(record.source, pb.KEY_SOURCE_UNSPECIFIED),
         rotated_from=record.rotated_from,
     )
     if record.expires_at is not None:
-        message.expire_time.CopyFrom(_time(record.expires_at))
+        message.expire_time.CopyFrom(timestamp(record.expires_at))
     if record.revoked_at is not None:
-        message.revoke_time.CopyFrom(_time(record.revoked_at))
+        message.revoke_time.CopyFrom(timestamp(record.revoked_at))
     if record.revoked_at is not None:
         message.state = pb.KEY_STATE_REVOKED
     elif record.active(now):
@@ -119,7 +106,7 @@ def key_message(record: ApiKey, now: float) -> pb.ApiKey:
 
 def _row(row: UsageRow) -> pb.UsageReportRow:
     return pb.UsageReportRow(
-        bucket_start_time=_time(row.bucket_start),
+        bucket_start_time=timestamp(row.bucket_start),
         tenant=row.tenant,
         usage=usage_group(row.totals),
     )
@@ -127,7 +114,7 @@ def _row(row: UsageRow) -> pb.UsageReportRow:
 
 def _call(call: RecentCall) -> pb.RecentCall:
     return pb.RecentCall(
-        time=_time(call.at),
+        time=timestamp(call.at),
         tenant=call.tenant,
         key_id=call.key_id,
         request_id=call.request_id,
@@ -135,7 +122,7 @@ def _call(call: RecentCall) -> pb.RecentCall:
         target=call.target,
         model=call.model,
         status=call.status,
-        latency=_duration(call.latency_ms / 1000),
+        latency=duration(call.latency_ms / 1000),
         input_tokens=call.input_tokens,
         output_tokens=call.output_tokens,
         cost_usd=usd(call.cost_nanos),
@@ -263,7 +250,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             await abort(context, exc)
             raise
         return pb.GetUsageReportResponse(
-            rows=[_row(r) for r in rows], start_time=_time(start), end_time=_time(end)
+            rows=[_row(r) for r in rows], start_time=timestamp(start), end_time=timestamp(end)
         )
 
     def _report_request(
@@ -329,7 +316,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                     model=t.model,
                     breaker_state=_BREAKER.get(t.breaker_state, pb.BREAKER_STATE_UNSPECIFIED),
                     failure_count=t.failure_count,
-                    cooldown_remaining=_duration(t.cooldown_s),
+                    cooldown_remaining=duration(t.cooldown_s),
                     last_error=t.last_error,
                 )
                 for t in self._targets()

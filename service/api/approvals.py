@@ -5,11 +5,12 @@ the work is :class:`service.approvals.service.Approvals`'."""
 from __future__ import annotations
 
 import grpc
-from google.protobuf import timestamp_pb2
 from switchboard.v1 import approval_pb2 as pb
 from switchboard.v1 import approval_pb2_grpc as pb_grpc
 
+from service.api import paging
 from service.api.errors import abort
+from service.api.structs import timestamp
 from service.approvals.records import ApprovalRecord, ApprovalState
 from service.approvals.service import Approvals
 from service.context import current
@@ -17,7 +18,6 @@ from service.errors import FieldViolation, InvalidArgument
 
 Context = grpc.aio.ServicerContext[object, object]
 
-DEFAULT_PAGE, MAX_PAGE = 100, 1000
 _STATES = {
     ApprovalState.PENDING: pb.Approval.STATE_PENDING,
     ApprovalState.APPROVED: pb.Approval.STATE_APPROVED,
@@ -27,24 +27,18 @@ _STATES = {
 _FILTERS = {v: k for k, v in _STATES.items()}
 
 
-def _time(seconds: float) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
 def approval_message(r: ApprovalRecord, now: float) -> pb.Approval:
     """``r`` as the contract's Approval (its state as of ``now``)."""
     message = pb.Approval(
         id=r.approval_id, run_id=r.run_id, agent=r.agent, tool=r.tool,
         tool_call_id=r.tool_call_id, arguments_json=r.arguments_json, reason=r.reason,
-        state=_STATES[r.state_at(now)], create_time=_time(r.created_at),
-        expire_time=_time(r.expires_at), approver=r.approver, comment=r.comment,
+        state=_STATES[r.state_at(now)], create_time=timestamp(r.created_at),
+        expire_time=timestamp(r.expires_at), approver=r.approver, comment=r.comment,
         edited_arguments_json=r.edited_arguments_json, request_id=r.request_id,
         tool_class=r.tool_class,
     )  # fmt: skip
     if r.decided_at:
-        message.decide_time.CopyFrom(_time(r.decided_at))
+        message.decide_time.CopyFrom(timestamp(r.decided_at))
     return message
 
 
@@ -61,16 +55,11 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         self, request: pb.ListApprovalsRequest, context: Context
     ) -> pb.ListApprovalsResponse:
         try:
-            if request.page_size < 0:
-                raise InvalidArgument(
-                    "page_size: must not be negative",
-                    [FieldViolation("page_size", "must not be negative")],
-                )
+            size = paging.page_size(request.page_size)
             if request.state not in _FILTERS and request.state != pb.Approval.STATE_UNSPECIFIED:
                 raise InvalidArgument(
                     "state: unknown value", [FieldViolation("state", "unknown value")]
                 )
-            size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
             found = await self._approvals.list(
                 current().tenant,
                 before=request.page_token,

@@ -12,9 +12,9 @@ from switchboard.v1 import run_pb2_grpc as pb_grpc
 
 from service.api import convert, paging
 from service.api import workflows as workflows_api
-from service.api.approvals import _time
 from service.api.errors import abort
 from service.api.servicer import deadline_of
+from service.api.structs import timestamp
 from service.domain import Fold
 from service.errors import InvalidArgument
 from service.runs.records import RunRecord, RunState
@@ -39,7 +39,7 @@ def run_message(r: RunRecord) -> pb.Run:
     """``r`` as the contract's Run."""
     return pb.Run(
         id=r.run_id, kind=r.kind, name=r.name, state=_STATES[r.state],
-        create_time=_time(r.created_at), update_time=_time(r.updated_at),
+        create_time=timestamp(r.created_at), update_time=timestamp(r.updated_at),
         request_id=r.request_id, pending_approval_ids=r.pending, error=r.error, steps=r.steps,
     )  # fmt: skip
 

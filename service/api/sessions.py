@@ -10,13 +10,13 @@ import time
 import uuid
 
 import grpc
-from google.protobuf import timestamp_pb2
 from switchboard.v1 import session_pb2 as pb
 from switchboard.v1 import session_pb2_grpc as pb_grpc
 
 from service.api import convert
 from service.api.errors import abort
 from service.api.paging import decode_token, encode_token, page_size
+from service.api.structs import timestamp
 from service.context import current
 from service.errors import SwitchboardError
 from service.sessions import Sessions
@@ -26,18 +26,12 @@ from service.state.stores import AuditLog
 Context = grpc.aio.ServicerContext[object, object]
 
 
-def _time(seconds: float) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
 def session_to_proto(info: SessionInfo) -> pb.Session:
     return pb.Session(
         id=info.session_id,
         agent=info.agent,
-        create_time=_time(info.created_at),
-        update_time=_time(info.updated_at),
+        create_time=timestamp(info.created_at),
+        update_time=timestamp(info.updated_at),
         turn_count=info.turn_count,
     )
 

@@ -1,4 +1,5 @@
-"""``google.protobuf.Struct`` and ``Timestamp`` as they enter: checked and converted once.
+"""``google.protobuf.Struct`` and ``Timestamp`` as they enter: checked and converted once;
+and :func:`timestamp` / :func:`duration`, the one way seconds leave as Timestamp and Duration.
 
 A Struct holds every number as a double, and admits NaN and ±Infinity, which JSON does not
 (RFC 8259 §6). :func:`struct_to_dict` is THE conversion of a caller's Struct to Python: an
@@ -14,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from service.errors import FieldViolation
 
@@ -92,3 +93,17 @@ def timestamp_seconds(
         violations.append(FieldViolation(where, problem))
         return None
     return ts.seconds + ts.nanos / 1e9
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    """Unix seconds as a Timestamp (nanosecond precision)."""
+    out = timestamp_pb2.Timestamp()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    """Seconds as a Duration (nanosecond precision)."""
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out

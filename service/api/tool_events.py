@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2, timestamp_pb2
 from switchboard.v1 import agent_pb2 as pb
 
+from service.api.structs import duration, timestamp
 from service.domain import (
     ApprovalRequiredEvent,
     FinishReason,
@@ -37,13 +37,6 @@ _OUTCOMES = {
 }
 
 
-def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    """Unix seconds as a Timestamp."""
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
 def _target(target: TargetRef | None) -> pb.Target | None:
     if target is None:
         return None
@@ -57,8 +50,6 @@ def _usage(usage: Usage) -> pb.Usage:
 
 
 def tool_result_to_proto(event: ToolResultEvent) -> pb.ToolResult:
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(round(event.duration_s * 1e9))
     return pb.ToolResult(
         tool_call_id=event.tool_call_id,
         name=event.name,
@@ -66,7 +57,7 @@ def tool_result_to_proto(event: ToolResultEvent) -> pb.ToolResult:
         preview=event.preview,
         size_bytes=event.size_bytes,
         error=event.error,
-        duration=duration,
+        duration=duration(event.duration_s),
         step=event.step,
     )
 

@@ -6,12 +6,11 @@ import time
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
 from switchboard.v1 import usage_pb2 as pb
 from switchboard.v1 import usage_pb2_grpc as pb_grpc
 
 from service.api.errors import abort
-from service.api.structs import timestamp_seconds
+from service.api.structs import timestamp, timestamp_seconds
 from service.context import current
 from service.errors import FieldViolation, InvalidArgument
 from service.state.records import UsageTotal
@@ -25,12 +24,6 @@ _DIMENSIONS = {
     pb.USAGE_DIMENSION_MODEL: "model",
     pb.USAGE_DIMENSION_KEY: "key_id",
 }
-
-
-def _time(seconds: float) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
 
 
 def usage_group(t: UsageTotal) -> pb.UsageGroup:
@@ -97,6 +90,6 @@ class UsageServicer(pb_grpc.UsageServiceServicer):
             raise
         return pb.GetUsageResponse(
             groups=[usage_group(t) for t in totals],
-            start_time=_time(start),
-            end_time=_time(end),
+            start_time=timestamp(start),
+            end_time=timestamp(end),
         )
