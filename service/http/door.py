@@ -46,7 +46,7 @@ class Behaviors:
 def door_context(scope: Scope) -> DoorContext:
     """The servicer context of an HTTP request: its headers as metadata, its peer."""
     client = scope.get("client")
-    peer = f"ipv4:{client[0]}:{client[1]}" if client else ""
+    peer = f"{client[0]}:{client[1]}" if client else ""  # grpc_peer gives it its family
     return DoorContext(metadata_of(scope["headers"]), None, peer)
 
 
