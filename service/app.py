@@ -188,7 +188,7 @@ class App:
             self.stores.approvals,
             self.ledger,
             # A lambda: the runner is built below.
-            schema_of=lambda agent, tool: self.runner.tool_schema(agent, tool),  # noqa: PLW0108
+            arguments_problem=lambda *call: self.runner.tool_arguments_problem(*call),  # noqa: PLW0108
         )
         self.runner = Runner(
             self.runtimes.current,

@@ -9,7 +9,7 @@ import asyncio
 import functools
 import hashlib
 import json
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -148,11 +148,14 @@ class Runner:
             return []
         return list(self.tools.offered(agent).values())
 
-    def tool_schema(self, agent: str, tool: str) -> Mapping[str, Any] | None:
-        """The JSON schema of ``agent``'s server tool ``tool`` now (None: not offered)."""
-        spec = self._runtime().snapshot.agents.get(agent)
+    def tool_arguments_problem(self, agent: str, tool: str, arguments: Any) -> str | None:
+        """Why ``arguments`` do not fit the JSON schema of ``agent``'s server tool ``tool``
+        now (the config snapshot's compiled schemas), or None: they fit, or the tool is no
+        longer offered (the call is then refused when its run goes on)."""
+        snapshot = self._runtime().snapshot
+        spec = snapshot.agents.get(agent)
         found = [t for t in self.server_tools(spec) if t.name == tool] if spec else []
-        return found[0].parameters if found else None
+        return snapshot.schemas.violation(found[0].parameters, arguments) if found else None
 
     def default_deadline_s(self) -> float:
         """The deadline given to calls that arrive without one."""

@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from service.approvals.records import ApprovalRecord, ApprovalState
 from service.approvals.store import ApprovalStore
 from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from service.schemas import Schemas
 from service.state.records import AuditEntry
 
-SchemaOf = Callable[[str, str], Mapping[str, Any] | None]
+ArgumentsProblem = Callable[[str, str, Any], str | None]
 
 COMMENT_MAX = 1000
 ARGUMENTS_MAX = 1 << 20
@@ -35,15 +34,14 @@ class Approvals:
         store: ApprovalStore,
         audit: Audit,
         clock: Callable[[], float] = time.time,
-        schema_of: SchemaOf | None = None,
+        arguments_problem: ArgumentsProblem | None = None,
     ) -> None:
-        """``schema_of(agent, tool)``: the tool's JSON schema for that agent now (None: the
-        tool is no longer offered), to check edited arguments against."""
+        """``arguments_problem(agent, tool, arguments)``: why edited arguments do not fit the
+        tool's schema now, or None (:meth:`service.agents.runner.Runner.tool_arguments_problem`)."""
         self._store = store
         self._audit = audit
         self._clock = clock
-        self._schema_of = schema_of
-        self._schemas = Schemas()  # callers' kind: compiled once per distinct schema
+        self._arguments_problem = arguments_problem
 
     def now(self) -> float:
         return self._clock()
@@ -89,9 +87,9 @@ class Approvals:
                 [FieldViolation("comment", f"at most {COMMENT_MAX} characters")],
             )
         if arguments_json:
-            _check_object(arguments_json)
-            if approve and self._schema_of is not None:
-                await self._check_schema(tenant, approval_id, arguments_json)
+            arguments = _parsed_object(arguments_json)
+            if approve and self._arguments_problem is not None:
+                await self._check_schema(tenant, approval_id, arguments)
         now = self._clock()
         state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
         decided = await self._store.decide_approval(
@@ -113,15 +111,12 @@ class Approvals:
         )  # fmt: skip
         return decided
 
-    async def _check_schema(self, tenant: str, approval_id: str, arguments_json: str) -> None:
+    async def _check_schema(self, tenant: str, approval_id: str, arguments: Any) -> None:
         """Raises InvalidArgument (a BadRequest on ``arguments_json``) when the edited
         arguments do not fit the tool's schema, NotFound for an unknown approval."""
-        assert self._schema_of is not None
+        assert self._arguments_problem is not None
         record = await self.get(tenant, approval_id)
-        schema = self._schema_of(record.agent, record.tool)
-        if schema is None:
-            return  # the tool is gone: the call will be refused when the run goes on
-        problem = self._schemas.violation(schema, json.loads(arguments_json))
+        problem = self._arguments_problem(record.agent, record.tool, arguments)
         if problem is not None:
             raise InvalidArgument(
                 f"arguments_json: does not fit the schema of {record.tool!r}: {problem}",
@@ -141,17 +136,25 @@ def _detail(r: ApprovalRecord) -> str:
     return json.dumps(detail, separators=(",", ":"), ensure_ascii=False)
 
 
-def _check_object(text: str) -> None:
-    problem = ""
+def _parsed_object(text: str) -> dict[str, Any]:
+    """``text`` parsed, when it is a JSON object of at most ARGUMENTS_MAX characters.
+
+    Raises:
+        InvalidArgument: what is wrong with it (a BadRequest on ``arguments_json``).
+    """
+    problem, value = "", None
     if len(text) > ARGUMENTS_MAX:
-        problem = f"at most {ARGUMENTS_MAX} bytes"
+        problem = f"at most {ARGUMENTS_MAX} characters"
     else:
         try:
-            if not isinstance(json.loads(text), dict):
-                problem = "must be a JSON object"
-        except ValueError:
+            value = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: deep nesting
             problem = "is not valid JSON"
-    if problem:
+        else:
+            if not isinstance(value, dict):
+                problem = "must be a JSON object"
+    if problem or not isinstance(value, dict):
         raise InvalidArgument(
             f"arguments_json: {problem}", [FieldViolation("arguments_json", problem)]
         )
+    return value

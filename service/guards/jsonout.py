@@ -28,7 +28,7 @@ class JsonJudge:
             return []
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deep nesting
             return [self._hit(NOT_JSON, text)]
         if fmt.type == ResponseFormatType.JSON_OBJECT or fmt.json_schema is None:
             return [] if isinstance(value, dict) else [self._hit(NOT_JSON, text)]

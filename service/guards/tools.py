@@ -73,7 +73,7 @@ async def check_arguments(
     server-side tool loop asks this directly, with its tool's ``schema``)."""
     try:
         value = json.loads(arguments_json or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deep nesting
         return _refused(ctx, BAD_ARGUMENTS, arguments_json, "the arguments are not valid JSON")
     if not isinstance(value, dict):
         return _refused(ctx, BAD_ARGUMENTS, arguments_json, "the arguments must be a JSON object")
@@ -93,7 +93,7 @@ async def check_arguments(
     if text != arguments_json:
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deep nesting
             return _refused(ctx, BAD_ARGUMENTS, arguments_json, "redaction broke the arguments")
     return ToolCallCheck(text, value, merge_verdicts(*found))
 

@@ -84,7 +84,7 @@ def usage_json(usage: pb.Usage) -> dict[str, Any]:
 def _arguments(text: str) -> Any:
     try:
         return json.loads(text) if text else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deep nesting
         return {}  # validated before it is sent: not reached with a well-behaved model
 
 

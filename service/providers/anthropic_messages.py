@@ -152,7 +152,7 @@ def _stream_error(data: bytes, response: httpx2.Response) -> anthropic.APIStatus
     try:
         body: object = json.loads(data)
         message = f"{body}"
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deep nesting
         body = data.decode("utf-8", "replace")
         message = str(body) or f"Error code: {response.status_code}"
     return anthropic.APIStatusError(message, response=response, body=body)

@@ -107,7 +107,7 @@ def _blocks(message: Message, where: str) -> list[dict[str, Any]]:
     for j, call in enumerate(message.tool_calls):
         try:
             arguments = json.loads(call.arguments_json or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deep nesting
             arguments = None
         if not isinstance(arguments, dict):
             raise InvalidArgument.field(

@@ -240,7 +240,7 @@ class MockProvider:
             text = match[2].strip()
             try:
                 arguments = json.loads(text) if text.startswith("{") else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: deep nesting
                 arguments = None
             if not isinstance(arguments, dict):
                 arguments = {_argument_name(offered[match[1]].parameters): text}

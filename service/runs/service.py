@@ -34,7 +34,7 @@ def _positions(after: str) -> dict[str, str]:
         return {STORE: after} if after else {}
     try:
         value = json.loads(after)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deep nesting
         value = None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise InvalidArgument.field("page_token", "not a token from a previous ListRuns response")

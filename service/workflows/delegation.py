@@ -70,7 +70,7 @@ def _argument(call: ToolCall, name: str) -> str | None:
     object with a string there."""
     try:
         arguments = json.loads(call.arguments_json or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deep nesting
         return None
     value = arguments.get(name) if isinstance(arguments, dict) else None
     return value if isinstance(value, str) else None

@@ -46,6 +46,9 @@ class Recorded:
         (WEATHER, '{"city": 3}', "invalid_arguments"),
         (WEATHER, '["Paris"]', "invalid_arguments"),
         (WEATHER, '{"city": ', "invalid_arguments"),
+        # Nested past Python's recursion limit: json.loads raises RecursionError, not
+        # ValueError (it once escaped, and a server-run call ended INTERNAL).
+        (WEATHER, "[" * 100_000 + "]" * 100_000, "invalid_arguments"),
     ],
 )
 async def test_an_agent_with_no_guards_still_refuses_unoffered_and_invalid_calls(
