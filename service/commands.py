@@ -16,8 +16,7 @@ import yaml
 
 from service.app import App
 from service.auth import keys as api_keys
-from service.auth.admin import Actor, KeyAdmin
-from service.auth.scopes import KNOWN_SCOPES, unknown_scopes
+from service.auth.admin import Actor, KeyAdmin, key_violations
 from service.config import ConfigError, Snapshot, load
 from service.errors import (
     FailedPrecondition,
@@ -100,13 +99,15 @@ def keys_file_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if args.action == "create":
-        _check_create(args, _config_agents(args) if args.agents else [])
+        now = time.time()
+        _check_create(args, _config_agents(args) if args.agents else [], now)
         key, record = api_keys.new_key(
             args.tenant,
             agents=args.agents or [api_keys.ANY_AGENT],
             scopes=args.scopes,
             note=args.note,
-            expires_at=None if args.expires_in is None else time.time() + args.expires_in,
+            now=now,
+            expires_at=None if args.expires_in is None else now + args.expires_in,
         )
         _write(path, [*records, record])
         _print_created(key, record, str(path))
@@ -131,20 +132,28 @@ def keys_file_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_create(args: argparse.Namespace, agents: list[str]) -> None:
-    """Raises ConfigError for a bad tenant, an agent the config lacks or an unknown scope."""
-    if not api_keys.TENANT_PATTERN.match(args.tenant):
-        raise ConfigError(f"--tenant {args.tenant!r}: letters, digits, '_', '-', '.' (at most 64)")
-    for agent in args.agents or ():
-        if agent != api_keys.ANY_AGENT and agent not in agents:
-            raise ConfigError(
-                f"--agent {agent!r}: {args.config} has no such agent "
-                f"(agents: {', '.join(sorted(agents)) or 'none'})"
-            )
-    unknown = unknown_scopes(args.scopes)
-    if unknown:
-        known = ", ".join(sorted(KNOWN_SCOPES))
-        raise ConfigError(f"--scope {unknown[0]!r}: unknown (known: {known})")
+def _check_create(args: argparse.Namespace, agents: list[str], now: float) -> None:
+    """Raises ConfigError: the first thing :func:`key_violations` finds (AdminService's check,
+    said with the command line's names)."""
+    expires_at = None if args.expires_in is None else now + args.expires_in
+    found = key_violations(
+        args.tenant, args.agents or (), args.scopes, args.note, known_agents=agents,
+        expires_at=expires_at, now=now,
+    )  # fmt: skip
+    if found:
+        raise ConfigError(_flag_names(f"{found[0].field}: {found[0].description}"))
+
+
+_FLAGS = {"agents[": "--agent[", "scopes:": "--scope:", "expire_time:": "--expires-in:",
+          "tenant:": "--tenant:", "note:": "--note:"}  # fmt: skip
+
+
+def _flag_names(message: str) -> str:
+    """A key check's message with the command line's names for the fields."""
+    for field, flag in _FLAGS.items():
+        if message.startswith(field):
+            return flag + message.removeprefix(field)
+    return message
 
 
 async def keys_store_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -164,7 +173,7 @@ async def keys_store_command(args: argparse.Namespace, environ: Mapping[str, str
         try:
             return await _keys_action(args, admin, actor)
         except InvalidArgument as exc:
-            raise ConfigError(exc.message.replace("agents[", "--agent[")) from None
+            raise ConfigError(_flag_names(exc.message)) from None
         except (NotFound, FailedPrecondition) as exc:
             print(f"switchboard: {exc.message}", file=sys.stderr)
             return 1

@@ -303,6 +303,10 @@ async def test_the_keys_command_uses_the_store_and_checks_agents(
         )
         == 0
     )
+    # ... and everything else AdminService checks (one key_violations): a note past its limit
+    # was once written to the keys file.
+    long_note = [*base, "--keys-file", keys_file, "create", "--tenant", "a", "--note", "x" * 300]
+    assert await asyncio.to_thread(cli.main, long_note) == 2
 
 
 async def test_a_keys_file_entry_past_its_expires_at_is_refused(tmp_path: Path) -> None:

@@ -32,6 +32,43 @@ class Actor:
     request_id: str = ""
 
 
+def key_violations(
+    tenant: str,
+    agents: Collection[str],
+    scopes: Collection[str],
+    note: str,
+    *,
+    known_agents: Collection[str],
+    expires_at: float | None,
+    now: float,
+) -> list[FieldViolation]:
+    """What is wrong with a new key's fields, in field order (none: it may be made). The
+    one check for AdminService's CreateKey and ``switchboard keys create``, in either mode."""
+    violations = []
+    if not TENANT_PATTERN.match(tenant):
+        violations.append(FieldViolation("tenant", "letters, digits, '_', '-', '.' (1 to 64)"))
+    known = set(known_agents)
+    for i, agent in enumerate(agents):
+        if agent != ANY_AGENT and agent not in known:
+            violations.append(
+                FieldViolation(
+                    f"agents[{i}]",
+                    f"no agent named {agent[:64]!r} in the config "
+                    f"(agents: {', '.join(sorted(known)) or 'none'})",
+                )
+            )
+    unknown = unknown_scopes(list(scopes))
+    if unknown:
+        scopes_known = ", ".join(sorted(KNOWN_SCOPES))
+        violations.append(FieldViolation("scopes", f"unknown scope {unknown[0][:64]!r} "
+                                         f"(known: {scopes_known})"))  # fmt: skip
+    if len(note) > MAX_NOTE:
+        violations.append(FieldViolation("note", f"at most {MAX_NOTE} characters"))
+    if expires_at is not None and expires_at <= now:
+        violations.append(FieldViolation("expire_time", "must be in the future"))
+    return violations
+
+
 class KeyAdmin:
     """See the module docstring."""
 
@@ -73,9 +110,10 @@ class KeyAdmin:
                 scope, a note too long, or an expiry not in the future.
         """
         now = self._clock()
-        violations = self._check(tenant, agents, scopes, note)
-        if expires_at is not None and expires_at <= now:
-            violations.append(FieldViolation("expire_time", "must be in the future"))
+        violations = key_violations(
+            tenant, agents, scopes, note, known_agents=self._agents(), expires_at=expires_at,
+            now=now,
+        )  # fmt: skip
         if violations:
             raise InvalidArgument(f"{violations[0].field}: {violations[0].description}",
                                   violations)  # fmt: skip
@@ -91,31 +129,6 @@ class KeyAdmin:
         await self._store.insert_key(record)
         await self._record(actor, "key.create", record)
         return secret, record
-
-    def _check(
-        self, tenant: str, agents: Collection[str], scopes: Collection[str], note: str
-    ) -> list[FieldViolation]:
-        violations = []
-        if not TENANT_PATTERN.match(tenant):
-            violations.append(FieldViolation("tenant", "letters, digits, '_', '-', '.' (1 to 64)"))
-        known = set(self._agents())
-        for i, agent in enumerate(agents):
-            if agent != ANY_AGENT and agent not in known:
-                violations.append(
-                    FieldViolation(
-                        f"agents[{i}]",
-                        f"no agent named {agent[:64]!r} in the config "
-                        f"(agents: {', '.join(sorted(known)) or 'none'})",
-                    )
-                )
-        unknown = unknown_scopes(list(scopes))
-        if unknown:
-            scopes_known = ", ".join(sorted(KNOWN_SCOPES))
-            violations.append(FieldViolation("scopes", f"unknown scope {unknown[0][:64]!r} "
-                                             f"(known: {scopes_known})"))  # fmt: skip
-        if len(note) > MAX_NOTE:
-            violations.append(FieldViolation("note", f"at most {MAX_NOTE} characters"))
-        return violations
 
     async def get(self, key_id: str) -> ApiKey:
         """Raises NotFound: no key has that id (in the store or the read-only sources)."""
