@@ -20,7 +20,6 @@ from switchboard_client import (
 )
 
 from service import cli
-from service.app import AGENT_SERVICE as AGENT
 from service.app import App
 from service.auth.keys import (
     KeyRing,
@@ -31,6 +30,7 @@ from service.auth.keys import (
     write_keys_file,
 )
 from service.config import ConfigError, load
+from service.serving.wiring import AGENT_SERVICE as AGENT
 from tests.chain_helpers import AGENTS, auth_config, make_keys
 from tests.harness import serve_config
 

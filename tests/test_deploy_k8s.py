@@ -20,8 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.app import AGENT_SERVICE, App
+from service.app import App
 from service.config import load
+from service.serving.wiring import AGENT_SERVICE
 from tests.certs import Authority
 
 ROOT = Path(__file__).resolve().parent.parent
