@@ -189,6 +189,8 @@ async function createKey(event) {
   if ($("new-admin").checked) body.scopes = ["admin"];
   const days = Number($("new-days").value);
   if (days > 0) body.expireTime = new Date(Date.now() + days * 86400000).toISOString();
+  $("secret").hidden = true; // the last key's secret goes before a new answer comes
+  showError(null);
   try {
     const reply = await rpc("AdminService", "CreateKey", body);
     $("secret-value").textContent = reply.secret;
