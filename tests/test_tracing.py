@@ -424,12 +424,13 @@ async def test_the_openai_door_makes_a_server_span_with_the_same_facts() -> None
     assert attributes["rpc.grpc.status_code"] == 0
 
 
-def _live_span_generators() -> set[str]:
+def _live_span_generators(before: frozenset[int] = frozenset()) -> set[str]:
     """The async generators alive in this process that make a call's spans: the gRPC
-    instrumentation's server-span wrapper and the invoke_agent span's."""
+    instrumentation's server-span wrapper and the invoke_agent span's; those of ids in
+    ``before`` (alive before this test's call: an earlier test's leftovers) excluded."""
     names = set()
     for obj in gc.get_objects():
-        if isinstance(obj, types.AsyncGeneratorType):
+        if isinstance(obj, types.AsyncGeneratorType) and id(obj) not in before:
             code = obj.ag_code
             if "instrumentation/grpc" in code.co_filename or code.co_filename.endswith(
                 "observability/agent_span.py"
@@ -453,6 +454,8 @@ async def test_an_open_stream_holds_span_wrappers_only_when_spans_leave(
     instrumentation and no invoke_agent wrapper (each idle stream holds about 4 KiB less);
     with an exporter both wrap the open stream as before."""
     provider = recording()[0] if environ is None else None
+    gc.collect()
+    before = frozenset(id(o) for o in gc.get_objects() if isinstance(o, types.AsyncGeneratorType))
     async with serve_config(SLOW, environ, tracer_provider=provider) as served:
         call = pb_grpc.AgentServiceStub(served.channel).Stream(
             pb.StreamRequest(
@@ -463,6 +466,6 @@ async def test_an_open_stream_holds_span_wrappers_only_when_spans_leave(
         async for event in call:
             if event.WhichOneof("event") == "text_delta":
                 break
-        live = _live_span_generators()
+        live = _live_span_generators(before)
         call.cancel()
     assert live == (set() if exported == "nothing" else {"_stream_interceptor", "_within"})
