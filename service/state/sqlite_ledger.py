@@ -15,7 +15,8 @@ their own:
   by ``timeout_s``;
 - it never checkpoints the WAL either (``wal_autocheckpoint`` 0: a checkpoint syncs the
   file to disk): every ``CHECKPOINT_EVERY`` commits, a checkpoint runs on the store's
-  thread.
+  thread, and the groups recorded until it ends wait behind it on that thread (racing it
+  from the loop would starve it: its busy handler sleeps while the loop takes the lock).
 
 With ``synchronous=NORMAL`` in WAL mode a commit is a write to the WAL file, not a sync: it
 survives the process being killed, as it did on the thread. Each waiting caller hears
@@ -83,6 +84,12 @@ class GroupCommit:
         self._scheduled = False
         group, self._waiting = self._waiting, []
         if not group:
+            return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            # Queued behind the checkpoint on the store's thread: commits racing it from the
+            # loop took the write lock first each time the checkpoint's busy handler looked,
+            # so it ran hundreds of commits late and the WAL grew past its bound.
+            self._on_thread(loop, group)
             return
         try:
             self._commit(self._connection(), group)
