@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from switchboard_client import AsyncClient
 
 from tests.fakes.httpserver import FakeServer, Received
 from tests.provider_rigs import ANTHROPIC_KEY, OPENAI_KEY, anthropic_rig, openai_rig
@@ -17,11 +18,8 @@ def same_headers(received: list[Received]) -> list[dict[str, str]]:
     return [{k: v for k, v in r.headers.items() if k not in PER_REQUEST} for r in received]
 
 
-async def calls(fake: FakeServer, client: object, agent: str) -> list[Received]:
+async def calls(fake: FakeServer, client: AsyncClient, agent: str) -> list[Received]:
     """An Invoke, a Stream and an Invoke again, each with a non-ASCII prompt."""
-    from switchboard_client import AsyncClient
-
-    assert isinstance(client, AsyncClient)
     await client.invoke(agent, "Grüße, 東京 ✓")
     async for _ in client.stream(agent, "Grüße, 東京 ✓"):
         pass
@@ -39,7 +37,11 @@ async def test_openai_later_requests_are_the_sdks_first() -> None:
     assert first.headers["x-stainless-retry-count"] == "0"
     assert float(later.headers["x-stainless-read-timeout"]) > 0
     assert later.body == first.body  # the SDK's JSON and ours, parsed: the same request
-    assert streamed.body == {**first.body, "stream": True, "stream_options": {"include_usage": True}}
+    assert streamed.body == {
+        **first.body,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     assert later.body["messages"][-1]["content"] == "Grüße, 東京 ✓"
 
 
@@ -53,4 +55,3 @@ async def test_anthropic_later_requests_are_the_sdks_first() -> None:
     assert float(later.headers["x-stainless-timeout"]) > 0
     assert later.body == first.body
     assert streamed.body == first.body  # Messages requests always stream here
-

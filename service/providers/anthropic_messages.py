@@ -24,8 +24,8 @@ from service.providers import anthropic_errors, anthropic_events
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.coalesce import gathered
-from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.sending import Sender
+from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
     classify,

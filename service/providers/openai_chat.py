@@ -25,8 +25,8 @@ from service.providers import openai_chunks, openai_errors
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.coalesce import gathered
 from service.providers.openai_wire import ChunkReader, build_request
-from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.sending import Sender
+from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
     classify,

@@ -68,7 +68,9 @@ class Sender:
             client._make_status_error_from_response
         )
 
-    async def post(self, body: dict[str, Any], timeout_s: float, *, stream: bool) -> httpx2.Response:
+    async def post(
+        self, body: dict[str, Any], timeout_s: float, *, stream: bool
+    ) -> httpx2.Response:
         """The response to POSTing ``body``, its body unread when ``stream`` (read when not),
         within ``timeout_s`` seconds for each of connect, write and read.
 
@@ -92,7 +94,11 @@ class Sender:
         # hold the client's own (merging them again per request was half the sending cost).
         timeout = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
         request = httpx2.Request(
-            "POST", self._url, content=_encode(body), headers=headers, extensions={"timeout": timeout}
+            "POST",
+            self._url,
+            content=_encode(body),
+            headers=headers,
+            extensions={"timeout": timeout},
         )
         response = await self._http.send(request, stream=stream)
         if response.is_error:
