@@ -20,10 +20,12 @@ Transport failures are httpx2's, as they are under the SDK's wrappers (the provi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+import anthropic
 import httpx2
 import msgspec
+import openai
 
 _TIMEOUTS = ("x-stainless-read-timeout", "x-stainless-timeout")
 """Headers in which a Stainless SDK tells the upstream the request's timeout (seconds)."""
@@ -33,22 +35,6 @@ _PER_REQUEST = frozenset({"content-length", "x-stainless-retry-count", *_TIMEOUT
 _encode = msgspec.json.Encoder().encode
 
 
-class SdkClient(Protocol):
-    """What :class:`Sender` uses of an ``openai.AsyncOpenAI`` or ``anthropic.AsyncAnthropic``."""
-
-    async def post(
-        self,
-        path: str,
-        *,
-        cast_to: type[httpx2.Response],
-        body: object,
-        options: Any,
-        stream: bool,
-    ) -> httpx2.Response: ...
-
-    def _make_status_error_from_response(self, response: httpx2.Response) -> Exception: ...
-
-
 class Sender:
     """POSTs JSON bodies to one endpoint of one target. ``client`` is the target's SDK client
     and ``http`` the HTTP client it was built with; ``path`` is relative to its base URL.
@@ -56,7 +42,12 @@ class Sender:
 
     __slots__ = ("_client", "_headers", "_http", "_path", "_status_error", "_timeouts", "_url")
 
-    def __init__(self, client: SdkClient, http: httpx2.AsyncClient, path: str) -> None:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI | anthropic.AsyncAnthropic,
+        http: httpx2.AsyncClient,
+        path: str,
+    ) -> None:
         self._client = client
         self._http = http
         self._path = path
