@@ -67,7 +67,7 @@ from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
 from service.usage.bound import attempts_at_once, history_bound, input_bound, output_bound
-from service.usage.budgets import Budgets, Reservation
+from service.usage.budgets import Budgets, Reservation, bound_to
 from service.usage.estimate import AnswerCounter, estimated_usage, prompt_tokens
 from service.usage.ledger import Ledger
 from service.usage.meter import charge
@@ -230,7 +230,8 @@ class StatePipeline:
                         event = call.billed(event, prices)  # noqa: PLW2901 (what the caller pays)
                     if isinstance(event, Finish):
                         # Recorded, then settled, before the caller sees the Finish.
-                        usage, audit = _records(request, agent, call, "ok", began, prices)
+                        usage, audit = _records(request, agent, call, "ok", began, prices,
+                                                reservation)  # fmt: skip
                         charge(usage.input_tokens + usage.output_tokens)
                         # Marked before the await: a caller that leaves while the (shielded)
                         # write runs must not have the call recorded and settled twice.
@@ -253,7 +254,7 @@ class StatePipeline:
             if not call.recorded:
                 # Ended without its Finish (failed, cancelled, cut off, drained): charged for
                 # what reached the upstream, so budgets and limits count it too.
-                usage, audit = _records(request, agent, call, status, began, prices)
+                usage, audit = _records(request, agent, call, status, began, prices, reservation)
                 charge(usage.input_tokens + usage.output_tokens)
                 await self._record_quietly(usage, audit, reservation)
 
@@ -396,8 +397,9 @@ def _records(  # noqa: PLR0917 (one call's facts)
     status: str,
     began: float,
     prices: PriceTable,
+    reservation: Reservation | None,
 ) -> tuple[UsageRecord, AuditEntry]:
-    """The call's ledger line and audit entry."""
+    """The call's ledger line (charged where ``reservation`` was made) and audit entry."""
     ctx = current()
     now = time.time()
     start, finish = call.start, call.finish
@@ -438,7 +440,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
         "content_filter" if filtered else status, entry_id=secrets.token_hex(16),
         detail=audit_detail(finish.verdicts if finish else call.verdicts),
     )  # fmt: skip
-    return record, audit
+    return bound_to(record, reservation), audit
 
 
 def audit_detail(verdicts: Sequence[GuardVerdict]) -> str:
@@ -481,14 +483,9 @@ def reservation_bound(
     of its input and output tokens (:mod:`service.usage.bound`) at the dearest target of its
     route. An attempt past the first reserves its own before it starts."""
     input_tokens = input_bound(*prompt)
-    one = max(
-        (
-            prices.estimate_nanos(t.ref, input_tokens, output_bound(t.model, max_tokens))
-            for t in agent.route
-        ),
-        default=0,
-    )
-    return one * attempts_at_once(agent)
+    each = [prices.estimate_nanos(t.ref, input_tokens, output_bound(t.model, max_tokens))
+            for t in agent.route]  # fmt: skip
+    return max(each, default=0) * attempts_at_once(agent)
 
 
 def _status(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from service.providers import anthropic_errors, anthropic_events
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.coalesce import gathered
+from service.providers.sending import Sender
 from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
@@ -56,15 +57,15 @@ class AnthropicMessagesProvider:
             raise FailedPrecondition(f"target {target.name!r}: provider anthropic needs an api_key")
         self._target = target
         self._default_max_tokens = int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
+        http = anthropic.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S)
         self.client = anthropic.AsyncAnthropic(
             api_key=target.api_key.reveal(),
             base_url=target.base_url or ANTHROPIC_BASE_URL,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
-            http_client=anthropic.DefaultAioHttpClient(
-                timeout=target.timeout_s or DEFAULT_TIMEOUT_S
-            ),
+            http_client=http,
         )
+        self._sender = Sender(self.client, http, "/v1/messages")
 
     async def stream(
         self, call: ModelCall, deadline: Deadline
@@ -122,20 +123,16 @@ class AnthropicMessagesProvider:
             yield out
 
     async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
-        """POST ``body`` to the Messages endpoint through the SDK's client (its base URL, auth,
-        version header and status errors), returning the raw response with its body unread.
-        The SDK's typed ``create`` would turn each streamed event into a pydantic model: most
-        of the provider path's CPU (docs/benchmarks.md).
+        """POST ``body`` to the Messages endpoint as the SDK's client sends it (its base URL,
+        auth, version header and status errors: :class:`service.providers.sending.Sender`),
+        returning the raw response with its body unread. The SDK's typed ``create`` would
+        turn each streamed event into a pydantic model: most of the provider path's CPU
+        (docs/benchmarks.md).
 
         Raises: ``anthropic.APIStatusError`` for an error status, the SDK's connection errors.
         """
-        streamed: bool = bool(body.get("stream"))
-        return await self.client.post(
-            "/v1/messages",
-            cast_to=httpx2.Response,
-            body=body,
-            options={"timeout": max(limit.remaining(), 0.001)},
-            stream=streamed,
+        return await self._sender.post(
+            body, max(limit.remaining(), 0.001), stream=bool(body.get("stream"))
         )
 
     async def aclose(self) -> None:
