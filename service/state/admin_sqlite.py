@@ -12,13 +12,12 @@ from service.state.admin_store import (
     CALL_COLUMNS,
     KEY_COLUMNS,
     RecentCall,
-    UsageRow,
     call_of,
     key_of,
     key_values,
-    report_sql,
-    row_of,
 )
+from service.state.ledger_query import totals_query
+from service.state.records import UsageRow
 from service.state.sqlite_file import SqliteFile
 
 _INSERT = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({', '.join('?' * 11)})"  # noqa: S608
@@ -110,12 +109,9 @@ class SqliteAdmin:
         bucket_s: float | None,
         tenant: str | None,
     ) -> list[UsageRow]:
-        bucket = None if bucket_s is None else "(CAST(at / :bucket AS INTEGER) * :bucket)"
-        dims, sql = report_sql(group_by, bucket, ":tenant" if tenant is not None else None)
-        sql = sql.format(start=":start", end=":end")
-        params = {"start": start, "end": end, "bucket": bucket_s, "tenant": tenant}
-        rows = await self._db.run(lambda conn: conn.execute(sql, params).fetchall())
-        return [r for r in (row_of(dims, row) for row in rows) if r is not None]
+        query = totals_query("sqlite", start, end, group_by, tenant, bucket_s)
+        rows = await self._db.run(lambda conn: conn.execute(query.sql, query.args).fetchall())
+        return query.read(rows)
 
     async def recent_calls(self, limit: int, tenant: str | None) -> list[RecentCall]:
         rows = await self._db.run(

@@ -18,8 +18,8 @@ import asyncpg
 from service.secrets import Secret
 from service.state import schema as ddl
 from service.state.guard import guarded
+from service.state.ledger_query import totals_query
 from service.state.records import (
-    GROUP_DIMENSIONS,
     AuditEntry,
     Claim,
     SessionInfo,
@@ -214,25 +214,8 @@ class PostgresDurable:
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]
     ) -> list[UsageTotal]:
-        dims = [d for d in GROUP_DIMENSIONS if d in group_by]
-        labels = "".join(f"{d}, " for d in dims)
-        group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
-        sums = ", ".join(f"coalesce(sum({column}), 0)" for column in ddl.LEDGER_SUMS)
-        rows = await self._fetch(
-            f"SELECT {labels}count(*), count(*) FILTER (WHERE status <> 'ok'), "  # noqa: S608 (dims from a whitelist)
-            "count(*) FILTER (WHERE cache_hit), count(*) FILTER (WHERE estimated), "
-            f"{sums} FROM usage_ledger WHERE tenant = $1 AND at >= $2 AND at < $3 {group}",
-            tenant,
-            start,
-            end,
-        )
-        out = []
-        for row in rows:
-            named = dict(zip(dims, row[: len(dims)], strict=True))
-            values = [int(v) for v in row[len(dims) :]]
-            if values[0]:
-                out.append(ddl.total_of(named, values[:4], values[4:]))
-        return out
+        query = totals_query("postgres", start, end, group_by, tenant)
+        return [row.totals for row in query.read(await self._fetch(query.sql, *query.args))]
 
     # audit
 
