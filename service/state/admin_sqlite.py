@@ -18,7 +18,7 @@ from service.state.admin_store import (
 )
 from service.state.ledger_query import totals_query
 from service.state.records import UsageRow
-from service.state.sqlite_file import SqliteFile
+from service.state.sqlite_file import SqliteFile, transaction
 
 _INSERT = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({', '.join('?' * 11)})"  # noqa: S608
 
@@ -38,8 +38,7 @@ class SqliteAdmin:
 
     async def insert_key(self, record: ApiKey, *, expire: tuple[str, float] | None = None) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 revision = _next_revision(conn)
                 conn.execute(_INSERT, key_values(record, revision))
                 if expire is not None:
@@ -48,18 +47,13 @@ class SqliteAdmin:
                         "revision = ? WHERE id = ?",
                         (expire[1], expire[1], revision, expire[0]),
                     )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
             return revision
 
         return await self._db.run(run)
 
     async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
         def run(conn: sqlite3.Connection) -> ApiKey | None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 row = conn.execute(
                     "SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)
                 ).fetchone()
@@ -68,10 +62,6 @@ class SqliteAdmin:
                         "UPDATE api_keys SET revoked_at = ?, revision = ? WHERE id = ?",
                         (at, _next_revision(conn), key_id),
                     )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
             return _get(conn, key_id)
 
         return await self._db.run(run)
