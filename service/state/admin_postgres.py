@@ -13,14 +13,13 @@ from service.state.admin_store import (
     CALL_COLUMNS,
     KEY_COLUMNS,
     RecentCall,
-    UsageRow,
     call_of,
     key_of,
     key_values,
-    report_sql,
-    row_of,
 )
+from service.state.ledger_query import totals_query
 from service.state.postgres import PostgresDurable
+from service.state.records import UsageRow
 
 _NEXT_REVISION = (
     "UPDATE api_key_revision SET revision = revision + 1 WHERE one = 1 RETURNING revision"
@@ -108,17 +107,8 @@ class PostgresAdmin:
         bucket_s: float | None,
         tenant: str | None,
     ) -> list[UsageRow]:
-        bucket = None if bucket_s is None else "(floor(at / $3) * $3)"
-        tenant_param = None if tenant is None else ("$4" if bucket_s is not None else "$3")
-        dims, sql = report_sql(group_by, bucket, tenant_param)
-        sql = sql.format(start="$1::double precision", end="$2")
-        args: list[object] = [start, end]
-        if bucket_s is not None:
-            args.append(bucket_s)
-        if tenant is not None:
-            args.append(tenant)
-        rows = await self._fetch(sql, *args)
-        return [r for r in (row_of(dims, row) for row in rows) if r is not None]
+        query = totals_query("postgres", start, end, group_by, tenant, bucket_s)
+        return query.read(await self._fetch(query.sql, *query.args))
 
     async def recent_calls(self, limit: int, tenant: str | None) -> list[RecentCall]:
         rows = await self._fetch(

@@ -12,14 +12,13 @@ from service.state.admin_store import (
     CALL_COLUMNS,
     KEY_COLUMNS,
     RecentCall,
-    UsageRow,
     call_of,
     key_of,
     key_values,
-    report_sql,
-    row_of,
 )
-from service.state.sqlite_file import SqliteFile
+from service.state.ledger_query import totals_query
+from service.state.records import UsageRow
+from service.state.sqlite_file import SqliteFile, transaction
 
 _INSERT = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({', '.join('?' * 11)})"  # noqa: S608
 
@@ -39,8 +38,7 @@ class SqliteAdmin:
 
     async def insert_key(self, record: ApiKey, *, expire: tuple[str, float] | None = None) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 revision = _next_revision(conn)
                 conn.execute(_INSERT, key_values(record, revision))
                 if expire is not None:
@@ -49,18 +47,13 @@ class SqliteAdmin:
                         "revision = ? WHERE id = ?",
                         (expire[1], expire[1], revision, expire[0]),
                     )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
             return revision
 
         return await self._db.run(run)
 
     async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
         def run(conn: sqlite3.Connection) -> ApiKey | None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 row = conn.execute(
                     "SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)
                 ).fetchone()
@@ -69,10 +62,6 @@ class SqliteAdmin:
                         "UPDATE api_keys SET revoked_at = ?, revision = ? WHERE id = ?",
                         (at, _next_revision(conn), key_id),
                     )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
             return _get(conn, key_id)
 
         return await self._db.run(run)
@@ -110,12 +99,9 @@ class SqliteAdmin:
         bucket_s: float | None,
         tenant: str | None,
     ) -> list[UsageRow]:
-        bucket = None if bucket_s is None else "(CAST(at / :bucket AS INTEGER) * :bucket)"
-        dims, sql = report_sql(group_by, bucket, ":tenant" if tenant is not None else None)
-        sql = sql.format(start=":start", end=":end")
-        params = {"start": start, "end": end, "bucket": bucket_s, "tenant": tenant}
-        rows = await self._db.run(lambda conn: conn.execute(sql, params).fetchall())
-        return [r for r in (row_of(dims, row) for row in rows) if r is not None]
+        query = totals_query("sqlite", start, end, group_by, tenant, bucket_s)
+        rows = await self._db.run(lambda conn: conn.execute(query.sql, query.args).fetchall())
+        return query.read(rows)
 
     async def recent_calls(self, limit: int, tenant: str | None) -> list[RecentCall]:
         rows = await self._db.run(

@@ -14,11 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.auth.keys import ApiKey
-from service.state.records import UsageTotal
-from service.state.schema import LEDGER_SUMS, total_of
-
-REPORT_DIMENSIONS = ("tenant", "agent", "model", "key_id")
-"""What a usage report can be grouped by, in the order rows are sorted."""
+from service.state.records import UsageRow
 
 KEY_COLUMNS = (
     "id, tenant, sha256, agents, scopes, note, created_at, expires_at, revoked_at, "
@@ -28,15 +24,6 @@ CALL_COLUMNS = (
     "at, tenant, key_id, request_id, agent, target, model, status, latency_ms, "
     "input_tokens, output_tokens, cost_nanos, cache_hit"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """The totals of one group in one time bucket (empty strings: not grouped by it)."""
-
-    bucket_start: float  # unix seconds; the range's start when not bucketed
-    tenant: str
-    totals: UsageTotal
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +78,9 @@ class AdminStore(Protocol):
         tenant: str | None,
     ) -> list[UsageRow]:
         """Ledger totals with ``start <= at < end`` across tenants (or of one), grouped by
-        ``group_by`` (of REPORT_DIMENSIONS) and, with ``bucket_s``, by time buckets aligned
-        to multiples of it since the epoch; ordered by bucket, then the dimensions."""
+        ``group_by`` (of ``ledger_query.DIMENSIONS``) and, with ``bucket_s``, by time buckets
+        aligned to multiples of it since the epoch; ordered by bucket, then the dimensions
+        (:func:`~service.state.ledger_query.totals_query`)."""
         ...
 
     async def recent_calls(self, limit: int, tenant: str | None) -> list[RecentCall]:
@@ -133,36 +121,3 @@ def call_of(row: Sequence[Any]) -> RecentCall:
         float(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7],
         int(row[8]), int(row[9]), int(row[10]), int(row[11]), bool(row[12]),
     )  # fmt: skip
-
-
-def report_sql(
-    group_by: Sequence[str], bucket: str | None, tenant_param: str | None
-) -> tuple[list[str], str]:
-    """The dimensions used (REPORT_DIMENSIONS order) and the report's SELECT, with
-    ``{start}``, ``{end}`` placeholders filled by the dialect, ``bucket`` the bucket
-    expression (None: one bucket) and ``tenant_param`` the tenant filter's parameter."""
-    dims = [d for d in REPORT_DIMENSIONS if d in group_by]
-    keys = ([bucket] if bucket else []) + dims
-    select = ", ".join([bucket or "{start}", *dims])
-    where = "at >= {start} AND at < {end}" + (f" AND tenant = {tenant_param}" if tenant_param
-                                              else "")  # fmt: skip
-    grouping = f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)}" if keys else ""
-    sums = ", ".join(f"sum({column})" for column in LEDGER_SUMS)
-    sql = (
-        f"SELECT {select}, count(*), "  # noqa: S608 (dimensions from a whitelist)
-        "sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
-        f"sum(CASE WHEN estimated THEN 1 ELSE 0 END), {sums} "
-        f"FROM usage_ledger WHERE {where}{grouping}"
-    )
-    return dims, sql
-
-
-def row_of(dims: Sequence[str], row: Sequence[Any]) -> UsageRow | None:
-    """A report row from a SELECT of :func:`report_sql` (None for an empty total)."""
-    labels = dict(zip(dims, row[1 : 1 + len(dims)], strict=True))
-    values = [int(v or 0) for v in row[1 + len(dims) :]]
-    if not values[0]:
-        return None
-    totals = total_of(labels, values[:4], values[4:])
-    return UsageRow(float(row[0]), labels.get("tenant", ""), totals)

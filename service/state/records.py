@@ -84,6 +84,15 @@ GROUP_DIMENSIONS = ("agent", "model", "key_id")
 
 
 @dataclass(frozen=True, slots=True)
+class UsageRow:
+    """The totals of one group in one time bucket (empty strings: not grouped by it)."""
+
+    bucket_start: float  # unix seconds; the range's start when not bucketed
+    tenant: str
+    totals: UsageTotal
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """Who called what, and the outcome. No prompt text.
 

@@ -163,9 +163,10 @@ class Budgets:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``books``: where spend is read back from when a counter is lost, and the lines
-        waiting in the outbox. ``configs()``: the budgets now (for the outbox's lines).
-        ``rebuild_s``: how long a new epoch admits nothing, while every process holds again
-        what it knows that the ledger does not."""
+        waiting in the outbox. ``configs()``: the budgets now (for outbox lines written
+        before ledger lines named their budget lines). ``rebuild_s``: how long a new epoch
+        admits nothing, while every process holds again what it knows that the ledger does
+        not."""
         self._store = store
         self._hold_s = hold_s
         self._books = books
