@@ -27,7 +27,7 @@ from service.state.records import (
     UsageRecord,
     UsageTotal,
 )
-from service.state.sqlite_file import SqliteFile
+from service.state.sqlite_file import SqliteFile, transaction
 from service.state.sqlite_ledger import GroupCommit
 from service.state.stores import session_of_another_agent
 
@@ -69,7 +69,7 @@ class SqliteDurable:
 
     async def migrate(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute(schema.VERSION_TABLE)
                 row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
                 current = row[0] or 0
@@ -111,7 +111,7 @@ class SqliteDurable:
         audit: AuditEntry | None = None,
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 row = conn.execute(
                     "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
                     "turn_count) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (tenant, session_id) "
@@ -159,7 +159,7 @@ class SqliteDurable:
 
     async def delete(self, tenant: str, session_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute(
                     "DELETE FROM session_turns WHERE tenant = ? AND session_id = ?",
                     (tenant, session_id),
@@ -196,7 +196,7 @@ class SqliteDurable:
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
         def run(conn: sqlite3.Connection) -> Claim:
             now = self._clock()
-            with _transaction(conn):
+            with transaction(conn):
                 row = conn.execute(
                     "SELECT state, fingerprint, result FROM idempotency "
                     "WHERE key = ? AND expires_at > ?",
@@ -270,14 +270,3 @@ def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
         (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
          e.entry_id or None, e.detail),
     )  # fmt: skip
-
-
-class _transaction:  # noqa: N801 (used as a context manager)
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        self._conn.execute("ROLLBACK" if kind else "COMMIT")
