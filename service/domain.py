@@ -114,6 +114,15 @@ class Parameters:
 
     def overridden_by(self, other: Parameters) -> Parameters:
         """These parameters with every field that ``other`` sets taken from ``other``."""
+        if (
+            other.temperature is None
+            and other.max_tokens is None
+            and other.top_p is None
+            and not other.stop
+            and other.seed is None
+            and other.response_format is None
+        ):
+            return self  # ``other`` sets nothing (most requests): these, as they are
         return Parameters(
             temperature=other.temperature if other.temperature is not None else self.temperature,
             max_tokens=other.max_tokens if other.max_tokens is not None else self.max_tokens,
