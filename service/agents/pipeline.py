@@ -66,8 +66,8 @@ from service.routing.tab import Tab, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
-from service.usage.bound import attempts_at_once, history_bound, input_bound, output_bound
-from service.usage.budgets import Budgets, Reservation, bound_to
+from service.usage.bound import attempts_at_once, history_bound, output_bound, tools_bound
+from service.usage.budgets import Budgets, Reservation, binding
 from service.usage.estimate import AnswerCounter, cut_short
 from service.usage.ledger import Ledger
 from service.usage.meter import charge
@@ -199,25 +199,24 @@ class StatePipeline:
                         "has no history",
                     )
             parameters = agent.parameters.overridden_by(request.parameters)
-            await reserve_tokens(history_bound(history))  # tokens-per-minute: still a bound
-            messages = history + request.messages
-            call.prompt = (agent.system_prompt, messages, agent.tools + request.tools)
+            call.prompt, earlier, sent = _sending(agent, history, request)
+            await reserve_tokens(earlier)  # tokens-per-minute: still a bound
             reservation = await self.budgets.reserve(
                 self._budget_configs(),
                 ctx.tenant,
                 ctx.key_id,
-                reservation_bound(prices, agent, call.prompt, parameters.max_tokens),
+                reservation_bound(prices, agent, sent, parameters.max_tokens),
                 wait_s=deadline.remaining(),
             )
             call.tab.allow = self._another_attempt(
-                reservation, prices, agent, call.prompt, parameters.max_tokens
+                reservation, prices, agent, sent, parameters.max_tokens
             )
 
             def produce() -> AsyncGenerator[Event, None]:
                 return _priced(route(history, deadline, call.tab), prices, call)
 
             if use_cache:
-                key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
+                key = cache_key(ctx.tenant, agent, call.prompt[1], parameters, request.tools)
                 opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
                 source = self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
             else:
@@ -263,12 +262,11 @@ class StatePipeline:
         reservation: Reservation | None,
         prices: PriceTable,
         agent: AgentSpec,
-        prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
+        sent: int,
         max_tokens: int | None,
     ) -> Callable[[TargetSpec], Awaitable[bool]]:
         """What the router asks before an attempt past the first: reserve its bound on the
         call's tokens-per-minute limits and budgets; False when one has no room."""
-        sent = input_bound(*prompt)
         at_once = attempts_at_once(agent)
 
         async def allow(target: TargetSpec) -> bool:
@@ -405,15 +403,15 @@ def _records(  # noqa: PLR0917 (one call's facts)
     cost += call.spent_nanos(prices)
     usage = total((own, call.tab.usage())) if call.tab.abandoned else own
     target = answering or (call.tab.abandoned[-1].target if call.tab.abandoned else None)
-    model = target.model if target else ""
+    at, budget_lines = binding(reservation, now)  # charged where the reservation was made
     record = UsageRecord(
-        at=now,
+        at=at,
         tenant=ctx.tenant,
         key_id=ctx.key_id,
         request_id=request.request_id,
         agent=agent.name,
         target=target.name if target else "",
-        model=model,
+        model=target.model if target else "",
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cost_nanos=cost,
@@ -426,6 +424,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
         reasoning_tokens=usage.reasoning_tokens,
         estimated=usage.estimated,
         line_id=secrets.token_hex(16),  # 32 hex digits, as uuid4().hex but cheaper
+        budget_lines=budget_lines,
     )
     # An answer a guard (or the provider's filter) stopped is answered, and charged, but the
     # audit says so: outcome "content_filter", not "ok".
@@ -435,7 +434,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
         "content_filter" if filtered else status, entry_id=secrets.token_hex(16),
         detail=audit_detail(finish.verdicts if finish else call.verdicts),
     )  # fmt: skip
-    return bound_to(record, reservation), audit
+    return record, audit
 
 
 def audit_detail(verdicts: Sequence[GuardVerdict]) -> str:
@@ -468,16 +467,25 @@ async def _priced(
             yield event
 
 
+def _sending(
+    agent: AgentSpec, history: tuple[Message, ...], request: AgentRequest
+) -> tuple[tuple[str, tuple[Message, ...], tuple[Tool, ...]], int, int]:
+    """What the call sends, and the bounds of its history's and of all its input tokens."""
+    earlier = history_bound(history)
+    sent = agent.input_tokens + earlier + history_bound(request.messages)
+    prompt = (agent.system_prompt, history + request.messages, agent.tools + request.tools)
+    return prompt, earlier, sent + tools_bound(request.tools)
+
+
 def reservation_bound(
     prices: PriceTable,
     agent: AgentSpec,
-    prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
+    input_tokens: int,
     max_tokens: int | None,
 ) -> int:
     """An upper bound of the call's first attempt (and its hedge) in nano-dollars: the bound
     of its input and output tokens (:mod:`service.usage.bound`) at the dearest target of its
     route. An attempt past the first reserves its own before it starts."""
-    input_tokens = input_bound(*prompt)
     each = [prices.estimate_nanos(t.ref, input_tokens, output_bound(t.model, max_tokens))
             for t in agent.route]  # fmt: skip
     return max(each, default=0) * attempts_at_once(agent)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +57,11 @@ class Method:
     response_type: str  # full protobuf name, "" when unknown
     request_type: str = ""  # full protobuf name, "" when unknown
     door: str = "grpc"  # the door the call came through: one of DOORS
+    # ``package.Service/Method``: the RPC conventions' span name, the metrics' label.
+    rpc: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def rpc(self) -> str:
-        """``package.Service/Method``: the RPC conventions' span name, the metrics' label."""
-        return f"{self.service}/{self.short_name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rpc", f"{self.service}/{self.short_name}")
 
     @classmethod
     def of(

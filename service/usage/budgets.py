@@ -93,9 +93,18 @@ class Reservation:
 def bound_to(record: UsageRecord, reservation: Reservation | None) -> UsageRecord:
     """The call's ledger line, charged where ``reservation`` was made: dated when it was made
     and naming its lines (see the module docstring); a call no budget bound names none."""
+    at, lines = binding(reservation, record.at)
+    return replace(record, at=at, budget_lines=lines)
+
+
+def binding(
+    reservation: Reservation | None, now: float
+) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """A ledger line's ``at`` and ``budget_lines`` when charged where ``reservation`` was
+    made (:func:`bound_to`, for a line made at ``now`` and not made yet)."""
     if reservation is None:
-        return replace(record, budget_lines=())
-    return replace(record, at=reservation.at, budget_lines=reservation.charged())
+        return now, ()
+    return reservation.at, reservation.charged()
 
 
 def _period(period: str, now: float) -> tuple[str, float, float]:
