@@ -23,7 +23,7 @@ from service.errors import DeadlineExceeded, FailedPrecondition, SwitchboardErro
 from service.providers import anthropic_errors, anthropic_events
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.coalesce import gathered
+from service.providers.coalesce import Gatherer
 from service.providers.sending import Sender
 from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
@@ -103,16 +103,17 @@ class AnthropicMessagesProvider:
                         raise _stream_error(sse.data, response)
                     return reader.feed(anthropic_events.decode(sse.data))
 
+                batches = Gatherer(parse).batches
                 while True:
                     try:
                         data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    events, failure = gathered(parse, decoder.feed(data))
-                    for out in events:
-                        yield out
-                    if failure is not None:
-                        raise failure
+                    for events, failure in batches(decoder.feed(data)):
+                        for out in events:
+                            yield out
+                        if failure is not None:
+                            raise failure
             finally:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (anthropic.AnthropicError, httpx2.HTTPError, msgspec.DecodeError) as exc:

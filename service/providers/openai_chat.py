@@ -23,7 +23,7 @@ from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers import openai_chunks, openai_errors
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.coalesce import gathered
+from service.providers.coalesce import Gatherer
 from service.providers.openai_wire import ChunkReader, build_request
 from service.providers.sending import Sender
 from service.providers.sse import ServerEvent, SSEDecoder
@@ -111,16 +111,17 @@ class OpenAIChatProvider:
                         return ()
                     return reader.feed(self._chunk(sse.data, response))
 
+                batches = Gatherer(parse).batches
                 while True:
                     try:
                         data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    events, failure = gathered(parse, decoder.feed(data))
-                    for event in events:
-                        yield event
-                    if failure is not None:
-                        raise failure
+                    for events, failure in batches(decoder.feed(data)):
+                        for event in events:
+                            yield event
+                        if failure is not None:
+                            raise failure
             finally:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
