@@ -114,15 +114,8 @@ class Parameters:
 
     def overridden_by(self, other: Parameters) -> Parameters:
         """These parameters with every field that ``other`` sets taken from ``other``."""
-        if (
-            other.temperature is None
-            and other.max_tokens is None
-            and other.top_p is None
-            and not other.stop
-            and other.seed is None
-            and other.response_format is None
-        ):
-            return self  # ``other`` sets nothing (most requests): these, as they are
+        if other.unset():
+            return self  # most requests set nothing: these, as they are
         return Parameters(
             temperature=other.temperature if other.temperature is not None else self.temperature,
             max_tokens=other.max_tokens if other.max_tokens is not None else self.max_tokens,
@@ -130,6 +123,17 @@ class Parameters:
             stop=other.stop or self.stop,
             seed=other.seed if other.seed is not None else self.seed,
             response_format=other.response_format or self.response_format,
+        )
+
+    def unset(self) -> bool:
+        """True when no field is set (``set_fields()`` is empty), without listing them."""
+        return (
+            self.temperature is None
+            and self.max_tokens is None
+            and self.top_p is None
+            and not self.stop
+            and self.seed is None
+            and self.response_format is None
         )
 
     def set_fields(self) -> tuple[str, ...]:
