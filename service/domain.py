@@ -361,6 +361,9 @@ class AgentResponse:
     run_id: str = ""
 
 
+_NO_USAGE = Usage()  # immutable: one for every fold that has seen none
+
+
 class Fold:
     """Accumulates a stream of events into the one response they describe.
 
@@ -382,7 +385,7 @@ class Fold:
         self._start: Start | None = None
         self._text: list[str] = []
         self._tool_calls: dict[int, list[str]] = {}
-        self._usage = Usage()
+        self._usage = _NO_USAGE
         self._finish: Finish | None = None
         self._steps: list[StepTrace] = []
         self._results: list[ToolResultEvent] = []
