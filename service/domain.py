@@ -113,7 +113,17 @@ class Parameters:
     response_format: ResponseFormat | None = None
 
     def overridden_by(self, other: Parameters) -> Parameters:
-        """These parameters with every field that ``other`` sets taken from ``other``."""
+        """These parameters with every field that ``other`` sets taken from ``other``
+        (``self`` itself when ``other`` sets nothing: a call holds no copies of its agent's)."""
+        if (
+            other.temperature is None
+            and other.max_tokens is None
+            and other.top_p is None
+            and not other.stop
+            and other.seed is None
+            and not other.response_format
+        ):
+            return self
         return Parameters(
             temperature=other.temperature if other.temperature is not None else self.temperature,
             max_tokens=other.max_tokens if other.max_tokens is not None else self.max_tokens,
@@ -371,9 +381,11 @@ class Fold:
         self._tool_calls: dict[int, list[str]] = {}
         self._usage = Usage()
         self._finish: Finish | None = None
-        self._steps: list[StepTrace] = []
-        self._results: list[ToolResultEvent] = []
-        self._approvals: list[ApprovalRequiredEvent] = []
+        # Tuples, replaced at each addition: a tool loop's few steps and results; a plain
+        # answer (most) holds no empty lists while it streams.
+        self._steps: tuple[StepTrace, ...] = ()
+        self._results: tuple[ToolResultEvent, ...] = ()
+        self._approvals: tuple[ApprovalRequiredEvent, ...] = ()
 
     def add(self, event: Event) -> None:
         match event:
@@ -391,11 +403,11 @@ class Fold:
             case Finish():
                 self._finish = event
             case ToolResultEvent():
-                self._results.append(event)
+                self._results += (event,)
             case ApprovalRequiredEvent():
-                self._approvals.append(event)
+                self._approvals += (event,)
             case StepFinish():
-                self._steps.append(
+                self._steps += (
                     StepTrace(
                         event.step,
                         event.reason,
@@ -403,12 +415,12 @@ class Fold:
                         event.target,
                         event.attempts,
                         self._message(),
-                        tuple(self._results),
-                        tuple(self._approvals),
-                    )
+                        self._results,
+                        self._approvals,
+                    ),
                 )
                 self._text, self._tool_calls = [], {}
-                self._results, self._approvals = [], []
+                self._results, self._approvals = (), ()
 
     def _message(self) -> Message:
         text = "".join(self._text)

@@ -39,12 +39,18 @@ class SpanScan:
         self._observer = observer
         self._context = ""  # the raw text released last (unredacted), for the next scan
         self._held = ""  # raw text not yet released
-        self.hits: list[Hit] = []
+        self._hits: list[Hit] | None = None  # made at the first hit: most answers have none
         self.blocked = False
+
+    @property
+    def hits(self) -> Sequence[Hit]:
+        return self._hits if self._hits is not None else ()
 
     def hit(self, hit: Hit) -> None:
         """Record ``hit`` (a span guard's, or another guard's on the same text)."""
-        self.hits.append(hit)
+        if self._hits is None:
+            self._hits = []
+        self._hits.append(hit)
         if hit.action == Action.BLOCK:
             self.blocked = True
 

@@ -77,16 +77,19 @@ class OutputGuard:
         self._tools = tools
         self._only = only
         self._prompt_tokens = prompt_tokens
-        spans = [g for g in guards.output if g.matcher is not None]
+        # Tuples, and containers made when first needed: an answer holds this for as long
+        # as it streams, and most answers have no output guards (tuple() of nothing is the
+        # shared empty tuple).
+        spans = tuple(g for g in guards.output if g.matcher is not None)
         self._scan = SpanScan(spans, Stage.OUTPUT, ctx.observer)  # span and length hits
-        self._lengths = [g for g in guards.output if g.length is not None]
-        self._whole = any(g.judge is not None for g in guards.output)
+        self._lengths = tuple(g for g in guards.output if g.length is not None)
         self._chars = 0  # normalised characters seen
         self._bytes = 0
-        self._long: set[str] = set()  # length guards already over their limit
-        self._verdicts: list[tuple[GuardVerdict, ...]] = []  # whole-text ones (reported)
+        self._long: tuple[str, ...] = ()  # length guards already over their limit
+        self._verdicts: tuple[tuple[GuardVerdict, ...], ...] = ()  # whole-text, tool-call ones
         self._refused = False  # a whole-text guard or a tool call blocked
-        self._whole_text: list[str] = []  # held whole, for the whole-text guards
+        whole = any(g.judge is not None for g in guards.output)
+        self._whole_text: list[str] | None = [] if whole else None  # held for whole-text guards
 
     async def events(self, source: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
         """``source``'s events, guarded (see the module docstring). Closing this closes
@@ -155,23 +158,23 @@ class OutputGuard:
             for guard in self._lengths:
                 assert guard.length is not None
                 if guard.name not in self._long and guard.length.exceeded(self._chars, self._bytes):
-                    self._long.add(guard.name)
+                    self._long += (guard.name,)
                     finding = Finding(0, 0, "too_long", "", raw=True)
                     self._scan.hit(Hit(guard.name, guard.action, finding))
             if self._blocked:
                 return ""
-        if self._whole:
+        if self._whole_text is not None:
             self._whole_text.append(text)
             return ""
         return self._scan.take(text)
 
     async def _rest(self) -> str:
         """The held text at the answer's end, checked whole where whole-text guards are on."""
-        if not self._whole:
+        if self._whole_text is None:
             return self._scan.finish()
         text = "".join(self._whole_text)
         checked: Checked = await check(self._guards.output, Stage.OUTPUT, text, self._ctx)
-        self._verdicts.append(checked.verdicts)
+        self._verdicts += (checked.verdicts,)
         if checked.blocked is not None:
             self._refused = True
         return checked.text
@@ -187,7 +190,7 @@ class OutputGuard:
             result = await check_tool_call(
                 self._guards, self._ctx, self._tools.get(name), arguments
             )
-            self._verdicts.append(result.verdicts)
+            self._verdicts += (result.verdicts,)
             if result.blocked is not None:
                 self._refused = True
                 return []
