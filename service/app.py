@@ -142,7 +142,7 @@ class App:
             snapshot,
             build_runtime=lambda snap, providers: build_runtime(snap, providers, self.targets),
             build_provider=lambda target: TracedProvider(
-                build_provider(target), target, tracer, self.metrics
+                build_provider(target), target, tracer if self.traced_calls else None, self.metrics
             ),
         )
         self.stores = build_stores(snapshot)

@@ -41,6 +41,7 @@ from dataclasses import asdict, replace
 from typing import Protocol
 
 from service.agents.spec import AgentSpec
+from service.agents.tally import Tally, priced
 from service.cache import ResponseCache, cache_key, wanted
 from service.config.state_model import BudgetConfig
 from service.context import current
@@ -50,13 +51,11 @@ from service.domain import (
     Event,
     Finish,
     FinishReason,
-    Fold,
     GuardVerdict,
     Message,
+    Parameters,
     Start,
-    TargetRef,
     Tool,
-    Usage,
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
@@ -68,11 +67,10 @@ from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
 from service.usage.bound import attempts_at_once, history_bound, input_bound, output_bound
 from service.usage.budgets import Budgets, Reservation
-from service.usage.estimate import AnswerCounter, estimated_usage, prompt_tokens
 from service.usage.ledger import Ledger
 from service.usage.meter import charge
 from service.usage.meter import reserve as reserve_tokens
-from service.usage.pricing import PriceTable, usd
+from service.usage.pricing import PriceTable
 from service.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -183,7 +181,7 @@ class StatePipeline:
         began = time.monotonic()
         prices = self._pricing()
         reservation: Reservation | None = None
-        call = _Call(verdicts)
+        call = Tally(verdicts)
         status = "ok"
         try:
             use_cache = wanted(agent, request.cache)
@@ -213,21 +211,26 @@ class StatePipeline:
                 reservation, prices, agent, call.prompt, parameters.max_tokens
             )
 
-            def produce() -> AsyncGenerator[Event, None]:
-                return _priced(route(history, deadline, call.tab), prices, call)
-
             if use_cache:
-                key = cache_key(ctx.tenant, agent, messages, parameters, request.tools)
-                opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
-                source = self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
+                source = self._cached(
+                    request,
+                    agent,
+                    (messages, parameters, deadline),
+                    lambda: priced(route(history, deadline, call.tab), prices, call),
+                )
             else:
-                source = produce()
+                # Priced in the loop below: one generator fewer held by every call while
+                # it streams.
+                source = route(history, deadline, call.tab)
             async with aclosing(source) as events:
-                async for event in events:
-                    event = with_verdicts(event, verdicts)  # noqa: PLW2901
+                async for routed in events:
+                    event = routed if use_cache else call.priced(routed, prices)
+                    if event is None:
+                        continue
+                    event = with_verdicts(event, verdicts)
                     call.add(event)
                     if isinstance(event, UsageEvent) and call.tab.abandoned:
-                        event = call.billed(event, prices)  # noqa: PLW2901 (what the caller pays)
+                        event = call.billed(event, prices)
                     if isinstance(event, Finish):
                         # Recorded, then settled, before the caller sees the Finish.
                         usage, audit = _records(request, agent, call, "ok", began, prices)
@@ -257,6 +260,20 @@ class StatePipeline:
                 charge(usage.input_tokens + usage.output_tokens)
                 await self._record_quietly(usage, audit, reservation)
 
+    def _cached(
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        sent: tuple[tuple[Message, ...], Parameters, Deadline],
+        produce: Callable[[], AsyncGenerator[Event, None]],
+    ) -> AsyncGenerator[Event, None]:
+        """The answer through the response cache (single-flight): a replay, or
+        ``produce``'s events (priced), kept for the next caller."""
+        messages, parameters, deadline = sent
+        key = cache_key(current().tenant, agent, messages, parameters, request.tools)
+        opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
+        return self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
+
     def _another_attempt(
         self,
         reservation: Reservation | None,
@@ -284,7 +301,7 @@ class StatePipeline:
         return allow
 
     def _appender(
-        self, request: AgentRequest, call: _Call, usage: UsageRecord, audit: AuditEntry
+        self, request: AgentRequest, call: Tally, usage: UsageRecord, audit: AuditEntry
     ) -> Callable[[], Awaitable[None]] | None:
         """With a session: append the turn with the line and entry in one commit (raises
         if the append fails: the turn must not be lost silently)."""
@@ -330,69 +347,10 @@ class StatePipeline:
             log.exception("usage ledger write failed (store and outbox): %s", exc.message)
 
 
-class _Call:
-    """What one call saw: its events folded, whether the upstream answered, what it sent,
-    and the attempts it gave up (``tab``)."""
-
-    __slots__ = (
-        "answered", "counter", "finish", "fold", "partial", "prompt", "recorded", "start", "tab",
-        "verdicts",
-    )  # fmt: skip
-
-    def __init__(self, verdicts: tuple[GuardVerdict, ...] = ()) -> None:
-        self.verdicts = verdicts  # the input guards'; a Finish carries all of them
-        self.tab = Tab()
-        self.partial: Usage | None = None  # what the upstream reported mid-answer
-        self.fold = Fold()
-        self.counter = AnswerCounter()
-        self.start: Start | None = None
-        self.finish: Finish | None = None
-        self.answered = False  # an upstream began answering (not a cache replay)
-        self.recorded = False
-        self.prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]] = ("", (), ())
-
-    def add(self, event: Event) -> None:
-        self.fold.add(event)
-        self.counter.add(event)
-        if isinstance(event, Start):
-            self.start = event
-        elif isinstance(event, Finish):
-            self.finish = event
-
-    def usage(self) -> Usage:
-        """The answer's usage to charge (the abandoned attempts' apart): the upstream's
-        report; else a whole answer's, read to its end before the call was cut short;
-        else, when an upstream answered but the call ended early: the input it reported
-        mid-answer, if it did, else an estimate of the prompt sent, and an estimate of the
-        answer delivered; else none."""
-        reported = self.fold.usage
-        if reported.input_tokens or reported.output_tokens:
-            return reported
-        if self.tab.answer is not None:
-            return self.tab.answer
-        if not self.answered:
-            return reported
-        if self.partial is not None:  # the input as reported; the output as delivered
-            output = max(self.partial.output_tokens, self.counter.tokens)
-            return replace(self.partial, output_tokens=output, estimated=True)
-        system, messages, tools = self.prompt
-        return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
-
-    def spent_nanos(self, prices: PriceTable) -> int:
-        """What the abandoned attempts cost, each at its own target's price."""
-        return sum(prices.cost_nanos(a.target, a.usage) for a in self.tab.abandoned)
-
-    def billed(self, event: UsageEvent, prices: PriceTable) -> UsageEvent:
-        """The answer's usage event with the abandoned attempts' tokens and cost added."""
-        own = prices.cost_nanos(self.start.target, event.usage) if self.start else 0
-        usage = total((event.usage, self.tab.usage()))
-        return UsageEvent(replace(usage, cost_usd=usd(own + self.spent_nanos(prices))))
-
-
 def _records(  # noqa: PLR0917 (one call's facts)
     request: AgentRequest,
     agent: AgentSpec,
-    call: _Call,
+    call: Tally,
     status: str,
     began: float,
     prices: PriceTable,
@@ -448,27 +406,6 @@ def audit_detail(verdicts: Sequence[GuardVerdict]) -> str:
     if not verdicts:
         return ""
     return json.dumps({"guards": [asdict(v) for v in verdicts]}, separators=(",", ":"))
-
-
-async def _priced(
-    events: AsyncGenerator[Event, None], prices: PriceTable, call: _Call
-) -> AsyncGenerator[Event, None]:
-    """The events with the usage's cost filled in from the answering target's price; marks
-    ``call.answered`` when an upstream begins its answer."""
-    target: TargetRef | None = None
-    async with aclosing(events) as source:
-        async for event in source:
-            if isinstance(event, Start):
-                target = event.target
-                call.answered = True
-            elif isinstance(event, UsageEvent) and event.partial:
-                call.partial = event.usage  # what a cut-short call is charged from
-                continue
-            elif isinstance(event, UsageEvent) and target is not None:
-                cost = usd(prices.cost_nanos(target, event.usage))
-                yield UsageEvent(replace(event.usage, cost_usd=cost))
-                continue
-            yield event
 
 
 def reservation_bound(
