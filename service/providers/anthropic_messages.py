@@ -36,6 +36,7 @@ from service.providers.upstream import (
     transport_fault,
     upstream_error,
 )
+from service.watchdog import Alarms
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
@@ -55,6 +56,7 @@ class AnthropicMessagesProvider:
         if target.api_key is None:
             raise FailedPrecondition(f"target {target.name!r}: provider anthropic needs an api_key")
         self._target = target
+        self._alarms = Alarms()  # one loop timer for the limits of all its attempts
         self._default_max_tokens = int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
         self.client = anthropic.AsyncAnthropic(
             api_key=target.api_key.reveal(),
@@ -85,7 +87,7 @@ class AnthropicMessagesProvider:
             default_max_tokens=self._default_max_tokens,
         )
         reader = EventReader(target, call)
-        limit = AttemptLimit.of(deadline, self._target.timeout_s)
+        limit = AttemptLimit.of(deadline, self._target.timeout_s, self._alarms)
         extra = request.pop("extra_body", None) or {}
         try:
             response = await limit.run(

@@ -47,7 +47,7 @@ from service.domain import (
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.upstream import AttemptLimit, Fault, upstream_error
-from service.watchdog import Expired, Watchdog
+from service.watchdog import Alarms, Expired, Watchdog
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -118,6 +118,7 @@ class MockProvider:
 
     def __init__(self, target: TargetSpec) -> None:
         self._target = target
+        self._alarms = Alarms()  # one loop timer for the limits of all its answers
         self._model = target.model
         self._ttft_s = float(target.options.get("ttft_s", 0.0))
         tokens_per_s = float(target.options.get("tokens_per_s", 0.0))
@@ -145,7 +146,10 @@ class MockProvider:
         # As the SDK providers do: the earlier of the deadline and the target's timeout_s,
         # one timer for the whole answer, applied to each read (a timeout held across a
         # yield would cancel whatever the consumer is doing when it fires).
-        limit = Watchdog(deadline_at=AttemptLimit.of(deadline, self._target.timeout_s).deadline.at)
+        limit = Watchdog(
+            deadline_at=AttemptLimit.of(deadline, self._target.timeout_s).deadline.at,
+            alarms=self._alarms,
+        )
         answer = self._answer(call)
         try:
             while True:

@@ -46,7 +46,7 @@ from service.routing.policy import HedgeTo, RoutePolicy, RouteTarget
 from service.routing.registry import TargetRegistry, TargetState
 from service.routing.retry import Retry, decide
 from service.routing.tab import Tab
-from service.watchdog import Expired, Watchdog
+from service.watchdog import Alarms, Expired, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class Router:
         self._registry = registry or TargetRegistry()
         self._rng = rng or random.Random()  # noqa: S311 (jitter and balancing, not secrets)
         self._sleep = sleep
+        self._alarms = Alarms()  # one loop timer for the limits of all its attempts
 
     async def open(
         self,
@@ -269,6 +270,7 @@ class Router:
             deadline_at=deadline.at + GUARD_S,
             first_s=target.first_token_timeout_s,
             idle_s=target.idle_timeout_s,
+            alarms=self._alarms,
         )
         return Attempt(
             target, state, ticket, events, deadline, bounded_by_call, now, watchdog, sent
