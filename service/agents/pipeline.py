@@ -31,6 +31,7 @@ history is reserved on it (an upper bound, like the request's) before the call g
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -207,8 +208,13 @@ class StatePipeline:
                 reservation_bound(prices, agent, call.prompt, parameters.max_tokens),
                 wait_s=deadline.remaining(),
             )
-            call.tab.allow = self._another_attempt(
-                reservation, prices, agent, call.prompt, parameters.max_tokens
+            call.tab.allow = functools.partial(
+                self._another_attempt,
+                reservation,
+                prices,
+                agent,
+                call.prompt,
+                parameters.max_tokens,
             )
 
             if use_cache:
@@ -274,31 +280,29 @@ class StatePipeline:
         opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
         return self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
 
-    def _another_attempt(
+    async def _another_attempt(  # noqa: PLR0917 (bound in run, the target last)
         self,
         reservation: Reservation | None,
         prices: PriceTable,
         agent: AgentSpec,
         prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
         max_tokens: int | None,
-    ) -> Callable[[TargetSpec], Awaitable[bool]]:
+        target: TargetSpec,
+    ) -> bool:
         """What the router asks before an attempt past the first: reserve its bound on the
-        call's tokens-per-minute limits and budgets; False when one has no room."""
+        call's tokens-per-minute limits and budgets; False when one has no room. (A partial
+        of it, not a closure: every call holds it while it streams, few use it.)"""
         sent = input_bound(*prompt)
         at_once = attempts_at_once(agent)
-
-        async def allow(target: TargetSpec) -> bool:
-            most = output_bound(target.model, max_tokens)
-            try:
-                await reserve_tokens((sent + most) * at_once)
-            except SwitchboardError:
-                return False
-            if reservation is None:
-                return True
-            amount = prices.estimate_nanos(target.ref, sent, most) * at_once
-            return await self.budgets.grow(reservation, amount)
-
-        return allow
+        most = output_bound(target.model, max_tokens)
+        try:
+            await reserve_tokens((sent + most) * at_once)
+        except SwitchboardError:
+            return False
+        if reservation is None:
+            return True
+        amount = prices.estimate_nanos(target.ref, sent, most) * at_once
+        return await self.budgets.grow(reservation, amount)
 
     def _appender(
         self, request: AgentRequest, call: Tally, usage: UsageRecord, audit: AuditEntry

@@ -90,54 +90,81 @@ class OutputGuard:
         self._refused = False  # a whole-text guard or a tool call blocked
         whole = any(g.judge is not None for g in guards.output)
         self._whole_text: list[str] | None = [] if whole else None  # held for whole-text guards
+        # What the answer brought so far (its events taken one by one: take()).
+        self._calls: dict[int, list[str]] = {}  # tool calls by index: id, name, arguments
+        self._usage: UsageEvent | None = None
+        self._answer = AnswerCounter()
+        self._finish: Finish | None = None
 
     async def events(self, source: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
         """``source``'s events, guarded (see the module docstring). Closing this closes
         ``source``; a block closes it too, before the last events are sent."""
-        calls: dict[int, list[str]] = {}
-        usage: UsageEvent | None = None
-        answer = AnswerCounter()
-        finish: Finish | None = None
         async with aclosing(source) as upstream:
             async for event in upstream:
-                answer.add(event)
-                match event:
-                    case TextDelta(text=text):
-                        released = self._take(text)
-                        if released:
-                            yield TextDelta(released)
-                    case ToolCallDelta():
-                        parts = calls.setdefault(event.index, ["", "", ""])
-                        parts[0] = parts[0] or event.id
-                        parts[1] = parts[1] or event.name
-                        parts[2] += event.arguments_delta
-                    case UsageEvent(partial=False):
-                        usage = event
-                    case Finish():
-                        finish = event
-                    case _:
-                        yield event
-                if self._blocked or finish is not None:
+                passed = self.take(event)
+                if passed is not None:
+                    yield passed
+                if self.done:
                     break
+        for event in await self.ending():
+            yield event
+
+    def take(self, event: Event) -> Event | None:
+        """Take in the answer's next event; return what may be sent now (None: nothing).
+        Stop reading and close the upstream once :attr:`done`, then send :meth:`ending`'s.
+        (The same as :meth:`events`, for a reader that holds no generator per answer.)"""
+        self._answer.add(event)
+        match event:
+            case TextDelta(text=text):
+                released = self._take(text)
+                return TextDelta(released) if released else None
+            case ToolCallDelta():
+                parts = self._calls.setdefault(event.index, ["", "", ""])
+                parts[0] = parts[0] or event.id
+                parts[1] = parts[1] or event.name
+                parts[2] += event.arguments_delta
+            case UsageEvent(partial=False):
+                self._usage = event
+            case Finish():
+                self._finish = event
+            case _:
+                return event
+        return None
+
+    @property
+    def done(self) -> bool:
+        """Nothing more is taken: the answer finished, or a guard blocked it."""
+        return self._blocked or self._finish is not None
+
+    async def ending(self) -> list[Event]:
+        """The answer's last events once :attr:`done` (the upstream closed): the text held
+        back, the tool calls checked, usage and a Finish with the verdicts; or the usage and
+        a CONTENT_FILTER Finish of a blocked answer. Nothing when the upstream ended without
+        finishing (the runner says so)."""
+        finish = self._finish
         if finish is None and not self._blocked:
-            return  # the upstream ended without finishing: the runner says so
+            return []
+        rest, checked_calls = "", []
         if not self._blocked:
             rest = await self._rest()
-            checked_calls = await self._check_calls(calls)
+            checked_calls = await self._check_calls(self._calls)
         if self._blocked:
-            yield usage or UsageEvent(estimated_usage(self._prompt_tokens, answer.tokens))
-            yield Finish(FinishReason.CONTENT_FILTER, verdicts=self._report())
-            return
+            usage = self._usage or UsageEvent(
+                estimated_usage(self._prompt_tokens, self._answer.tokens)
+            )
+            return [usage, Finish(FinishReason.CONTENT_FILTER, verdicts=self._report())]
         assert finish is not None
-        if rest:
-            yield TextDelta(rest)
-        for index, (call_id, name, arguments) in checked_calls:
-            yield ToolCallDelta(index, call_id, name, arguments)
-        if usage is not None:
-            yield usage
-        yield Finish(
-            finish.reason, finish.attempts, finish.cache_hit, finish.target, self._report()
+        out: list[Event] = [TextDelta(rest)] if rest else []
+        out.extend(
+            ToolCallDelta(index, call_id, name, arguments)
+            for index, (call_id, name, arguments) in checked_calls
         )
+        if self._usage is not None:
+            out.append(self._usage)
+        out.append(
+            Finish(finish.reason, finish.attempts, finish.cache_hit, finish.target, self._report())
+        )
+        return out
 
     @property
     def _blocked(self) -> bool:
