@@ -217,19 +217,15 @@ class StatePipeline:
                 parameters.max_tokens,
             )
 
-            if use_cache:
-                source = self._cached(
-                    request,
-                    agent,
-                    (messages, parameters, deadline),
-                    lambda: priced(route(history, deadline, call.tab), prices, call),
-                )
-            else:
-                # Priced in the loop below: one generator fewer held by every call while
-                # it streams.
-                source = route(history, deadline, call.tab)
-            async with aclosing(source) as events:
-                async for routed in events:
+            # Uncached, priced in the loop below: one generator fewer held by every call
+            # while it streams.
+            source = (
+                self._cached(request, agent, history, (parameters, deadline), route, call, prices)
+                if use_cache
+                else route(history, deadline, call.tab)
+            )
+            try:  # as aclosing would, without the object held (docs/benchmarks.md, Memory)
+                async for routed in source:
                     event = routed if use_cache else call.priced(routed, prices)
                     if event is None:
                         continue
@@ -255,6 +251,8 @@ class StatePipeline:
                             reservation, call.recorded = settling, False
                             raise
                     yield event
+            finally:
+                await source.aclose()
         except BaseException as exc:
             status = _status(exc)
             raise
@@ -266,18 +264,28 @@ class StatePipeline:
                 charge(usage.input_tokens + usage.output_tokens)
                 await self._record_quietly(usage, audit, reservation)
 
-    def _cached(
+    def _cached(  # noqa: PLR0917 (one call's facts)
         self,
         request: AgentRequest,
         agent: AgentSpec,
-        sent: tuple[tuple[Message, ...], Parameters, Deadline],
-        produce: Callable[[], AsyncGenerator[Event, None]],
+        history: tuple[Message, ...],
+        sent: tuple[Parameters, Deadline],
+        route: Route,
+        call: Tally,
+        prices: PriceTable,
     ) -> AsyncGenerator[Event, None]:
-        """The answer through the response cache (single-flight): a replay, or
-        ``produce``'s events (priced), kept for the next caller."""
-        messages, parameters, deadline = sent
-        key = cache_key(current().tenant, agent, messages, parameters, request.tools)
+        """The answer through the response cache (single-flight): a replay, or the routed
+        events (priced), kept for the next caller. (The closure that routes is made here,
+        not in ``run``: its variables would be cells held by every call's frame.)"""
+        parameters, deadline = sent
+        key = cache_key(
+            current().tenant, agent, history + request.messages, parameters, request.tools
+        )
         opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
+
+        def produce() -> AsyncGenerator[Event, None]:
+            return priced(route(history, deadline, call.tab), prices, call)
+
         return self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
 
     async def _another_attempt(  # noqa: PLR0917 (bound in run, the target last)

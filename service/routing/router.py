@@ -11,8 +11,9 @@ commit a failure ends the call: no event is ever repeated or lost.
 
 Every attempt gets a deadline from what is left of the call's (capped by the target's
 attempt timeout), and may have a first-token and an idle timeout
-(:mod:`service.routing.timeouts`), all kept by one timer per attempt
-(:class:`service.watchdog.Watchdog`). No attempt starts with less than ``min_attempt_s``
+(:mod:`service.routing.timeouts`), all kept by one watchdog per attempt
+(:class:`service.watchdog.Watchdog`; their timers share one loop timer, the router's
+:class:`~service.watchdog.Alarms`). No attempt starts with less than ``min_attempt_s``
 left, so a call whose deadline has passed makes no upstream call. Extra attempts (retries,
 fallbacks, hedges) are paid from the retry budget of the target that caused them.
 """
