@@ -250,16 +250,20 @@ def messages_proto() -> list[pb.Message]:
     ]
 
 
-def switchboard(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:
-    """Switchboard from the working tree, or (``ref``) from a git commit, same venv."""
-    name = f"switchboard@{ref}" if ref else "switchboard"
+def serve_switchboard(
+    upstream: Upstream, logs: Path, name: str, ref: str, http_port: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Switchboard (from the working tree, or from git ``ref``, same venv) serving one agent
+    per name, ``gpt`` and ``bench-model`` (what the OpenAI door's ``model`` names), both on
+    one ``openai`` target at ``upstream``; its HTTP doors on ``http_port`` when given."""
     tree = source_tree(ref) if ref else ROOT
     port = free_port()
+    http = f", http: {{port: {http_port}}}" if http_port else ""
     config = logs / f"{name}.yaml"
     config.write_text(
         f"""
 auth: {{enabled: false}}
-server: {{host: 127.0.0.1, port: {port}, grace_s: 2}}
+server: {{host: 127.0.0.1, port: {port}, grace_s: 2{http}}}
 targets:
   gpt:
     provider: openai
@@ -268,11 +272,26 @@ targets:
     api_key: {{env: BENCH_KEY}}
 agents:
   gpt: {{route: [gpt]}}
+  {MODEL}: {{route: [gpt]}}
 """
     )
     argv = [sys.executable, "-m", "service", "serve", "--config", str(config), "--port", str(port)]
     # ``-m service`` from ``tree``: its service package comes first on sys.path.
-    process = start(argv, env={"BENCH_KEY": KEY}, log=logs / f"{name}.log", cwd=tree)
+    return start(argv, env={"BENCH_KEY": KEY}, log=logs / f"{name}.log", cwd=tree), port
+
+
+def switchboard_http(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:
+    """Switchboard's OpenAI-compatible door (HTTP/1.1, uvicorn), called as the peers are."""
+    name = f"switchboard-http@{ref}" if ref else "switchboard-http"
+    http_port = free_port()
+    process, _ = serve_switchboard(upstream, logs, name, ref, http_port)
+    return http_gateway(name, process, http_port, "/v1/chat/completions", {})
+
+
+def switchboard(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:
+    """Switchboard's gRPC door, from the working tree or (``ref``) a git commit, same venv."""
+    name = f"switchboard@{ref}" if ref else "switchboard"
+    process, port = serve_switchboard(upstream, logs, name, ref)
     address = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(address)
     invoke = channel.unary_unary("/switchboard.v1.AgentService/Invoke")
@@ -452,13 +471,19 @@ def running(
                 gateway.process.kill()
 
 
-BUILDERS = {"switchboard": switchboard, "portkey": portkey, "litellm": litellm}
+BUILDERS = {
+    "switchboard": switchboard,
+    "switchboard-http": switchboard_http,
+    "portkey": portkey,
+    "litellm": litellm,
+}
 
 
 def builder(name: str) -> Callable[[Upstream, Path], Gateway]:
     """``switchboard@REF`` runs Switchboard as of a git ref beside the working tree's."""
-    if name.startswith("switchboard@"):
-        return functools.partial(switchboard, ref=name.partition("@")[2])
+    kind, _, ref = name.partition("@")
+    if ref and kind in ("switchboard", "switchboard-http"):
+        return functools.partial(BUILDERS[kind], ref=ref)
     return BUILDERS[name]
 
 
@@ -470,8 +495,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=50, help="content chunks per stream")
     parser.add_argument(
         "--gateways",
-        default="switchboard,portkey,litellm",
-        help="any of switchboard, portkey, litellm, and switchboard@REF (a git ref: A/B runs)",
+        default="switchboard,switchboard-http,portkey,litellm",
+        help="any of switchboard (the gRPC door), switchboard-http (the OpenAI-compatible door), "
+        "portkey, litellm, and switchboard@REF or switchboard-http@REF (a git ref: A/B runs)",
     )
     parser.add_argument("--logs", default=str(DATA / "logs"), help="gateway logs and configs")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 import grpc
 import httpx2
 from grpc_health.v1 import health_pb2
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from service.agents.pipeline import StatePipeline
@@ -127,6 +128,9 @@ class App:
         self._build_tracing(snapshot, tracer_provider, environ or {})
         self.metrics = Metrics(known_agents=self._callable_names, budgets=snapshot.budgets)
         tracer = self.tracer_provider.get_tracer("switchboard")
+        # The model-call span is never made current (nothing reads its ids): when no span is
+        # recorded, no span object per attempt.
+        model_tracer = tracer if self.traced_calls else trace.NoOpTracer()
         # Health, and each target's breaker in it (published by an owned task).
         self.health = DrainingHealth()
         self.target_health = TargetHealth(self.health)
@@ -142,7 +146,7 @@ class App:
             snapshot,
             build_runtime=lambda snap, providers: build_runtime(snap, providers, self.targets),
             build_provider=lambda target: TracedProvider(
-                build_provider(target), target, tracer if self.traced_calls else None, self.metrics
+                build_provider(target), target, model_tracer, self.metrics
             ),
         )
         self.stores = build_stores(snapshot)

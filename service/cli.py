@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here, not above: it loads the whole server (see the module docstring).
     from service import commands  # noqa: PLC0415
 
-    return commands.run(args)
+    return commands.run(args, os.environ)
 
 
 def _probe_tls(args: argparse.Namespace) -> ProbeTls | None:

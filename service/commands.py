@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -33,17 +32,28 @@ from service.state import build_stores
 
 
 async def check_config(path: str, environ: Mapping[str, str]) -> Snapshot:
-    """Validate ``path`` exactly as ``serve`` would: the same ``load``, then the same
-    composition root builds every provider and the server (nothing is bound or called).
+    """Validate ``path`` exactly as ``serve`` would: the same ``load``, then
+    :func:`check_snapshot`.
 
     Raises:
         ConfigError: the file is invalid.
         SwitchboardError: a target cannot be built (its provider is not available, say).
     """
     snapshot = load(path, environ)
+    await check_snapshot(snapshot, environ)
+    return snapshot
+
+
+async def check_snapshot(snapshot: Snapshot, environ: Mapping[str, str]) -> None:
+    """Have the composition root build every provider and the server from ``snapshot``, as
+    ``serve`` would (nothing is bound or called), then close what it built.
+
+    Raises:
+        ConfigError: the snapshot cannot be served.
+        SwitchboardError: a target cannot be built (its provider is not available, say).
+    """
     app = App(snapshot, environ=environ)
     await app.stop(0)
-    return snapshot
 
 
 def _config_agents(args: argparse.Namespace) -> list[str]:
@@ -213,12 +223,13 @@ async def _keys_action(args: argparse.Namespace, admin: KeyAdmin, actor: Actor) 
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the command ``args`` names (any but ``health``); returns the exit status: 0 done,
-    1 a store or server is unavailable or a key is not found, 2 a bad config or argument."""
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run the command ``args`` names (any but ``health``), with overrides and secrets from
+    ``environ``; returns the exit status: 0 done, 1 a store or server is unavailable or a
+    key is not found, 2 a bad config or argument. The config is loaded once."""
     try:
         if args.command == "check-config":
-            snapshot = asyncio.run(check_config(args.path, os.environ))
+            snapshot = asyncio.run(check_config(args.path, environ))
             counts = {
                 "agent": len(snapshot.agents),
                 "workflow": len(snapshot.workflows),
@@ -230,26 +241,25 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "keys" and args.keys_file:
             return keys_file_command(args)
         if args.command == "keys":
-            return asyncio.run(keys_store_command(args, os.environ))
+            return asyncio.run(keys_store_command(args, environ))
         if args.command == "migrate":
-            backend = asyncio.run(migrate(load(args.config, os.environ)))
+            backend = asyncio.run(migrate(load(args.config, environ)))
             print(f"{args.config}: state schema is up to date ({backend})")
             return 0
-        config = load(args.config, os.environ)
+        config = load(args.config, environ)
         if args.worker_fds is None:
             workers = args.workers or config.workers.count
             if workers > 1:
-                return _supervise(args, workers)
+                return _supervise(args, config, environ, workers)
         with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
             runner.run(
                 serve(
-                    args.config,
-                    os.environ,
+                    config,
+                    environ,
                     host=args.host,
                     port=args.port,
                     port_file=args.port_file,
                     worker=args.worker_fds,
-                    snapshot=config,
                 )
             )
     except Unavailable as exc:
@@ -263,13 +273,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _supervise(args: argparse.Namespace, workers: int) -> int:
+def _supervise(
+    args: argparse.Namespace, snapshot: Snapshot, environ: Mapping[str, str], workers: int
+) -> int:
     async def run() -> int:
-        snapshot = await check_config(args.config, os.environ)  # fail here, not in N workers
+        await check_snapshot(snapshot, environ)  # fail here, not in N workers
         configure(snapshot.observability.logs)
         supervisor = Supervisor(
             snapshot,
-            os.environ,
+            environ,
             workers=workers,
             host=args.host,
             port=args.port,

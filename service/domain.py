@@ -113,17 +113,9 @@ class Parameters:
     response_format: ResponseFormat | None = None
 
     def overridden_by(self, other: Parameters) -> Parameters:
-        """These parameters with every field that ``other`` sets taken from ``other``
-        (``self`` itself when ``other`` sets nothing: a call holds no copies of its agent's)."""
-        if (
-            other.temperature is None
-            and other.max_tokens is None
-            and other.top_p is None
-            and not other.stop
-            and other.seed is None
-            and not other.response_format
-        ):
-            return self
+        """These parameters with every field that ``other`` sets taken from ``other``."""
+        if other.unset():
+            return self  # most requests set nothing: these, as they are
         return Parameters(
             temperature=other.temperature if other.temperature is not None else self.temperature,
             max_tokens=other.max_tokens if other.max_tokens is not None else self.max_tokens,
@@ -131,6 +123,17 @@ class Parameters:
             stop=other.stop or self.stop,
             seed=other.seed if other.seed is not None else self.seed,
             response_format=other.response_format or self.response_format,
+        )
+
+    def unset(self) -> bool:
+        """True when no field is set (``set_fields()`` is empty), without listing them."""
+        return (
+            self.temperature is None
+            and self.max_tokens is None
+            and self.top_p is None
+            and not self.stop
+            and self.seed is None
+            and self.response_format is None
         )
 
     def set_fields(self) -> tuple[str, ...]:
@@ -358,6 +361,9 @@ class AgentResponse:
     run_id: str = ""
 
 
+_NO_USAGE = Usage()  # immutable: one for every fold that has seen none
+
+
 class Fold:
     """Accumulates a stream of events into the one response they describe.
 
@@ -379,7 +385,7 @@ class Fold:
         self._start: Start | None = None
         self._text: list[str] = []
         self._tool_calls: dict[int, list[str]] = {}
-        self._usage = Usage()
+        self._usage = _NO_USAGE
         self._finish: Finish | None = None
         # Tuples, replaced at each addition: a tool loop's few steps and results; a plain
         # answer (most) holds no empty lists while it streams.

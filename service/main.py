@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from service.app import App
-from service.config import Snapshot, load
+from service.config import Snapshot
 from service.observability.logging import configure
 from service.serving.worker import WorkerLink, write_port_file
 
@@ -20,30 +20,27 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    config_path: str,
+    snapshot: Snapshot,
     environ: Mapping[str, str],
     *,
     host: str | None,
     port: int | None,
     port_file: str | Path | None = None,
     worker: WorkerLink | None = None,
-    snapshot: Snapshot | None = None,
 ) -> None:
     """Serve until a termination signal, then drain within the configured grace period.
 
     ``port_file``: where to write the bound port once serving (useful with ``--port 0``).
     ``worker`` is set in a worker process of ``serve --workers N``: the port is shared
     (SO_REUSEPORT), readiness is reported to the supervisor, and the worker stops if the
-    supervisor dies. ``snapshot``: the config already loaded from ``config_path`` (loaded
-    here when None).
+    supervisor dies. ``snapshot``: the config, loaded once by the caller; ``environ`` is
+    what reloads read overrides and secrets from.
 
     Raises:
-        ConfigError: the config is invalid.
+        ConfigError: the config cannot be served.
     """
     # Until the handler below is installed, a SIGHUP (a reload) must not end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    if snapshot is None:
-        snapshot = load(config_path, environ)
     configure(snapshot.observability.logs)
     log.info(
         "config loaded",

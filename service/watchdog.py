@@ -4,7 +4,9 @@ An attempt has up to three limits: its deadline (absolute), the time to its firs
 and the idle time between events (each measured from when the read began). An
 ``asyncio.timeout`` per read would allocate and schedule a timer per chunk; this keeps one
 ``loop.call_at`` handle per attempt and re-arms it only when it fires early (the common
-case costs a clock read and two attribute stores per read). When a limit passes during a
+case costs a clock read and two attribute stores per read), and only for a read that waits:
+an item that is ready (buffered, or made without waiting) is taken in the read's first step
+(:func:`begin`), with no timer and no task bookkeeping. When a limit passes during a
 read, the reading task is cancelled with a message naming the limit, and the read raises
 :class:`Expired`; a cancellation from anyone else passes through untouched (the
 ``Task.cancelling``/``uncancel`` protocol, as ``asyncio.timeout`` uses it). Between reads
@@ -24,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import AsyncIterator
-from typing import TypeVar
+import types
+from collections.abc import AsyncIterator, Awaitable, Generator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -52,6 +55,41 @@ def expired_kind(exc: BaseException) -> str | None:
         if isinstance(message, str) and message.startswith(_PREFIX):
             return message[len(_PREFIX) :]
     return None
+
+
+def begin(awaitable: Awaitable[T]) -> tuple[T | None, Awaitable[T] | None]:
+    """``awaitable`` run to its first wait: ``(result, None)`` when it finished without
+    waiting (nothing was scheduled, no timer needed), else ``(None, rest)``: await ``rest``
+    for its result. Raises what it raises before its first wait."""
+    step = awaitable.__await__()
+    try:
+        waiting = step.send(None)
+    except StopIteration as ready:
+        return ready.value, None
+    return None, resumed(step, waiting)
+
+
+@types.coroutine
+def resumed(step: Generator[Any, Any, T], waiting: Any) -> Generator[Any, Any, T]:
+    """Await ``step`` (an awaitable's iterator), already sent its first ``None``, on which it
+    yielded ``waiting``: what ``yield from`` does (PEP 380) from its second step on. Lets a
+    reader take an item that is ready without waiting, and arm a timer only when it waits."""
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 (thrown in by the task: passed on)
+            try:
+                waiting = step.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            continue
+        try:
+            waiting = step.send(sent)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 class Alarms:
@@ -191,6 +229,11 @@ class Watchdog:
             at, self._kind = now + window, kind
         if at <= now:
             raise Expired(self._kind, window or 0.0)
+        ready, rest = begin(anext(events))
+        if rest is None:  # came without waiting: no limit could pass
+            self._seen_first = True
+            return ready  # type: ignore[return-value]
+        # It waits: the timer bounds it.
         task = asyncio.current_task()
         assert task is not None
         self._at = at
@@ -199,7 +242,7 @@ class Watchdog:
             self._arm(at)
         cancelling = task.cancelling()
         try:
-            item = await anext(events)
+            item = await rest
         except asyncio.CancelledError:
             if self._fired is task:
                 self._fired = None

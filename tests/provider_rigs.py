@@ -131,26 +131,48 @@ def anthropic_config(base_url: str) -> str:
     """
 
 
+OPENAI_AGENTS = ("chat", "chat-streamed", "quick", "capped", "local", "local-no-usage")
+ANTHROPIC_AGENTS = ("chat", "short", "json")
+"""Every agent of :func:`openai_config` / :func:`anthropic_config`: one per target."""
+
+
+async def warm(rig: Rig[F], agents: tuple[str, ...]) -> None:
+    """One answered call to every target, so the calls a test makes are later requests
+    (the provider sends its first request through the SDK and reuses what it built:
+    :mod:`service.providers.sending`). What the warm-up sent is forgotten."""
+    for agent in agents:
+        await rig.client.invoke(agent, "warm up")
+    rig.fake.forget()
+
+
 @contextlib.asynccontextmanager
-async def openai_rig() -> AsyncIterator[Rig[OpenAIFake]]:
-    """A fake OpenAI upstream and Switchboard serving :func:`openai_config` against it."""
+async def openai_rig(*, warmed: bool = False) -> AsyncIterator[Rig[OpenAIFake]]:
+    """A fake OpenAI upstream and Switchboard serving :func:`openai_config` against it;
+    ``warmed``: every target has answered once (:func:`warm`)."""
     async with (
         OpenAIFake() as fake,
         serve_config(openai_config(fake.base_url), {"OPENAI_API_KEY": OPENAI_KEY}) as served,
     ):
-        yield Rig(fake, served)
+        rig = Rig(fake, served)
+        if warmed:
+            await warm(rig, OPENAI_AGENTS)
+        yield rig
 
 
 @contextlib.asynccontextmanager
-async def anthropic_rig() -> AsyncIterator[Rig[AnthropicFake]]:
-    """A fake Anthropic upstream and Switchboard serving :func:`anthropic_config` against it."""
+async def anthropic_rig(*, warmed: bool = False) -> AsyncIterator[Rig[AnthropicFake]]:
+    """A fake Anthropic upstream and Switchboard serving :func:`anthropic_config` against it;
+    ``warmed``: every target has answered once (:func:`warm`)."""
     async with (
         AnthropicFake() as fake,
         serve_config(
             anthropic_config(fake.base_url), {"ANTHROPIC_API_KEY": ANTHROPIC_KEY}
         ) as served,
     ):
-        yield Rig(fake, served)
+        rig = Rig(fake, served)
+        if warmed:
+            await warm(rig, ANTHROPIC_AGENTS)
+        yield rig
 
 
 async def collect(

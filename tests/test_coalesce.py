@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from service.domain import Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageEvent
-from service.providers.coalesce import coalesced, gathered
+from service.providers.coalesce import Gatherer, coalesced, gathered
 from service.providers.sse import ServerEvent
 from tests.fakes.openai_fake import Scenario
 from tests.provider_rigs import openai_rig
@@ -44,6 +44,41 @@ def test_the_events_before_an_error_in_one_read_are_kept() -> None:
     read = [ServerEvent("", b"x"), ServerEvent("", b"y"), ServerEvent("", b"boom")]
     events, failure = gathered(parse, read)
     assert events == [TextDelta("xy")]
+    assert isinstance(failure, ValueError)
+
+
+def test_an_attempts_first_delta_goes_out_before_the_rest_of_its_read_is_parsed() -> None:
+    parsed: list[bytes] = []
+
+    def parse(sse: ServerEvent) -> list[TextDelta | UsageEvent]:
+        parsed.append(sse.data)
+        if sse.data == b"role":
+            return []  # a role-only chunk: no delta yet
+        if sse.data == b"usage":
+            return [UsageEvent(Usage(input_tokens=1))]
+        return [TextDelta(sse.data.decode())]
+
+    gatherer = Gatherer(parse)
+    read = [ServerEvent("", data) for data in (b"role", b"a", b"b", b"c", b"usage")]
+    batches = gatherer.batches(read)
+    assert next(batches) == ([TextDelta("a")], None)
+    assert parsed == [b"role", b"a"]  # nothing after the first delta parsed yet
+    assert next(batches) == ([TextDelta("bc"), UsageEvent(Usage(input_tokens=1))], None)
+    assert list(batches) == []
+    # Later reads of the attempt go out whole, one batch each.
+    later = [ServerEvent("", b"d"), ServerEvent("", b"e")]
+    assert list(gatherer.batches(later)) == [([TextDelta("de")], None)]
+
+
+def test_an_error_before_the_first_delta_keeps_what_came_before_it() -> None:
+    def parse(sse: ServerEvent) -> list[UsageEvent]:
+        if sse.data == b"boom":
+            raise ValueError("the upstream sent an error event")
+        return [UsageEvent(Usage(input_tokens=1))]
+
+    read = [ServerEvent("", b"usage"), ServerEvent("", b"boom"), ServerEvent("", b"never")]
+    ((events, failure),) = list(Gatherer(parse).batches(read))
+    assert events == [UsageEvent(Usage(input_tokens=1))]
     assert isinstance(failure, ValueError)
 
 

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -348,3 +349,24 @@ async def test_the_sdk_http_client_is_quiet_at_info(capsys: pytest.CaptureFixtur
     calls = [json.loads(line) for line in lines if '"logger": "switchboard.calls"' in line]
     assert [c["code"] for c in calls] == ["OK"]
     assert not [line for line in lines if "HTTP Request" in line]
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        1_790_000_000.0,
+        1_790_000_000.0005,  # half a millisecond: truncated, as isoformat does
+        1_790_000_000.9995,
+        1_790_000_000.9999995,  # rounds up into the next second, as fromtimestamp does
+        1_790_000_059.9999996,  # ... and into the next minute
+        1_790_000_001.2345674,
+    ],
+)
+def test_a_log_line_is_dated_as_datetime_dates_it(created: float) -> None:
+    formatter = JsonFormatter()
+    line = logging.LogRecord("x", logging.INFO, "", 0, "m", None, None)
+    line.created = created - 1.0
+    formatter.format(line)  # the second before is the one remembered
+    line.created = created
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert json.loads(formatter.format(line))["ts"] == expected

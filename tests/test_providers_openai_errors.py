@@ -23,9 +23,11 @@ from tests.provider_rigs import (
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig[OpenAIFake]]:
-    async with openai_rig() as r:
+@pytest.fixture(params=["first request", "later request"])
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig[OpenAIFake]]:
+    """Each test twice: as the target's first request (sent through the SDK) and as a later
+    one (sent with what the SDK built: service/providers/sending.py)."""
+    async with openai_rig(warmed=request.param == "later request") as r:
         yield r
 
 

@@ -391,3 +391,39 @@ async def test_every_service_reflection_lists_reports_serving_in_health() -> Non
         for name in ours:
             answer = await health.Check(health_pb2.HealthCheckRequest(service=name))
             assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+class ReadCount(dict[str, str]):
+    """An environment that counts the reads of each variable (a load reads a target's
+    ``api_key: {env: NAME}`` once)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.reads: dict[str, int] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key, default)
+
+
+def test_serve_loads_the_config_once(tmp_path: Path) -> None:
+    from service.cli import _parser  # noqa: PLC0415 (the server: only here)
+    from service.commands import run  # noqa: PLC0415
+
+    config = write(
+        tmp_path / "workers.yaml",
+        """
+        targets:
+          t: {provider: mock, model: echo, api_key: {env: ONCE_KEY}}
+        agents:
+          a: {route: [t]}
+        budgets:
+          - {name: daily, period: day, limit_usd: 1}
+        """,
+    )
+    environ = ReadCount({"ONCE_KEY": "k"})
+    # Two workers on embedded state with a budget: validated (loaded and built), then
+    # refused by the supervisor before any worker starts.
+    args = _parser().parse_args(["serve", "--config", str(config), "--workers", "2"])
+    assert run(args, environ) == 2
+    assert environ.reads["ONCE_KEY"] == 1

@@ -59,6 +59,32 @@ def test_check_config_accepts_the_default_config() -> None:
     assert f"{len(config['workflows'])} workflow" in result.stdout
 
 
+def test_check_config_with_workflows_exits_cleanly_and_leaves_nothing(tmp_path: Path) -> None:
+    """Building the workflows registers them with DBOS (a process global): stopping must
+    release them, or the never-started gRPC server they hold keeps grpc's poller thread
+    alive into the interpreter's teardown ("Error in sys.excepthook" at exit). Checking a
+    config creates no state directory either."""
+    path = tmp_path / "workflows.yaml"
+    path.write_text(
+        "targets: {m: {provider: mock, model: echo}}\n"
+        "agents: {a: {route: [m]}, b: {route: [m]}}\n"
+        "workflows: {w: {kind: sequential, steps: [{agent: a}, {agent: b}]}}\n"
+    )
+    result = subprocess.run(
+        switchboard("check-config", str(path)),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 workflow" in result.stdout
+    assert "Error in sys.excepthook" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["workflows.yaml"]
+
+
 def test_check_config_names_the_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(

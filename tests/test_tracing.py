@@ -165,6 +165,32 @@ def test_a_bad_value_names_its_variable(name: str, value: str, says: str) -> Non
     assert says in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("signal", "general", "bad", "good"),
+    [
+        ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE", "maybe", "true"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "soon", "1000"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "s3cr3t", "a=b"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "json", "grpc"),
+    ],
+)
+def test_a_bad_value_names_the_variable_it_was_read_from(
+    signal: str, general: str, bad: str, good: str
+) -> None:
+    """The signal-specific variable wins over the general one: when it is the bad one, the
+    message names it, whether or not the general one is set (and never a header's text)."""
+    for environ in ({signal: bad}, {signal: bad, general: good}):
+        with pytest.raises(OtelEnvError) as raised:
+            tracing_settings(TracingConfig(), environ)
+        message = str(raised.value)
+        assert message.startswith(signal), message
+        assert general + "=" not in message
+        assert "s3cr3t" not in message
+    with pytest.raises(OtelEnvError) as raised:
+        tracing_settings(TracingConfig(), {general: bad})
+    assert str(raised.value).startswith(general)
+
+
 def test_header_values_never_appear_in_errors_or_reprs() -> None:
     secret = "api-key=s3cr3t-t0ken"
     settings = tracing_settings(TracingConfig(), {"OTEL_EXPORTER_OTLP_HEADERS": secret})

@@ -13,11 +13,13 @@ from service.domain import (
     Tool,
     ToolCall,
     ToolCallDelta,
+    Usage,
 )
 from service.usage.estimate import (
     IMAGE_TOKENS,
     AnswerCounter,
     answer_tokens,
+    cut_short,
     prompt_tokens,
     text_tokens,
 )
@@ -61,3 +63,16 @@ def test_answer_counts_text_and_each_tool_call_once() -> None:
     assert answer_tokens(events) == (6 + 3 + 7 + 2) // 3 + 4
     counter = AnswerCounter()
     assert counter.tokens == 0
+
+
+def test_a_cut_short_answer_is_charged_its_reported_input_else_its_prompt_estimated() -> None:
+    prompt = ("", (Message(Role.USER, (TextPart("abcdef"),)),), ())
+    # Anthropic's message_start: the input and cache reads, one output token so far.
+    partial = Usage(input_tokens=900, output_tokens=1, cached_input_tokens=800)
+    assert cut_short(partial, prompt, 5) == Usage(
+        input_tokens=900, output_tokens=5, cached_input_tokens=800, estimated=True
+    )
+    assert cut_short(partial, prompt, 0).output_tokens == 1  # the report's, when more
+    assert cut_short(None, prompt, 5) == Usage(
+        input_tokens=prompt_tokens(*prompt), output_tokens=5, estimated=True
+    )

@@ -13,7 +13,7 @@ from service.domain import Message, Parameters, Role, TextPart
 from service.errors import DeadlineExceeded
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.mock import MockProvider
-from service.watchdog import FIRST_TOKEN, IDLE, Alarms, Expired, Watchdog
+from service.watchdog import FIRST_TOKEN, IDLE, Alarms, Expired, Watchdog, begin
 
 
 async def items(gate: asyncio.Queue[int]) -> AsyncIterator[int]:
@@ -75,6 +75,55 @@ async def test_the_mock_provider_times_out_its_reads_not_its_consumer() -> None:
     with pytest.raises(DeadlineExceeded, match="while the mock model was answering"):
         await consume_slowly()
     await events.aclose()
+
+
+async def test_a_ready_item_is_taken_in_the_first_step_and_a_waiting_one_awaited() -> None:
+    async def now() -> str:
+        return "ready"
+
+    assert begin(now()) == ("ready", None)
+    gate: asyncio.Queue[int] = asyncio.Queue()
+    ready, rest = begin(gate.get())
+    assert ready is None
+    assert rest is not None
+    gate.put_nowait(7)
+    assert await rest == 7
+
+
+async def test_a_waiting_step_passes_a_cancellation_in_and_its_handling_out() -> None:
+    seen: list[str] = []
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled inside")
+            return "handled"
+        return "slept"
+
+    async def read() -> str:
+        _ready, rest = begin(slow())
+        assert rest is not None
+        return await rest
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0)  # let the read begin, and wait
+    reader.cancel()
+    assert await reader == "handled"
+    assert seen == ["cancelled inside"]
+
+
+async def test_ready_reads_then_a_waiting_one_still_time_out() -> None:
+    gate: asyncio.Queue[int] = asyncio.Queue()
+    stream = items(gate)
+    dog = Watchdog(first_s=5.0, idle_s=0.05)
+    gate.put_nowait(1)
+    gate.put_nowait(2)
+    assert [await dog.read(stream), await dog.read(stream)] == [1, 2]  # taken without waiting
+    with pytest.raises(Expired) as idle:
+        await dog.read(stream)
+    assert idle.value.kind == IDLE
+    dog.close()
 
 
 async def test_watchdogs_sharing_alarms_each_keep_their_own_limit() -> None:

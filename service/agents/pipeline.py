@@ -66,8 +66,8 @@ from service.routing.tab import Tab, total
 from service.sessions import Sessions
 from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
-from service.usage.bound import attempts_at_once, history_bound, input_bound, output_bound
-from service.usage.budgets import Budgets, Reservation
+from service.usage.bound import attempts_at_once, history_bound, output_bound, tools_bound
+from service.usage.budgets import Budgets, Reservation, binding
 from service.usage.ledger import Ledger
 from service.usage.meter import charge
 from service.usage.meter import reserve as reserve_tokens
@@ -198,25 +198,18 @@ class StatePipeline:
                         "has no history",
                     )
             parameters = agent.parameters.overridden_by(request.parameters)
-            await reserve_tokens(history_bound(history))  # tokens-per-minute: still a bound
-            messages = history + request.messages
-            call.prompt = (agent.system_prompt, messages, agent.tools + request.tools)
+            call.prompt, earlier, sent = _sending(agent, history, request)
+            await reserve_tokens(earlier)  # tokens-per-minute: still a bound
             reservation = await self.budgets.reserve(
                 self._budget_configs(),
                 ctx.tenant,
                 ctx.key_id,
-                reservation_bound(prices, agent, call.prompt, parameters.max_tokens),
+                reservation_bound(prices, agent, sent, parameters.max_tokens),
                 wait_s=deadline.remaining(),
             )
             call.tab.allow = functools.partial(
-                self._another_attempt,
-                reservation,
-                prices,
-                agent,
-                call.prompt,
-                parameters.max_tokens,
+                self._another_attempt, reservation, prices, agent, sent, parameters.max_tokens
             )
-
             # Uncached, priced in the loop below: one generator fewer held by every call
             # while it streams.
             source = (
@@ -232,10 +225,11 @@ class StatePipeline:
                     event = with_verdicts(event, verdicts)
                     call.add(event)
                     if isinstance(event, UsageEvent) and call.tab.abandoned:
-                        event = call.billed(event, prices)
+                        event = call.billed(event, prices)  # what the caller pays
                     if isinstance(event, Finish):
                         # Recorded, then settled, before the caller sees the Finish.
-                        usage, audit = _records(request, agent, call, "ok", began, prices)
+                        usage, audit = _records(request, agent, call, "ok", began, prices,
+                                                reservation)  # fmt: skip
                         charge(usage.input_tokens + usage.output_tokens)
                         # Marked before the await: a caller that leaves while the (shielded)
                         # write runs must not have the call recorded and settled twice.
@@ -260,7 +254,7 @@ class StatePipeline:
             if not call.recorded:
                 # Ended without its Finish (failed, cancelled, cut off, drained): charged for
                 # what reached the upstream, so budgets and limits count it too.
-                usage, audit = _records(request, agent, call, status, began, prices)
+                usage, audit = _records(request, agent, call, status, began, prices, reservation)
                 charge(usage.input_tokens + usage.output_tokens)
                 await self._record_quietly(usage, audit, reservation)
 
@@ -278,9 +272,7 @@ class StatePipeline:
         events (priced), kept for the next caller. (The closure that routes is made here,
         not in ``run``: its variables would be cells held by every call's frame.)"""
         parameters, deadline = sent
-        key = cache_key(
-            current().tenant, agent, history + request.messages, parameters, request.tools
-        )
+        key = cache_key(current().tenant, agent, call.prompt[1], parameters, request.tools)
         opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
 
         def produce() -> AsyncGenerator[Event, None]:
@@ -293,14 +285,13 @@ class StatePipeline:
         reservation: Reservation | None,
         prices: PriceTable,
         agent: AgentSpec,
-        prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
+        sent: int,
         max_tokens: int | None,
         target: TargetSpec,
     ) -> bool:
         """What the router asks before an attempt past the first: reserve its bound on the
         call's tokens-per-minute limits and budgets; False when one has no room. (A partial
         of it, not a closure: every call holds it while it streams, few use it.)"""
-        sent = input_bound(*prompt)
         at_once = attempts_at_once(agent)
         most = output_bound(target.model, max_tokens)
         try:
@@ -366,8 +357,9 @@ def _records(  # noqa: PLR0917 (one call's facts)
     status: str,
     began: float,
     prices: PriceTable,
+    reservation: Reservation | None,
 ) -> tuple[UsageRecord, AuditEntry]:
-    """The call's ledger line and audit entry."""
+    """The call's ledger line (charged where ``reservation`` was made) and audit entry."""
     ctx = current()
     now = time.time()
     start, finish = call.start, call.finish
@@ -378,15 +370,15 @@ def _records(  # noqa: PLR0917 (one call's facts)
     cost += call.spent_nanos(prices)
     usage = total((own, call.tab.usage())) if call.tab.abandoned else own
     target = answering or (call.tab.abandoned[-1].target if call.tab.abandoned else None)
-    model = target.model if target else ""
+    at, budget_lines = binding(reservation, now)  # charged where the reservation was made
     record = UsageRecord(
-        at=now,
+        at=at,
         tenant=ctx.tenant,
         key_id=ctx.key_id,
         request_id=request.request_id,
         agent=agent.name,
         target=target.name if target else "",
-        model=model,
+        model=target.model if target else "",
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cost_nanos=cost,
@@ -399,6 +391,7 @@ def _records(  # noqa: PLR0917 (one call's facts)
         reasoning_tokens=usage.reasoning_tokens,
         estimated=usage.estimated,
         line_id=secrets.token_hex(16),  # 32 hex digits, as uuid4().hex but cheaper
+        budget_lines=budget_lines,
     )
     # An answer a guard (or the provider's filter) stopped is answered, and charged, but the
     # audit says so: outcome "content_filter", not "ok".
@@ -420,24 +413,28 @@ def audit_detail(verdicts: Sequence[GuardVerdict]) -> str:
     return json.dumps({"guards": [asdict(v) for v in verdicts]}, separators=(",", ":"))
 
 
+def _sending(
+    agent: AgentSpec, history: tuple[Message, ...], request: AgentRequest
+) -> tuple[tuple[str, tuple[Message, ...], tuple[Tool, ...]], int, int]:
+    """What the call sends, and the bounds of its history's and of all its input tokens."""
+    earlier = history_bound(history)
+    sent = agent.input_tokens + earlier + history_bound(request.messages)
+    prompt = (agent.system_prompt, history + request.messages, agent.tools + request.tools)
+    return prompt, earlier, sent + tools_bound(request.tools)
+
+
 def reservation_bound(
     prices: PriceTable,
     agent: AgentSpec,
-    prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]],
+    input_tokens: int,
     max_tokens: int | None,
 ) -> int:
     """An upper bound of the call's first attempt (and its hedge) in nano-dollars: the bound
     of its input and output tokens (:mod:`service.usage.bound`) at the dearest target of its
     route. An attempt past the first reserves its own before it starts."""
-    input_tokens = input_bound(*prompt)
-    one = max(
-        (
-            prices.estimate_nanos(t.ref, input_tokens, output_bound(t.model, max_tokens))
-            for t in agent.route
-        ),
-        default=0,
-    )
-    return one * attempts_at_once(agent)
+    each = [prices.estimate_nanos(t.ref, input_tokens, output_bound(t.model, max_tokens))
+            for t in agent.route]  # fmt: skip
+    return max(each, default=0) * attempts_at_once(agent)
 
 
 def _status(exc: BaseException) -> str:

@@ -364,7 +364,7 @@ class Runner:
             agent.guards,
             guards,
             {t.name: t for t in call.tools},
-            prompt_tokens(call.system_prompt, call.messages, call.tools),
+            functools.partial(prompt_tokens, call.system_prompt, call.messages, call.tools),
             only=caller_tools,
         )
         # Closed even if the caller leaves now, and before the last events: a block or the

@@ -9,6 +9,7 @@ from service.guards import NO_GUARDS, AgentGuards
 from service.providers.base import TargetSpec
 from service.routing.policy import RoutePolicy
 from service.tools.spec import LoopPolicy
+from service.usage.bound import agent_bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +49,9 @@ class AgentSpec:
     # Tools the server runs for this agent, and its loop's limits; None: it has none, and
     # every tool call goes back to the caller.
     loop: LoopPolicy | None = None
+    # The bound of the system prompt's and tools' input tokens (service.usage.bound), made
+    # once per spec: every call's reservations and rate limits add their messages to it.
+    input_tokens: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_tokens", agent_bound(self.system_prompt, self.tools))

@@ -21,7 +21,7 @@ from service.domain import (
     UsageEvent,
 )
 from service.routing.tab import Tab, total
-from service.usage.estimate import AnswerCounter, estimated_usage, prompt_tokens
+from service.usage.estimate import AnswerCounter, cut_short
 from service.usage.pricing import PriceTable, usd
 
 
@@ -73,9 +73,8 @@ class Tally:
     def usage(self) -> Usage:
         """The answer's usage to charge (the abandoned attempts' apart): the upstream's
         report; else a whole answer's, read to its end before the call was cut short;
-        else, when an upstream answered but the call ended early: the input it reported
-        mid-answer, if it did, else an estimate of the prompt sent, and an estimate of the
-        answer delivered; else none."""
+        else, when an upstream answered but the call ended early, what an answer cut short
+        is charged (:func:`~service.usage.estimate.cut_short`); else none."""
         reported = self.fold.usage
         if reported.input_tokens or reported.output_tokens:
             return reported
@@ -83,11 +82,7 @@ class Tally:
             return self.tab.answer
         if not self.answered:
             return reported
-        if self.partial is not None:  # the input as reported; the output as delivered
-            output = max(self.partial.output_tokens, self.counter.tokens)
-            return replace(self.partial, output_tokens=output, estimated=True)
-        system, messages, tools = self.prompt
-        return estimated_usage(prompt_tokens(system, messages, tools), self.counter.tokens)
+        return cut_short(self.partial, self.prompt, self.counter.tokens)
 
     def spent_nanos(self, prices: PriceTable) -> int:
         """What the abandoned attempts cost, each at its own target's price."""

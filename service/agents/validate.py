@@ -186,6 +186,8 @@ def heavy(request: AgentRequest, schemas: Schemas) -> bool:
 
 
 def _parameters(parameters: Parameters, agent: AgentSpec, schemas: Schemas) -> list[FieldViolation]:
+    if parameters.unset():
+        return []  # every check below is of a field that is set
     out = []
     for name in parameters.set_fields():
         if name not in agent.overridable_parameters:

@@ -23,7 +23,8 @@ from service.context import current
 from service.errors import FieldViolation, InvalidArgument
 from service.providers.base import TargetSpec
 from service.routing.registry import TargetRegistry
-from service.state.admin_store import AdminStore, RecentCall, UsageRow
+from service.state.admin_store import AdminStore, RecentCall
+from service.state.records import UsageRow
 from service.usage.pricing import usd
 
 Context = grpc.aio.ServicerContext[object, object]

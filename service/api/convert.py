@@ -128,6 +128,8 @@ def messages_from_proto(messages: Iterable[pb.Message]) -> tuple[Message, ...]:
 def _schema_sizes(msg: pb.InvokeRequest | pb.StreamRequest) -> None:
     """Refuse schemas too big to check cheaply (``check_schema`` is pure Python: about 5 ms
     a KiB), before converting any of them."""
+    if not msg.tools and not msg.HasField("parameters"):
+        return  # no schema (most requests)
     sizes = {
         f"tools[{i}].parameters": t.parameters.ByteSize()
         for i, t in enumerate(msg.tools)

@@ -15,7 +15,6 @@ metadata limit.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import grpc
@@ -26,6 +25,7 @@ from grpc_status import rpc_status
 from service import context as call_context
 from service import errors
 from service.api.trailers import bad_request, bounded_message
+from service.retry_after import delay_ms
 
 _CODES: dict[type[errors.SwitchboardError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -100,8 +100,8 @@ def to_status(exc: BaseException) -> grpc.Status:
 
 
 def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
-    """RetryInfo with the delay rounded up to the millisecond (never early)."""
-    millis = max(0, math.ceil(seconds * 1000))
+    """RetryInfo with the delay rounded up to the millisecond (:mod:`service.retry_after`)."""
+    millis = delay_ms(seconds)
     return error_details_pb2.RetryInfo(
         retry_delay=duration_pb2.Duration(seconds=millis // 1000, nanos=(millis % 1000) * 10**6)
     )

@@ -24,7 +24,7 @@ tool_call guards), for every agent. A loop that runs tools on the server passes
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 
 from service.domain import (
@@ -60,15 +60,15 @@ class OutputGuard:
     calls are passed on whole, unchecked, for a server-side loop to check each one);
     ``only``: when set, only calls to these tools are checked (a loop's step: the caller's
     tools), the others passed on unchecked for the loop to check.
-    ``prompt_tokens``: the prompt's estimated size, for the usage of a blocked answer whose
-    upstream reported none."""
+    ``prompt_tokens``: the prompt's estimated size (or what makes it, asked only when needed),
+    for the usage of a blocked answer whose upstream reported none."""
 
     def __init__(
         self,
         guards: AgentGuards,
         ctx: GuardContext,
         tools: Mapping[str, Tool] | None,
-        prompt_tokens: int,
+        prompt_tokens: int | Callable[[], int],
         *,
         only: frozenset[str] | None = None,
     ) -> None:
@@ -149,9 +149,7 @@ class OutputGuard:
             rest = await self._rest()
             checked_calls = await self._check_calls(self._calls)
         if self._blocked:
-            usage = self._usage or UsageEvent(
-                estimated_usage(self._prompt_tokens, self._answer.tokens)
-            )
+            usage = self._usage or UsageEvent(estimated_usage(self._prompt(), self._answer.tokens))
             return [usage, Finish(FinishReason.CONTENT_FILTER, verdicts=self._report())]
         assert finish is not None
         out: list[Event] = [TextDelta(rest)] if rest else []
@@ -166,11 +164,17 @@ class OutputGuard:
         )
         return out
 
+    def _prompt(self) -> int:
+        tokens = self._prompt_tokens
+        return tokens() if callable(tokens) else tokens
+
     @property
     def _blocked(self) -> bool:
         return self._refused or self._scan.blocked
 
     def _report(self) -> tuple[GuardVerdict, ...]:
+        if not self._scan.hits and not any(self._verdicts):
+            return ()  # nothing found (an agent with no output guards): nothing to merge
         spans = verdicts_of(self._scan.hits, Stage.OUTPUT)
         for verdict in spans:
             self._ctx.observer.verdict(verdict)

@@ -11,7 +11,6 @@ in its own protocol's terms (its own error table).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from service.api.errors import REQUEST_ID_TRAILER
+from service.retry_after import delay_seconds
 
 
 class Metadatum(NamedTuple):
@@ -50,10 +50,10 @@ class Failure:
 
     @property
     def retry_after_header(self) -> str | None:
-        """``Retry-After`` in whole seconds, rounded up (never early), or None."""
+        """``Retry-After`` in whole seconds, rounded up (:mod:`service.retry_after`), or None."""
         if self.retry_after_s is None:
             return None
-        return str(max(0, math.ceil(self.retry_after_s)))
+        return str(delay_seconds(self.retry_after_s))
 
 
 class DoorContext:

@@ -7,19 +7,19 @@ kind of :class:`service.errors.SwitchboardError`), so both doors say the same th
 ``type`` names the kind (the names of the OpenAI SDK's exception classes), ``code`` is the
 ErrorInfo reason in lower case (``agent_not_found``, ``rate_limited``…), ``param`` the first
 BadRequest field. A delay to wait (RetryInfo) is sent as ``retry-after`` (whole seconds, as
-RFC 9110 has it) and ``retry-after-ms`` (which the OpenAI SDKs honour), and the request id
-as ``x-request-id``.
+RFC 9110 has it) and ``retry-after-ms`` (which the OpenAI SDKs honour), both rounded up by
+:mod:`service.retry_after`, and the request id as ``x-request-id``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import grpc
 
 from service.http.context import Failure
+from service.retry_after import delay_ms, delay_seconds
 
 # status code → (HTTP status, OpenAI error type)
 _TABLE: dict[grpc.StatusCode, tuple[int, str]] = {
@@ -60,11 +60,9 @@ def error_body(failure: Failure) -> dict[str, Any]:
 def error_headers(failure: Failure) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", b"application/json")]
     if failure.retry_after_s is not None:
-        seconds = max(0, math.ceil(failure.retry_after_s))
-        millis = max(0, math.ceil(failure.retry_after_s * 1000))
         headers += [
-            (b"retry-after", str(seconds).encode()),
-            (b"retry-after-ms", str(millis).encode()),
+            (b"retry-after", str(delay_seconds(failure.retry_after_s)).encode()),
+            (b"retry-after-ms", str(delay_ms(failure.retry_after_s)).encode()),
         ]
     if failure.request_id:
         headers.append((b"x-request-id", failure.request_id.encode()))

@@ -19,7 +19,14 @@ from service.api.errors import abort
 from service.auth.keys import ApiKey
 from service.auth.policy import AuthPolicy
 from service.errors import PermissionDenied, Reason, Unauthenticated
-from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
+from service.interceptors.base import (
+    Context,
+    Handler,
+    Layer,
+    Method,
+    StreamBehavior,
+    UnaryBehavior,
+)
 
 MISSING = "missing API key: send 'authorization: Bearer <key>' or 'x-api-key: <key>'"
 MALFORMED = "malformed authorization header: expected 'Bearer <key>'"
@@ -86,9 +93,9 @@ def bind_key(record: ApiKey) -> None:
     )
 
 
-def check_scope(policy: AuthPolicy, method: str, record: ApiKey) -> None:
-    """Raises PermissionDenied when ``method`` needs a scope the key lacks."""
-    scope = policy.required_scope(method)
+def check_scope(method: str, scope: str | None, record: ApiKey) -> None:
+    """Raises PermissionDenied when ``method`` needs a ``scope``
+    (:meth:`AuthPolicy.required_scope`) the key lacks."""
     if scope is not None and scope not in record.scopes:
         error = PermissionDenied(
             f"{method.strip('/').partition('/')[0]} needs a key with the {scope!r} scope",
@@ -110,6 +117,17 @@ class AuthLayer(Layer):
         super().__init__()
         self._policy = policy
         self._catch_up = catch_up
+        self._scopes: dict[str, str | None] = {}  # by method name, made as methods are wrapped
+
+    def wrap(self, method: Method, handler: Handler) -> Handler:
+        self._scopes[method.name] = AuthPolicy.required_scope(method.name)
+        return super().wrap(method, handler)
+
+    def _scope(self, method: Method) -> str | None:
+        try:
+            return self._scopes[method.name]
+        except KeyError:  # not wrapped here (grpc-interceptor's own per-call entry)
+            return AuthPolicy.required_scope(method.name)
 
     def _admit(self, method: Method, context: Context) -> Unauthenticated | PermissionDenied | None:
         """None when the call may go on (auth off, an exempt method, or its key bound);
@@ -120,7 +138,7 @@ class AuthLayer(Layer):
             return None
         try:
             record = authenticate(policy, context)
-            check_scope(policy, method.name, record)
+            check_scope(method.name, self._scope(method), record)
         except (Unauthenticated, PermissionDenied) as exc:
             return exc
         bind_key(record)
@@ -141,7 +159,7 @@ class AuthLayer(Layer):
             policy = self._policy()
             try:
                 record = authenticate(policy, context)
-                check_scope(policy, method.name, record)
+                check_scope(method.name, self._scope(method), record)
             except (Unauthenticated, PermissionDenied) as exc:
                 refusal = exc
             else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +57,11 @@ class Method:
     response_type: str  # full protobuf name, "" when unknown
     request_type: str = ""  # full protobuf name, "" when unknown
     door: str = "grpc"  # the door the call came through: one of DOORS
+    # ``package.Service/Method``: the RPC conventions' span name, the metrics' label.
+    rpc: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def rpc(self) -> str:
-        """``package.Service/Method``: the RPC conventions' span name, the metrics' label."""
-        return f"{self.service}/{self.short_name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rpc", f"{self.service}/{self.short_name}")
 
     @classmethod
     def of(
@@ -150,11 +150,14 @@ class Layer(AsyncServerInterceptor):
         :meth:`stream` bound to the next behavior (grpc-interceptor's handler, without its
         per-call wrapper). The behavior may be a plain function returning an awaitable or
         an async iterator: see :func:`callable_by_grpc`."""
+        # Over the class's function, not the bound method: grpc asks whether the outermost
+        # behavior is a coroutine function on every call, and inspect answers that about
+        # twice as fast for a partial of a function.
         if handler.response_streaming:
             inner: Any = handler.unary_stream or handler.stream_stream
-            return _handler(handler, partial(self.stream, method, inner))
+            return _handler(handler, partial(type(self).stream, self, method, inner))
         inner = handler.unary_unary or handler.stream_unary
-        return _handler(handler, partial(self.unary, method, inner))
+        return _handler(handler, partial(type(self).unary, self, method, inner))
 
     async def intercept(
         self,

@@ -21,7 +21,14 @@ import grpc
 from service import context as call_context
 from service.config.chain_model import HEALTH_PREFIX, REFLECTION_PREFIXES
 from service.errors import SwitchboardError
-from service.interceptors.base import Context, Layer, Method, StreamBehavior, UnaryBehavior
+from service.interceptors.base import (
+    Context,
+    Handler,
+    Layer,
+    Method,
+    StreamBehavior,
+    UnaryBehavior,
+)
 
 INVOKE_RESPONSE = "switchboard.v1.InvokeResponse"
 STREAM_RESPONSE = "switchboard.v1.StreamResponse"
@@ -172,10 +179,21 @@ class ObserveLayer(Layer):
         super().__init__()
         self._sinks = (*sinks, *every_call)
         self._every_call = tuple(every_call)
+        # The sinks of each method, by name, made as methods are wrapped.
+        self._method_sinks: dict[str, tuple[Sink, ...]] = {}
+
+    def _sinks_of(self, method: Method) -> tuple[Sink, ...]:
+        return self._every_call if method.name.startswith(NOT_OBSERVED) else self._sinks
+
+    def wrap(self, method: Method, handler: Handler) -> Handler:
+        self._method_sinks[method.name] = self._sinks_of(method)
+        return super().wrap(method, handler)
 
     def _start(self, method: Method, request: Any) -> tuple[CallRecord, tuple[Sink, ...]]:
         record = CallRecord(method, _agent_of(method, request))
-        sinks = self._every_call if method.name.startswith(NOT_OBSERVED) else self._sinks
+        sinks = self._method_sinks.get(method.name)
+        if sinks is None:  # not wrapped here (grpc-interceptor's own per-call entry)
+            sinks = self._sinks_of(method)
         for sink in sinks:
             sink.started(record)
         return record, sinks

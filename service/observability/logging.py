@@ -8,6 +8,7 @@ line is fixed here, and never includes prompts, outputs, keys or other secrets.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,9 +40,29 @@ _ENCODER = msgspec.json.Encoder(enc_hook=str)
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", **extra, "exc"}`` on one line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # the last second's ISO text, up to ":ss"
+
+    def _timestamp(self, created: float) -> str:
+        """``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``, the
+        date and time formatted once per second: split as ``fromtimestamp`` splits it
+        (microseconds rounded half to even, carried into the second)."""
+        fraction, whole = math.modf(created)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            micros -= 1_000_000
+            whole += 1
+        second = int(whole)
+        cached, text = self._second
+        if cached != second:
+            text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
+            self._second = (second, text)
+        return f"{text}.{micros // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),

@@ -139,6 +139,7 @@ class Metrics:
         )
         self.budgets_changed(budgets)
         self._children: dict[tuple[str, ...], _Children] = {}
+        self._cost_children: dict[tuple[str, str, str], Counter] = {}
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
@@ -149,9 +150,11 @@ class Metrics:
 
     def charged(self, line: UsageRecord) -> None:
         """Count a ledger line's cost (the ledger's ``on_recorded``)."""
-        self.cost_usd.labels(line.tenant, self.agent_label(line.agent), line.model).inc(
-            line.cost_nanos / 1e9
-        )
+        key = (line.tenant, self.agent_label(line.agent), line.model)
+        child = self._cost_children.get(key)
+        if child is None:  # as for the call metrics: the label lookup once per label set
+            child = self._cost_children[key] = self.cost_usd.labels(*key)
+        child.inc(line.cost_nanos / 1e9)
 
     def budgets_changed(self, budgets: Iterable[BudgetConfig]) -> None:
         """Publish the budgets of a (new) config as ``switchboard_budget_limit_usd``."""

@@ -85,17 +85,18 @@ def tracing_settings(
             or boolean does not parse.
     """
 
-    def env(*names: str) -> str | None:
-        return _first(environ, *names)[1]
+    def env(*names: str) -> tuple[str, str | None]:
+        """The first of ``names`` that is set and its value: an error names the variable
+        actually read (a signal-specific one, say), never the general one instead."""
+        return _first(environ, *names)
 
     protocol: Protocol = config.otlp_protocol or _choice(
-        *_first(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
-        PROTOCOLS,
+        *env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"), PROTOCOLS
     )
     endpoint = config.otlp_endpoint
     if endpoint is None:
-        signal = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        base = env("OTEL_EXPORTER_OTLP_ENDPOINT")
+        signal = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")[1]
+        base = env("OTEL_EXPORTER_OTLP_ENDPOINT")[1]
         if signal is not None:
             endpoint = signal
         elif base is not None:
@@ -107,27 +108,24 @@ def tracing_settings(
         endpoint = default + HTTP_TRACES_PATH if protocol != "grpc" else default
     insecure = config.otlp_insecure
     if insecure is None:
-        insecure = _bool(
-            "OTEL_EXPORTER_OTLP_INSECURE",
-            env("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"),
-        )
+        insecure = _bool(*env("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"))
     sampler, sampler_arg = _sampler(
-        config, env("OTEL_TRACES_SAMPLER"), env("OTEL_TRACES_SAMPLER_ARG")
+        config, env("OTEL_TRACES_SAMPLER")[1], env("OTEL_TRACES_SAMPLER_ARG")[1]
     )
     excluded: tuple[str, ...] = NOT_TRACED
     if config.exclude_services is not None:
         excluded = tuple(config.exclude_services)
-    elif (listed := env("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES")) is not None:
+    elif (listed := env("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES")[1]) is not None:
         excluded = tuple(_list(listed))
-    timeout = env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+    timeout_name, timeout = env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
     # The specification's timeout is in milliseconds; the exporters take seconds.
-    timeout_s = None if timeout is None else _number("OTEL_EXPORTER_OTLP_TIMEOUT", timeout) / 1000
+    timeout_s = None if timeout is None else _number(timeout_name, timeout) / 1000
     return TracingSettings(
         exporter=exporter,
         protocol=protocol,
         endpoint=endpoint,
         insecure=insecure,
-        headers=_headers(env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")),
+        headers=_headers(*env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")),
         timeout_s=timeout_s,
         resource=_resource(config, environ, version),
         sampler=sampler,
@@ -181,14 +179,15 @@ def _resource(config: TracingConfig, environ: Mapping[str, str], version: str) -
     return attributes
 
 
-def _headers(text: str | None) -> dict[str, Secret]:
-    """``key=value,…`` (values percent-encoded) as the OTLP exporter's headers."""
+def _headers(name: str, text: str | None) -> dict[str, Secret]:
+    """``key=value,…`` (values percent-encoded) as the OTLP exporter's headers; ``name``:
+    the variable ``text`` was read from."""
     headers: dict[str, Secret] = {}
     for item in _list(text or ""):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             # Never echo the text: a header carries an API key.
-            raise OtelEnvError("OTEL_EXPORTER_OTLP_HEADERS: expected key=value pairs")
+            raise OtelEnvError(f"{name}: expected key=value pairs")
         headers[key.strip().lower()] = Secret(unquote(value.strip()))
     return headers
 

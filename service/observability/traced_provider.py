@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from service.deadline import Deadline
 from service.domain import Finish, ProviderEvent, Usage, UsageEvent
@@ -39,11 +39,8 @@ def server_address(target: TargetSpec) -> tuple[str, int] | None:
 
 
 class TracedProvider:
-    """``tracer``: None when no span leaves the process (no exporter): the calls are then
-    measured (metrics) without a span each, which an answer would hold while it streams."""
-
     def __init__(
-        self, inner: Provider, target: TargetSpec, tracer: trace.Tracer | None, metrics: Metrics
+        self, inner: Provider, target: TargetSpec, tracer: trace.Tracer, metrics: Metrics
     ) -> None:
         self.inner = inner
         self._target = target
@@ -80,12 +77,8 @@ class TracedProvider:
         self, call: ModelCall, deadline: Deadline
     ) -> AsyncGenerator[ProviderEvent, None]:
         """The inner provider's events, unchanged; raises what it raises."""
-        span = (
-            INVALID_SPAN
-            if self._tracer is None
-            else self._tracer.start_span(
-                self._name, kind=SpanKind.CLIENT, attributes=self._request_attributes(call)
-            )
+        span = self._tracer.start_span(
+            self._name, kind=SpanKind.CLIENT, attributes=self._request_attributes(call)
         )
         started = time.perf_counter()
         outcome = "ok"

@@ -23,7 +23,8 @@ from service.errors import DeadlineExceeded, FailedPrecondition, SwitchboardErro
 from service.providers import anthropic_errors, anthropic_events
 from service.providers.anthropic_wire import EventReader, build_request
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.coalesce import gathered
+from service.providers.coalesce import Gatherer
+from service.providers.sending import Sender
 from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
@@ -58,15 +59,15 @@ class AnthropicMessagesProvider:
         self._target = target
         self._alarms = Alarms()  # one loop timer for the limits of all its attempts
         self._default_max_tokens = int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
+        http = anthropic.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S)
         self.client = anthropic.AsyncAnthropic(
             api_key=target.api_key.reveal(),
             base_url=target.base_url or ANTHROPIC_BASE_URL,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
-            http_client=anthropic.DefaultAioHttpClient(
-                timeout=target.timeout_s or DEFAULT_TIMEOUT_S
-            ),
+            http_client=http,
         )
+        self._sender = Sender(self.client, http, "/v1/messages")
 
     async def stream(
         self, call: ModelCall, deadline: Deadline
@@ -104,16 +105,17 @@ class AnthropicMessagesProvider:
                         raise _stream_error(sse.data, response)
                     return reader.feed(anthropic_events.decode(sse.data))
 
+                batches = Gatherer(parse).batches
                 while True:
                     try:
                         data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    events, failure = gathered(parse, decoder.feed(data))
-                    for out in events:
-                        yield out
-                    if failure is not None:
-                        raise failure
+                    for events, failure in batches(decoder.feed(data)):
+                        for out in events:
+                            yield out
+                        if failure is not None:
+                            raise failure
             finally:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (anthropic.AnthropicError, httpx2.HTTPError, msgspec.DecodeError) as exc:
@@ -124,20 +126,16 @@ class AnthropicMessagesProvider:
             yield out
 
     async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
-        """POST ``body`` to the Messages endpoint through the SDK's client (its base URL, auth,
-        version header and status errors), returning the raw response with its body unread.
-        The SDK's typed ``create`` would turn each streamed event into a pydantic model: most
-        of the provider path's CPU (docs/benchmarks.md).
+        """POST ``body`` to the Messages endpoint as the SDK's client sends it (its base URL,
+        auth, version header and status errors: :class:`service.providers.sending.Sender`),
+        returning the raw response with its body unread. The SDK's typed ``create`` would
+        turn each streamed event into a pydantic model: most of the provider path's CPU
+        (docs/benchmarks.md).
 
         Raises: ``anthropic.APIStatusError`` for an error status, the SDK's connection errors.
         """
-        streamed: bool = bool(body.get("stream"))
-        return await self.client.post(
-            "/v1/messages",
-            cast_to=httpx2.Response,
-            body=body,
-            options={"timeout": max(limit.remaining(), 0.001)},
-            stream=streamed,
+        return await self._sender.post(
+            body, max(limit.remaining(), 0.001), stream=bool(body.get("stream"))
         )
 
     async def aclose(self) -> None:

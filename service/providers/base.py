@@ -25,11 +25,11 @@ class TargetSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     first_token_timeout_s: float | None = None
     idle_timeout_s: float | None = None
+    # Which target this is, as responses report it (never its secrets); made once.
+    ref: TargetRef = field(init=False, repr=False, compare=False)
 
-    @property
-    def ref(self) -> TargetRef:
-        """Which target this is, as responses report it (never its secrets)."""
-        return TargetRef(name=self.name, provider=self.provider, model=self.model)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", TargetRef(self.name, self.provider, self.model))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,16 +2,18 @@
 one tool call's argument pieces.
 
 A provider reads its upstream's body one network read at a time; every delta in one read is
-already here, so merging them holds nothing back (the first delta of a read goes out with the
-rest of that read, never later). When the caller is slower than the upstream, more of the
-stream waits in the socket between reads, and each read carries it to the caller as one
-``StreamResponse`` instead of one per upstream chunk. When the caller keeps up, reads are
-small and deltas pass one by one, as the upstream sent them.
+already here, so merging them holds nothing back. When the caller is slower than the
+upstream, more of the stream waits in the socket between reads, and each read carries it to
+the caller as one ``StreamResponse`` instead of one per upstream chunk. When the caller keeps
+up, reads are small and deltas pass one by one, as the upstream sent them. The first delta of
+an attempt never waits: it goes out alone, before the rest of its read is even parsed
+(:class:`Gatherer`), so a whole answer in one read costs its first event one chunk's parse,
+not the answer's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from service.domain import ProviderEvent, TextDelta, ToolCallDelta
 from service.providers.sse import ServerEvent
@@ -63,3 +65,44 @@ def gathered(
     except Exception as exc:  # noqa: BLE001 (handed back, raised by the caller after the events)
         return coalesced(out), exc
     return coalesced(out), None
+
+
+_DELTAS = (TextDelta, ToolCallDelta)
+
+
+class Gatherer:
+    """One attempt's network reads, as the batches of events to yield: up to and including the
+    attempt's first delta, parsed one server event at a time and yielded as soon as it is
+    seen; from then on, each read's events :func:`gathered` whole."""
+
+    __slots__ = ("_delta_seen", "_parse")
+
+    def __init__(self, parse: Callable[[ServerEvent], Iterable[ProviderEvent]]) -> None:
+        self._parse = parse
+        self._delta_seen = False
+
+    def batches(
+        self, read: list[ServerEvent]
+    ) -> Iterator[tuple[list[ProviderEvent], Exception | None]]:
+        """(events, the error that stopped them or None) for each batch of ``read``; a batch
+        with an error is the last."""
+        rest = read
+        if not self._delta_seen:
+            first: list[ProviderEvent] = []
+            for i, sse in enumerate(read):
+                try:
+                    produced = list(self._parse(sse))
+                except Exception as exc:  # noqa: BLE001 (handed back, as gathered does)
+                    yield coalesced(first), exc
+                    return
+                first.extend(produced)
+                if any(isinstance(event, _DELTAS) for event in produced):
+                    self._delta_seen = True
+                    rest = read[i + 1 :]
+                    yield first, None
+                    break
+            else:
+                yield coalesced(first), None
+                return
+        if rest:
+            yield gathered(self._parse, rest)

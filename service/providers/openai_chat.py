@@ -23,8 +23,9 @@ from service.domain import ProviderEvent
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers import openai_chunks, openai_errors
 from service.providers.base import ModelCall, TargetSpec
-from service.providers.coalesce import gathered
+from service.providers.coalesce import Gatherer
 from service.providers.openai_wire import ChunkReader, build_request
+from service.providers.sending import Sender
 from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
     AttemptLimit,
@@ -57,6 +58,7 @@ class OpenAIChatProvider:
         key = target.api_key.reveal() if target.api_key is not None else NO_KEY
         organization: str | None = target.options.get("organization")
         project: str | None = target.options.get("project")
+        http = openai.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S)
         self.client = openai.AsyncOpenAI(
             api_key=key,
             base_url=target.base_url or OPENAI_BASE_URL,
@@ -64,12 +66,13 @@ class OpenAIChatProvider:
             project=project,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
-            http_client=openai.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S),
+            http_client=http,
         )
         # The SDK fills unset ones from OPENAI_ORG_ID / OPENAI_PROJECT_ID; a target is exactly
         # what its config says, so undo that (None means "header not sent").
         self.client.organization = organization
         self.client.project = project
+        self._sender = Sender(self.client, http, "/chat/completions")
 
     async def stream(
         self, call: ModelCall, deadline: Deadline
@@ -110,16 +113,17 @@ class OpenAIChatProvider:
                         return ()
                     return reader.feed(self._chunk(sse.data, response))
 
+                batches = Gatherer(parse).batches
                 while True:
                     try:
                         data = await limit.next(body, target)
                     except StopAsyncIteration:
                         break
-                    events, failure = gathered(parse, decoder.feed(data))
-                    for event in events:
-                        yield event
-                    if failure is not None:
-                        raise failure
+                    for events, failure in batches(decoder.feed(data)):
+                        for event in events:
+                            yield event
+                        if failure is not None:
+                            raise failure
             finally:
                 await response.aclose()  # on every exit: end, error, aclose, cancel
         except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
@@ -148,21 +152,17 @@ class OpenAIChatProvider:
         return events + list(reader.finish())
 
     async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
-        """POST ``body`` to the chat completions endpoint through the SDK's client (its base
-        URL, auth, headers and status errors), returning the raw response with its body
-        unread. The SDK's typed ``create`` would turn the body's every field through its
-        TypedDict reflection and each streamed chunk into a pydantic model: most of the
-        provider path's CPU (docs/benchmarks.md).
+        """POST ``body`` to the chat completions endpoint as the SDK's client sends it (its base
+        URL, auth, headers and status errors: :class:`service.providers.sending.Sender`),
+        returning the raw response, its body unread when streamed. The SDK's typed
+        ``create`` would turn the body's every field through its TypedDict reflection and
+        each streamed chunk into a pydantic model: most of the provider path's CPU
+        (docs/benchmarks.md).
 
         Raises: ``openai.APIStatusError`` for an error status, the SDK's connection errors.
         """
-        streamed: bool = bool(body.get("stream"))
-        return await self.client.post(
-            "/chat/completions",
-            cast_to=httpx2.Response,
-            body=body,
-            options={"timeout": max(limit.remaining(), 0.001)},
-            stream=streamed,
+        return await self._sender.post(
+            body, max(limit.remaining(), 0.001), stream=bool(body.get("stream"))
         )
 
     @staticmethod

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from service.config.chain_model import LimitsConfig, RateLimitsConfig
 from service.errors import QuotaViolation, Reason, ResourceExhausted, Unavailable
 from service.ratelimit.base import NEVER, Backend, BackendError, Rate, Slot
+from service.retry_after import delay_seconds
 from service.tasks import stop
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class RateLimiter:
             )
         return ResourceExhausted(
             f"rate limit exceeded: {limit.limit} {what} for {limit.subject}; "
-            f"retry in {wait_s:.1f}s",
+            f"retry in {delay_seconds(wait_s)}s",
             retry_after_s=wait_s,
             violations=[violation],
             reason=Reason.RATE_LIMITED,

@@ -20,7 +20,7 @@ from service.routing.breaker import Ticket
 from service.routing.policy import RouteTarget
 from service.routing.registry import TargetState
 from service.routing.timeouts import first_token_timeout, idle_timeout
-from service.watchdog import DEADLINE, FIRST_TOKEN, Expired, Watchdog
+from service.watchdog import DEADLINE, FIRST_TOKEN, Expired, Watchdog, begin
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,10 @@ async def _run_out(attempt: Attempt) -> None:
     mid-generator: it completes normally (its own accounting, whatever it reads after the
     last event). Bounded; the answer is complete, so whatever goes wrong is only logged."""
     try:
-        async with asyncio.timeout(min(attempt.deadline.remaining(), 1.0) + GUARD_S):
-            extra = await anext(attempt.events)
+        extra, rest = begin(anext(attempt.events))
+        if rest is not None:  # it waits (a provider that reads on): the bound applies
+            async with asyncio.timeout(min(attempt.deadline.remaining(), 1.0) + GUARD_S):
+                extra = await rest
     except StopAsyncIteration:
         return
     except (TimeoutError, SwitchboardError) as exc:

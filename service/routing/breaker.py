@@ -130,6 +130,7 @@ class Breaker:
         self._clock = clock
         self._on_change = on_change
         self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
+        self._in_memory = type(self._storage) is pybreaker.CircuitMemoryStorage
         self._policy = policy
         self._probes = 0
         self._opened_at: float | None = None
@@ -222,6 +223,12 @@ class Breaker:
         return Ticket(self, probe=False)
 
     def _record(self, error: SwitchboardError | None) -> None:
+        if error is None and self._in_memory and self._cb.state.name == CLOSED:
+            # A success while closed, the counters in this process: all pybreaker does is
+            # zero the failure counter (the closed state's and the listeners' success hooks
+            # are no-ops), so it is done here, without its context manager per call.
+            self._storage.reset_counter()
+            return
         # The outcome is replayed synchronously: nothing awaits inside calling(), so a
         # CancelledError can never be counted here. The failure is kept while pybreaker
         # counts it, so the listener can remember the one that opened the circuit.

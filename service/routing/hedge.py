@@ -1,9 +1,10 @@
 """Hedged attempts: a second attempt when the first is slow to begin; the first to begin wins.
 
-The race runs its attempts as tasks of one ``asyncio.TaskGroup``: leaving it cancels every
-attempt still running (the loser, or all of them when the caller is cancelled), so no task
-outlives the race. What the losers opened (their HTTP requests) is closed by the caller of
-:func:`race`, which owns them.
+The race runs its attempts as tasks of one task group (:func:`service.tasks.task_group`: an
+attempt's Switchboard error comes out as itself, not in an ExceptionGroup); leaving it
+cancels every attempt still running (the loser, or all of them when the caller is
+cancelled), so no task outlives the race. What the losers opened (their HTTP requests) is
+closed by the caller of :func:`race`, which owns them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from service.routing.policy import HedgePolicy
+from service.tasks import task_group
 
 T = TypeVar("T")
 
@@ -71,7 +73,7 @@ async def race(
     """
     winner: T | None = None
     others: list[T] = []
-    async with asyncio.TaskGroup() as group:
+    async with task_group() as group:
         pending: set[asyncio.Task[T]] = {group.create_task(primary)}
         done, pending = await asyncio.wait(pending, timeout=delay_s)
         if not done:

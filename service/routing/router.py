@@ -441,7 +441,7 @@ class Router:
 def _for_target(call: ModelCall, target: TargetSpec, *, whole: bool) -> ModelCall:
     """The call with the target's default parameters under the agent's and the caller's,
     marked ``whole`` when the attempt may take a non-streamed answer."""
-    if not target.parameters.set_fields() and call.whole == whole:
+    if target.parameters.unset() and call.whole == whole:
         return call
     return ModelCall(
         system_prompt=call.system_prompt,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from service.domain import ProviderEvent, TargetRef, Usage, UsageEvent
 from service.providers.base import ModelCall, TargetSpec
 from service.usage.bound import output_bound
-from service.usage.estimate import answer_tokens, estimated_usage, prompt_tokens
+from service.usage.estimate import answer_tokens, cut_short, estimated_usage, prompt_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +60,15 @@ class Tab:
         self, target: TargetRef, call: ModelCall, seen: Sequence[ProviderEvent], error: str
     ) -> None:
         """Add an attempt that delivered ``seen`` before it was given up for ``error``: its
-        reported usage; else the input it reported mid-answer (a partial ``UsageEvent``), or
-        the estimate of ``call``'s prompt, with the estimate of the output in ``seen``
-        (marked ``estimated``)."""
+        reported usage; else what an answer cut short is charged
+        (:func:`~service.usage.estimate.cut_short`, from a partial ``UsageEvent`` if any)."""
         reported = [e for e in seen if isinstance(e, UsageEvent)]
         if reported and not reported[-1].partial:
             usage = reported[-1].usage
-        elif reported:  # the input as reported mid-answer; the output as delivered
-            output = max(reported[-1].usage.output_tokens, answer_tokens(seen))
-            usage = dataclasses.replace(reported[-1].usage, output_tokens=output, estimated=True)
         else:
-            sent = prompt_tokens(call.system_prompt, call.messages, call.tools)
-            usage = estimated_usage(sent, answer_tokens(seen))
+            partial = reported[-1].usage if reported else None
+            prompt = (call.system_prompt, call.messages, call.tools)
+            usage = cut_short(partial, prompt, answer_tokens(seen))
         self.abandoned += (Abandoned(target, usage, error),)
 
     def cut(self, target: TargetRef, call: ModelCall, error: str) -> None:

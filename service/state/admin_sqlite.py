@@ -4,133 +4,72 @@ serialised with every other."""
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from service.auth.keys import ApiKey
 from service.state.admin_store import (
-    CALL_COLUMNS,
-    KEY_COLUMNS,
-    RecentCall,
-    UsageRow,
-    call_of,
+    INSERT_KEY,
+    NEXT_REVISION,
+    REVOKE_KEY,
+    SELECT_KEY,
+    SqlAdmin,
     key_of,
     key_values,
-    report_sql,
-    row_of,
 )
-from service.state.sqlite_file import SqliteFile
-
-_INSERT = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({', '.join('?' * 11)})"  # noqa: S608
+from service.state.sqlite_file import SqliteFile, transaction
 
 
-def _next_revision(conn: sqlite3.Connection) -> int:
-    row = conn.execute(
-        "UPDATE api_key_revision SET revision = revision + 1 WHERE one = 1 RETURNING revision"
-    ).fetchone()
-    return int(row[0])
+@functools.lru_cache(maxsize=128)
+def _numbered(sql: str) -> str:
+    """``sql`` with SQLite's numbered placeholders (``?1``) for PostgreSQL's (``$1``)."""
+    return re.sub(r"\$(\d+)", r"?\1", sql)
 
 
-class SqliteAdmin:
+_EXPIRE = (  # SQLite's two-argument min() is PostgreSQL's LEAST()
+    "UPDATE api_keys SET expires_at = min(coalesce(expires_at, ?1), ?1), revision = ?2 "
+    "WHERE id = ?3"
+)
+
+
+class SqliteAdmin(SqlAdmin):
     """See the module docstring."""
+
+    dialect = "sqlite"
 
     def __init__(self, db: SqliteFile) -> None:
         self._db = db
 
+    async def _fetch(self, sql: str, *args: object) -> list[Sequence[Any]]:
+        return await self._db.run(lambda conn: conn.execute(_numbered(sql), args).fetchall())
+
     async def insert_key(self, record: ApiKey, *, expire: tuple[str, float] | None = None) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 revision = _next_revision(conn)
-                conn.execute(_INSERT, key_values(record, revision))
+                conn.execute(_numbered(INSERT_KEY), key_values(record, revision))
                 if expire is not None:
-                    conn.execute(
-                        "UPDATE api_keys SET expires_at = min(coalesce(expires_at, ?), ?), "
-                        "revision = ? WHERE id = ?",
-                        (expire[1], expire[1], revision, expire[0]),
-                    )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                    conn.execute(_EXPIRE, (expire[1], revision, expire[0]))
             return revision
 
         return await self._db.run(run)
 
     async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
         def run(conn: sqlite3.Connection) -> ApiKey | None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):  # BEGIN IMMEDIATE: no other writer until it ends
                 row = conn.execute(
-                    "SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)
+                    "SELECT revoked_at FROM api_keys WHERE id = ?1", (key_id,)
                 ).fetchone()
                 if row is not None and row[0] is None:
-                    conn.execute(
-                        "UPDATE api_keys SET revoked_at = ?, revision = ? WHERE id = ?",
-                        (at, _next_revision(conn), key_id),
-                    )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return _get(conn, key_id)
+                    conn.execute(_numbered(REVOKE_KEY), (at, _next_revision(conn), key_id))
+            row = conn.execute(_numbered(SELECT_KEY), (key_id,)).fetchone()
+            return None if row is None else key_of(row)
 
         return await self._db.run(run)
 
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        return await self._db.run(lambda conn: _get(conn, key_id))
 
-    async def list_keys(
-        self, tenant: str | None, after: str, limit: int, *, include_revoked: bool
-    ) -> list[ApiKey]:
-        rows = await self._db.run(
-            lambda conn: conn.execute(
-                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ? "  # noqa: S608
-                "AND (? IS NULL OR tenant = ?) AND (? OR revoked_at IS NULL) "
-                "ORDER BY id LIMIT ?",
-                (after, tenant, tenant, include_revoked, limit),
-            ).fetchall()
-        )
-        return [key_of(row) for row in rows]
-
-    async def keys_since(self, revision: int) -> tuple[int, list[ApiKey]]:
-        rows = await self._db.run(
-            lambda conn: conn.execute(
-                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revision > ? ORDER BY revision",  # noqa: S608
-                (revision,),
-            ).fetchall()
-        )
-        return max([revision, *(int(row[10]) for row in rows)]), [key_of(row) for row in rows]
-
-    async def usage_report(
-        self,
-        start: float,
-        end: float,
-        group_by: Sequence[str],
-        bucket_s: float | None,
-        tenant: str | None,
-    ) -> list[UsageRow]:
-        bucket = None if bucket_s is None else "(CAST(at / :bucket AS INTEGER) * :bucket)"
-        dims, sql = report_sql(group_by, bucket, ":tenant" if tenant is not None else None)
-        sql = sql.format(start=":start", end=":end")
-        params = {"start": start, "end": end, "bucket": bucket_s, "tenant": tenant}
-        rows = await self._db.run(lambda conn: conn.execute(sql, params).fetchall())
-        return [r for r in (row_of(dims, row) for row in rows) if r is not None]
-
-    async def recent_calls(self, limit: int, tenant: str | None) -> list[RecentCall]:
-        rows = await self._db.run(
-            lambda conn: conn.execute(
-                f"SELECT {CALL_COLUMNS} FROM usage_ledger "  # noqa: S608
-                "WHERE (? IS NULL OR tenant = ?) ORDER BY at DESC, id DESC LIMIT ?",
-                (tenant, tenant, limit),
-            ).fetchall()
-        )
-        return [call_of(row) for row in rows]
-
-
-def _get(conn: sqlite3.Connection, key_id: str) -> ApiKey | None:
-    row = conn.execute(
-        f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?",  # noqa: S608
-        (key_id,),
-    ).fetchone()
-    return None if row is None else key_of(row)
+def _next_revision(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(NEXT_REVISION).fetchone()[0])

@@ -1,6 +1,8 @@
 """What the AdminService keeps and reads in the durable store: API keys, and reports over the
 usage ledger across tenants. One interface, an embedded (SQLite) and a shared (PostgreSQL)
-implementation (``admin_sqlite``, ``admin_postgres``) that pass the same tests.
+implementation (``admin_sqlite``, ``admin_postgres``) that pass the same tests. What they
+share is here: the statements, written once, the row mapping, and the reads
+(:class:`SqlAdmin`); each keeps its own transactions and the SQL only its dialect speaks.
 
 Every method is bounded by the store's ``timeout_s`` and raises ``Unavailable`` when the store
 is down, as every store does.
@@ -8,17 +10,15 @@ is down, as every store does.
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from service.auth.keys import ApiKey
-from service.state.records import UsageTotal
-from service.state.schema import LEDGER_SUMS, total_of
-
-REPORT_DIMENSIONS = ("tenant", "agent", "model", "key_id")
-"""What a usage report can be grouped by, in the order rows are sorted."""
+from service.state.ledger_query import Dialect, totals_query
+from service.state.records import UsageRow
 
 KEY_COLUMNS = (
     "id, tenant, sha256, agents, scopes, note, created_at, expires_at, revoked_at, "
@@ -29,14 +29,28 @@ CALL_COLUMNS = (
     "input_tokens, output_tokens, cost_nanos, cache_hit"
 )
 
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """The totals of one group in one time bucket (empty strings: not grouped by it)."""
-
-    bucket_start: float  # unix seconds; the range's start when not bucketed
-    tenant: str
-    totals: UsageTotal
+# The statements both dialects run, with PostgreSQL's numbered placeholders ($1); the SQLite
+# store turns them into SQLite's (?1). A bare parameter tested for NULL is cast, so that
+# PostgreSQL knows its type.
+NEXT_REVISION = (
+    "UPDATE api_key_revision SET revision = revision + 1 WHERE one = 1 RETURNING revision"
+)
+INSERT_KEY = (
+    f"INSERT INTO api_keys ({KEY_COLUMNS}) "  # noqa: S608 (constants)
+    f"VALUES ({', '.join(f'${i}' for i in range(1, 12))})"
+)
+REVOKE_KEY = "UPDATE api_keys SET revoked_at = $1, revision = $2 WHERE id = $3"
+SELECT_KEY = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"  # noqa: S608 (constants)
+_LIST_KEYS = (
+    f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id > $1 "  # noqa: S608 (constants)
+    "AND (CAST($2 AS TEXT) IS NULL OR tenant = $2) AND ($3 OR revoked_at IS NULL) "
+    "ORDER BY id LIMIT $4"
+)
+_KEYS_SINCE = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revision > $1 ORDER BY revision"  # noqa: S608
+_RECENT_CALLS = (
+    f"SELECT {CALL_COLUMNS} FROM usage_ledger "  # noqa: S608 (constants)
+    "WHERE (CAST($1 AS TEXT) IS NULL OR tenant = $1) ORDER BY at DESC, id DESC LIMIT $2"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +105,9 @@ class AdminStore(Protocol):
         tenant: str | None,
     ) -> list[UsageRow]:
         """Ledger totals with ``start <= at < end`` across tenants (or of one), grouped by
-        ``group_by`` (of REPORT_DIMENSIONS) and, with ``bucket_s``, by time buckets aligned
-        to multiples of it since the epoch; ordered by bucket, then the dimensions."""
+        ``group_by`` (of ``ledger_query.DIMENSIONS``) and, with ``bucket_s``, by time buckets
+        aligned to multiples of it since the epoch; ordered by bucket, then the dimensions
+        (:func:`~service.state.ledger_query.totals_query`)."""
         ...
 
     async def recent_calls(self, limit: int, tenant: str | None) -> list[RecentCall]:
@@ -135,34 +150,43 @@ def call_of(row: Sequence[Any]) -> RecentCall:
     )  # fmt: skip
 
 
-def report_sql(
-    group_by: Sequence[str], bucket: str | None, tenant_param: str | None
-) -> tuple[list[str], str]:
-    """The dimensions used (REPORT_DIMENSIONS order) and the report's SELECT, with
-    ``{start}``, ``{end}`` placeholders filled by the dialect, ``bucket`` the bucket
-    expression (None: one bucket) and ``tenant_param`` the tenant filter's parameter."""
-    dims = [d for d in REPORT_DIMENSIONS if d in group_by]
-    keys = ([bucket] if bucket else []) + dims
-    select = ", ".join([bucket or "{start}", *dims])
-    where = "at >= {start} AND at < {end}" + (f" AND tenant = {tenant_param}" if tenant_param
-                                              else "")  # fmt: skip
-    grouping = f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)}" if keys else ""
-    sums = ", ".join(f"sum({column})" for column in LEDGER_SUMS)
-    sql = (
-        f"SELECT {select}, count(*), "  # noqa: S608 (dimensions from a whitelist)
-        "sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
-        f"sum(CASE WHEN estimated THEN 1 ELSE 0 END), {sums} "
-        f"FROM usage_ledger WHERE {where}{grouping}"
-    )
-    return dims, sql
+class SqlAdmin(abc.ABC):
+    """An :class:`AdminStore`'s reads, the same SQL in both dialects. A subclass names its
+    ``dialect``, runs a statement (:meth:`_fetch`) and writes keys in its own transactions
+    (``insert_key``, ``revoke_key``)."""
 
+    dialect: ClassVar[Dialect]
 
-def row_of(dims: Sequence[str], row: Sequence[Any]) -> UsageRow | None:
-    """A report row from a SELECT of :func:`report_sql` (None for an empty total)."""
-    labels = dict(zip(dims, row[1 : 1 + len(dims)], strict=True))
-    values = [int(v or 0) for v in row[1 + len(dims) :]]
-    if not values[0]:
-        return None
-    totals = total_of(labels, values[:4], values[4:])
-    return UsageRow(float(row[0]), labels.get("tenant", ""), totals)
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, *args: object) -> list[Sequence[Any]]:
+        """The rows of ``sql`` (``$n`` placeholders) with ``args``, bounded by the store's
+        ``timeout_s``; raises Unavailable when the store fails."""
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        rows = await self._fetch(SELECT_KEY, key_id)
+        return key_of(rows[0]) if rows else None
+
+    async def list_keys(
+        self, tenant: str | None, after: str, limit: int, *, include_revoked: bool
+    ) -> list[ApiKey]:
+        rows = await self._fetch(_LIST_KEYS, after, tenant, include_revoked, limit)
+        return [key_of(row) for row in rows]
+
+    async def keys_since(self, revision: int) -> tuple[int, list[ApiKey]]:
+        rows = await self._fetch(_KEYS_SINCE, revision)
+        return max([revision, *(int(row[10]) for row in rows)]), [key_of(row) for row in rows]
+
+    async def usage_report(
+        self,
+        start: float,
+        end: float,
+        group_by: Sequence[str],
+        bucket_s: float | None,
+        tenant: str | None,
+    ) -> list[UsageRow]:
+        query = totals_query(self.dialect, start, end, group_by, tenant, bucket_s)
+        return query.read(await self._fetch(query.sql, *query.args))
+
+    async def recent_calls(self, limit: int, tenant: str | None) -> list[RecentCall]:
+        rows = await self._fetch(_RECENT_CALLS, tenant, limit)
+        return [call_of(row) for row in rows]

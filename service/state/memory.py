@@ -88,22 +88,25 @@ class MemoryFast:
     async def reserve(
         self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
     ) -> int:
-        now = self._tick()
-        found = [self._line(line, now) for line in lines]
-        states = [s for s in found if s is not None and s.spent is not None]
-        if epoch != self._epoch or len(states) < len(lines):
-            return NEEDS_SEED
-        for i, (line, state) in enumerate(zip(lines, states, strict=True)):
-            held = sum(a for a, _ in state.held.values())
-            if (state.spent or 0) + held + amount > line.limit_nanos:
-                return i
-        for state in states:
-            state.held[reservation] = (amount, now + hold_s)
-        return -1
+        return self._take(lines, reservation, amount, hold_s, epoch, grow=False)
 
     async def grow(
         self, lines: Sequence[BudgetLine], reservation: str, amount: int, hold_s: float, epoch: str
     ) -> int:
+        return self._take(lines, reservation, amount, hold_s, epoch, grow=True)
+
+    def _take(
+        self,
+        lines: Sequence[BudgetLine],
+        reservation: str,
+        amount: int,
+        hold_s: float,
+        epoch: str,
+        *,
+        grow: bool,
+    ) -> int:
+        """``reserve``, or with ``grow``, ``amount`` added to the reservation's hold (its
+        expiry kept): the same admission, all lines or none."""
         now = self._tick()
         found = [self._line(line, now) for line in lines]
         states = [s for s in found if s is not None and s.spent is not None]
@@ -113,8 +116,9 @@ class MemoryFast:
             held = sum(a for a, _ in state.held.values())
             if (state.spent or 0) + held + amount > line.limit_nanos:
                 return i
+        fresh = (0, now + hold_s)
         for state in states:
-            old, until = state.held.get(reservation, (0, now + hold_s))
+            old, until = state.held.get(reservation, fresh) if grow else fresh
             state.held[reservation] = (old + amount, until)
         return -1
 

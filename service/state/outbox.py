@@ -74,7 +74,7 @@ class Outbox:
         return [
             (
                 row[0],
-                None if row[1] is None else UsageRecord(**json.loads(row[1])),
+                None if row[1] is None else _usage(row[1]),
                 None if row[2] is None else AuditEntry(**json.loads(row[2])),
             )
             for row in rows
@@ -101,7 +101,15 @@ class Outbox:
                 (tenant, tenant, start, end),
             ).fetchall()
         )
-        return [UsageRecord(**json.loads(row[0])) for row in rows]
+        return [_usage(row[0]) for row in rows]
 
     async def aclose(self) -> None:
         await self._db.aclose()
+
+
+def _usage(text: str) -> UsageRecord:
+    """A ledger line from its JSON (its budget lines back to tuples)."""
+    fields = json.loads(text)
+    if fields.get("budget_lines") is not None:
+        fields["budget_lines"] = tuple((key, until) for key, until in fields["budget_lines"])
+    return UsageRecord(**fields)

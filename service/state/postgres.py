@@ -18,8 +18,8 @@ import asyncpg
 from service.secrets import Secret
 from service.state import schema as ddl
 from service.state.guard import guarded
+from service.state.ledger_query import totals_query
 from service.state.records import (
-    GROUP_DIMENSIONS,
     AuditEntry,
     Claim,
     SessionInfo,
@@ -66,17 +66,15 @@ class PostgresDurable:
             return self._pool
 
     async def migrate(self) -> None:
-        async with self._guard():
-            pool = await self._get_pool()
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
-                await conn.execute(ddl.VERSION_TABLE)
-                current = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
-                for version in range(current + 1, len(ddl.MIGRATIONS) + 1):
-                    for statement in ddl.statements("postgres", version):
-                        await conn.execute(statement)
-                    await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+        async with self.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            await conn.execute(ddl.VERSION_TABLE)
+            current = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+            for version in range(current + 1, len(ddl.MIGRATIONS) + 1):
+                for statement in ddl.statements("postgres", version):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
 
     async def ping(self) -> None:
         async with self._guard():
@@ -137,35 +135,33 @@ class PostgresDurable:
         usage: UsageRecord | None = None,
         audit: AuditEntry | None = None,
     ) -> None:
-        async with self._guard():
-            pool = await self._get_pool()
-            async with pool.acquire() as conn, conn.transaction():
-                seq = await conn.fetchval(
-                    "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
-                    "turn_count) VALUES ($1, $2, $3, $4, $4, 1) "
-                    "ON CONFLICT (tenant, session_id) DO UPDATE SET "
-                    "turn_count = sessions.turn_count + 1, updated_at = EXCLUDED.updated_at "
-                    "WHERE sessions.agent = EXCLUDED.agent RETURNING turn_count",
-                    tenant,
-                    session_id,
-                    agent,
-                    at,
-                )
-                if seq is None:
-                    raise session_of_another_agent(session_id)
-                await conn.execute(
-                    "INSERT INTO session_turns (tenant, session_id, seq, agent, messages, "
-                    "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                    tenant,
-                    session_id,
-                    seq,
-                    agent,
-                    messages_json,
-                    at,
-                )
-                if usage is not None:
-                    sql, args = _usage_statement(usage, audit)
-                    await conn.execute(sql, *args)
+        async with self.transaction() as conn:
+            seq = await conn.fetchval(
+                "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
+                "turn_count) VALUES ($1, $2, $3, $4, $4, 1) "
+                "ON CONFLICT (tenant, session_id) DO UPDATE SET "
+                "turn_count = sessions.turn_count + 1, updated_at = EXCLUDED.updated_at "
+                "WHERE sessions.agent = EXCLUDED.agent RETURNING turn_count",
+                tenant,
+                session_id,
+                agent,
+                at,
+            )
+            if seq is None:
+                raise session_of_another_agent(session_id)
+            await conn.execute(
+                "INSERT INTO session_turns (tenant, session_id, seq, agent, messages, "
+                "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                tenant,
+                session_id,
+                seq,
+                agent,
+                messages_json,
+                at,
+            )
+            if usage is not None:
+                sql, args = _usage_statement(usage, audit)
+                await conn.execute(sql, *args)
 
     async def get(self, tenant: str, session_id: str) -> SessionInfo | None:
         rows = await self._fetch(
@@ -190,19 +186,17 @@ class PostgresDurable:
         return [SessionInfo(*row) for row in rows]
 
     async def delete(self, tenant: str, session_id: str) -> bool:
-        async with self._guard():
-            pool = await self._get_pool()
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "DELETE FROM session_turns WHERE tenant = $1 AND session_id = $2",
-                    tenant,
-                    session_id,
-                )
-                status = await conn.execute(
-                    "DELETE FROM sessions WHERE tenant = $1 AND session_id = $2",
-                    tenant,
-                    session_id,
-                )
+        async with self.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM session_turns WHERE tenant = $1 AND session_id = $2",
+                tenant,
+                session_id,
+            )
+            status = await conn.execute(
+                "DELETE FROM sessions WHERE tenant = $1 AND session_id = $2",
+                tenant,
+                session_id,
+            )
         return str(status) != "DELETE 0"
 
     # usage ledger
@@ -214,25 +208,8 @@ class PostgresDurable:
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]
     ) -> list[UsageTotal]:
-        dims = [d for d in GROUP_DIMENSIONS if d in group_by]
-        labels = "".join(f"{d}, " for d in dims)
-        group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
-        sums = ", ".join(f"coalesce(sum({column}), 0)" for column in ddl.LEDGER_SUMS)
-        rows = await self._fetch(
-            f"SELECT {labels}count(*), count(*) FILTER (WHERE status <> 'ok'), "  # noqa: S608 (dims from a whitelist)
-            "count(*) FILTER (WHERE cache_hit), count(*) FILTER (WHERE estimated), "
-            f"{sums} FROM usage_ledger WHERE tenant = $1 AND at >= $2 AND at < $3 {group}",
-            tenant,
-            start,
-            end,
-        )
-        out = []
-        for row in rows:
-            named = dict(zip(dims, row[: len(dims)], strict=True))
-            values = [int(v) for v in row[len(dims) :]]
-            if values[0]:
-                out.append(ddl.total_of(named, values[:4], values[4:]))
-        return out
+        query = totals_query("postgres", start, end, group_by, tenant)
+        return [row.totals for row in query.read(await self._fetch(query.sql, *query.args))]
 
     # audit
 

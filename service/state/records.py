@@ -31,7 +31,7 @@ class Turn:
 class UsageRecord:
     """One line of the usage ledger: every call, answered or not."""
 
-    at: float  # unix seconds
+    at: float  # unix seconds: when the call's budgets were bound, else when it was recorded
     tenant: str
     key_id: str
     request_id: str
@@ -53,6 +53,11 @@ class UsageRecord:
     # Unique per line (given by the writer): a line written twice (an outbox replay) lands
     # once. Empty for lines that need no such guard.
     line_id: str = ""
+    # The budget lines the call was charged on, as its reservation bound them: (line key,
+    # when the line's counters go, unix seconds); not in the ledger, kept with the line while
+    # it waits in an outbox (service.usage.budgets). None: a line written before they were
+    # named.
+    budget_lines: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,15 @@ class UsageTotal:
 
 
 GROUP_DIMENSIONS = ("agent", "model", "key_id")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """The totals of one group in one time bucket (empty strings: not grouped by it)."""
+
+    bucket_start: float  # unix seconds; the range's start when not bucketed
+    tenant: str
+    totals: UsageTotal
 
 
 @dataclass(frozen=True, slots=True)

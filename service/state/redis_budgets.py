@@ -81,9 +81,9 @@ local lines = (#KEYS - 1) / 6
 """
 
 # KEYS: 6 per line, then the epoch key. ARGV: id, amount, hold ms, epoch, then per line:
-# limit, ttl ms. Returns -1 (held), -2 (rebuild first), <= -3 (wait -3 - result ms), or the
-# index of the first line without room.
-_RESERVE = (
+# limit, ttl ms. Returns -2 (rebuild first), <= -3 (wait -3 - result ms), or the index of
+# the first line without room; else goes on (every line has room for ``amount``).
+_ADMIT = (
     _PRELUDE
     + """
 local id, amount, hold, epoch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -99,29 +99,23 @@ for i = 0, lines - 1 do
   local spent = tonumber(redis.call('GET', key(i, 1)))
   if spent + held + amount > tonumber(ARGV[5 + 2 * i]) then return i end
 end
+"""
+)
+
+# As _ADMIT, then holds ``amount`` on every line under ``id``: -1.
+_RESERVE = (
+    _ADMIT
+    + """
 for i = 0, lines - 1 do put(i, id, amount, now + hold, tonumber(ARGV[6 + 2 * i])) end
 return -1
 """
 )
 
-# ARGV: id, amount, hold ms, epoch, then per line: limit, ttl ms. As _RESERVE, but adds
-# ``amount`` to the reservation's hold (an extra attempt of the call), keeping its expiry.
+# As _RESERVE, but adds ``amount`` to the reservation's hold (an extra attempt of the call),
+# keeping its expiry.
 _GROW = (
-    _PRELUDE
+    _ADMIT
     + """
-local id, amount, hold, epoch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-if redis.call('GET', KEYS[#KEYS]) ~= epoch then return -2 end
-for i = 0, lines - 1 do
-  if redis.call('EXISTS', key(i, 1)) == 0 then return -2 end
-end
-local ready = tonumber(string.match(epoch, ':(%d+)$') or '0')
-if now < ready then return -3 - (ready - now) end
-for i = 0, lines - 1 do
-  expire(i)
-  local held = tonumber(redis.call('GET', key(i, 4)) or '0')
-  local spent = tonumber(redis.call('GET', key(i, 1)))
-  if spent + held + amount > tonumber(ARGV[5 + 2 * i]) then return i end
-end
 for i = 0, lines - 1 do
   local old = tonumber(redis.call('HGET', key(i, 2), id) or '0')
   local until_ms = tonumber(redis.call('ZSCORE', key(i, 3), id) or (now + hold))

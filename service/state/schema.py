@@ -6,9 +6,7 @@ at the end; never edit one that has shipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from service.state.records import UsageRecord, UsageTotal
+from service.state.records import UsageRecord
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -182,11 +180,6 @@ LEDGER_COLUMNS = (
     "reasoning_tokens", "estimated", "line_id",
 )  # fmt: skip
 """The usage ledger's columns in insert order (:func:`ledger_values` gives a line's values)."""
-LEDGER_SUMS = (
-    "input_tokens", "output_tokens", "cost_nanos", "cached_input_tokens",
-    "cache_creation_5m_input_tokens", "cache_creation_1h_input_tokens", "reasoning_tokens",
-)  # fmt: skip
-"""The columns ``totals`` sums, in the order of :func:`total_of`'s sums."""
 
 
 def ledger_values(r: UsageRecord) -> tuple[object, ...]:
@@ -198,29 +191,6 @@ def ledger_values(r: UsageRecord) -> tuple[object, ...]:
         r.cache_creation_1h_input_tokens, r.reasoning_tokens, r.estimated,
         r.line_id or None,
     )  # fmt: skip
-
-
-def total_of(labels: dict[str, str], counts: Sequence[int], sums: Sequence[int]) -> UsageTotal:
-    """A group's totals from its labels, its (calls, failed, cache hits, estimated) counts and
-    its :data:`LEDGER_SUMS` sums."""
-    calls, failed, hits, estimated = counts
-    inp, out, cost, cached, write_5m, write_1h, reasoning = sums
-    return UsageTotal(
-        agent=labels.get("agent", ""),
-        model=labels.get("model", ""),
-        key_id=labels.get("key_id", ""),
-        calls=calls,
-        failed_calls=failed,
-        cache_hits=hits,
-        input_tokens=inp,
-        output_tokens=out,
-        cost_nanos=cost,
-        cached_input_tokens=cached,
-        cache_creation_5m_input_tokens=write_5m,
-        cache_creation_1h_input_tokens=write_1h,
-        reasoning_tokens=reasoning,
-        estimated_calls=estimated,
-    )
 
 
 def statements(dialect: str, version: int) -> list[str]:

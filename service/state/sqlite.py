@@ -15,11 +15,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from service.state import schema
+from service.state.ledger_query import totals_query
 from service.state.records import (
-    GROUP_DIMENSIONS,
     AuditEntry,
     Claim,
     SessionInfo,
@@ -27,7 +27,7 @@ from service.state.records import (
     UsageRecord,
     UsageTotal,
 )
-from service.state.sqlite_file import SqliteFile
+from service.state.sqlite_file import SqliteFile, transaction
 from service.state.sqlite_ledger import GroupCommit
 from service.state.stores import session_of_another_agent
 
@@ -69,7 +69,7 @@ class SqliteDurable:
 
     async def migrate(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute(schema.VERSION_TABLE)
                 row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
                 current = row[0] or 0
@@ -111,7 +111,7 @@ class SqliteDurable:
         audit: AuditEntry | None = None,
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 row = conn.execute(
                     "INSERT INTO sessions (tenant, session_id, agent, created_at, updated_at, "
                     "turn_count) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (tenant, session_id) "
@@ -159,7 +159,7 @@ class SqliteDurable:
 
     async def delete(self, tenant: str, session_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute(
                     "DELETE FROM session_turns WHERE tenant = ? AND session_id = ?",
                     (tenant, session_id),
@@ -182,19 +182,9 @@ class SqliteDurable:
     async def totals(
         self, tenant: str, start: float, end: float, group_by: Sequence[str]
     ) -> list[UsageTotal]:
-        dims = [d for d in GROUP_DIMENSIONS if d in group_by]
-        select = ", ".join(dims + ["''"] * (not dims))
-        group = f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}" if dims else ""
-        sums = ", ".join(f"sum({column})" for column in schema.LEDGER_SUMS)
-        rows = await self._run(
-            lambda conn: conn.execute(
-                f"SELECT {select}, count(*), sum(status != 'ok'), sum(cache_hit), "  # noqa: S608 (dims from a whitelist)
-                f"sum(estimated), {sums} FROM usage_ledger "
-                f"WHERE tenant = ? AND at >= ? AND at < ? {group}",
-                (tenant, start, end),
-            ).fetchall()
-        )
-        return [_total(dims, row) for row in rows if row[len(dims) or 1]]
+        query = totals_query("sqlite", start, end, group_by, tenant)
+        rows = await self._run(lambda conn: conn.execute(query.sql, query.args).fetchall())
+        return [row.totals for row in query.read(rows)]
 
     # audit
 
@@ -206,7 +196,7 @@ class SqliteDurable:
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Claim:
         def run(conn: sqlite3.Connection) -> Claim:
             now = self._clock()
-            with _transaction(conn):
+            with transaction(conn):
                 row = conn.execute(
                     "SELECT state, fingerprint, result FROM idempotency "
                     "WHERE key = ? AND expires_at > ?",
@@ -280,21 +270,3 @@ def _insert_audit(conn: sqlite3.Connection, e: AuditEntry) -> None:
         (e.at, e.tenant, e.key_id, e.request_id, e.action, e.resource, e.outcome,
          e.entry_id or None, e.detail),
     )  # fmt: skip
-
-
-def _total(dims: list[str], row: Sequence[Any]) -> UsageTotal:
-    n = len(dims) or 1
-    labels = dict(zip(dims, row[: len(dims)], strict=True))
-    values = [int(v or 0) for v in row[n:]]
-    return schema.total_of(labels, values[:4], values[4:])
-
-
-class _transaction:  # noqa: N801 (used as a context manager)
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        self._conn.execute("ROLLBACK" if kind else "COMMIT")

@@ -5,8 +5,9 @@ writer thread makes every write to the file serial)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -77,3 +78,18 @@ class SqliteFile:
         if self._conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, close)
         self._thread.shutdown(wait=False)
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """The block in one transaction on ``conn`` (opened with ``isolation_level=None``):
+    ``BEGIN IMMEDIATE`` takes the write lock up front (or raises, e.g. busy: nothing begun),
+    so a write never has to upgrade a read lock mid-way; ``COMMIT`` when the block ends,
+    ``ROLLBACK`` when it raises (anything, cancellation included), and the error goes on."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

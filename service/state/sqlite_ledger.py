@@ -36,7 +36,7 @@ from pathlib import Path
 from service.errors import SwitchboardError, Unavailable
 from service.state.guard import unavailable
 from service.state.records import AuditEntry, UsageRecord
-from service.state.sqlite_file import SqliteFile
+from service.state.sqlite_file import SqliteFile, transaction
 
 CHECKPOINT_EVERY = 256  # loop commits between WAL checkpoints on the store's thread
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -128,14 +128,9 @@ class GroupCommit:
         self._db.submit(loop, lambda conn: self._commit(conn, group)).add_done_callback(written)
 
     def _commit(self, conn: sqlite3.Connection, group: list[Line]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             for record, audit, _ in group:
                 self._insert(conn, record, audit)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

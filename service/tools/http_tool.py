@@ -74,6 +74,14 @@ class HttpTool:
             return failed(
                 ToolOutcome.TIMEOUT, f"timed out after {timeout_s:g}s", time.monotonic() - began
             )
+        except httpx2.InvalidURL as exc:
+            # Not an HTTPError: the arguments made a URL httpx refuses (a value past its
+            # 65536 characters, say). Its message names the problem, never the query.
+            return failed(
+                ToolOutcome.INVALID_ARGUMENTS,
+                f"the arguments make an invalid URL ({str(exc)[:200]})",
+                time.monotonic() - began,
+            )
         except httpx2.HTTPError as exc:
             # The exception's text names the URL (its query may hold a secret): the kind only.
             return failed(

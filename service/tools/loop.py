@@ -53,6 +53,7 @@ from service.guards.check import merge_verdicts
 from service.guards.tools import check_arguments, check_tool_result
 from service.runs.records import RunState
 from service.state.records import AuditEntry
+from service.tasks import task_group
 from service.tools.host import ToolHost
 from service.tools.policy import approval_reason
 from service.tools.results import PREVIEW_CHARS, ToolOutput, failed, model_text, refusal
@@ -347,7 +348,7 @@ class ToolLoop:
                     call_id=call.id,
                 )
 
-        async with asyncio.TaskGroup() as group:
+        async with task_group() as group:  # a call's Switchboard error, not a group
             for call in state.parked.calls:
                 if call.name in tools or not _is_caller(agent, state, call.name):
                     group.create_task(one(call))

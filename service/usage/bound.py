@@ -61,14 +61,20 @@ def _bytes(text: str) -> int:
 
 def input_bound(system_prompt: str, messages: Sequence[Message], tools: Iterable[Tool] = ()) -> int:
     """At most this many input tokens (see the module docstring)."""
-    total = MESSAGE_OVERHEAD_TOKENS + _bytes(system_prompt)
-    for message in messages:
-        total += MESSAGE_OVERHEAD_TOKENS + _bytes(message.tool_call_id)
-        for part in message.content:
-            total += _bytes(part.text) if isinstance(part, TextPart) else IMAGE_TOKENS_BOUND
-        for call in message.tool_calls:
-            total += MESSAGE_OVERHEAD_TOKENS
-            total += _bytes(call.id) + _bytes(call.name) + _bytes(call.arguments_json)
+    return agent_bound(system_prompt, tools) + history_bound(messages)
+
+
+def agent_bound(system_prompt: str, tools: Iterable[Tool]) -> int:
+    """An agent's share of :func:`input_bound`: its system prompt and its tools (computed
+    once per agent: :attr:`service.agents.spec.AgentSpec.input_tokens`). The request's
+    messages add :func:`history_bound`, its own tools :func:`tools_bound`."""
+    return MESSAGE_OVERHEAD_TOKENS + _bytes(system_prompt) + tools_bound(tools)
+
+
+def tools_bound(tools: Iterable[Tool]) -> int:
+    """At most this many input tokens for offering ``tools``: their share of
+    :func:`input_bound`."""
+    total = 0
     for tool in tools:
         schema = json.dumps(dict(tool.parameters), default=str)
         total += MESSAGE_OVERHEAD_TOKENS + _bytes(tool.name) + _bytes(tool.description)
@@ -77,9 +83,17 @@ def input_bound(system_prompt: str, messages: Sequence[Message], tools: Iterable
 
 
 def history_bound(messages: Sequence[Message]) -> int:
-    """At most this many input tokens for ``messages`` sent besides a request's own (a
-    session's history): their share of :func:`input_bound`."""
-    return input_bound("", messages) - MESSAGE_OVERHEAD_TOKENS
+    """At most this many input tokens for ``messages`` (a request's, or a session's history
+    sent besides them): their share of :func:`input_bound`."""
+    total = 0
+    for message in messages:
+        total += MESSAGE_OVERHEAD_TOKENS + _bytes(message.tool_call_id)
+        for part in message.content:
+            total += _bytes(part.text) if isinstance(part, TextPart) else IMAGE_TOKENS_BOUND
+        for call in message.tool_calls:
+            total += MESSAGE_OVERHEAD_TOKENS
+            total += _bytes(call.id) + _bytes(call.name) + _bytes(call.arguments_json)
+    return total
 
 
 def output_bound(model: str, max_tokens: int | None) -> int:
@@ -119,5 +133,5 @@ def call_bound(
         return max(1, request_in)
     limit = max_tokens if max_tokens is not None else agent.parameters.max_tokens
     output = max((output_bound(t.model, limit) for t in agent.route), default=0)
-    one = input_bound(agent.system_prompt, (), agent.tools) + request_in + output
+    one = agent.input_tokens + request_in + output
     return one * attempts_at_once(agent)

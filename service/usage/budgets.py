@@ -15,6 +15,16 @@ during which nothing is admitted: each process watches the epoch (:meth:`Budgets
 quarter of ``rebuild_s``) and the first call that finds it changed does the same. Lost
 counters are then rebuilt from the ledger (under the store's seeding fence) before anything
 more is admitted.
+
+Which lines a call is charged on: those its reservation bound, the budgets configured and
+their UTC periods at the moment it was admitted (``Reservation.at``). That is where its upper
+bound was checked against the limit, so charging it there keeps every budget within its limit;
+a call reserved at 23:59:59 and ending after midnight belongs to the day it was admitted in.
+Its ledger line says the same (:func:`bound_to`): dated at that moment, so a counter rebuilt
+from the ledger (the sum of its lines dated in the period) counts the call in that period
+too, and naming the lines, so a line that waits in the outbox is held and landed on them
+(:meth:`Budgets.landed`, :meth:`Budgets.check_epoch`), whatever the budgets are, or whatever
+day it is, when it lands.
 """
 
 from __future__ import annotations
@@ -59,8 +69,9 @@ class Bound:
 
     budget: BudgetConfig
     line: BudgetLine
-    started_at: float  # unix seconds
-    left_s: float
+    started_at: float  # unix seconds: the period's start
+    left_s: float  # of the period, at the moment the budget was bound
+    ends_at: float  # the period's end
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,28 @@ class Reservation:
     tenant: str = ""
     key_id: str = ""
     until: float = 0.0  # monotonic: when the store drops it on its own
+    at: float = 0.0  # unix seconds: when its lines were bound (the call's period)
+
+    def charged(self) -> tuple[tuple[str, float], ...]:
+        """Its lines, for the call's ledger line: (key, when the counters go, unix)."""
+        return tuple((line.key, self.at + line.ttl_s) for line in self.lines)
+
+
+def bound_to(record: UsageRecord, reservation: Reservation | None) -> UsageRecord:
+    """The call's ledger line, charged where ``reservation`` was made: dated when it was made
+    and naming its lines (see the module docstring); a call no budget bound names none."""
+    at, lines = binding(reservation, record.at)
+    return replace(record, at=at, budget_lines=lines)
+
+
+def binding(
+    reservation: Reservation | None, now: float
+) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """A ledger line's ``at`` and ``budget_lines`` when charged where ``reservation`` was
+    made (:func:`bound_to`, for a line made at ``now`` and not made yet)."""
+    if reservation is None:
+        return now, ()
+    return reservation.at, reservation.charged()
 
 
 def _period(period: str, now: float) -> tuple[str, float, float]:
@@ -102,7 +135,7 @@ def applicable(
             limit_nanos=round(budget.limit_usd * 1_000_000_000),
             ttl_s=left_s + KEEP_AFTER_PERIOD_S,
         )
-        out.append(Bound(budget, line, started_at, left_s))
+        out.append(Bound(budget, line, started_at, left_s, now + left_s))
     return out
 
 
@@ -139,9 +172,10 @@ class Budgets:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``books``: where spend is read back from when a counter is lost, and the lines
-        waiting in the outbox. ``configs()``: the budgets now (for the outbox's lines).
-        ``rebuild_s``: how long a new epoch admits nothing, while every process holds again
-        what it knows that the ledger does not."""
+        waiting in the outbox. ``configs()``: the budgets now (for outbox lines written
+        before ledger lines named their budget lines). ``rebuild_s``: how long a new epoch
+        admits nothing, while every process holds again what it knows that the ledger does
+        not."""
         self._store = store
         self._hold_s = hold_s
         self._books = books
@@ -203,13 +237,13 @@ class Budgets:
                     retry_after_s=1.0,
                 )
             if full == NEEDS_SEED:
-                await self._rebuild(bound, tenant, key_id, now)
+                await self._rebuild(bound, tenant, key_id)
             else:  # a new epoch's rebuild time: every process holds its part again
                 await self._sleep(min((WAIT - full) / 1000, give_up - self._monotonic()))
         if full < 0:
             held = Reservation(
                 reservation, lines, amount, tuple(bound), tenant, key_id,
-                self._monotonic() + self._hold_s,
+                self._monotonic() + self._hold_s, now,
             )  # fmt: skip
             self._live[reservation] = held
             return held
@@ -258,7 +292,7 @@ class Budgets:
                 if held.until > at:
                     await self._store.hold(held.lines, held.id, held.amount, held.until - at)
             for record in await self._books.waiting() if self._books is not None else []:
-                for line in self._lines_of(record):
+                for line in self._charged(record):
                     await self._store.hold([line], f"ob:{record.line_id}", record.cost_nanos,
                                            line.ttl_s)  # fmt: skip
             # Settlements the store did not take: the ledger's re-seed counts the written
@@ -287,31 +321,40 @@ class Budgets:
         await stop(self._watch)
         self._watch = None
 
-    def _lines_of(self, record: UsageRecord) -> list[BudgetLine]:
+    def _charged(self, record: UsageRecord) -> list[BudgetLine]:
+        """The lines a ledger line's call was charged on (its reservation's), those whose
+        counters are still kept. Holds and landings check no limit: the limit is 0. A line
+        written before lines were named: the budgets configured now, at its date."""
         if record.cost_nanos <= 0:
             return []
-        bound = applicable(self._configs(), record.tenant, record.key_id, record.at)
-        return [b.line for b in bound]
+        if record.budget_lines is None:
+            bound = applicable(self._configs(), record.tenant, record.key_id, record.at)
+            return [b.line for b in bound]
+        now = self._clock()
+        return [BudgetLine(key, 0, until - now) for key, until in record.budget_lines
+                if until > now]  # fmt: skip
 
-    async def _rebuild(self, bound: Sequence[Bound], tenant: str, key_id: str, now: float) -> None:
+    async def _rebuild(self, bound: Sequence[Bound], tenant: str, key_id: str) -> None:
         """After a loss: hold again what is in flight (a new epoch), then seed the call's
         lines from the ledger."""
         await self.check_epoch()
         for b in bound:
-            await self._seed(b, tenant, key_id, now)
+            await self._seed(b, tenant, key_id)
 
-    async def _seed(self, bound: Bound, tenant: str, key_id: str, now: float) -> None:
+    async def _seed(self, bound: Bound, tenant: str, key_id: str) -> None:
         """Rebuild one line's counter from the ledger, under the store's fence; once at a
         time in this process (returns soon when another process is seeding it: the caller
         asks again)."""
         seeding = self._seeding.get(bound.line.key)
         if seeding is None:
-            seeding = asyncio.ensure_future(self._seed_once(bound, tenant, key_id, now))
+            seeding = asyncio.ensure_future(self._seed_once(bound, tenant, key_id))
             self._seeding[bound.line.key] = seeding
             seeding.add_done_callback(lambda _: self._seeding.pop(bound.line.key, None))
         await asyncio.shield(seeding)
 
-    async def _seed_once(self, bound: Bound, tenant: str, key_id: str, now: float) -> None:
+    async def _seed_once(self, bound: Bound, tenant: str, key_id: str) -> None:
+        """The line's counter is the ledger's sum of the lines dated in its period (each
+        call's line is dated when its lines were bound: :func:`bound_to`)."""
         began = await self._store.begin_seed(bound.line, self._token, SEED_LEASE_S)
         if began < 0:
             await self._sleep(BUSY_WAIT_S)
@@ -320,7 +363,7 @@ class Budgets:
         spent = 0
         if self._books is not None:
             group = ("key_id",) if bound.budget.per_key else ()
-            totals = await self._books.stored_totals(tenant, bound.started_at, now + 1, group)
+            totals = await self._books.stored_totals(tenant, bound.started_at, bound.ends_at, group)
             spent = sum(
                 t.cost_nanos for t in totals if not bound.budget.per_key or t.key_id == key_id
             )
@@ -342,9 +385,8 @@ class Budgets:
                 self._unsettled.append((reservation, amount, pending))
             raise
         if missing:
-            now = self._clock()
             for b in reservation.bound:
-                await self._seed(b, reservation.tenant, reservation.key_id, now)
+                await self._seed(b, reservation.tenant, reservation.key_id)
 
     async def landed(self, records: Sequence[UsageRecord]) -> None:
         """Outbox lines reached the ledger: their holds become spend (each at most once).
@@ -353,7 +395,7 @@ class Budgets:
             Unavailable: the store did not answer (the outbox replays the lines again).
         """
         for record in records:
-            lines = self._lines_of(record)
+            lines = self._charged(record)
             if lines:
                 await self._store.landed(lines, record.line_id, record.cost_nanos, self._epoch)
 

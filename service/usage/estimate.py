@@ -19,6 +19,7 @@ Nothing here does I/O; it is plain arithmetic on domain values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -112,6 +113,19 @@ def answer_tokens(events: Iterable[Event]) -> int:
 def estimated_usage(input_tokens: int, output_tokens: int) -> Usage:
     """A ``Usage`` of estimated counts, marked ``estimated`` (priced like a reported one)."""
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+
+
+def cut_short(
+    partial: Usage | None, prompt: tuple[str, Sequence[Message], Sequence[Tool]], delivered: int
+) -> Usage:
+    """What an answer cut short before its usage report is charged, marked ``estimated``:
+    the input the upstream reported mid-answer (``partial``), else the estimate of ``prompt``
+    (system prompt, messages, tools); and the output delivered (``delivered`` tokens), or the
+    partial report's output if that is more."""
+    if partial is not None:
+        output = max(partial.output_tokens, delivered)
+        return dataclasses.replace(partial, output_tokens=output, estimated=True)
+    return estimated_usage(prompt_tokens(*prompt), delivered)
 
 
 def estimated(call: ModelCall, answer: AnswerCounter) -> Usage:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -108,7 +109,6 @@ class Engine:
             assert postgres_dsn is not None
             url = postgres_dsn.reveal()
         else:
-            data_dir.mkdir(parents=True, exist_ok=True)
             self._sqlite = data_dir / "workflows.sqlite"
             url = f"sqlite:///{self._sqlite}"
         self._config: DBOSConfig = {
@@ -159,8 +159,9 @@ class Engine:
                 raise Unavailable(f"workflows: cannot reach PostgreSQL: {exc}") from None
         if self._sqlite is not None:
             try:
+                self._sqlite.parent.mkdir(parents=True, exist_ok=True)
                 await asyncio.to_thread(use_wal, self._sqlite, self._state.timeout_s)
-            except sqlite3.Error as exc:
+            except (OSError, sqlite3.Error) as exc:
                 raise Unavailable(f"workflows: cannot open the durable store: {exc}") from None
         DBOS(config=self._config)
         try:
@@ -173,9 +174,12 @@ class Engine:
             self._sweeper = asyncio.create_task(self._sweep(), name="workflow-recovery")
 
     async def stop(self) -> None:
-        """Stop sweeping, then destroy DBOS (its threads joined off the loop). Runs still
-        in progress stay pending in the system database: a restart or another replica
-        resumes them."""
+        """Stop sweeping, then destroy DBOS (its threads joined off the loop) and its
+        registry of workflow functions, launched or not: the registry is a process global,
+        and through the functions :meth:`register` put there it held everything the runs
+        use (the whole app, its gRPC server and grpc's poller thread among them) past the
+        end of the process's work. Runs still in progress stay pending in the system
+        database: a restart or another replica resumes them."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.wait([self._sweeper])
@@ -186,7 +190,10 @@ class Engine:
             loop = asyncio.get_running_loop()
             pool = ThreadPoolExecutor(thread_name_prefix="asyncio")
             loop.set_default_executor(pool)
-            await loop.run_in_executor(pool, DBOS.destroy)
+            await loop.run_in_executor(pool, functools.partial(DBOS.destroy, destroy_registry=True))
+        elif self._functions:
+            DBOS.destroy(destroy_registry=True)  # no instance to destroy: only the registry
+        self._functions.clear()
         if self._lock is not None:
             with contextlib.suppress(Exception):
                 await self._lock.close()

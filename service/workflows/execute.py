@@ -41,6 +41,7 @@ from service.domain import (
 )
 from service.errors import QuotaViolation, Reason, ResourceExhausted, SwitchboardError
 from service.sessions import codec
+from service.workflows import attributes
 from service.workflows.events import RunEvent, StepError, StepFinish, StepResult, StepStart
 from service.workflows.live import LiveRuns
 from service.workflows.spec import WorkflowSpec
@@ -191,8 +192,8 @@ class RunContext:
             await DBOS.write_stream_async(EVENTS, value)
             return
         await DBOS.write_stream_async(EVENTS, {"finish": event.result.to_json()})
-        # "updated": DBOS's own updated time is whole seconds on SQLite.
-        steps = {"steps": len(self.results), "updated": time.time()}
+        # UPDATED: DBOS's own updated time is whole seconds on SQLite.
+        steps = {attributes.STEPS: len(self.results), attributes.UPDATED: time.time()}
         await DBOS.update_workflow_attributes_async(self.run.run_id, steps, merge=True)
 
     async def agent_step(
@@ -231,11 +232,11 @@ class RunContext:
     async def _approved(self, step_id: str, parked: StepResult, turn: int) -> StepResult:
         """Wait durably for the decisions a parked step needs, then resume its agent run as
         a step of its own (checkpointed: a finished model or tool call never runs again).
-        While it waits the run is WAITING (attribute ``waiting:<step>``); after it the run has its
-        whole ``timeout_s`` again (a person's time is not the run's)."""
+        While it waits the run is WAITING (the attribute ``waiting_key(step_id)``); after it
+        the run has its whole ``timeout_s`` again (a person's time is not the run's)."""
         assert self._approvals is not None
         approvals, run_id = self._approvals, self.run.run_id
-        key = f"waiting:{step_id}"  # service.workflows.records.WAITING
+        key = attributes.waiting_key(step_id)
         await DBOS.update_workflow_attributes_async(
             run_id, {key: list(parked.approvals)}, merge=True
         )

@@ -8,7 +8,7 @@ the last one finished: DBOS's own updated time is whole seconds on SQLite) as it
 ``waiting:<step id>`` (the approval ids a parked step waits for: one key per step, so
 branches waiting at once do not overwrite each other) while it waits, and ``error`` when it
 ends failed (the body returns a failed run's error rather than raising it, so DBOS records
-it SUCCESS).
+it SUCCESS); :mod:`service.workflows.attributes` names them.
 Its DBOS user is its tenant too: listing filters on that column in the database (DBOS
 filters on attributes only on PostgreSQL) and pages on (created time, run id), newest first.
 """
@@ -22,13 +22,13 @@ from typing import Any
 from dbos import DBOS
 
 from service.runs.records import RunRecord, RunState
+from service.workflows import attributes as names
 from service.workflows.execute import RUN_FUNCTION
 
 KIND = "workflow"
 ACTIVE = ("PENDING", "ENQUEUED", "DELAYED")
 _FAILED = {"ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 _BATCH = 200  # rows read per query while paging
-WAITING = "waiting:"  # the prefix of the attributes that list a waiting step's approvals
 
 
 def tag(tenant: str, workflow: str, request_id: str, key_id: str) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def pending_of(attributes: dict[str, Any]) -> tuple[str, ...]:
     """The approval ids the run's steps wait for now, in their steps' order."""
     found: list[str] = []
     for key, value in attributes.items():
-        if key.startswith(WAITING) and isinstance(value, list):
+        if key.startswith(names.WAITING) and isinstance(value, list):
             found += [str(v) for v in value]
     return tuple(found)
 
@@ -69,7 +69,7 @@ def state_of(status: Any) -> RunState:
         return RunState.WAITING if pending_of(attributes) else RunState.RUNNING
     if status.status == "CANCELLED":
         return RunState.CANCELLED
-    if status.status in _FAILED or attributes.get("error"):
+    if status.status in _FAILED or attributes.get(names.ERROR):
         return RunState.FAILED
     return RunState.SUCCEEDED
 
@@ -80,7 +80,7 @@ def record_of(status: Any) -> RunRecord:
     state = state_of(status)
     error = ""
     if state is RunState.FAILED:
-        error = str(attributes.get("error") or status.error or "the run failed")
+        error = str(attributes.get(names.ERROR) or status.error or "the run failed")
     created = float(attributes.get("created") or (status.created_at or 0) / 1000)
     return RunRecord(
         run_id=status.workflow_id,
@@ -92,10 +92,10 @@ def record_of(status: Any) -> RunRecord:
         key_id=str(attributes.get("key_id", "")),
         created_at=created,
         updated_at=max(
-            created, float(attributes.get("updated") or 0), (status.updated_at or 0) / 1000
+            created, float(attributes.get(names.UPDATED) or 0), (status.updated_at or 0) / 1000
         ),
         error=error,
-        steps=int(attributes.get("steps", 0)),
+        steps=int(attributes.get(names.STEPS, 0)),
         pending=pending_of(attributes) if state is RunState.WAITING else (),
     )
 

@@ -39,7 +39,7 @@ from service.errors import (
     Unavailable,
 )
 from service.sessions import codec
-from service.workflows import parking
+from service.workflows import attributes, parking
 from service.workflows.delegation import handoff, supervisor
 from service.workflows.engine import Engine
 from service.workflows.events import (
@@ -315,7 +315,7 @@ class Workflows:
         finally:
             call_context.reset(token)
         if "error" in outcome:  # RunService shows it failed (service.workflows.records)
-            error = {"error": outcome["error"]["message"]}
+            error = {attributes.ERROR: outcome["error"]["message"]}
             await DBOS.update_workflow_attributes_async(run.run_id, error, merge=True)
         outcome["steps"] = [r.to_json() for r in ctx.results]
         self.live.publish(run.run_id, DONE)

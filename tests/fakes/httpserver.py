@@ -149,6 +149,13 @@ class FakeServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def forget(self) -> None:
+        """Count from now: ``received``, ``abandoned`` and ``completed`` start again (the
+        connections stay open, and ``connections`` counts them still)."""
+        self.received.clear()
+        self.abandoned = 0
+        self.completed = 0
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._changed = asyncio.Condition()
         self._server = await asyncio.start_server(self._accept, host, port)

@@ -17,7 +17,8 @@ a chunk with the ``finish_reason``, a usage-only chunk (``choices: []``) when th
 ``stream_options.include_usage``, and ``data: [DONE]``. Unary replies are one
 ``chat.completion`` JSON body. Every reply has an ``x-request-id`` header.
 
-Switches (fields of :class:`Scenario`): ``latency_s`` (before the status line: time to first
+Switches (fields of :class:`Scenario`): ``after_requests`` (no reply until that many requests
+have arrived: a barrier for concurrent calls), ``latency_s`` (before the status line: time to first
 byte), ``first_chunk_delay_s`` (after the headers, before the first frame: time to first
 token), ``chunk_delay_s`` (between frames), ``status`` + ``error`` (an error reply with OpenAI's
 ``{"error": {...}}`` body, or ``error_body`` as it is) + ``headers`` (e.g. ``retry-after``),
@@ -88,6 +89,7 @@ class Scenario:
     error_body: dict[str, Any] | None = None  # the whole error body (servers that skip "error")
     headers: dict[str, str] = field(default_factory=dict)
     latency_s: float = 0.0
+    after_requests: int = 0  # hold the reply until this many requests have arrived (<= 10 s)
     first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     stall_after: int | None = None
@@ -139,6 +141,8 @@ class OpenAIFake(FakeServer):
             scenario = self._queue.popleft() if self._queue else self.default
         reply = Reply(request, scenario)
         self.replies.append(reply)
+        if scenario.after_requests:
+            await self.wait_for(lambda: len(self.received) >= scenario.after_requests)
         if not await self.delay(conn, scenario.latency_s):
             return False
         if scenario.hang:

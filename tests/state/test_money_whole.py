@@ -227,10 +227,12 @@ resilience:
 async def test_a_fallback_reserves_its_own_bound_so_a_burst_cannot_overspend() -> None:
     """Each call reserves ~1 USD, three fit in 3.1 USD; each first attempt drops after its
     ten tokens (1 USD spent), and the fallback would spend 1 USD more. It must reserve that
-    first: there is no room, so the calls end with the drop, and the budget holds."""
+    first: there is no room, so the calls end with the drop, and the budget holds. The first
+    attempts answer once all three have arrived (under load a call admitted after another
+    had settled would find room for its fallback, rightly)."""
     ten = tuple("abc" for _ in range(10))
     async with (
-        OpenAIFake(Scenario(chunks=ten, disconnect_after=11)) as gpt,
+        OpenAIFake(Scenario(chunks=ten, disconnect_after=11, after_requests=3)) as gpt,
         AnthropicFake(ClaudeScenario(chunks=ten, usage=(5, 10))) as claude,
         serve_config(
             textwrap.dedent(TIGHT.format(gpt=gpt.base_url, claude=claude.base_url)), ENVIRON

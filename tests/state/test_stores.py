@@ -305,6 +305,24 @@ async def test_expired_reservations_stop_counting(fast: Fast) -> None:
     assert await fast.spent(DAY) == (0, 90)
 
 
+async def test_grow_adds_to_a_reservation_on_all_lines_or_none(fast: Fast) -> None:
+    e = await _seeded(fast, DAY, KEY)
+    assert await fast.reserve([DAY, KEY], "r", 10, 0.3, e) == -1
+    assert await fast.grow([DAY, KEY], "r", 15, 60, e) == -1  # another attempt of the call
+    assert await fast.spent(KEY) == (0, 25)
+    assert await fast.grow([DAY, KEY], "r", 10, 60, e) == 1  # the key line has 5 left
+    assert await fast.spent(DAY) == (0, 25)
+    assert await fast.grow([DAY], "r", 1, 60, "an-epoch-that-ended") == NEEDS_SEED
+
+    async def expired() -> bool:  # the reservation's expiry, not the attempt's hold_s
+        return await fast.spent(DAY) == (0, 0)
+
+    await eventually(expired)
+    assert await fast.grow([DAY], "r", 5, 60, e) == -1  # none left: held anew
+    assert await fast.settle([DAY], "r", 4) is False
+    assert await fast.spent(DAY) == (4, 0)
+
+
 async def test_a_line_without_a_counter_admits_nothing_until_seeded(fast: Fast) -> None:
     e = await fast.epoch()
     assert await fast.reserve([DAY], "r", 1, 60, e) == NEEDS_SEED

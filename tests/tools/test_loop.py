@@ -196,6 +196,35 @@ async def test_faults_dies_hangs_too_large_and_rug_pull(caplog: pytest.LogCaptur
             assert metrics == 1
 
 
+async def test_a_tool_call_that_fails_its_own_way_ends_as_a_result_not_internal() -> None:
+    """An HTTP tool's arguments that make a URL httpx refuses (past 65536 characters):
+    httpx raises InvalidURL, not an HTTPError. It once escaped the tool, came out of the
+    loop's task group as an ExceptionGroup and ended the call INTERNAL; it is the call's
+    error result, and the call beside it in the same step still answers."""
+    async with openai_fake.OpenAIFake() as fake, http_tool_server() as web:
+        fake.push(
+            Scenario(
+                tool_calls=(
+                    call("weather", {"city": "x" * 70_000}, "long"),
+                    call("weather", {"city": "Paris"}, "ok"),
+                )
+            ),
+            Scenario(text="done"),
+        )
+        cfg = config(upstream=fake.base_url, http_url=web.url)
+        async with serve_config(cfg, ENVIRON) as served:
+            stub = agent_pb2_grpc.AgentServiceStub(served.channel)
+            answer = await stub.Invoke(GO, timeout=60)
+    assert answer.message.content[0].text == "done"
+    results = answer.steps[0].tool_results
+    assert [r.outcome for r in results] == [
+        pb.TOOL_OUTCOME_INVALID_ARGUMENTS,
+        pb.TOOL_OUTCOME_OK,
+    ]
+    assert "invalid URL (URL too long)" in results[0].error
+    assert [s["path"] for s in web.seen] == ["/weather/Paris"]
+
+
 async def test_streamable_http_mcp_server() -> None:
     async with openai_fake.OpenAIFake() as fake, mcp_http_server() as url:
         fake.push(Scenario(tool_calls=(call("big", {"n": 10}, "x"),)), Scenario(text="done"))
