@@ -208,7 +208,13 @@ class StatePipeline:
                 wait_s=deadline.remaining(),
             )
             call.tab.allow = functools.partial(
-                self._another_attempt, reservation, prices, agent, sent, parameters.max_tokens
+                type(self)._another_attempt,  # the function: no bound method held per call
+                self,
+                reservation,
+                prices,
+                agent,
+                sent,
+                parameters.max_tokens,
             )
             # Uncached, priced in the loop below: one generator fewer held by every call
             # while it streams.

@@ -221,9 +221,10 @@ class Runner:
                     async for event in looped:
                         yield event
                 return
-            # Positional (no keyword dict): every call holds this while it streams.
+            # Positional (no keyword dict), the function and self (no bound method): every
+            # call holds this while it streams.
             route = functools.partial(
-                self._route, runtime.router, agent, request, guards, whole_answer, None
+                type(self)._route, self, runtime.router, agent, request, guards, whole_answer, None
             )
             events = self._traced(
                 agent, request, self._pipeline.run(request, agent, route, deadline, verdicts)
@@ -304,7 +305,8 @@ class Runner:
             # checks every other call itself (a refused one is fed back to the model).
             caller_tools = frozenset(t.name for t in (*agent.tools, *step_request.tools))
             route = functools.partial(
-                self._route,
+                type(self)._route,
+                self,
                 runtime.router,
                 offered,
                 step_request,

@@ -33,6 +33,8 @@ class SpanScan:
     found in the released text; ``blocked`` turns true at the first blocking hit (nothing
     more is released after it)."""
 
+    __slots__ = ("_context", "_guards", "_held", "_hits", "_observer", "_stage", "blocked")
+
     def __init__(self, guards: Sequence[Guard], stage: Stage, observer: GuardObserver) -> None:
         self._guards = guards
         self._stage = stage
