@@ -387,9 +387,11 @@ class Fold:
         self._tool_calls: dict[int, list[str]] = {}
         self._usage = _NO_USAGE
         self._finish: Finish | None = None
-        self._steps: list[StepTrace] = []
-        self._results: list[ToolResultEvent] = []
-        self._approvals: list[ApprovalRequiredEvent] = []
+        # Tuples, replaced at each addition: a tool loop's few steps and results; a plain
+        # answer (most) holds no empty lists while it streams.
+        self._steps: tuple[StepTrace, ...] = ()
+        self._results: tuple[ToolResultEvent, ...] = ()
+        self._approvals: tuple[ApprovalRequiredEvent, ...] = ()
 
     def add(self, event: Event) -> None:
         match event:
@@ -407,11 +409,11 @@ class Fold:
             case Finish():
                 self._finish = event
             case ToolResultEvent():
-                self._results.append(event)
+                self._results += (event,)
             case ApprovalRequiredEvent():
-                self._approvals.append(event)
+                self._approvals += (event,)
             case StepFinish():
-                self._steps.append(
+                self._steps += (
                     StepTrace(
                         event.step,
                         event.reason,
@@ -419,12 +421,12 @@ class Fold:
                         event.target,
                         event.attempts,
                         self._message(),
-                        tuple(self._results),
-                        tuple(self._approvals),
-                    )
+                        self._results,
+                        self._approvals,
+                    ),
                 )
                 self._text, self._tool_calls = [], {}
-                self._results, self._approvals = [], []
+                self._results, self._approvals = (), ()
 
     def _message(self) -> Message:
         text = "".join(self._text)

@@ -12,6 +12,10 @@ read, the reading task is cancelled with a message naming the limit, and the rea
 ``Task.cancelling``/``uncancel`` protocol, as ``asyncio.timeout`` uses it). Between reads
 nothing is cancelled: time the consumer spends is not the upstream's.
 
+The timers of many watchdogs can share one loop handle (:class:`Alarms`: the router and each
+provider keep one for all their attempts): a pending loop timer costs about 0.75 KB (with
+uvloop: its handle, libuv's timer, a copy of the context), held by every answer that waits.
+
 The message is ``switchboard:<kind>``: code that sees the cancellation travel through it
 (the traced provider, recording the upstream call's outcome) can tell a timeout from a
 caller that left (:func:`expired_kind`).
@@ -20,6 +24,7 @@ caller that left (:func:`expired_kind`).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import types
 from collections.abc import AsyncIterator, Awaitable, Generator
@@ -87,17 +92,94 @@ def resumed(step: Generator[Any, Any, T], waiting: Any) -> Generator[Any, Any, T
             return done.value  # type: ignore[no-any-return]
 
 
+class Alarms:
+    """The timers of many watchdogs on one loop handle, set for the earliest: a heap of
+    ``(at, number, watchdog)``. An alarm a watchdog replaced or cancelled stays in the heap
+    (its number is no longer the watchdog's) and is skipped when it comes due; the heap is
+    rebuilt without such alarms when it has grown to twice its size at the last rebuild, so
+    it holds at most about twice the alarms pending then; with none pending, the loop's
+    timer is cancelled and the heap emptied. Bound to the loop it is first used on (a new
+    loop starts it afresh: the old loop's timers cannot run any more)."""
+
+    __slots__ = ("_handle", "_handle_at", "_heap", "_kept", "_loop", "_number", "_pending")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._number = 0
+        self._pending = 0  # watchdogs with an alarm set
+        self._kept = 0  # the heap's size after its last rebuild
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._handle_at = math.inf
+
+    def set(self, watchdog: Watchdog, at: float) -> None:
+        """Call ``watchdog._ring()`` at ``at`` (loop time), in place of its alarm set
+        before, unless :meth:`cancel` comes first."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._heap, self._kept, self._pending = loop, [], 0, 0
+            self._handle, self._handle_at = None, math.inf
+        if not watchdog._alarm:
+            self._pending += 1
+        self._number += 1
+        watchdog._alarm = self._number
+        heapq.heappush(self._heap, (at, self._number, watchdog))
+        if len(self._heap) > 2 * self._kept + 64:
+            self._heap = [entry for entry in self._heap if entry[2]._alarm == entry[1]]
+            heapq.heapify(self._heap)
+            self._kept = len(self._heap)
+        if at < self._handle_at:
+            self._arm(at)
+
+    def cancel(self, watchdog: Watchdog) -> None:
+        """Drop ``watchdog``'s alarm, if it has one."""
+        if not watchdog._alarm:
+            return
+        watchdog._alarm = 0
+        self._pending -= 1
+        if self._pending <= 0:
+            # None pending (counted again, in case a loop change lost count): no loop timer
+            # left behind, holding the heap until its time.
+            self._heap = [entry for entry in self._heap if entry[2]._alarm == entry[1]]
+            heapq.heapify(self._heap)
+            self._pending = self._kept = len(self._heap)
+            if not self._heap and self._handle is not None:
+                self._handle.cancel()
+                self._handle, self._handle_at = None, math.inf
+
+    def _arm(self, at: float) -> None:
+        assert self._loop is not None
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(at, self._due)
+        self._handle_at = at
+
+    def _due(self) -> None:
+        self._handle, self._handle_at = None, math.inf
+        assert self._loop is not None
+        heap, now = self._heap, self._loop.time()
+        while heap and (heap[0][0] <= now or heap[0][2]._alarm != heap[0][1]):
+            _, number, watchdog = heapq.heappop(heap)
+            if watchdog._alarm == number:
+                watchdog._alarm = 0
+                self._pending -= 1
+                watchdog._ring()
+        if heap:
+            self._arm(heap[0][0])
+
+
 class Watchdog:
     """The limits of one attempt. ``deadline_at`` is on the loop's clock (``time.monotonic``
     for the default loop, as :class:`service.deadline.Deadline` uses); None or ``inf``
-    means no such limit."""
+    means no such limit. ``alarms``: the timers it shares (its own when None)."""
 
     __slots__ = (
+        "_alarm",
+        "_alarms",
         "_at",
         "_deadline_at",
         "_fired",
         "_first_s",
-        "_handle",
         "_handle_at",
         "_idle_s",
         "_kind",
@@ -112,14 +194,16 @@ class Watchdog:
         deadline_at: float | None = None,
         first_s: float | None = None,
         idle_s: float | None = None,
+        alarms: Alarms | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._deadline_at = math.inf if deadline_at is None else deadline_at
         self._first_s = first_s
         self._idle_s = idle_s
         self._seen_first = False
-        self._handle: asyncio.TimerHandle | None = None
-        self._handle_at = math.inf
+        self._alarms = Alarms() if alarms is None else alarms
+        self._alarm = 0  # the number of its pending alarm; 0: none
+        self._handle_at = math.inf  # when its pending alarm rings
         self._reader: asyncio.Task[object] | None = None
         self._fired: asyncio.Task[object] | None = None
         self._at = math.inf  # when the read in progress expires
@@ -172,19 +256,14 @@ class Watchdog:
 
     def close(self) -> None:
         """Cancel the timer (idempotent). Call when the attempt ends."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-            self._handle_at = math.inf
+        self._alarms.cancel(self)
+        self._handle_at = math.inf
 
     def _arm(self, at: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = self._loop.call_at(at, self._fire)
+        self._alarms.set(self, at)
         self._handle_at = at
 
-    def _fire(self) -> None:
-        self._handle = None
+    def _ring(self) -> None:
         self._handle_at = math.inf
         reader = self._reader
         if reader is None:

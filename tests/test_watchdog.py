@@ -13,7 +13,7 @@ from service.domain import Message, Parameters, Role, TextPart
 from service.errors import DeadlineExceeded
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.mock import MockProvider
-from service.watchdog import FIRST_TOKEN, IDLE, Expired, Watchdog, begin
+from service.watchdog import FIRST_TOKEN, IDLE, Alarms, Expired, Watchdog, begin
 
 
 async def items(gate: asyncio.Queue[int]) -> AsyncIterator[int]:
@@ -124,3 +124,53 @@ async def test_ready_reads_then_a_waiting_one_still_time_out() -> None:
         await dog.read(stream)
     assert idle.value.kind == IDLE
     dog.close()
+
+
+async def test_watchdogs_sharing_alarms_each_keep_their_own_limit() -> None:
+    # One loop timer for many watchdogs: each expires at its own limit, whatever the others
+    # (closed, re-armed, later) did; once none is pending, no timer is left behind.
+    alarms = Alarms()
+    gates = [asyncio.Queue[int]() for _ in range(3)]
+    late = Watchdog(first_s=30.0, alarms=alarms)
+    closed = Watchdog(first_s=0.01, alarms=alarms)
+    soon = Watchdog(first_s=0.05, idle_s=0.05, alarms=alarms)
+    late_read = asyncio.ensure_future(late.read(items(gates[0])))
+    closed_read = asyncio.ensure_future(closed.read(items(gates[1])))
+    await asyncio.sleep(0)
+    closed.close()  # its alarm, the earliest, must not cancel its reader
+    gates[2].put_nowait(1)
+    soon_items = items(gates[2])
+    assert await soon.read(soon_items) == 1
+    with pytest.raises(Expired) as idle:
+        await soon.read(soon_items)
+    assert idle.value.kind == IDLE
+    assert not closed_read.done()
+    assert not late_read.done()
+    gates[1].put_nowait(2)
+    assert await closed_read == 2
+    late_read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await late_read
+    for dog in (late, soon):
+        dog.close()
+    assert alarms._handle is None
+    assert not alarms._heap  # nothing left pending: no loop timer, no heap
+
+
+async def test_shared_alarms_drop_replaced_alarms_as_they_go() -> None:
+    # Watchdogs that come and go (each attempt closes its own) leave no growing heap.
+    alarms = Alarms()
+    keep = Watchdog(first_s=60.0, alarms=alarms)
+    reader = asyncio.ensure_future(keep.read(items(asyncio.Queue())))
+    await asyncio.sleep(0)
+    for _ in range(1000):
+        gate: asyncio.Queue[int] = asyncio.Queue()
+        gate.put_nowait(1)
+        dog = Watchdog(first_s=30.0, alarms=alarms)
+        assert await dog.read(items(gate)) == 1
+        dog.close()
+    assert len(alarms._heap) < 100  # the replaced alarms were dropped
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    keep.close()

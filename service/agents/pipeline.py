@@ -31,6 +31,7 @@ history is reserved on it (an upper bound, like the request's) before the call g
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -41,6 +42,7 @@ from dataclasses import asdict, replace
 from typing import Protocol
 
 from service.agents.spec import AgentSpec
+from service.agents.tally import Tally, priced
 from service.cache import ResponseCache, cache_key, wanted
 from service.config.state_model import BudgetConfig
 from service.context import current
@@ -50,13 +52,11 @@ from service.domain import (
     Event,
     Finish,
     FinishReason,
-    Fold,
     GuardVerdict,
     Message,
+    Parameters,
     Start,
-    TargetRef,
     Tool,
-    Usage,
     UsageEvent,
 )
 from service.errors import InvalidArgument, SwitchboardError
@@ -68,11 +68,10 @@ from service.state.records import AuditEntry, UsageRecord
 from service.state.stores import Stores
 from service.usage.bound import attempts_at_once, history_bound, output_bound, tools_bound
 from service.usage.budgets import Budgets, Reservation, binding
-from service.usage.estimate import AnswerCounter, cut_short
 from service.usage.ledger import Ledger
 from service.usage.meter import charge
 from service.usage.meter import reserve as reserve_tokens
-from service.usage.pricing import PriceTable, usd
+from service.usage.pricing import PriceTable
 from service.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -183,7 +182,7 @@ class StatePipeline:
         began = time.monotonic()
         prices = self._pricing()
         reservation: Reservation | None = None
-        call = _Call(verdicts)
+        call = Tally(verdicts)
         status = "ok"
         try:
             use_cache = wanted(agent, request.cache)
@@ -208,25 +207,31 @@ class StatePipeline:
                 reservation_bound(prices, agent, sent, parameters.max_tokens),
                 wait_s=deadline.remaining(),
             )
-            call.tab.allow = self._another_attempt(
-                reservation, prices, agent, sent, parameters.max_tokens
+            call.tab.allow = functools.partial(
+                type(self)._another_attempt,  # the function: no bound method held per call
+                self,
+                reservation,
+                prices,
+                agent,
+                sent,
+                parameters.max_tokens,
             )
-
-            def produce() -> AsyncGenerator[Event, None]:
-                return _priced(route(history, deadline, call.tab), prices, call)
-
-            if use_cache:
-                key = cache_key(ctx.tenant, agent, call.prompt[1], parameters, request.tools)
-                opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
-                source = self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
-            else:
-                source = produce()
-            async with aclosing(source) as events:
-                async for event in events:
-                    event = with_verdicts(event, verdicts)  # noqa: PLW2901
+            # Uncached, priced in the loop below: one generator fewer held by every call
+            # while it streams.
+            source = (
+                self._cached(request, agent, history, (parameters, deadline), route, call, prices)
+                if use_cache
+                else route(history, deadline, call.tab)
+            )
+            try:  # as aclosing would, without the object held (docs/benchmarks.md, Memory)
+                async for routed in source:
+                    event = routed if use_cache else call.priced(routed, prices)
+                    if event is None:
+                        continue
+                    event = with_verdicts(event, verdicts)
                     call.add(event)
                     if isinstance(event, UsageEvent) and call.tab.abandoned:
-                        event = call.billed(event, prices)  # noqa: PLW2901 (what the caller pays)
+                        event = call.billed(event, prices)  # what the caller pays
                     if isinstance(event, Finish):
                         # Recorded, then settled, before the caller sees the Finish.
                         usage, audit = _records(request, agent, call, "ok", began, prices,
@@ -246,6 +251,8 @@ class StatePipeline:
                             reservation, call.recorded = settling, False
                             raise
                     yield event
+            finally:
+                await source.aclose()
         except BaseException as exc:
             status = _status(exc)
             raise
@@ -257,33 +264,53 @@ class StatePipeline:
                 charge(usage.input_tokens + usage.output_tokens)
                 await self._record_quietly(usage, audit, reservation)
 
-    def _another_attempt(
+    def _cached(  # noqa: PLR0917 (one call's facts)
+        self,
+        request: AgentRequest,
+        agent: AgentSpec,
+        history: tuple[Message, ...],
+        sent: tuple[Parameters, Deadline],
+        route: Route,
+        call: Tally,
+        prices: PriceTable,
+    ) -> AsyncGenerator[Event, None]:
+        """The answer through the response cache (single-flight): a replay, or the routed
+        events (priced), kept for the next caller. (The closure that routes is made here,
+        not in ``run``: its variables would be cells held by every call's frame.)"""
+        parameters, deadline = sent
+        key = cache_key(current().tenant, agent, call.prompt[1], parameters, request.tools)
+        opening = Start(request.request_id, agent.name, agent.version, agent.route[0].ref)
+
+        def produce() -> AsyncGenerator[Event, None]:
+            return priced(route(history, deadline, call.tab), prices, call)
+
+        return self.cache.serve(key, agent.cache.ttl_s, opening, produce, deadline)
+
+    async def _another_attempt(  # noqa: PLR0917 (bound in run, the target last)
         self,
         reservation: Reservation | None,
         prices: PriceTable,
         agent: AgentSpec,
         sent: int,
         max_tokens: int | None,
-    ) -> Callable[[TargetSpec], Awaitable[bool]]:
+        target: TargetSpec,
+    ) -> bool:
         """What the router asks before an attempt past the first: reserve its bound on the
-        call's tokens-per-minute limits and budgets; False when one has no room."""
+        call's tokens-per-minute limits and budgets; False when one has no room. (A partial
+        of it, not a closure: every call holds it while it streams, few use it.)"""
         at_once = attempts_at_once(agent)
-
-        async def allow(target: TargetSpec) -> bool:
-            most = output_bound(target.model, max_tokens)
-            try:
-                await reserve_tokens((sent + most) * at_once)
-            except SwitchboardError:
-                return False
-            if reservation is None:
-                return True
-            amount = prices.estimate_nanos(target.ref, sent, most) * at_once
-            return await self.budgets.grow(reservation, amount)
-
-        return allow
+        most = output_bound(target.model, max_tokens)
+        try:
+            await reserve_tokens((sent + most) * at_once)
+        except SwitchboardError:
+            return False
+        if reservation is None:
+            return True
+        amount = prices.estimate_nanos(target.ref, sent, most) * at_once
+        return await self.budgets.grow(reservation, amount)
 
     def _appender(
-        self, request: AgentRequest, call: _Call, usage: UsageRecord, audit: AuditEntry
+        self, request: AgentRequest, call: Tally, usage: UsageRecord, audit: AuditEntry
     ) -> Callable[[], Awaitable[None]] | None:
         """With a session: append the turn with the line and entry in one commit (raises
         if the append fails: the turn must not be lost silently)."""
@@ -329,64 +356,10 @@ class StatePipeline:
             log.exception("usage ledger write failed (store and outbox): %s", exc.message)
 
 
-class _Call:
-    """What one call saw: its events folded, whether the upstream answered, what it sent,
-    and the attempts it gave up (``tab``)."""
-
-    __slots__ = (
-        "answered", "counter", "finish", "fold", "partial", "prompt", "recorded", "start", "tab",
-        "verdicts",
-    )  # fmt: skip
-
-    def __init__(self, verdicts: tuple[GuardVerdict, ...] = ()) -> None:
-        self.verdicts = verdicts  # the input guards'; a Finish carries all of them
-        self.tab = Tab()
-        self.partial: Usage | None = None  # what the upstream reported mid-answer
-        self.fold = Fold()
-        self.counter = AnswerCounter()
-        self.start: Start | None = None
-        self.finish: Finish | None = None
-        self.answered = False  # an upstream began answering (not a cache replay)
-        self.recorded = False
-        self.prompt: tuple[str, tuple[Message, ...], tuple[Tool, ...]] = ("", (), ())
-
-    def add(self, event: Event) -> None:
-        self.fold.add(event)
-        self.counter.add(event)
-        if isinstance(event, Start):
-            self.start = event
-        elif isinstance(event, Finish):
-            self.finish = event
-
-    def usage(self) -> Usage:
-        """The answer's usage to charge (the abandoned attempts' apart): the upstream's
-        report; else a whole answer's, read to its end before the call was cut short;
-        else, when an upstream answered but the call ended early, what an answer cut short
-        is charged (:func:`~service.usage.estimate.cut_short`); else none."""
-        reported = self.fold.usage
-        if reported.input_tokens or reported.output_tokens:
-            return reported
-        if self.tab.answer is not None:
-            return self.tab.answer
-        if not self.answered:
-            return reported
-        return cut_short(self.partial, self.prompt, self.counter.tokens)
-
-    def spent_nanos(self, prices: PriceTable) -> int:
-        """What the abandoned attempts cost, each at its own target's price."""
-        return sum(prices.cost_nanos(a.target, a.usage) for a in self.tab.abandoned)
-
-    def billed(self, event: UsageEvent, prices: PriceTable) -> UsageEvent:
-        """The answer's usage event with the abandoned attempts' tokens and cost added."""
-        own = prices.cost_nanos(self.start.target, event.usage) if self.start else 0
-        usage = total((event.usage, self.tab.usage()))
-        return UsageEvent(replace(usage, cost_usd=usd(own + self.spent_nanos(prices))))
-
-
 def _records(  # noqa: PLR0917 (one call's facts)
     request: AgentRequest,
     agent: AgentSpec,
-    call: _Call,
+    call: Tally,
     status: str,
     began: float,
     prices: PriceTable,
@@ -444,27 +417,6 @@ def audit_detail(verdicts: Sequence[GuardVerdict]) -> str:
     if not verdicts:
         return ""
     return json.dumps({"guards": [asdict(v) for v in verdicts]}, separators=(",", ":"))
-
-
-async def _priced(
-    events: AsyncGenerator[Event, None], prices: PriceTable, call: _Call
-) -> AsyncGenerator[Event, None]:
-    """The events with the usage's cost filled in from the answering target's price; marks
-    ``call.answered`` when an upstream begins its answer."""
-    target: TargetRef | None = None
-    async with aclosing(events) as source:
-        async for event in source:
-            if isinstance(event, Start):
-                target = event.target
-                call.answered = True
-            elif isinstance(event, UsageEvent) and event.partial:
-                call.partial = event.usage  # what a cut-short call is charged from
-                continue
-            elif isinstance(event, UsageEvent) and target is not None:
-                cost = usd(prices.cost_nanos(target, event.usage))
-                yield UsageEvent(replace(event.usage, cost_usd=cost))
-                continue
-            yield event
 
 
 def _sending(

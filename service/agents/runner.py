@@ -221,20 +221,19 @@ class Runner:
                     async for event in looped:
                         yield event
                 return
+            # Positional (no keyword dict), the function and self (no bound method): every
+            # call holds this while it streams.
             route = functools.partial(
-                self._route,
-                router=runtime.router,
-                agent=agent,
-                request=request,
-                guards=guards,
-                whole_answer=whole_answer,
+                type(self)._route, self, runtime.router, agent, request, guards, whole_answer, None
             )
             events = self._traced(
                 agent, request, self._pipeline.run(request, agent, route, deadline, verdicts)
             )
-            async with aclosing(events):
+            try:  # closed as aclosing would (without the object held: docs/benchmarks.md)
                 async for event in events:
                     yield event
+            finally:
+                await events.aclose()
         finally:
             runtime.calls.leave()
 
@@ -302,16 +301,18 @@ class Runner:
         def step(
             step_request: AgentRequest, offered: AgentSpec, step_deadline: Deadline
         ) -> AsyncGenerator[Event, None]:
+            # The guard checks the calls of the caller's tools before they go out; the loop
+            # checks every other call itself (a refused one is fed back to the model).
+            caller_tools = frozenset(t.name for t in (*agent.tools, *step_request.tools))
             route = functools.partial(
-                self._route,
-                router=runtime.router,
-                agent=offered,
-                request=step_request,
-                guards=guards,
-                whole_answer=whole_answer,
-                # The guard checks the calls of the caller's tools before they go out; the
-                # loop checks every other call itself (a refused one is fed back to the model).
-                caller_tools=frozenset(t.name for t in (*agent.tools, *step_request.tools)),
+                type(self)._route,
+                self,
+                runtime.router,
+                offered,
+                step_request,
+                guards,
+                whole_answer,
+                caller_tools,
             )
             first = input_verdicts if state.step == 1 else ()
             return self._pipeline.run(step_request, offered, route, step_deadline, first)
@@ -331,18 +332,17 @@ class Runner:
                     )
                 yield event
 
-    async def _route(
+    async def _route(  # noqa: PLR0917 (bound by a partial, the step's facts last)
         self,
-        history: tuple[Message, ...],
-        deadline: Deadline,
-        tab: Tab,
-        *,
         router: Router,
         agent: AgentSpec,
         request: AgentRequest,
         guards: GuardContext,
         whole_answer: bool,
-        caller_tools: frozenset[str] | None = None,
+        caller_tools: frozenset[str] | None,
+        history: tuple[Message, ...],
+        deadline: Deadline,
+        tab: Tab,
     ) -> AsyncGenerator[Event, None]:
         """One model step, routed, its answer through the output guard, which checks its
         tool calls too (offered, schema, guards); in a tool loop's step (``caller_tools``
@@ -359,9 +359,9 @@ class Runner:
             agent.route, call, deadline, agent.routing, whole_answer=whole_answer, tab=tab
         )
         target = opened.target.ref
-        source: AsyncGenerator[Event, None] = opened.events
         # Every answer: its tool calls are checked whole (offered, schema, guards) even for
-        # an agent with no guards; its text only where the agent has output guards.
+        # an agent with no guards; its text only where the agent has output guards. Taken
+        # event by event here (not through a generator of its own, held by every answer).
         output = OutputGuard(
             agent.guards,
             guards,
@@ -369,17 +369,23 @@ class Runner:
             functools.partial(prompt_tokens, call.system_prompt, call.messages, call.tools),
             only=caller_tools,
         )
-        source = output.events(source)
-        # Both closed even if the caller leaves now, before the guard has read anything.
-        async with aclosing(opened.events), aclosing(source) as events:
+        # Closed even if the caller leaves now, and before the last events: a block or the
+        # Finish ends the upstream call.
+        events = opened.events
+        try:  # as aclosing would, without the object held (docs/benchmarks.md, Memory)
             yield Start(request.request_id, agent.name, agent.version, target)
             async for event in events:
-                if isinstance(event, Finish):
-                    yield Finish(
-                        event.reason, opened.attempts, event.cache_hit, target, event.verdicts
-                    )
-                    return
-                yield event
+                if (passed := output.take(event)) is not None:
+                    yield passed
+                if output.done:
+                    break
+        finally:
+            await events.aclose()
+        for last in await output.ending():
+            if isinstance(last, Finish):
+                yield Finish(last.reason, opened.attempts, last.cache_hit, target, last.verdicts)
+                return
+            yield last
         raise Unavailable(f"target {target.name!r} ended its answer without finishing it").about(
             target=target.name
         )

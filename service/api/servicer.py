@@ -141,9 +141,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                         async for event in run:
                             yield workflows_api.event_to_proto(event)
                     return
-                async with aclosing(self._runner.stream(agent_request, deadline)) as events:
+                events = self._runner.stream(agent_request, deadline)
+                try:  # as aclosing would, without the object held (docs/benchmarks.md, Memory)
                     async for event in events:
                         yield convert.event_to_proto(event)
+                finally:
+                    await events.aclose()
         except Exception as exc:  # noqa: BLE001 (mapped to a status in one place)
             await abort(context, _about(exc, request.agent))
 

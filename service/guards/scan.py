@@ -33,18 +33,26 @@ class SpanScan:
     found in the released text; ``blocked`` turns true at the first blocking hit (nothing
     more is released after it)."""
 
+    __slots__ = ("_context", "_guards", "_held", "_hits", "_observer", "_stage", "blocked")
+
     def __init__(self, guards: Sequence[Guard], stage: Stage, observer: GuardObserver) -> None:
         self._guards = guards
         self._stage = stage
         self._observer = observer
         self._context = ""  # the raw text released last (unredacted), for the next scan
         self._held = ""  # raw text not yet released
-        self.hits: list[Hit] = []
+        self._hits: list[Hit] | None = None  # made at the first hit: most answers have none
         self.blocked = False
+
+    @property
+    def hits(self) -> Sequence[Hit]:
+        return self._hits if self._hits is not None else ()
 
     def hit(self, hit: Hit) -> None:
         """Record ``hit`` (a span guard's, or another guard's on the same text)."""
-        self.hits.append(hit)
+        if self._hits is None:
+            self._hits = []
+        self._hits.append(hit)
         if hit.action == Action.BLOCK:
             self.blocked = True
 

@@ -63,6 +63,13 @@ class OutputGuard:
     ``prompt_tokens``: the prompt's estimated size (or what makes it, asked only when needed),
     for the usage of a blocked answer whose upstream reported none."""
 
+    # Slots: every answer holds one while it streams (an instance dict of 17 was ~0.6 KB).
+    __slots__ = (
+        "_answer", "_bytes", "_calls", "_chars", "_ctx", "_finish", "_guards", "_lengths",
+        "_long", "_only", "_prompt_tokens", "_refused", "_scan", "_tools", "_usage",
+        "_verdicts", "_whole_text",
+    )  # fmt: skip
+
     def __init__(
         self,
         guards: AgentGuards,
@@ -77,64 +84,92 @@ class OutputGuard:
         self._tools = tools
         self._only = only
         self._prompt_tokens = prompt_tokens
-        spans = [g for g in guards.output if g.matcher is not None]
+        # Tuples, and containers made when first needed: an answer holds this for as long
+        # as it streams, and most answers have no output guards (tuple() of nothing is the
+        # shared empty tuple).
+        spans = tuple(g for g in guards.output if g.matcher is not None)
         self._scan = SpanScan(spans, Stage.OUTPUT, ctx.observer)  # span and length hits
-        self._lengths = [g for g in guards.output if g.length is not None]
-        self._whole = any(g.judge is not None for g in guards.output)
+        self._lengths = tuple(g for g in guards.output if g.length is not None)
         self._chars = 0  # normalised characters seen
         self._bytes = 0
-        self._long: set[str] = set()  # length guards already over their limit
-        self._verdicts: list[tuple[GuardVerdict, ...]] = []  # whole-text ones (reported)
+        self._long: tuple[str, ...] = ()  # length guards already over their limit
+        self._verdicts: tuple[tuple[GuardVerdict, ...], ...] = ()  # whole-text, tool-call ones
         self._refused = False  # a whole-text guard or a tool call blocked
-        self._whole_text: list[str] = []  # held whole, for the whole-text guards
+        whole = any(g.judge is not None for g in guards.output)
+        self._whole_text: list[str] | None = [] if whole else None  # held for whole-text guards
+        # What the answer brought so far (its events taken one by one: take()).
+        self._calls: dict[int, list[str]] = {}  # tool calls by index: id, name, arguments
+        self._usage: UsageEvent | None = None
+        self._answer = AnswerCounter()
+        self._finish: Finish | None = None
 
     async def events(self, source: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
         """``source``'s events, guarded (see the module docstring). Closing this closes
         ``source``; a block closes it too, before the last events are sent."""
-        calls: dict[int, list[str]] = {}
-        usage: UsageEvent | None = None
-        answer = AnswerCounter()
-        finish: Finish | None = None
         async with aclosing(source) as upstream:
             async for event in upstream:
-                answer.add(event)
-                match event:
-                    case TextDelta(text=text):
-                        released = self._take(text)
-                        if released:
-                            yield TextDelta(released)
-                    case ToolCallDelta():
-                        parts = calls.setdefault(event.index, ["", "", ""])
-                        parts[0] = parts[0] or event.id
-                        parts[1] = parts[1] or event.name
-                        parts[2] += event.arguments_delta
-                    case UsageEvent(partial=False):
-                        usage = event
-                    case Finish():
-                        finish = event
-                    case _:
-                        yield event
-                if self._blocked or finish is not None:
+                passed = self.take(event)
+                if passed is not None:
+                    yield passed
+                if self.done:
                     break
+        for event in await self.ending():
+            yield event
+
+    def take(self, event: Event) -> Event | None:
+        """Take in the answer's next event; return what may be sent now (None: nothing).
+        Stop reading and close the upstream once :attr:`done`, then send :meth:`ending`'s.
+        (The same as :meth:`events`, for a reader that holds no generator per answer.)"""
+        self._answer.add(event)
+        match event:
+            case TextDelta(text=text):
+                released = self._take(text)
+                return TextDelta(released) if released else None
+            case ToolCallDelta():
+                parts = self._calls.setdefault(event.index, ["", "", ""])
+                parts[0] = parts[0] or event.id
+                parts[1] = parts[1] or event.name
+                parts[2] += event.arguments_delta
+            case UsageEvent(partial=False):
+                self._usage = event
+            case Finish():
+                self._finish = event
+            case _:
+                return event
+        return None
+
+    @property
+    def done(self) -> bool:
+        """Nothing more is taken: the answer finished, or a guard blocked it."""
+        return self._blocked or self._finish is not None
+
+    async def ending(self) -> list[Event]:
+        """The answer's last events once :attr:`done` (the upstream closed): the text held
+        back, the tool calls checked, usage and a Finish with the verdicts; or the usage and
+        a CONTENT_FILTER Finish of a blocked answer. Nothing when the upstream ended without
+        finishing (the runner says so)."""
+        finish = self._finish
         if finish is None and not self._blocked:
-            return  # the upstream ended without finishing: the runner says so
+            return []
+        rest, checked_calls = "", []
         if not self._blocked:
             rest = await self._rest()
-            checked_calls = await self._check_calls(calls)
+            checked_calls = await self._check_calls(self._calls)
         if self._blocked:
-            yield usage or UsageEvent(estimated_usage(self._prompt(), answer.tokens))
-            yield Finish(FinishReason.CONTENT_FILTER, verdicts=self._report())
-            return
+            usage = self._usage or UsageEvent(estimated_usage(self._prompt(), self._answer.tokens))
+            return [usage, Finish(FinishReason.CONTENT_FILTER, verdicts=self._report())]
         assert finish is not None
-        if rest:
-            yield TextDelta(rest)
-        for index, (call_id, name, arguments) in checked_calls:
-            yield ToolCallDelta(index, call_id, name, arguments)
-        if usage is not None:
-            yield usage
-        yield Finish(
-            finish.reason, finish.attempts, finish.cache_hit, finish.target, self._report()
+        out: list[Event] = [TextDelta(rest)] if rest else []
+        out.extend(
+            ToolCallDelta(index, call_id, name, arguments)
+            for index, (call_id, name, arguments) in checked_calls
         )
+        if self._usage is not None:
+            out.append(self._usage)
+        out.append(
+            Finish(finish.reason, finish.attempts, finish.cache_hit, finish.target, self._report())
+        )
+        return out
 
     def _prompt(self) -> int:
         tokens = self._prompt_tokens
@@ -161,23 +196,23 @@ class OutputGuard:
             for guard in self._lengths:
                 assert guard.length is not None
                 if guard.name not in self._long and guard.length.exceeded(self._chars, self._bytes):
-                    self._long.add(guard.name)
+                    self._long += (guard.name,)
                     finding = Finding(0, 0, "too_long", "", raw=True)
                     self._scan.hit(Hit(guard.name, guard.action, finding))
             if self._blocked:
                 return ""
-        if self._whole:
+        if self._whole_text is not None:
             self._whole_text.append(text)
             return ""
         return self._scan.take(text)
 
     async def _rest(self) -> str:
         """The held text at the answer's end, checked whole where whole-text guards are on."""
-        if not self._whole:
+        if self._whole_text is None:
             return self._scan.finish()
         text = "".join(self._whole_text)
         checked: Checked = await check(self._guards.output, Stage.OUTPUT, text, self._ctx)
-        self._verdicts.append(checked.verdicts)
+        self._verdicts += (checked.verdicts,)
         if checked.blocked is not None:
             self._refused = True
         return checked.text
@@ -193,7 +228,7 @@ class OutputGuard:
             result = await check_tool_call(
                 self._guards, self._ctx, self._tools.get(name), arguments
             )
-            self._verdicts.append(result.verdicts)
+            self._verdicts += (result.verdicts,)
             if result.blocked is not None:
                 self._refused = True
                 return []

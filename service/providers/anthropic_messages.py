@@ -37,6 +37,7 @@ from service.providers.upstream import (
     transport_fault,
     upstream_error,
 )
+from service.watchdog import Alarms
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
@@ -56,6 +57,7 @@ class AnthropicMessagesProvider:
         if target.api_key is None:
             raise FailedPrecondition(f"target {target.name!r}: provider anthropic needs an api_key")
         self._target = target
+        self._alarms = Alarms()  # one loop timer for the limits of all its attempts
         self._default_max_tokens = int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
         http = anthropic.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S)
         self.client = anthropic.AsyncAnthropic(
@@ -86,7 +88,7 @@ class AnthropicMessagesProvider:
             default_max_tokens=self._default_max_tokens,
         )
         reader = EventReader(target, call)
-        limit = AttemptLimit.of(deadline, self._target.timeout_s)
+        limit = AttemptLimit.of(deadline, self._target.timeout_s, self._alarms)
         extra = request.pop("extra_body", None) or {}
         try:
             response = await limit.run(

@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import random
 import re
 import zlib
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,6 @@ from service.domain import (
 from service.errors import DeadlineExceeded, SwitchboardError, Unavailable
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.upstream import AttemptLimit, Fault, upstream_error
-from service.watchdog import Expired, Watchdog
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -143,21 +143,18 @@ class MockProvider:
         self.stats.started += 1
         self.stats.in_flight += 1
         # As the SDK providers do: the earlier of the deadline and the target's timeout_s,
-        # one timer for the whole answer, applied to each read (a timeout held across a
-        # yield would cancel whatever the consumer is doing when it fires).
-        limit = Watchdog(deadline_at=AttemptLimit.of(deadline, self._target.timeout_s).deadline.at)
-        answer = self._answer(call)
+        # for the whole answer, checked at each step and bounding each wait (nothing is
+        # held across a yield: it would cancel whatever the consumer is doing when it
+        # fires). The answer is planned step by step (a plain generator) and waited for
+        # here: one async generator, no timer but the wait's own.
+        limit = AttemptLimit.of(deadline, self._target.timeout_s).deadline
+        steps = self._steps(call)
         try:
-            while True:
-                try:
-                    event = await limit.read(answer)
-                except StopAsyncIteration:
-                    break
-                except Expired:
-                    raise DeadlineExceeded(
-                        "deadline exceeded while the mock model was answering"
-                    ) from None
-                yield event
+            for delay_s, step in steps:
+                await _wait(delay_s, limit)
+                if isinstance(step, SwitchboardError):
+                    raise step
+                yield step
             self.stats.completed += 1
         except SwitchboardError:
             self.stats.failed += 1
@@ -167,10 +164,12 @@ class MockProvider:
             raise
         finally:
             self.stats.in_flight -= 1
-            limit.close()
-            await answer.aclose()
+            steps.close()
 
-    async def _answer(self, call: ModelCall) -> AsyncGenerator[ProviderEvent, None]:
+    def _steps(
+        self, call: ModelCall
+    ) -> Generator[tuple[float, ProviderEvent | SwitchboardError], None, None]:
+        """The answer: each event (or the error that ends it) after the wait before it."""
         input_tokens = count_tokens(call.system_prompt) + sum(
             count_tokens(m.text) + count_tokens(" ".join(c.arguments_json for c in m.tool_calls))
             for m in call.messages
@@ -181,26 +180,25 @@ class MockProvider:
         slow = self._rng.random() < faults.tail_rate
         if faults.fail_first > 0:
             faults.fail_first -= 1
-        if faults.hang:
-            await asyncio.Event().wait()  # until cancelled or out of time
+        hang = math.inf if faults.hang else 0.0  # until cancelled or out of time
         if fails:
-            raise faults.error_for(self._target)
-        ttft = faults.tail_ttft_s if slow else self._ttft_s
-        if ttft:
-            await asyncio.sleep(ttft)
+            yield hang, faults.error_for(self._target)
+            return
+        ttft = hang + (faults.tail_ttft_s if slow else self._ttft_s)
 
         tool_calls = self._tool_calls(call)
         if tool_calls:
             for index, (name, arguments) in enumerate(tool_calls):
                 key = f"{index}:{name}:{arguments}".encode()
-                yield ToolCallDelta(index=index, id=f"call_{zlib.crc32(key):08x}", name=name)
+                yield ttft, ToolCallDelta(index=index, id=f"call_{zlib.crc32(key):08x}", name=name)
+                ttft = 0.0
                 # Split the arguments as a real model would stream them.
                 middle = len(arguments) // 2
-                yield ToolCallDelta(index=index, arguments_delta=arguments[:middle])
-                yield ToolCallDelta(index=index, arguments_delta=arguments[middle:])
+                yield 0.0, ToolCallDelta(index=index, arguments_delta=arguments[:middle])
+                yield 0.0, ToolCallDelta(index=index, arguments_delta=arguments[middle:])
             spent = sum(count_tokens(arguments) for _, arguments in tool_calls)
-            yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=spent))
-            yield Finish(FinishReason.TOOL_CALLS)
+            yield ttft, UsageEvent(Usage(input_tokens=input_tokens, output_tokens=spent))
+            yield 0.0, Finish(FinishReason.TOOL_CALLS)
             return
 
         text, reason = self._reply(call)
@@ -209,23 +207,28 @@ class MockProvider:
             # A non-streamed answer: all of it at once, when the last word would have come.
             drop = faults.drop_after_tokens
             shown = len(words) if drop is None else min(drop, len(words))
-            if shown > 1 and self._token_interval_s:
-                await asyncio.sleep((shown - 1) * self._token_interval_s)
+            if shown > 1:
+                ttft += (shown - 1) * self._token_interval_s
             if shown < len(words):
-                raise Unavailable("upstream dropped the connection (mock: connection reset)")
+                yield ttft, Unavailable("upstream dropped the connection (mock: connection reset)")
+                return
             if text:
-                yield TextDelta(text)
-            yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
-            yield Finish(reason)
+                yield ttft, TextDelta(text)
+                ttft = 0.0
+            yield ttft, UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
+            yield 0.0, Finish(reason)
             return
         for i, word in enumerate(words):
-            if i and self._token_interval_s:
-                await asyncio.sleep(self._token_interval_s)
+            wait = ttft if i == 0 else self._token_interval_s
             if faults.drop_after_tokens is not None and i >= faults.drop_after_tokens:
-                raise Unavailable("upstream dropped the stream (mock: connection reset)")
-            yield TextDelta(word)
-        yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words)))
-        yield Finish(reason)
+                yield wait, Unavailable("upstream dropped the stream (mock: connection reset)")
+                return
+            yield wait, TextDelta(word)
+        yield (
+            ttft if not words else 0.0,
+            UsageEvent(Usage(input_tokens=input_tokens, output_tokens=len(words))),
+        )
+        yield 0.0, Finish(reason)
 
     def _tool_calls(self, call: ModelCall) -> list[tuple[str, str]]:
         last = call.messages[-1] if call.messages else None
@@ -287,6 +290,21 @@ class MockProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+async def _wait(delay_s: float, limit: Deadline) -> None:
+    """Wait ``delay_s`` (none: only check the time), within ``limit``.
+
+    Raises:
+        DeadlineExceeded: ``limit`` passes first (or has passed).
+    """
+    left = limit.remaining()
+    if left <= delay_s:
+        if left > 0:
+            await asyncio.sleep(left)
+        raise DeadlineExceeded("deadline exceeded while the mock model was answering")
+    if delay_s:
+        await asyncio.sleep(delay_s)
 
 
 def _argument_name(schema: Mapping[str, Any]) -> str:

@@ -38,6 +38,7 @@ from service.providers.upstream import (
     transport_fault,
     upstream_error,
 )
+from service.watchdog import Alarms
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "no-key"
@@ -51,6 +52,7 @@ class OpenAIChatProvider:
 
     def __init__(self, target: TargetSpec) -> None:
         self._target = target
+        self._alarms = Alarms()  # one loop timer for the limits of all its attempts
         self._compatible = target.provider == "openai_compatible"
         self._include_usage = bool(target.options.get("include_usage", True))
         key = target.api_key.reveal() if target.api_key is not None else NO_KEY
@@ -89,7 +91,7 @@ class OpenAIChatProvider:
             include_usage=self._include_usage,
         )
         reader = ChunkReader(target, call)
-        limit = AttemptLimit.of(deadline, self._target.timeout_s)
+        limit = AttemptLimit.of(deadline, self._target.timeout_s, self._alarms)
         if call.whole:
             for event in await self._whole(request, reader, limit):
                 yield event

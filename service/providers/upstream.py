@@ -34,7 +34,7 @@ from service.errors import (
 )
 from service.providers.base import TargetSpec
 from service.secrets import Secret
-from service.watchdog import Expired, Watchdog
+from service.watchdog import Alarms, Expired, Watchdog
 
 T = TypeVar("T")
 
@@ -56,18 +56,22 @@ class AttemptLimit:
     share one timer (:class:`service.watchdog.Watchdog`), not a timeout per chunk.
     """
 
-    __slots__ = ("_watchdog", "deadline", "why")
+    __slots__ = ("_alarms", "_watchdog", "deadline", "why")
 
-    def __init__(self, deadline: Deadline, why: str) -> None:
+    def __init__(self, deadline: Deadline, why: str, alarms: Alarms | None = None) -> None:
         self.deadline = deadline
         self.why = why
+        self._alarms = alarms  # the timers the provider's attempts share
         self._watchdog: Watchdog | None = None
 
     @classmethod
-    def of(cls, deadline: Deadline, timeout_s: float | None) -> AttemptLimit:
+    def of(
+        cls, deadline: Deadline, timeout_s: float | None, alarms: Alarms | None = None
+    ) -> AttemptLimit:
         if timeout_s is not None and time.monotonic() + timeout_s < deadline.at:
-            return cls(Deadline.after(timeout_s), f"the target's timeout_s of {timeout_s:g}s")
-        return cls(deadline, "the call's deadline")
+            limit = Deadline.after(timeout_s)
+            return cls(limit, f"the target's timeout_s of {timeout_s:g}s", alarms)
+        return cls(deadline, "the call's deadline", alarms)
 
     def remaining(self) -> float:
         return self.deadline.remaining()
@@ -98,7 +102,8 @@ class AttemptLimit:
         """
         watchdog = self._watchdog
         if watchdog is None:
-            watchdog = self._watchdog = Watchdog(deadline_at=self.deadline.at)
+            watchdog = Watchdog(deadline_at=self.deadline.at, alarms=self._alarms)
+            self._watchdog = watchdog
         try:
             return await watchdog.read(iterator)
         except Expired:

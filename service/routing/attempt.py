@@ -74,6 +74,8 @@ class Committed(AsyncGenerator[ProviderEvent, None]):
     """The committed attempt's events. Unlike a bare async generator, closing it before
     its first step still closes the upstream request and releases the breaker ticket."""
 
+    __slots__ = ("_attempt", "_events")
+
     def __init__(self, attempt: Attempt, first: ProviderEvent) -> None:
         self._attempt = attempt
         self._events = _committed(attempt, first)

@@ -11,8 +11,9 @@ commit a failure ends the call: no event is ever repeated or lost.
 
 Every attempt gets a deadline from what is left of the call's (capped by the target's
 attempt timeout), and may have a first-token and an idle timeout
-(:mod:`service.routing.timeouts`), all kept by one timer per attempt
-(:class:`service.watchdog.Watchdog`). No attempt starts with less than ``min_attempt_s``
+(:mod:`service.routing.timeouts`), all kept by one watchdog per attempt
+(:class:`service.watchdog.Watchdog`; their timers share one loop timer, the router's
+:class:`~service.watchdog.Alarms`). No attempt starts with less than ``min_attempt_s``
 left, so a call whose deadline has passed makes no upstream call. Extra attempts (retries,
 fallbacks, hedges) are paid from the retry budget of the target that caused them.
 """
@@ -46,7 +47,7 @@ from service.routing.policy import HedgeTo, RoutePolicy, RouteTarget
 from service.routing.registry import TargetRegistry, TargetState
 from service.routing.retry import Retry, decide
 from service.routing.tab import Tab
-from service.watchdog import Expired, Watchdog
+from service.watchdog import Alarms, Expired, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Router:
         self._registry = registry or TargetRegistry()
         self._rng = rng or random.Random()  # noqa: S311 (jitter and balancing, not secrets)
         self._sleep = sleep
+        self._alarms = Alarms()  # one loop timer for the limits of all its attempts
 
     async def open(
         self,
@@ -269,6 +271,7 @@ class Router:
             deadline_at=deadline.at + GUARD_S,
             first_s=target.first_token_timeout_s,
             idle_s=target.idle_timeout_s,
+            alarms=self._alarms,
         )
         return Attempt(
             target, state, ticket, events, deadline, bounded_by_call, now, watchdog, sent

@@ -47,7 +47,8 @@ class Tab:
     __slots__ = ("abandoned", "allow", "answer")
 
     def __init__(self) -> None:
-        self.abandoned: list[Abandoned] = []
+        # A tuple, replaced when one is added (rare): no empty list held by every call.
+        self.abandoned: tuple[Abandoned, ...] = ()
         self.answer: Usage | None = None
         self.allow: Callable[[TargetSpec], Awaitable[bool]] | None = None
 
@@ -68,7 +69,7 @@ class Tab:
             partial = reported[-1].usage if reported else None
             prompt = (call.system_prompt, call.messages, call.tools)
             usage = cut_short(partial, prompt, answer_tokens(seen))
-        self.abandoned.append(Abandoned(target, usage, error))
+        self.abandoned += (Abandoned(target, usage, error),)
 
     def cut(self, target: TargetRef, call: ModelCall, error: str) -> None:
         """Add a non-streamed attempt (``call.whole``) cut short after it was sent
@@ -77,7 +78,7 @@ class Tab:
         (the output bound its reservation held), estimated."""
         sent = prompt_tokens(call.system_prompt, call.messages, call.tools)
         most = output_bound(target.model, call.parameters.max_tokens)
-        self.abandoned.append(Abandoned(target, estimated_usage(sent, most), error))
+        self.abandoned += (Abandoned(target, estimated_usage(sent, most), error),)
 
     def usage(self) -> Usage:
         """The abandoned attempts' usage summed (cost not included: each has its own price)."""

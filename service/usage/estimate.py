@@ -81,12 +81,16 @@ class AnswerCounter:
 
     def __init__(self) -> None:
         self._pieces: list[str] = []
-        self._calls: set[int] = set()
+        # The tool calls' indices, made at the first one: most answers have none, and an
+        # empty set is 216 bytes held for as long as the answer streams.
+        self._calls: set[int] | None = None
 
     def add(self, event: Event) -> None:
         if type(event) is TextDelta:
             self._pieces.append(event.text)
         elif type(event) is ToolCallDelta:
+            if self._calls is None:
+                self._calls = set()
             self._calls.add(event.index)
             self._pieces.append(event.name)
             self._pieces.append(event.arguments_delta)
@@ -94,7 +98,8 @@ class AnswerCounter:
     @property
     def tokens(self) -> int:
         size = sum(len(p.encode("utf-8", "surrogatepass")) for p in self._pieces)
-        return -(-size // BYTES_PER_TOKEN) + TOOL_CALL_OVERHEAD_TOKENS * len(self._calls)
+        calls = len(self._calls) if self._calls is not None else 0
+        return -(-size // BYTES_PER_TOKEN) + TOOL_CALL_OVERHEAD_TOKENS * calls
 
 
 def answer_tokens(events: Iterable[Event]) -> int:
