@@ -21,7 +21,7 @@ import aiohttp
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import KEY, SYSTEM, USER, Upstream, openai_body
+from peer_rigs import KEY, SYSTEM, USER, Upstream, openai_body
 
 from service.deadline import Deadline
 from service.domain import Message, Parameters, Role, TextPart
