@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,37 @@ from typing import TypeVar
 from service.state.guard import guarded
 
 T = TypeVar("T")
+
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Put ``conn``'s file in WAL mode (the file keeps it for every later connection:
+    https://sqlite.org/wal.html, "Persistence of WAL mode"), waiting up to ``timeout_s`` for
+    another connection that holds the file.
+
+    The switch takes the file's exclusive lock without calling the busy handler: two
+    processes opening a new file at once (the workers of ``serve --workers N``) saw one of
+    them fail at start with "database is locked", whatever ``busy_timeout`` said. A file
+    already in WAL mode is only read.
+
+    Raises:
+        sqlite3.Error: the file stayed locked past ``timeout_s``, or cannot use WAL.
+    """
+    give_up = time.monotonic() + timeout_s
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode != "wal":
+                mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() >= give_up:
+                raise
+            time.sleep(0.01)
+            continue
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"the file's journal mode stays {mode}, not wal")
+        return
 
 
 class SqliteFile:
@@ -36,8 +68,8 @@ class SqliteFile:
         self.path = path
         self._name = name
         self._timeout_s = timeout_s
+        self._busy_timeout_s = busy_timeout_ms / 1000
         self._pragmas = (
-            "PRAGMA journal_mode=WAL",
             f"PRAGMA synchronous={synchronous}",
             f"PRAGMA busy_timeout={busy_timeout_ms}",
         )
@@ -49,6 +81,7 @@ class SqliteFile:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            use_wal(conn, self._busy_timeout_s)
             for pragma in self._pragmas:
                 conn.execute(pragma)
             if self._setup is not None:

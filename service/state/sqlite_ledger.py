@@ -36,7 +36,7 @@ from pathlib import Path
 from service.errors import SwitchboardError, Unavailable
 from service.state.guard import unavailable
 from service.state.records import AuditEntry, UsageRecord
-from service.state.sqlite_file import SqliteFile, transaction
+from service.state.sqlite_file import SqliteFile, transaction, use_wal
 
 CHECKPOINT_EVERY = 256  # loop commits between WAL checkpoints on the store's thread
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -135,8 +135,8 @@ class GroupCommit:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            use_wal(conn, 0)  # the store made the file WAL at start: only read here
             for pragma in (
-                "PRAGMA journal_mode=WAL",
                 "PRAGMA synchronous=NORMAL",
                 "PRAGMA busy_timeout=0",
                 "PRAGMA wal_autocheckpoint=0",

@@ -40,6 +40,7 @@ from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
 
 from service.config.state_model import StateConfig
 from service.secrets import Secret
+from service.state import sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,7 @@ def use_wal(path: Path, timeout_s: float) -> None:
     """
     connection = sqlite3.connect(path, timeout=timeout_s)
     try:
-        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"{path}: journal mode stays {mode}, not wal")
+        sqlite_file.use_wal(connection, timeout_s)
     finally:
         connection.close()
 
