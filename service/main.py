@@ -48,6 +48,7 @@ async def serve(
             "event": "config",
             "source": snapshot.source,
             "agents": sorted(snapshot.agents),
+            "workflows": sorted(snapshot.workflows),
             "targets": sorted(snapshot.targets),
             "auth": snapshot.auth.enabled,
             "api_keys": len(snapshot.auth.keys),

@@ -392,6 +392,7 @@ async def test_curl_json_and_sse() -> None:
             url,
         )
         not_json = await asyncio.to_thread(curl, "-w", "%{http_code}", "-d", "{nope", url)
+        wrong_method = await asyncio.to_thread(curl, "-i", url)  # a GET
     assert json.loads(plain)["choices"][0]["message"]["content"] == "hi curl"
     events = [line[6:] for line in streamed.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -400,6 +401,15 @@ async def test_curl_json_and_sse() -> None:
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "hi curl"
     assert not_json.endswith("400")
     assert json.loads(not_json[:-3])["error"]["message"] == "the request body is not valid JSON"
+    head, _, refusal = wrong_method.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 405")
+    assert "\r\nallow: POST\r\n" in head + "\r\n"
+    assert json.loads(refusal)["error"] == {
+        "message": "use POST for /v1/chat/completions",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "method_not_allowed",
+    }
 
 
 async def test_drain_finishes_a_stream_in_flight_over_http() -> None:

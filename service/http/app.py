@@ -63,17 +63,17 @@ class HttpApp:
             if method == "POST":
                 await self._openai.chat_completions(scope, receive, send)
                 return
-            await _refuse(send, 405, f"use POST for {path}")
+            await _refuse(send, 405, f"use POST for {path}", allow="POST")
         elif path == "/v1/models":
             if method == "GET":
                 await self._openai.models(scope, receive, send)
                 return
-            await _refuse(send, 405, f"use GET for {path}")
+            await _refuse(send, 405, f"use GET for {path}", allow="GET")
         elif path.startswith(_MODELS) and len(path) > len(_MODELS):
             if method == "GET":
                 await self._openai.model(scope, receive, send, path[len(_MODELS) :])
                 return
-            await _refuse(send, 405, f"use GET for {path}")
+            await _refuse(send, 405, f"use GET for {path}", allow="GET")
         else:
             await _refuse(send, 404, f"no route for {method} {path[:200]}")
 
@@ -91,10 +91,16 @@ class HttpApp:
             await _refuse(send, 404, f"no route for {method} {path[:200]}", anthropic=True)
 
 
-async def _refuse(send: Send, status: int, message: str, *, anthropic: bool = False) -> None:
-    code = grpc.StatusCode.NOT_FOUND if status == 404 else grpc.StatusCode.UNIMPLEMENTED
-    failure = Failure(code, message, reason="NOT_FOUND" if status == 404 else "UNIMPLEMENTED")
+async def _refuse(
+    send: Send, status: int, message: str, *, anthropic: bool = False, allow: str = ""
+) -> None:
+    """A 404 (no such route) or a 405 (another method: ``allow`` names the one there is, as
+    RFC 9110 asks), as an OpenAI (or Anthropic) error object: ``invalid_request_error``, as
+    those APIs answer a request for a route or method they do not serve."""
+    code = grpc.StatusCode.NOT_FOUND if status == 404 else grpc.StatusCode.INVALID_ARGUMENT
+    failure = Failure(code, message, reason="NOT_FOUND" if status == 404 else "METHOD_NOT_ALLOWED")
     if anthropic:
         await anthropic_door.refuse(send, failure)
         return
-    await respond(send, status, error_json(failure), error_headers(failure))
+    headers = error_headers(failure) + ([(b"allow", allow.encode())] if allow else [])
+    await respond(send, status, error_json(failure), headers)
