@@ -364,6 +364,15 @@ class AgentResponse:
 _NO_USAGE = Usage()  # immutable: one for every fold that has seen none
 
 
+def join_piece(calls: dict[int, list[str]], piece: ToolCallDelta) -> None:
+    """Add a streamed tool call's ``piece`` to ``calls`` (by index: [id, name, arguments]):
+    the first id and name it names stay, the argument fragments are concatenated."""
+    parts = calls.setdefault(piece.index, ["", "", ""])
+    parts[0] = parts[0] or piece.id
+    parts[1] = parts[1] or piece.name
+    parts[2] += piece.arguments_delta
+
+
 class Fold:
     """Accumulates a stream of events into the one response they describe.
 
@@ -399,11 +408,8 @@ class Fold:
                 self._start = event
             case TextDelta(text=text):
                 self._text.append(text)
-            case ToolCallDelta(index=index):
-                parts = self._tool_calls.setdefault(index, ["", "", ""])
-                parts[0] = parts[0] or event.id
-                parts[1] = parts[1] or event.name
-                parts[2] += event.arguments_delta
+            case ToolCallDelta():
+                join_piece(self._tool_calls, event)
             case UsageEvent(usage=usage):
                 self._usage = usage
             case Finish():

@@ -36,6 +36,7 @@ from service.domain import (
     Tool,
     ToolCallDelta,
     UsageEvent,
+    join_piece,
 )
 from service.guards.base import Finding, Stage
 from service.guards.check import (
@@ -126,10 +127,7 @@ class OutputGuard:
                 released = self._take(text)
                 return TextDelta(released) if released else None
             case ToolCallDelta():
-                parts = self._calls.setdefault(event.index, ["", "", ""])
-                parts[0] = parts[0] or event.id
-                parts[1] = parts[1] or event.name
-                parts[2] += event.arguments_delta
+                join_piece(self._calls, event)
             case UsageEvent(partial=False):
                 self._usage = event
             case Finish():
