@@ -121,7 +121,9 @@ class UsageGroup(_message.Message):
     calls: _builtins.int
     """Calls made, answered or not."""
     failed_calls: _builtins.int
-    """Calls that ended with an error."""
+    """Calls that did not end with an answer: an error, or the caller's cancel
+    (a stream left early is charged what it used, and counted here).
+    """
     cache_hits: _builtins.int
     """Calls answered from the response cache (at no cost)."""
     input_tokens: _builtins.int
