@@ -6,21 +6,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable
 
 from switchboard_client import AsyncClient, Client
 
 from service.providers.mock import MockProvider
 from tests.harness import serve_config
-from tests.waiting import wait_for
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s"
-        await asyncio.sleep(0.02)
-
+from tests.waiting import eventually, wait_for
 
 # 60 words at 10 tokens/s: six seconds to answer whole, so a cut-short call is plain.
 CONFIG = """
@@ -76,7 +67,7 @@ async def test_leaving_the_loop_or_dropping_the_stream_cancels_the_call() -> Non
             usage = await client.get_usage()
             return bool(usage.groups) and usage.groups[0].failed_calls == 4
 
-        await wait_until(recorded)
+        await eventually(recorded, timeout_s=20)
         [group] = (await client.get_usage()).groups
         assert group.calls == 4
         assert group.output_tokens < 4 * 60

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from service.providers.mock import MockProvider
 from service.reload import Reloader, Runtimes
 from service.routing.registry import TargetRegistry
 from tests.harness import serve_config
+from tests.waiting import eventually
 
 CONFIG = """
 auth:
@@ -55,13 +56,6 @@ def replace(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, within_s: float = 20.0) -> None:
-    """Wait until ``check()`` holds (bounded): the condition, not a guess at the time."""
-    async with asyncio.timeout(within_s):
-        while not await check():
-            await asyncio.sleep(0.02)
-
-
 def reloads(reloader: Reloader, result: str) -> float:
     for metric in reloader.reloads.collect():
         for sample in metric.samples:
@@ -92,7 +86,7 @@ async def test_an_edit_serves_the_next_call_while_a_stream_in_flight_finishes_on
             async def swapped() -> bool:
                 return await version(served.client) != before
 
-            await eventually(swapped)
+            await eventually(swapped, timeout_s=20)
             answer = await served.client.invoke("helper", "hello")
             assert answer.target.name == "fast"
             assert answer.agent_version != before
@@ -112,7 +106,7 @@ async def test_an_edit_serves_the_next_call_while_a_stream_in_flight_finishes_on
         async def closed() -> bool:
             return served.app.runtimes.retired == 0
 
-        await eventually(closed)
+        await eventually(closed, timeout_s=20)
         assert reloads(served.app.reloader, "ok") == 1
 
 
@@ -135,19 +129,19 @@ async def test_an_invalid_edit_is_rejected_and_the_old_config_keeps_serving() ->
         async def rejected() -> bool:
             return reloads(served.app.reloader, "rejected") == 1
 
-        await eventually(rejected)
+        await eventually(rejected, timeout_s=20)
         answer = await served.client.invoke("helper", "still here")
         assert answer.message.content[0].text == "still here"
         assert answer.agent_version == before
         assert reloads(served.app.reloader, "ok") == 0
 
         replace(served.path, "agents: [not, a, mapping")  # not even YAML
-        await eventually(lambda: _true(reloads(served.app.reloader, "rejected") == 2))
+        await eventually(lambda: _true(reloads(served.app.reloader, "rejected") == 2), timeout_s=20)
         assert (await served.client.invoke("helper", "ok")).agent_version == before
 
         # Fixing the file is picked up like any edit.
         replace(served.path, config(prompt="Fixed."))
-        await eventually(lambda: _true(reloads(served.app.reloader, "ok") == 1))
+        await eventually(lambda: _true(reloads(served.app.reloader, "ok") == 1), timeout_s=20)
         assert (await served.client.invoke("helper", "ok")).agent_version != before
 
 
@@ -164,7 +158,7 @@ async def test_unchanged_targets_keep_their_provider_and_changed_ones_get_a_new_
         assert served.app.providers["fast"] is fast
         assert served.app.providers["slow"] is not slow
         # Nothing was running on the old runtime: the replaced provider is closed at once.
-        await eventually(lambda: _true(served.app.runtimes.retired == 0))
+        await eventually(lambda: _true(served.app.runtimes.retired == 0), timeout_s=20)
 
 
 async def test_server_settings_changed_on_reload_are_reported_not_applied(
@@ -212,7 +206,7 @@ async def test_a_configmap_symlink_swap_is_picked_up(
     async def swapped() -> bool:
         return await version(client) != before
 
-    await eventually(swapped)
+    await eventually(swapped, timeout_s=20)
     assert (await client.invoke("helper", "hi")).target.name == "fast"
     assert reloads(app.reloader, "ok") == 1
 
@@ -223,7 +217,7 @@ async def test_sighup_style_request_reloads_even_with_watching_off() -> None:
         before = await version(served.client)
         replace(served.path, text.replace("Be brief.", "Changed."))
         served.app.reloader.request()  # what the SIGHUP handler calls
-        await eventually(lambda: _version_differs(served.client, before))
+        await eventually(lambda: _version_differs(served.client, before), timeout_s=20)
         assert reloads(served.app.reloader, "ok") == 1
 
 
@@ -299,7 +293,7 @@ async def test_a_provider_kept_by_one_reload_and_replaced_by_the_next_waits_for_
         await asyncio.sleep(0)
     assert closed == []
     first.calls.leave()
-    await eventually(lambda: _true(closed == ["slow@20"]))
+    await eventually(lambda: _true(closed == ["slow@20"]), timeout_s=20)
     assert runtimes.retired == 0
     await runtimes.aclose()
     assert sorted(closed) == ["fast@0", "slow@20", "slow@40"]
@@ -317,7 +311,7 @@ async def test_a_rotated_secret_file_is_picked_up_and_its_target_gets_a_new_clie
     async with serve_config(text) as served:
         before = served.app.providers["fast"]
         replace(secret, "second-key\n")  # what the kubelet does to a Secret volume, in effect
-        await eventually(lambda: _true(reloads(served.app.reloader, "ok") == 1))
+        await eventually(lambda: _true(reloads(served.app.reloader, "ok") == 1), timeout_s=20)
         assert served.app.providers["fast"] is not before
         assert served.app.snapshot.targets["fast"].api_key.reveal() == "second-key"  # type: ignore[union-attr]
         assert (await served.client.invoke("helper", "still fine")).target.name == "fast"
@@ -341,7 +335,7 @@ async def test_a_new_api_key_in_the_keys_file_works_without_a_restart(tmp_path: 
                     return False
                 return True
 
-            await eventually(accepted)
+            await eventually(accepted, timeout_s=20)
         assert reloads(served.app.reloader, "ok") == 1
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import textwrap
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from switchboard.v1 import session_pb2_grpc, usage_pb2_grpc
 
@@ -80,14 +78,6 @@ async def serve_state(backend: str, extra: str = "") -> AsyncIterator[Served]:
         serve_config(config + shared_state_yaml(schema, prefix)) as served,
     ):
         yield served
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait (bounded) until ``check()`` is true."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def sessions(served: Served) -> session_pb2_grpc.SessionServiceStub:

@@ -10,7 +10,8 @@ import pytest
 from service.state.records import NEEDS_SEED, WAIT, BudgetLine
 from service.state.redis import RedisFast
 from service.state.stores import Fast
-from tests.backends import REDIS_URL, eventually, redis_prefix
+from tests.backends import REDIS_URL, redis_prefix
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,7 +17,8 @@ from switchboard_client import ResourceExhaustedError, UnavailableError
 
 from tests.backends import POSTGRES_DSN, postgres_schema
 from tests.harness import Served, serve_config
-from tests.state.stateful import BASE, eventually, serve_state, sessions
+from tests.state.stateful import BASE, serve_state, sessions
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -102,9 +103,9 @@ async def test_a_budget_remembers_its_spend_across_a_restart(tmp_path: Path) -> 
     assert 0 < spent <= 0.05
 
 
-async def test_eventually_is_bounded() -> None:
-    with pytest.raises(AssertionError, match="not met"):
-        await eventually(lambda: False, timeout_s=0.05)
+async def test_a_wait_for_a_condition_is_bounded() -> None:
+    with pytest.raises(AssertionError, match="timed out after 0.05s"):
+        await wait_for(lambda: False, timeout_s=0.05)
 
 
 async def test_a_down_store_never_hangs_a_call() -> None:

@@ -16,7 +16,6 @@ import pytest
 from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import agent_pb2_grpc
 
-from tests.state.stateful import eventually
 from tests.state.test_money_e2e import (
     BUDGET,
     FIFTEEN,
@@ -26,6 +25,7 @@ from tests.state.test_money_e2e import (
     _serve,
     _wait_calls,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,7 +76,7 @@ async def test_a_streamed_invoke_cut_by_its_deadline_is_charged_what_it_delivere
         assert input_tokens >= 15
         assert 1 <= output_tokens < 15  # what came before the cut, not the whole answer
         assert cost == input_tokens * IN_NANOS + output_tokens * OUT_NANOS
-        await eventually(lambda: served.app.pipeline.recorder.in_flight == 0)
+        await wait_for(lambda: served.app.pipeline.recorder.in_flight == 0)
         assert await _budget_spent(served) == cost
 
 
@@ -90,7 +90,7 @@ async def test_a_non_streamed_invoke_cut_by_its_deadline_is_charged_its_bound(
         assert input_tokens >= 15
         assert output_tokens == 20  # max_tokens: all the upstream may have generated
         assert cost == input_tokens * IN_NANOS + output_tokens * OUT_NANOS
-        await eventually(lambda: served.app.pipeline.recorder.in_flight == 0)
+        await wait_for(lambda: served.app.pipeline.recorder.in_flight == 0)
         assert await _budget_spent(served) == cost
 
 
@@ -107,7 +107,7 @@ async def test_a_caller_that_leaves_a_streamed_invoke_is_charged(backend: str) -
         mock = served.app.providers["mock-slow-streamed"]
         # The first word comes at once (the server runs in this loop): once the mock has
         # started, the router holds it and waits for the second, 0.1 s later.
-        await eventually(lambda: mock.stats.started == 1)
+        await wait_for(lambda: mock.stats.started == 1)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call

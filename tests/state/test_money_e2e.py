@@ -26,7 +26,8 @@ from service.usage.budgets import applicable
 from tests.backends import POSTGRES_DSN, postgres_schema, redis_prefix
 from tests.harness import Served, serve_config
 from tests.own_servers import own_redis, postgres_proxy
-from tests.state.stateful import BASE, eventually
+from tests.state.stateful import BASE
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -138,7 +139,7 @@ async def test_a_caller_that_cancels_after_12_of_15_tokens_is_charged(backend: s
         assert output_tokens >= 12
         assert cost == input_tokens * IN_NANOS + output_tokens * OUT_NANOS
         # ... and the budget counts it.
-        await eventually(lambda: served.app.pipeline.recorder.in_flight == 0)
+        await wait_for(lambda: served.app.pipeline.recorder.in_flight == 0)
         assert await _budget_spent(served) == cost
 
 
@@ -277,7 +278,7 @@ async def test_a_cut_short_call_counts_against_tokens_per_minute() -> None:
             if seen == 12:
                 break
         await _wait_calls(served.app.stores.durable, 1)
-        await eventually(lambda: served.app.admission.in_flight == 0)
+        await wait_for(lambda: served.app.admission.in_flight == 0)
         with pytest.raises(ResourceExhaustedError, match="tokens per minute"):
             await served.client.invoke("streamer", FIFTEEN, parameters=params)
 

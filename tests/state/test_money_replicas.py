@@ -26,7 +26,7 @@ from service.usage.budgets import applicable
 from tests.backends import POSTGRES_DSN, postgres_schema
 from tests.harness import Served, serve_config
 from tests.own_servers import OwnRedis, own_redis, postgres_proxy
-from tests.state.stateful import eventually
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -122,7 +122,7 @@ async def test_other_replicas_calls_in_flight_still_count_after_a_redis_restart(
                 assert all(isinstance(m, MockProvider) for m in mocks)
                 # Six calls, two a replica, each streaming for ~8 s: five fit, one is refused.
                 first = [asyncio.ensure_future(_call(r)) for r in (a, b, c, a, b, c)]
-                await eventually(
+                await wait_for(
                     lambda: (
                         sum(m.stats.started for m in mocks) == 5  # type: ignore[attr-defined]
                         and sum(f.done() for f in first) == 1
@@ -141,7 +141,7 @@ async def test_other_replicas_calls_in_flight_still_count_after_a_redis_restart(
                 # Each refused call is a line at 0.
                 assert (calls, cost) == ({"ok": 5, "ResourceExhausted": 6}, 5 * COST)
                 assert cost <= LIMIT_USD * 1e9
-                await eventually(lambda: a.app.pipeline.recorder.in_flight == 0)
+                await wait_for(lambda: a.app.pipeline.recorder.in_flight == 0)
                 assert await _counter(a) == (5 * COST, 0)
 
 

@@ -29,8 +29,8 @@ from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.anthropic_fake import Scenario as ClaudeScenario
 from tests.fakes.openai_fake import OpenAIFake, Scenario
 from tests.harness import Served, serve_config
-from tests.state.stateful import eventually
 from tests.test_stalls_and_whole_answers import ENVIRON, config
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -71,7 +71,7 @@ async def _line(served: Served) -> tuple[int, int, int, int]:
         await asyncio.sleep(0.02)
     (total,) = totals
     assert total.calls == 1
-    await eventually(lambda: served.app.pipeline.recorder.in_flight == 0)
+    await wait_for(lambda: served.app.pipeline.recorder.in_flight == 0)
     (bound,) = applicable(served.app.snapshot.budgets, "default", "", time.time())
     assert await served.app.stores.fast.spent(bound.line) == (total.cost_nanos, 0)
     return total.failed_calls, total.input_tokens, total.output_tokens, total.cost_nanos
@@ -129,7 +129,7 @@ async def test_an_invoke_whose_every_attempt_drops_mid_answer_is_charged_for_the
 async def _cancel_when_begun(served: Served, target: str, call: asyncio.Future[object]) -> None:
     """Cancel ``call`` once ``target``'s first piece reached Switchboard (the router notes the
     time to the first event of every attempt), while the upstream stalls after it."""
-    await eventually(lambda: len(served.app.targets.get(target).latency) == 1)
+    await wait_for(lambda: len(served.app.targets.get(target).latency) == 1)
     call.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await call

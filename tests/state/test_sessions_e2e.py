@@ -11,7 +11,8 @@ from switchboard.v1 import agent_pb2 as pb
 from switchboard.v1 import session_pb2 as spb
 from switchboard_client import Client, InvalidArgumentError, NotFoundError
 
-from tests.state.stateful import eventually, invoke_as, serve_state, sessions
+from tests.state.stateful import invoke_as, serve_state, sessions
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -66,7 +67,7 @@ async def test_a_cancelled_stream_appends_nothing(backend: str) -> None:
         async for event in served.client.stream("trickle", words, session_id="c"):
             assert event.WhichOneof("event") == "start"
             break  # cancels the call before the answer is complete
-        await eventually(lambda: stats.cancelled == 1)
+        await wait_for(lambda: stats.cancelled == 1)
         # The cancelled call is in the ledger, as a failed call charged for its prompt
         # (the upstream had it; tests/state/test_money_e2e.py checks the figures).
         ledger = served.app.stores.durable

@@ -19,7 +19,8 @@ from service.state.records import AuditEntry, BudgetLine, UsageRecord
 from service.state.redis import RedisFast
 from service.state.sqlite import SqliteDurable
 from service.state.stores import Durable, Fast
-from tests.backends import POSTGRES_DSN, eventually, postgres_schema
+from tests.backends import POSTGRES_DSN, postgres_schema
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio
 
