@@ -17,7 +17,8 @@ from service.state.guard import guarded
 
 T = TypeVar("T")
 
-_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+"""Primary result codes of a file another connection holds (``exc.sqlite_errorcode & 0xFF``)."""
 
 
 def use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
@@ -40,7 +41,7 @@ def use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
             if mode != "wal":
                 mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() >= give_up:
+            if exc.sqlite_errorcode & 0xFF not in BUSY or time.monotonic() >= give_up:
                 raise
             time.sleep(0.01)
             continue

@@ -36,10 +36,9 @@ from pathlib import Path
 from service.errors import SwitchboardError, Unavailable
 from service.state.guard import unavailable
 from service.state.records import AuditEntry, UsageRecord
-from service.state.sqlite_file import SqliteFile, transaction, use_wal
+from service.state.sqlite_file import BUSY, SqliteFile, transaction, use_wal
 
 CHECKPOINT_EVERY = 256  # loop commits between WAL checkpoints on the store's thread
-_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 Line = tuple[UsageRecord, AuditEntry | None, asyncio.Future[None]]
 Insert = Callable[[sqlite3.Connection, UsageRecord, AuditEntry | None], None]
@@ -94,7 +93,7 @@ class GroupCommit:
         try:
             self._commit(self._connection(), group)
         except sqlite3.Error as exc:
-            if exc.sqlite_errorcode & 0xFF in _BUSY:
+            if exc.sqlite_errorcode & 0xFF in BUSY:
                 self._on_thread(loop, group)
                 return
             _settle(group, functools.partial(unavailable, "sqlite", exc))
