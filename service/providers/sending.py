@@ -29,7 +29,7 @@ import openai
 
 _TIMEOUTS = ("x-stainless-read-timeout", "x-stainless-timeout")
 """Headers in which a Stainless SDK tells the upstream the request's timeout (seconds)."""
-_PER_REQUEST = frozenset({"content-length", "x-stainless-retry-count", *_TIMEOUTS})
+_PER_REQUEST = frozenset({"content-length", *_TIMEOUTS})
 """Headers the SDK computes per request; everything else it sent is the target's own."""
 
 _encode = msgspec.json.Encoder().encode
@@ -106,6 +106,5 @@ class Sender:
             for name, value in request.headers.items()
             if name.lower() not in _PER_REQUEST
         ]
-        self._headers.append(("x-stainless-retry-count", "0"))  # the SDKs' retries are off
         self._timeouts = tuple(name for name in _TIMEOUTS if name in request.headers)
         self._url = request.url
