@@ -20,7 +20,7 @@ Which lines a call is charged on: those its reservation bound, the budgets confi
 their UTC periods at the moment it was admitted (``Reservation.at``). That is where its upper
 bound was checked against the limit, so charging it there keeps every budget within its limit;
 a call reserved at 23:59:59 and ending after midnight belongs to the day it was admitted in.
-Its ledger line says the same (:func:`bound_to`): dated at that moment, so a counter rebuilt
+Its ledger line says the same (:func:`binding`): dated at that moment, so a counter rebuilt
 from the ledger (the sum of its lines dated in the period) counts the call in that period
 too, and naming the lines, so a line that waits in the outbox is held and landed on them
 (:meth:`Budgets.landed`, :meth:`Budgets.check_epoch`), whatever the budgets are, or whatever
@@ -90,18 +90,12 @@ class Reservation:
         return tuple((line.key, self.at + line.ttl_s) for line in self.lines)
 
 
-def bound_to(record: UsageRecord, reservation: Reservation | None) -> UsageRecord:
-    """The call's ledger line, charged where ``reservation`` was made: dated when it was made
-    and naming its lines (see the module docstring); a call no budget bound names none."""
-    at, lines = binding(reservation, record.at)
-    return replace(record, at=at, budget_lines=lines)
-
-
 def binding(
     reservation: Reservation | None, now: float
 ) -> tuple[float, tuple[tuple[str, float], ...]]:
-    """A ledger line's ``at`` and ``budget_lines`` when charged where ``reservation`` was
-    made (:func:`bound_to`, for a line made at ``now`` and not made yet)."""
+    """A ledger line's ``at`` and ``budget_lines``, for a call ending at ``now``: where and
+    when ``reservation`` was made (see the module docstring); a call no budget bound keeps
+    ``now`` and names no lines."""
     if reservation is None:
         return now, ()
     return reservation.at, reservation.charged()
@@ -354,7 +348,7 @@ class Budgets:
 
     async def _seed_once(self, bound: Bound, tenant: str, key_id: str) -> None:
         """The line's counter is the ledger's sum of the lines dated in its period (each
-        call's line is dated when its lines were bound: :func:`bound_to`)."""
+        call's line is dated when its lines were bound: :func:`binding`)."""
         began = await self._store.begin_seed(bound.line, self._token, SEED_LEASE_S)
         if began < 0:
             await self._sleep(BUSY_WAIT_S)

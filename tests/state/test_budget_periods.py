@@ -30,7 +30,7 @@ from service.state.records import AuditEntry, BudgetLine, UsageRecord, UsageTota
 from service.state.redis import RedisFast
 from service.state.sqlite import SqliteDurable
 from service.state.stores import Fast
-from service.usage.budgets import Budgets, Reservation, bound_to
+from service.usage.budgets import Budgets, Reservation, binding
 from service.usage.ledger import Ledger
 from service.usage.recorder import Recorder
 from tests.backends import REDIS_URL, redis_prefix
@@ -127,14 +127,15 @@ class Process:
     async def record(self, reservation: Reservation) -> None:
         """The call ends now: its line (as the pipeline makes it) is recorded, then its
         reservation settled."""
+        at, budget_lines = binding(reservation, self.now[0])
         line = UsageRecord(
-            at=self.now[0], tenant="acme", key_id="k1", request_id=secrets.token_hex(4),
+            at=at, tenant="acme", key_id="k1", request_id=secrets.token_hex(4),
             agent="a", target="t", model="m", input_tokens=1, output_tokens=1,
             cost_nanos=COST, status="ok", latency_ms=1000, cache_hit=False,
-            line_id=secrets.token_hex(16),
+            line_id=secrets.token_hex(16), budget_lines=budget_lines,
         )  # fmt: skip
         audit = AuditEntry(self.now[0], "acme", "k1", line.request_id, "call", "agent:a", "ok")
-        await self.recorder.record(bound_to(line, reservation), audit, reservation)
+        await self.recorder.record(line, audit, reservation)
 
     async def landed(self) -> None:
         """Wait for the outbox's replay (started when a line went there) to land it all."""

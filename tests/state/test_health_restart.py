@@ -104,7 +104,7 @@ async def test_a_budget_remembers_its_spend_across_a_restart(tmp_path: Path) -> 
 
 
 async def test_a_wait_for_a_condition_is_bounded() -> None:
-    with pytest.raises(AssertionError, match="timed out after 0.05s"):
+    with pytest.raises(AssertionError, match=r"timed out after 0\.05s"):
         await wait_for(lambda: False, timeout_s=0.05)
 
 
