@@ -138,8 +138,9 @@ ANTHROPIC_AGENTS = ("chat", "short", "json")
 
 async def warm(rig: Rig[F], agents: tuple[str, ...]) -> None:
     """One answered call to every target, so the calls a test makes are later requests
-    (the provider sends its first request through the SDK and reuses what it built:
-    :mod:`service.providers.sending`). What the warm-up sent is forgotten."""
+    (the SDK builds a target's first request, body included, and later ones reuse its URL
+    and headers with a body of their own: :mod:`service.providers.sending`). What the
+    warm-up sent is forgotten."""
     for agent in agents:
         await rig.client.invoke(agent, "warm up")
     rig.fake.forget()

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.asyncio
 
 @pytest.fixture(params=["first request", "later request"])
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig[AnthropicFake]]:
-    """Each test twice: as the target's first request (sent through the SDK) and as a later
-    one (sent with what the SDK built: service/providers/sending.py)."""
+    """Each test twice: as the target's first request (the SDK's, body included) and as a later
+    one (its URL and headers, our body: service/providers/sending.py)."""
     async with anthropic_rig(warmed=request.param == "later request") as r:
         yield r
 

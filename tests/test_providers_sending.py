@@ -1,5 +1,5 @@
-"""A target's later requests are the request its SDK built for the first one
-(service/providers/sending.py): same URL, headers and body, only the read timeout new."""
+"""A target's requests are the one its SDK built for the first (service/providers/sending.py):
+same URL, headers and body, only the read timeout new; sent through the environment's proxy."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import pytest
 from switchboard_client import AsyncClient
 
 from tests.fakes.httpserver import FakeServer, Received
+from tests.fakes.openai_fake import OpenAIFake
+from tests.harness import serve_config
 from tests.provider_rigs import ANTHROPIC_KEY, OPENAI_KEY, anthropic_rig, openai_rig
 
 pytestmark = pytest.mark.asyncio
@@ -55,3 +57,35 @@ async def test_anthropic_later_requests_are_the_sdks_first() -> None:
     assert float(later.headers["x-stainless-timeout"]) > 0
     assert later.body == first.body
     assert streamed.body == first.body  # Messages requests always stream here
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+async def test_the_environments_proxy_carries_requests_no_proxy_exempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``http_proxy`` names the proxy every request to a target goes through (absolute-form
+    request lines), and ``no_proxy`` exempts a host, as httpx2's ``trust_env`` had it."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    async with OpenAIFake() as proxy, OpenAIFake() as direct:
+        monkeypatch.setenv("http_proxy", proxy.base_url)
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")  # the test's own gRPC channel too
+        config = f"""
+        targets:
+          far: {{provider: openai, model: gpt-fake, base_url: "http://upstream.invalid/v1",
+                 api_key: {{env: OPENAI_API_KEY}}}}
+          near: {{provider: openai, model: gpt-fake, base_url: "{direct.base_url}/v1",
+                  api_key: {{env: OPENAI_API_KEY}}}}
+        agents:
+          far: {{route: [far]}}
+          near: {{route: [near]}}
+        """
+        async with serve_config(config, {"OPENAI_API_KEY": OPENAI_KEY}) as served:
+            for agent in ("far", "near"):
+                await calls(proxy if agent == "far" else direct, served.client, agent)
+    assert [r.path for r in proxy.received] == ["http://upstream.invalid/v1/chat/completions"] * 3
+    assert {r.headers["host"] for r in proxy.received} == {"upstream.invalid"}
+    assert [r.path for r in direct.received] == ["/v1/chat/completions"] * 3

@@ -1,17 +1,16 @@
-"""The ``anthropic`` provider: the Messages API through the official ``anthropic`` SDK
-(async client, on httpx2).
+"""The ``anthropic`` provider: the Messages API, the requests built by the official
+``anthropic`` SDK and sent by aiohttp (:mod:`service.providers.sending`).
 
-One ``AsyncAnthropic`` client — one connection pool — per target, built here once and reused
+One ``AsyncAnthropic`` client and one connection pool per target, built here once and reused
 by every call. The SDK's retries are off (``max_retries=0``): Switchboard owns retries. Every
-call streams; a unary call is the stream folded by the runner. SDK exceptions are mapped in
-:func:`map_error` and never leave this module.
+call streams; a unary call is the stream folded by the runner. Upstream failures are mapped
+in :func:`map_error` and never leave this module.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Iterable
-from typing import Any
 
 import anthropic
 import httpx2
@@ -27,6 +26,7 @@ from service.providers.coalesce import Gatherer
 from service.providers.sending import Sender
 from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
+    TRANSPORT_ERRORS,
     AttemptLimit,
     classify,
     connection_failed,
@@ -45,6 +45,14 @@ DEFAULT_TIMEOUT_S = 600.0
 """The client's own timeout; every call passes a tighter one from its deadline."""
 
 
+_FAILURES: tuple[type[Exception], ...] = (
+    anthropic.AnthropicError,
+    *TRANSPORT_ERRORS,
+    msgspec.DecodeError,
+)
+"""What a call to the upstream can raise that :func:`map_error` turns into a Switchboard error."""
+
+
 class AnthropicMessagesProvider:
     """A Messages API target. Safe to share between concurrent calls."""
 
@@ -59,15 +67,20 @@ class AnthropicMessagesProvider:
         self._target = target
         self._alarms = Alarms()  # one loop timer for the limits of all its attempts
         self._default_max_tokens = int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
-        http = anthropic.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S)
-        self.client = anthropic.AsyncAnthropic(
+        self._sender = Sender(self._client_with, "/v1/messages")
+        self.client = self._sender.client
+
+    def _client_with(self, http: httpx2.AsyncClient) -> anthropic.AsyncAnthropic:
+        """The target's SDK client, building its requests through ``http``."""
+        target = self._target
+        assert target.api_key is not None  # checked in __init__
+        return anthropic.AsyncAnthropic(
             api_key=target.api_key.reveal(),
             base_url=target.base_url or ANTHROPIC_BASE_URL,
             max_retries=0,
             timeout=target.timeout_s or DEFAULT_TIMEOUT_S,
             http_client=http,
         )
-        self._sender = Sender(self.client, http, "/v1/messages")
 
     async def stream(
         self, call: ModelCall, deadline: Deadline
@@ -91,18 +104,19 @@ class AnthropicMessagesProvider:
         limit = AttemptLimit.of(deadline, self._target.timeout_s, self._alarms)
         extra = request.pop("extra_body", None) or {}
         try:
-            response = await limit.run(
-                self._post({**request, **extra, "stream": True}, limit), target
+            reply = await limit.run(
+                self._sender.open({**request, **extra, "stream": True}, limit.client_timeout_s()),
+                target,
             )
             try:
                 decoder = SSEDecoder()
-                body = response.aiter_bytes()
+                body = reply.chunks()
 
                 def parse(sse: ServerEvent) -> Iterable[ProviderEvent]:
                     if sse.event in _SKIPPED_EVENTS:
                         return ()
                     if sse.event == "error":
-                        raise _stream_error(sse.data, response)
+                        raise _stream_error(sse.data, reply.described())
                     return reader.feed(anthropic_events.decode(sse.data))
 
                 batches = Gatherer(parse).batches
@@ -117,29 +131,16 @@ class AnthropicMessagesProvider:
                         if failure is not None:
                             raise failure
             finally:
-                await response.aclose()  # on every exit: end, error, aclose, cancel
-        except (anthropic.AnthropicError, httpx2.HTTPError, msgspec.DecodeError) as exc:
+                await reply.aclose()  # on every exit: end, error, aclose, cancel
+        except _FAILURES as exc:
             raise map_error(exc, self._target) from exc
         finally:
             limit.close()
         for out in reader.finish():
             yield out
 
-    async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
-        """POST ``body`` to the Messages endpoint as the SDK's client sends it (its base URL,
-        auth, version header and status errors: :class:`service.providers.sending.Sender`),
-        returning the raw response with its body unread. The SDK's typed ``create`` would
-        turn each streamed event into a pydantic model: most of the provider path's CPU
-        (docs/benchmarks.md).
-
-        Raises: ``anthropic.APIStatusError`` for an error status, the SDK's connection errors.
-        """
-        return await self._sender.post(
-            body, max(limit.remaining(), 0.001), stream=bool(body.get("stream"))
-        )
-
     async def aclose(self) -> None:
-        await self.client.close()
+        await self._sender.aclose()
 
 
 _SKIPPED_EVENTS = frozenset({"", "ping"})

@@ -1,11 +1,11 @@
-"""The ``openai`` and ``openai_compatible`` providers: Chat Completions through the official
-``openai`` SDK (async client, on httpx2).
+"""The ``openai`` and ``openai_compatible`` providers: Chat Completions, the requests built
+by the official ``openai`` SDK and sent by aiohttp (:mod:`service.providers.sending`).
 
-One ``AsyncOpenAI`` client — one connection pool — per target, built here once and reused by
-every call. The SDK's retries are off (``max_retries=0``): Switchboard owns retries. Every
-call streams (``stream_options.include_usage`` so the stream ends with usage, estimated when a
-server ignores it); a unary call is the stream folded by the runner. SDK exceptions are
-mapped in :func:`map_error` and never leave this module.
+One ``AsyncOpenAI`` client and one connection pool per target, built here once and reused by
+every call. The SDK's retries are off (``max_retries=0``): Switchboard owns retries. A
+streamed call asks for ``stream_options.include_usage`` so the stream ends with usage
+(estimated when a server ignores it); a call the caller takes whole asks for a non-streamed
+completion. Upstream failures are mapped in :func:`map_error` and never leave this module.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from service.providers import openai_chunks, openai_errors
 from service.providers.base import ModelCall, TargetSpec
 from service.providers.coalesce import Gatherer
 from service.providers.openai_wire import ChunkReader, build_request
-from service.providers.sending import Sender
+from service.providers.sending import Reply, Sender
 from service.providers.sse import ServerEvent, SSEDecoder
 from service.providers.upstream import (
+    TRANSPORT_ERRORS,
     AttemptLimit,
     classify,
     connection_failed,
@@ -47,6 +48,14 @@ DEFAULT_TIMEOUT_S = 600.0
 """The client's own timeout; every call passes a tighter one from its deadline."""
 
 
+_FAILURES: tuple[type[Exception], ...] = (
+    openai.OpenAIError,
+    *TRANSPORT_ERRORS,
+    msgspec.DecodeError,
+)
+"""What a call to the upstream can raise that :func:`map_error` turns into a Switchboard error."""
+
+
 class OpenAIChatProvider:
     """A Chat Completions target. Safe to share between concurrent calls."""
 
@@ -55,11 +64,16 @@ class OpenAIChatProvider:
         self._alarms = Alarms()  # one loop timer for the limits of all its attempts
         self._compatible = target.provider == "openai_compatible"
         self._include_usage = bool(target.options.get("include_usage", True))
+        self._sender = Sender(self._client_with, "/chat/completions")
+        self.client = self._sender.client
+
+    def _client_with(self, http: httpx2.AsyncClient) -> openai.AsyncOpenAI:
+        """The target's SDK client, building its requests through ``http``."""
+        target = self._target
         key = target.api_key.reveal() if target.api_key is not None else NO_KEY
         organization: str | None = target.options.get("organization")
         project: str | None = target.options.get("project")
-        http = openai.DefaultAioHttpClient(timeout=target.timeout_s or DEFAULT_TIMEOUT_S)
-        self.client = openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=key,
             base_url=target.base_url or OPENAI_BASE_URL,
             organization=organization,
@@ -70,9 +84,9 @@ class OpenAIChatProvider:
         )
         # The SDK fills unset ones from OPENAI_ORG_ID / OPENAI_PROJECT_ID; a target is exactly
         # what its config says, so undo that (None means "header not sent").
-        self.client.organization = organization
-        self.client.project = project
-        self._sender = Sender(self.client, http, "/chat/completions")
+        client.organization = organization
+        client.project = project
+        return client
 
     async def stream(
         self, call: ModelCall, deadline: Deadline
@@ -97,10 +111,12 @@ class OpenAIChatProvider:
                 yield event
             return
         try:
-            response = await limit.run(self._post({**request, "stream": True}, limit), target)
+            reply = await limit.run(
+                self._sender.open({**request, "stream": True}, limit.client_timeout_s()), target
+            )
             try:
                 decoder = SSEDecoder()
-                body = response.aiter_bytes()
+                body = reply.chunks()
                 done = False
 
                 def parse(sse: ServerEvent) -> Iterable[ProviderEvent]:
@@ -111,7 +127,7 @@ class OpenAIChatProvider:
                         reader.done()
                         done = True
                         return ()
-                    return reader.feed(self._chunk(sse.data, response))
+                    return reader.feed(self._chunk(sse.data, reply))
 
                 batches = Gatherer(parse).batches
                 while True:
@@ -125,8 +141,8 @@ class OpenAIChatProvider:
                         if failure is not None:
                             raise failure
             finally:
-                await response.aclose()  # on every exit: end, error, aclose, cancel
-        except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
+                await reply.aclose()  # on every exit: end, error, aclose, cancel
+        except _FAILURES as exc:
             raise map_error(exc, self._target) from exc
         finally:
             limit.close()
@@ -141,32 +157,20 @@ class OpenAIChatProvider:
         body = {k: v for k, v in request.items() if k != "stream_options"}
         try:
             try:
-                response = await limit.run(self._post(body, limit), self._target.name)
-                completion = openai_chunks.decode_completion(response.content)
+                content = await limit.run(
+                    self._sender.read(body, limit.client_timeout_s()), self._target.name
+                )
+                completion = openai_chunks.decode_completion(content)
             finally:
                 limit.close()
-        except (openai.OpenAIError, httpx2.HTTPError, msgspec.DecodeError) as exc:
+        except _FAILURES as exc:
             raise map_error(exc, self._target) from exc
         events = list(reader.feed(completion.as_chunk()))
         reader.done()
         return events + list(reader.finish())
 
-    async def _post(self, body: dict[str, Any], limit: AttemptLimit) -> httpx2.Response:
-        """POST ``body`` to the chat completions endpoint as the SDK's client sends it (its base
-        URL, auth, headers and status errors: :class:`service.providers.sending.Sender`),
-        returning the raw response, its body unread when streamed. The SDK's typed
-        ``create`` would turn the body's every field through its TypedDict reflection and
-        each streamed chunk into a pydantic model: most of the provider path's CPU
-        (docs/benchmarks.md).
-
-        Raises: ``openai.APIStatusError`` for an error status, the SDK's connection errors.
-        """
-        return await self._sender.post(
-            body, max(limit.remaining(), 0.001), stream=bool(body.get("stream"))
-        )
-
     @staticmethod
-    def _chunk(data: bytes, response: httpx2.Response) -> openai_chunks.Chunk:
+    def _chunk(data: bytes, reply: Reply) -> openai_chunks.Chunk:
         """The chunk in one event's data.
 
         Raises:
@@ -178,13 +182,13 @@ class OpenAIChatProvider:
             message = chunk.error.get("message")
             raise openai.APIError(
                 message if isinstance(message, str) and message else "An error in the stream",
-                response.request,
+                reply.described().request,
                 body=chunk.error,
             )
         return chunk
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self._sender.aclose()
 
 
 def map_error(exc: Exception, target: TargetSpec) -> SwitchboardError:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import aiohttp
+import httpx2
 
 from service.deadline import Deadline
 from service.errors import (
@@ -76,6 +77,11 @@ class AttemptLimit:
     def remaining(self) -> float:
         return self.deadline.remaining()
 
+    def client_timeout_s(self) -> float:
+        """What is left, in seconds, as the HTTP client's own timeout: at least 1 ms (the
+        limit itself ends the attempt; a zero or negative timeout would mean none)."""
+        return max(self.deadline.remaining(), 0.001)
+
     async def run(self, awaitable: Awaitable[T], target: str) -> T:
         """``awaitable``'s result, cancelling it when the limit passes first.
 
@@ -120,16 +126,21 @@ class AttemptLimit:
         ).about(target=target)
 
 
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx2.HTTPError, aiohttp.ClientError)
+"""What a provider's HTTP sending raises when the transport fails: httpx2's errors under the
+SDK (a target's first request), aiohttp's straight (later ones: service/providers/sending.py)."""
+
+
 def transport_fault(exc: BaseException) -> type[DeadlineExceeded] | type[Unavailable] | None:
-    """What an HTTP transport failure under ``exc`` really was, read from its causes:
-    ``DeadlineExceeded`` for a timeout, ``Unavailable`` for a connection refused, reset or
-    dropped mid-body; ``None`` when no aiohttp error caused it.
+    """What an HTTP transport failure ``exc``, or one under it, really was: ``DeadlineExceeded``
+    for a timeout, ``Unavailable`` for a connection refused, reset or dropped mid-body;
+    ``None`` when no aiohttp error is (or caused) it.
 
     The SDKs' aiohttp transport (``DefaultAioHttpClient``) re-raises every aiohttp connection
     error as ``httpx2.ConnectTimeout`` (its table maps ``ClientConnectionError`` to it), so a
     refused connection or a stream cut short would otherwise read as a timeout.
     """
-    cause = exc.__cause__
+    cause: BaseException | None = exc
     for _ in range(4):  # SDK error ← httpx2 error ← aiohttp error
         if cause is None:
             return None
