@@ -15,11 +15,12 @@ Per gateway, in each of a few alternated runs (the gateways' order rotates betwe
 - added time to first streamed event at 1 in flight, p50: the first text delta through the
   gateway less the first content chunk straight from the upstream (a small blocking client).
 
-Switchboard is called over gRPC (Invoke / Stream, framed for h2load; the grpc client for the
-first event); the peers over HTTP/1.1 (OpenAI's chat completions). The upstream counts what
-it served, and every h2load batch must have reached it exactly once per request. Reported:
-medians over the runs. The machine is small and shared: read the ratios within one run,
-not the absolute figures.
+Switchboard is called over gRPC (Invoke / Stream, framed for h2load; for the first event,
+HTTP/2 frames on a raw socket: a client as light as the raw HTTP/1.1 one that times the HTTP
+doors, the peers and the upstream, see peer_rigs.GrpcFirstEvent); the peers over HTTP/1.1
+(OpenAI's chat completions). The upstream counts what it served, and every h2load batch must
+have reached it exactly once per request. Reported: medians over the runs. The machine is
+small and shared: read the ratios within one run, not the absolute figures.
 
     .venv/bin/python bench/peers.py [--quick] [--runs 3] [--gateways switchboard,portkey,litellm]
 
@@ -55,6 +56,7 @@ from peer_rigs import (
     USER,
     Figures,
     Gateway,
+    GrpcFirstEvent,
     Upstream,
     first_http_event,
     h2load,
@@ -123,7 +125,6 @@ def switchboard(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:
     address = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(address)
     invoke = channel.unary_unary("/switchboard.v1.AgentService/Invoke")
-    stream = channel.unary_stream("/switchboard.v1.AgentService/Stream")
     unary_body = pb.InvokeRequest(agent="gpt", messages=messages_proto()).SerializeToString()
     stream_body = pb.StreamRequest(agent="gpt", messages=messages_proto()).SerializeToString()
 
@@ -138,14 +139,11 @@ def switchboard(upstream: Upstream, logs: Path, ref: str = "") -> Gateway:
         url = f"http://{address}/switchboard.v1.AgentService/{path}"
         return lambda n, c: h2load(url, framed(body), headers, n, c, h1=False)
 
+    # Not through grpc's Python client: its own wake-ups would count as the gateway's.
+    timer = GrpcFirstEvent(port, "/switchboard.v1.AgentService/Stream")
+
     def first_event() -> float:
-        began = time.perf_counter()
-        replies = stream(stream_body, timeout=30)
-        took = 0.0
-        for raw in replies:
-            if not took and pb.StreamResponse.FromString(raw).HasField("text_delta"):
-                took = time.perf_counter() - began
-        return took
+        return timer.first_event(stream_body)
 
     def answered_ok() -> int:  # from Switchboard's call log, one JSON line per call
         text = (logs / f"{name}.log").read_text(errors="replace")
