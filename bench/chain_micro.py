@@ -5,7 +5,10 @@ call, then the behavior), with a trivial servicer and a stand-in servicer contex
 prints CPU microseconds per call for: nothing; opentelemetry-instrumentation-grpc's aio
 server interceptor alone; the whole chain as the app builds it (auth on, three rate limits
 on the memory backend), with spans not sampled (no exporter: the default) and sampled
-(recorded, then dropped); and a streamed call of 20 events through the whole chain.
+(recorded, then dropped); and a streamed call of 20 events through the whole chain. The call
+log is on, as ``switchboard serve`` sets it up (JSON lines, here to /dev/null, line-buffered
+as stderr is), and the loop turns once between calls, as it does between a server's calls
+(the call log writes a turn's lines at the start of the next).
 
 It measures whichever source tree it runs in, so two trees compare by running it in each
 (``cd <tree> && PYTHONPATH=.:generated:clients/python python bench/chain_micro.py``),
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import statistics
 import tempfile
 import time
@@ -35,6 +40,8 @@ from switchboard.v1 import agent_pb2 as pb
 from service.app import App
 from service.auth.keys import new_key, write_keys_file
 from service.config import load
+from service.config.chain_model import LogsConfig
+from service.observability.logging import configure
 
 CALLS = 10_000
 EVENTS = 20
@@ -115,6 +122,7 @@ async def measure(interceptors: list[Any], metadata: tuple[Any, ...], stream: bo
                 pass
         else:
             await composed.unary_unary(request, context)
+        await asyncio.sleep(0)
 
     for _ in range(300):
         await once()
@@ -142,6 +150,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant (median)")
     args = parser.parse_args()
+    configure(LogsConfig(level="INFO", format="json"))
+    with open(os.devnull, "w", buffering=1) as devnull:
+        handler = logging.getLogger().handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(devnull)
+        await measure_all(args.rounds)
+
+
+async def measure_all(rounds: int) -> None:
     folder = Path(tempfile.mkdtemp())
     key, record = new_key("acme")
     recording = TracerProvider(sampler=ALWAYS_ON)
@@ -159,11 +176,11 @@ async def main() -> None:
         f"whole chain, a stream of {EVENTS} events": (lambda: [quiet.chain], True),
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, (build, stream) in variants.items():
             results[name].append(await measure(build(), metadata, stream))
     for name, runs in results.items():
-        print(f"{name:40s} {statistics.median(runs):7.1f} us/call (CPU, median of {args.rounds})")
+        print(f"{name:40s} {statistics.median(runs):7.1f} us/call (CPU, median of {rounds})")
     await quiet.stop(0)
     await sampled.stop(0)
 

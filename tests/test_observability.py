@@ -351,6 +351,45 @@ async def test_the_sdk_http_client_is_quiet_at_info(capsys: pytest.CaptureFixtur
     assert not [line for line in lines if "HTTP Request" in line]
 
 
+async def test_call_lines_say_the_same_written_directly_or_through_logging(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the JSON stream handler alone (as ``switchboard serve`` sets it up), the lines of
+    calls ending in one loop turn are written together after the answers, straight to the
+    handler's stream; with any other handler on the way (here a capture's), each line is a
+    record handled by logging. Both write the same fields."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    captured: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = captured.append  # type: ignore[method-assign]
+    try:
+        configure(LogsConfig(level="INFO", format="json"))
+        async with serve_config(AGENTS) as s:
+            ids = [f"req-{i:02d}" for i in range(12)]
+            await asyncio.gather(*(s.client.invoke("echo", "hi", request_id=i) for i in ids))
+            logging.getLogger(CALLS_LOGGER).addHandler(capture)
+            await s.client.invoke("echo", "hi", request_id="req-logged")
+            logging.getLogger(CALLS_LOGGER).removeHandler(capture)
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        logging.getLogger(CALLS_LOGGER).removeHandler(capture)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    calls = [json.loads(line) for line in lines if '"logger": "switchboard.calls"' in line]
+    assert sorted(c["request_id"] for c in calls) == [*ids, "req-logged"]
+    assert [r.request_id for r in captured] == ["req-logged"]  # type: ignore[attr-defined]
+    logged = json.loads(JsonFormatter().format(captured[0]))
+    written = next(c for c in calls if c["request_id"] == "req-logged")
+    assert logged == written
+    direct = next(c for c in calls if c["request_id"] == "req-00")
+    varying = {"ts", "duration_ms", "request_id", "trace_id", "span_id"}
+    assert list(direct) == list(logged)
+    assert {k: v for k, v in direct.items() if k not in varying} == {
+        k: v for k, v in logged.items() if k not in varying
+    }
+
+
 @pytest.mark.parametrize(
     "created",
     [
