@@ -85,15 +85,42 @@ def add_services(
     ``server``, and reflection naming them all when ``reflect``; returns each service's
     descriptor and servicer, for the HTTP doors (:func:`build_http`)."""
     served: Served = []
+    generic: Any = _GenericOnly(server)  # what the generated functions call, duck-typed
     for service, servicer in servicers.items():
         module, add = SERVICES[service]
-        add(servicer, server)
+        add(servicer, generic)
         served.append((module.DESCRIPTOR.services_by_name[service], servicer))
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, generic)
     if reflect:
         names = [descriptor.full_name for descriptor, _ in served]
         reflection.enable((*names, HEALTH_SERVICE), server)
     return served
+
+
+class _GenericOnly:
+    """``server`` as the generated ``add_*_to_server`` functions see it: they add each
+    service's generic handler (``add_generic_rpc_handlers``) and register its methods again
+    (``add_registered_method_handlers``, grpcio 1.63 and later); only the first reaches the
+    server.
+
+    grpc.aio's server keeps one request task per registered method and, for every call that
+    arrives, waits on all of them (``asyncio.wait(..., FIRST_COMPLETED)``): with the 28
+    methods served here that was about 5 % of the gateway's CPU per call (py-spy, the mock
+    path at 16 calls in flight). Through the generic handlers one task takes every call
+    and the handler is found by name; a bare grpc.aio server answered as many calls per
+    CPU-second either way (docs/benchmarks.md).
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(
+        self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...]
+    ) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: object) -> None:
+        """Not passed on (see the class): the generic handler serves these methods."""
 
 
 def build_http(
