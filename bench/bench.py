@@ -2,12 +2,13 @@
 
 For each of a few alternated runs, each server is started pinned to one core (taskset) and
 h2load, pinned to the other, sends framed gRPC requests over one connection with 1, 16 and 64
-concurrent streams, then a grpc client times the first text delta of Streams sent one at a
-time. Reported: unary requests/s with p50/p99 latency, calls per server CPU-second (the
-server process's user+system time from /proc, so other load on the machine moves it less
-than the wall-clock rate), streams per second and per CPU-second, and the time to the first
-streamed text; the medians over the runs, and the ratios Switchboard / bare. Nothing is
-asserted: this machine is small and shared, so read the ratios, not the absolute figures.
+concurrent streams, then a raw HTTP/2 client (bench/grpc_first_event.py) times the first text
+delta of Streams sent one at a time. Reported: unary requests/s with p50/p99 latency, calls per
+server CPU-second (the server process's user+system time from /proc, so other load on the
+machine moves it less than the wall-clock rate), streams per second and per CPU-second, and the
+time to the first streamed text; the medians over the runs, and the ratios Switchboard / bare.
+Nothing is asserted: this machine is small and shared, so read the ratios, not the absolute
+figures.
 
 ``--ref REF`` (repeatable) adds Switchboard as of a git ref beside the working tree's, for A/B
 runs in one go (its ``service`` package unpacked under bench/data, same venv).
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from grpc_first_event import GrpcFirstEvent
 from switchboard.v1 import agent_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,19 +55,15 @@ class Result:
 
 
 def first_events(address: str, body: bytes, count: int) -> Result:
-    """``count`` Streams one after another through the grpc client: the p50 / p99 time from
-    sending to the first text delta (``p50_ms`` / ``p99_ms``)."""
-    took: list[float] = []
-    with grpc.insecure_channel(address) as channel:
-        stream = channel.unary_stream("/switchboard.v1.AgentService/Stream")
-        for _ in range(count):
-            began = time.perf_counter()
-            first = 0.0
-            for raw in stream(body[5:], timeout=30):
-                if not first and pb.StreamResponse.FromString(raw).HasField("text_delta"):
-                    first = time.perf_counter() - began
-            took.append(first * 1000)
-    took.sort()
+    """``count`` Streams one after another, timed by a raw HTTP/2 client (grpc's own Python
+    client would add its thread wake-ups, more to a server that answers at once than to one
+    that takes longer: bench/grpc_first_event.py): the p50 / p99 time from sending to the
+    first text delta (``p50_ms`` / ``p99_ms``)."""
+    timer = GrpcFirstEvent(int(address.rpartition(":")[2]), "/switchboard.v1.AgentService/Stream")
+    try:
+        took = sorted(timer.first_event(body[5:]) * 1000 for _ in range(count))
+    finally:
+        timer.close()
     return Result(0.0, took[len(took) // 2], took[min(len(took) - 1, int(0.99 * len(took)))])
 
 

@@ -17,7 +17,7 @@ Per gateway, in each of a few alternated runs (the gateways' order rotates betwe
 
 Switchboard is called over gRPC (Invoke / Stream, framed for h2load; for the first event,
 HTTP/2 frames on a raw socket: a client as light as the raw HTTP/1.1 one that times the HTTP
-doors, the peers and the upstream, see peer_rigs.GrpcFirstEvent); the peers over HTTP/1.1
+doors, the peers and the upstream, see bench/grpc_first_event.py); the peers over HTTP/1.1
 (OpenAI's chat completions). The upstream counts what it served, and every h2load batch must
 have reached it exactly once per request. Reported: medians over the runs. The machine is
 small and shared: read the ratios within one run, not the absolute figures.
@@ -45,6 +45,7 @@ import grpc
 from switchboard.v1 import agent_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grpc_first_event import GrpcFirstEvent
 from peer_rigs import (
     CLIENT_CPU,
     DATA,
@@ -56,7 +57,6 @@ from peer_rigs import (
     USER,
     Figures,
     Gateway,
-    GrpcFirstEvent,
     Upstream,
     first_http_event,
     h2load,
