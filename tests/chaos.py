@@ -46,11 +46,13 @@ async def wait_for_health(
         await asyncio.sleep(0.01)
 
 
-# grpc's server keeps one task per registered method waiting for the next call; it starts
-# lazily on the first call of that method and is the server's, not a leak. A fake upstream
+# grpc's server keeps a task waiting for the next call: one for its generic handlers
+# (``_request_call``, renewed for every call; Switchboard serves through these only:
+# service/serving/wiring.py) and one per registered method (``_request_registered_call``,
+# started on the method's first call). They are the server's, not leaks. A fake upstream
 # serves each kept-alive connection of the SDK's pool in a task: pooled, not leaked (closed
 # requests are checked through the fake's ``abandoned`` count instead).
-_SERVER_WAITERS = {"_request_registered_call"}
+_SERVER_WAITERS = {"_request_call", "_request_registered_call"}
 _FAKES = str(Path(__file__).parent / "fakes")
 
 
