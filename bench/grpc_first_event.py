@@ -30,6 +30,10 @@ class GrpcFirstEvent:
     in full against a server that answers at once: bench/bare_server.py took 0.45 ms to the
     first text delta through grpc's client, 0.24 through this, so bench/bench.py's figure for
     Switchboard over the bare server came out ~0.08 ms too small through grpc's client.
+
+    Frames by hand rather than through h2 (python-hyper's HTTP/2 state machine): its
+    pure-Python work per frame would be timed as the gateway's, as grpc's thread hand-offs
+    were, and the client needs only the few frames RFC 9113 section 6 defines below.
     """
 
     PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
