@@ -99,12 +99,13 @@ class GrpcFirstEvent:
     def first_event(self, request: bytes) -> float:
         """Seconds from sending ``request`` (a serialized StreamRequest) to the first
         StreamResponse with a text delta; the rest of the stream is read to its end. A
-        stream the server did not take (it closed the connection, or went away first) is
-        sent once more on a new connection."""
+        stream the server did not take (it closed the connection, or went away first, as
+        when the connection sat idle through other gateways' runs) is sent once more on a
+        new connection."""
         for _ in range(2):
             try:
                 return self._timed(request)
-            except _Gone:
+            except (_Gone, ConnectionError):  # e.g. closed while idle between a run's phases
                 self.close()
         raise RuntimeError("the gRPC server closed two connections in a row")
 
