@@ -191,7 +191,8 @@ class Sender:
             self._timeouts = tuple(name for name in _TIMEOUTS if name in request.headers)
             self._url = str(request.url)
             self._proxy = _env_proxy(request.url)
-            limits = openai.DEFAULT_CONNECTION_LIMITS
+            sdk = anthropic if isinstance(self.client, anthropic.AsyncAnthropic) else openai
+            limits = sdk.DEFAULT_CONNECTION_LIMITS
             connector = aiohttp.TCPConnector(
                 limit=limits.max_connections or 0,
                 keepalive_timeout=limits.keepalive_expiry or 0,
