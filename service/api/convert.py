@@ -300,7 +300,9 @@ def _struct(value: object) -> struct_pb2.Struct:
 
 
 def target_to_proto(target: TargetRef) -> pb.Target:
-    return pb.Target(name=target.name, provider=target.provider, model=target.model)
+    out = pb.Target()
+    _fill_target(out, target)
+    return out
 
 
 def usage_to_proto(usage: Usage) -> pb.Usage:
