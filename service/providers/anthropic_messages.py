@@ -1,10 +1,11 @@
 """The ``anthropic`` provider: the Messages API, the requests built by the official
 ``anthropic`` SDK and sent by aiohttp (:mod:`service.providers.sending`).
 
-One ``AsyncAnthropic`` client and one connection pool per target, built here once and reused
-by every call. The SDK's retries are off (``max_retries=0``): Switchboard owns retries. Every
-call streams; a unary call is the stream folded by the runner. Upstream failures are mapped
-in :func:`map_error` and never leave this module.
+One ``AsyncAnthropic`` client per target, built here once, and one connection pool, opened on
+the target's first request; both reused by every call. The SDK's retries are off
+(``max_retries=0``): Switchboard owns retries. Every call streams; a unary call is the stream
+folded by the runner. Upstream failures are mapped in :func:`map_error` and never leave this
+module.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The ``openai`` and ``openai_compatible`` providers: Chat Completions, the requests built
 by the official ``openai`` SDK and sent by aiohttp (:mod:`service.providers.sending`).
 
-One ``AsyncOpenAI`` client and one connection pool per target, built here once and reused by
-every call. The SDK's retries are off (``max_retries=0``): Switchboard owns retries. A
-streamed call asks for ``stream_options.include_usage`` so the stream ends with usage
-(estimated when a server ignores it); a call the caller takes whole asks for a non-streamed
-completion. Upstream failures are mapped in :func:`map_error` and never leave this module.
+One ``AsyncOpenAI`` client per target, built here once, and one connection pool, opened on the
+target's first request; both reused by every call. The SDK's retries are off
+(``max_retries=0``): Switchboard owns retries. A streamed call asks for
+``stream_options.include_usage`` so the stream ends with usage (estimated when a server ignores
+it); a call the caller takes whole asks for a non-streamed completion. Upstream failures are
+mapped in :func:`map_error` and never leave this module.
 """
 
 from __future__ import annotations

@@ -127,8 +127,9 @@ class AttemptLimit:
 
 
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx2.HTTPError, aiohttp.ClientError)
-"""What a provider's HTTP sending raises when the transport fails: httpx2's errors under the
-SDK (a target's first request), aiohttp's straight (later ones: service/providers/sending.py)."""
+"""What a provider's HTTP sending can raise when the transport fails: aiohttp's errors (every
+request goes out through aiohttp: service/providers/sending.py), and httpx2's, which the SDKs
+raise when they send themselves (the providers' ``map_error`` reads both)."""
 
 
 def transport_fault(exc: BaseException) -> type[DeadlineExceeded] | type[Unavailable] | None:
@@ -136,9 +137,10 @@ def transport_fault(exc: BaseException) -> type[DeadlineExceeded] | type[Unavail
     for a timeout, ``Unavailable`` for a connection refused, reset or dropped mid-body;
     ``None`` when no aiohttp error is (or caused) it.
 
-    The SDKs' aiohttp transport (``DefaultAioHttpClient``) re-raises every aiohttp connection
-    error as ``httpx2.ConnectTimeout`` (its table maps ``ClientConnectionError`` to it), so a
-    refused connection or a stream cut short would otherwise read as a timeout.
+    An aiohttp error is read by what it is, whether it arrives as itself (Switchboard's own
+    sending) or under an SDK's wrapper: the SDKs' aiohttp transport (``DefaultAioHttpClient``)
+    re-raises every aiohttp connection error as ``httpx2.ConnectTimeout``, so a refused
+    connection or a stream cut short would otherwise read as a timeout.
     """
     cause: BaseException | None = exc
     for _ in range(4):  # SDK error ← httpx2 error ← aiohttp error
