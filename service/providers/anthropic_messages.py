@@ -69,7 +69,13 @@ class AnthropicMessagesProvider:
         self._alarms = Alarms()  # one loop timer for the limits of all its attempts
         self._default_max_tokens = int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
         self._sender = Sender(self._client_with, "/v1/messages")
-        self.client = self._sender.client
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The target's SDK client (it builds the requests: :mod:`service.providers.sending`)."""
+        client = self._sender.client
+        assert isinstance(client, anthropic.AsyncAnthropic)  # the one _client_with made
+        return client
 
     def _client_with(self, http: httpx2.AsyncClient) -> anthropic.AsyncAnthropic:
         """The target's SDK client, building its requests through ``http``."""

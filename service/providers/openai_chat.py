@@ -66,7 +66,13 @@ class OpenAIChatProvider:
         self._compatible = target.provider == "openai_compatible"
         self._include_usage = bool(target.options.get("include_usage", True))
         self._sender = Sender(self._client_with, "/chat/completions")
-        self.client = self._sender.client
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The target's SDK client (it builds the requests: :mod:`service.providers.sending`)."""
+        client = self._sender.client
+        assert isinstance(client, openai.AsyncOpenAI)  # the one _client_with made
+        return client
 
     def _client_with(self, http: httpx2.AsyncClient) -> openai.AsyncOpenAI:
         """The target's SDK client, building its requests through ``http``."""
